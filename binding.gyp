@@ -1,0 +1,37 @@
+{
+  "targets": [
+    {
+      "target_name": "falcon_native",
+      "sources": [
+        "native/core/dtype.cpp",
+        "native/core/model_config.cpp",
+        "native/core/model.cpp",
+        "native/core/kv_cache.cpp",
+        "native/core/backend.cpp",
+        "native/core/thread_pool.cpp",
+        "native/cpu/cpu_backend.cpp",
+        "native/cpu/ops/linear.cpp",
+        "native/cpu/ops/layer_norm.cpp",
+        "native/cpu/ops/gelu.cpp",
+        "native/cpu/ops/embedding.cpp",
+        "native/cpu/ops/rotary.cpp",
+        "native/cpu/ops/attention.cpp",
+        "native/binding/addon.cpp",
+        "native/binding/model_wrap.cpp",
+        "native/binding/cache_wrap.cpp"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "cflags!": ["-fno-exceptions", "-O2"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-O2"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "ldflags": ["-pthread"],
+      "xcode_settings": {
+        "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
+        "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
+        "OTHER_CPLUSPLUSFLAGS": ["-O3"]
+      },
+      "msvs_settings": { "VCCLCompilerTool": { "ExceptionHandling": 1 } }
+    }
+  ]
+}

@@ -1,0 +1,345 @@
+#include "model_wrap.h"
+
+#include <vector>
+
+#include "addon_data.h"
+#include "cache_wrap.h"
+#include "napi_util.h"
+
+namespace falcon::binding {
+
+namespace {
+
+ModelConfig read_config(const Napi::Env& env, const Napi::Object& object) {
+  auto integer = [&](const char* key) -> int64_t {
+    Napi::Value value = object.Get(key);
+    if (!value.IsNumber()) throw make_error(env, ErrorKind::Config, std::string("config.") + key + " must be a number");
+    return value.As<Napi::Number>().Int64Value();
+  };
+  auto number = [&](const char* key) -> double {
+    Napi::Value value = object.Get(key);
+    if (!value.IsNumber()) throw make_error(env, ErrorKind::Config, std::string("config.") + key + " must be a number");
+    return value.As<Napi::Number>().DoubleValue();
+  };
+  auto text = [&](const char* key) -> std::string {
+    Napi::Value value = object.Get(key);
+    if (!value.IsString()) throw make_error(env, ErrorKind::Config, std::string("config.") + key + " must be a string");
+    return value.As<Napi::String>().Utf8Value();
+  };
+  auto boolean = [&](const char* key) -> bool {
+    Napi::Value value = object.Get(key);
+    if (!value.IsBoolean()) throw make_error(env, ErrorKind::Config, std::string("config.") + key + " must be a boolean");
+    return value.As<Napi::Boolean>().Value();
+  };
+
+  ModelConfig config;
+  config.vocab_size = integer("vocabSize");
+  config.num_layers = integer("numLayers");
+  config.num_heads = integer("numHeads");
+  config.num_kv_heads = integer("numKvHeads");
+  config.hidden_dim = integer("hiddenDim");
+  config.ffn_dim = integer("ffnDim");
+  config.layer_norm_epsilon = float(number("layerNormEpsilon"));
+  const std::string position = text("positionEncoding");
+  if (position == "alibi") config.position_encoding = PositionEncoding::Alibi;
+  else if (position == "rotary") config.position_encoding = PositionEncoding::Rotary;
+  else throw make_error(env, ErrorKind::Config, "config.positionEncoding must be 'alibi' or 'rotary'");
+  config.rope_theta = number("ropeTheta");
+  const std::string scaling = text("ropeScaling");
+  if (scaling == "none") config.rope_scaling = RopeScaling::None;
+  else if (scaling == "linear") config.rope_scaling = RopeScaling::Linear;
+  else if (scaling == "dynamic") config.rope_scaling = RopeScaling::Dynamic;
+  else throw make_error(env, ErrorKind::Config, "config.ropeScaling must be 'none', 'linear' or 'dynamic'");
+  config.rope_scaling_factor = number("ropeScalingFactor");
+  config.max_position_embeddings = integer("maxPositionEmbeddings");
+  if (!parse_block_layout(text("blockLayout"), &config.block_layout)) {
+    throw make_error(env, ErrorKind::Config,
+                     "config.blockLayout must be 'sequential', 'parallel_one_norm' or 'parallel_two_norms'");
+  }
+  config.use_bias = boolean("useBias");
+  config.tied_head = boolean("tiedHead");
+  if (!parse_dtype(text("dtype"), &config.dtype) || config.dtype == DType::Float64) {
+    throw make_error(env, ErrorKind::Config, "config.dtype must be 'float32', 'bfloat16' or 'float16'");
+  }
+  return config;
+}
+
+// Runs `work` on a libuv thread and settles a promise; `finish` builds the resolved value.
+class TaskWorker : public Napi::AsyncWorker {
+ public:
+  using Work = std::function<void()>;
+  using Finish = std::function<Napi::Value(Napi::Env)>;
+
+  TaskWorker(Napi::Env env, Work work, Finish finish)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)),
+        finish_(std::move(finish)) {}
+
+  Napi::Promise promise() { return deferred_.Promise(); }
+  // Keeps a JS value (an input buffer) alive until the worker is done with its memory.
+  void retain(Napi::Value value) { retained_.push_back(Napi::Persistent(value)); }
+
+  void Execute() override {
+    try {
+      work_();
+    } catch (const falcon::Error& e) {
+      error_.capture(e.kind(), e.what());
+    } catch (const std::bad_alloc&) {
+      error_.capture(ErrorKind::State, "out of memory");
+    } catch (const std::exception& e) {
+      error_.capture(ErrorKind::State, e.what());
+    }
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    if (error_.set) {
+      deferred_.Reject(make_error(env, error_.kind, error_.message).Value());
+      return;
+    }
+    deferred_.Resolve(finish_ ? finish_(env) : env.Undefined());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Work work_;
+  Finish finish_;
+  PendingError error_;
+  std::vector<Napi::Reference<Napi::Value>> retained_;
+};
+
+Napi::Value queue(TaskWorker* worker) {
+  Napi::Promise promise = worker->promise();
+  worker->Queue();
+  return promise;
+}
+
+}  // namespace
+
+Napi::Function ModelWrap::Define(Napi::Env env) {
+  return DefineClass(env, "NativeModel",
+                     {
+                         InstanceMethod<&ModelWrap::SetWeight>("setWeight"),
+                         InstanceMethod<&ModelWrap::InitializeRandom>("initializeRandom"),
+                         InstanceMethod<&ModelWrap::RequireComplete>("requireComplete"),
+                         InstanceMethod<&ModelWrap::Forward>("forward"),
+                         InstanceMethod<&ModelWrap::ProjectLogits>("projectLogits"),
+                         InstanceMethod<&ModelWrap::Embed>("embed"),
+                         InstanceMethod<&ModelWrap::Info>("info"),
+                         InstanceMethod<&ModelWrap::WeightNames>("weightNames"),
+                         InstanceMethod<&ModelWrap::Dispose>("dispose"),
+                     });
+}
+
+ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw make_error(env, ErrorKind::Config, "NativeModel needs a config object");
+  ModelConfig config = read_config(env, info[0].As<Napi::Object>());
+  try {
+    model_ = std::make_shared<Model>(config);
+  } catch (const falcon::Error& e) {
+    throw make_error(env, e.kind(), e.what());
+  } catch (const std::bad_alloc&) {
+    throw make_error(env, ErrorKind::State, "out of memory allocating the model's weights");
+  }
+  backend_ = make_cpu_backend();
+}
+
+std::shared_ptr<Model> ModelWrap::model(Napi::Env env) const {
+  if (!model_) throw make_error(env, ErrorKind::State, "this model has been disposed");
+  return model_;
+}
+
+// setWeight(name, rowOffset, data, dtype, rows, cols, inputMajor) → Promise<void>
+Napi::Value ModelWrap::SetWeight(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto model = this->model(env);
+  if (!info[0].IsString()) throw make_error(env, ErrorKind::Weights, "weight name must be a string");
+  std::string name = info[0].As<Napi::String>().Utf8Value();
+  int64_t row_offset = integer_argument(info, 1, "rowOffset");
+  if (!info[2].IsTypedArray()) throw make_error(env, ErrorKind::Weights, "weight data must be a typed array");
+  Napi::TypedArray data = info[2].As<Napi::TypedArray>();
+  if (!info[3].IsString()) throw make_error(env, ErrorKind::Weights, "weight dtype must be a string");
+  DType dtype;
+  if (!parse_dtype(info[3].As<Napi::String>().Utf8Value(), &dtype)) {
+    throw make_error(env, ErrorKind::Weights, "weight '" + name + "': unsupported source dtype");
+  }
+  TensorSource source;
+  source.dtype = dtype;
+  source.rows = integer_argument(info, 4, "rows");
+  source.cols = integer_argument(info, 5, "cols");
+  source.input_major = info.Length() > 6 && info[6].ToBoolean().Value();
+  if (source.rows <= 0 || source.cols <= 0 ||
+      uint64_t(source.rows) * uint64_t(source.cols) * dtype_size(dtype) != uint64_t(data.ByteLength())) {
+    throw make_error(env, ErrorKind::Weights,
+                     "weight '" + name + "': " + std::to_string(data.ByteLength()) + " bytes do not hold " +
+                         std::to_string(source.rows) + "x" + std::to_string(source.cols) + " " + dtype_name(dtype) +
+                         " values");
+  }
+  source.data = static_cast<const char*>(data.ArrayBuffer().Data()) + data.ByteOffset();
+  auto* worker = new TaskWorker(env, [model, name, row_offset, source] { model->set_weight(name, row_offset, source); },
+                                nullptr);
+  worker->retain(data);
+  return queue(worker);
+}
+
+Napi::Value ModelWrap::InitializeRandom(const Napi::CallbackInfo& info) {
+  auto model = this->model(info.Env());
+  uint64_t seed = uint64_t(integer_argument(info, 0, "seed"));
+  return queue(new TaskWorker(info.Env(), [model, seed] { model->initialize_random(seed); }, nullptr));
+}
+
+Napi::Value ModelWrap::RequireComplete(const Napi::CallbackInfo& info) {
+  auto model = this->model(info.Env());
+  try {
+    model->require_complete();
+  } catch (const falcon::Error& e) {
+    throw make_error(info.Env(), e.kind(), e.what());
+  }
+  return info.Env().Undefined();
+}
+
+// forward(tokenIds, paddingMask | null, positionIds | null, batch, length, cache | null, start | null)
+//   → Promise<Float32Array> of hidden states [batch, length, hidden]
+Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto model = this->model(env);
+  auto* data = env.GetInstanceData<AddonData>();
+  Napi::Int32Array token_ids;
+  if (!optional_typed_array(info, 0, "tokenIds", &token_ids)) throw make_error(env, ErrorKind::Input, "tokenIds is required");
+  Napi::Uint8Array padding_mask;
+  bool has_mask = optional_typed_array(info, 1, "paddingMask", &padding_mask);
+  Napi::Int32Array position_ids;
+  bool has_positions = optional_typed_array(info, 2, "positionIds", &position_ids);
+  const int64_t batch = integer_argument(info, 3, "batch");
+  const int64_t length = integer_argument(info, 4, "length");
+  if (batch <= 0 || length <= 0) throw make_error(env, ErrorKind::Input, "batch and length must be positive");
+  const size_t count = size_t(batch) * size_t(length);
+  if (token_ids.ElementLength() != count || (has_mask && padding_mask.ElementLength() != count) ||
+      (has_positions && position_ids.ElementLength() != count)) {
+    throw make_error(env, ErrorKind::Input, "tokenIds, paddingMask and positionIds must each hold batch×length values");
+  }
+
+  std::shared_ptr<KvCache> cache;
+  if (info.Length() > 5 && !info[5].IsNull() && !info[5].IsUndefined()) {
+    CacheWrap* wrap = unwrap_instance<CacheWrap>(env, info[5], data->cache_constructor, "cache");
+    cache = wrap->cache(env);
+    if (wrap->owner() != model.get()) throw make_error(env, ErrorKind::Input, "this cache was created for another model");
+    if (cache->batch_size() != batch) {
+      throw make_error(env, ErrorKind::Input, "the cache holds " + std::to_string(cache->batch_size()) +
+                                                  " sequences but tokenIds has " + std::to_string(batch) + " rows");
+    }
+  }
+  std::vector<int64_t> start(size_t(batch), 0);
+  Napi::Int32Array start_array;
+  if (optional_typed_array(info, 6, "cacheUpdateIndex", &start_array)) {
+    if (start_array.ElementLength() != size_t(batch)) {
+      throw make_error(env, ErrorKind::Input, "cacheUpdateIndex must hold one index per row");
+    }
+    for (int64_t b = 0; b < batch; ++b) start[size_t(b)] = start_array[size_t(b)];
+  }
+  if (cache && !cache->try_acquire()) {
+    throw make_error(env, ErrorKind::Input, "this cache is in use by another call; await it before reusing the cache");
+  }
+
+  // Inputs are small: copying them frees the worker from JS-owned memory.
+  std::vector<int32_t> ids(token_ids.Data(), token_ids.Data() + count);
+  std::vector<uint8_t> mask = has_mask ? std::vector<uint8_t>(padding_mask.Data(), padding_mask.Data() + count)
+                                       : std::vector<uint8_t>();
+  std::vector<int32_t> positions = has_positions
+                                       ? std::vector<int32_t>(position_ids.Data(), position_ids.Data() + count)
+                                       : std::vector<int32_t>();
+  auto backend = backend_;
+  auto output = std::make_shared<std::unique_ptr<std::vector<float>>>();
+  auto work = [=]() mutable {
+    struct Release {
+      KvCache* cache;
+      ~Release() {
+        if (cache) cache->release();
+      }
+    } release{cache.get()};
+    std::shared_ptr<KvCache> active = cache;
+    if (!active) active = std::make_shared<KvCache>(model->config(), batch, length);
+    ForwardRequest request;
+    request.batch = batch;
+    request.length = length;
+    request.token_ids = ids.data();
+    request.padding_mask = mask.empty() ? nullptr : mask.data();
+    request.position_ids = positions.empty() ? nullptr : positions.data();
+    for (int64_t b = 0; b < batch; ++b) request.sequences.push_back(&active->sequence(b));
+    request.start = start;
+    *output = std::make_unique<std::vector<float>>(count * size_t(model->config().hidden_dim));
+    backend->forward(*model, request, active->workspace, (*output)->data());
+  };
+  auto finish = [output](Napi::Env env) -> Napi::Value { return adopt_floats(env, output->release()); };
+  return queue(new TaskWorker(env, work, finish));
+}
+
+// projectLogits(hidden: Float32Array, rows) → Promise<Float32Array> [rows, vocab]
+Napi::Value ModelWrap::ProjectLogits(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto model = this->model(env);
+  Napi::Float32Array hidden;
+  if (!optional_typed_array(info, 0, "hidden", &hidden)) throw make_error(env, ErrorKind::Input, "hidden is required");
+  const int64_t rows = integer_argument(info, 1, "rows");
+  const int64_t D = model->config().hidden_dim;
+  if (rows <= 0 || hidden.ElementLength() != size_t(rows * D)) {
+    throw make_error(env, ErrorKind::Input, "hidden must hold rows × " + std::to_string(D) + " values");
+  }
+  const float* source = hidden.Data();
+  auto backend = backend_;
+  auto output = std::make_shared<std::unique_ptr<std::vector<float>>>();
+  auto* worker = new TaskWorker(
+      env,
+      [=] {
+        *output = std::make_unique<std::vector<float>>(size_t(rows * model->config().vocab_size));
+        backend->project_logits(*model, source, rows, (*output)->data());
+      },
+      [output](Napi::Env e) -> Napi::Value { return adopt_floats(e, output->release()); });
+  worker->retain(hidden);
+  return queue(worker);
+}
+
+// embed(tokenIds: Int32Array) → Promise<Float32Array> [count, hidden]
+Napi::Value ModelWrap::Embed(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto model = this->model(env);
+  Napi::Int32Array token_ids;
+  if (!optional_typed_array(info, 0, "tokenIds", &token_ids)) throw make_error(env, ErrorKind::Input, "tokenIds is required");
+  std::vector<int32_t> ids(token_ids.Data(), token_ids.Data() + token_ids.ElementLength());
+  auto backend = backend_;
+  auto output = std::make_shared<std::unique_ptr<std::vector<float>>>();
+  return queue(new TaskWorker(
+      env,
+      [=] {
+        *output = std::make_unique<std::vector<float>>(ids.size() * size_t(model->config().hidden_dim));
+        backend->embed(*model, ids.data(), int64_t(ids.size()), (*output)->data());
+      },
+      [output](Napi::Env e) -> Napi::Value { return adopt_floats(e, output->release()); }));
+}
+
+Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto model = this->model(env);
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("parameterCount", Napi::Number::New(env, double(model->parameter_count())));
+  result.Set("weightBytes", Napi::Number::New(env, double(model->weight_bytes())));
+  result.Set("dtype", Napi::String::New(env, dtype_name(model->config().dtype)));
+  result.Set("backend", Napi::String::New(env, backend_->name()));
+  return result;
+}
+
+Napi::Value ModelWrap::WeightNames(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto names = model(env)->weight_names();
+  Napi::Array result = Napi::Array::New(env, names.size());
+  for (size_t i = 0; i < names.size(); ++i) result.Set(uint32_t(i), Napi::String::New(env, names[i]));
+  return result;
+}
+
+Napi::Value ModelWrap::Dispose(const Napi::CallbackInfo& info) {
+  model_.reset();
+  return info.Env().Undefined();
+}
+
+}  // namespace falcon::binding

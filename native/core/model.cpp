@@ -1,0 +1,244 @@
+#include "model.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <new>
+#include <numeric>
+
+#include "error.h"
+#include "thread_pool.h"
+
+namespace falcon {
+
+WeightMatrix allocate_matrix(DType dtype, int64_t rows, int64_t cols) {
+  WeightMatrix matrix;
+  matrix.dtype = dtype;
+  matrix.rows = rows;
+  matrix.cols = cols;
+  // 64-byte alignment so SIMD kernels can use aligned loads on row starts of aligned widths.
+  size_t bytes = (matrix.byte_size() + 63) / 64 * 64;
+  void* data = std::aligned_alloc(64, bytes == 0 ? 64 : bytes);
+  if (data == nullptr) throw Error(ErrorKind::Weights, "out of memory allocating a " + std::to_string(rows) + "x" +
+                                                          std::to_string(cols) + " weight matrix");
+  matrix.owner = std::shared_ptr<void>(data, std::free);
+  matrix.data = data;
+  return matrix;
+}
+
+std::vector<float> compute_alibi_slopes(int64_t num_heads) {
+  auto power_of_two_slopes = [](int64_t n) {
+    double start = std::pow(2.0, -std::pow(2.0, -(std::log2(double(n)) - 3.0)));
+    std::vector<double> slopes(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) slopes[size_t(i)] = std::pow(start, double(i + 1));
+    return slopes;
+  };
+  int64_t closest = int64_t(1) << int64_t(std::floor(std::log2(double(num_heads))));
+  std::vector<double> slopes = power_of_two_slopes(closest);
+  if (closest != num_heads) {
+    std::vector<double> doubled = power_of_two_slopes(2 * closest);
+    for (int64_t i = 0; int64_t(slopes.size()) < num_heads; i += 2) slopes.push_back(doubled[size_t(i)]);
+  }
+  return std::vector<float>(slopes.begin(), slopes.end());
+}
+
+Model::Model(const ModelConfig& config) : config_(config) {
+  config_.validate();
+  const int64_t D = config_.hidden_dim;
+  const int64_t F = config_.ffn_dim;
+  const DType dtype = config_.dtype;
+
+  token_embedding_ = allocate_matrix(dtype, config_.vocab_size, D);
+  add_matrix("token_embedding", &token_embedding_, config_.vocab_size, D);
+  if (!config_.tied_head) {
+    lm_head_ = allocate_matrix(dtype, config_.vocab_size, D);
+    add_matrix("lm_head", &lm_head_, config_.vocab_size, D);
+  }
+  add_vector("final_norm.gamma", &final_norm_gamma_, D);
+  add_vector("final_norm.beta", &final_norm_beta_, D);
+
+  layers_.resize(size_t(config_.num_layers));
+  for (int64_t i = 0; i < config_.num_layers; ++i) {
+    LayerWeights& layer = layers_[size_t(i)];
+    const std::string prefix = "layers." + std::to_string(i) + ".";
+    add_vector(prefix + "attn_norm.gamma", &layer.attn_norm_gamma, D);
+    add_vector(prefix + "attn_norm.beta", &layer.attn_norm_beta, D);
+    if (config_.has_mlp_norm()) {
+      add_vector(prefix + "mlp_norm.gamma", &layer.mlp_norm_gamma, D);
+      add_vector(prefix + "mlp_norm.beta", &layer.mlp_norm_beta, D);
+    }
+    layer.qkv = allocate_matrix(dtype, config_.qkv_rows(), D);
+    add_matrix(prefix + "qkv.weight", &layer.qkv, config_.qkv_rows(), D);
+    layer.attn_out = allocate_matrix(dtype, D, D);
+    add_matrix(prefix + "attn_out.weight", &layer.attn_out, D, D);
+    layer.ffn_up = allocate_matrix(dtype, F, D);
+    add_matrix(prefix + "ffn_up.weight", &layer.ffn_up, F, D);
+    layer.ffn_down = allocate_matrix(dtype, D, F);
+    add_matrix(prefix + "ffn_down.weight", &layer.ffn_down, D, F);
+    if (config_.use_bias) {
+      add_vector(prefix + "qkv.bias", &layer.qkv_bias, config_.qkv_rows());
+      add_vector(prefix + "attn_out.bias", &layer.attn_out_bias, D);
+      add_vector(prefix + "ffn_up.bias", &layer.ffn_up_bias, F);
+      add_vector(prefix + "ffn_down.bias", &layer.ffn_down_bias, D);
+    }
+  }
+  if (config_.position_encoding == PositionEncoding::Alibi) alibi_slopes_ = compute_alibi_slopes(config_.num_heads);
+}
+
+void Model::add_matrix(const std::string& name, WeightMatrix* target, int64_t rows, int64_t cols) {
+  Slot& s = slots_[name];
+  s.matrix = target;
+  s.rows = rows;
+  s.cols = cols;
+  s.row_written.assign(size_t(rows), 0);
+}
+
+void Model::add_vector(const std::string& name, WeightVector* target, int64_t size) {
+  target->assign(size_t(size), 0.0f);
+  Slot& s = slots_[name];
+  s.vector = target;
+  s.rows = size;
+  s.cols = 1;
+  s.row_written.assign(size_t(size), 0);
+}
+
+Model::Slot& Model::slot(const std::string& name) {
+  auto it = slots_.find(name);
+  require(it != slots_.end(), ErrorKind::Weights, "this model has no weight named '" + name + "'");
+  return it->second;
+}
+
+void Model::set_weight(const std::string& name, int64_t row_offset, const TensorSource& source) {
+  std::lock_guard<std::mutex> lock(slots_mutex_);
+  Slot& s = slot(name);
+  require(source.data != nullptr, ErrorKind::Weights, "weight '" + name + "': no data");
+  require(source.cols == s.cols, ErrorKind::Weights,
+          "weight '" + name + "': expected " + std::to_string(s.cols) + " columns, got " + std::to_string(source.cols));
+  require(source.rows > 0 && row_offset >= 0 && row_offset + source.rows <= s.rows, ErrorKind::Weights,
+          "weight '" + name + "': rows [" + std::to_string(row_offset) + ", " + std::to_string(row_offset + source.rows) +
+              ") fall outside its " + std::to_string(s.rows) + " rows");
+  for (int64_t r = row_offset; r < row_offset + source.rows; ++r) {
+    require(!s.row_written[size_t(r)], ErrorKind::Weights,
+            "weight '" + name + "': row " + std::to_string(r) + " was already set");
+  }
+
+  const int64_t rows = source.rows;
+  const int64_t cols = source.cols;
+  // Element (r, c) of the logical [rows, cols] source.
+  auto source_index = [&](int64_t r, int64_t c) {
+    return source.input_major ? size_t(c) * size_t(rows) + size_t(r) : size_t(r) * size_t(cols) + size_t(c);
+  };
+  if (s.matrix != nullptr) {
+    WeightMatrix& m = *s.matrix;
+    global_thread_pool().parallel_for(rows, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        void* dest_row = const_cast<void*>(m.row(row_offset + r));
+        if (!source.input_major && source.dtype == m.dtype) {
+          std::memcpy(dest_row, static_cast<const char*>(source.data) + size_t(r) * size_t(cols) * dtype_size(m.dtype),
+                      size_t(cols) * dtype_size(m.dtype));
+          continue;
+        }
+        for (int64_t c = 0; c < cols; ++c) {
+          store_from_f32(dest_row, m.dtype, size_t(c), load_as_f32(source.data, source.dtype, source_index(r, c)));
+        }
+      }
+    });
+  } else {
+    // Round through the model dtype so a bfloat16 model's biases hold bfloat16 values.
+    uint32_t scratch = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      float value = load_as_f32(source.data, source.dtype, size_t(r));
+      store_from_f32(&scratch, config_.dtype, 0, value);
+      (*s.vector)[size_t(row_offset + r)] = load_as_f32(&scratch, config_.dtype, 0);
+    }
+  }
+  for (int64_t r = row_offset; r < row_offset + rows; ++r) s.row_written[size_t(r)] = 1;
+  s.rows_written += rows;
+}
+
+namespace {
+
+// SplitMix64: tiny, seedable and independent per stream, so initialisation does not depend on thread count.
+uint64_t splitmix64(uint64_t& state) {
+  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+double uniform01(uint64_t& state) { return (double(splitmix64(state) >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
+
+uint64_t hash_name(const std::string& name) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+bool ends_with(const std::string& text, const std::string& suffix) {
+  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+void Model::initialize_random(uint64_t seed) {
+  for (auto& [name, s] : slots_) {
+    const uint64_t stream = seed ^ hash_name(name);
+    if (s.matrix != nullptr) {
+      WeightMatrix& m = *s.matrix;
+      global_thread_pool().parallel_for(s.rows, 16, [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+          uint64_t state = stream + uint64_t(r) * 0x632be59bd9b4e019ull;
+          void* dest_row = const_cast<void*>(m.row(r));
+          for (int64_t c = 0; c < s.cols; c += 2) {
+            // Box-Muller gives two normals per pair of uniforms.
+            double radius = std::sqrt(-2.0 * std::log(uniform01(state)));
+            double angle = 6.283185307179586 * uniform01(state);
+            store_from_f32(dest_row, m.dtype, size_t(c), float(0.02 * radius * std::cos(angle)));
+            if (c + 1 < s.cols) store_from_f32(dest_row, m.dtype, size_t(c + 1), float(0.02 * radius * std::sin(angle)));
+          }
+        }
+      });
+    } else {
+      std::fill(s.vector->begin(), s.vector->end(), ends_with(name, ".gamma") ? 1.0f : 0.0f);
+    }
+    std::fill(s.row_written.begin(), s.row_written.end(), 1);
+    s.rows_written = s.rows;
+  }
+}
+
+void Model::require_complete() const {
+  std::string missing;
+  int count = 0;
+  for (const auto& [name, s] : slots_) {
+    if (s.rows_written == s.rows) continue;
+    if (++count > 12) continue;
+    int64_t first = 0;
+    while (s.row_written[size_t(first)]) ++first;
+    missing += "\n  " + name + (s.rows_written == 0 ? "" : " (rows from " + std::to_string(first) + " of " +
+                                                              std::to_string(s.rows) + " missing)");
+  }
+  if (count > 12) missing += "\n  ... and " + std::to_string(count - 12) + " more";
+  require(count == 0, ErrorKind::Weights, "weights were never set:" + missing);
+}
+
+std::vector<std::string> Model::weight_names() const {
+  std::vector<std::string> names;
+  for (const auto& entry : slots_) names.push_back(entry.first);
+  return names;
+}
+
+int64_t Model::parameter_count() const {
+  int64_t total = 0;
+  for (const auto& entry : slots_) total += entry.second.rows * entry.second.cols;
+  return total;
+}
+
+size_t Model::weight_bytes() const {
+  size_t total = 0;
+  for (const auto& entry : slots_) {
+    const Slot& s = entry.second;
+    total += s.matrix != nullptr ? s.matrix->byte_size() : s.vector->size() * sizeof(float);
+  }
+  return total;
+}
+
+}  // namespace falcon

@@ -1,0 +1,159 @@
+#include <algorithm>
+#include <vector>
+
+#include "../core/backend.h"
+#include "ops.h"
+
+namespace falcon {
+namespace {
+
+using cpu::AttentionBatch;
+
+// Activations for `rows` tokens, grown on demand and then reused by every later call on the same cache.
+struct CpuWorkspace : BackendWorkspace {
+  std::vector<float> residual, normed, mlp_input, qkv, attention, attention_out, ffn_hidden, ffn_out;
+  std::vector<float> rotary_cos, rotary_sin;
+  std::vector<int32_t> positions;
+
+  void reserve(const ModelConfig& config, int64_t rows) {
+    auto grow = [](std::vector<float>& buffer, int64_t size) {
+      if (buffer.size() < size_t(size)) buffer.resize(size_t(size));
+    };
+    const int64_t D = config.hidden_dim;
+    grow(residual, rows * D);
+    grow(normed, rows * D);
+    grow(mlp_input, rows * D);
+    grow(qkv, rows * config.qkv_rows());
+    grow(attention, rows * D);
+    grow(attention_out, rows * D);
+    grow(ffn_hidden, rows * config.ffn_dim);
+    grow(ffn_out, rows * D);
+    grow(rotary_cos, rows * config.head_dim() / 2);
+    grow(rotary_sin, rows * config.head_dim() / 2);
+    if (positions.size() < size_t(rows)) positions.resize(size_t(rows));
+  }
+};
+
+const float* optional(const WeightVector& vector) { return vector.empty() ? nullptr : vector.data(); }
+
+// Records validity and positions of the new tokens in each sequence. Without explicit ids a token's
+// position is the number of real tokens before it (cumsum(mask) − 1 over the whole history), and
+// padding sits at 0, as keras-hub's ALiBi and HF generation's position_ids do.
+void record_positions(const ForwardRequest& request, std::vector<int32_t>& positions) {
+  for (int64_t b = 0; b < request.batch; ++b) {
+    SequenceKv& seq = *request.sequences[size_t(b)];
+    const int64_t start = request.start[size_t(b)];
+    int32_t real_before = int32_t(std::count(seq.valid.begin(), seq.valid.begin() + start, uint8_t(1)));
+    for (int64_t t = 0; t < request.length; ++t) {
+      const size_t at = size_t(b * request.length + t);
+      const uint8_t is_real = request.padding_mask == nullptr ? 1 : request.padding_mask[at];
+      int32_t position = 0;
+      if (request.position_ids != nullptr) {
+        position = request.position_ids[at];
+      } else if (is_real) {
+        position = real_before++;
+      }
+      seq.valid[size_t(start + t)] = is_real;
+      seq.position[size_t(start + t)] = position;
+      positions[at] = position;
+    }
+  }
+}
+
+class CpuBackend final : public Backend {
+ public:
+  const char* name() const override { return "cpu"; }
+
+  void forward(const Model& model, const ForwardRequest& request, std::unique_ptr<BackendWorkspace>& workspace_slot,
+               float* hidden_out) override {
+    const ModelConfig& config = model.config();
+    validate_request(config, request);
+    if (!workspace_slot) workspace_slot = std::make_unique<CpuWorkspace>();
+    CpuWorkspace& ws = static_cast<CpuWorkspace&>(*workspace_slot);
+    const int64_t rows = request.batch * request.length;
+    const int64_t D = config.hidden_dim;
+    const int64_t d = config.head_dim();
+    const int64_t H = config.num_heads;
+    const int64_t Hkv = config.num_kv_heads;
+    const int64_t qkv_cols = config.qkv_rows();
+    ws.reserve(config, rows);
+
+    record_positions(request, ws.positions);
+    const bool rotary = config.position_encoding == PositionEncoding::Rotary;
+    if (rotary) {
+      int64_t longest = 0;
+      for (int64_t b = 0; b < request.batch; ++b) longest = std::max(longest, request.start[size_t(b)] + request.length);
+      cpu::rotary_tables(config, ws.positions.data(), rows, longest, ws.rotary_cos.data(), ws.rotary_sin.data());
+    }
+
+    float* x = ws.residual.data();
+    cpu::embedding(model.token_embedding(), request.token_ids, rows, x);
+    const AttentionBatch attention_batch{request.batch, request.length, &request.sequences, &request.start};
+
+    for (int64_t l = 0; l < config.num_layers; ++l) {
+      const LayerWeights& w = model.layer(l);
+      cpu::layer_norm(x, rows, D, w.attn_norm_gamma.data(), w.attn_norm_beta.data(), config.layer_norm_epsilon,
+                      ws.normed.data());
+      if (config.block_layout == BlockLayout::ParallelTwoNorms) {
+        cpu::layer_norm(x, rows, D, w.mlp_norm_gamma.data(), w.mlp_norm_beta.data(), config.layer_norm_epsilon,
+                        ws.mlp_input.data());
+      }
+      cpu::linear(ws.normed.data(), rows, w.qkv, optional(w.qkv_bias), ws.qkv.data());
+
+      for (int64_t b = 0; b < request.batch; ++b) {
+        SequenceKv& seq = *request.sequences[size_t(b)];
+        const int64_t start = request.start[size_t(b)];
+        for (int64_t t = 0; t < request.length; ++t) {
+          const int64_t row = b * request.length + t;
+          float* token_qkv = ws.qkv.data() + row * qkv_cols;
+          if (rotary) {
+            const float* cos_row = ws.rotary_cos.data() + row * (d / 2);
+            const float* sin_row = ws.rotary_sin.data() + row * (d / 2);
+            cpu::apply_rotary(token_qkv, H + Hkv, d, cos_row, sin_row);  // query and key heads are adjacent
+          }
+          for (int64_t g = 0; g < Hkv; ++g) {
+            std::copy_n(token_qkv + (H + g) * d, d, seq.keys(l, g) + (start + t) * d);
+            std::copy_n(token_qkv + (H + Hkv + g) * d, d, seq.values(l, g) + (start + t) * d);
+          }
+        }
+      }
+      cpu::attention(config, l, attention_batch, ws.qkv.data(), qkv_cols, model.alibi_slopes(), ws.attention.data());
+      cpu::linear(ws.attention.data(), rows, w.attn_out, optional(w.attn_out_bias), ws.attention_out.data());
+
+      const float* mlp_input = ws.normed.data();
+      if (config.block_layout == BlockLayout::Sequential) {
+        for (int64_t i = 0; i < rows * D; ++i) x[i] += ws.attention_out[size_t(i)];
+        cpu::layer_norm(x, rows, D, w.mlp_norm_gamma.data(), w.mlp_norm_beta.data(), config.layer_norm_epsilon,
+                        ws.mlp_input.data());
+        mlp_input = ws.mlp_input.data();
+      } else if (config.block_layout == BlockLayout::ParallelTwoNorms) {
+        mlp_input = ws.mlp_input.data();
+      }
+      cpu::linear(mlp_input, rows, w.ffn_up, optional(w.ffn_up_bias), ws.ffn_hidden.data());
+      cpu::gelu(ws.ffn_hidden.data(), rows * config.ffn_dim);
+      cpu::linear(ws.ffn_hidden.data(), rows, w.ffn_down, optional(w.ffn_down_bias), ws.ffn_out.data());
+      if (config.block_layout == BlockLayout::Sequential) {
+        for (int64_t i = 0; i < rows * D; ++i) x[i] += ws.ffn_out[size_t(i)];
+      } else {
+        for (int64_t i = 0; i < rows * D; ++i) x[i] += ws.attention_out[size_t(i)] + ws.ffn_out[size_t(i)];
+      }
+    }
+    cpu::layer_norm(x, rows, D, model.final_norm_gamma().data(), model.final_norm_beta().data(),
+                    config.layer_norm_epsilon, hidden_out);
+  }
+
+  void project_logits(const Model& model, const float* hidden, int64_t rows, float* logits_out) override {
+    cpu::linear(hidden, rows, model.head(), nullptr, logits_out);
+  }
+
+  void embed(const Model& model, const int32_t* token_ids, int64_t count, float* out) override {
+    validate_token_ids(model.config(), token_ids, 1, count);
+    cpu::embedding(model.token_embedding(), token_ids, count, out);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+
+}  // namespace falcon

@@ -1,0 +1,255 @@
+/**
+ * FalconBackbone: keras-hub's API over the native core. The same class runs every Falcon variant;
+ * keras-hub presets describe falcon-rw, Hugging Face checkpoints the rest.
+ */
+import path from "node:path";
+
+import {
+  resolveBackboneConfig,
+  toNativeConfig,
+  type FalconBackboneConfig,
+  type FalconDType,
+  type ResolvedBackboneConfig,
+} from "./config.js";
+import { FalconDisposedError, FalconInputError } from "./errors.js";
+import { packInputs, type BackboneInputs, type PackedInputs, type Tensor, type TokenIdsInput } from "./inputs.js";
+import { callNative, callNativeSync, native, type NativeKvCache, type NativeModel, type NativeModelInfo } from "./native.js";
+import { BUILTIN_PRESETS, resolvePresetDirectory } from "./presets/builtin.js";
+import { readJsonObject } from "./presets/json.js";
+import { isKerasConfig, loadKerasWeights, parseKerasConfig } from "./presets/keras.js";
+
+export interface FromPresetOptions {
+  /** Load the preset's weights (default true); false gives a seeded random initialisation. */
+  loadWeights?: boolean;
+  /** Override the dtype; weights are cast while they load. */
+  dtype?: FalconDType;
+}
+
+export interface CreateCacheOptions {
+  batchSize: number;
+  maxLength: number;
+}
+
+/** Per-sequence key/value storage for incremental decoding with one model. */
+export class FalconKvCache {
+  #native: NativeKvCache | null;
+
+  /** @internal Use FalconBackbone.createCache. */
+  constructor(
+    nativeCache: NativeKvCache,
+    readonly batchSize: number,
+    readonly maxLength: number,
+  ) {
+    this.#native = nativeCache;
+  }
+
+  /** @internal */
+  get native(): NativeKvCache {
+    if (!this.#native) throw new FalconDisposedError("this KV cache has been disposed");
+    return this.#native;
+  }
+
+  /** Bytes of key/value storage held natively. */
+  get byteSize(): number {
+    return this.native.byteSize();
+  }
+
+  get disposed(): boolean {
+    return this.#native === null;
+  }
+
+  dispose(): void {
+    this.#native?.dispose();
+    this.#native = null;
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+/** The token embedding and, reversed, the tied LM head. */
+export class TokenEmbedding {
+  /** @internal */
+  constructor(private readonly backbone: FalconBackbone) {}
+
+  get vocabularySize(): number {
+    return this.backbone.getConfig().vocabularySize;
+  }
+
+  get hiddenDim(): number {
+    return this.backbone.getConfig().hiddenDim;
+  }
+
+  /** Embedding rows for a [batch, length] id batch → [batch, length, hidden]. */
+  async embed(tokenIds: TokenIdsInput, shape?: [number, number]): Promise<Tensor> {
+    const packed = packInputs({ tokenIds, shape }, this.vocabularySize);
+    const model = await this.backbone.nativeModel();
+    const data = await callNative(() => model.embed(packed.tokenIds));
+    return { data, shape: [packed.batch, packed.length, this.hiddenDim] };
+  }
+
+  /** logits = hidden · Eᵀ (or the untied head), for hidden of shape [..., hiddenDim]. */
+  async reverse(hidden: Tensor): Promise<Tensor> {
+    const D = this.hiddenDim;
+    if (!hidden || !(hidden.data instanceof Float32Array) || !Array.isArray(hidden.shape)) {
+      throw new FalconInputError("reverse() takes a { data: Float32Array, shape } tensor");
+    }
+    if (hidden.shape[hidden.shape.length - 1] !== D || hidden.data.length % D !== 0 ||
+        hidden.shape.reduce((a, b) => a * b, 1) !== hidden.data.length) {
+      throw new FalconInputError(`reverse() needs a tensor of shape [..., ${D}], got [${hidden.shape.join(", ")}]`);
+    }
+    const model = await this.backbone.nativeModel();
+    const rows = hidden.data.length / D;
+    const data = await callNative(() => model.projectLogits(hidden.data, rows));
+    return { data, shape: [...hidden.shape.slice(0, -1), this.vocabularySize] };
+  }
+}
+
+const LOADING = Symbol("loading");
+
+export class FalconBackbone {
+  /** Built-in preset names and their metadata. */
+  static readonly presets = BUILTIN_PRESETS;
+
+  readonly tokenEmbedding: TokenEmbedding;
+  readonly #config: ResolvedBackboneConfig;
+  #native: NativeModel | null;
+  #ready: Promise<void>;
+
+  constructor(config: FalconBackboneConfig, initialisation?: typeof LOADING) {
+    this.#config = resolveBackboneConfig(config);
+    this.#native = callNativeSync(() => new (native().NativeModel)(toNativeConfig(this.#config)));
+    this.tokenEmbedding = new TokenEmbedding(this);
+    if (initialisation === LOADING) {
+      this.#ready = Promise.resolve();
+    } else {
+      // Initialisation runs off the event loop; every call awaits it.
+      const model = this.#native;
+      this.#ready = callNative(() => model.initializeRandom(this.#config.seed));
+      this.#ready.catch(() => undefined);
+    }
+  }
+
+  /**
+   * Loads a keras-hub preset directory (or a built-in preset name resolved to a local directory).
+   */
+  static async fromPreset(pathOrName: string, options: FromPresetOptions = {}): Promise<FalconBackbone> {
+    const directory = resolvePresetDirectory(pathOrName);
+    const configFile = path.join(directory, "config.json");
+    const json = readJsonObject(configFile);
+    if (!isKerasConfig(json)) {
+      throw new FalconInputError(`${configFile}: not a keras-hub preset config (no registered_name)`);
+    }
+    const config = parseKerasConfig(json, configFile);
+    if (options.dtype !== undefined) config.dtype = options.dtype;
+    if (options.loadWeights === false) return new FalconBackbone(config);
+    const backbone = new FalconBackbone(config, LOADING);
+    try {
+      await loadKerasWeights(directory, backbone.#config, backbone.#native!);
+    } catch (error) {
+      backbone.dispose();
+      throw error;
+    }
+    return backbone;
+  }
+
+  /** The resolved configuration; `new FalconBackbone(getConfig())` builds the same architecture. */
+  getConfig(): ResolvedBackboneConfig {
+    return { ...this.#config, ropeScaling: this.#config.ropeScaling && { ...this.#config.ropeScaling } };
+  }
+
+  /** Parameter count, weight bytes, storage dtype and the backend in use. */
+  info(): NativeModelInfo {
+    return this.requireNative().info();
+  }
+
+  /** Hidden states after the final layer norm, [batch, length, hiddenDim]. */
+  async call(inputs: BackboneInputs): Promise<Tensor> {
+    const packed = packInputs(inputs, this.#config.vocabularySize);
+    const model = await this.nativeModel();
+    const data = await callNative(() =>
+      model.forward(packed.tokenIds, packed.paddingMask, packed.positionIds, packed.batch, packed.length, null, null),
+    );
+    return { data, shape: [packed.batch, packed.length, this.#config.hiddenDim] };
+  }
+
+  /** A native KV cache for `batchSize` sequences of up to `maxLength` tokens. */
+  createCache(options: CreateCacheOptions): FalconKvCache {
+    const { batchSize, maxLength } = options ?? ({} as CreateCacheOptions);
+    for (const [key, value] of Object.entries({ batchSize, maxLength })) {
+      if (!Number.isInteger(value) || value <= 0) {
+        throw new FalconInputError(`createCache: ${key} must be a positive integer, got ${String(value)}`);
+      }
+    }
+    const model = this.requireNative();
+    const nativeCache = callNativeSync(() => new (native().NativeKvCache)(model, batchSize, maxLength));
+    return new FalconKvCache(nativeCache, batchSize, maxLength);
+  }
+
+  /**
+   * keras-hub's call_with_cache: runs the new tokens, writes their keys and values into the cache
+   * at slots [cacheUpdateIndex, cacheUpdateIndex + length) and attends over every earlier valid slot.
+   * Returns the hidden states of the new tokens. A per-row index array lets rows advance independently.
+   */
+  async callWithCache(
+    inputs: TokenIdsInput | BackboneInputs,
+    cache: FalconKvCache,
+    cacheUpdateIndex: number | number[],
+  ): Promise<Tensor> {
+    const packed = this.packCacheInputs(inputs);
+    if (!(cache instanceof FalconKvCache)) throw new FalconInputError("callWithCache needs a cache from createCache()");
+    if (packed.batch !== cache.batchSize) {
+      throw new FalconInputError(`tokenIds has ${packed.batch} rows but the cache holds ${cache.batchSize} sequences`);
+    }
+    const indices = typeof cacheUpdateIndex === "number" ? new Array<number>(packed.batch).fill(cacheUpdateIndex) : cacheUpdateIndex;
+    if (!Array.isArray(indices) || indices.length !== packed.batch) {
+      throw new FalconInputError("cacheUpdateIndex must be a number or one number per row");
+    }
+    indices.forEach((index, row) => {
+      if (!Number.isInteger(index) || index < 0 || index + packed.length > cache.maxLength) {
+        throw new FalconInputError(
+          `cacheUpdateIndex ${index} (row ${row}) + ${packed.length} new tokens does not fit the cache's maxLength ${cache.maxLength}`,
+        );
+      }
+    });
+    const model = await this.nativeModel();
+    const data = await callNative(() =>
+      model.forward(
+        packed.tokenIds, packed.paddingMask, packed.positionIds, packed.batch, packed.length,
+        cache.native, Int32Array.from(indices),
+      ),
+    );
+    return { data, shape: [packed.batch, packed.length, this.#config.hiddenDim] };
+  }
+
+  private packCacheInputs(inputs: TokenIdsInput | BackboneInputs): PackedInputs {
+    const isInputObject = typeof inputs === "object" && inputs !== null && !Array.isArray(inputs) && "tokenIds" in inputs;
+    return packInputs(isInputObject ? (inputs as BackboneInputs) : { tokenIds: inputs as TokenIdsInput }, this.#config.vocabularySize);
+  }
+
+  get disposed(): boolean {
+    return this.#native === null;
+  }
+
+  /** Frees the native weights now (otherwise the garbage collector does it). */
+  dispose(): void {
+    this.#native?.dispose();
+    this.#native = null;
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  /** @internal The native model once its initialisation has finished. */
+  async nativeModel(): Promise<NativeModel> {
+    await this.#ready;
+    return this.requireNative();
+  }
+
+  private requireNative(): NativeModel {
+    if (!this.#native) throw new FalconDisposedError("this model has been disposed");
+    return this.#native;
+  }
+}

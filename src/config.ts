@@ -1,0 +1,183 @@
+/**
+ * FalconBackbone configuration: keras-hub's arguments (camelCase) plus the Hugging Face
+ * architecture superset, validated once and resolved to explicit values.
+ */
+import { FalconConfigError } from "./errors.js";
+import type { NativeDType, NativeModelConfig } from "./native.js";
+
+export const FALCON_DTYPES = ["float32", "bfloat16", "float16", "mixed_bfloat16", "mixed_float16"] as const;
+export type FalconDType = (typeof FALCON_DTYPES)[number];
+
+export type PositionEncoding = "alibi" | "rotary";
+export type BlockLayout = "sequential" | "parallel_one_norm" | "parallel_two_norms";
+export interface RopeScaling {
+  type: "linear" | "dynamic";
+  factor: number;
+}
+
+export interface FalconBackboneConfig {
+  vocabularySize: number;
+  numLayers: number;
+  numAttentionHeads: number;
+  hiddenDim: number;
+  intermediateDim: number;
+  /** Applied to every layer norm (keras-hub applies it only to the final one; see README). Default 1e-5. */
+  layerNormEpsilon?: number;
+  /** Accepted and validated as in keras-hub; dropout is a no-op at inference. */
+  attentionDropoutRate?: number;
+  feedforwardDropoutRate?: number;
+  /** Weight storage and compute dtype. Mixed policies store weights in their compute dtype. Default float32. */
+  dtype?: FalconDType;
+  /** Seed of the random initialisation used when no weights are loaded. Default 0. */
+  seed?: number;
+
+  // The Hugging Face superset. Defaults describe falcon-rw, the architecture keras-hub implements.
+  /** Distinct key/value heads (1 = multi-query). Default numAttentionHeads. */
+  numKeyValueHeads?: number;
+  positionEncoding?: PositionEncoding;
+  ropeTheta?: number;
+  ropeScaling?: RopeScaling | null;
+  maxPositionEmbeddings?: number;
+  blockLayout?: BlockLayout;
+  /** Biases on the QKV, output and MLP projections (layer norms always have one). */
+  useBias?: boolean;
+  /** The LM head is the transposed token embedding. */
+  tieWordEmbeddings?: boolean;
+}
+
+export type ResolvedBackboneConfig = Required<FalconBackboneConfig>;
+
+const CONFIG_KEYS: ReadonlySet<string> = new Set<keyof FalconBackboneConfig>([
+  "vocabularySize", "numLayers", "numAttentionHeads", "hiddenDim", "intermediateDim", "layerNormEpsilon",
+  "attentionDropoutRate", "feedforwardDropoutRate", "dtype", "seed", "numKeyValueHeads", "positionEncoding",
+  "ropeTheta", "ropeScaling", "maxPositionEmbeddings", "blockLayout", "useBias", "tieWordEmbeddings",
+]);
+
+function positiveInteger(config: FalconBackboneConfig, key: keyof FalconBackboneConfig): number {
+  const value = config[key];
+  if (typeof value !== "number" || !Number.isInteger(value) || value <= 0) {
+    throw new FalconConfigError(`${key} must be a positive integer, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+function rate(value: unknown, key: string): number {
+  if (typeof value !== "number" || !Number.isFinite(value) || value < 0 || value >= 1) {
+    throw new FalconConfigError(`${key} must be a number in [0, 1), got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+function oneOf<T extends string>(value: unknown, allowed: readonly T[], key: string): T {
+  if (!allowed.includes(value as T)) {
+    throw new FalconConfigError(`${key} must be one of ${allowed.map((v) => `"${v}"`).join(", ")}, got ${JSON.stringify(value)}`);
+  }
+  return value as T;
+}
+
+function flag(value: unknown, key: string): boolean {
+  if (typeof value !== "boolean") throw new FalconConfigError(`${key} must be a boolean, got ${JSON.stringify(value)}`);
+  return value;
+}
+
+/** Validates every field and fills the defaults; throws FalconConfigError naming the field. */
+export function resolveBackboneConfig(config: FalconBackboneConfig): ResolvedBackboneConfig {
+  if (typeof config !== "object" || config === null) throw new FalconConfigError("the config must be an object");
+  for (const key of Object.keys(config)) {
+    if (!CONFIG_KEYS.has(key)) throw new FalconConfigError(`unknown config field "${key}"`);
+  }
+  const vocabularySize = positiveInteger(config, "vocabularySize");
+  const numLayers = positiveInteger(config, "numLayers");
+  const numAttentionHeads = positiveInteger(config, "numAttentionHeads");
+  const hiddenDim = positiveInteger(config, "hiddenDim");
+  const intermediateDim = positiveInteger(config, "intermediateDim");
+  if (hiddenDim % numAttentionHeads !== 0) {
+    throw new FalconConfigError(`hiddenDim (${hiddenDim}) must be divisible by numAttentionHeads (${numAttentionHeads})`);
+  }
+  const numKeyValueHeads = config.numKeyValueHeads === undefined ? numAttentionHeads : positiveInteger(config, "numKeyValueHeads");
+  if (numAttentionHeads % numKeyValueHeads !== 0) {
+    throw new FalconConfigError(
+      `numAttentionHeads (${numAttentionHeads}) must be a multiple of numKeyValueHeads (${numKeyValueHeads})`,
+    );
+  }
+  const layerNormEpsilon = config.layerNormEpsilon ?? 1e-5;
+  if (typeof layerNormEpsilon !== "number" || !(layerNormEpsilon > 0) || !Number.isFinite(layerNormEpsilon)) {
+    throw new FalconConfigError(`layerNormEpsilon must be a positive number, got ${JSON.stringify(layerNormEpsilon)}`);
+  }
+  const seed = config.seed ?? 0;
+  if (!Number.isSafeInteger(seed) || seed < 0) throw new FalconConfigError(`seed must be a non-negative integer, got ${seed}`);
+
+  const positionEncoding = oneOf(config.positionEncoding ?? "alibi", ["alibi", "rotary"] as const, "positionEncoding");
+  const ropeTheta = config.ropeTheta ?? 10000;
+  if (typeof ropeTheta !== "number" || !(ropeTheta > 0)) throw new FalconConfigError(`ropeTheta must be positive, got ${ropeTheta}`);
+  const ropeScaling = config.ropeScaling ?? null;
+  if (ropeScaling !== null) {
+    if (positionEncoding !== "rotary") throw new FalconConfigError("ropeScaling needs positionEncoding \"rotary\"");
+    oneOf(ropeScaling.type, ["linear", "dynamic"] as const, "ropeScaling.type");
+    if (typeof ropeScaling.factor !== "number" || !(ropeScaling.factor > 1)) {
+      throw new FalconConfigError(`ropeScaling.factor must be a number greater than 1, got ${ropeScaling.factor}`);
+    }
+  }
+  if (positionEncoding === "rotary" && (hiddenDim / numAttentionHeads) % 2 !== 0) {
+    throw new FalconConfigError("rotary position encoding needs an even head dimension (hiddenDim / numAttentionHeads)");
+  }
+  const maxPositionEmbeddings = config.maxPositionEmbeddings ?? 2048;
+  if (!Number.isInteger(maxPositionEmbeddings) || maxPositionEmbeddings <= 0) {
+    throw new FalconConfigError(`maxPositionEmbeddings must be a positive integer, got ${maxPositionEmbeddings}`);
+  }
+  return {
+    vocabularySize,
+    numLayers,
+    numAttentionHeads,
+    hiddenDim,
+    intermediateDim,
+    layerNormEpsilon,
+    attentionDropoutRate: rate(config.attentionDropoutRate ?? 0, "attentionDropoutRate"),
+    feedforwardDropoutRate: rate(config.feedforwardDropoutRate ?? 0, "feedforwardDropoutRate"),
+    dtype: oneOf(config.dtype ?? "float32", FALCON_DTYPES, "dtype"),
+    seed,
+    numKeyValueHeads,
+    positionEncoding,
+    ropeTheta,
+    ropeScaling: ropeScaling === null ? null : { type: ropeScaling.type, factor: ropeScaling.factor },
+    maxPositionEmbeddings,
+    blockLayout: oneOf(config.blockLayout ?? "sequential", ["sequential", "parallel_one_norm", "parallel_two_norms"] as const, "blockLayout"),
+    useBias: flag(config.useBias ?? true, "useBias"),
+    tieWordEmbeddings: flag(config.tieWordEmbeddings ?? true, "tieWordEmbeddings"),
+  };
+}
+
+/** The dtype weights are stored and multiplied in: a mixed policy's compute dtype. */
+export function storageDType(dtype: FalconDType): NativeDType {
+  switch (dtype) {
+    case "float32":
+      return "float32";
+    case "bfloat16":
+    case "mixed_bfloat16":
+      return "bfloat16";
+    case "float16":
+    case "mixed_float16":
+      return "float16";
+  }
+}
+
+export function toNativeConfig(config: ResolvedBackboneConfig): NativeModelConfig {
+  return {
+    vocabSize: config.vocabularySize,
+    numLayers: config.numLayers,
+    numHeads: config.numAttentionHeads,
+    numKvHeads: config.numKeyValueHeads,
+    hiddenDim: config.hiddenDim,
+    ffnDim: config.intermediateDim,
+    layerNormEpsilon: config.layerNormEpsilon,
+    positionEncoding: config.positionEncoding,
+    ropeTheta: config.ropeTheta,
+    ropeScaling: config.ropeScaling?.type ?? "none",
+    ropeScalingFactor: config.ropeScaling?.factor ?? 1,
+    maxPositionEmbeddings: config.maxPositionEmbeddings,
+    blockLayout: config.blockLayout,
+    useBias: config.useBias,
+    tiedHead: config.tieWordEmbeddings,
+    dtype: storageDType(config.dtype),
+  };
+}

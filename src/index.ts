@@ -1,0 +1,15 @@
+export { FalconBackbone, FalconKvCache, TokenEmbedding } from "./backbone.js";
+export type { CreateCacheOptions, FromPresetOptions } from "./backbone.js";
+export { FALCON_DTYPES } from "./config.js";
+export type { BlockLayout, FalconBackboneConfig, FalconDType, PositionEncoding, ResolvedBackboneConfig, RopeScaling } from "./config.js";
+export {
+  FalconConfigError,
+  FalconDisposedError,
+  FalconError,
+  FalconInputError,
+  FalconNativeLoadError,
+  FalconPresetError,
+} from "./errors.js";
+export type { BackboneInputs, PaddingMaskInput, ShapedIds, Tensor, TokenIdsInput } from "./inputs.js";
+export { BUILTIN_PRESETS } from "./presets/builtin.js";
+export type { BuiltinPreset, PresetMetadata } from "./presets/builtin.js";

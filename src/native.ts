@@ -1,0 +1,153 @@
+/**
+ * The whole contract between TypeScript and the native addon, and the one place that loads it.
+ * Every native call returns or rejects with errors whose `code` is one of NativeErrorCode.
+ */
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+import path from "node:path";
+
+import {
+  FalconConfigError,
+  FalconDisposedError,
+  FalconError,
+  FalconInputError,
+  FalconNativeLoadError,
+  FalconPresetError,
+} from "./errors.js";
+
+export type NativeDType = "float32" | "bfloat16" | "float16";
+export type NativeSourceDType = NativeDType | "float64";
+
+/** The architecture superset every Falcon variant maps onto (native/core/model_config.h). */
+export interface NativeModelConfig {
+  vocabSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  hiddenDim: number;
+  ffnDim: number;
+  layerNormEpsilon: number;
+  positionEncoding: "alibi" | "rotary";
+  ropeTheta: number;
+  ropeScaling: "none" | "linear" | "dynamic";
+  ropeScalingFactor: number;
+  maxPositionEmbeddings: number;
+  blockLayout: "sequential" | "parallel_one_norm" | "parallel_two_norms";
+  useBias: boolean;
+  tiedHead: boolean;
+  dtype: NativeDType;
+}
+
+export interface NativeModelInfo {
+  parameterCount: number;
+  weightBytes: number;
+  dtype: NativeDType;
+  backend: string;
+}
+
+export interface NativeModel {
+  /**
+   * Copies a [rows, cols] source (stored [cols, rows] when inputMajor) into rows
+   * [rowOffset, rowOffset + rows) of a canonical weight, casting to the model dtype.
+   */
+  setWeight(
+    name: string,
+    rowOffset: number,
+    data: ArrayBufferView,
+    dtype: NativeSourceDType,
+    rows: number,
+    cols: number,
+    inputMajor: boolean,
+  ): Promise<void>;
+  initializeRandom(seed: number): Promise<void>;
+  /** Throws (code FALCON_WEIGHTS) listing every weight never set. */
+  requireComplete(): void;
+  forward(
+    tokenIds: Int32Array,
+    paddingMask: Uint8Array | null,
+    positionIds: Int32Array | null,
+    batch: number,
+    length: number,
+    cache: NativeKvCache | null,
+    cacheUpdateIndex: Int32Array | null,
+  ): Promise<Float32Array>;
+  projectLogits(hidden: Float32Array, rows: number): Promise<Float32Array>;
+  embed(tokenIds: Int32Array): Promise<Float32Array>;
+  info(): NativeModelInfo;
+  weightNames(): string[];
+  dispose(): void;
+}
+
+export interface NativeKvCache {
+  byteSize(): number;
+  dispose(): void;
+}
+
+export interface NativeAddon {
+  NativeModel: new (config: NativeModelConfig) => NativeModel;
+  NativeKvCache: new (model: NativeModel, batchSize: number, maxLength: number) => NativeKvCache;
+  numThreads(): number;
+  setNumThreads(threads: number): void;
+}
+
+export type NativeErrorCode = "FALCON_INPUT" | "FALCON_CONFIG" | "FALCON_WEIGHTS" | "FALCON_STATE";
+
+const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+let loaded: NativeAddon | undefined;
+
+/** Loads the addon once: a prebuild from prebuilds/, or a local build from build/Release. */
+export function native(): NativeAddon {
+  if (loaded) return loaded;
+  const require = createRequire(import.meta.url);
+  try {
+    const load = require("node-gyp-build") as (dir: string) => NativeAddon;
+    loaded = load(packageRoot);
+  } catch (cause) {
+    throw new FalconNativeLoadError(
+      `could not load the falcon-native addon for ${process.platform}-${process.arch} (Node ${process.versions.node}).\n` +
+        "Possible solutions:\n" +
+        "  - reinstall so a matching prebuilt binary is picked: npm install falcon-native\n" +
+        "  - build it from source (needs python3, make and a C++17 compiler): npm run build:native\n" +
+        `  - check that ${path.join(packageRoot, "prebuilds")} or ${path.join(packageRoot, "build", "Release")} holds falcon_native.node\n` +
+        `Cause: ${(cause as Error).message}`,
+      { cause },
+    );
+  }
+  return loaded;
+}
+
+/** Turns a native error into the matching typed FalconError; other errors pass through. */
+export function toFalconError(error: unknown, context?: string): unknown {
+  if (!(error instanceof Error) || error instanceof FalconError) return error;
+  const code = (error as Error & { code?: string }).code as NativeErrorCode | undefined;
+  const message = context ? `${context}: ${error.message}` : error.message;
+  switch (code) {
+    case "FALCON_INPUT":
+      return new FalconInputError(message);
+    case "FALCON_CONFIG":
+      return new FalconConfigError(message);
+    case "FALCON_WEIGHTS":
+      return new FalconPresetError(message);
+    case "FALCON_STATE":
+      return /disposed/.test(error.message) ? new FalconDisposedError(message) : new FalconError(message);
+    default:
+      return error;
+  }
+}
+
+/** Runs a native call and rethrows its failure as a typed FalconError. */
+export async function callNative<T>(run: () => Promise<T> | T, context?: string): Promise<T> {
+  try {
+    return await run();
+  } catch (error) {
+    throw toFalconError(error, context);
+  }
+}
+
+export function callNativeSync<T>(run: () => T, context?: string): T {
+  try {
+    return run();
+  } catch (error) {
+    throw toFalconError(error, context);
+  }
+}

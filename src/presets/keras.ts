@@ -1,0 +1,241 @@
+/**
+ * keras-hub preset directories (spec §5): config.json, and weights in model.weights.h5 or sharded as
+ * model.weights.json + model_NNNNN.weights.h5, with the HDF5 tree of keras' saving_lib.
+ */
+import { existsSync } from "node:fs";
+import path from "node:path";
+
+import type { FalconBackboneConfig, FalconDType, ResolvedBackboneConfig } from "../config.js";
+import { FalconPresetError } from "../errors.js";
+import { callNative, type NativeModel } from "../native.js";
+import { Hdf5Reader, type Hdf5DatasetInfo } from "./hdf5.js";
+import { readJsonObject } from "./json.js";
+
+export const KERAS_REGISTERED_NAMES = ["keras_hub>FalconBackbone", "keras_nlp>FalconBackbone"];
+
+const KERAS_CONFIG_FIELDS: Record<string, keyof FalconBackboneConfig> = {
+  vocabulary_size: "vocabularySize",
+  num_layers: "numLayers",
+  num_attention_heads: "numAttentionHeads",
+  hidden_dim: "hiddenDim",
+  intermediate_dim: "intermediateDim",
+  layer_norm_epsilon: "layerNormEpsilon",
+  attention_dropout_rate: "attentionDropoutRate",
+  feedforward_dropout_rate: "feedforwardDropoutRate",
+};
+const KERAS_IGNORED_FIELDS = new Set(["name", "trainable", "dtype"]);
+
+/** True when a config.json is a serialized Keras object rather than an HF config. */
+export function isKerasConfig(json: Record<string, unknown>): boolean {
+  return "registered_name" in json || "class_name" in json;
+}
+
+/** keras' DTypePolicy name from a HEAD-era config (a string or a serialized policy), if any. */
+function policyName(value: unknown): string | undefined {
+  if (typeof value === "string") return value;
+  if (typeof value === "object" && value !== null) {
+    const inner = (value as { config?: { name?: unknown } }).config?.name;
+    if (typeof inner === "string") return inner;
+  }
+  return undefined;
+}
+
+/** Parses a keras-hub FalconBackbone config.json into our config; rejects other classes and bad fields. */
+export function parseKerasConfig(json: Record<string, unknown>, file: string): FalconBackboneConfig {
+  const registered = json["registered_name"];
+  if (!KERAS_REGISTERED_NAMES.includes(registered as string) && json["class_name"] !== "FalconBackbone") {
+    throw new FalconPresetError(
+      `${file}: registered_name ${JSON.stringify(registered)} is not a Falcon backbone (expected one of ${KERAS_REGISTERED_NAMES.join(", ")})`,
+    );
+  }
+  const inner = json["config"];
+  if (typeof inner !== "object" || inner === null) throw new FalconPresetError(`${file}: missing "config" object`);
+  const config: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(inner as Record<string, unknown>)) {
+    const mapped = KERAS_CONFIG_FIELDS[key];
+    if (mapped) config[mapped] = value;
+    else if (!KERAS_IGNORED_FIELDS.has(key)) throw new FalconPresetError(`${file}: unknown FalconBackbone argument "${key}"`);
+  }
+  for (const required of ["vocabulary_size", "num_layers", "num_attention_heads", "hidden_dim", "intermediate_dim"]) {
+    if (!(required in (inner as object))) throw new FalconPresetError(`${file}: config is missing "${required}"`);
+  }
+  const dtype = policyName((inner as Record<string, unknown>)["dtype"]);
+  if (dtype !== undefined && dtype !== "float64") config["dtype"] = dtype as FalconDType;
+  return config as unknown as FalconBackboneConfig;
+}
+
+/** Where each `.../vars` group lives: one file, or a list of shard files. */
+class KerasWeightFiles {
+  private readonly readers = new Map<string, Hdf5Reader>();
+
+  private constructor(
+    private readonly directory: string,
+    private readonly weightMap: Map<string, string[]> | undefined,
+  ) {}
+
+  static open(directory: string): KerasWeightFiles {
+    const single = path.join(directory, "model.weights.h5");
+    const index = path.join(directory, "model.weights.json");
+    if (existsSync(single)) return new KerasWeightFiles(directory, undefined);
+    if (!existsSync(index)) {
+      throw new FalconPresetError(`${directory}: no model.weights.h5 (or sharded model.weights.json) in the preset`);
+    }
+    const json = readJsonObject(index);
+    const map = json["weight_map"];
+    if (typeof map !== "object" || map === null) throw new FalconPresetError(`${index}: missing "weight_map"`);
+    const weightMap = new Map<string, string[]>();
+    for (const [group, files] of Object.entries(map as Record<string, unknown>)) {
+      const list = typeof files === "string" ? [files] : files;
+      if (!Array.isArray(list) || !list.every((f) => typeof f === "string" && /^[\w.-]+\.weights\.h5$/.test(f))) {
+        throw new FalconPresetError(`${index}: weight_map entry for ${group} must name shard files in the preset directory`);
+      }
+      weightMap.set(group.replace(/^\/+/, ""), list as string[]);
+    }
+    return new KerasWeightFiles(directory, weightMap);
+  }
+
+  async reader(file: string): Promise<Hdf5Reader> {
+    let reader = this.readers.get(file);
+    if (!reader) {
+      reader = await Hdf5Reader.open(path.join(this.directory, file));
+      this.readers.set(file, reader);
+    }
+    return reader;
+  }
+
+  /** The files that may hold the datasets of `group` (a `.../vars` path without a leading slash). */
+  filesFor(group: string): string[] {
+    if (!this.weightMap) return ["model.weights.h5"];
+    return this.weightMap.get(group) ?? [];
+  }
+
+  allFiles(): string[] {
+    if (!this.weightMap) return ["model.weights.h5"];
+    return [...new Set([...this.weightMap.values()].flat())];
+  }
+
+  close(): void {
+    for (const reader of this.readers.values()) reader.close();
+  }
+}
+
+/** One keras variable and where its values go in the native model. */
+interface WeightTarget {
+  dataset: string;
+  shape: number[];
+  name: string;
+  rowOffset: number;
+  rows: number;
+  cols: number;
+  inputMajor: boolean;
+}
+
+function decoderPath(layer: number): string {
+  return layer === 0 ? "layers/falcon_transformer_decoder" : `layers/falcon_transformer_decoder_${layer}`;
+}
+
+/** The full keras-hub FalconBackbone variable list (spec §5.5) for a falcon-rw config. */
+export function kerasWeightTargets(config: ResolvedBackboneConfig): WeightTarget[] {
+  const D = config.hiddenDim;
+  const H = config.numAttentionHeads;
+  const d = D / H;
+  const F = config.intermediateDim;
+  const V = config.vocabularySize;
+  const vector = (dataset: string, name: string, size: number, rowOffset = 0, shape = [size]): WeightTarget => ({
+    dataset, shape, name, rowOffset, rows: size, cols: 1, inputMajor: false,
+  });
+  const kernel = (dataset: string, name: string, shape: number[], rows: number, cols: number, rowOffset = 0): WeightTarget => ({
+    dataset, shape, name, rowOffset, rows, cols, inputMajor: true,
+  });
+  const targets: WeightTarget[] = [
+    { dataset: "layers/reversible_embedding/vars/0", shape: [V, D], name: "token_embedding", rowOffset: 0, rows: V, cols: D, inputMajor: false },
+    vector("layers/layer_normalization/vars/0", "final_norm.gamma", D),
+    vector("layers/layer_normalization/vars/1", "final_norm.beta", D),
+  ];
+  for (let i = 0; i < config.numLayers; i++) {
+    const p = decoderPath(i);
+    const n = `layers.${i}.`;
+    const attention = `${p}/attention_layer`;
+    targets.push(
+      vector(`${p}/input_layernorm/vars/0`, `${n}attn_norm.gamma`, D),
+      vector(`${p}/input_layernorm/vars/1`, `${n}attn_norm.beta`, D),
+      vector(`${p}/post_attention_layernorm/vars/0`, `${n}mlp_norm.gamma`, D),
+      vector(`${p}/post_attention_layernorm/vars/1`, `${n}mlp_norm.beta`, D),
+    );
+    ["query_dense", "key_dense", "value_dense"].forEach((part, j) => {
+      targets.push(
+        kernel(`${attention}/${part}/vars/0`, `${n}qkv.weight`, [D, H, d], H * d, D, j * H * d),
+        vector(`${attention}/${part}/vars/1`, `${n}qkv.bias`, H * d, j * H * d, [H, d]),
+      );
+    });
+    targets.push(
+      kernel(`${attention}/output_dense/vars/0`, `${n}attn_out.weight`, [D, D], D, D),
+      vector(`${attention}/output_dense/vars/1`, `${n}attn_out.bias`, D),
+      kernel(`${p}/dense_h_to_4h/vars/0`, `${n}ffn_up.weight`, [D, F], F, D),
+      vector(`${p}/dense_h_to_4h/vars/1`, `${n}ffn_up.bias`, F),
+      kernel(`${p}/dense_4h_to_h/vars/0`, `${n}ffn_down.weight`, [F, D], D, F),
+      vector(`${p}/dense_4h_to_h/vars/1`, `${n}ffn_down.bias`, D),
+    );
+  }
+  return targets;
+}
+
+/** The config a keras preset can describe: falcon-rw. */
+export function requireKerasCompatible(config: ResolvedBackboneConfig, what: string): void {
+  const problems: string[] = [];
+  if (config.positionEncoding !== "alibi") problems.push("rotary position encoding");
+  if (config.numKeyValueHeads !== config.numAttentionHeads) problems.push("grouped or multi-query KV heads");
+  if (config.blockLayout !== "sequential") problems.push("a parallel block layout");
+  if (!config.useBias) problems.push("projections without bias");
+  if (!config.tieWordEmbeddings) problems.push("an untied LM head");
+  if (problems.length > 0) {
+    throw new FalconPresetError(`${what}: keras-hub's FalconBackbone (falcon-rw) cannot express ${problems.join(", ")}`);
+  }
+}
+
+/** Streams every keras variable into the native model, checking presence, shape and extras. */
+export async function loadKerasWeights(directory: string, config: ResolvedBackboneConfig, model: NativeModel): Promise<void> {
+  const files = KerasWeightFiles.open(directory);
+  try {
+    const targets = kerasWeightTargets(config);
+    const expected = new Set(targets.map((t) => t.dataset));
+    for (const file of files.allFiles()) {
+      const reader = await files.reader(file);
+      for (const dataset of reader.datasetPaths()) {
+        if (!expected.has(dataset)) {
+          throw new FalconPresetError(`${reader.path}: unexpected weight /${dataset} (not part of a FalconBackbone with this config)`);
+        }
+      }
+    }
+    for (const target of targets) {
+      const group = target.dataset.slice(0, target.dataset.lastIndexOf("/"));
+      let found: { reader: Hdf5Reader; info: Hdf5DatasetInfo } | undefined;
+      for (const file of files.filesFor(group)) {
+        const reader = await files.reader(file);
+        const info = reader.dataset(target.dataset);
+        if (info) {
+          found = { reader, info };
+          break;
+        }
+      }
+      if (!found) {
+        const where = files.filesFor(group).map((f) => path.join(directory, f)).join(" or ") || `${directory} (no shard lists /${group})`;
+        throw new FalconPresetError(`${where}: missing weight /${target.dataset}`);
+      }
+      const { reader, info } = found;
+      if (info.shape.length !== target.shape.length || info.shape.some((n, i) => n !== target.shape[i])) {
+        throw new FalconPresetError(
+          `${reader.path}: weight /${target.dataset} has shape [${info.shape.join(", ")}], expected [${target.shape.join(", ")}]`,
+        );
+      }
+      const bytes = reader.readRaw(target.dataset, info);
+      await callNative(
+        () => model.setWeight(target.name, target.rowOffset, bytes, info.dtype, target.rows, target.cols, target.inputMajor),
+        `${reader.path}: /${target.dataset}`,
+      );
+    }
+  } finally {
+    files.close();
+  }
+  model.requireComplete();
+}
