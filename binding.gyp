@@ -9,6 +9,7 @@
         "native/core/kv_cache.cpp",
         "native/core/backend.cpp",
         "native/core/thread_pool.cpp",
+        "native/core/mapped_file.cpp",
         "native/cpu/cpu_backend.cpp",
         "native/cpu/ops/linear.cpp",
         "native/cpu/ops/layer_norm.cpp",
@@ -18,7 +19,8 @@
         "native/cpu/ops/attention.cpp",
         "native/binding/addon.cpp",
         "native/binding/model_wrap.cpp",
-        "native/binding/cache_wrap.cpp"
+        "native/binding/cache_wrap.cpp",
+        "native/binding/mapped_file_wrap.cpp"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],

@@ -2,8 +2,6 @@
  * FalconBackbone: keras-hub's API over the native core. The same class runs every Falcon variant;
  * keras-hub presets describe falcon-rw, Hugging Face checkpoints the rest.
  */
-import path from "node:path";
-
 import {
   resolveBackboneConfig,
   toNativeConfig,
@@ -14,9 +12,8 @@ import {
 import { FalconDisposedError, FalconInputError } from "./errors.js";
 import { packInputs, type BackboneInputs, type PackedInputs, type Tensor, type TokenIdsInput } from "./inputs.js";
 import { callNative, callNativeSync, native, type NativeKvCache, type NativeModel, type NativeModelInfo } from "./native.js";
-import { BUILTIN_PRESETS, resolvePresetDirectory } from "./presets/builtin.js";
-import { readJsonObject } from "./presets/json.js";
-import { isKerasConfig, loadKerasWeights, parseKerasConfig } from "./presets/keras.js";
+import { BUILTIN_PRESETS } from "./presets/builtin.js";
+import { readPreset } from "./presets/index.js";
 
 export interface FromPresetOptions {
   /** Load the preset's weights (default true); false gives a seeded random initialisation. */
@@ -132,21 +129,17 @@ export class FalconBackbone {
   }
 
   /**
-   * Loads a keras-hub preset directory (or a built-in preset name resolved to a local directory).
+   * Loads a keras-hub preset directory, a Hugging Face Falcon checkpoint directory (config.json +
+   * safetensors), or a built-in preset name resolved to a local directory.
    */
   static async fromPreset(pathOrName: string, options: FromPresetOptions = {}): Promise<FalconBackbone> {
-    const directory = resolvePresetDirectory(pathOrName);
-    const configFile = path.join(directory, "config.json");
-    const json = readJsonObject(configFile);
-    if (!isKerasConfig(json)) {
-      throw new FalconInputError(`${configFile}: not a keras-hub preset config (no registered_name)`);
-    }
-    const config = parseKerasConfig(json, configFile);
+    const preset = await readPreset(pathOrName);
+    const config = { ...preset.config };
     if (options.dtype !== undefined) config.dtype = options.dtype;
     if (options.loadWeights === false) return new FalconBackbone(config);
     const backbone = new FalconBackbone(config, LOADING);
     try {
-      await loadKerasWeights(directory, backbone.#config, backbone.#native!);
+      await preset.loadWeights(backbone.#config, backbone.#native!);
     } catch (error) {
       backbone.dispose();
       throw error;

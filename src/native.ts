@@ -59,6 +59,22 @@ export interface NativeModel {
     cols: number,
     inputMajor: boolean,
   ): Promise<void>;
+  /**
+   * Like setWeight, reading `rows × cols` values at `byteOffset` of a mapped file (bounds-checked
+   * natively). The bytes are used in place when they are the whole weight in the model's dtype and layout.
+   */
+  setWeightFromFile(
+    name: string,
+    rowOffset: number,
+    file: NativeMappedFile,
+    byteOffset: number,
+    dtype: NativeSourceDType,
+    rows: number,
+    cols: number,
+    inputMajor: boolean,
+  ): Promise<void>;
+  /** A whole weight: matrices [rows, cols] in the model dtype, vectors (cols = 1) as float32. */
+  getWeight(name: string): Promise<{ data: Uint8Array; dtype: NativeDType; rows: number; cols: number }>;
   initializeRandom(seed: number): Promise<void>;
   /** Throws (code FALCON_WEIGHTS) listing every weight never set. */
   requireComplete(): void;
@@ -83,9 +99,15 @@ export interface NativeKvCache {
   dispose(): void;
 }
 
+export interface NativeMappedFile {
+  size(): number;
+  dispose(): void;
+}
+
 export interface NativeAddon {
   NativeModel: new (config: NativeModelConfig) => NativeModel;
   NativeKvCache: new (model: NativeModel, batchSize: number, maxLength: number) => NativeKvCache;
+  NativeMappedFile: new (path: string) => NativeMappedFile;
   numThreads(): number;
   setNumThreads(threads: number): void;
 }

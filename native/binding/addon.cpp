@@ -4,6 +4,7 @@
 #include "../core/thread_pool.h"
 #include "addon_data.h"
 #include "cache_wrap.h"
+#include "mapped_file_wrap.h"
 #include "model_wrap.h"
 #include "napi_util.h"
 
@@ -29,9 +30,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Napi::Function cache = CacheWrap::Define(env);
   data->model_constructor = Napi::Persistent(model);
   data->cache_constructor = Napi::Persistent(cache);
+  Napi::Function mapped_file = MappedFileWrap::Define(env);
+  data->mapped_file_constructor = Napi::Persistent(mapped_file);
   env.SetInstanceData(data);
   exports.Set("NativeModel", model);
   exports.Set("NativeKvCache", cache);
+  exports.Set("NativeMappedFile", mapped_file);
   exports.Set("numThreads", Napi::Function::New(env, NumThreads));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   return exports;

@@ -4,6 +4,7 @@
 
 #include "addon_data.h"
 #include "cache_wrap.h"
+#include "mapped_file_wrap.h"
 #include "napi_util.h"
 
 namespace falcon::binding {
@@ -120,6 +121,8 @@ Napi::Function ModelWrap::Define(Napi::Env env) {
   return DefineClass(env, "NativeModel",
                      {
                          InstanceMethod<&ModelWrap::SetWeight>("setWeight"),
+                         InstanceMethod<&ModelWrap::SetWeightFromFile>("setWeightFromFile"),
+                         InstanceMethod<&ModelWrap::GetWeight>("getWeight"),
                          InstanceMethod<&ModelWrap::InitializeRandom>("initializeRandom"),
                          InstanceMethod<&ModelWrap::RequireComplete>("requireComplete"),
                          InstanceMethod<&ModelWrap::Forward>("forward"),
@@ -150,37 +153,114 @@ std::shared_ptr<Model> ModelWrap::model(Napi::Env env) const {
   return model_;
 }
 
+namespace {
+
+// Reads (dtype, rows, cols, inputMajor) at argument `first` into a TensorSource without data.
+TensorSource read_source_shape(const Napi::CallbackInfo& info, size_t first, const std::string& name) {
+  Napi::Env env = info.Env();
+  if (!info[first].IsString()) throw make_error(env, ErrorKind::Weights, "weight dtype must be a string");
+  TensorSource source;
+  if (!parse_dtype(info[first].As<Napi::String>().Utf8Value(), &source.dtype)) {
+    throw make_error(env, ErrorKind::Weights, "weight '" + name + "': unsupported source dtype");
+  }
+  source.rows = integer_argument(info, first + 1, "rows");
+  source.cols = integer_argument(info, first + 2, "cols");
+  source.input_major = info.Length() > first + 3 && info[first + 3].ToBoolean().Value();
+  // Each side is at most 2^31, so the byte count below cannot overflow 64 bits.
+  if (source.rows <= 0 || source.cols <= 0 || source.rows > (int64_t(1) << 31) || source.cols > (int64_t(1) << 31)) {
+    throw make_error(env, ErrorKind::Weights, "weight '" + name + "': bad shape");
+  }
+  return source;
+}
+
+uint64_t source_bytes(const TensorSource& source) {
+  return uint64_t(source.rows) * uint64_t(source.cols) * dtype_size(source.dtype);
+}
+
+std::string weight_name(const Napi::CallbackInfo& info) {
+  if (!info[0].IsString()) throw make_error(info.Env(), ErrorKind::Weights, "weight name must be a string");
+  return info[0].As<Napi::String>().Utf8Value();
+}
+
+}  // namespace
+
 // setWeight(name, rowOffset, data, dtype, rows, cols, inputMajor) → Promise<void>
 Napi::Value ModelWrap::SetWeight(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto model = this->model(env);
-  if (!info[0].IsString()) throw make_error(env, ErrorKind::Weights, "weight name must be a string");
-  std::string name = info[0].As<Napi::String>().Utf8Value();
+  const std::string name = weight_name(info);
   int64_t row_offset = integer_argument(info, 1, "rowOffset");
   if (!info[2].IsTypedArray()) throw make_error(env, ErrorKind::Weights, "weight data must be a typed array");
   Napi::TypedArray data = info[2].As<Napi::TypedArray>();
-  if (!info[3].IsString()) throw make_error(env, ErrorKind::Weights, "weight dtype must be a string");
-  DType dtype;
-  if (!parse_dtype(info[3].As<Napi::String>().Utf8Value(), &dtype)) {
-    throw make_error(env, ErrorKind::Weights, "weight '" + name + "': unsupported source dtype");
-  }
-  TensorSource source;
-  source.dtype = dtype;
-  source.rows = integer_argument(info, 4, "rows");
-  source.cols = integer_argument(info, 5, "cols");
-  source.input_major = info.Length() > 6 && info[6].ToBoolean().Value();
-  if (source.rows <= 0 || source.cols <= 0 ||
-      uint64_t(source.rows) * uint64_t(source.cols) * dtype_size(dtype) != uint64_t(data.ByteLength())) {
+  TensorSource source = read_source_shape(info, 3, name);
+  if (source_bytes(source) != uint64_t(data.ByteLength())) {
     throw make_error(env, ErrorKind::Weights,
                      "weight '" + name + "': " + std::to_string(data.ByteLength()) + " bytes do not hold " +
-                         std::to_string(source.rows) + "x" + std::to_string(source.cols) + " " + dtype_name(dtype) +
-                         " values");
+                         std::to_string(source.rows) + "x" + std::to_string(source.cols) + " " +
+                         dtype_name(source.dtype) + " values");
   }
   source.data = static_cast<const char*>(data.ArrayBuffer().Data()) + data.ByteOffset();
   auto* worker = new TaskWorker(env, [model, name, row_offset, source] { model->set_weight(name, row_offset, source); },
                                 nullptr);
   worker->retain(data);
   return queue(worker);
+}
+
+// setWeightFromFile(name, rowOffset, mappedFile, byteOffset, dtype, rows, cols, inputMajor) → Promise<void>
+// The bytes are used in place when they already are the whole weight in the model's dtype and layout.
+Napi::Value ModelWrap::SetWeightFromFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto model = this->model(env);
+  auto* data = env.GetInstanceData<AddonData>();
+  const std::string name = weight_name(info);
+  int64_t row_offset = integer_argument(info, 1, "rowOffset");
+  std::shared_ptr<MappedFile> file =
+      unwrap_instance<MappedFileWrap>(env, info[2], data->mapped_file_constructor, "file")->file(env);
+  const int64_t byte_offset = integer_argument(info, 3, "byteOffset");
+  TensorSource source = read_source_shape(info, 4, name);
+  const uint64_t bytes = source_bytes(source);
+  if (byte_offset < 0 || !file->contains(uint64_t(byte_offset), bytes)) {
+    throw make_error(env, ErrorKind::Weights,
+                     file->path() + ": weight '" + name + "' needs bytes [" + std::to_string(byte_offset) + ", " +
+                         std::to_string(uint64_t(byte_offset) + bytes) + ") but the file has " +
+                         std::to_string(file->size()));
+  }
+  source.data = file->data() + byte_offset;
+  auto work = [model, name, row_offset, source, file, byte_offset, bytes] {
+    if (model->can_adopt(name, row_offset, source)) {
+      model->adopt_weight(name, file, source.data, source.dtype, source.rows, source.cols);
+    } else {
+      model->set_weight(name, row_offset, source);
+      file->release(uint64_t(byte_offset), bytes);
+    }
+  };
+  return queue(new TaskWorker(env, work, nullptr));
+}
+
+// getWeight(name) → Promise<{ data: Uint8Array, dtype, rows, cols }>: matrices in the model dtype, vectors float32.
+Napi::Value ModelWrap::GetWeight(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto model = this->model(env);
+  const std::string name = weight_name(info);
+  struct Result {
+    std::vector<uint8_t> bytes;
+    DType dtype = DType::Float32;
+    int64_t rows = 0, cols = 0;
+  };
+  auto result = std::make_shared<Result>();
+  auto work = [model, name, result] { result->bytes = model->read_weight(name, &result->dtype, &result->rows, &result->cols); };
+  auto finish = [result](Napi::Env e) -> Napi::Value {
+    auto* owned = new std::vector<uint8_t>(std::move(result->bytes));
+    Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(
+        e, owned->data(), owned->size(), [](Napi::Env, void*, std::vector<uint8_t>* v) { delete v; }, owned);
+    Napi::Object object = Napi::Object::New(e);
+    object.Set("data", Napi::Uint8Array::New(e, owned->size(), buffer, 0));
+    object.Set("dtype", Napi::String::New(e, dtype_name(result->dtype)));
+    object.Set("rows", Napi::Number::New(e, double(result->rows)));
+    object.Set("cols", Napi::Number::New(e, double(result->cols)));
+    return object;
+  };
+  return queue(new TaskWorker(env, work, finish));
 }
 
 Napi::Value ModelWrap::InitializeRandom(const Napi::CallbackInfo& info) {

@@ -1,5 +1,6 @@
 #include "model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <new>
@@ -153,6 +154,40 @@ void Model::set_weight(const std::string& name, int64_t row_offset, const Tensor
   }
   for (int64_t r = row_offset; r < row_offset + rows; ++r) s.row_written[size_t(r)] = 1;
   s.rows_written += rows;
+}
+
+bool Model::can_adopt(const std::string& name, int64_t row_offset, const TensorSource& source) {
+  std::lock_guard<std::mutex> lock(slots_mutex_);
+  Slot& s = slot(name);
+  return s.matrix != nullptr && s.rows_written == 0 && row_offset == 0 && source.rows == s.rows &&
+         source.cols == s.cols && !source.input_major && source.dtype == s.matrix->dtype;
+}
+
+void Model::adopt_weight(const std::string& name, std::shared_ptr<void> owner, const void* data, DType dtype,
+                         int64_t rows, int64_t cols) {
+  std::lock_guard<std::mutex> lock(slots_mutex_);
+  Slot& s = slot(name);
+  require(s.matrix != nullptr && s.rows_written == 0 && rows == s.rows && cols == s.cols && dtype == s.matrix->dtype,
+          ErrorKind::Weights, "weight '" + name + "' cannot be used in place");
+  s.matrix->owner = std::move(owner);  // frees the buffer allocated (but never touched) for it
+  s.matrix->data = const_cast<void*>(data);
+  std::fill(s.row_written.begin(), s.row_written.end(), 1);
+  s.rows_written = s.rows;
+}
+
+std::vector<uint8_t> Model::read_weight(const std::string& name, DType* dtype, int64_t* rows, int64_t* cols) {
+  std::lock_guard<std::mutex> lock(slots_mutex_);
+  Slot& s = slot(name);
+  *rows = s.rows;
+  *cols = s.cols;
+  if (s.matrix != nullptr) {
+    *dtype = s.matrix->dtype;
+    const uint8_t* bytes = static_cast<const uint8_t*>(s.matrix->data);
+    return std::vector<uint8_t>(bytes, bytes + s.matrix->byte_size());
+  }
+  *dtype = DType::Float32;
+  const uint8_t* bytes = reinterpret_cast<const uint8_t*>(s.vector->data());
+  return std::vector<uint8_t>(bytes, bytes + s.vector->size() * sizeof(float));
 }
 
 namespace {
