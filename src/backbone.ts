@@ -13,9 +13,10 @@ import { FalconDisposedError, FalconInputError } from "./errors.js";
 import { packInputs, type BackboneInputs, type PackedInputs, type Tensor, type TokenIdsInput } from "./inputs.js";
 import { callNative, callNativeSync, native, type NativeKvCache, type NativeModel, type NativeModelInfo } from "./native.js";
 import { BUILTIN_PRESETS } from "./presets/builtin.js";
+import type { PresetHandleOptions } from "./presets/hub.js";
 import { readPreset } from "./presets/index.js";
 
-export interface FromPresetOptions {
+export interface FromPresetOptions extends PresetHandleOptions {
   /** Load the preset's weights (default true); false gives a seeded random initialisation. */
   loadWeights?: boolean;
   /** Override the dtype; weights are cast while they load. */
@@ -133,7 +134,7 @@ export class FalconBackbone {
    * safetensors), or a built-in preset name resolved to a local directory.
    */
   static async fromPreset(pathOrName: string, options: FromPresetOptions = {}): Promise<FalconBackbone> {
-    const preset = await readPreset(pathOrName);
+    const preset = await readPreset(pathOrName, options);
     const config = { ...preset.config };
     if (options.dtype !== undefined) config.dtype = options.dtype;
     if (options.loadWeights === false) return new FalconBackbone(config);

@@ -1,4 +1,5 @@
 export { FalconBackbone, FalconKvCache, TokenEmbedding } from "./backbone.js";
+export { FalconCausalLM } from "./causal-lm.js";
 export type { CreateCacheOptions, FromPresetOptions } from "./backbone.js";
 export { FALCON_DTYPES } from "./config.js";
 export type { BlockLayout, FalconBackboneConfig, FalconDType, PositionEncoding, ResolvedBackboneConfig, RopeScaling } from "./config.js";
@@ -13,3 +14,4 @@ export {
 export type { BackboneInputs, PaddingMaskInput, ShapedIds, Tensor, TokenIdsInput } from "./inputs.js";
 export { BUILTIN_PRESETS } from "./presets/builtin.js";
 export type { BuiltinPreset, PresetMetadata } from "./presets/builtin.js";
+export type { HubDownloadProgress, HubOptions, PresetHandleOptions } from "./presets/hub.js";

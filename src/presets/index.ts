@@ -5,6 +5,7 @@ import type { FalconBackboneConfig, ResolvedBackboneConfig } from "../config.js"
 import { FalconPresetError } from "../errors.js";
 import type { NativeModel } from "../native.js";
 import { resolvePresetDirectory } from "./builtin.js";
+import { isRemoteHandle, resolvePresetHandle, type PresetHandleOptions } from "./hub.js";
 import { isHfConfig, loadHfWeights, parseHfConfig } from "./hf.js";
 import { readJsonObject } from "./json.js";
 import { isKerasConfig, loadKerasWeights, parseKerasConfig } from "./keras.js";
@@ -19,8 +20,11 @@ export interface Preset {
   loadWeights(config: ResolvedBackboneConfig, model: NativeModel): Promise<void>;
 }
 
-export async function readPreset(pathOrName: string): Promise<Preset> {
-  const directory = resolvePresetDirectory(pathOrName);
+/** Reads a local directory, a built-in preset name, or an hf:// / kaggle:// handle. */
+export async function readPreset(pathOrName: string, handleOptions: PresetHandleOptions = {}): Promise<Preset> {
+  const directory = isRemoteHandle(pathOrName)
+    ? await resolvePresetHandle(pathOrName, handleOptions)
+    : resolvePresetDirectory(pathOrName);
   const configFile = path.join(directory, "config.json");
   const json = readJsonObject(configFile);
   if (isKerasConfig(json)) {
