@@ -15,6 +15,7 @@ import { callNative, callNativeSync, native, type NativeKvCache, type NativeMode
 import { BUILTIN_PRESETS } from "./presets/builtin.js";
 import type { PresetHandleOptions } from "./presets/hub.js";
 import { readPreset } from "./presets/index.js";
+import { writeKerasPreset, type WriteKerasPresetOptions } from "./presets/keras-export.js";
 
 export interface FromPresetOptions extends PresetHandleOptions {
   /** Load the preset's weights (default true); false gives a seeded random initialisation. */
@@ -220,6 +221,15 @@ export class FalconBackbone {
   private packCacheInputs(inputs: TokenIdsInput | BackboneInputs): PackedInputs {
     const isInputObject = typeof inputs === "object" && inputs !== null && !Array.isArray(inputs) && "tokenIds" in inputs;
     return packInputs(isInputObject ? (inputs as BackboneInputs) : { tokenIds: inputs as TokenIdsInput }, this.#config.vocabularySize);
+  }
+
+  /**
+   * Writes a keras-hub preset (config.json, metadata.json, model.weights.h5 in keras' exact HDF5 tree)
+   * that keras-hub's FalconBackbone.from_preset loads; any falcon-rw-compatible model qualifies, so an
+   * HF falcon-rw checkpoint becomes a keras-hub preset.
+   */
+  async saveToPreset(directory: string, options: WriteKerasPresetOptions = {}): Promise<void> {
+    await writeKerasPreset(directory, this.#config, await this.nativeModel(), options);
   }
 
   get disposed(): boolean {

@@ -3,6 +3,7 @@
  * call() and callWithCache() return logits instead of hidden states.
  */
 import { FalconBackbone, type CreateCacheOptions, type FalconKvCache, type FromPresetOptions } from "./backbone.js";
+import type { WriteKerasPresetOptions } from "./presets/keras-export.js";
 import type { BackboneInputs, Tensor, TokenIdsInput } from "./inputs.js";
 
 export class FalconCausalLM {
@@ -25,6 +26,11 @@ export class FalconCausalLM {
   /** Logits of the new tokens after writing them into the cache (see FalconBackbone.callWithCache). */
   async callWithCache(inputs: TokenIdsInput | BackboneInputs, cache: FalconKvCache, cacheUpdateIndex: number | number[]): Promise<Tensor> {
     return this.backbone.tokenEmbedding.reverse(await this.backbone.callWithCache(inputs, cache, cacheUpdateIndex));
+  }
+
+  /** Saves the backbone as a keras-hub preset (the LM head is the tied embedding there). */
+  async saveToPreset(directory: string, options: WriteKerasPresetOptions = {}): Promise<void> {
+    await this.backbone.saveToPreset(directory, options);
   }
 
   dispose(): void {
