@@ -110,6 +110,17 @@ export interface NativeAddon {
   NativeMappedFile: new (path: string) => NativeMappedFile;
   numThreads(): number;
   setNumThreads(threads: number): void;
+  /** The CPU reference's positional-encoding primitives, exposed for tests against reference tables. */
+  alibiSlopes(numHeads: number): Float32Array;
+  rotaryTables(
+    headDim: number,
+    theta: number,
+    scaling: "none" | "linear" | "dynamic",
+    factor: number,
+    maxPositionEmbeddings: number,
+    positions: Int32Array,
+    sequenceLength: number,
+  ): { cos: Float32Array; sin: Float32Array };
 }
 
 export type NativeErrorCode = "FALCON_INPUT" | "FALCON_CONFIG" | "FALCON_WEIGHTS" | "FALCON_STATE";

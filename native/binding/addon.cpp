@@ -1,7 +1,9 @@
 // Entry point of the falcon-native addon: registers the native classes and process-wide settings.
 #include <napi.h>
 
+#include "../core/model.h"
 #include "../core/thread_pool.h"
+#include "../cpu/ops.h"
 #include "addon_data.h"
 #include "cache_wrap.h"
 #include "mapped_file_wrap.h"
@@ -22,6 +24,44 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// alibiSlopes(numHeads) → Float32Array: the per-head ALiBi slopes, for checking against references.
+Napi::Value AlibiSlopes(const Napi::CallbackInfo& info) {
+  const int64_t heads = integer_argument(info, 0, "numHeads");
+  if (heads < 1 || heads > 65536) throw make_error(info.Env(), ErrorKind::Input, "numHeads must be in [1, 65536]");
+  return adopt_floats(info.Env(), new std::vector<float>(compute_alibi_slopes(heads)));
+}
+
+// rotaryTables(headDim, theta, scaling, factor, maxPositionEmbeddings, positions, sequenceLength)
+//   → { cos, sin }, each [positions, headDim / 2]
+Napi::Value RotaryTables(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ModelConfig config;
+  config.hidden_dim = integer_argument(info, 0, "headDim");
+  config.num_heads = 1;
+  config.num_kv_heads = 1;
+  if (config.hidden_dim < 2 || config.hidden_dim % 2 != 0 || config.hidden_dim > 65536) {
+    throw make_error(env, ErrorKind::Input, "headDim must be an even number in [2, 65536]");
+  }
+  config.position_encoding = PositionEncoding::Rotary;
+  config.rope_theta = info[1].ToNumber().DoubleValue();
+  const std::string scaling = info[2].ToString().Utf8Value();
+  config.rope_scaling = scaling == "linear" ? RopeScaling::Linear : scaling == "dynamic" ? RopeScaling::Dynamic : RopeScaling::None;
+  config.rope_scaling_factor = info[3].ToNumber().DoubleValue();
+  config.max_position_embeddings = integer_argument(info, 4, "maxPositionEmbeddings");
+  Napi::Int32Array positions;
+  if (!optional_typed_array(info, 5, "positions", &positions)) throw make_error(env, ErrorKind::Input, "positions is required");
+  const int64_t sequence_length = integer_argument(info, 6, "sequenceLength");
+  const size_t count = positions.ElementLength();
+  const size_t half = size_t(config.hidden_dim / 2);
+  auto* cos = new std::vector<float>(count * half);
+  auto* sin = new std::vector<float>(count * half);
+  cpu::rotary_tables(config, positions.Data(), int64_t(count), sequence_length, cos->data(), sin->data());
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("cos", adopt_floats(env, cos));
+  result.Set("sin", adopt_floats(env, sin));
+  return result;
+}
+
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -38,6 +78,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeMappedFile", mapped_file);
   exports.Set("numThreads", Napi::Function::New(env, NumThreads));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
+  exports.Set("alibiSlopes", Napi::Function::New(env, AlibiSlopes));
+  exports.Set("rotaryTables", Napi::Function::New(env, RotaryTables));
   return exports;
 }
 
