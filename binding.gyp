@@ -11,6 +11,7 @@
         "native/core/thread_pool.cpp",
         "native/core/mapped_file.cpp",
         "native/cpu/cpu_backend.cpp",
+        "native/cpu/cpu_features.cpp",
         "native/cpu/ops/linear.cpp",
         "native/cpu/ops/layer_norm.cpp",
         "native/cpu/ops/gelu.cpp",

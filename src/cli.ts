@@ -5,7 +5,7 @@ import { parseArgs } from "node:util";
 import { FalconBackbone } from "./backbone.js";
 import { FALCON_DTYPES, type FalconBackboneConfig, type FalconDType } from "./config.js";
 import { FalconError } from "./errors.js";
-import { native } from "./native.js";
+import { runtimeInfo, setNumThreads } from "./runtime.js";
 
 const HELP = `falcon-native — Falcon language models for Node.js
 
@@ -67,7 +67,7 @@ async function run(args: string[]): Promise<void> {
   const batch = positiveInteger(values.batch, 2, "--batch");
   const length = positiveInteger(values.length, 64, "--length");
   const seed = values.seed === undefined ? 0 : nonNegativeInteger(values.seed, "--seed");
-  if (values.threads !== undefined) native().setNumThreads(positiveInteger(values.threads, 1, "--threads"));
+  if (values.threads !== undefined) setNumThreads(positiveInteger(values.threads, 1, "--threads"));
 
   const loadStart = performance.now();
   const model = values.preset
@@ -87,7 +87,8 @@ async function run(args: string[]): Promise<void> {
   const info = model.info();
   console.log(`model      ${values.preset ?? "random (embedded default)"}: ${config.numLayers} layers, hidden ${config.hiddenDim}, ` +
     `${config.numAttentionHeads} heads, vocab ${config.vocabularySize}, ${info.parameterCount.toLocaleString("en-US")} parameters, ${info.dtype}`);
-  console.log(`backend    ${info.backend}, ${native().numThreads()} threads`);
+  const runtime = runtimeInfo();
+  console.log(`backend    ${info.backend} (${runtime.isa} kernels), ${runtime.threads} threads`);
   console.log(`input      tokenIds [${batch}, ${length}]`);
   console.log(`output     hidden [${hidden.shape.join(", ")}], logits [${logits.shape.join(", ")}]`);
   console.log(`time       load ${loadMs.toFixed(1)} ms, forward ${forwardMs.toFixed(1)} ms (${((batch * length) / (forwardMs / 1000)).toFixed(1)} tokens/s)`);
@@ -101,7 +102,7 @@ async function inspect(args: string[]): Promise<void> {
   const model = await FalconBackbone.fromPreset(positionals[0], { loadWeights: false });
   const info = model.info();
   console.log(JSON.stringify({ config: model.getConfig(), parameterCount: info.parameterCount, weightBytes: info.weightBytes,
-    dtype: info.dtype, backend: info.backend, threads: native().numThreads() }, null, 2));
+    dtype: info.dtype, backend: info.backend, ...runtimeInfo() }, null, 2));
   model.dispose();
 }
 

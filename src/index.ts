@@ -15,3 +15,6 @@ export type { BackboneInputs, PaddingMaskInput, ShapedIds, Tensor, TokenIdsInput
 export { BUILTIN_PRESETS } from "./presets/builtin.js";
 export type { BuiltinPreset, PresetMetadata } from "./presets/builtin.js";
 export type { HubDownloadProgress, HubOptions, PresetHandleOptions } from "./presets/hub.js";
+export { runtimeInfo, setIsa, setNumThreads } from "./runtime.js";
+export type { CpuIsa, RuntimeInfo } from "./runtime.js";
+export { FalconTokenizer } from "./tokenizer.js";

@@ -110,6 +110,10 @@ export interface NativeAddon {
   NativeMappedFile: new (path: string) => NativeMappedFile;
   numThreads(): number;
   setNumThreads(threads: number): void;
+  /** The kernel family in use, the families this CPU supports, and the raw feature flags. */
+  cpuInfo(): { isa: CpuIsa; supportedIsas: CpuIsa[]; features: Record<string, boolean> };
+  /** Switches the kernel family process-wide (must be supported; FALCON_ISA sets the initial one). */
+  setIsa(isa: CpuIsa): void;
   /** The CPU reference's positional-encoding primitives, exposed for tests against reference tables. */
   alibiSlopes(numHeads: number): Float32Array;
   rotaryTables(
@@ -122,6 +126,8 @@ export interface NativeAddon {
     sequenceLength: number,
   ): { cos: Float32Array; sin: Float32Array };
 }
+
+export type CpuIsa = "scalar" | "avx2" | "avx512";
 
 export type NativeErrorCode = "FALCON_INPUT" | "FALCON_CONFIG" | "FALCON_WEIGHTS" | "FALCON_STATE";
 

@@ -3,6 +3,7 @@
 
 #include "../core/model.h"
 #include "../core/thread_pool.h"
+#include "../cpu/cpu_features.h"
 #include "../cpu/ops.h"
 #include "addon_data.h"
 #include "cache_wrap.h"
@@ -21,6 +22,40 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   const int64_t threads = integer_argument(info, 0, "threads");
   if (threads < 1 || threads > 1024) throw make_error(info.Env(), ErrorKind::Input, "threads must be in [1, 1024]");
   set_global_thread_count(int(threads));
+  return info.Env().Undefined();
+}
+
+// cpuInfo() → { isa, supportedIsas, features }
+Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const cpu::CpuFeatures& f = cpu::cpu_features();
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("isa", Napi::String::New(env, cpu::isa_name(cpu::active_isa())));
+  auto isas = cpu::supported_isas();
+  Napi::Array supported = Napi::Array::New(env, isas.size());
+  for (size_t i = 0; i < isas.size(); ++i) supported.Set(uint32_t(i), Napi::String::New(env, cpu::isa_name(isas[i])));
+  result.Set("supportedIsas", supported);
+  Napi::Object features = Napi::Object::New(env);
+  const std::pair<const char*, bool> flags[] = {
+      {"avx2", f.avx2}, {"fma", f.fma}, {"f16c", f.f16c}, {"avx512f", f.avx512f}, {"avx512bw", f.avx512bw},
+      {"avx512vl", f.avx512vl}, {"avx512dq", f.avx512dq}, {"avx512_bf16", f.avx512_bf16},
+      {"avx512_vnni", f.avx512_vnni}, {"osSavesYmm", f.os_saves_ymm}, {"osSavesZmm", f.os_saves_zmm}};
+  for (const auto& [name, value] : flags) features.Set(name, Napi::Boolean::New(env, value));
+  result.Set("features", features);
+  return result;
+}
+
+// setIsa(name): picks a kernel family this CPU supports (tests run the fixtures through each).
+Napi::Value SetIsa(const Napi::CallbackInfo& info) {
+  cpu::Isa isa;
+  if (info.Length() < 1 || !info[0].IsString() || !cpu::parse_isa(info[0].As<Napi::String>().Utf8Value(), &isa)) {
+    throw make_error(info.Env(), ErrorKind::Input, "isa must be 'scalar', 'avx2' or 'avx512'");
+  }
+  try {
+    cpu::set_active_isa(isa);
+  } catch (const falcon::Error& e) {
+    throw make_error(info.Env(), e.kind(), e.what());
+  }
   return info.Env().Undefined();
 }
 
@@ -79,6 +114,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("numThreads", Napi::Function::New(env, NumThreads));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("alibiSlopes", Napi::Function::New(env, AlibiSlopes));
+  exports.Set("cpuInfo", Napi::Function::New(env, CpuInfo));
+  exports.Set("setIsa", Napi::Function::New(env, SetIsa));
   exports.Set("rotaryTables", Napi::Function::New(env, RotaryTables));
   return exports;
 }

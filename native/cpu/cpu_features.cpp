@@ -1,0 +1,107 @@
+#include "cpu_features.h"
+
+#include <atomic>
+#include <cstdlib>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
+#include "../core/error.h"
+
+namespace falcon::cpu {
+
+namespace {
+
+CpuFeatures detect() {
+  CpuFeatures f;
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return f;
+  const bool osxsave = ecx & (1u << 27);
+  f.fma = ecx & (1u << 12);
+  f.f16c = ecx & (1u << 29);
+  if (osxsave) {
+    unsigned xcr0_low, xcr0_high;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0));
+    f.os_saves_ymm = (xcr0_low & 0x6u) == 0x6u;            // SSE and AVX state
+    f.os_saves_zmm = (xcr0_low & 0xe6u) == 0xe6u;          // plus opmask and both ZMM halves
+  }
+  if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) {
+    f.avx2 = ebx & (1u << 5);
+    f.avx512f = ebx & (1u << 16);
+    f.avx512dq = ebx & (1u << 17);
+    f.avx512bw = ebx & (1u << 30);
+    f.avx512vl = ebx & (1u << 31);
+    f.avx512_vnni = ecx & (1u << 11);
+  }
+  if (__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) f.avx512_bf16 = eax & (1u << 5);
+#endif
+  return f;
+}
+
+bool supports(Isa isa) {
+  const CpuFeatures& f = cpu_features();
+  switch (isa) {
+    case Isa::Scalar: return true;
+    case Isa::Avx2: return f.os_saves_ymm && f.avx2 && f.fma && f.f16c;
+    case Isa::Avx512: return f.os_saves_zmm && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.fma && f.f16c;
+  }
+  return false;
+}
+
+Isa initial_isa() {
+  if (const char* requested = std::getenv("FALCON_ISA")) {
+    Isa isa;
+    if (parse_isa(requested, &isa) && supports(isa)) return isa;
+  }
+  Isa best = Isa::Scalar;
+  for (Isa isa : supported_isas()) best = isa;
+  return best;
+}
+
+std::atomic<Isa>& active() {
+  static std::atomic<Isa> isa{initial_isa()};
+  return isa;
+}
+
+}  // namespace
+
+const CpuFeatures& cpu_features() {
+  static const CpuFeatures features = detect();
+  return features;
+}
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::Scalar: return "scalar";
+    case Isa::Avx2: return "avx2";
+    case Isa::Avx512: return "avx512";
+  }
+  return "unknown";
+}
+
+bool parse_isa(const std::string& name, Isa* out) {
+  if (name == "scalar") *out = Isa::Scalar;
+  else if (name == "avx2") *out = Isa::Avx2;
+  else if (name == "avx512") *out = Isa::Avx512;
+  else return false;
+  return true;
+}
+
+std::vector<Isa> supported_isas() {
+  std::vector<Isa> isas;
+  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512}) {
+    if (supports(isa)) isas.push_back(isa);
+  }
+  return isas;
+}
+
+Isa active_isa() { return active().load(std::memory_order_relaxed); }
+
+void set_active_isa(Isa isa) {
+  require(supports(isa), ErrorKind::Input, std::string("this CPU cannot run the ") + isa_name(isa) + " kernels");
+  active().store(isa);
+}
+
+}  // namespace falcon::cpu

@@ -1,0 +1,35 @@
+#pragma once
+#include <string>
+#include <vector>
+
+namespace falcon::cpu {
+
+// Kernel families, from slowest to fastest. Every family computes the same results (to float
+// rounding); the scalar one is the reference the others are tested against.
+enum class Isa { Scalar, Avx2, Avx512 };
+
+struct CpuFeatures {
+  bool avx2 = false;
+  bool fma = false;
+  bool f16c = false;
+  bool avx512f = false;
+  bool avx512bw = false;
+  bool avx512vl = false;
+  bool avx512dq = false;
+  bool avx512_bf16 = false;
+  bool avx512_vnni = false;
+  bool os_saves_ymm = false;  // XCR0: the OS preserves AVX state
+  bool os_saves_zmm = false;  // XCR0: the OS preserves AVX-512 state
+};
+
+const CpuFeatures& cpu_features();
+const char* isa_name(Isa isa);
+bool parse_isa(const std::string& name, Isa* out);
+// Families this CPU and OS can run.
+std::vector<Isa> supported_isas();
+// The family in use: the best supported one, or FALCON_ISA when it names a supported family.
+Isa active_isa();
+// Overrides the family (must be supported); used by tests to run every path.
+void set_active_isa(Isa isa);
+
+}  // namespace falcon::cpu

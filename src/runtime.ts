@@ -1,0 +1,31 @@
+/** Process-wide native settings: the kernel family (ISA) and the size of the thread pool. */
+import { FalconInputError } from "./errors.js";
+import { callNativeSync, native, type CpuIsa } from "./native.js";
+
+export type { CpuIsa } from "./native.js";
+
+export interface RuntimeInfo {
+  /** The kernel family in use. */
+  isa: CpuIsa;
+  /** Families this CPU and OS can run (FALCON_ISA picks one at startup). */
+  supportedIsas: CpuIsa[];
+  /** Native worker threads (FALCON_NUM_THREADS sets it at startup). */
+  threads: number;
+  features: Record<string, boolean>;
+}
+
+export function runtimeInfo(): RuntimeInfo {
+  const { isa, supportedIsas, features } = native().cpuInfo();
+  return { isa, supportedIsas, threads: native().numThreads(), features };
+}
+
+/** Resizes the native thread pool; call it while no model call is running. */
+export function setNumThreads(threads: number): void {
+  if (!Number.isInteger(threads) || threads < 1) throw new FalconInputError(`threads must be a positive integer, got ${threads}`);
+  callNativeSync(() => native().setNumThreads(threads));
+}
+
+/** Selects the kernel family process-wide; throws FalconInputError when this CPU cannot run it. */
+export function setIsa(isa: CpuIsa): void {
+  callNativeSync(() => native().setIsa(isa));
+}
