@@ -3,17 +3,22 @@
 #include <vector>
 
 #include "../../core/thread_pool.h"
+#include "../kernels/kernels.h"
 #include "../ops.h"
 
 namespace falcon::cpu {
 
+// One query row at a time against all its keys: scores are a vector of the keys seen so far, never
+// a [queries, keys] matrix, so memory stays linear in the sequence length.
 void attention(const ModelConfig& config, int64_t layer, const AttentionBatch& batch, const float* qkv,
                int64_t qkv_cols, const std::vector<float>& alibi_slopes, float* out) {
+  const KernelTable& table = kernels();
   const int64_t H = config.num_heads;
   const int64_t d = config.head_dim();
   const int64_t heads_per_kv = H / config.num_kv_heads;
   const float scale = float(1.0 / std::sqrt(double(d)));
   const bool use_alibi = !alibi_slopes.empty();
+  constexpr float kMasked = -std::numeric_limits<float>::infinity();
 
   global_thread_pool().parallel_for(batch.batch * H, 1, [&](int64_t first, int64_t end) {
     thread_local std::vector<float> scores;
@@ -31,34 +36,23 @@ void attention(const ModelConfig& config, int64_t layer, const AttentionBatch& b
         const int64_t row = b * batch.length + i;
         const float* q = qkv + row * qkv_cols + h * d;
         float* o = out + row * H * d + h * d;
-        const int64_t last_key = start + i;
-        float max_score = -std::numeric_limits<float>::infinity();
-        for (int64_t j = 0; j <= last_key; ++j) {
-          if (!seq.valid[size_t(j)]) continue;
-          const float* k = keys + j * d;
-          float dot = 0.0f;
-          for (int64_t c = 0; c < d; ++c) dot += q[c] * k[c];
+        const int64_t key_count = start + i + 1;
+        table.matmul_f32(q, d, 1, keys, 0, key_count, d, nullptr, scores.data(), key_count);
+        float max_score = kMasked;
+        for (int64_t j = 0; j < key_count; ++j) {
           // Falcon adds ALiBi before the 1/sqrt(d) scale (spec pitfall 1).
-          const float score = (use_alibi ? dot + slope * float(seq.position[size_t(j)]) : dot) * scale;
+          const float score = seq.valid[size_t(j)] ? (scores[size_t(j)] + slope * float(seq.position[size_t(j)])) * scale : kMasked;
           scores[size_t(j)] = score;
-          if (score > max_score) max_score = score;
+          max_score = score > max_score ? score : max_score;
         }
-        for (int64_t c = 0; c < d; ++c) o[c] = 0.0f;
-        if (max_score == -std::numeric_limits<float>::infinity()) continue;  // no valid key: a padded query
-        float total = 0.0f;
-        for (int64_t j = 0; j <= last_key; ++j) {
-          if (!seq.valid[size_t(j)]) continue;
-          const float p = std::exp(scores[size_t(j)] - max_score);
-          scores[size_t(j)] = p;
-          total += p;
+        if (max_score == kMasked) {  // no valid key: a padded query; its output is never read
+          for (int64_t c = 0; c < d; ++c) o[c] = 0.0f;
+          continue;
         }
+        const float total = table.exp_sum(scores.data(), key_count, max_score);
+        table.weighted_sum(scores.data(), values, key_count, d, o);
         const float inverse_total = 1.0f / total;
-        for (int64_t j = 0; j <= last_key; ++j) {
-          if (!seq.valid[size_t(j)]) continue;
-          const float p = scores[size_t(j)] * inverse_total;
-          const float* v = values + j * d;
-          for (int64_t c = 0; c < d; ++c) o[c] += p * v[c];
-        }
+        for (int64_t c = 0; c < d; ++c) o[c] *= inverse_total;
       }
     }
   });

@@ -1,14 +1,12 @@
-#include <cmath>
-
 #include "../../core/thread_pool.h"
+#include "../kernels/kernels.h"
 #include "../ops.h"
 
 namespace falcon::cpu {
 
 void gelu(float* x, int64_t count) {
-  global_thread_pool().parallel_for(count, 4096, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.70710678118654752f));
-  });
+  const KernelTable& table = kernels();
+  global_thread_pool().parallel_for(count, 16384, [&](int64_t begin, int64_t end) { table.gelu(x + begin, end - begin); });
 }
 
 }  // namespace falcon::cpu
