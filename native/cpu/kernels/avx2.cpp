@@ -81,21 +81,32 @@ struct I8Values {
   }
 };
 
+// Accumulators are named one by one: held in an array, GCC 12 keeps them in memory.
 template <typename XValues, typename WValues, int Rows>
 void tile(const typename XValues::Element* x, int64_t x_stride, const typename WValues::Element* const* w, int64_t k,
           __m128* out) {
-  __m256 acc[Rows][kOutputsPerTile];
-  for (int m = 0; m < Rows; ++m)
-    for (int j = 0; j < kOutputsPerTile; ++j) acc[m][j] = _mm256_setzero_ps();
+  __m256 acc00 = _mm256_setzero_ps(), acc01 = acc00, acc02 = acc00, acc03 = acc00;
+  __m256 acc10 = acc00, acc11 = acc00, acc12 = acc00, acc13 = acc00;
+  const typename WValues::Element *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
   for (int64_t i = 0; i < k; i += 8) {
-    __m256 wv[kOutputsPerTile];
-    for (int j = 0; j < kOutputsPerTile; ++j) wv[j] = WValues::load(w[j] + i, k - i);
-    for (int m = 0; m < Rows; ++m) {
-      const __m256 xv = XValues::load(x + m * x_stride + i, k - i);
-      for (int j = 0; j < kOutputsPerTile; ++j) acc[m][j] = _mm256_fmadd_ps(xv, wv[j], acc[m][j]);
+    const int64_t remaining = k - i;
+    const __m256 wv0 = WValues::load(w0 + i, remaining), wv1 = WValues::load(w1 + i, remaining);
+    const __m256 wv2 = WValues::load(w2 + i, remaining), wv3 = WValues::load(w3 + i, remaining);
+    const __m256 x0 = XValues::load(x + i, remaining);
+    acc00 = _mm256_fmadd_ps(x0, wv0, acc00);
+    acc01 = _mm256_fmadd_ps(x0, wv1, acc01);
+    acc02 = _mm256_fmadd_ps(x0, wv2, acc02);
+    acc03 = _mm256_fmadd_ps(x0, wv3, acc03);
+    if (Rows > 1) {
+      const __m256 x1 = XValues::load(x + x_stride + i, remaining);
+      acc10 = _mm256_fmadd_ps(x1, wv0, acc10);
+      acc11 = _mm256_fmadd_ps(x1, wv1, acc11);
+      acc12 = _mm256_fmadd_ps(x1, wv2, acc12);
+      acc13 = _mm256_fmadd_ps(x1, wv3, acc13);
     }
   }
-  for (int m = 0; m < Rows; ++m) out[m] = reduce4(acc[m][0], acc[m][1], acc[m][2], acc[m][3]);
+  out[0] = reduce4(acc00, acc01, acc02, acc03);
+  if (Rows > 1) out[1] = reduce4(acc10, acc11, acc12, acc13);
 }
 
 template <typename XValues, typename WValues>

@@ -58,41 +58,92 @@ struct I8Weights {
   }
 };
 
+// The tile bodies below name their 16 accumulators one by one: held in an array, GCC 12 keeps them
+// in memory and stores every one on each iteration.
+#define FALCON_ZERO_ROW(r) __m512 acc##r##0 = _mm512_setzero_ps(), acc##r##1 = acc##r##0, acc##r##2 = acc##r##0, acc##r##3 = acc##r##0
+#define FALCON_REDUCE_ROW(r) out[r] = reduce4(acc##r##0, acc##r##1, acc##r##2, acc##r##3)
+
 // float32 activations against 16-wide weight loads of any storage type.
 template <typename Weights, int Rows>
 void tile_float(const float* x, int64_t x_stride, const typename Weights::Element* const* w, int64_t k, __m128* out) {
-  __m512 acc[Rows][kOutputsPerTile];
-  for (int m = 0; m < Rows; ++m)
-    for (int j = 0; j < kOutputsPerTile; ++j) acc[m][j] = _mm512_setzero_ps();
-  for (int64_t i = 0; i < k; i += 16) {
-    const __mmask16 mask = k - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (k - i)) - 1);
-    __m512 wv[kOutputsPerTile];
-    for (int j = 0; j < kOutputsPerTile; ++j) wv[j] = Weights::load(w[j] + i, mask);
-    for (int m = 0; m < Rows; ++m) {
-      const __m512 xv = _mm512_maskz_loadu_ps(mask, x + m * x_stride + i);
-      for (int j = 0; j < kOutputsPerTile; ++j) acc[m][j] = _mm512_fmadd_ps(xv, wv[j], acc[m][j]);
-    }
+  FALCON_ZERO_ROW(0);
+  FALCON_ZERO_ROW(1);
+  FALCON_ZERO_ROW(2);
+  FALCON_ZERO_ROW(3);
+  const typename Weights::Element *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
+#define FALCON_FMA_ROW(r)                                                       \
+  if (Rows > r) {                                                               \
+    const __m512 xv = _mm512_maskz_loadu_ps(mask, x + r * x_stride + i);        \
+    acc##r##0 = _mm512_fmadd_ps(xv, wv0, acc##r##0);                            \
+    acc##r##1 = _mm512_fmadd_ps(xv, wv1, acc##r##1);                            \
+    acc##r##2 = _mm512_fmadd_ps(xv, wv2, acc##r##2);                            \
+    acc##r##3 = _mm512_fmadd_ps(xv, wv3, acc##r##3);                            \
   }
-  for (int m = 0; m < Rows; ++m) out[m] = reduce4(acc[m][0], acc[m][1], acc[m][2], acc[m][3]);
+#define FALCON_STEP                                                             \
+  {                                                                             \
+    const __m512 wv0 = Weights::load(w0 + i, mask), wv1 = Weights::load(w1 + i, mask); \
+    const __m512 wv2 = Weights::load(w2 + i, mask), wv3 = Weights::load(w3 + i, mask); \
+    FALCON_FMA_ROW(0) FALCON_FMA_ROW(1) FALCON_FMA_ROW(2) FALCON_FMA_ROW(3)     \
+  }
+  int64_t i = 0;
+  for (; i + 16 <= k; i += 16) {
+    const __mmask16 mask = 0xffff;
+    FALCON_STEP
+  }
+  if (i < k) {
+    const __mmask16 mask = __mmask16((1u << (k - i)) - 1);
+    FALCON_STEP
+  }
+#undef FALCON_STEP
+#undef FALCON_FMA_ROW
+  FALCON_REDUCE_ROW(0);
+  if (Rows > 1) FALCON_REDUCE_ROW(1);
+  if (Rows > 2) FALCON_REDUCE_ROW(2);
+  if (Rows > 3) FALCON_REDUCE_ROW(3);
 }
 
 // bfloat16 activations and weights: vdpbf16ps multiplies pairs and accumulates in float32.
 template <int Rows>
 void tile_bf16(const uint16_t* x, int64_t x_stride, const uint16_t* const* w, int64_t k, __m128* out) {
-  __m512 acc[Rows][kOutputsPerTile];
-  for (int m = 0; m < Rows; ++m)
-    for (int j = 0; j < kOutputsPerTile; ++j) acc[m][j] = _mm512_setzero_ps();
-  for (int64_t i = 0; i < k; i += 32) {
-    const __mmask32 mask = k - i >= 32 ? __mmask32(0xffffffffu) : __mmask32((1u << (k - i)) - 1);
-    __m512bh wv[kOutputsPerTile];
-    for (int j = 0; j < kOutputsPerTile; ++j) wv[j] = (__m512bh)_mm512_maskz_loadu_epi16(mask, w[j] + i);
-    for (int m = 0; m < Rows; ++m) {
-      const __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(mask, x + m * x_stride + i);
-      for (int j = 0; j < kOutputsPerTile; ++j) acc[m][j] = _mm512_dpbf16_ps(acc[m][j], xv, wv[j]);
-    }
+  FALCON_ZERO_ROW(0);
+  FALCON_ZERO_ROW(1);
+  FALCON_ZERO_ROW(2);
+  FALCON_ZERO_ROW(3);
+  const uint16_t *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
+#define FALCON_DOT_ROW(r)                                                                 \
+  if (Rows > r) {                                                                         \
+    const __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(mask, x + r * x_stride + i);   \
+    acc##r##0 = _mm512_dpbf16_ps(acc##r##0, xv, wv0);                                     \
+    acc##r##1 = _mm512_dpbf16_ps(acc##r##1, xv, wv1);                                     \
+    acc##r##2 = _mm512_dpbf16_ps(acc##r##2, xv, wv2);                                     \
+    acc##r##3 = _mm512_dpbf16_ps(acc##r##3, xv, wv3);                                     \
   }
-  for (int m = 0; m < Rows; ++m) out[m] = reduce4(acc[m][0], acc[m][1], acc[m][2], acc[m][3]);
+#define FALCON_STEP                                                                           \
+  {                                                                                           \
+    const __m512bh wv0 = (__m512bh)_mm512_maskz_loadu_epi16(mask, w0 + i);                   \
+    const __m512bh wv1 = (__m512bh)_mm512_maskz_loadu_epi16(mask, w1 + i);                   \
+    const __m512bh wv2 = (__m512bh)_mm512_maskz_loadu_epi16(mask, w2 + i);                   \
+    const __m512bh wv3 = (__m512bh)_mm512_maskz_loadu_epi16(mask, w3 + i);                   \
+    FALCON_DOT_ROW(0) FALCON_DOT_ROW(1) FALCON_DOT_ROW(2) FALCON_DOT_ROW(3)                   \
+  }
+  int64_t i = 0;
+  for (; i + 32 <= k; i += 32) {
+    const __mmask32 mask = 0xffffffffu;
+    FALCON_STEP
+  }
+  if (i < k) {
+    const __mmask32 mask = __mmask32((1u << (k - i)) - 1);
+    FALCON_STEP
+  }
+#undef FALCON_STEP
+#undef FALCON_DOT_ROW
+  FALCON_REDUCE_ROW(0);
+  if (Rows > 1) FALCON_REDUCE_ROW(1);
+  if (Rows > 2) FALCON_REDUCE_ROW(2);
+  if (Rows > 3) FALCON_REDUCE_ROW(3);
 }
+#undef FALCON_ZERO_ROW
+#undef FALCON_REDUCE_ROW
 
 // Runs `tile<Rows>(x rows, 4 weight row pointers, out)` over every 4-row group and 4-output group,
 // chunking outputs so each chunk of weights is reused from cache by all rows.
