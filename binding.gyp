@@ -12,6 +12,7 @@
         "native/core/mapped_file.cpp",
         "native/cpu/cpu_backend.cpp",
         "native/cpu/cpu_features.cpp",
+        "native/cpu/probes.cpp",
         "native/cpu/kernels/dispatch.cpp",
         "native/cpu/kernels/scalar.cpp",
         "native/cpu/kernels/avx2.cpp",

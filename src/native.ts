@@ -114,6 +114,8 @@ export interface NativeAddon {
   cpuInfo(): { isa: CpuIsa; supportedIsas: CpuIsa[]; features: Record<string, boolean> };
   /** Switches the kernel family process-wide (must be supported; FALCON_ISA sets the initial one). */
   setIsa(isa: CpuIsa): void;
+  /** Measures read bandwidth over a buffer of `bytes` and the f32 FMA / bf16 dot peaks, on all pool threads. */
+  probeMachine(bytes?: number): Promise<{ readBytesPerSecond: number; f32FlopsPerSecond: number; bf16FlopsPerSecond: number }>;
   /** The CPU reference's positional-encoding primitives, exposed for tests against reference tables. */
   alibiSlopes(numHeads: number): Float32Array;
   rotaryTables(

@@ -5,6 +5,7 @@
 #include "../core/thread_pool.h"
 #include "../cpu/cpu_features.h"
 #include "../cpu/ops.h"
+#include "../cpu/probes.h"
 #include "addon_data.h"
 #include "cache_wrap.h"
 #include "mapped_file_wrap.h"
@@ -57,6 +58,44 @@ Napi::Value SetIsa(const Napi::CallbackInfo& info) {
     throw make_error(info.Env(), e.kind(), e.what());
   }
   return info.Env().Undefined();
+}
+
+// probeMachine({ bandwidthBytes }) → Promise<{ readBytesPerSecond, f32FlopsPerSecond, bf16FlopsPerSecond }>
+Napi::Value ProbeMachine(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int64_t bytes = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Int64Value() : (int64_t(1) << 30);
+  if (bytes < (int64_t(1) << 20) || bytes > (int64_t(1) << 36)) throw make_error(env, ErrorKind::Input, "probe size must be between 1 MiB and 64 GiB");
+  struct Result {
+    double read = 0, f32 = 0, bf16 = 0;
+  };
+  auto result = std::make_shared<Result>();
+  auto deferred = Napi::Promise::Deferred::New(env);
+  // A plain AsyncWorker: the probe holds no JavaScript data.
+  class ProbeWorker : public Napi::AsyncWorker {
+   public:
+    ProbeWorker(Napi::Env e, Napi::Promise::Deferred d, std::shared_ptr<Result> r, int64_t b)
+        : Napi::AsyncWorker(e), deferred_(d), result_(std::move(r)), bytes_(b) {}
+    void Execute() override {
+      result_->read = cpu::probe_read_bandwidth(bytes_, 5);
+      result_->f32 = cpu::probe_peak_flops(false);
+      result_->bf16 = cpu::probe_peak_flops(true);
+    }
+    void OnOK() override {
+      Napi::Object out = Napi::Object::New(Env());
+      out.Set("readBytesPerSecond", result_->read);
+      out.Set("f32FlopsPerSecond", result_->f32);
+      out.Set("bf16FlopsPerSecond", result_->bf16);
+      deferred_.Resolve(out);
+    }
+    void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+   private:
+    Napi::Promise::Deferred deferred_;
+    std::shared_ptr<Result> result_;
+    int64_t bytes_;
+  };
+  (new ProbeWorker(env, deferred, result, bytes))->Queue();
+  return deferred.Promise();
 }
 
 // alibiSlopes(numHeads) → Float32Array: the per-head ALiBi slopes, for checking against references.
@@ -115,6 +154,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("alibiSlopes", Napi::Function::New(env, AlibiSlopes));
   exports.Set("cpuInfo", Napi::Function::New(env, CpuInfo));
+  exports.Set("probeMachine", Napi::Function::New(env, ProbeMachine));
   exports.Set("setIsa", Napi::Function::New(env, SetIsa));
   exports.Set("rotaryTables", Napi::Function::New(env, RotaryTables));
   return exports;

@@ -32,7 +32,7 @@ Napi::Value MappedFileWrap::Size(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), double(file(info.Env())->size()));
 }
 
-// Weights adopted from the map keep it alive; this only drops the JavaScript handle's share.
+// Loads in flight hold their own reference; this only drops the JavaScript handle's share.
 Napi::Value MappedFileWrap::Dispose(const Napi::CallbackInfo& info) {
   file_.reset();
   return info.Env().Undefined();

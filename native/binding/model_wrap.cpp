@@ -60,7 +60,7 @@ ModelConfig read_config(const Napi::Env& env, const Napi::Object& object) {
   config.use_bias = boolean("useBias");
   config.tied_head = boolean("tiedHead");
   if (!parse_dtype(text("dtype"), &config.dtype) || config.dtype == DType::Float64) {
-    throw make_error(env, ErrorKind::Config, "config.dtype must be 'float32', 'bfloat16' or 'float16'");
+    throw make_error(env, ErrorKind::Config, "config.dtype must be 'float32', 'bfloat16', 'float16' or 'int8'");
   }
   return config;
 }
@@ -160,7 +160,7 @@ TensorSource read_source_shape(const Napi::CallbackInfo& info, size_t first, con
   Napi::Env env = info.Env();
   if (!info[first].IsString()) throw make_error(env, ErrorKind::Weights, "weight dtype must be a string");
   TensorSource source;
-  if (!parse_dtype(info[first].As<Napi::String>().Utf8Value(), &source.dtype)) {
+  if (!parse_dtype(info[first].As<Napi::String>().Utf8Value(), &source.dtype) || source.dtype == DType::Int8) {
     throw make_error(env, ErrorKind::Weights, "weight '" + name + "': unsupported source dtype");
   }
   source.rows = integer_argument(info, first + 1, "rows");
@@ -207,7 +207,7 @@ Napi::Value ModelWrap::SetWeight(const Napi::CallbackInfo& info) {
 }
 
 // setWeightFromFile(name, rowOffset, mappedFile, byteOffset, dtype, rows, cols, inputMajor) → Promise<void>
-// The bytes are used in place when they already are the whole weight in the model's dtype and layout.
+// The bytes are repacked straight from the map, whose pages are then released: weights are resident once.
 Napi::Value ModelWrap::SetWeightFromFile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto model = this->model(env);
@@ -227,12 +227,8 @@ Napi::Value ModelWrap::SetWeightFromFile(const Napi::CallbackInfo& info) {
   }
   source.data = file->data() + byte_offset;
   auto work = [model, name, row_offset, source, file, byte_offset, bytes] {
-    if (model->can_adopt(name, row_offset, source)) {
-      model->adopt_weight(name, file, source.data, source.dtype, source.rows, source.cols);
-    } else {
-      model->set_weight(name, row_offset, source);
-      file->release(uint64_t(byte_offset), bytes);
-    }
+    model->set_weight(name, row_offset, source);
+    file->release(uint64_t(byte_offset), bytes);
   };
   return queue(new TaskWorker(env, work, nullptr));
 }

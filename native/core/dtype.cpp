@@ -8,6 +8,7 @@ size_t dtype_size(DType dtype) {
     case DType::BFloat16: return 2;
     case DType::Float16: return 2;
     case DType::Float64: return 8;
+    case DType::Int8: return 1;
   }
   return 0;
 }
@@ -18,6 +19,7 @@ const char* dtype_name(DType dtype) {
     case DType::BFloat16: return "bfloat16";
     case DType::Float16: return "float16";
     case DType::Float64: return "float64";
+    case DType::Int8: return "int8";
   }
   return "unknown";
 }
@@ -27,6 +29,7 @@ bool parse_dtype(const std::string& name, DType* out) {
   else if (name == "bfloat16") *out = DType::BFloat16;
   else if (name == "float16") *out = DType::Float16;
   else if (name == "float64") *out = DType::Float64;
+  else if (name == "int8") *out = DType::Int8;
   else return false;
   return true;
 }
@@ -88,6 +91,7 @@ float load_as_f32(const void* data, DType dtype, size_t index) {
     case DType::BFloat16: return bf16_to_f32(static_cast<const uint16_t*>(data)[index]);
     case DType::Float16: return f16_to_f32(static_cast<const uint16_t*>(data)[index]);
     case DType::Float64: return float(static_cast<const double*>(data)[index]);
+    case DType::Int8: return float(static_cast<const int8_t*>(data)[index]);
   }
   return 0.0f;
 }
@@ -98,6 +102,7 @@ void store_from_f32(void* data, DType dtype, size_t index, float value) {
     case DType::BFloat16: static_cast<uint16_t*>(data)[index] = f32_to_bf16(value); break;
     case DType::Float16: static_cast<uint16_t*>(data)[index] = f32_to_f16(value); break;
     case DType::Float64: static_cast<double*>(data)[index] = value; break;
+    case DType::Int8: static_cast<int8_t*>(data)[index] = int8_t(value); break;
   }
 }
 

@@ -5,8 +5,9 @@
 
 namespace falcon {
 
-// Storage types. Float64 exists only as a source format to cast from at load time.
-enum class DType { Float32, BFloat16, Float16, Float64 };
+// Storage types. Float64 exists only as a source format to cast from at load time; Int8 only as a
+// quantised weight-matrix format (with per-row scales), never as a source.
+enum class DType { Float32, BFloat16, Float16, Float64, Int8 };
 
 size_t dtype_size(DType dtype);
 const char* dtype_name(DType dtype);

@@ -6,9 +6,8 @@
 
 namespace falcon {
 
-// A read-only memory map of a whole weight file. Weights whose stored layout and dtype match the
-// model's are used in place (the map outlives them through shared ownership); others are copied
-// out, after which their pages are released so the weights are never resident twice.
+// A read-only memory map of a whole weight file. Weights are repacked straight out of it, after
+// which their pages are released, so the weights are never resident twice.
 class MappedFile {
  public:
   // Throws Error(Weights) naming the path when it cannot be opened or mapped.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 #include <numeric>
 
@@ -16,14 +17,24 @@ WeightMatrix allocate_matrix(DType dtype, int64_t rows, int64_t cols) {
   matrix.dtype = dtype;
   matrix.rows = rows;
   matrix.cols = cols;
-  // 64-byte alignment so SIMD kernels can use aligned loads on row starts of aligned widths.
-  size_t bytes = (matrix.byte_size() + 63) / 64 * 64;
+  // 64-byte alignment: panels start on cache lines, and kernels load whole lines.
+  const size_t bytes = (matrix.byte_size() + 63) / 64 * 64;
   void* data = std::aligned_alloc(64, bytes == 0 ? 64 : bytes);
   if (data == nullptr) throw Error(ErrorKind::Weights, "out of memory allocating a " + std::to_string(rows) + "x" +
                                                           std::to_string(cols) + " weight matrix");
   matrix.owner = std::shared_ptr<void>(data, std::free);
   matrix.data = data;
+  // The padding rows of the last panel (and the pad column of odd bf16 widths) must be zero.
+  const size_t last_panel = size_t(matrix.panels() - 1) * size_t(matrix.stored_cols()) * kPanelWidth * dtype_size(dtype);
+  std::memset(static_cast<char*>(data) + last_panel, 0, matrix.byte_size() - last_panel);
+  if (dtype == DType::BFloat16 && cols % 2 != 0) std::memset(data, 0, matrix.byte_size());
+  if (dtype == DType::Int8) matrix.scales.assign(size_t(rows), 0.0f);
   return matrix;
+}
+
+float WeightMatrix::get(int64_t n, int64_t k) const {
+  const float value = load_as_f32(data, dtype, offset(n, k));
+  return dtype == DType::Int8 ? value * scales[size_t(n)] : value;
 }
 
 std::vector<float> compute_alibi_slopes(int64_t num_heads) {
@@ -125,54 +136,45 @@ void Model::set_weight(const std::string& name, int64_t row_offset, const Tensor
   const int64_t rows = source.rows;
   const int64_t cols = source.cols;
   // Element (r, c) of the logical [rows, cols] source.
-  auto source_index = [&](int64_t r, int64_t c) {
-    return source.input_major ? size_t(c) * size_t(rows) + size_t(r) : size_t(r) * size_t(cols) + size_t(c);
+  auto source_value = [&](int64_t r, int64_t c) {
+    const size_t index = source.input_major ? size_t(c) * size_t(rows) + size_t(r) : size_t(r) * size_t(cols) + size_t(c);
+    return load_as_f32(source.data, source.dtype, index);
   };
   if (s.matrix != nullptr) {
     WeightMatrix& m = *s.matrix;
     global_thread_pool().parallel_for(rows, 16, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
-        void* dest_row = const_cast<void*>(m.row(row_offset + r));
-        if (!source.input_major && source.dtype == m.dtype) {
-          std::memcpy(dest_row, static_cast<const char*>(source.data) + size_t(r) * size_t(cols) * dtype_size(m.dtype),
-                      size_t(cols) * dtype_size(m.dtype));
-          continue;
+        const int64_t n = row_offset + r;
+        float scale = 1.0f;
+        if (m.dtype == DType::Int8) {
+          // Symmetric per-output-row quantisation: the largest magnitude maps to ±127.
+          float largest = 0.0f;
+          for (int64_t c = 0; c < cols; ++c) largest = std::max(largest, std::fabs(source_value(r, c)));
+          scale = largest > 0.0f ? largest / 127.0f : 1.0f;
+          m.scales[size_t(n)] = scale;
         }
         for (int64_t c = 0; c < cols; ++c) {
-          store_from_f32(dest_row, m.dtype, size_t(c), load_as_f32(source.data, source.dtype, source_index(r, c)));
+          const float value = source_value(r, c);
+          const size_t at = m.offset(n, c);
+          if (m.dtype == DType::Int8) {
+            static_cast<int8_t*>(m.data)[at] = int8_t(std::lrintf(value / scale));
+          } else {
+            store_from_f32(m.data, m.dtype, at, value);
+          }
         }
       }
     });
   } else {
-    // Round through the model dtype so a bfloat16 model's biases hold bfloat16 values.
+    // Round through the model dtype so a bfloat16 model's biases hold bfloat16 values (int8 models keep float32 vectors).
+    const DType vector_dtype = config_.dtype == DType::Int8 ? DType::Float32 : config_.dtype;
     uint32_t scratch = 0;
     for (int64_t r = 0; r < rows; ++r) {
-      float value = load_as_f32(source.data, source.dtype, size_t(r));
-      store_from_f32(&scratch, config_.dtype, 0, value);
-      (*s.vector)[size_t(row_offset + r)] = load_as_f32(&scratch, config_.dtype, 0);
+      store_from_f32(&scratch, vector_dtype, 0, source_value(r, 0));
+      (*s.vector)[size_t(row_offset + r)] = load_as_f32(&scratch, vector_dtype, 0);
     }
   }
   for (int64_t r = row_offset; r < row_offset + rows; ++r) s.row_written[size_t(r)] = 1;
   s.rows_written += rows;
-}
-
-bool Model::can_adopt(const std::string& name, int64_t row_offset, const TensorSource& source) {
-  std::lock_guard<std::mutex> lock(slots_mutex_);
-  Slot& s = slot(name);
-  return s.matrix != nullptr && s.rows_written == 0 && row_offset == 0 && source.rows == s.rows &&
-         source.cols == s.cols && !source.input_major && source.dtype == s.matrix->dtype;
-}
-
-void Model::adopt_weight(const std::string& name, std::shared_ptr<void> owner, const void* data, DType dtype,
-                         int64_t rows, int64_t cols) {
-  std::lock_guard<std::mutex> lock(slots_mutex_);
-  Slot& s = slot(name);
-  require(s.matrix != nullptr && s.rows_written == 0 && rows == s.rows && cols == s.cols && dtype == s.matrix->dtype,
-          ErrorKind::Weights, "weight '" + name + "' cannot be used in place");
-  s.matrix->owner = std::move(owner);  // frees the buffer allocated (but never touched) for it
-  s.matrix->data = const_cast<void*>(data);
-  std::fill(s.row_written.begin(), s.row_written.end(), 1);
-  s.rows_written = s.rows;
 }
 
 std::vector<uint8_t> Model::read_weight(const std::string& name, DType* dtype, int64_t* rows, int64_t* cols) {
@@ -181,9 +183,21 @@ std::vector<uint8_t> Model::read_weight(const std::string& name, DType* dtype, i
   *rows = s.rows;
   *cols = s.cols;
   if (s.matrix != nullptr) {
-    *dtype = s.matrix->dtype;
-    const uint8_t* bytes = static_cast<const uint8_t*>(s.matrix->data);
-    return std::vector<uint8_t>(bytes, bytes + s.matrix->byte_size());
+    const WeightMatrix& m = *s.matrix;
+    *dtype = m.dtype == DType::Int8 ? DType::Float32 : m.dtype;
+    std::vector<uint8_t> bytes(size_t(m.rows) * size_t(m.cols) * dtype_size(*dtype));
+    for (int64_t n = 0; n < m.rows; ++n) {
+      for (int64_t k = 0; k < m.cols; ++k) {
+        const size_t at = size_t(n) * size_t(m.cols) + size_t(k);
+        if (m.dtype == DType::Int8) {
+          store_from_f32(bytes.data(), DType::Float32, at, m.get(n, k));
+        } else {
+          std::memcpy(bytes.data() + at * dtype_size(m.dtype), static_cast<const char*>(m.data) + m.offset(n, k) * dtype_size(m.dtype),
+                      dtype_size(m.dtype));
+        }
+      }
+    }
+    return bytes;
   }
   *dtype = DType::Float32;
   const uint8_t* bytes = reinterpret_cast<const uint8_t*>(s.vector->data());
@@ -199,8 +213,6 @@ uint64_t splitmix64(uint64_t& state) {
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   return z ^ (z >> 31);
 }
-
-double uniform01(uint64_t& state) { return (double(splitmix64(state) >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
 
 uint64_t hash_name(const std::string& name) {
   uint64_t h = 1469598103934665603ull;
@@ -222,13 +234,19 @@ void Model::initialize_random(uint64_t seed) {
       global_thread_pool().parallel_for(s.rows, 16, [&](int64_t begin, int64_t end) {
         for (int64_t r = begin; r < end; ++r) {
           uint64_t state = stream + uint64_t(r) * 0x632be59bd9b4e019ull;
-          void* dest_row = const_cast<void*>(m.row(r));
-          for (int64_t c = 0; c < s.cols; c += 2) {
-            // Box-Muller gives two normals per pair of uniforms.
-            double radius = std::sqrt(-2.0 * std::log(uniform01(state)));
-            double angle = 6.283185307179586 * uniform01(state);
-            store_from_f32(dest_row, m.dtype, size_t(c), float(0.02 * radius * std::cos(angle)));
-            if (c + 1 < s.cols) store_from_f32(dest_row, m.dtype, size_t(c + 1), float(0.02 * radius * std::sin(angle)));
+          // A sum of four uniforms (Irwin-Hall, variance 4/12) scaled to standard deviation 0.02: close
+          // enough to normal for random weights, and cheap for billions of them.
+          constexpr float kScale = 0.02f * 1.7320508075688772f / 4294967296.0f;
+          if (m.dtype == DType::Int8) m.scales[size_t(r)] = 0.06f / 127.0f;
+          for (int64_t c = 0; c < s.cols; ++c) {
+            const uint64_t a = splitmix64(state), b = splitmix64(state);
+            const float value = kScale * float(int64_t(a >> 32) + int64_t(a & 0xffffffffu) + int64_t(b >> 32) +
+                                               int64_t(b & 0xffffffffu) - 4 * int64_t(0x80000000u));
+            if (m.dtype == DType::Int8) {
+              static_cast<int8_t*>(m.data)[m.offset(r, c)] = int8_t(std::lrintf(std::clamp(value / m.scales[size_t(r)], -127.0f, 127.0f)));
+            } else {
+              store_from_f32(m.data, m.dtype, m.offset(r, c), value);
+            }
           }
         }
       });
@@ -271,7 +289,8 @@ size_t Model::weight_bytes() const {
   size_t total = 0;
   for (const auto& entry : slots_) {
     const Slot& s = entry.second;
-    total += s.matrix != nullptr ? s.matrix->byte_size() : s.vector->size() * sizeof(float);
+    total += s.matrix != nullptr ? s.matrix->byte_size() + s.matrix->scales.size() * sizeof(float)
+                                 : s.vector->size() * sizeof(float);
   }
   return total;
 }

@@ -24,13 +24,8 @@ class Model {
 
   // Copies `source` into rows [row_offset, row_offset + source.rows) of weight `name`, casting to the model dtype.
   void set_weight(const std::string& name, int64_t row_offset, const TensorSource& source);
-  // Uses `data` (the whole [rows, cols] weight, already in the model dtype and layout) in place;
-  // `owner` keeps it alive. Only matrices can be adopted.
-  void adopt_weight(const std::string& name, std::shared_ptr<void> owner, const void* data, DType dtype, int64_t rows,
-                    int64_t cols);
-  // True when a source of this dtype and layout can be adopted for weight `name` without conversion.
-  bool can_adopt(const std::string& name, int64_t row_offset, const TensorSource& source);
-  // The whole weight as bytes: matrices in the model dtype, vectors as float32. Returns its dtype and shape.
+  // The whole weight as row-major bytes: matrices in the model dtype (int8 ones dequantised to
+  // float32), vectors as float32. Returns its dtype and shape.
   std::vector<uint8_t> read_weight(const std::string& name, DType* dtype, int64_t* rows, int64_t* cols);
   // Fills every weight with a seeded initialisation (matrices N(0, 0.02), gammas 1, betas and biases 0).
   void initialize_random(uint64_t seed);

@@ -7,18 +7,38 @@
 
 namespace falcon {
 
-// A dense matrix stored row-major as [rows = output features, cols = input features] (the torch
-// nn.Linear layout), so a matrix-vector product reads each output's weights contiguously.
-// `owner` keeps the bytes alive: a heap buffer, or a mapped file when the checkpoint layout matches.
+// Outputs per panel: the width of the matmul micro-kernels' register tile (two AVX-512 registers).
+constexpr int64_t kPanelWidth = 32;
+
+// A dense matrix of [rows = output features, cols = input features], repacked once at load into
+// panels of kPanelWidth outputs: inside a panel the 32 weights of one input column are contiguous,
+// so a kernel streams every weight byte exactly once, whatever the number of input rows.
+//   float32 / float16 / int8: element (n, k) at panel(n)·cols·32 + k·32 + n % 32
+//   bfloat16: pairs of columns interleave, for the bf16 pair dot product:
+//             panel(n)·cols_even·32 + (k / 2)·64 + (n % 32)·2 + k % 2   (cols_even = cols rounded up to even)
+// Rows past `rows` in the last panel are zero. int8 matrices carry one float32 scale per row.
 struct WeightMatrix {
   DType dtype = DType::Float32;
   int64_t rows = 0;
   int64_t cols = 0;
   std::shared_ptr<void> owner;
   void* data = nullptr;
+  std::vector<float> scales;
 
-  size_t byte_size() const { return size_t(rows) * size_t(cols) * dtype_size(dtype); }
-  const void* row(int64_t r) const { return static_cast<const char*>(data) + size_t(r) * size_t(cols) * dtype_size(dtype); }
+  int64_t panels() const { return (rows + kPanelWidth - 1) / kPanelWidth; }
+  int64_t stored_cols() const { return dtype == DType::BFloat16 ? (cols + 1) / 2 * 2 : cols; }
+  size_t byte_size() const { return size_t(panels() * kPanelWidth) * size_t(stored_cols()) * dtype_size(dtype); }
+  size_t offset(int64_t n, int64_t k) const {
+    const size_t panel_start = size_t(n / kPanelWidth) * size_t(stored_cols()) * size_t(kPanelWidth);
+    const size_t lane = size_t(n % kPanelWidth);
+    if (dtype == DType::BFloat16) return panel_start + size_t(k / 2) * 2 * kPanelWidth + lane * 2 + size_t(k % 2);
+    return panel_start + size_t(k) * kPanelWidth + lane;
+  }
+  // Element (n, k) as float32 (int8 values scaled).
+  float get(int64_t n, int64_t k) const;
+  const void* panel(int64_t p) const {
+    return static_cast<const char*>(data) + size_t(p) * size_t(stored_cols()) * kPanelWidth * dtype_size(dtype);
+  }
 };
 
 WeightMatrix allocate_matrix(DType dtype, int64_t rows, int64_t cols);

@@ -1,6 +1,6 @@
-// AVX2 + FMA + F16C kernels: the same dot-product tiles as avx512.cpp with 8-lane registers, in
-// tiles of up to 2 rows × 4 outputs (16 ymm registers hold 8 accumulators and the operands).
-// bfloat16 is widened to float32 by shifting (AVX2 has no bf16 dot product).
+// AVX2 + FMA + F16C kernels. The matmul micro-kernel holds 2 input rows × 32 outputs (one panel)
+// in 8 registers (16 ymm registers in all); bfloat16 pairs are widened to float32 by shifting,
+// since AVX2 has no bf16 dot product.
 #if defined(__GNUC__) && !defined(__clang__)
 // GCC 12's intrinsic headers trip these on _mm*_undefined_*; vector arguments never cross a non-AVX ABI here.
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -22,152 +22,213 @@
 namespace falcon::cpu {
 namespace {
 
-constexpr int kOutputsPerTile = 4;
 constexpr int kRowsPerTile = 2;
-constexpr int64_t kOutputsPerChunk = 64;
 
-inline __m128 reduce4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
-  const __m256 s01 = _mm256_hadd_ps(a0, a1);
-  const __m256 s23 = _mm256_hadd_ps(a2, a3);
-  const __m256 s = _mm256_hadd_ps(s01, s23);  // per 128-bit half: [a0, a1, a2, a3]
-  return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-}
-
-// Lane i is valid when i < remaining (the k tail).
-inline __m256i tail_mask(int64_t remaining) {
+// Lane i is valid when i < remaining.
+inline __m256i lanes_below(int64_t remaining) {
   const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(std::min<int64_t>(remaining, 8))), lanes);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(std::max<int64_t>(0, std::min<int64_t>(remaining, 8)))), lanes);
 }
 
-struct F32Values {
+inline __m256 load_f32(const float* p, int64_t remaining) {
+  return remaining >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lanes_below(remaining));
+}
+
+
+// Weight loaders: the 32 weights of one panel step as four float32 vectors.
+struct F32Panel {
   using Element = float;
-  static __m256 load(const float* p, int64_t remaining) {
-    return remaining >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, tail_mask(remaining));
+  static void load(const float* p, __m256* w) {
+    for (int i = 0; i < 4; ++i) w[i] = _mm256_loadu_ps(p + 8 * i);
   }
 };
-
-// Tails of 2-byte and 1-byte types are copied into a zero-padded buffer: AVX2 has no masked narrow loads.
-template <typename T, typename Widen>
-inline __m256 load_narrow(const T* p, int64_t remaining, Widen widen) {
-  if (remaining >= 8) return widen(p);
-  T padded[8] = {};
-  std::copy_n(p, remaining, padded);
-  return widen(padded);
-}
-
-struct F16Values {
+struct F16Panel {
   using Element = uint16_t;
-  static __m256 load(const uint16_t* p, int64_t remaining) {
-    return load_narrow(p, remaining, [](const uint16_t* q) {
-      return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q)));
-    });
+  static void load(const uint16_t* p, __m256* w) {
+    for (int i = 0; i < 4; ++i) w[i] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8 * i)));
   }
 };
-struct BF16Values {
-  using Element = uint16_t;
-  static __m256 load(const uint16_t* p, int64_t remaining) {
-    return load_narrow(p, remaining, [](const uint16_t* q) {
-      const __m256i widened = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q)));
-      return _mm256_castsi256_ps(_mm256_slli_epi32(widened, 16));
-    });
-  }
-};
-struct I8Values {
+struct I8Panel {
   using Element = int8_t;
-  static __m256 load(const int8_t* p, int64_t remaining) {
-    return load_narrow(p, remaining, [](const int8_t* q) {
-      return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q))));
-    });
+  static void load(const int8_t* p, __m256* w) {
+    for (int i = 0; i < 4; ++i) {
+      w[i] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8 * i))));
+    }
+  }
+};
+
+struct TileStore {
+  float* y;
+  int64_t y_stride;
+  int64_t n0;
+  int outputs;
+  const float* bias;
+  const float* scales;
+
+  void operator()(const __m256* c, int row) const {
+    alignas(32) float values[32];
+    for (int i = 0; i < 4; ++i) _mm256_store_ps(values + 8 * i, c[i]);
+    float* out = y + row * y_stride + n0;
+    for (int j = 0; j < outputs; ++j) {
+      const float scaled = scales != nullptr ? values[j] * scales[n0 + j] : values[j];
+      out[j] = scaled + (bias != nullptr ? bias[n0 + j] : 0.0f);
+    }
   }
 };
 
 // Accumulators are named one by one: held in an array, GCC 12 keeps them in memory.
-template <typename XValues, typename WValues, int Rows>
-void tile(const typename XValues::Element* x, int64_t x_stride, const typename WValues::Element* const* w, int64_t k,
-          __m128* out) {
-  __m256 acc00 = _mm256_setzero_ps(), acc01 = acc00, acc02 = acc00, acc03 = acc00;
-  __m256 acc10 = acc00, acc11 = acc00, acc12 = acc00, acc13 = acc00;
-  const typename WValues::Element *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
-  for (int64_t i = 0; i < k; i += 8) {
-    const int64_t remaining = k - i;
-    const __m256 wv0 = WValues::load(w0 + i, remaining), wv1 = WValues::load(w1 + i, remaining);
-    const __m256 wv2 = WValues::load(w2 + i, remaining), wv3 = WValues::load(w3 + i, remaining);
-    const __m256 x0 = XValues::load(x + i, remaining);
-    acc00 = _mm256_fmadd_ps(x0, wv0, acc00);
-    acc01 = _mm256_fmadd_ps(x0, wv1, acc01);
-    acc02 = _mm256_fmadd_ps(x0, wv2, acc02);
-    acc03 = _mm256_fmadd_ps(x0, wv3, acc03);
+template <typename Panel, int Rows>
+void micro_float(const float* packed, const typename Panel::Element* panel, int64_t steps, const TileStore& store) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+  for (int64_t s = 0; s < steps; ++s) {
+    __m256 w[4];
+    Panel::load(panel + s * kPanelWidth, w);
+    const __m256 x0 = _mm256_broadcast_ss(packed + s * kPackedRows);
+    c00 = _mm256_fmadd_ps(x0, w[0], c00);
+    c01 = _mm256_fmadd_ps(x0, w[1], c01);
+    c02 = _mm256_fmadd_ps(x0, w[2], c02);
+    c03 = _mm256_fmadd_ps(x0, w[3], c03);
     if (Rows > 1) {
-      const __m256 x1 = XValues::load(x + x_stride + i, remaining);
-      acc10 = _mm256_fmadd_ps(x1, wv0, acc10);
-      acc11 = _mm256_fmadd_ps(x1, wv1, acc11);
-      acc12 = _mm256_fmadd_ps(x1, wv2, acc12);
-      acc13 = _mm256_fmadd_ps(x1, wv3, acc13);
+      const __m256 x1 = _mm256_broadcast_ss(packed + s * kPackedRows + 1);
+      c10 = _mm256_fmadd_ps(x1, w[0], c10);
+      c11 = _mm256_fmadd_ps(x1, w[1], c11);
+      c12 = _mm256_fmadd_ps(x1, w[2], c12);
+      c13 = _mm256_fmadd_ps(x1, w[3], c13);
     }
   }
-  out[0] = reduce4(acc00, acc01, acc02, acc03);
-  if (Rows > 1) out[1] = reduce4(acc10, acc11, acc12, acc13);
+  const __m256 row0[4] = {c00, c01, c02, c03};
+  store(row0, 0);
+  if (Rows > 1) {
+    const __m256 row1[4] = {c10, c11, c12, c13};
+    store(row1, 1);
+  }
 }
 
-template <typename XValues, typename WValues>
-void matmul(const typename XValues::Element* x, int64_t x_stride, int64_t rows, const typename WValues::Element* w,
-            int64_t n_begin, int64_t n_end, int64_t k, const float* scales, const float* bias, float* y,
-            int64_t y_stride) {
-  for (int64_t chunk = n_begin; chunk < n_end; chunk += kOutputsPerChunk) {
-    const int64_t chunk_end = std::min(n_end, chunk + kOutputsPerChunk);
+// bf16 pairs: the even and odd k of each output are split into two float32 vectors.
+template <int Rows>
+void micro_bf16(const uint32_t* packed, const uint16_t* panel, int64_t steps, const TileStore& store) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+  const __m256i high_half = _mm256_set1_epi32(int(0xffff0000u));
+  for (int64_t s = 0; s < steps; ++s) {
+    const uint16_t* step = panel + s * 2 * kPanelWidth;
+    const uint32_t unit0 = packed[s * kPackedRows];
+    const __m256 x0_even = _mm256_set1_ps(bf16_to_f32(uint16_t(unit0))), x0_odd = _mm256_set1_ps(bf16_to_f32(uint16_t(unit0 >> 16)));
+    const uint32_t unit1 = Rows > 1 ? packed[s * kPackedRows + 1] : 0;
+    const __m256 x1_even = _mm256_set1_ps(bf16_to_f32(uint16_t(unit1))), x1_odd = _mm256_set1_ps(bf16_to_f32(uint16_t(unit1 >> 16)));
+#define FALCON_GROUP(g, c0, c1)                                                                              \
+  {                                                                                                          \
+    const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(step + 16 * g));               \
+    const __m256 even = _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));                                   \
+    const __m256 odd = _mm256_castsi256_ps(_mm256_and_si256(pairs, high_half));                              \
+    c0 = _mm256_fmadd_ps(x0_odd, odd, _mm256_fmadd_ps(x0_even, even, c0));                                   \
+    if (Rows > 1) c1 = _mm256_fmadd_ps(x1_odd, odd, _mm256_fmadd_ps(x1_even, even, c1));                     \
+  }
+    FALCON_GROUP(0, c00, c10) FALCON_GROUP(1, c01, c11) FALCON_GROUP(2, c02, c12) FALCON_GROUP(3, c03, c13)
+#undef FALCON_GROUP
+  }
+  const __m256 row0[4] = {c00, c01, c02, c03};
+  store(row0, 0);
+  if (Rows > 1) {
+    const __m256 row1[4] = {c10, c11, c12, c13};
+    store(row1, 1);
+  }
+}
+
+template <typename Micro>
+void for_each_tile(int64_t rows, const WeightMatrix& w, int64_t first_panel, int64_t end_panel, const float* bias,
+                   float* y, int64_t y_stride, Micro micro) {
+  const float* scales = w.dtype == DType::Int8 ? w.scales.data() : nullptr;
+  for (int64_t p = first_panel; p < end_panel; ++p) {
+    const int64_t n0 = p * kPanelWidth;
+    const int outputs = int(std::min<int64_t>(kPanelWidth, w.rows - n0));
     for (int64_t m = 0; m < rows; m += kRowsPerTile) {
-      const int tile_rows = int(std::min<int64_t>(kRowsPerTile, rows - m));
-      for (int64_t n = chunk; n < chunk_end; n += kOutputsPerTile) {
-        const int outputs = int(std::min<int64_t>(kOutputsPerTile, chunk_end - n));
-        const typename WValues::Element* w_rows[kOutputsPerTile];
-        for (int j = 0; j < kOutputsPerTile; ++j) w_rows[j] = w + (n + std::min(j, outputs - 1)) * k;
-        __m128 sums[kRowsPerTile];
-        if (tile_rows == 2) tile<XValues, WValues, 2>(x + m * x_stride, x_stride, w_rows, k, sums);
-        else tile<XValues, WValues, 1>(x + m * x_stride, x_stride, w_rows, k, sums);
-        for (int r = 0; r < tile_rows; ++r) {
-          alignas(16) float values[4];
-          _mm_store_ps(values, sums[r]);
-          float* y_row = y + (m + r) * y_stride;
-          for (int j = 0; j < outputs; ++j) {
-            const float scaled = scales != nullptr ? values[j] * scales[n + j] : values[j];
-            y_row[n + j] = scaled + (bias != nullptr ? bias[n + j] : 0.0f);
-          }
-        }
-      }
+      const TileStore store{y + m * y_stride, y_stride, n0, outputs, bias, scales};
+      micro(m / kPackedRows, m % kPackedRows, int(std::min<int64_t>(kRowsPerTile, rows - m)), w.panel(p), store);
     }
   }
 }
 
-void matmul_f32(const void* x, int64_t x_stride, int64_t rows, const void* w, int64_t n_begin, int64_t n_end,
-                int64_t k, const float* bias, float* y, int64_t y_stride) {
-  matmul<F32Values, F32Values>(static_cast<const float*>(x), x_stride, rows, static_cast<const float*>(w), n_begin,
-                               n_end, k, nullptr, bias, y, y_stride);
+template <typename Panel>
+void matmul_float(const uint32_t* packed_x, int64_t rows, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
+                  const float* bias, float* y, int64_t y_stride) {
+  const int64_t steps = w.cols;
+  const float* packed = reinterpret_cast<const float*>(packed_x);
+  for_each_tile(rows, w, first_panel, end_panel, bias, y, y_stride,
+                [&](int64_t block, int64_t row_in_block, int tile_rows, const void* panel, const TileStore& store) {
+                  const float* x = packed + block * steps * kPackedRows + row_in_block;
+                  const auto* elements = static_cast<const typename Panel::Element*>(panel);
+                  if (tile_rows == 2) micro_float<Panel, 2>(x, elements, steps, store);
+                  else micro_float<Panel, 1>(x, elements, steps, store);
+                });
 }
 
-void matmul_f16(const void* x, int64_t x_stride, int64_t rows, const void* w, int64_t n_begin, int64_t n_end,
-                int64_t k, const float* bias, float* y, int64_t y_stride) {
-  matmul<F32Values, F16Values>(static_cast<const float*>(x), x_stride, rows, static_cast<const uint16_t*>(w), n_begin,
-                               n_end, k, nullptr, bias, y, y_stride);
+void matmul_bf16(const uint32_t* packed_x, int64_t rows, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
+                 const float* bias, float* y, int64_t y_stride) {
+  const int64_t steps = w.stored_cols() / 2;
+  for_each_tile(rows, w, first_panel, end_panel, bias, y, y_stride,
+                [&](int64_t block, int64_t row_in_block, int tile_rows, const void* panel, const TileStore& store) {
+                  const uint32_t* x = packed_x + block * steps * kPackedRows + row_in_block;
+                  const auto* elements = static_cast<const uint16_t*>(panel);
+                  if (tile_rows == 2) micro_bf16<2>(x, elements, steps, store);
+                  else micro_bf16<1>(x, elements, steps, store);
+                });
 }
 
-void matmul_bf16(const void* x, int64_t x_stride, int64_t rows, const void* w, int64_t n_begin, int64_t n_end,
-                 int64_t k, const float* bias, float* y, int64_t y_stride) {
-  matmul<BF16Values, BF16Values>(static_cast<const uint16_t*>(x), x_stride, rows, static_cast<const uint16_t*>(w),
-                                 n_begin, n_end, k, nullptr, bias, y, y_stride);
+inline __m128 reduce4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+  const __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));  // per half: [a0, a1, a2, a3]
+  return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
 }
 
-void matmul_i8(const float* x, int64_t x_stride, int64_t rows, const int8_t* w, const float* scales, int64_t n_begin,
-               int64_t n_end, int64_t k, const float* bias, float* y, int64_t y_stride) {
-  matmul<F32Values, I8Values>(x, x_stride, rows, w, n_begin, n_end, k, scales, bias, y, y_stride);
+void key_scores(const float* q, const float* keys, int64_t count, int64_t d, float* out) {
+  int64_t j = 0;
+  for (; j + 4 <= count; j += 4) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    const float* k0 = keys + j * d;
+    for (int64_t c = 0; c < d; c += 8) {
+      const __m256 qv = load_f32(q + c, d - c);
+      a0 = _mm256_fmadd_ps(qv, load_f32(k0 + c, d - c), a0);
+      a1 = _mm256_fmadd_ps(qv, load_f32(k0 + d + c, d - c), a1);
+      a2 = _mm256_fmadd_ps(qv, load_f32(k0 + 2 * d + c, d - c), a2);
+      a3 = _mm256_fmadd_ps(qv, load_f32(k0 + 3 * d + c, d - c), a3);
+    }
+    _mm_storeu_ps(out + j, reduce4(a0, a1, a2, a3));
+  }
+  for (; j < count; ++j) {
+    float sum = 0.0f;
+    for (int64_t c = 0; c < d; ++c) sum += q[c] * keys[j * d + c];
+    out[j] = sum;
+  }
+}
+
+double peak_flops(int64_t iterations, bool) {
+  // Distinct starting values: identical chains would be merged into one by the compiler.
+#define FALCON_START(i) _mm256_set1_ps(1.0f + 0.001f * i)
+  __m256 a0 = FALCON_START(0), a1 = FALCON_START(1), a2 = FALCON_START(2), a3 = FALCON_START(3), a4 = FALCON_START(4);
+  __m256 a5 = FALCON_START(5), a6 = FALCON_START(6), a7 = FALCON_START(7), a8 = FALCON_START(8), a9 = FALCON_START(9);
+#undef FALCON_START
+  const __m256 m = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
+  for (int64_t i = 0; i < iterations; ++i) {
+#define FALCON_FMA(a) a = _mm256_fmadd_ps(a, m, b)
+    FALCON_FMA(a0); FALCON_FMA(a1); FALCON_FMA(a2); FALCON_FMA(a3); FALCON_FMA(a4);
+    FALCON_FMA(a5); FALCON_FMA(a6); FALCON_FMA(a7); FALCON_FMA(a8); FALCON_FMA(a9);
+#undef FALCON_FMA
+  }
+  const __m256 total = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
+                                     _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)), _mm256_add_ps(a8, a9)));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, total);
+  volatile float sink = lanes[0];
+  (void)sink;
+  return double(iterations) * 10 * 8 * 2;
 }
 
 void weighted_sum(const float* p, const float* v, int64_t count, int64_t d, float* out) {
   for (int64_t c = 0; c < d; c += 8) {
     const int64_t remaining = d - c;
     __m256 a = _mm256_setzero_ps();
-    for (int64_t j = 0; j < count; ++j) a = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), F32Values::load(v + j * d + c, remaining), a);
+    for (int64_t j = 0; j < count; ++j) a = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), load_f32(v + j * d + c, remaining), a);
     if (remaining >= 8) _mm256_storeu_ps(out + c, a);
-    else _mm256_maskstore_ps(out + c, tail_mask(remaining), a);
+    else _mm256_maskstore_ps(out + c, lanes_below(remaining), a);
   }
 }
 
@@ -233,11 +294,25 @@ void gelu(float* x, int64_t n) {
   for (; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.70710678118654752f));
 }
 
+float stream_sum(const float* data, int64_t n) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  for (int64_t i = 0; i + 32 <= n; i += 32) {
+    a0 = _mm256_add_ps(a0, _mm256_loadu_ps(data + i));
+    a1 = _mm256_add_ps(a1, _mm256_loadu_ps(data + i + 8));
+    a2 = _mm256_add_ps(a2, _mm256_loadu_ps(data + i + 16));
+    a3 = _mm256_add_ps(a3, _mm256_loadu_ps(data + i + 24));
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+  return lanes[0] + lanes[1] + lanes[2] + lanes[3] + lanes[4] + lanes[5] + lanes[6] + lanes[7];
+}
+
 }  // namespace
 
 const KernelTable& avx2_kernels() {
-  static const KernelTable table{Isa::Avx2, matmul_f32, matmul_bf16, matmul_f16, matmul_i8,
-                                 weighted_sum, exp_sum,   gelu};
+  static const KernelTable table{Isa::Avx2, matmul_float<F32Panel>, matmul_bf16, matmul_float<F16Panel>,
+                                 matmul_float<I8Panel>, key_scores, weighted_sum, exp_sum, gelu, peak_flops,
+                                 stream_sum};
   return table;
 }
 

@@ -1,6 +1,7 @@
-// AVX-512 kernels (F, BW, VL, DQ, with BF16 dot products where the CPU has them). The matmul is a
-// dot-product formulation over rows of x and rows of w (both contiguous along k), in tiles of up to
-// 4 rows × 4 outputs: 16 accumulators, 8 loads per 16 FMAs, then one transposing reduction.
+// AVX-512 kernels (F, BW, VL, DQ, and BF16 pair dot products). The matmul micro-kernel holds a tile
+// of up to 8 input rows × 32 outputs (one weight panel) in 16 registers: per step along k it loads
+// the panel's two vectors once and multiplies them by each row's broadcast input (16 FMAs per 2 loads
+// plus 8 broadcasts), over the whole of k, so every weight byte is read once per 8 rows.
 // This file is compiled for AVX-512 but only called after cpu_features() says the CPU runs it.
 #if defined(__GNUC__) && !defined(__clang__)
 // GCC 12's intrinsic headers trip these on _mm*_undefined_*; vector arguments never cross a non-AVX ABI here.
@@ -22,203 +23,239 @@
 namespace falcon::cpu {
 namespace {
 
-constexpr int kOutputsPerTile = 4;
-constexpr int64_t kOutputsPerChunk = 64;  // a chunk of w rows stays in L2 while every x row passes over it
+inline __mmask16 lanes_below(int64_t count) {
+  return count <= 0 ? __mmask16(0) : count >= 16 ? __mmask16(0xffff) : __mmask16((1u << count) - 1);
+}
+
+// Weight loaders: the 32 weights of one panel step as two float32 vectors.
+struct F32Panel {
+  using Element = float;
+  static void load(const float* p, __m512& low, __m512& high) {
+    low = _mm512_loadu_ps(p);
+    high = _mm512_loadu_ps(p + 16);
+  }
+};
+struct F16Panel {
+  using Element = uint16_t;
+  static void load(const uint16_t* p, __m512& low, __m512& high) {
+    low = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    high = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16)));
+  }
+};
+struct I8Panel {
+  using Element = int8_t;
+  static void load(const int8_t* p, __m512& low, __m512& high) {
+    low = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+    high = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16))));
+  }
+};
+
+// Accumulators are named one by one: held in an array, GCC 12 keeps them in memory.
+#define FALCON_ACCUMULATORS                                                                  \
+  __m512 c0a = _mm512_setzero_ps(), c0b = c0a, c1a = c0a, c1b = c0a, c2a = c0a, c2b = c0a;   \
+  __m512 c3a = c0a, c3b = c0a, c4a = c0a, c4b = c0a, c5a = c0a, c5b = c0a, c6a = c0a;        \
+  __m512 c6b = c0a, c7a = c0a, c7b = c0a
+#define FALCON_STORE_ROWS                                                                    \
+  store_row(c0a, c0b, 0);                                                                    \
+  if (Rows > 1) store_row(c1a, c1b, 1);                                                      \
+  if (Rows > 2) store_row(c2a, c2b, 2);                                                      \
+  if (Rows > 3) store_row(c3a, c3b, 3);                                                      \
+  if (Rows > 4) store_row(c4a, c4b, 4);                                                      \
+  if (Rows > 5) store_row(c5a, c5b, 5);                                                      \
+  if (Rows > 6) store_row(c6a, c6b, 6);                                                      \
+  if (Rows > 7) store_row(c7a, c7b, 7)
+
+// Writes one row of a tile: scale (int8), bias, and only the outputs that exist.
+struct TileStore {
+  float* y;
+  int64_t y_stride;
+  int64_t n0;
+  int outputs;
+  const float* bias;
+  const float* scales;
+
+  void operator()(__m512 low, __m512 high, int row) const {
+    const __mmask16 mask_low = lanes_below(outputs), mask_high = lanes_below(outputs - 16);
+    if (scales != nullptr) {
+      low = _mm512_mul_ps(low, _mm512_maskz_loadu_ps(mask_low, scales + n0));
+      high = _mm512_mul_ps(high, _mm512_maskz_loadu_ps(mask_high, scales + n0 + 16));
+    }
+    if (bias != nullptr) {
+      low = _mm512_add_ps(low, _mm512_maskz_loadu_ps(mask_low, bias + n0));
+      high = _mm512_add_ps(high, _mm512_maskz_loadu_ps(mask_high, bias + n0 + 16));
+    }
+    float* out = y + row * y_stride + n0;
+    _mm512_mask_storeu_ps(out, mask_low, low);
+    if (outputs > 16) _mm512_mask_storeu_ps(out + 16, mask_high, high);
+  }
+};
+
+template <typename Panel, int Rows>
+void micro_float(const float* packed, const typename Panel::Element* panel, int64_t steps, const TileStore& store_row) {
+  FALCON_ACCUMULATORS;
+#define FALCON_ROW(r, a, b)                                                    \
+  if (Rows > r) {                                                              \
+    const __m512 x = _mm512_set1_ps(packed[s * kPackedRows + r]);              \
+    a = _mm512_fmadd_ps(x, low, a);                                            \
+    b = _mm512_fmadd_ps(x, high, b);                                           \
+  }
+  for (int64_t s = 0; s < steps; ++s) {
+    __m512 low, high;
+    Panel::load(panel + s * kPanelWidth, low, high);
+    FALCON_ROW(0, c0a, c0b) FALCON_ROW(1, c1a, c1b) FALCON_ROW(2, c2a, c2b) FALCON_ROW(3, c3a, c3b)
+    FALCON_ROW(4, c4a, c4b) FALCON_ROW(5, c5a, c5b) FALCON_ROW(6, c6a, c6b) FALCON_ROW(7, c7a, c7b)
+  }
+#undef FALCON_ROW
+  FALCON_STORE_ROWS;
+}
+
+// bf16: each step is a pair of k; vdpbf16ps multiplies the pairs and accumulates in float32.
+template <int Rows>
+void micro_bf16(const uint32_t* packed, const uint16_t* panel, int64_t steps, const TileStore& store_row) {
+  FALCON_ACCUMULATORS;
+#define FALCON_ROW(r, a, b)                                                              \
+  if (Rows > r) {                                                                        \
+    const __m512bh x = (__m512bh)_mm512_set1_epi32(int(packed[s * kPackedRows + r]));   \
+    a = _mm512_dpbf16_ps(a, x, low);                                                     \
+    b = _mm512_dpbf16_ps(b, x, high);                                                    \
+  }
+  for (int64_t s = 0; s < steps; ++s) {
+    const __m512bh low = (__m512bh)_mm512_loadu_si512(panel + s * 2 * kPanelWidth);
+    const __m512bh high = (__m512bh)_mm512_loadu_si512(panel + s * 2 * kPanelWidth + kPanelWidth);
+    FALCON_ROW(0, c0a, c0b) FALCON_ROW(1, c1a, c1b) FALCON_ROW(2, c2a, c2b) FALCON_ROW(3, c3a, c3b)
+    FALCON_ROW(4, c4a, c4b) FALCON_ROW(5, c5a, c5b) FALCON_ROW(6, c6a, c6b) FALCON_ROW(7, c7a, c7b)
+  }
+#undef FALCON_ROW
+  FALCON_STORE_ROWS;
+}
+#undef FALCON_ACCUMULATORS
+#undef FALCON_STORE_ROWS
+
+// Panels outer, row blocks inner: a panel (at most a few hundred KB) stays in L2 while every row
+// block passes over it; for a single row it is streamed from memory exactly once.
+template <typename Micro>
+void for_each_tile(int64_t rows, const WeightMatrix& w, int64_t first_panel, int64_t end_panel, const float* bias,
+                   float* y, int64_t y_stride, Micro micro) {
+  const float* scales = w.dtype == DType::Int8 ? w.scales.data() : nullptr;
+  for (int64_t p = first_panel; p < end_panel; ++p) {
+    const int64_t n0 = p * kPanelWidth;
+    const int outputs = int(std::min<int64_t>(kPanelWidth, w.rows - n0));
+    for (int64_t block = 0; block * kPackedRows < rows; ++block) {
+      const int block_rows = int(std::min<int64_t>(kPackedRows, rows - block * kPackedRows));
+      const TileStore store{y + block * kPackedRows * y_stride, y_stride, n0, outputs, bias, scales};
+      micro(block, block_rows, w.panel(p), store);
+    }
+  }
+}
+
+template <typename Panel>
+void matmul_float(const uint32_t* packed_x, int64_t rows, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
+                  const float* bias, float* y, int64_t y_stride) {
+  using Element = typename Panel::Element;
+  const int64_t steps = w.cols;
+  const float* packed = reinterpret_cast<const float*>(packed_x);
+  for_each_tile(rows, w, first_panel, end_panel, bias, y, y_stride,
+                [&](int64_t block, int block_rows, const void* panel_bytes, const TileStore& store) {
+                  const float* x = packed + block * steps * kPackedRows;
+                  const Element* panel = static_cast<const Element*>(panel_bytes);
+                  switch (block_rows) {
+                    case 1: micro_float<Panel, 1>(x, panel, steps, store); break;
+                    case 2: micro_float<Panel, 2>(x, panel, steps, store); break;
+                    case 3: micro_float<Panel, 3>(x, panel, steps, store); break;
+                    case 4: micro_float<Panel, 4>(x, panel, steps, store); break;
+                    case 5: micro_float<Panel, 5>(x, panel, steps, store); break;
+                    case 6: micro_float<Panel, 6>(x, panel, steps, store); break;
+                    case 7: micro_float<Panel, 7>(x, panel, steps, store); break;
+                    default: micro_float<Panel, 8>(x, panel, steps, store); break;
+                  }
+                });
+}
+
+void matmul_bf16(const uint32_t* packed_x, int64_t rows, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
+                 const float* bias, float* y, int64_t y_stride) {
+  const int64_t steps = w.stored_cols() / 2;
+  for_each_tile(rows, w, first_panel, end_panel, bias, y, y_stride,
+                [&](int64_t block, int block_rows, const void* panel_bytes, const TileStore& store) {
+                  const uint32_t* x = packed_x + block * steps * kPackedRows;
+                  const uint16_t* panel = static_cast<const uint16_t*>(panel_bytes);
+                  switch (block_rows) {
+                    case 1: micro_bf16<1>(x, panel, steps, store); break;
+                    case 2: micro_bf16<2>(x, panel, steps, store); break;
+                    case 3: micro_bf16<3>(x, panel, steps, store); break;
+                    case 4: micro_bf16<4>(x, panel, steps, store); break;
+                    case 5: micro_bf16<5>(x, panel, steps, store); break;
+                    case 6: micro_bf16<6>(x, panel, steps, store); break;
+                    case 7: micro_bf16<7>(x, panel, steps, store); break;
+                    default: micro_bf16<8>(x, panel, steps, store); break;
+                  }
+                });
+}
 
 // [sum(a0), sum(a1), sum(a2), sum(a3)]
 inline __m128 reduce4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
   const __m512 s01 = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1));
   const __m512 s23 = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
-  // Per 128-bit lane: [a0, a1, a0, a1] + [a2, a3, a2, a3] halves → [a0, a1, a2, a3].
   const __m512 s = _mm512_add_ps(_mm512_shuffle_ps(s01, s23, _MM_SHUFFLE(1, 0, 1, 0)),
                                  _mm512_shuffle_ps(s01, s23, _MM_SHUFFLE(3, 2, 3, 2)));
   const __m256 half = _mm256_add_ps(_mm512_castps512_ps256(s), _mm512_extractf32x8_ps(s, 1));
   return _mm_add_ps(_mm256_castps256_ps128(half), _mm256_extractf128_ps(half, 1));
 }
 
-inline void store_tile_row(__m128 sums, const float* bias, int64_t n, int outputs, float* y_row) {
-  alignas(16) float values[4];
-  _mm_store_ps(values, sums);
-  for (int j = 0; j < outputs; ++j) y_row[n + j] = values[j] + (bias != nullptr ? bias[n + j] : 0.0f);
+// Four keys at a time, each a dot product along the head dimension.
+void key_scores(const float* q, const float* keys, int64_t count, int64_t d, float* out) {
+  int64_t j = 0;
+  for (; j + 4 <= count; j += 4) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    const float* k0 = keys + j * d;
+    for (int64_t c = 0; c < d; c += 16) {
+      const __mmask16 mask = lanes_below(d - c);
+      const __m512 qv = _mm512_maskz_loadu_ps(mask, q + c);
+      a0 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(mask, k0 + c), a0);
+      a1 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(mask, k0 + d + c), a1);
+      a2 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(mask, k0 + 2 * d + c), a2);
+      a3 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(mask, k0 + 3 * d + c), a3);
+    }
+    _mm_storeu_ps(out + j, reduce4(a0, a1, a2, a3));
+  }
+  for (; j < count; ++j) {
+    __m512 a = _mm512_setzero_ps();
+    for (int64_t c = 0; c < d; c += 16) {
+      const __mmask16 mask = lanes_below(d - c);
+      a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, q + c), _mm512_maskz_loadu_ps(mask, keys + j * d + c), a);
+    }
+    out[j] = _mm512_reduce_add_ps(a);
+  }
 }
 
-// Loads 16 consecutive weights as float32; `mask` selects the valid tail lanes.
-struct F32Weights {
-  using Element = float;
-  static __m512 load(const float* w, __mmask16 mask) { return _mm512_maskz_loadu_ps(mask, w); }
-};
-struct F16Weights {
-  using Element = uint16_t;
-  static __m512 load(const uint16_t* w, __mmask16 mask) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, w)); }
-};
-struct I8Weights {
-  using Element = int8_t;
-  static __m512 load(const int8_t* w, __mmask16 mask) {
-    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, w)));
-  }
-};
-
-// The tile bodies below name their 16 accumulators one by one: held in an array, GCC 12 keeps them
-// in memory and stores every one on each iteration.
-#define FALCON_ZERO_ROW(r) __m512 acc##r##0 = _mm512_setzero_ps(), acc##r##1 = acc##r##0, acc##r##2 = acc##r##0, acc##r##3 = acc##r##0
-#define FALCON_REDUCE_ROW(r) out[r] = reduce4(acc##r##0, acc##r##1, acc##r##2, acc##r##3)
-
-// float32 activations against 16-wide weight loads of any storage type.
-template <typename Weights, int Rows>
-void tile_float(const float* x, int64_t x_stride, const typename Weights::Element* const* w, int64_t k, __m128* out) {
-  FALCON_ZERO_ROW(0);
-  FALCON_ZERO_ROW(1);
-  FALCON_ZERO_ROW(2);
-  FALCON_ZERO_ROW(3);
-  const typename Weights::Element *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
-#define FALCON_FMA_ROW(r)                                                       \
-  if (Rows > r) {                                                               \
-    const __m512 xv = _mm512_maskz_loadu_ps(mask, x + r * x_stride + i);        \
-    acc##r##0 = _mm512_fmadd_ps(xv, wv0, acc##r##0);                            \
-    acc##r##1 = _mm512_fmadd_ps(xv, wv1, acc##r##1);                            \
-    acc##r##2 = _mm512_fmadd_ps(xv, wv2, acc##r##2);                            \
-    acc##r##3 = _mm512_fmadd_ps(xv, wv3, acc##r##3);                            \
-  }
-#define FALCON_STEP                                                             \
-  {                                                                             \
-    const __m512 wv0 = Weights::load(w0 + i, mask), wv1 = Weights::load(w1 + i, mask); \
-    const __m512 wv2 = Weights::load(w2 + i, mask), wv3 = Weights::load(w3 + i, mask); \
-    FALCON_FMA_ROW(0) FALCON_FMA_ROW(1) FALCON_FMA_ROW(2) FALCON_FMA_ROW(3)     \
-  }
-  int64_t i = 0;
-  for (; i + 16 <= k; i += 16) {
-    const __mmask16 mask = 0xffff;
-    FALCON_STEP
-  }
-  if (i < k) {
-    const __mmask16 mask = __mmask16((1u << (k - i)) - 1);
-    FALCON_STEP
-  }
-#undef FALCON_STEP
-#undef FALCON_FMA_ROW
-  FALCON_REDUCE_ROW(0);
-  if (Rows > 1) FALCON_REDUCE_ROW(1);
-  if (Rows > 2) FALCON_REDUCE_ROW(2);
-  if (Rows > 3) FALCON_REDUCE_ROW(3);
-}
-
-// bfloat16 activations and weights: vdpbf16ps multiplies pairs and accumulates in float32.
-template <int Rows>
-void tile_bf16(const uint16_t* x, int64_t x_stride, const uint16_t* const* w, int64_t k, __m128* out) {
-  FALCON_ZERO_ROW(0);
-  FALCON_ZERO_ROW(1);
-  FALCON_ZERO_ROW(2);
-  FALCON_ZERO_ROW(3);
-  const uint16_t *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
-#define FALCON_DOT_ROW(r)                                                                 \
-  if (Rows > r) {                                                                         \
-    const __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(mask, x + r * x_stride + i);   \
-    acc##r##0 = _mm512_dpbf16_ps(acc##r##0, xv, wv0);                                     \
-    acc##r##1 = _mm512_dpbf16_ps(acc##r##1, xv, wv1);                                     \
-    acc##r##2 = _mm512_dpbf16_ps(acc##r##2, xv, wv2);                                     \
-    acc##r##3 = _mm512_dpbf16_ps(acc##r##3, xv, wv3);                                     \
-  }
-#define FALCON_STEP                                                                           \
-  {                                                                                           \
-    const __m512bh wv0 = (__m512bh)_mm512_maskz_loadu_epi16(mask, w0 + i);                   \
-    const __m512bh wv1 = (__m512bh)_mm512_maskz_loadu_epi16(mask, w1 + i);                   \
-    const __m512bh wv2 = (__m512bh)_mm512_maskz_loadu_epi16(mask, w2 + i);                   \
-    const __m512bh wv3 = (__m512bh)_mm512_maskz_loadu_epi16(mask, w3 + i);                   \
-    FALCON_DOT_ROW(0) FALCON_DOT_ROW(1) FALCON_DOT_ROW(2) FALCON_DOT_ROW(3)                   \
-  }
-  int64_t i = 0;
-  for (; i + 32 <= k; i += 32) {
-    const __mmask32 mask = 0xffffffffu;
-    FALCON_STEP
-  }
-  if (i < k) {
-    const __mmask32 mask = __mmask32((1u << (k - i)) - 1);
-    FALCON_STEP
-  }
-#undef FALCON_STEP
-#undef FALCON_DOT_ROW
-  FALCON_REDUCE_ROW(0);
-  if (Rows > 1) FALCON_REDUCE_ROW(1);
-  if (Rows > 2) FALCON_REDUCE_ROW(2);
-  if (Rows > 3) FALCON_REDUCE_ROW(3);
-}
-#undef FALCON_ZERO_ROW
-#undef FALCON_REDUCE_ROW
-
-// Runs `tile<Rows>(x rows, 4 weight row pointers, out)` over every 4-row group and 4-output group,
-// chunking outputs so each chunk of weights is reused from cache by all rows.
-template <typename Element, typename Tile>
-void for_each_tile(const Element* x, int64_t x_stride, int64_t rows, int64_t n_begin, int64_t n_end,
-                   const float* bias, float* y, int64_t y_stride, Tile tile) {
-  for (int64_t chunk = n_begin; chunk < n_end; chunk += kOutputsPerChunk) {
-    const int64_t chunk_end = std::min(n_end, chunk + kOutputsPerChunk);
-    for (int64_t m = 0; m < rows; m += 4) {
-      const int tile_rows = int(std::min<int64_t>(4, rows - m));
-      for (int64_t n = chunk; n < chunk_end; n += kOutputsPerTile) {
-        const int outputs = int(std::min<int64_t>(kOutputsPerTile, chunk_end - n));
-        __m128 sums[4];
-        tile(x + m * x_stride, tile_rows, n, outputs, sums);
-        for (int r = 0; r < tile_rows; ++r) store_tile_row(sums[r], bias, n, outputs, y + (m + r) * y_stride);
-      }
+double peak_flops(int64_t iterations, bool bf16) {
+  // Distinct starting values: identical chains would be merged into one by the compiler.
+#define FALCON_START(i) _mm512_set1_ps(1.0f + 0.001f * i)
+  __m512 a0 = FALCON_START(0), a1 = FALCON_START(1), a2 = FALCON_START(2), a3 = FALCON_START(3);
+  __m512 a4 = FALCON_START(4), a5 = FALCON_START(5), a6 = FALCON_START(6), a7 = FALCON_START(7);
+  __m512 a8 = FALCON_START(8), a9 = FALCON_START(9), a10 = FALCON_START(10), a11 = FALCON_START(11);
+#undef FALCON_START
+  const __m512 m = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
+  const __m512bh pair = (__m512bh)_mm512_set1_epi32(0x3f803f80);  // (1.0, 1.0) in bf16
+  for (int64_t i = 0; i < iterations; ++i) {
+    if (bf16) {
+#define FALCON_DP(a) a = _mm512_dpbf16_ps(a, pair, pair)
+      FALCON_DP(a0); FALCON_DP(a1); FALCON_DP(a2); FALCON_DP(a3); FALCON_DP(a4); FALCON_DP(a5);
+      FALCON_DP(a6); FALCON_DP(a7); FALCON_DP(a8); FALCON_DP(a9); FALCON_DP(a10); FALCON_DP(a11);
+#undef FALCON_DP
+    } else {
+#define FALCON_FMA(a) a = _mm512_fmadd_ps(a, m, b)
+      FALCON_FMA(a0); FALCON_FMA(a1); FALCON_FMA(a2); FALCON_FMA(a3); FALCON_FMA(a4); FALCON_FMA(a5);
+      FALCON_FMA(a6); FALCON_FMA(a7); FALCON_FMA(a8); FALCON_FMA(a9); FALCON_FMA(a10); FALCON_FMA(a11);
+#undef FALCON_FMA
     }
   }
-}
-
-template <typename Weights>
-void matmul_float(const float* x, int64_t x_stride, int64_t rows, const typename Weights::Element* w, int64_t n_begin,
-                  int64_t n_end, int64_t k, const float* bias, float* y, int64_t y_stride) {
-  using Element = typename Weights::Element;
-  auto tile = [&](const float* x_rows, int tile_rows, int64_t n, int outputs, __m128* sums) {
-    const Element* w_rows[kOutputsPerTile];
-    // Missing outputs of a partial tile repeat the last row; their sums are not stored.
-    for (int j = 0; j < kOutputsPerTile; ++j) w_rows[j] = w + (n + std::min(j, outputs - 1)) * k;
-    switch (tile_rows) {
-      case 1: tile_float<Weights, 1>(x_rows, x_stride, w_rows, k, sums); break;
-      case 2: tile_float<Weights, 2>(x_rows, x_stride, w_rows, k, sums); break;
-      case 3: tile_float<Weights, 3>(x_rows, x_stride, w_rows, k, sums); break;
-      default: tile_float<Weights, 4>(x_rows, x_stride, w_rows, k, sums); break;
-    }
-  };
-  for_each_tile(x, x_stride, rows, n_begin, n_end, bias, y, y_stride, tile);
-}
-
-void matmul_f32(const void* x, int64_t x_stride, int64_t rows, const void* w, int64_t n_begin, int64_t n_end,
-                int64_t k, const float* bias, float* y, int64_t y_stride) {
-  matmul_float<F32Weights>(static_cast<const float*>(x), x_stride, rows, static_cast<const float*>(w), n_begin, n_end,
-                           k, bias, y, y_stride);
-}
-
-void matmul_f16(const void* x, int64_t x_stride, int64_t rows, const void* w, int64_t n_begin, int64_t n_end,
-                int64_t k, const float* bias, float* y, int64_t y_stride) {
-  matmul_float<F16Weights>(static_cast<const float*>(x), x_stride, rows, static_cast<const uint16_t*>(w), n_begin,
-                           n_end, k, bias, y, y_stride);
-}
-
-void matmul_i8(const float* x, int64_t x_stride, int64_t rows, const int8_t* w, const float* scales, int64_t n_begin,
-               int64_t n_end, int64_t k, const float* bias, float* y, int64_t y_stride) {
-  matmul_float<I8Weights>(x, x_stride, rows, w, n_begin, n_end, k, nullptr, y, y_stride);
-  for (int64_t m = 0; m < rows; ++m) {
-    for (int64_t n = n_begin; n < n_end; ++n) {
-      y[m * y_stride + n] = y[m * y_stride + n] * scales[n] + (bias != nullptr ? bias[n] : 0.0f);
-    }
-  }
-}
-
-void matmul_bf16(const void* x, int64_t x_stride, int64_t rows, const void* w, int64_t n_begin, int64_t n_end,
-                 int64_t k, const float* bias, float* y, int64_t y_stride) {
-  const uint16_t* wb = static_cast<const uint16_t*>(w);
-  const uint16_t* xb = static_cast<const uint16_t*>(x);
-  auto tile = [&](const uint16_t* x_rows, int tile_rows, int64_t n, int outputs, __m128* sums) {
-    const uint16_t* w_rows[kOutputsPerTile];
-    for (int j = 0; j < kOutputsPerTile; ++j) w_rows[j] = wb + (n + std::min(j, outputs - 1)) * k;
-    switch (tile_rows) {
-      case 1: tile_bf16<1>(x_rows, x_stride, w_rows, k, sums); break;
-      case 2: tile_bf16<2>(x_rows, x_stride, w_rows, k, sums); break;
-      case 3: tile_bf16<3>(x_rows, x_stride, w_rows, k, sums); break;
-      default: tile_bf16<4>(x_rows, x_stride, w_rows, k, sums); break;
-    }
-  };
-  for_each_tile(xb, x_stride, rows, n_begin, n_end, bias, y, y_stride, tile);
+  const __m512 total = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
+                                     _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)),
+                                                   _mm512_add_ps(_mm512_add_ps(a8, a9), _mm512_add_ps(a10, a11))));
+  volatile float sink = _mm512_reduce_add_ps(total);
+  (void)sink;
+  // 12 registers × 16 lanes × (2 flops per FMA, or 4 per bf16 pair dot product).
+  return double(iterations) * 12 * 16 * (bf16 ? 4 : 2);
 }
 
 void weighted_sum(const float* p, const float* v, int64_t count, int64_t d, float* out) {
@@ -300,11 +337,23 @@ void gelu(float* x, int64_t n) {
   }
 }
 
+float stream_sum(const float* data, int64_t n) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  for (int64_t i = 0; i + 64 <= n; i += 64) {
+    a0 = _mm512_add_ps(a0, _mm512_loadu_ps(data + i));
+    a1 = _mm512_add_ps(a1, _mm512_loadu_ps(data + i + 16));
+    a2 = _mm512_add_ps(a2, _mm512_loadu_ps(data + i + 32));
+    a3 = _mm512_add_ps(a3, _mm512_loadu_ps(data + i + 48));
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+
 }  // namespace
 
 const KernelTable& avx512_kernels() {
-  static const KernelTable table{Isa::Avx512, matmul_f32, matmul_bf16, matmul_f16, matmul_i8,
-                                 weighted_sum, exp_sum,   gelu};
+  static const KernelTable table{Isa::Avx512, matmul_float<F32Panel>, matmul_bf16, matmul_float<F16Panel>,
+                                 matmul_float<I8Panel>, key_scores, weighted_sum, exp_sum, gelu, peak_flops,
+                                 stream_sum};
   return table;
 }
 

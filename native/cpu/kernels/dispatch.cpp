@@ -11,4 +11,13 @@ const KernelTable& kernels() {
   return scalar_kernels();
 }
 
+MatmulKernel matmul_kernel(const KernelTable& table, DType dtype) {
+  switch (dtype) {
+    case DType::BFloat16: return table.matmul_bf16;
+    case DType::Float16: return table.matmul_f16;
+    case DType::Int8: return table.matmul_i8;
+    default: return table.matmul_f32;
+  }
+}
+
 }  // namespace falcon::cpu

@@ -37,7 +37,7 @@ void attention(const ModelConfig& config, int64_t layer, const AttentionBatch& b
         const float* q = qkv + row * qkv_cols + h * d;
         float* o = out + row * H * d + h * d;
         const int64_t key_count = start + i + 1;
-        table.matmul_f32(q, d, 1, keys, 0, key_count, d, nullptr, scores.data(), key_count);
+        table.key_scores(q, keys, key_count, d, scores.data());
         float max_score = kMasked;
         for (int64_t j = 0; j < key_count; ++j) {
           // Falcon adds ALiBi before the 1/sqrt(d) scale (spec pitfall 1).
