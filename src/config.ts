@@ -5,7 +5,7 @@
 import { FalconConfigError } from "./errors.js";
 import type { NativeDType, NativeModelConfig } from "./native.js";
 
-export const FALCON_DTYPES = ["float32", "bfloat16", "float16", "mixed_bfloat16", "mixed_float16"] as const;
+export const FALCON_DTYPES = ["float32", "bfloat16", "float16", "mixed_bfloat16", "mixed_float16", "int8"] as const;
 export type FalconDType = (typeof FALCON_DTYPES)[number];
 
 export type PositionEncoding = "alibi" | "rotary";
@@ -158,6 +158,8 @@ export function storageDType(dtype: FalconDType): NativeDType {
     case "float16":
     case "mixed_float16":
       return "float16";
+    case "int8":
+      return "int8";
   }
 }
 
@@ -179,5 +181,69 @@ export function toNativeConfig(config: ResolvedBackboneConfig): NativeModelConfi
     useBias: config.useBias,
     tiedHead: config.tieWordEmbeddings,
     dtype: storageDType(config.dtype),
+  };
+}
+
+/** Bytes per stored element of a weight matrix. */
+function storageBytes(dtype: FalconDType): number {
+  return { float32: 4, bfloat16: 2, float16: 2, int8: 1 }[storageDType(dtype)];
+}
+
+/** Matrix and vector (norm and bias) element counts of a configuration, as the native core allocates them. */
+function weightElementCounts(config: FalconBackboneConfig): { matrices: number; vectors: number } {
+  const c = resolveBackboneConfig(config);
+  const D = c.hiddenDim;
+  const F = c.intermediateDim;
+  const qkvRows = (c.numAttentionHeads + 2 * c.numKeyValueHeads) * (D / c.numAttentionHeads);
+  const norms = c.blockLayout === "parallel_one_norm" ? 1 : 2;
+  const perLayerMatrices = qkvRows * D + D * D + F * D + D * F;
+  const perLayerVectors = norms * 2 * D + (c.useBias ? qkvRows + D + F + D : 0);
+  return {
+    matrices: c.vocabularySize * D * (c.tieWordEmbeddings ? 1 : 2) + c.numLayers * perLayerMatrices,
+    vectors: 2 * D + c.numLayers * perLayerVectors,
+  };
+}
+
+/**
+ * Parameter count of a configuration, computed from the config alone (no model is built): the
+ * embedding, the untied head if any, every layer's norms, projections and biases, the final norm.
+ * Equals `FalconBackbone.info().parameterCount` of a model built from it.
+ */
+export function parameterCount(config: FalconBackboneConfig): number {
+  const { matrices, vectors } = weightElementCounts(config);
+  return matrices + vectors;
+}
+
+/**
+ * Logical bytes of a configuration's weights: matrices in the storage dtype, norms and biases in
+ * float32. The native core may hold somewhat more (`info().weightBytes`) when its kernels pad or
+ * repack matrices.
+ */
+export function weightBytes(config: FalconBackboneConfig): number {
+  const { matrices, vectors } = weightElementCounts(config);
+  return matrices * storageBytes(config.dtype ?? "float32") + vectors * 4;
+}
+
+export type FalconVariant = "falcon-rw" | "falcon-7b" | "falcon-40b-style" | "falcon2-11b-style" | "custom";
+
+/** Which Falcon family a configuration's architecture fields describe. */
+export function describeVariant(config: FalconBackboneConfig): { variant: FalconVariant; description: string } {
+  const c = resolveBackboneConfig(config);
+  const heads = `${c.numAttentionHeads} query / ${c.numKeyValueHeads} key-value heads`;
+  if (c.positionEncoding === "alibi" && c.blockLayout === "sequential") {
+    return { variant: "falcon-rw", description: `falcon-rw (ALiBi, sequential blocks, ${heads}; keras-hub's FalconBackbone)` };
+  }
+  if (c.positionEncoding === "rotary" && c.blockLayout === "parallel_one_norm" && c.numKeyValueHeads === 1) {
+    return { variant: "falcon-7b", description: `falcon-7b (rotary, multi-query, parallel attention and MLP on one layer norm, ${heads})` };
+  }
+  if (c.positionEncoding === "rotary" && c.blockLayout === "parallel_two_norms") {
+    return { variant: "falcon-40b-style", description: `falcon-40b/180b-style (new decoder architecture, two layer norms, rotary, ${heads})` };
+  }
+  if (c.positionEncoding === "rotary" && c.blockLayout === "parallel_one_norm") {
+    return { variant: "falcon2-11b-style", description: `falcon2-11b-style (new decoder architecture, one layer norm, rotary, ${heads})` };
+  }
+  return {
+    variant: "custom",
+    description: `custom Falcon (${c.positionEncoding}, ${c.blockLayout.replaceAll("_", " ")} blocks, ${heads}${c.useBias ? ", biases" : ""})`,
   };
 }

@@ -15,8 +15,10 @@ import {
   FalconPresetError,
 } from "./errors.js";
 
-export type NativeDType = "float32" | "bfloat16" | "float16";
-export type NativeSourceDType = NativeDType | "float64";
+export type NativeDType = "float32" | "bfloat16" | "float16" | "int8";
+/** The floating-point formats weights arrive in and are read back as. */
+export type NativeFloatDType = "float32" | "bfloat16" | "float16";
+export type NativeSourceDType = NativeFloatDType | "float64";
 
 /** The architecture superset every Falcon variant maps onto (native/core/model_config.h). */
 export interface NativeModelConfig {
@@ -73,8 +75,8 @@ export interface NativeModel {
     cols: number,
     inputMajor: boolean,
   ): Promise<void>;
-  /** A whole weight: matrices [rows, cols] in the model dtype, vectors (cols = 1) as float32. */
-  getWeight(name: string): Promise<{ data: Uint8Array; dtype: NativeDType; rows: number; cols: number }>;
+  /** A whole weight: matrices [rows, cols] in the model dtype (int8 dequantised to float32), vectors (cols = 1) as float32. */
+  getWeight(name: string): Promise<{ data: Uint8Array; dtype: NativeFloatDType; rows: number; cols: number }>;
   initializeRandom(seed: number): Promise<void>;
   /** Throws (code FALCON_WEIGHTS) listing every weight never set. */
   requireComplete(): void;

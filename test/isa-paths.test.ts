@@ -31,7 +31,7 @@ async function logitsWith(isa: typeof defaultIsa, config: FalconBackboneConfig, 
 
 describe("kernel families against the scalar reference", () => {
   for (const isa of supportedIsas.filter((name) => name !== "scalar")) {
-    for (const dtype of ["float32", "bfloat16", "float16"] as FalconDType[]) {
+    for (const dtype of ["float32", "bfloat16", "float16", "int8"] as FalconDType[]) {
       ODD_SHAPES.forEach((config, index) => {
         it(`${isa} ${dtype} shape ${index}`, async () => {
           const reference = await logitsWith("scalar", config, dtype);
@@ -43,7 +43,7 @@ describe("kernel families against the scalar reference", () => {
             scale = Math.max(scale, Math.abs(reference[i]));
           }
           // bf16 models round activations to bf16 before every matmul, so a different summation order can
-          // move an activation by one bf16 step (2^-8); float32 and float16 (float32 compute) agree to rounding.
+          // move an activation by one bf16 step (2^-8); float32, float16 and int8 (float32 compute) agree to rounding.
           const limit = dtype === "bfloat16" ? 1e-2 : 2e-5;
           assert.ok(worst / scale < limit, `relative error ${worst / scale}`);
         });

@@ -11,7 +11,7 @@ import h5wasm, { dtype_to_metadata } from "h5wasm/node";
 
 import type { FalconDType, ResolvedBackboneConfig } from "../config.js";
 import { FalconPresetError } from "../errors.js";
-import { callNative, type NativeDType, type NativeModel } from "../native.js";
+import { callNative, type NativeFloatDType, type NativeModel } from "../native.js";
 import { Hdf5Reader } from "./hdf5.js";
 import { kerasWeightTargets, requireKerasCompatible } from "./keras.js";
 
@@ -161,7 +161,7 @@ function pythonJson(value: unknown, indent = ""): string {
 }
 
 /** The dtype keras stores a policy's variables in: mixed policies keep float32 variables. */
-function kerasVariableDType(dtype: FalconDType): NativeDType {
+function kerasVariableDType(dtype: FalconDType): NativeFloatDType {
   return dtype === "bfloat16" || dtype === "float16" ? dtype : "float32";
 }
 
@@ -271,7 +271,7 @@ function createDataset(
 }
 
 /** The weight's elements as raw bits of `to`: a view when the dtypes agree, else a converted copy. */
-function convertElements(data: Uint8Array, from: NativeDType, to: NativeDType): ElementBits {
+function convertElements(data: Uint8Array, from: NativeFloatDType, to: NativeFloatDType): ElementBits {
   const width = from === "float32" ? 4 : 2;
   const source = width === 4
     ? new Uint32Array(data.buffer, data.byteOffset, data.byteLength / 4)
@@ -370,7 +370,7 @@ function patchPlaceholderTypes(file: string, memberName: string, message: Buffer
 }
 
 /** Re-reads every dataset's type and shape through HDF5 itself, so a bad patch fails here, not in keras. */
-async function verifyWeights(file: string, targets: WeightTarget[], dtype: NativeDType): Promise<void> {
+async function verifyWeights(file: string, targets: WeightTarget[], dtype: NativeFloatDType): Promise<void> {
   const reader = await Hdf5Reader.open(file);
   try {
     for (const target of targets) {

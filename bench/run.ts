@@ -1,0 +1,103 @@
+/**
+ * The benchmark harness (`npm run bench`): llama-bench's measures on a falcon-rw-1b-shaped model with
+ * random weights (or a preset), per dtype, beside the machine's own ceilings measured in the same run.
+ *
+ *   npm run bench -- [--small] [--preset DIR] [--dtypes float32,bfloat16,float16,int8] [--reps 5]
+ *                    [--threads N] [--json]
+ */
+import { readFileSync } from "node:fs";
+import os from "node:os";
+import { parseArgs } from "node:util";
+
+import { FalconBackbone, runtimeInfo, setNumThreads, type FalconBackboneConfig, type FalconDType } from "../src/index.js";
+import { native } from "../src/native.js";
+import { measureDecode, measurePrefill } from "./measure.js";
+import type { Summary } from "./stats.js";
+
+export const FALCON_RW_1B: FalconBackboneConfig = {
+  vocabularySize: 50304, numLayers: 24, numAttentionHeads: 32, hiddenDim: 2048, intermediateDim: 8192,
+};
+const SMALL: FalconBackboneConfig = { vocabularySize: 1024, numLayers: 4, numAttentionHeads: 8, hiddenDim: 256, intermediateDim: 1024 };
+
+interface Row {
+  dtype: FalconDType;
+  measure: string;
+  tokensPerSecond: Summary;
+  floor?: { tokensPerSecond: number; percent: number; limit: string };
+}
+
+function cpuModel(): string {
+  const match = /model name\s*:\s*(.+)/.exec(readFileSync("/proc/cpuinfo", "utf8"));
+  return match ? match[1].trim() : os.cpus()[0]?.model ?? "unknown";
+}
+
+/** Parameters multiplied per prompt token: every layer's matrices (the LM head is not run by pp). */
+function layerMatrixParameters(config: Required<FalconBackboneConfig>): number {
+  const D = config.hiddenDim;
+  const d = D / config.numAttentionHeads;
+  const perLayer = D * (config.numAttentionHeads + 2 * config.numKeyValueHeads) * d + D * D + 2 * D * config.intermediateDim;
+  return config.numLayers * perLayer;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      small: { type: "boolean", default: false }, preset: { type: "string" }, dtypes: { type: "string" },
+      reps: { type: "string", default: "5" }, threads: { type: "string" }, json: { type: "boolean", default: false },
+    },
+  });
+  if (values.threads) setNumThreads(Number(values.threads));
+  const reps = Math.max(1, Number(values.reps));
+  const dtypes = (values.dtypes ?? "float32,bfloat16,float16,int8").split(",") as FalconDType[];
+  const promptLengths = values.small ? [16, 64] : [128, 512];
+  const generated = values.small ? 16 : 128;
+  const batchedSteps = values.small ? 8 : 32;
+  const log = (line: string) => { if (!values.json) console.log(line); };
+
+  const runtime = runtimeInfo();
+  const probe = await native().probeMachine(values.small ? 256 << 20 : 2 << 30);
+  const machine = {
+    cpu: cpuModel(), threads: runtime.threads, isa: runtime.isa, node: process.versions.node,
+    readGBps: probe.readBytesPerSecond / 1e9, f32Gflops: probe.f32FlopsPerSecond / 1e9, bf16Gflops: probe.bf16FlopsPerSecond / 1e9,
+  };
+  log(`machine    ${machine.cpu}, ${machine.threads} threads, ${machine.isa} kernels, Node ${machine.node}`);
+  log(`ceilings   read ${machine.readGBps.toFixed(1)} GB/s, f32 FMA ${machine.f32Gflops.toFixed(0)} GFLOP/s, bf16 dot ${machine.bf16Gflops.toFixed(0)} GFLOP/s (measured now)`);
+
+  const rows: Row[] = [];
+  for (const dtype of dtypes) {
+    const model = values.preset
+      ? await FalconBackbone.fromPreset(values.preset, { dtype })
+      : new FalconBackbone({ ...(values.small ? SMALL : FALCON_RW_1B), dtype, seed: 1 });
+    await model.call({ tokenIds: [[0]] });
+    const config = model.getConfig();
+    const info = model.info();
+    log(`\nmodel      ${values.preset ?? (values.small ? "small random" : "falcon-rw-1b shape, random weights")}: ${info.parameterCount.toLocaleString("en-US")} parameters, ${dtype} (${(info.weightBytes / 2 ** 30).toFixed(2)} GiB of weights)`);
+    // Decode reads every weight byte once per step; prefill multiplies each layer matrix once per token.
+    const decodeFloor = probe.readBytesPerSecond / info.weightBytes;
+    const peak = dtype === "bfloat16" || dtype === "mixed_bfloat16" ? probe.bf16FlopsPerSecond : probe.f32FlopsPerSecond;
+    const prefillFloor = peak / (2 * layerMatrixParameters(config));
+    const add = (measure: string, tokensPerSecond: Summary, floor?: number, limit?: string) => {
+      const row: Row = { dtype, measure, tokensPerSecond };
+      if (floor !== undefined) row.floor = { tokensPerSecond: floor, percent: (100 * tokensPerSecond.median) / floor, limit: limit! };
+      rows.push(row);
+      const spread = `(min ${tokensPerSecond.min.toFixed(1)}, max ${tokensPerSecond.max.toFixed(1)})`;
+      const floorText = row.floor ? `   ${row.floor.percent.toFixed(0)}% of the ${limit} floor ${floor!.toFixed(1)}` : "";
+      log(`  ${measure.padEnd(10)} ${tokensPerSecond.median.toFixed(1).padStart(8)} tok/s ${spread}${floorText}`);
+    };
+    for (const length of promptLengths) {
+      const result = await measurePrefill(model, length, reps);
+      add(`pp${length}`, result, length === promptLengths[promptLengths.length - 1] ? prefillFloor : undefined, "compute");
+    }
+    const single = await measureDecode(model, generated, reps);
+    add(`tg${generated}`, single, decodeFloor, "bandwidth");
+    for (const batch of [4, 16]) {
+      const batched = await measureDecode(model, batchedSteps, reps, batch);
+      add(`b${batch}×tg${batchedSteps}`, batched);
+      log(`  ${"".padEnd(10)} ${(batched.median / single.median).toFixed(1)}× the single-sequence decode rate`);
+    }
+    model.dispose();
+  }
+  if (values.json) console.log(JSON.stringify({ machine, rows }, null, 2));
+}
+
+await main();
