@@ -27,6 +27,13 @@ inline __mmask16 lanes_below(int64_t count) {
   return count <= 0 ? __mmask16(0) : count >= 16 ? __mmask16(0xffff) : __mmask16((1u << count) - 1);
 }
 
+// Requests the cache lines of one step's weights (every 64 bytes; narrow steps share lines).
+inline void prefetch_step(const void* at, size_t bytes) {
+  const uintptr_t address = reinterpret_cast<uintptr_t>(at);
+  if (address % 64 >= bytes && bytes < 64) return;  // inside a line already requested
+  for (size_t offset = 0; offset < bytes; offset += 64) _mm_prefetch(static_cast<const char*>(at) + offset, _MM_HINT_T1);
+}
+
 // Weight loaders: the 32 weights of one panel step as two float32 vectors.
 struct F32Panel {
   using Element = float;
@@ -90,8 +97,11 @@ struct TileStore {
   }
 };
 
+// `prefetch` (or null) is the next panel: while the first row block streams this panel from memory,
+// the same position of the next one is requested, so memory latency overlaps the multiply-adds.
 template <typename Panel, int Rows>
-void micro_float(const float* packed, const typename Panel::Element* panel, int64_t steps, const TileStore& store_row) {
+void micro_float(const float* packed, const typename Panel::Element* panel, int64_t steps, const TileStore& store_row,
+                 const typename Panel::Element* prefetch) {
   FALCON_ACCUMULATORS;
 #define FALCON_ROW(r, a, b)                                                    \
   if (Rows > r) {                                                              \
@@ -100,6 +110,7 @@ void micro_float(const float* packed, const typename Panel::Element* panel, int6
     b = _mm512_fmadd_ps(x, high, b);                                           \
   }
   for (int64_t s = 0; s < steps; ++s) {
+    if (prefetch != nullptr) prefetch_step(prefetch + s * kPanelWidth, kPanelWidth * sizeof(typename Panel::Element));
     __m512 low, high;
     Panel::load(panel + s * kPanelWidth, low, high);
     FALCON_ROW(0, c0a, c0b) FALCON_ROW(1, c1a, c1b) FALCON_ROW(2, c2a, c2b) FALCON_ROW(3, c3a, c3b)
@@ -111,7 +122,8 @@ void micro_float(const float* packed, const typename Panel::Element* panel, int6
 
 // bf16: each step is a pair of k; vdpbf16ps multiplies the pairs and accumulates in float32.
 template <int Rows>
-void micro_bf16(const uint32_t* packed, const uint16_t* panel, int64_t steps, const TileStore& store_row) {
+void micro_bf16(const uint32_t* packed, const uint16_t* panel, int64_t steps, const TileStore& store_row,
+                const uint16_t* prefetch) {
   FALCON_ACCUMULATORS;
 #define FALCON_ROW(r, a, b)                                                              \
   if (Rows > r) {                                                                        \
@@ -120,6 +132,7 @@ void micro_bf16(const uint32_t* packed, const uint16_t* panel, int64_t steps, co
     b = _mm512_dpbf16_ps(b, x, high);                                                    \
   }
   for (int64_t s = 0; s < steps; ++s) {
+    if (prefetch != nullptr) prefetch_step(prefetch + s * 2 * kPanelWidth, 2 * kPanelWidth * sizeof(uint16_t));
     const __m512bh low = (__m512bh)_mm512_loadu_si512(panel + s * 2 * kPanelWidth);
     const __m512bh high = (__m512bh)_mm512_loadu_si512(panel + s * 2 * kPanelWidth + kPanelWidth);
     FALCON_ROW(0, c0a, c0b) FALCON_ROW(1, c1a, c1b) FALCON_ROW(2, c2a, c2b) FALCON_ROW(3, c3a, c3b)
@@ -143,7 +156,8 @@ void for_each_tile(int64_t rows, const WeightMatrix& w, int64_t first_panel, int
     for (int64_t block = 0; block * kPackedRows < rows; ++block) {
       const int block_rows = int(std::min<int64_t>(kPackedRows, rows - block * kPackedRows));
       const TileStore store{y + block * kPackedRows * y_stride, y_stride, n0, outputs, bias, scales};
-      micro(block, block_rows, w.panel(p), store);
+      const void* prefetch = block == 0 && p + 1 < end_panel ? w.panel(p + 1) : nullptr;
+      micro(block, block_rows, w.panel(p), store, prefetch);
     }
   }
 }
@@ -155,18 +169,19 @@ void matmul_float(const uint32_t* packed_x, int64_t rows, const WeightMatrix& w,
   const int64_t steps = w.cols;
   const float* packed = reinterpret_cast<const float*>(packed_x);
   for_each_tile(rows, w, first_panel, end_panel, bias, y, y_stride,
-                [&](int64_t block, int block_rows, const void* panel_bytes, const TileStore& store) {
+                [&](int64_t block, int block_rows, const void* panel_bytes, const TileStore& store, const void* prefetch_bytes) {
                   const float* x = packed + block * steps * kPackedRows;
                   const Element* panel = static_cast<const Element*>(panel_bytes);
+                  const Element* prefetch = static_cast<const Element*>(prefetch_bytes);
                   switch (block_rows) {
-                    case 1: micro_float<Panel, 1>(x, panel, steps, store); break;
-                    case 2: micro_float<Panel, 2>(x, panel, steps, store); break;
-                    case 3: micro_float<Panel, 3>(x, panel, steps, store); break;
-                    case 4: micro_float<Panel, 4>(x, panel, steps, store); break;
-                    case 5: micro_float<Panel, 5>(x, panel, steps, store); break;
-                    case 6: micro_float<Panel, 6>(x, panel, steps, store); break;
-                    case 7: micro_float<Panel, 7>(x, panel, steps, store); break;
-                    default: micro_float<Panel, 8>(x, panel, steps, store); break;
+                    case 1: micro_float<Panel, 1>(x, panel, steps, store, prefetch); break;
+                    case 2: micro_float<Panel, 2>(x, panel, steps, store, prefetch); break;
+                    case 3: micro_float<Panel, 3>(x, panel, steps, store, prefetch); break;
+                    case 4: micro_float<Panel, 4>(x, panel, steps, store, prefetch); break;
+                    case 5: micro_float<Panel, 5>(x, panel, steps, store, prefetch); break;
+                    case 6: micro_float<Panel, 6>(x, panel, steps, store, prefetch); break;
+                    case 7: micro_float<Panel, 7>(x, panel, steps, store, prefetch); break;
+                    default: micro_float<Panel, 8>(x, panel, steps, store, prefetch); break;
                   }
                 });
 }
@@ -175,18 +190,19 @@ void matmul_bf16(const uint32_t* packed_x, int64_t rows, const WeightMatrix& w, 
                  const float* bias, float* y, int64_t y_stride) {
   const int64_t steps = w.stored_cols() / 2;
   for_each_tile(rows, w, first_panel, end_panel, bias, y, y_stride,
-                [&](int64_t block, int block_rows, const void* panel_bytes, const TileStore& store) {
+                [&](int64_t block, int block_rows, const void* panel_bytes, const TileStore& store, const void* prefetch_bytes) {
                   const uint32_t* x = packed_x + block * steps * kPackedRows;
                   const uint16_t* panel = static_cast<const uint16_t*>(panel_bytes);
+                  const uint16_t* prefetch = static_cast<const uint16_t*>(prefetch_bytes);
                   switch (block_rows) {
-                    case 1: micro_bf16<1>(x, panel, steps, store); break;
-                    case 2: micro_bf16<2>(x, panel, steps, store); break;
-                    case 3: micro_bf16<3>(x, panel, steps, store); break;
-                    case 4: micro_bf16<4>(x, panel, steps, store); break;
-                    case 5: micro_bf16<5>(x, panel, steps, store); break;
-                    case 6: micro_bf16<6>(x, panel, steps, store); break;
-                    case 7: micro_bf16<7>(x, panel, steps, store); break;
-                    default: micro_bf16<8>(x, panel, steps, store); break;
+                    case 1: micro_bf16<1>(x, panel, steps, store, prefetch); break;
+                    case 2: micro_bf16<2>(x, panel, steps, store, prefetch); break;
+                    case 3: micro_bf16<3>(x, panel, steps, store, prefetch); break;
+                    case 4: micro_bf16<4>(x, panel, steps, store, prefetch); break;
+                    case 5: micro_bf16<5>(x, panel, steps, store, prefetch); break;
+                    case 6: micro_bf16<6>(x, panel, steps, store, prefetch); break;
+                    case 7: micro_bf16<7>(x, panel, steps, store, prefetch); break;
+                    default: micro_bf16<8>(x, panel, steps, store, prefetch); break;
                   }
                 });
 }
