@@ -65,6 +65,10 @@ export class FalconKvCache {
   [Symbol.dispose](): void {
     this.dispose();
   }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.dispose();
+  }
 }
 
 /** The token embedding and, reversed, the tied LM head. */
@@ -243,6 +247,10 @@ export class FalconBackbone {
   }
 
   [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
     this.dispose();
   }
 

@@ -1,26 +1,69 @@
 #!/usr/bin/env node
-/** The falcon-native command line: `run` (the main job) and `inspect`. */
+/** The falcon-native command line: `generate`, `run` (the main job) and `inspect`. */
 import { parseArgs } from "node:util";
 
 import { FalconBackbone } from "./backbone.js";
-import { FALCON_DTYPES, type FalconBackboneConfig, type FalconDType } from "./config.js";
+import { FalconCausalLM, presetTokenizerFiles } from "./causal-lm.js";
+import {
+  FALCON_DTYPES,
+  describeVariant,
+  parameterCount,
+  resolveBackboneConfig,
+  storageDType,
+  weightBytes,
+  type FalconBackboneConfig,
+  type FalconDType,
+} from "./config.js";
 import { FalconError } from "./errors.js";
+import type { GenerateOptions } from "./generate.js";
+import { readPreset } from "./presets/index.js";
 import { runtimeInfo, setNumThreads } from "./runtime.js";
+import type { SamplerConfig } from "./samplers.js";
 
 const HELP = `falcon-native — Falcon language models for Node.js
 
 Usage:
-  falcon-native run [--preset DIR] [options]   run the backbone on random token ids and report
-  falcon-native inspect PRESET                 print a preset's configuration and size
+  falcon-native generate --preset DIR [options] [TEXT...]   generate text (or token ids) from a prompt
+  falcon-native run [--preset DIR] [options]                run the backbone on random token ids and report
+  falcon-native inspect PRESET [--json] [--dtype TYPE]      a preset's configuration, size and the runtime
   falcon-native --help
 
-run options:
+generate:
+  TEXT...                   the prompt (the words are joined with spaces); needs a preset with a tokenizer
+  --preset DIR              keras-hub preset, Hugging Face checkpoint directory, built-in name, hf:// handle
+  --ids 1,2,3               a prompt as token ids instead of text (repeat for a batch); prints ids
+  --max-new-tokens N        new tokens per prompt (default 40 unless --max-length is given)
+  --max-length N            prompt + completion tokens at most (keras-hub's max_length)
+  --sampler NAME            greedy | top-k | top-p | temperature | random (default greedy;
+                            --k, --p or --temperature alone pick top-k, top-p or temperature)
+  --k N                     top-k candidates (default 5; with top-p: also cap the candidates)
+  --p X                     top-p probability mass in (0, 1] (default 0.1)
+  --temperature X           divide the logits by X before sampling (default 1; 0 = greedy)
+  --seed N                  sampler seed: the same seed gives the same text
+  --stop-token-ids 11,12    stop a row after any of these (default: the end token; "none": never)
+  --strip-prompt            print only the completion
+  --stream                  print the completion as it is generated (one prompt)
+  --dtype TYPE              ${FALCON_DTYPES.join(" | ")} (default: the preset's)
+  --threads N               worker threads (default: all cores, or FALCON_NUM_THREADS)
+  --verbose                 timings on stderr
+
+run:
   --preset DIR      keras-hub preset directory or built-in name (default: a small random model)
   --dtype TYPE      ${FALCON_DTYPES.join(" | ")} (default float32)
   --batch N         rows (default 2)
   --length N        tokens per row (default 64)
   --seed N          seed for the random model and the token ids (default 0)
   --threads N       worker threads (default: all cores, or FALCON_NUM_THREADS)
+
+inspect:
+  PRESET            a preset directory, built-in name or handle; no model is built or loaded
+  --dtype TYPE      report sizes for this dtype instead of the preset's
+  --json            print one JSON object
+
+Examples:
+  falcon-native generate --preset ./falcon_refinedweb_1b_en "The falcon" --max-new-tokens 40 --stream
+  falcon-native generate --preset ./checkpoint --ids 35,92,67 --sampler top-p --p 0.9 --seed 1
+  falcon-native inspect ./falcon_refinedweb_1b_en
 `;
 
 /** A small model that runs in well under a second on two cores. */
@@ -28,17 +71,42 @@ const DEFAULT_MODEL: FalconBackboneConfig = {
   vocabularySize: 1024, numLayers: 4, numAttentionHeads: 8, hiddenDim: 256, intermediateDim: 1024,
 };
 
+/** A usage mistake: the message says what to type instead. */
+class UsageError extends FalconError {}
+
 function positiveInteger(value: string | undefined, fallback: number, flag: string): number {
   if (value === undefined) return fallback;
   const parsed = Number(value);
-  if (!Number.isInteger(parsed) || parsed <= 0) throw new FalconError(`${flag} must be a positive integer, got "${value}"`);
+  if (!Number.isInteger(parsed) || parsed <= 0) throw new UsageError(`${flag} must be a positive integer, got "${value}"`);
   return parsed;
 }
 
 function nonNegativeInteger(value: string, flag: string): number {
   const parsed = Number(value);
-  if (!Number.isSafeInteger(parsed) || parsed < 0) throw new FalconError(`${flag} must be a non-negative integer, got "${value}"`);
+  if (value.trim() === "" || !Number.isSafeInteger(parsed) || parsed < 0) {
+    throw new UsageError(`${flag} must be a non-negative integer, got "${value}"`);
+  }
   return parsed;
+}
+
+function finiteNumber(value: string, flag: string): number {
+  const parsed = Number(value);
+  if (value.trim() === "" || !Number.isFinite(parsed)) throw new UsageError(`${flag} must be a number, got "${value}"`);
+  return parsed;
+}
+
+/** "1,2,3" (spaces allowed) → [1, 2, 3]. */
+function idList(value: string, flag: string): number[] {
+  const parts = value.split(/[\s,]+/).filter((part) => part !== "");
+  if (parts.length === 0) throw new UsageError(`${flag} needs comma-separated token ids, e.g. ${flag} 1,2,3`);
+  return parts.map((part) => nonNegativeInteger(part, flag));
+}
+
+function dtypeOption(value: string | undefined): FalconDType | undefined {
+  if (value !== undefined && !FALCON_DTYPES.includes(value as FalconDType)) {
+    throw new UsageError(`--dtype must be one of ${FALCON_DTYPES.join(", ")}, got "${value}"`);
+  }
+  return value as FalconDType | undefined;
 }
 
 /** Deterministic ids so the checksum is reproducible across runs and machines. */
@@ -60,10 +128,7 @@ async function run(args: string[]): Promise<void> {
       seed: { type: "string" }, threads: { type: "string" },
     },
   });
-  if (values.dtype !== undefined && !FALCON_DTYPES.includes(values.dtype as FalconDType)) {
-    throw new FalconError(`--dtype must be one of ${FALCON_DTYPES.join(", ")}`);
-  }
-  const dtype = values.dtype as FalconDType | undefined;
+  const dtype = dtypeOption(values.dtype);
   const batch = positiveInteger(values.batch, 2, "--batch");
   const length = positiveInteger(values.length, 64, "--length");
   const seed = values.seed === undefined ? 0 : nonNegativeInteger(values.seed, "--seed");
@@ -83,7 +148,7 @@ async function run(args: string[]): Promise<void> {
   const forwardMs = performance.now() - start;
   const logits = await model.tokenEmbedding.reverse(hidden);
   let checksum = 0;
-  for (let i = 0; i < hidden.data.length; i++) checksum += hidden.data[i] * ((i % 7) + 1);
+  for (let i = 0; i < hidden.data.length; i++) checksum += hidden.data[i]! * ((i % 7) + 1);
   const info = model.info();
   console.log(`model      ${values.preset ?? "random (embedded default)"}: ${config.numLayers} layers, hidden ${config.hiddenDim}, ` +
     `${config.numAttentionHeads} heads, vocab ${config.vocabularySize}, ${info.parameterCount.toLocaleString("en-US")} parameters, ${info.dtype}`);
@@ -96,14 +161,177 @@ async function run(args: string[]): Promise<void> {
   model.dispose();
 }
 
+/** The backend a model of this dtype runs on, from a throwaway one-layer model (a few bytes). */
+function backendName(dtype: FalconDType): string {
+  const probe = new FalconBackbone({ vocabularySize: 1, numLayers: 1, numAttentionHeads: 1, hiddenDim: 2, intermediateDim: 2, dtype });
+  try {
+    return probe.info().backend;
+  } finally {
+    probe.dispose();
+  }
+}
+
 async function inspect(args: string[]): Promise<void> {
-  const { positionals } = parseArgs({ args, allowPositionals: true });
-  if (positionals.length !== 1) throw new FalconError("inspect takes one preset directory or name: falcon-native inspect PRESET");
-  const model = await FalconBackbone.fromPreset(positionals[0], { loadWeights: false });
-  const info = model.info();
-  console.log(JSON.stringify({ config: model.getConfig(), parameterCount: info.parameterCount, weightBytes: info.weightBytes,
-    dtype: info.dtype, backend: info.backend, ...runtimeInfo() }, null, 2));
-  model.dispose();
+  const { values, positionals } = parseArgs({
+    args, allowPositionals: true, options: { json: { type: "boolean" }, dtype: { type: "string" } },
+  });
+  if (positionals.length !== 1) throw new UsageError("inspect takes one preset directory or name: falcon-native inspect PRESET");
+  const preset = await readPreset(positionals[0]!);
+  const dtype = dtypeOption(values.dtype);
+  const config = resolveBackboneConfig({ ...preset.config, ...(dtype ? { dtype } : {}) });
+  const { variant, description } = describeVariant(config);
+  const tokenizer = presetTokenizerFiles(preset.directory);
+  const runtime = runtimeInfo();
+  const report = {
+    preset: preset.directory,
+    format: preset.format,
+    variant,
+    description,
+    config,
+    parameterCount: parameterCount(config),
+    dtype: config.dtype,
+    storageDtype: storageDType(config.dtype),
+    weightBytes: weightBytes(config),
+    tokenizer,
+    backend: backendName(config.dtype),
+    isa: runtime.isa,
+    supportedIsas: runtime.supportedIsas,
+    threads: runtime.threads,
+  };
+  if (values.json) {
+    console.log(JSON.stringify(report, null, 2));
+    return;
+  }
+  const c = config;
+  const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(bytes < 2 ** 20 ? 3 : 1)} MiB`;
+  const lines: [string, string][] = [
+    ["preset", `${report.preset} (${preset.format === "keras" ? "keras-hub preset" : "Hugging Face checkpoint"})`],
+    ["variant", description],
+    ["layers", `${c.numLayers} × hidden ${c.hiddenDim}, ${c.numAttentionHeads} heads (${c.numKeyValueHeads} key-value), intermediate ${c.intermediateDim}`],
+    ["vocabulary", `${c.vocabularySize} rows`],
+    ["positions", c.positionEncoding === "alibi" ? "ALiBi" :
+      `rotary, theta ${c.ropeTheta}${c.ropeScaling ? `, ${c.ropeScaling.type} scaling ×${c.ropeScaling.factor}` : ""}, max ${c.maxPositionEmbeddings}`],
+    ["blocks", `${c.blockLayout.replaceAll("_", " ")}, ${c.useBias ? "with" : "without"} biases, ${c.tieWordEmbeddings ? "tied" : "untied"} head, layer norm ε ${c.layerNormEpsilon}`],
+    ["parameters", report.parameterCount.toLocaleString("en-US")],
+    ["dtype", `${c.dtype} (weights stored as ${report.storageDtype})`],
+    ["weights", `${mib(report.weightBytes)} (${report.weightBytes.toLocaleString("en-US")} bytes)`],
+    ["tokenizer", tokenizer ?? "none (generate takes token ids: --ids 1,2,3)"],
+    ["runtime", `${report.backend} backend, ${runtime.isa} kernels (supported: ${runtime.supportedIsas.join(", ")}), ${runtime.threads} threads`],
+  ];
+  for (const [key, value] of lines) console.log(`${key.padEnd(11)}${value}`);
+}
+
+const SAMPLER_NAMES: Record<string, SamplerConfig["type"]> = {
+  greedy: "greedy", "top-k": "topK", "top-p": "topP", temperature: "temperature", random: "random",
+  topK: "topK", topP: "topP", top_k: "topK", top_p: "topP",
+};
+
+function samplerOption(values: { sampler?: string; k?: string; p?: string; temperature?: string; seed?: string }): SamplerConfig {
+  let name = values.sampler;
+  if (name === undefined) name = values.p !== undefined ? "top-p" : values.k !== undefined ? "top-k" : values.temperature !== undefined ? "temperature" : "greedy";
+  const type = SAMPLER_NAMES[name];
+  if (!type) throw new UsageError(`--sampler must be one of greedy, top-k, top-p, temperature, random; got "${name}"`);
+  const applies: Record<string, SamplerConfig["type"][]> = {
+    "--k": ["topK", "topP"], "--p": ["topP"], "--temperature": ["topK", "topP", "temperature", "random"], "--seed": ["topK", "topP", "temperature", "random"],
+  };
+  const given: Record<string, string | undefined> = { "--k": values.k, "--p": values.p, "--temperature": values.temperature, "--seed": values.seed };
+  for (const [flag, value] of Object.entries(given)) {
+    if (value !== undefined && !applies[flag]!.includes(type)) {
+      const names = Object.keys(SAMPLER_NAMES).filter((n) => n.includes("-") || !/[A-Z_]/.test(n)).filter((n) => applies[flag]!.includes(SAMPLER_NAMES[n]!));
+      throw new UsageError(`${flag} does not apply to --sampler ${name}; use it with --sampler ${names.join(" | ")}`);
+    }
+  }
+  const config: Record<string, unknown> = { type };
+  if (values.k !== undefined) config["k"] = positiveInteger(values.k, 1, "--k");
+  if (values.p !== undefined) config["p"] = finiteNumber(values.p, "--p");
+  if (values.temperature !== undefined) config["temperature"] = finiteNumber(values.temperature, "--temperature");
+  if (values.seed !== undefined) config["seed"] = nonNegativeInteger(values.seed, "--seed");
+  return config as unknown as SamplerConfig;
+}
+
+async function generateCommand(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      preset: { type: "string" }, ids: { type: "string", multiple: true }, "max-new-tokens": { type: "string" },
+      "max-length": { type: "string" }, sampler: { type: "string" }, k: { type: "string" }, p: { type: "string" },
+      temperature: { type: "string" }, seed: { type: "string" }, "stop-token-ids": { type: "string" },
+      "strip-prompt": { type: "boolean" }, stream: { type: "boolean" }, dtype: { type: "string" }, threads: { type: "string" },
+      verbose: { type: "boolean" },
+    },
+  });
+  if (!values.preset) {
+    throw new UsageError('generate needs --preset DIR (a keras-hub preset or Hugging Face checkpoint directory): falcon-native generate --preset DIR "The falcon"');
+  }
+  const text = positionals.join(" ");
+  const ids = (values.ids ?? []).map((row) => idList(row, "--ids"));
+  if (ids.length > 0 && positionals.length > 0) throw new UsageError("give either a text prompt or --ids, not both");
+  if (ids.length === 0 && positionals.length === 0) {
+    throw new UsageError('give a prompt: falcon-native generate --preset DIR "The falcon", or token ids with --ids 1,2,3');
+  }
+  if (values.stream && ids.length > 1) throw new UsageError("--stream prints one prompt as it is generated; give a single --ids row");
+  const options: GenerateOptions = { sampler: samplerOption(values), stripPrompt: values["strip-prompt"] ?? false };
+  if (values["max-length"] !== undefined) options.maxLength = positiveInteger(values["max-length"], 1, "--max-length");
+  if (values["max-new-tokens"] !== undefined) options.maxNewTokens = nonNegativeInteger(values["max-new-tokens"], "--max-new-tokens");
+  else if (options.maxLength === undefined) options.maxNewTokens = 40;
+  const stop = values["stop-token-ids"];
+  if (stop !== undefined) options.stopTokenIds = stop === "none" ? null : idList(stop, "--stop-token-ids");
+  const dtype = dtypeOption(values.dtype);
+  if (values.threads !== undefined) setNumThreads(positiveInteger(values.threads, 1, "--threads"));
+
+  const loadStart = performance.now();
+  const lm = await FalconCausalLM.fromPreset(values.preset, { dtype });
+  try {
+    const loadMs = performance.now() - loadStart;
+    if (ids.length === 0 && !lm.tokenizer) {
+      throw new UsageError(
+        `${values.preset} has no tokenizer (no assets/tokenizer/vocabulary.json, no HF tokenizer.json), so it cannot take text: ` +
+          "pass token ids with --ids 1,2,3, or add the tokenizer files to the preset",
+      );
+    }
+    let generated = 0;
+    const start = performance.now();
+    const onToken = () => void generated++;
+    const out = process.stdout;
+    if (values.stream && ids.length === 0) {
+      if (!options.stripPrompt) out.write(text);
+      for await (const piece of lm.stream(text, { ...options, onToken })) out.write(piece);
+      out.write("\n");
+    } else if (values.stream) {
+      // Ids in, ids out: each id as soon as it is sampled.
+      const prompt = ids[0]!;
+      let first = true;
+      if (!options.stripPrompt) {
+        out.write(prompt.join(","));
+        first = false;
+      }
+      await lm.generate(prompt, {
+        ...options,
+        onToken: (id) => {
+          generated++;
+          out.write(`${first ? "" : ","}${id}`);
+          first = false;
+        },
+      });
+      out.write("\n");
+    } else if (ids.length > 0) {
+      const rows = await lm.generate(ids, { ...options, onToken });
+      for (const row of rows) out.write(`${Array.from(row).join(",")}\n`);
+    } else {
+      out.write(`${await lm.generate(text, { ...options, onToken })}\n`);
+    }
+    if (values.verbose) {
+      const ms = performance.now() - start;
+      const runtime = runtimeInfo();
+      process.stderr.write(
+        `load ${loadMs.toFixed(1)} ms; generated ${generated} tokens in ${ms.toFixed(1)} ms ` +
+          `(${(generated / (ms / 1000)).toFixed(1)} tokens/s); ${lm.backbone.info().backend} backend, ${runtime.isa} kernels, ${runtime.threads} threads\n`,
+      );
+    }
+  } finally {
+    lm.dispose();
+  }
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -112,11 +340,15 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return 0;
   }
-  const commands: Record<string, (args: string[]) => Promise<void>> = { run, inspect };
+  const commands: Record<string, (args: string[]) => Promise<void>> = { generate: generateCommand, run, inspect };
   const handler = commands[command];
   if (!handler) {
-    process.stderr.write(`falcon-native: unknown command "${command}"\n\n${HELP}`);
+    process.stderr.write(`falcon-native: unknown command "${command}" (commands: generate, run, inspect)\n\n${HELP}`);
     return 2;
+  }
+  if (rest.includes("--help") || rest.includes("-h")) {
+    process.stdout.write(HELP);
+    return 0;
   }
   try {
     await handler(rest);
@@ -124,7 +356,7 @@ async function main(argv: string[]): Promise<number> {
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     process.stderr.write(`falcon-native ${command}: ${message}\nRun "falcon-native --help" for usage.\n`);
-    return 1;
+    return error instanceof UsageError || (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS") ? 2 : 1;
   }
 }
 

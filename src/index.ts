@@ -1,7 +1,31 @@
 export { FalconBackbone, FalconKvCache, TokenEmbedding } from "./backbone.js";
 export { FalconCausalLM } from "./causal-lm.js";
+export type { CausalLMFromPresetOptions, FalconCausalLMOptions } from "./causal-lm.js";
+export type { GenerateOptions, StreamPiece } from "./generate.js";
+export { FalconCausalLMPreprocessor } from "./preprocessor.js";
+export type {
+  CausalLMTrainingBatch,
+  FalconCausalLMPreprocessorOptions,
+  GeneratePreprocessOptions,
+  PackedPrompts,
+  PaddedPrompts,
+  PromptInput,
+} from "./preprocessor.js";
+export {
+  SeededRandom,
+  argmax,
+  createSampler,
+  resolveSamplerConfig,
+  sampleRandom,
+  sampleTopK,
+  sampleTopP,
+  topKIndices,
+  topPNucleus,
+} from "./samplers.js";
+export type { ResolvedSamplerConfig, SamplerConfig, SamplerSpec, SamplerType, StochasticSamplerOptions, TokenSampler } from "./samplers.js";
+export { TokenStreamDecoder } from "./stream-decoder.js";
 export type { CreateCacheOptions, FromPresetOptions } from "./backbone.js";
-export { FALCON_DTYPES } from "./config.js";
+export { FALCON_DTYPES, describeVariant, parameterCount, weightBytes } from "./config.js";
 export type { BlockLayout, FalconBackboneConfig, FalconDType, PositionEncoding, ResolvedBackboneConfig, RopeScaling } from "./config.js";
 export {
   FalconConfigError,

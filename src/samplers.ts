@@ -217,6 +217,7 @@ export class SamplerScratch {
   candidates = new Int32Array(0);
   probabilities = new Float64Array(0);
   selected = new Int32Array(0);
+  flags = new Uint8Array(0);
 
   ensure(size: number): void {
     if (this.ids.length < size) {
@@ -225,6 +226,7 @@ export class SamplerScratch {
       this.candidates = new Int32Array(size);
       this.probabilities = new Float64Array(size);
       this.selected = new Int32Array(size);
+      this.flags = new Uint8Array(size);
     }
   }
 }
@@ -256,8 +258,8 @@ export function sampleTopK(
 /**
  * The nucleus of a row (keras-hub TopPSampler): ids sorted by probability, kept while the mass
  * before them is below p, so the smallest set whose mass reaches p (at least one id). With k, only
- * the k most likely ids are candidates. Returns the ids and their probabilities (renormalised over
- * all candidates, not over the nucleus).
+ * the k most likely ids are candidates. Returns the ids best first and their probabilities
+ * (normalised over all candidates, not over the nucleus).
  */
 export function topPNucleus(
   logits: Float32Array, offset: number, allowed: number, p: number, temperature: number, k: number | null = null,
@@ -265,13 +267,16 @@ export function topPNucleus(
 ): { ids: Int32Array; probabilities: Float64Array } {
   checkRow(logits, offset, allowed);
   const size = selectNucleus(logits, offset, allowed, p, temperature, k, scratch);
-  return { ids: scratch.ids.slice(0, size), probabilities: scratch.weights.slice(0, size) };
+  const order = Array.from({ length: size }, (_, n) => n)
+    .sort((a, b) => scratch.weights[b]! - scratch.weights[a]! || scratch.ids[a]! - scratch.ids[b]!);
+  return { ids: Int32Array.from(order, (n) => scratch.ids[n]!), probabilities: Float64Array.from(order, (n) => scratch.weights[n]!) };
 }
 
 /**
- * Leaves the nucleus in scratch.ids[0..n) with its probabilities in scratch.weights[0..n), best
- * first; returns n. Only candidates whose probability reaches a threshold are sorted: the threshold
- * starts at the largest probability and drops 8× until the mass at or above it reaches p.
+ * Leaves the nucleus in scratch.ids[0..n) with its probabilities in scratch.weights[0..n), in
+ * candidate order (ids ascending, or top-k rank with k); returns n. A quickselect over the order
+ * (probability descending, id ascending) finds it in expected linear time: no sort, however flat the
+ * distribution (a 50k-token row with p = 0.9 can have tens of thousands of ids in its nucleus).
  */
 function selectNucleus(
   logits: Float32Array, offset: number, allowed: number, p: number, temperature: number, k: number | null,
@@ -282,38 +287,54 @@ function selectNucleus(
   const ids = k !== null && k < allowed ? topKIndices(logits, offset, allowed, count, scratch.candidates) : null;
   const probabilities = scratch.probabilities;
   const total = softmaxWeights(logits, offset, ids, count, temperature, probabilities);
-  let max = 0;
-  for (let i = 0; i < count; i++) {
-    const probability = probabilities[i]! / total;
-    probabilities[i] = probability;
-    if (probability > max) max = probability;
-  }
-  const selected = scratch.selected;
+  const work = scratch.selected;
   let size = 0;
-  for (let threshold = max; ; threshold /= 8) {
-    let mass = 0;
-    size = 0;
-    for (let i = 0; i < count; i++) {
-      const probability = probabilities[i]!;
-      if (probability >= threshold && probability > 0) {
-        mass += probability;
-        selected[size++] = i;
+  for (let i = 0; i < count; i++) {
+    probabilities[i] = probabilities[i]! / total;
+    if (probabilities[i]! > 0) work[size++] = i;
+  }
+  // Candidates are compared by probability, then by their index (id order, or rank with k).
+  const better = (a: number, b: number): boolean =>
+    probabilities[a]! > probabilities[b]! || (probabilities[a]! === probabilities[b]! && a < b);
+  // work[0..lo) is in the nucleus, work[hi..size) is out, work[lo..hi) is undecided.
+  let lo = 0;
+  let hi = size;
+  let mass = 0;
+  while (lo < hi && mass < p) {
+    const middle = (lo + hi) >>> 1;
+    const pivot = work[middle]!;
+    work[middle] = work[hi - 1]!;
+    work[hi - 1] = pivot;
+    let store = lo;
+    let massBetter = 0;
+    for (let j = lo; j < hi - 1; j++) {
+      const candidate = work[j]!;
+      if (better(candidate, pivot)) {
+        work[j] = work[store]!;
+        work[store++] = candidate;
+        massBetter += probabilities[candidate]!;
       }
     }
-    if (mass >= p || threshold < 1e-300 || size === count) break;
+    work[hi - 1] = work[store]!;
+    work[store] = pivot;
+    if (mass + massBetter >= p) {
+      hi = store;  // the cut falls among the better ones
+    } else {
+      mass += massBetter + probabilities[pivot]!;
+      lo = store + 1;
+    }
   }
-  const idOf = (i: number): number => (ids ? ids[i]! : i);
-  selected.subarray(0, size).sort((a, b) => probabilities[b]! - probabilities[a]! || idOf(a) - idOf(b));
-  let kept = 0;
-  let before = 0;
-  while (kept < size && (kept === 0 || before < p)) {
-    const i = selected[kept]!;
-    scratch.ids[kept] = idOf(i);
-    scratch.weights[kept] = probabilities[i]!;
-    before += probabilities[i]!;
-    kept++;
+  // Candidate order (not probability order) keeps this linear; the draw's distribution is the same.
+  const kept = scratch.flags;
+  kept.fill(0, 0, count);
+  for (let n = 0; n < lo; n++) kept[work[n]!] = 1;
+  let n = 0;
+  for (let i = 0; i < count; i++) {
+    if (!kept[i]) continue;
+    scratch.ids[n] = ids ? ids[i]! : i;
+    scratch.weights[n++] = probabilities[i]!;
   }
-  return kept;
+  return n;
 }
 
 /** Samples from the nucleus of the row (see topPNucleus). */
