@@ -161,15 +161,6 @@ async function run(args: string[]): Promise<void> {
   model.dispose();
 }
 
-/** The backend a model of this dtype runs on, from a throwaway one-layer model (a few bytes). */
-function backendName(dtype: FalconDType): string {
-  const probe = new FalconBackbone({ vocabularySize: 1, numLayers: 1, numAttentionHeads: 1, hiddenDim: 2, intermediateDim: 2, dtype });
-  try {
-    return probe.info().backend;
-  } finally {
-    probe.dispose();
-  }
-}
 
 async function inspect(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
@@ -193,7 +184,7 @@ async function inspect(args: string[]): Promise<void> {
     storageDtype: storageDType(config.dtype),
     weightBytes: weightBytes(config),
     tokenizer,
-    backend: backendName(config.dtype),
+    backend: runtimeInfo().backend,
     isa: runtime.isa,
     supportedIsas: runtime.supportedIsas,
     threads: runtime.threads,

@@ -114,6 +114,8 @@ export interface NativeAddon {
   setNumThreads(threads: number): void;
   /** The kernel family in use, the families this CPU supports, and the raw feature flags. */
   cpuInfo(): { isa: CpuIsa; supportedIsas: CpuIsa[]; features: Record<string, boolean> };
+  /** The backend new models run on ("cpu"; a CUDA build reports its own). */
+  defaultBackend(): string;
   /** Switches the kernel family process-wide (must be supported; FALCON_ISA sets the initial one). */
   setIsa(isa: CpuIsa): void;
   /** Measures read bandwidth over a buffer of `bytes` and the f32 FMA / bf16 dot peaks, on all pool threads. */

@@ -5,6 +5,8 @@ import { callNativeSync, native, type CpuIsa } from "./native.js";
 export type { CpuIsa } from "./native.js";
 
 export interface RuntimeInfo {
+  /** The backend new models run on. */
+  backend: string;
   /** The kernel family in use. */
   isa: CpuIsa;
   /** Families this CPU and OS can run (FALCON_ISA picks one at startup). */
@@ -16,7 +18,7 @@ export interface RuntimeInfo {
 
 export function runtimeInfo(): RuntimeInfo {
   const { isa, supportedIsas, features } = native().cpuInfo();
-  return { isa, supportedIsas, threads: native().numThreads(), features };
+  return { backend: native().defaultBackend(), isa, supportedIsas, threads: native().numThreads(), features };
 }
 
 /** Resizes the native thread pool; call it while no model call is running. */

@@ -1,6 +1,7 @@
 // Entry point of the falcon-native addon: registers the native classes and process-wide settings.
 #include <napi.h>
 
+#include "../core/backend.h"
 #include "../core/model.h"
 #include "../core/thread_pool.h"
 #include "../cpu/cpu_features.h"
@@ -44,6 +45,11 @@ Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   for (const auto& [name, value] : flags) features.Set(name, Napi::Boolean::New(env, value));
   result.Set("features", features);
   return result;
+}
+
+// defaultBackend() → the backend new models run on.
+Napi::Value DefaultBackend(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), make_cpu_backend()->name());
 }
 
 // setIsa(name): picks a kernel family this CPU supports (tests run the fixtures through each).
@@ -154,6 +160,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("alibiSlopes", Napi::Function::New(env, AlibiSlopes));
   exports.Set("cpuInfo", Napi::Function::New(env, CpuInfo));
+  exports.Set("defaultBackend", Napi::Function::New(env, DefaultBackend));
   exports.Set("probeMachine", Napi::Function::New(env, ProbeMachine));
   exports.Set("setIsa", Napi::Function::New(env, SetIsa));
   exports.Set("rotaryTables", Napi::Function::New(env, RotaryTables));
