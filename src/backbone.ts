@@ -9,7 +9,8 @@ import {
   type FalconDType,
   type ResolvedBackboneConfig,
 } from "./config.js";
-import { FalconDisposedError, FalconInputError } from "./errors.js";
+import { FalconInputError } from "./errors.js";
+import { NativeResource } from "./native-resource.js";
 import { packInputs, type BackboneInputs, type PackedInputs, type Tensor, type TokenIdsInput } from "./inputs.js";
 import { callNative, callNativeSync, native, type NativeKvCache, type NativeModel, type NativeModelInfo } from "./native.js";
 import { BUILTIN_PRESETS } from "./presets/builtin.js";
@@ -30,44 +31,24 @@ export interface CreateCacheOptions {
 }
 
 /** Per-sequence key/value storage for incremental decoding with one model. */
-export class FalconKvCache {
-  #native: NativeKvCache | null;
-
+export class FalconKvCache extends NativeResource<NativeKvCache> {
   /** @internal Use FalconBackbone.createCache. */
   constructor(
     nativeCache: NativeKvCache,
     readonly batchSize: number,
     readonly maxLength: number,
   ) {
-    this.#native = nativeCache;
+    super(nativeCache, "KV cache");
   }
 
   /** @internal */
   get native(): NativeKvCache {
-    if (!this.#native) throw new FalconDisposedError("this KV cache has been disposed");
-    return this.#native;
+    return this.handle;
   }
 
   /** Bytes of key/value storage held natively. */
   get byteSize(): number {
-    return this.native.byteSize();
-  }
-
-  get disposed(): boolean {
-    return this.#native === null;
-  }
-
-  dispose(): void {
-    this.#native?.dispose();
-    this.#native = null;
-  }
-
-  [Symbol.dispose](): void {
-    this.dispose();
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    this.dispose();
+    return this.handle.byteSize();
   }
 }
 
@@ -111,24 +92,24 @@ export class TokenEmbedding {
 
 const LOADING = Symbol("loading");
 
-export class FalconBackbone {
+export class FalconBackbone extends NativeResource<NativeModel> {
   /** Built-in preset names and their metadata. */
   static readonly presets = BUILTIN_PRESETS;
 
   readonly tokenEmbedding: TokenEmbedding;
   readonly #config: ResolvedBackboneConfig;
-  #native: NativeModel | null;
   #ready: Promise<void>;
 
   constructor(config: FalconBackboneConfig, initialisation?: typeof LOADING) {
-    this.#config = resolveBackboneConfig(config);
-    this.#native = callNativeSync(() => new (native().NativeModel)(toNativeConfig(this.#config)));
+    const resolved = resolveBackboneConfig(config);
+    super(callNativeSync(() => new (native().NativeModel)(toNativeConfig(resolved))), "model");
+    this.#config = resolved;
     this.tokenEmbedding = new TokenEmbedding(this);
     if (initialisation === LOADING) {
       this.#ready = Promise.resolve();
     } else {
       // Initialisation runs off the event loop; every call awaits it.
-      const model = this.#native;
+      const model = this.handle;
       this.#ready = callNative(() => model.initializeRandom(this.#config.seed));
       this.#ready.catch(() => undefined);
     }
@@ -145,7 +126,7 @@ export class FalconBackbone {
     if (options.loadWeights === false) return new FalconBackbone(config);
     const backbone = new FalconBackbone(config, LOADING);
     try {
-      await preset.loadWeights(backbone.#config, backbone.#native!);
+      await preset.loadWeights(backbone.#config, backbone.handle);
     } catch (error) {
       backbone.dispose();
       throw error;
@@ -160,7 +141,7 @@ export class FalconBackbone {
 
   /** Parameter count, weight bytes, storage dtype and the backend in use. */
   info(): NativeModelInfo {
-    return this.requireNative().info();
+    return this.handle.info();
   }
 
   /** Hidden states after the final layer norm, [batch, length, hiddenDim]. */
@@ -181,7 +162,7 @@ export class FalconBackbone {
         throw new FalconInputError(`createCache: ${key} must be a positive integer, got ${String(value)}`);
       }
     }
-    const model = this.requireNative();
+    const model = this.handle;
     const nativeCache = callNativeSync(() => new (native().NativeKvCache)(model, batchSize, maxLength));
     return new FalconKvCache(nativeCache, batchSize, maxLength);
   }
@@ -236,32 +217,9 @@ export class FalconBackbone {
     await writeKerasPreset(directory, this.#config, await this.nativeModel(), options);
   }
 
-  get disposed(): boolean {
-    return this.#native === null;
-  }
-
-  /** Frees the native weights now (otherwise the garbage collector does it). */
-  dispose(): void {
-    this.#native?.dispose();
-    this.#native = null;
-  }
-
-  [Symbol.dispose](): void {
-    this.dispose();
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    this.dispose();
-  }
-
   /** @internal The native model once its initialisation has finished. */
   async nativeModel(): Promise<NativeModel> {
     await this.#ready;
-    return this.requireNative();
-  }
-
-  private requireNative(): NativeModel {
-    if (!this.#native) throw new FalconDisposedError("this model has been disposed");
-    return this.#native;
+    return this.handle;
   }
 }

@@ -30,7 +30,7 @@ const TOKENIZER_JSON = "tokenizer.json";
  * GPT-2's `bytes_to_unicode`: printable Latin-1 bytes stand for themselves and the other 68 bytes
  * are shifted to U+0100 upwards, so every byte is one visible character of a vocabulary token.
  */
-const BYTE_TO_UNICODE: readonly string[] = (() => {
+export const BYTE_TO_UNICODE: readonly string[] = (() => {
   const isPrintable = (byte: number): boolean =>
     (byte >= 0x21 && byte <= 0x7e) || (byte >= 0xa1 && byte <= 0xac) || (byte >= 0xae && byte <= 0xff);
   const table: string[] = [];

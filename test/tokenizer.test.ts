@@ -5,13 +5,12 @@ import { after, describe, it } from "node:test";
 import { Tiktoken } from "js-tiktoken/lite";
 import r50kBase from "js-tiktoken/ranks/r50k_base";
 import { FalconInputError, FalconPresetError } from "../src/errors.js";
-import { FalconTokenizer } from "../src/tokenizer.js";
+import { BYTE_TO_UNICODE, FalconTokenizer } from "../src/tokenizer.js";
 import {
   END_OF_TEXT,
   END_OF_TEXT_ID,
   type Gpt2Vocabulary,
   type Merge,
-  gpt2ByteToUnicode,
   gpt2Vocabulary,
   hfTokenizerJson,
   makeTempDir,
@@ -266,7 +265,7 @@ describe("FalconTokenizer from an HF tokenizer.json", () => {
  */
 function tinyVocabulary(): Gpt2Vocabulary {
   const vocabulary: Record<string, number> = {};
-  gpt2ByteToUnicode().forEach((symbol, byte) => {
+  BYTE_TO_UNICODE.forEach((symbol, byte) => {
     vocabulary[symbol] = byte;
   });
   const merges: Merge[] = [

@@ -7,6 +7,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import r50kBase from "js-tiktoken/ranks/r50k_base";
+import { BYTE_TO_UNICODE } from "../../src/tokenizer.js";
 
 export const END_OF_TEXT = "<|endoftext|>";
 export const END_OF_TEXT_ID = 50256;
@@ -21,21 +22,6 @@ export interface Gpt2Vocabulary {
   readonly merges: readonly Merge[];
 }
 
-/**
- * GPT-2's `bytes_to_unicode`: printable Latin-1 bytes stand for themselves, the other 68 bytes are
- * shifted to U+0100 and up, so every byte has a visible, non-whitespace character. Written out here
- * rather than imported from src so the test vocabulary is an independent oracle.
- */
-export function gpt2ByteToUnicode(): string[] {
-  const isPrintable = (byte: number): boolean =>
-    (byte >= 0x21 && byte <= 0x7e) || (byte >= 0xa1 && byte <= 0xac) || (byte >= 0xae && byte <= 0xff);
-  const table: string[] = [];
-  let shifted = 0;
-  for (let byte = 0; byte < 256; byte++) {
-    table.push(String.fromCharCode(isPrintable(byte) ? byte : 256 + shifted++));
-  }
-  return table;
-}
 
 /** Decodes js-tiktoken's packed rank table ("! <offset> <base64 token> <base64 token> ..." lines). */
 function readTiktokenRanks(): Uint8Array[] {
@@ -90,7 +76,7 @@ let cachedVocabulary: Gpt2Vocabulary | undefined;
 /** The GPT-2 vocabulary and merges, built once per process. */
 export function gpt2Vocabulary(): Gpt2Vocabulary {
   if (cachedVocabulary) return cachedVocabulary;
-  const byteToUnicode = gpt2ByteToUnicode();
+  const byteToUnicode = BYTE_TO_UNICODE;
   const tokensByRank = readTiktokenRanks().map((bytes) => Array.from(bytes, (byte) => byteToUnicode[byte]!).join(""));
   const vocabulary: Record<string, number> = {};
   tokensByRank.forEach((token, rank) => {
