@@ -1,5 +1,7 @@
 /** The FalconBackbone API: construction and config validation, inputs, caches and their misuse. */
 import assert from "node:assert/strict";
+import v8 from "node:v8";
+import vm from "node:vm";
 import { describe, it } from "node:test";
 
 import {
@@ -188,6 +190,28 @@ describe("KV cache", () => {
     for (const input of inputs) sequential.push((await model.call(input)).data);
     const concurrent = await Promise.all(inputs.map((input) => model.call(input)));
     concurrent.forEach((out, i) => assert.deepEqual(out.data, sequential[i]));
+    model.dispose();
+  });
+});
+
+describe("garbage collection", () => {
+  it("frees models and caches that were never disposed, without crashing", async () => {
+    v8.setFlagsFromString("--expose-gc");
+    const gc = vm.runInNewContext("gc") as () => void;
+    const before = process.memoryUsage().rss;
+    for (let i = 0; i < 20; i++) {
+      const model = new FalconBackbone({ ...TINY, vocabularySize: 4096, hiddenDim: 256, intermediateDim: 1024, seed: i });
+      const cache = model.createCache({ batchSize: 2, maxLength: 64 });
+      await model.callWithCache([[1, 2], [3, 4]], cache, 0);
+    }
+    for (let i = 0; i < 5; i++) {
+      gc();
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    // 20 models of ~14 MB each would be ~280 MB if finalizers never ran.
+    assert.ok(process.memoryUsage().rss - before < 200 * 2 ** 20, `RSS grew by ${(process.memoryUsage().rss - before) / 2 ** 20} MB`);
+    const model = new FalconBackbone(TINY);
+    assert.deepEqual((await model.call({ tokenIds: [[1]] })).shape, [1, 1, 32]);
     model.dispose();
   });
 });

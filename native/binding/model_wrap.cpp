@@ -1,5 +1,6 @@
 #include "model_wrap.h"
 
+#include <functional>
 #include <vector>
 
 #include "addon_data.h"
@@ -91,9 +92,13 @@ class TaskWorker : public Napi::AsyncWorker {
     }
   }
 
+  // Runs on the main thread once the work is over, before the promise settles.
+  void on_settle(std::function<void()> settle) { settle_ = std::move(settle); }
+
   void OnOK() override {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
+    if (settle_) settle_();
     if (error_.set) {
       deferred_.Reject(make_error(env, error_.kind, error_.message).Value());
       return;
@@ -107,6 +112,7 @@ class TaskWorker : public Napi::AsyncWorker {
   Finish finish_;
   PendingError error_;
   std::vector<Napi::Reference<Napi::Value>> retained_;
+  std::function<void()> settle_;
 };
 
 Napi::Value queue(TaskWorker* worker) {
@@ -328,12 +334,6 @@ Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
   auto backend = backend_;
   auto output = std::make_shared<std::unique_ptr<std::vector<float>>>();
   auto work = [=]() mutable {
-    struct Release {
-      KvCache* cache;
-      ~Release() {
-        if (cache) cache->release();
-      }
-    } release{cache.get()};
     std::shared_ptr<KvCache> active = cache;
     if (!active) active = std::make_shared<KvCache>(model->config(), batch, length);
     ForwardRequest request;
@@ -348,7 +348,10 @@ Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
     backend->forward(*model, request, active->workspace, (*output)->data());
   };
   auto finish = [output](Napi::Env env) -> Napi::Value { return adopt_floats(env, output->release()); };
-  return queue(new TaskWorker(env, work, finish));
+  auto* worker = new TaskWorker(env, work, finish);
+  // The cache stays busy until the promise settles, so JavaScript never sees it free while in use.
+  if (cache) worker->on_settle([cache] { cache->release(); });
+  return queue(worker);
 }
 
 // projectLogits(hidden: Float32Array, rows) → Promise<Float32Array> [rows, vocab]
