@@ -145,32 +145,37 @@ void Model::set_weight(const std::string& name, int64_t row_offset, const Tensor
 
   const int64_t rows = source.rows;
   const int64_t cols = source.cols;
-  // Element (r, c) of the logical [rows, cols] source.
-  auto source_value = [&](int64_t r, int64_t c) {
-    const size_t index = source.input_major ? size_t(c) * size_t(rows) + size_t(r) : size_t(r) * size_t(cols) + size_t(c);
-    return load_as_f32(source.data, source.dtype, index);
-  };
   if (s.matrix != nullptr) {
     WeightMatrix& m = *s.matrix;
-    global_thread_pool().parallel_for(rows, 16, [&](int64_t begin, int64_t end) {
+    // Rows go in blocks: the block is first widened to float32 (for input-major sources, column by
+    // column, so reads stay contiguous), then each row is quantised or rounded into its panel slots.
+    global_thread_pool().parallel_for(rows, kPanelWidth, [&](int64_t begin, int64_t end) {
+      thread_local std::vector<float> block;
+      const int64_t count = end - begin;
+      if (block.size() < size_t(count * cols)) block.resize(size_t(count * cols));
+      if (source.input_major) {
+        for (int64_t c = 0; c < cols; ++c) {
+          for (int64_t r = begin; r < end; ++r) {
+            block[size_t((r - begin) * cols + c)] = load_as_f32(source.data, source.dtype, size_t(c) * size_t(rows) + size_t(r));
+          }
+        }
+      } else {
+        for (int64_t i = 0; i < count * cols; ++i) {
+          block[size_t(i)] = load_as_f32(source.data, source.dtype, size_t(begin * cols + i));
+        }
+      }
       for (int64_t r = begin; r < end; ++r) {
+        const float* values = block.data() + (r - begin) * cols;
         const int64_t n = row_offset + r;
-        float scale = 1.0f;
         if (m.dtype == DType::Int8) {
           // Symmetric per-output-row quantisation: the largest magnitude maps to ±127.
           float largest = 0.0f;
-          for (int64_t c = 0; c < cols; ++c) largest = std::max(largest, std::fabs(source_value(r, c)));
-          scale = largest > 0.0f ? largest / 127.0f : 1.0f;
+          for (int64_t c = 0; c < cols; ++c) largest = std::max(largest, std::fabs(values[c]));
+          const float scale = largest > 0.0f ? largest / 127.0f : 1.0f;
           m.scales[size_t(n)] = scale;
-        }
-        for (int64_t c = 0; c < cols; ++c) {
-          const float value = source_value(r, c);
-          const size_t at = m.offset(n, c);
-          if (m.dtype == DType::Int8) {
-            static_cast<int8_t*>(m.data)[at] = int8_t(std::lrintf(value / scale));
-          } else {
-            store_from_f32(m.data, m.dtype, at, value);
-          }
+          for (int64_t c = 0; c < cols; ++c) static_cast<int8_t*>(m.data)[m.offset(n, c)] = int8_t(std::lrintf(values[c] / scale));
+        } else {
+          for (int64_t c = 0; c < cols; ++c) store_from_f32(m.data, m.dtype, m.offset(n, c), values[c]);
         }
       }
     });
@@ -179,7 +184,7 @@ void Model::set_weight(const std::string& name, int64_t row_offset, const Tensor
     const DType vector_dtype = config_.dtype == DType::Int8 ? DType::Float32 : config_.dtype;
     uint32_t scratch = 0;
     for (int64_t r = 0; r < rows; ++r) {
-      store_from_f32(&scratch, vector_dtype, 0, source_value(r, 0));
+      store_from_f32(&scratch, vector_dtype, 0, load_as_f32(source.data, source.dtype, size_t(r)));
       (*s.vector)[size_t(row_offset + r)] = load_as_f32(&scratch, vector_dtype, 0);
     }
   }
