@@ -55,7 +55,7 @@ async function main(): Promise<void> {
   const log = (line: string) => { if (!values.json) console.log(line); };
 
   const runtime = runtimeInfo();
-  const probe = await native().probeMachine(values.small ? 256 << 20 : 2 << 30);
+  const probe = await native().probeMachine(values.small ? 2 ** 28 : 2 ** 31);
   const machine = {
     cpu: cpuModel(), threads: runtime.threads, isa: runtime.isa, node: process.versions.node,
     readGBps: probe.readBytesPerSecond / 1e9, f32Gflops: probe.f32FlopsPerSecond / 1e9, bf16Gflops: probe.bf16FlopsPerSecond / 1e9,

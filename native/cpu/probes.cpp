@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <memory>
+
+#include <sys/mman.h>
 
 #include "../core/thread_pool.h"
 #include "kernels/kernels.h"
@@ -20,7 +23,13 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 
 double probe_read_bandwidth(int64_t bytes, int repetitions) {
   const int64_t count = bytes / int64_t(sizeof(float));
-  std::unique_ptr<float[]> buffer(new float[size_t(count)]);
+  // Allocated like weight matrices (2 MiB aligned, transparent huge pages), so the probe reads memory
+  // the way the kernels do.
+  constexpr size_t kHugePage = size_t(2) << 20;
+  const size_t allocation = (size_t(bytes) + kHugePage - 1) / kHugePage * kHugePage;
+  std::unique_ptr<float, decltype(&std::free)> buffer(static_cast<float*>(std::aligned_alloc(kHugePage, allocation)), std::free);
+  if (!buffer) return 0.0;
+  madvise(buffer.get(), allocation, MADV_HUGEPAGE);
   ThreadPool& pool = global_thread_pool();
   const int64_t threads = pool.num_threads();
   // Each thread writes (and so owns) the part it later reads.
