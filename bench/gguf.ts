@@ -69,17 +69,19 @@ class ByteSink {
     return at;
   }
 
-  u8(value: number): void { this.#buffer.writeUInt8(value, this.#reserve(1)); }
-  u32(value: number): void { this.#buffer.writeUInt32LE(value, this.#reserve(4)); }
-  i32(value: number): void { this.#buffer.writeInt32LE(value, this.#reserve(4)); }
-  f32(value: number): void { this.#buffer.writeFloatLE(value, this.#reserve(4)); }
-  u64(value: number): void { this.#buffer.writeBigUInt64LE(BigInt(value), this.#reserve(8)); }
+  // Reserve first: growing replaces the buffer, so it must not be read before.
+  u8(value: number): void { const at = this.#reserve(1); this.#buffer.writeUInt8(value, at); }
+  u32(value: number): void { const at = this.#reserve(4); this.#buffer.writeUInt32LE(value, at); }
+  i32(value: number): void { const at = this.#reserve(4); this.#buffer.writeInt32LE(value, at); }
+  f32(value: number): void { const at = this.#reserve(4); this.#buffer.writeFloatLE(value, at); }
+  u64(value: number): void { const at = this.#reserve(8); this.#buffer.writeBigUInt64LE(BigInt(value), at); }
   string(value: string): void {
     const bytes = Buffer.from(value, "utf8");
     this.u64(bytes.length);
-    bytes.copy(this.#buffer, this.#reserve(bytes.length));
+    const at = this.#reserve(bytes.length);
+    bytes.copy(this.#buffer, at);
   }
-  zeros(count: number): void { this.#buffer.fill(0, this.#reserve(count), this.#length); }
+  zeros(count: number): void { const at = this.#reserve(count); this.#buffer.fill(0, at, at + count); }
   bytes(): Buffer { return this.#buffer.subarray(0, this.#length); }
 }
 
