@@ -66,7 +66,11 @@ const seed = Number(args.seed);
 const flashAttention = { auto: "auto", on: true, off: false }[args["flash-attn"]];
 if (flashAttention === undefined) throw new Error("--flash-attn must be auto, on or off");
 
-/** --dtype names → our dtype and the GGUF tensor type. q8_0 has no falcon-native counterpart yet. */
+/**
+ * --dtype names → our dtype, the GGUF tensor type, and the dtype of the model the GGUF is written
+ * from. q8_0 pairs with falcon-native's int8 (per-row scales) where it exists, built from the same
+ * seed: the same weights before quantisation, each side quantising its own way.
+ */
 const DTYPES = {
   f32: { ours: "float32", ggml: GGML_TYPE.F32, source: "float32" },
   bf16: { ours: "bfloat16", ggml: GGML_TYPE.BF16, source: "bfloat16" },
