@@ -150,8 +150,24 @@ void Model::set_weight(const std::string& name, int64_t row_offset, const Tensor
     // Rows go in blocks: the block is first widened to float32 (for input-major sources, column by
     // column, so reads stay contiguous), then each row is quantised or rounded into its panel slots.
     global_thread_pool().parallel_for(rows, kPanelWidth, [&](int64_t begin, int64_t end) {
-      thread_local std::vector<float> block;
       const int64_t count = end - begin;
+      if (!source.input_major && source.dtype == m.dtype && m.dtype != DType::Int8) {
+        // Same dtype: move the stored bits into their panel slots without a float round trip.
+        const size_t element = dtype_size(m.dtype);
+        const char* rows_bytes = static_cast<const char*>(source.data) + size_t(begin) * size_t(cols) * element;
+        char* dest = static_cast<char*>(m.data);
+        for (int64_t r = 0; r < count; ++r) {
+          const char* row = rows_bytes + size_t(r) * size_t(cols) * element;
+          const int64_t n = row_offset + begin + r;
+          if (element == 4) {
+            for (int64_t c = 0; c < cols; ++c) std::memcpy(dest + m.offset(n, c) * 4, row + size_t(c) * 4, 4);
+          } else {
+            for (int64_t c = 0; c < cols; ++c) std::memcpy(dest + m.offset(n, c) * 2, row + size_t(c) * 2, 2);
+          }
+        }
+        return;
+      }
+      thread_local std::vector<float> block;
       if (block.size() < size_t(count * cols)) block.resize(size_t(count * cols));
       if (source.input_major) {
         for (int64_t c = 0; c < cols; ++c) {
