@@ -94,14 +94,6 @@ export class Hdf5Reader {
     }
   }
 
-  hasGroup(path: string): boolean {
-    try {
-      return this.file.get(path) instanceof h5wasm.Group;
-    } catch {
-      return false;
-    }
-  }
-
   /** The dataset's dtype and shape, or undefined when there is none at `path`. */
   dataset(path: string): Hdf5DatasetInfo | undefined {
     let entity;
