@@ -115,6 +115,18 @@ class TaskWorker : public Napi::AsyncWorker {
   std::function<void()> settle_;
 };
 
+// A worker whose work fills `count` floats, resolved as a Float32Array that adopts them (no copy).
+TaskWorker* float_result_worker(Napi::Env env, size_t count, std::function<void(float*)> fill) {
+  auto output = std::make_shared<std::unique_ptr<std::vector<float>>>();
+  return new TaskWorker(
+      env,
+      [output, count, fill] {
+        *output = std::make_unique<std::vector<float>>(count);
+        fill((*output)->data());
+      },
+      [output](Napi::Env e) -> Napi::Value { return adopt_floats(e, output->release()); });
+}
+
 Napi::Value queue(TaskWorker* worker) {
   Napi::Promise promise = worker->promise();
   worker->Queue();
@@ -332,8 +344,7 @@ Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
                                        ? std::vector<int32_t>(position_ids.Data(), position_ids.Data() + count)
                                        : std::vector<int32_t>();
   auto backend = backend_;
-  auto output = std::make_shared<std::unique_ptr<std::vector<float>>>();
-  auto work = [=]() mutable {
+  auto fill = [=](float* hidden_out) {
     std::shared_ptr<KvCache> active = cache;
     if (!active) active = std::make_shared<KvCache>(model->config(), batch, length);
     ForwardRequest request;
@@ -344,11 +355,9 @@ Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
     request.position_ids = positions.empty() ? nullptr : positions.data();
     for (int64_t b = 0; b < batch; ++b) request.sequences.push_back(&active->sequence(b));
     request.start = start;
-    *output = std::make_unique<std::vector<float>>(count * size_t(model->config().hidden_dim));
-    backend->forward(*model, request, active->workspace, (*output)->data());
+    backend->forward(*model, request, active->workspace, hidden_out);
   };
-  auto finish = [output](Napi::Env env) -> Napi::Value { return adopt_floats(env, output->release()); };
-  auto* worker = new TaskWorker(env, work, finish);
+  auto* worker = float_result_worker(env, count * size_t(model->config().hidden_dim), fill);
   // The cache stays busy until the promise settles, so JavaScript never sees it free while in use.
   if (cache) worker->on_settle([cache] { cache->release(); });
   return queue(worker);
@@ -367,14 +376,8 @@ Napi::Value ModelWrap::ProjectLogits(const Napi::CallbackInfo& info) {
   }
   const float* source = hidden.Data();
   auto backend = backend_;
-  auto output = std::make_shared<std::unique_ptr<std::vector<float>>>();
-  auto* worker = new TaskWorker(
-      env,
-      [=] {
-        *output = std::make_unique<std::vector<float>>(size_t(rows * model->config().vocab_size));
-        backend->project_logits(*model, source, rows, (*output)->data());
-      },
-      [output](Napi::Env e) -> Napi::Value { return adopt_floats(e, output->release()); });
+  auto* worker = float_result_worker(env, size_t(rows * model->config().vocab_size),
+                                     [=](float* logits) { backend->project_logits(*model, source, rows, logits); });
   worker->retain(hidden);
   return queue(worker);
 }
@@ -387,14 +390,9 @@ Napi::Value ModelWrap::Embed(const Napi::CallbackInfo& info) {
   if (!optional_typed_array(info, 0, "tokenIds", &token_ids)) throw make_error(env, ErrorKind::Input, "tokenIds is required");
   std::vector<int32_t> ids(token_ids.Data(), token_ids.Data() + token_ids.ElementLength());
   auto backend = backend_;
-  auto output = std::make_shared<std::unique_ptr<std::vector<float>>>();
-  return queue(new TaskWorker(
-      env,
-      [=] {
-        *output = std::make_unique<std::vector<float>>(ids.size() * size_t(model->config().hidden_dim));
-        backend->embed(*model, ids.data(), int64_t(ids.size()), (*output)->data());
-      },
-      [output](Napi::Env e) -> Napi::Value { return adopt_floats(e, output->release()); }));
+  return queue(float_result_worker(env, ids.size() * size_t(model->config().hidden_dim), [=](float* out) {
+    backend->embed(*model, ids.data(), int64_t(ids.size()), out);
+  }));
 }
 
 Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {

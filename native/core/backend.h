@@ -27,17 +27,29 @@ void validate_token_ids(const ModelConfig& config, const int32_t* ids, int64_t r
 
 // Where the math runs. The CPU backend is the reference; a CUDA backend mirrors the model's weights
 // on the device and implements the same calls.
+// Inputs are validated here, once, so every backend receives only checked requests.
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual const char* name() const = 0;
   // Writes the final-norm hidden states [batch, length, hidden] to `hidden_out`.
-  virtual void forward(const Model& model, const ForwardRequest& request,
-                       std::unique_ptr<BackendWorkspace>& workspace, float* hidden_out) = 0;
+  void forward(const Model& model, const ForwardRequest& request, std::unique_ptr<BackendWorkspace>& workspace,
+               float* hidden_out) {
+    validate_request(model.config(), request);
+    run_forward(model, request, workspace, hidden_out);
+  }
   // logits[r] = hidden[r] · headᵀ for `rows` rows.
   virtual void project_logits(const Model& model, const float* hidden, int64_t rows, float* logits_out) = 0;
   // Token embedding rows as float32, [count, hidden].
-  virtual void embed(const Model& model, const int32_t* token_ids, int64_t count, float* out) = 0;
+  void embed(const Model& model, const int32_t* token_ids, int64_t count, float* out) {
+    validate_token_ids(model.config(), token_ids, 1, count);
+    run_embed(model, token_ids, count, out);
+  }
+
+ protected:
+  virtual void run_forward(const Model& model, const ForwardRequest& request,
+                           std::unique_ptr<BackendWorkspace>& workspace, float* hidden_out) = 0;
+  virtual void run_embed(const Model& model, const int32_t* token_ids, int64_t count, float* out) = 0;
 };
 
 std::unique_ptr<Backend> make_cpu_backend();

@@ -64,10 +64,14 @@ class CpuBackend final : public Backend {
  public:
   const char* name() const override { return "cpu"; }
 
-  void forward(const Model& model, const ForwardRequest& request, std::unique_ptr<BackendWorkspace>& workspace_slot,
-               float* hidden_out) override {
+  void project_logits(const Model& model, const float* hidden, int64_t rows, float* logits_out) override {
+    cpu::linear(hidden, rows, model.head(), nullptr, logits_out);
+  }
+
+ protected:
+  void run_forward(const Model& model, const ForwardRequest& request, std::unique_ptr<BackendWorkspace>& workspace_slot,
+                   float* hidden_out) override {
     const ModelConfig& config = model.config();
-    validate_request(config, request);
     if (!workspace_slot) workspace_slot = std::make_unique<CpuWorkspace>();
     CpuWorkspace& ws = static_cast<CpuWorkspace&>(*workspace_slot);
     const int64_t rows = request.batch * request.length;
@@ -142,12 +146,7 @@ class CpuBackend final : public Backend {
                     config.layer_norm_epsilon, hidden_out);
   }
 
-  void project_logits(const Model& model, const float* hidden, int64_t rows, float* logits_out) override {
-    cpu::linear(hidden, rows, model.head(), nullptr, logits_out);
-  }
-
-  void embed(const Model& model, const int32_t* token_ids, int64_t count, float* out) override {
-    validate_token_ids(model.config(), token_ids, 1, count);
+  void run_embed(const Model& model, const int32_t* token_ids, int64_t count, float* out) override {
     cpu::embedding(model.token_embedding(), token_ids, count, out);
   }
 };
