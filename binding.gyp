@@ -19,7 +19,6 @@
         "native/cpu/kernels/avx512.cpp",
         "native/cpu/ops/linear.cpp",
         "native/cpu/ops/layer_norm.cpp",
-        "native/cpu/ops/gelu.cpp",
         "native/cpu/ops/embedding.cpp",
         "native/cpu/ops/rotary.cpp",
         "native/cpu/ops/attention.cpp",

@@ -59,9 +59,10 @@ async function main(): Promise<void> {
   const machine = {
     cpu: cpuModel(), threads: runtime.threads, isa: runtime.isa, node: process.versions.node,
     readGBps: probe.readBytesPerSecond / 1e9, f32Gflops: probe.f32FlopsPerSecond / 1e9, bf16Gflops: probe.bf16FlopsPerSecond / 1e9,
+    int8Gops: probe.int8OpsPerSecond / 1e9,
   };
   log(`machine    ${machine.cpu}, ${machine.threads} threads, ${machine.isa} kernels, Node ${machine.node}`);
-  log(`ceilings   read ${machine.readGBps.toFixed(1)} GB/s, f32 FMA ${machine.f32Gflops.toFixed(0)} GFLOP/s, bf16 dot ${machine.bf16Gflops.toFixed(0)} GFLOP/s (measured now)`);
+  log(`ceilings   read ${machine.readGBps.toFixed(1)} GB/s, f32 FMA ${machine.f32Gflops.toFixed(0)} GFLOP/s, bf16 dot ${machine.bf16Gflops.toFixed(0)} GFLOP/s, int8 dot ${machine.int8Gops.toFixed(0)} GOP/s (measured now)`);
 
   const rows: Row[] = [];
   for (const dtype of dtypes) {
@@ -74,7 +75,8 @@ async function main(): Promise<void> {
     log(`\nmodel      ${values.preset ?? (values.small ? "small random" : "falcon-rw-1b shape, random weights")}: ${info.parameterCount.toLocaleString("en-US")} parameters, ${dtype} (${(info.weightBytes / 2 ** 30).toFixed(2)} GiB of weights)`);
     // Decode reads every weight byte once per step; prefill multiplies each layer matrix once per token.
     const decodeFloor = probe.readBytesPerSecond / info.weightBytes;
-    const peak = dtype === "bfloat16" || dtype === "mixed_bfloat16" ? probe.bf16FlopsPerSecond : probe.f32FlopsPerSecond;
+    const peak = dtype === "bfloat16" || dtype === "mixed_bfloat16" ? probe.bf16FlopsPerSecond
+      : dtype === "int8" ? probe.int8OpsPerSecond : probe.f32FlopsPerSecond;
     const prefillFloor = peak / (2 * layerMatrixParameters(config));
     const add = (measure: string, tokensPerSecond: Summary, floor?: number, limit?: string) => {
       const row: Row = { dtype, measure, tokensPerSecond };

@@ -118,8 +118,13 @@ export interface NativeAddon {
   defaultBackend(): string;
   /** Switches the kernel family process-wide (must be supported; FALCON_ISA sets the initial one). */
   setIsa(isa: CpuIsa): void;
-  /** Measures read bandwidth over a buffer of `bytes` and the f32 FMA / bf16 dot peaks, on all pool threads. */
-  probeMachine(bytes?: number): Promise<{ readBytesPerSecond: number; f32FlopsPerSecond: number; bf16FlopsPerSecond: number }>;
+  /** Measures read bandwidth over a buffer of `bytes` and the f32 FMA / bf16 dot / int8 dot peaks, on all pool threads. */
+  probeMachine(bytes?: number): Promise<{
+    readBytesPerSecond: number;
+    f32FlopsPerSecond: number;
+    bf16FlopsPerSecond: number;
+    int8OpsPerSecond: number;
+  }>;
   /** The CPU reference's positional-encoding primitives, exposed for tests against reference tables. */
   alibiSlopes(numHeads: number): Float32Array;
   rotaryTables(

@@ -1,6 +1,8 @@
 /**
  * Every kernel family this CPU supports against the scalar reference, and the fixture suites run
- * through each non-default family in a child process (FALCON_ISA selects it at startup).
+ * through each non-default family in a child process (FALCON_ISA selects it at startup). On CPUs with
+ * AVX-512 BF16 / VNNI, this file runs again in a child with them hidden (FALCON_CPU_WITHOUT), which
+ * is how AVX-512 CPUs without them run bfloat16 and int8.
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -10,14 +12,19 @@ import { after, describe, it } from "node:test";
 
 import { FalconBackbone, runtimeInfo, setIsa, type FalconBackboneConfig, type FalconDType } from "../src/index.js";
 
-const { isa: defaultIsa, supportedIsas } = runtimeInfo();
+const { isa: defaultIsa, supportedIsas, features } = runtimeInfo();
+const hiddenFeatures = process.env.FALCON_CPU_WITHOUT;
 after(() => setIsa(defaultIsa));
 
-/** Odd sizes so every k tail, output tail and row-group remainder of the tiles is exercised. */
+/**
+ * Odd sizes so every k tail, output tail and row-group remainder of the tiles is exercised; the wide
+ * MLP makes several row blocks take its down projection in several chunks of k.
+ */
 const ODD_SHAPES: FalconBackboneConfig[] = [
   { vocabularySize: 67, numLayers: 2, numAttentionHeads: 5, hiddenDim: 40, intermediateDim: 70, seed: 4 },
   { vocabularySize: 97, numLayers: 1, numAttentionHeads: 6, numKeyValueHeads: 2, hiddenDim: 108, intermediateDim: 136,
     positionEncoding: "rotary", blockLayout: "parallel_two_norms", useBias: false, tieWordEmbeddings: false, seed: 5 },
+  { vocabularySize: 53, numLayers: 1, numAttentionHeads: 2, hiddenDim: 24, intermediateDim: 2102, seed: 6 },
 ];
 
 async function logitsWith(isa: typeof defaultIsa, config: FalconBackboneConfig, dtype: FalconDType): Promise<Float32Array> {
@@ -52,19 +59,36 @@ describe("kernel families against the scalar reference", () => {
   }
 });
 
-describe("fixture suites through every other kernel family", () => {
-  const here = path.dirname(fileURLToPath(import.meta.url));
+const here = path.dirname(fileURLToPath(import.meta.url));
+
+/** Runs test files in a child process with `env` added; passes when all of its tests pass. */
+function childTestsPass(files: string[], env: Record<string, string>): void {
+  const result = spawnSync(process.execPath, ["--test", ...files.map((file) => path.join(here, file))], {
+    // Without NODE_TEST_CONTEXT the child reports as a standalone run, with its own summary lines.
+    env: { ...Object.fromEntries(Object.entries(process.env).filter(([key]) => key !== "NODE_TEST_CONTEXT")), ...env },
+    encoding: "utf8",
+    timeout: 300_000,
+  });
+  const summary = result.stdout.split("\n").filter((line) => /^# (pass|fail)/.test(line)).join(", ");
+  assert.equal(result.status, 0, `${summary}\n${result.stdout.slice(-3000)}`);
+  assert.match(summary, /# pass [1-9]\d*, # fail 0/);
+}
+
+describe("fixture suites through every other kernel family", { skip: hiddenFeatures !== undefined }, () => {
   for (const isa of supportedIsas.filter((name) => name !== defaultIsa)) {
-    it(`FALCON_ISA=${isa}`, () => {
-      const result = spawnSync(process.execPath, ["--test", path.join(here, "keras-fixtures.test.js"), path.join(here, "hf-fixtures.test.js")], {
-        // Without NODE_TEST_CONTEXT the child reports as a standalone run, with its own summary lines.
-        env: { ...Object.fromEntries(Object.entries(process.env).filter(([key]) => key !== "NODE_TEST_CONTEXT")), FALCON_ISA: isa },
-        encoding: "utf8",
-        timeout: 300_000,
-      });
-      const summary = result.stdout.split("\n").filter((line) => /^# (pass|fail)/.test(line)).join(", ");
-      assert.equal(result.status, 0, `${summary}\n${result.stdout.slice(-3000)}`);
-      assert.match(summary, /# pass [1-9]\d*, # fail 0/);
+    it(`FALCON_ISA=${isa}`, () => childTestsPass(["keras-fixtures.test.js", "hf-fixtures.test.js"], { FALCON_ISA: isa }));
+  }
+});
+
+describe("AVX-512 without BF16 and VNNI", () => {
+  if (hiddenFeatures === undefined) {
+    it("runs these comparisons and the fixture suites with both hidden", { skip: !supportedIsas.includes("avx512") }, () =>
+      childTestsPass(["isa-paths.test.js", "keras-fixtures.test.js", "hf-fixtures.test.js"],
+        { FALCON_CPU_WITHOUT: "avx512_bf16,avx512_vnni", FALCON_ISA: "avx512" }));
+  } else {
+    it("reports the hidden extensions as absent", () => {
+      assert.equal(features.avx512_bf16, false);
+      assert.equal(features.avx512_vnni, false);
     });
   }
 });

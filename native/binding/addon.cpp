@@ -66,13 +66,13 @@ Napi::Value SetIsa(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// probeMachine({ bandwidthBytes }) → Promise<{ readBytesPerSecond, f32FlopsPerSecond, bf16FlopsPerSecond }>
+// probeMachine({ bandwidthBytes }) → Promise<{ readBytesPerSecond, f32FlopsPerSecond, bf16FlopsPerSecond, int8OpsPerSecond }>
 Napi::Value ProbeMachine(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const int64_t bytes = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Int64Value() : (int64_t(1) << 30);
   if (bytes < (int64_t(1) << 20) || bytes > (int64_t(1) << 36)) throw make_error(env, ErrorKind::Input, "probe size must be between 1 MiB and 64 GiB");
   struct Result {
-    double read = 0, f32 = 0, bf16 = 0;
+    double read = 0, f32 = 0, bf16 = 0, int8 = 0;
   };
   auto result = std::make_shared<Result>();
   auto deferred = Napi::Promise::Deferred::New(env);
@@ -83,14 +83,16 @@ Napi::Value ProbeMachine(const Napi::CallbackInfo& info) {
         : Napi::AsyncWorker(e), deferred_(d), result_(std::move(r)), bytes_(b) {}
     void Execute() override {
       result_->read = cpu::probe_read_bandwidth(bytes_, 5);
-      result_->f32 = cpu::probe_peak_flops(false);
-      result_->bf16 = cpu::probe_peak_flops(true);
+      result_->f32 = cpu::probe_peak_ops(cpu::PeakOp::F32Fma);
+      result_->bf16 = cpu::probe_peak_ops(cpu::PeakOp::Bf16Dot);
+      result_->int8 = cpu::probe_peak_ops(cpu::PeakOp::Int8Dot);
     }
     void OnOK() override {
       Napi::Object out = Napi::Object::New(Env());
       out.Set("readBytesPerSecond", result_->read);
       out.Set("f32FlopsPerSecond", result_->f32);
       out.Set("bf16FlopsPerSecond", result_->bf16);
+      out.Set("int8OpsPerSecond", result_->int8);
       deferred_.Resolve(out);
     }
     void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }

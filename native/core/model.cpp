@@ -34,10 +34,10 @@ WeightMatrix allocate_matrix(DType dtype, int64_t rows, int64_t cols) {
                                                           std::to_string(cols) + " weight matrix");
   matrix.owner = std::shared_ptr<void>(data, std::free);
   matrix.data = data;
-  // The padding rows of the last panel (and the pad column of odd bf16 widths) must be zero.
+  // The padding rows of the last panel (and the pad columns of widths that are not a whole number of steps) must be zero.
   const size_t last_panel = size_t(matrix.panels() - 1) * size_t(matrix.stored_cols()) * kPanelWidth * dtype_size(dtype);
   std::memset(static_cast<char*>(data) + last_panel, 0, matrix.byte_size() - last_panel);
-  if (dtype == DType::BFloat16 && cols % 2 != 0) std::memset(data, 0, matrix.byte_size());
+  if (matrix.stored_cols() != cols) std::memset(data, 0, matrix.byte_size());
   if (dtype == DType::Int8) matrix.scales.assign(size_t(rows), 0.0f);
   return matrix;
 }

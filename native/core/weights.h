@@ -11,12 +11,13 @@ namespace falcon {
 constexpr int64_t kPanelWidth = 32;
 
 // A dense matrix of [rows = output features, cols = input features], repacked once at load into
-// panels of kPanelWidth outputs: inside a panel the 32 weights of one input column are contiguous,
-// so a kernel streams every weight byte exactly once, whatever the number of input rows.
-//   float32 / float16 / int8: element (n, k) at panel(n)·cols·32 + k·32 + n % 32
-//   bfloat16: pairs of columns interleave, for the bf16 pair dot product:
-//             panel(n)·cols_even·32 + (k / 2)·64 + (n % 32)·2 + k % 2   (cols_even = cols rounded up to even)
-// Rows past `rows` in the last panel are zero. int8 matrices carry one float32 scale per row.
+// panels of kPanelWidth outputs, so a kernel streams every weight byte exactly once, whatever the
+// number of input rows. Inside a panel, groups of k_group() consecutive input columns interleave:
+// one step along k is the k_group() weights of each of the panel's 32 outputs, side by side
+// (bfloat16 pairs for the pair dot product, int8 quads for the 4-byte integer dot product):
+//   element (n, k) at panel(n)·stored_cols·32 + (k / g)·g·32 + (n % 32)·g + k % g,  g = k_group()
+// stored_cols is cols rounded up to a multiple of g. Rows past `rows` in the last panel, and the pad
+// columns, are zero. int8 matrices carry one float32 scale per row.
 struct WeightMatrix {
   DType dtype = DType::Float32;
   int64_t rows = 0;
@@ -25,14 +26,16 @@ struct WeightMatrix {
   void* data = nullptr;
   std::vector<float> scales;
 
+  int64_t k_group() const { return dtype == DType::BFloat16 ? 2 : dtype == DType::Int8 ? 4 : 1; }
   int64_t panels() const { return (rows + kPanelWidth - 1) / kPanelWidth; }
-  int64_t stored_cols() const { return dtype == DType::BFloat16 ? (cols + 1) / 2 * 2 : cols; }
+  int64_t stored_cols() const { return (cols + k_group() - 1) / k_group() * k_group(); }
+  // Steps along k: one k_group() of inputs each.
+  int64_t steps() const { return stored_cols() / k_group(); }
   size_t byte_size() const { return size_t(panels() * kPanelWidth) * size_t(stored_cols()) * dtype_size(dtype); }
   size_t offset(int64_t n, int64_t k) const {
+    const int64_t g = k_group();
     const size_t panel_start = size_t(n / kPanelWidth) * size_t(stored_cols()) * size_t(kPanelWidth);
-    const size_t lane = size_t(n % kPanelWidth);
-    if (dtype == DType::BFloat16) return panel_start + size_t(k / 2) * 2 * kPanelWidth + lane * 2 + size_t(k % 2);
-    return panel_start + size_t(k) * kPanelWidth + lane;
+    return panel_start + size_t(k / g) * size_t(g * kPanelWidth) + size_t(n % kPanelWidth) * size_t(g) + size_t(k % g);
   }
   // Element (n, k) as float32 (int8 values scaled).
   float get(int64_t n, int64_t k) const;

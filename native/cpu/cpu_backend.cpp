@@ -11,9 +11,12 @@ using cpu::AttentionBatch;
 
 // Activations for `rows` tokens, grown on demand and then reused by every later call on the same cache.
 struct CpuWorkspace : BackendWorkspace {
-  std::vector<float> residual, normed, mlp_input, qkv, attention, attention_out, ffn_hidden, ffn_out;
+  std::vector<float> residual, qkv, attention, ffn_hidden;
   std::vector<float> rotary_cos, rotary_sin;
   std::vector<int32_t> positions;
+  // Matmul inputs: the attention norm's output (also the MLP's in one-norm blocks), the MLP norm's,
+  // the attention output, and the MLP's hidden activations.
+  cpu::PackedActivations attention_input, mlp_input, attention_output, ffn_activations;
 
   void reserve(const ModelConfig& config, int64_t rows) {
     auto grow = [](std::vector<float>& buffer, int64_t size) {
@@ -21,13 +24,9 @@ struct CpuWorkspace : BackendWorkspace {
     };
     const int64_t D = config.hidden_dim;
     grow(residual, rows * D);
-    grow(normed, rows * D);
-    grow(mlp_input, rows * D);
     grow(qkv, rows * config.qkv_rows());
     grow(attention, rows * D);
-    grow(attention_out, rows * D);
     grow(ffn_hidden, rows * config.ffn_dim);
-    grow(ffn_out, rows * D);
     grow(rotary_cos, rows * config.head_dim() / 2);
     grow(rotary_sin, rows * config.head_dim() / 2);
     if (positions.size() < size_t(rows)) positions.resize(size_t(rows));
@@ -94,15 +93,15 @@ class CpuBackend final : public Backend {
     cpu::embedding(model.token_embedding(), request.token_ids, rows, x);
     const AttentionBatch attention_batch{request.batch, request.length, &request.sequences, &request.start};
 
+    const DType dtype = config.dtype;
     for (int64_t l = 0; l < config.num_layers; ++l) {
       const LayerWeights& w = model.layer(l);
-      cpu::layer_norm(x, rows, D, w.attn_norm_gamma.data(), w.attn_norm_beta.data(), config.layer_norm_epsilon,
-                      ws.normed.data());
-      if (config.block_layout == BlockLayout::ParallelTwoNorms) {
-        cpu::layer_norm(x, rows, D, w.mlp_norm_gamma.data(), w.mlp_norm_beta.data(), config.layer_norm_epsilon,
-                        ws.mlp_input.data());
-      }
-      cpu::linear(ws.normed.data(), rows, w.qkv, optional(w.qkv_bias), ws.qkv.data());
+      const cpu::LayerNormParams attn_norm{w.attn_norm_gamma.data(), w.attn_norm_beta.data(), config.layer_norm_epsilon};
+      const cpu::LayerNormParams mlp_norm{w.mlp_norm_gamma.data(), w.mlp_norm_beta.data(), config.layer_norm_epsilon};
+      cpu::pack_activations(x, rows, D, dtype, &attn_norm, ws.attention_input);
+      // Parallel blocks read both norms from the block's input, before the residual adds change it.
+      if (config.block_layout == BlockLayout::ParallelTwoNorms) cpu::pack_activations(x, rows, D, dtype, &mlp_norm, ws.mlp_input);
+      cpu::matmul(ws.attention_input, w.qkv, {optional(w.qkv_bias), false, false}, ws.qkv.data());
 
       for (int64_t b = 0; b < request.batch; ++b) {
         SequenceKv& seq = *request.sequences[size_t(b)];
@@ -122,28 +121,24 @@ class CpuBackend final : public Backend {
         }
       }
       cpu::attention(config, l, attention_batch, ws.qkv.data(), qkv_cols, model.alibi_slopes(), ws.attention.data());
-      cpu::linear(ws.attention.data(), rows, w.attn_out, optional(w.attn_out_bias), ws.attention_out.data());
+      cpu::pack_activations(ws.attention.data(), rows, D, dtype, nullptr, ws.attention_output);
+      // The residual adds happen in the matmuls' epilogues: x += attention projection, x += MLP output.
+      cpu::matmul(ws.attention_output, w.attn_out, {optional(w.attn_out_bias), false, true}, x);
 
-      const float* mlp_input = ws.normed.data();
+      const cpu::PackedActivations* mlp_input = &ws.attention_input;
       if (config.block_layout == BlockLayout::Sequential) {
-        for (int64_t i = 0; i < rows * D; ++i) x[i] += ws.attention_out[size_t(i)];
-        cpu::layer_norm(x, rows, D, w.mlp_norm_gamma.data(), w.mlp_norm_beta.data(), config.layer_norm_epsilon,
-                        ws.mlp_input.data());
-        mlp_input = ws.mlp_input.data();
+        cpu::pack_activations(x, rows, D, dtype, &mlp_norm, ws.mlp_input);
+        mlp_input = &ws.mlp_input;
       } else if (config.block_layout == BlockLayout::ParallelTwoNorms) {
-        mlp_input = ws.mlp_input.data();
+        mlp_input = &ws.mlp_input;
       }
-      cpu::linear(mlp_input, rows, w.ffn_up, optional(w.ffn_up_bias), ws.ffn_hidden.data());
-      cpu::gelu(ws.ffn_hidden.data(), rows * config.ffn_dim);
-      cpu::linear(ws.ffn_hidden.data(), rows, w.ffn_down, optional(w.ffn_down_bias), ws.ffn_out.data());
-      if (config.block_layout == BlockLayout::Sequential) {
-        for (int64_t i = 0; i < rows * D; ++i) x[i] += ws.ffn_out[size_t(i)];
-      } else {
-        for (int64_t i = 0; i < rows * D; ++i) x[i] += ws.attention_out[size_t(i)] + ws.ffn_out[size_t(i)];
-      }
+      cpu::matmul(*mlp_input, w.ffn_up, {optional(w.ffn_up_bias), true, false}, ws.ffn_hidden.data());
+      cpu::pack_activations(ws.ffn_hidden.data(), rows, config.ffn_dim, dtype, nullptr, ws.ffn_activations);
+      cpu::matmul(ws.ffn_activations, w.ffn_down, {optional(w.ffn_down_bias), false, true}, x);
     }
-    cpu::layer_norm(x, rows, D, model.final_norm_gamma().data(), model.final_norm_beta().data(),
-                    config.layer_norm_epsilon, hidden_out);
+    const cpu::LayerNormParams final_norm{model.final_norm_gamma().data(), model.final_norm_beta().data(),
+                                          config.layer_norm_epsilon};
+    cpu::layer_norm(x, rows, D, final_norm, hidden_out);
   }
 
   void run_embed(const Model& model, const int32_t* token_ids, int64_t count, float* out) override {

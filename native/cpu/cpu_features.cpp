@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <string>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -37,6 +38,13 @@ CpuFeatures detect() {
   }
   if (__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) f.avx512_bf16 = eax & (1u << 5);
 #endif
+  // FALCON_CPU_WITHOUT=avx512_bf16,avx512_vnni hides those extensions, so that the paths taken on
+  // AVX-512 CPUs that lack them are tested on CPUs that have them.
+  if (const char* hidden = std::getenv("FALCON_CPU_WITHOUT")) {
+    const std::string list = std::string(",") + hidden + ",";
+    if (list.find(",avx512_bf16,") != std::string::npos) f.avx512_bf16 = false;
+    if (list.find(",avx512_vnni,") != std::string::npos) f.avx512_vnni = false;
+  }
   return f;
 }
 

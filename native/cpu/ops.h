@@ -7,18 +7,48 @@
 #include "../core/kv_cache.h"
 #include "../core/model_config.h"
 #include "../core/weights.h"
+#include "kernels/kernels.h"
 
 namespace falcon::cpu {
 
-// y[rows, w.rows] = x[rows, w.cols] · wᵀ (+ bias). Accumulates in float32 whatever w's dtype.
+struct LayerNormParams {
+  const float* gamma = nullptr;
+  const float* beta = nullptr;
+  float epsilon = 1e-5f;
+};
+
+// Activation rows packed for the matmul kernels of one weight dtype (kernels.h). The buffers grow on
+// demand and are reused, so a workspace that keeps one allocates nothing per decoded token.
+class PackedActivations {
+ public:
+  PackedRows rows() const;
+  int64_t cols() const { return cols_; }
+  int64_t k_group() const { return k_group_; }
+
+ private:
+  friend void pack_activations(const float*, int64_t, int64_t, DType, const LayerNormParams*, PackedActivations&);
+  std::vector<uint32_t> units_;
+  std::vector<float> block_scales_;
+  std::vector<int32_t> block_sums_;
+  int64_t rows_ = 0, cols_ = 0, k_group_ = 1, steps_ = 0, quant_blocks_ = 0;
+};
+
+// Packs x[rows, cols] for matmuls with weights of `weight_dtype`. With `norm`, each row is layer-normed
+// on the way (the same arithmetic as layer_norm), so the normalised activations are never stored.
+void pack_activations(const float* x, int64_t rows, int64_t cols, DType weight_dtype, const LayerNormParams* norm,
+                      PackedActivations& out);
+
+// y[rows, w.rows] (+)= epilogue(x · wᵀ), accumulating in float32 whatever w's dtype. x must have been
+// packed for w's dtype and width.
+void matmul(const PackedActivations& x, const WeightMatrix& w, const Epilogue& epilogue, float* y);
+
+// y[rows, w.rows] = x[rows, w.cols] · wᵀ (+ bias): pack and matmul in one, for callers without a workspace.
 void linear(const float* x, int64_t rows, const WeightMatrix& w, const float* bias, float* y);
 
 // Population-variance layer norm in float32, per row of `dim` values.
-void layer_norm(const float* x, int64_t rows, int64_t dim, const float* gamma, const float* beta, float epsilon,
-                float* y);
-
-// Exact-erf GELU, in place.
-void gelu(float* x, int64_t count);
+void layer_norm(const float* x, int64_t rows, int64_t dim, const LayerNormParams& norm, float* y);
+// The mean and 1 / sqrt(variance + epsilon) of one row, accumulated in double.
+void layer_norm_statistics(const float* row, int64_t dim, float epsilon, float* mean, float* inverse_std);
 
 // out[i] = table[ids[i]] widened to float32.
 void embedding(const WeightMatrix& table, const int32_t* ids, int64_t count, float* out);

@@ -51,21 +51,21 @@ double probe_read_bandwidth(int64_t bytes, int repetitions) {
   return best;
 }
 
-double probe_peak_flops(bool bf16) {
+double probe_peak_ops(PeakOp op) {
   ThreadPool& pool = global_thread_pool();
   const int64_t threads = pool.num_threads();
   const KernelTable& table = kernels();
   constexpr int64_t kIterations = 20'000'000;
-  std::atomic<double> flops{0.0};
+  std::atomic<double> ops{0.0};
   const auto start = std::chrono::steady_clock::now();
   pool.parallel_for(threads, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      const double done = table.peak_flops(kIterations, bf16);
-      double current = flops.load();
-      while (!flops.compare_exchange_weak(current, current + done)) {}
+      const double done = table.peak_ops(kIterations, op);
+      double current = ops.load();
+      while (!ops.compare_exchange_weak(current, current + done)) {}
     }
   });
-  return flops.load() / seconds_since(start);
+  return ops.load() / seconds_since(start);
 }
 
 }  // namespace falcon::cpu

@@ -48,31 +48,62 @@ struct F16Panel {
     for (int i = 0; i < 4; ++i) w[i] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8 * i)));
   }
 };
-struct I8Panel {
-  using Element = int8_t;
-  static void load(const int8_t* p, __m256* w) {
-    for (int i = 0; i < 4; ++i) {
-      w[i] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8 * i))));
-    }
-  }
-};
 
+// exp(x) with relative error about 1e-7; 2^n is built in the exponent bits.
+inline __m256 exp256(__m256 x) {
+  x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f)), _mm256_set1_ps(-87.3365447504f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i exponent = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(exponent));
+}
+
+// GELU with erf from Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7).
+inline __m256 gelu256(__m256 v) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+  const __m256 z = _mm256_mul_ps(v, _mm256_set1_ps(0.70710678118654752f));
+  const __m256 a = _mm256_andnot_ps(sign_bit, z);
+  const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(a, _mm256_set1_ps(0.3275911f), one));
+  __m256 poly = _mm256_set1_ps(1.061405429f);
+  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-1.453152027f));
+  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(1.421413741f));
+  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-0.284496736f));
+  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(0.254829592f));
+  poly = _mm256_mul_ps(poly, t);
+  const __m256 erf_abs = _mm256_fnmadd_ps(poly, exp256(_mm256_mul_ps(_mm256_xor_ps(a, sign_bit), a)), one);
+  const __m256 erf = _mm256_or_ps(erf_abs, _mm256_and_ps(z, sign_bit));
+  return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v), _mm256_add_ps(one, erf));
+}
+
+// Writes one row of a tile through the epilogue (kernels.h), only the outputs that exist.
 struct TileStore {
   float* y;
   int64_t y_stride;
   int64_t n0;
   int outputs;
-  const float* bias;
+  const Epilogue& epilogue;
   const float* scales;
 
   void operator()(const __m256* c, int row) const {
     alignas(32) float values[32];
-    for (int i = 0; i < 4; ++i) _mm256_store_ps(values + 8 * i, c[i]);
-    float* out = y + row * y_stride + n0;
-    for (int j = 0; j < outputs; ++j) {
-      const float scaled = scales != nullptr ? values[j] * scales[n0 + j] : values[j];
-      out[j] = scaled + (bias != nullptr ? bias[n0 + j] : 0.0f);
+    for (int i = 0; i < 4; ++i) {
+      __m256 v = c[i];
+      if (scales != nullptr) v = _mm256_mul_ps(v, load_f32(scales + n0 + 8 * i, outputs - 8 * i));
+      if (epilogue.bias != nullptr) v = _mm256_add_ps(v, load_f32(epilogue.bias + n0 + 8 * i, outputs - 8 * i));
+      if (epilogue.gelu) v = gelu256(v);
+      _mm256_store_ps(values + 8 * i, v);
     }
+    float* out = y + row * y_stride + n0;
+    for (int j = 0; j < outputs; ++j) out[j] = epilogue.accumulate ? out[j] + values[j] : values[j];
   }
 };
 
@@ -134,43 +165,102 @@ void micro_bf16(const uint32_t* packed, const uint16_t* panel, int64_t steps, co
   }
 }
 
+// int8: the integer dot product of each step's quad, as |x| · (w with x's sign) so that vpmaddubsw's
+// unsigned × signed byte products (at most 2 · 127 · 127 per pair) never saturate. After each
+// quantisation block the integer sums are scaled into float32 in `tile`.
+template <int Rows>
+void micro_i8(const uint32_t* packed, const int8_t* panel, int64_t steps, const float* block_scales,
+              int64_t quant_blocks, const TileStore& store) {
+  __m256 tile[4 * kRowsPerTile];
+  for (__m256& t : tile) t = _mm256_setzero_ps();
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t block = 0; block < quant_blocks; ++block) {
+    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+    const int64_t block_end = std::min(steps, (block + 1) * kQuantSteps);
+    for (int64_t s = block * kQuantSteps; s < block_end; ++s) {
+      const int8_t* step = panel + s * 4 * kPanelWidth;
+      const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(step));
+      const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(step + 32));
+      const __m256i w2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(step + 64));
+      const __m256i w3 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(step + 96));
+#define FALCON_DOT(x, magnitude, w, c) c = _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(w, x)), ones))
+      const __m256i x0 = _mm256_set1_epi32(int(packed[s * kPackedRows]));
+      const __m256i m0 = _mm256_abs_epi8(x0);
+      FALCON_DOT(x0, m0, w0, c00); FALCON_DOT(x0, m0, w1, c01); FALCON_DOT(x0, m0, w2, c02); FALCON_DOT(x0, m0, w3, c03);
+      if (Rows > 1) {
+        const __m256i x1 = _mm256_set1_epi32(int(packed[s * kPackedRows + 1]));
+        const __m256i m1 = _mm256_abs_epi8(x1);
+        FALCON_DOT(x1, m1, w0, c10); FALCON_DOT(x1, m1, w1, c11); FALCON_DOT(x1, m1, w2, c12); FALCON_DOT(x1, m1, w3, c13);
+      }
+#undef FALCON_DOT
+    }
+    const __m256 scale0 = _mm256_set1_ps(block_scales[block]);
+    tile[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c00), scale0, tile[0]);
+    tile[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c01), scale0, tile[1]);
+    tile[2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c02), scale0, tile[2]);
+    tile[3] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c03), scale0, tile[3]);
+    if (Rows > 1) {
+      const __m256 scale1 = _mm256_set1_ps(block_scales[quant_blocks + block]);
+      tile[4] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c10), scale1, tile[4]);
+      tile[5] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c11), scale1, tile[5]);
+      tile[6] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c12), scale1, tile[6]);
+      tile[7] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c13), scale1, tile[7]);
+    }
+  }
+  store(tile, 0);
+  if (Rows > 1) store(tile + 4, 1);
+}
+
+// The tile of rows [m, m + tile_rows) of block m / kPackedRows against panel p, for every panel in range.
 template <typename Micro>
-void for_each_tile(int64_t rows, const WeightMatrix& w, int64_t first_panel, int64_t end_panel, const float* bias,
-                   float* y, int64_t y_stride, Micro micro) {
+void for_each_tile(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
+                   const Epilogue& epilogue, float* y, int64_t y_stride, Micro micro) {
   const float* scales = w.dtype == DType::Int8 ? w.scales.data() : nullptr;
   for (int64_t p = first_panel; p < end_panel; ++p) {
     const int64_t n0 = p * kPanelWidth;
     const int outputs = int(std::min<int64_t>(kPanelWidth, w.rows - n0));
-    for (int64_t m = 0; m < rows; m += kRowsPerTile) {
-      const TileStore store{y + m * y_stride, y_stride, n0, outputs, bias, scales};
-      micro(m / kPackedRows, m % kPackedRows, int(std::min<int64_t>(kRowsPerTile, rows - m)), w.panel(p), store);
+    for (int64_t m = 0; m < x.rows; m += kRowsPerTile) {
+      const TileStore store{y + m * y_stride, y_stride, n0, outputs, epilogue, scales};
+      micro(m, int(std::min<int64_t>(kRowsPerTile, x.rows - m)), w.panel(p), store);
     }
   }
 }
 
+// The units of rows [m, m + kRowsPerTile): kRowsPerTile divides kPackedRows, so they share a block.
+inline const uint32_t* tile_units(const PackedRows& x, int64_t m) {
+  return x.units + (m / kPackedRows) * x.steps * kPackedRows + m % kPackedRows;
+}
+
 template <typename Panel>
-void matmul_float(const uint32_t* packed_x, int64_t rows, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
-                  const float* bias, float* y, int64_t y_stride) {
-  const int64_t steps = w.cols;
-  const float* packed = reinterpret_cast<const float*>(packed_x);
-  for_each_tile(rows, w, first_panel, end_panel, bias, y, y_stride,
-                [&](int64_t block, int64_t row_in_block, int tile_rows, const void* panel, const TileStore& store) {
-                  const float* x = packed + block * steps * kPackedRows + row_in_block;
+void matmul_float(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
+                  const Epilogue& epilogue, float* y, int64_t y_stride) {
+  for_each_tile(x, w, first_panel, end_panel, epilogue, y, y_stride,
+                [&](int64_t m, int tile_rows, const void* panel, const TileStore& store) {
+                  const float* rows = reinterpret_cast<const float*>(tile_units(x, m));
                   const auto* elements = static_cast<const typename Panel::Element*>(panel);
-                  if (tile_rows == 2) micro_float<Panel, 2>(x, elements, steps, store);
-                  else micro_float<Panel, 1>(x, elements, steps, store);
+                  if (tile_rows == 2) micro_float<Panel, 2>(rows, elements, x.steps, store);
+                  else micro_float<Panel, 1>(rows, elements, x.steps, store);
                 });
 }
 
-void matmul_bf16(const uint32_t* packed_x, int64_t rows, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
-                 const float* bias, float* y, int64_t y_stride) {
-  const int64_t steps = w.stored_cols() / 2;
-  for_each_tile(rows, w, first_panel, end_panel, bias, y, y_stride,
-                [&](int64_t block, int64_t row_in_block, int tile_rows, const void* panel, const TileStore& store) {
-                  const uint32_t* x = packed_x + block * steps * kPackedRows + row_in_block;
+void matmul_bf16(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
+                 const Epilogue& epilogue, float* y, int64_t y_stride) {
+  for_each_tile(x, w, first_panel, end_panel, epilogue, y, y_stride,
+                [&](int64_t m, int tile_rows, const void* panel, const TileStore& store) {
                   const auto* elements = static_cast<const uint16_t*>(panel);
-                  if (tile_rows == 2) micro_bf16<2>(x, elements, steps, store);
-                  else micro_bf16<1>(x, elements, steps, store);
+                  if (tile_rows == 2) micro_bf16<2>(tile_units(x, m), elements, x.steps, store);
+                  else micro_bf16<1>(tile_units(x, m), elements, x.steps, store);
+                });
+}
+
+void matmul_i8(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
+               const Epilogue& epilogue, float* y, int64_t y_stride) {
+  for_each_tile(x, w, first_panel, end_panel, epilogue, y, y_stride,
+                [&](int64_t m, int tile_rows, const void* panel, const TileStore& store) {
+                  const auto* elements = static_cast<const int8_t*>(panel);
+                  const float* scales = x.block_scales + m * x.quant_blocks;
+                  if (tile_rows == 2) micro_i8<2>(tile_units(x, m), elements, x.steps, scales, x.quant_blocks, store);
+                  else micro_i8<1>(tile_units(x, m), elements, x.steps, scales, x.quant_blocks, store);
                 });
 }
 
@@ -200,7 +290,27 @@ void key_scores(const float* q, const float* keys, int64_t count, int64_t d, flo
   }
 }
 
-double peak_flops(int64_t iterations, bool) {
+double peak_ops(int64_t iterations, PeakOp op) {
+  if (op == PeakOp::Int8Dot) {
+    // The int8 kernel's inner sequence (sign, vpmaddubsw, vpmaddwd, add) on 8 independent chains.
+    const __m256i ones = _mm256_set1_epi16(1), magnitude = _mm256_set1_epi8(3), w = _mm256_set1_epi8(-2);
+#define FALCON_START(i) _mm256_set1_epi32(i)
+    __m256i c0 = FALCON_START(0), c1 = FALCON_START(1), c2 = FALCON_START(2), c3 = FALCON_START(3);
+    __m256i c4 = FALCON_START(4), c5 = FALCON_START(5), c6 = FALCON_START(6), c7 = FALCON_START(7);
+#undef FALCON_START
+    for (int64_t i = 0; i < iterations; ++i) {
+#define FALCON_DOT(c) c = _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(w, c)), ones))
+      FALCON_DOT(c0); FALCON_DOT(c1); FALCON_DOT(c2); FALCON_DOT(c3); FALCON_DOT(c4); FALCON_DOT(c5); FALCON_DOT(c6); FALCON_DOT(c7);
+#undef FALCON_DOT
+    }
+    const __m256i total = _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(c0, c1), _mm256_add_epi32(c2, c3)),
+                                           _mm256_add_epi32(_mm256_add_epi32(c4, c5), _mm256_add_epi32(c6, c7)));
+    volatile int sink = _mm256_extract_epi32(total, 0);
+    (void)sink;
+    // 8 chains × 32 byte multiply-adds × 2 operations.
+    return double(iterations) * 8 * 32 * 2;
+  }
+  // float32 FMAs: also the ceiling of bf16 weights, which AVX2 widens to float32.
   // Distinct starting values: identical chains would be merged into one by the compiler.
 #define FALCON_START(i) _mm256_set1_ps(1.0f + 0.001f * i)
   __m256 a0 = FALCON_START(0), a1 = FALCON_START(1), a2 = FALCON_START(2), a3 = FALCON_START(3), a4 = FALCON_START(4);
@@ -232,23 +342,6 @@ void weighted_sum(const float* p, const float* v, int64_t count, int64_t d, floa
   }
 }
 
-// exp(x) with relative error about 1e-7; 2^n is built in the exponent bits.
-inline __m256 exp256(__m256 x) {
-  x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f)), _mm256_set1_ps(-87.3365447504f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256i exponent = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(exponent));
-}
-
 float exp_sum(float* x, int64_t n, float shift) {
   const __m256 shift_v = _mm256_set1_ps(shift);
   __m256 total = _mm256_setzero_ps();
@@ -271,29 +364,6 @@ float exp_sum(float* x, int64_t n, float shift) {
   return sum;
 }
 
-// GELU with erf from Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7).
-void gelu(float* x, int64_t n) {
-  const __m256 one = _mm256_set1_ps(1.0f);
-  const __m256 sign_bit = _mm256_set1_ps(-0.0f);
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256 v = _mm256_loadu_ps(x + i);
-    const __m256 z = _mm256_mul_ps(v, _mm256_set1_ps(0.70710678118654752f));
-    const __m256 a = _mm256_andnot_ps(sign_bit, z);
-    const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(a, _mm256_set1_ps(0.3275911f), one));
-    __m256 poly = _mm256_set1_ps(1.061405429f);
-    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-1.453152027f));
-    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(1.421413741f));
-    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-0.284496736f));
-    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(0.254829592f));
-    poly = _mm256_mul_ps(poly, t);
-    const __m256 erf_abs = _mm256_fnmadd_ps(poly, exp256(_mm256_mul_ps(_mm256_xor_ps(a, sign_bit), a)), one);
-    const __m256 erf = _mm256_or_ps(erf_abs, _mm256_and_ps(z, sign_bit));
-    _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v), _mm256_add_ps(one, erf)));
-  }
-  for (; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.70710678118654752f));
-}
-
 float stream_sum(const float* data, int64_t n) {
   __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
   for (int64_t i = 0; i + 32 <= n; i += 32) {
@@ -311,7 +381,7 @@ float stream_sum(const float* data, int64_t n) {
 
 const KernelTable& avx2_kernels() {
   static const KernelTable table{Isa::Avx2, matmul_float<F32Panel>, matmul_bf16, matmul_float<F16Panel>,
-                                 matmul_float<I8Panel>, key_scores, weighted_sum, exp_sum, gelu, peak_flops,
+                                 matmul_i8, scalar_kernels().quantise_row, key_scores, weighted_sum, exp_sum, peak_ops,
                                  stream_sum};
   return table;
 }

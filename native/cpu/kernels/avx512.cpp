@@ -1,22 +1,24 @@
-// AVX-512 kernels (F, BW, VL, DQ, and BF16 pair dot products). The matmul micro-kernel holds a tile
-// of up to 8 input rows × 32 outputs (one weight panel) in 16 registers: per step along k it loads
-// the panel's two vectors once and multiplies them by each row's broadcast input (16 FMAs per 2 loads
-// plus 8 broadcasts), over the whole of k, so every weight byte is read once per 8 rows.
+// AVX-512 kernels (F, BW, VL, DQ; BF16 pair dot products and VNNI byte dot products where the CPU has
+// them, else the AVX2 kernels for those dtypes). The matmul micro-kernel holds a tile of up to 8 input
+// rows × 32 outputs (one weight panel) in 16 registers: per step along k it loads the panel's two
+// vectors once and multiplies them by each row's broadcast input (16 multiply-adds per 2 loads plus
+// 8 broadcasts), over the whole of k, so every weight byte is read once per 8 rows.
 // This file is compiled for AVX-512 but only called after cpu_features() says the CPU runs it.
 #if defined(__GNUC__) && !defined(__clang__)
 // GCC 12's intrinsic headers trip these on _mm*_undefined_*; vector arguments never cross a non-AVX ABI here.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wpsabi"
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,f16c")
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vnni,fma,f16c")
 #elif defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,f16c"))), apply_to = function)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vnni,fma,f16c"))), apply_to = function)
 #endif
 
 #include <immintrin.h>
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "kernels.h"
 
@@ -34,6 +36,52 @@ inline void prefetch_step(const void* at, size_t bytes) {
   for (size_t offset = 0; offset < bytes; offset += 64) _mm_prefetch(static_cast<const char*>(at) + offset, _MM_HINT_T1);
 }
 
+// exp(x) with relative error about 1e-7: x = n·ln2 + r, exp(r) by a degree-6 polynomial, 2^n by scalef.
+inline __m512 exp512(__m512 x) {
+  x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.3762626647949f)), _mm512_set1_ps(-103.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+// GELU with erf from Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7).
+inline __m512 gelu512(__m512 v) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512 z = _mm512_mul_ps(v, _mm512_set1_ps(0.70710678118654752f));
+  const __m512 a = _mm512_abs_ps(z);
+  const __m512 t = _mm512_div_ps(one, _mm512_fmadd_ps(a, _mm512_set1_ps(0.3275911f), one));
+  __m512 poly = _mm512_set1_ps(1.061405429f);
+  poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(-1.453152027f));
+  poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(1.421413741f));
+  poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(-0.284496736f));
+  poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(0.254829592f));
+  poly = _mm512_mul_ps(poly, t);
+  const __m512 erf_abs = _mm512_fnmadd_ps(poly, exp512(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), a), a)), one);
+  // erf is odd: copy z's sign onto |erf|.
+  const __m512 erf = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(erf_abs),
+      _mm512_and_si512(_mm512_castps_si512(z), _mm512_set1_epi32(int(0x80000000u)))));
+  return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), _mm512_add_ps(one, erf));
+}
+
+// Dot-product accumulation in place. Written as intrinsics, GCC 12 copies (or spills) every
+// accumulator of a long vpdpbusd / vdpbf16ps chain each step; an asm operand tied to the register
+// makes each instruction update its accumulator where it lives.
+// The second factor of each is one 32-bit unit from memory, broadcast to every lane by the instruction.
+inline void dot_bytes(__m512i& accumulator, __m512i unsigned_bytes, const uint32_t& signed_quad) {
+  asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(accumulator) : "v"(unsigned_bytes), "m"(signed_quad));
+}
+inline void dot_bf16(__m512& accumulator, __m512bh a, __m512bh b) {
+  asm("vdpbf16ps %2, %1, %0" : "+v"(accumulator) : "v"(a), "v"(b));
+}
+
 // Weight loaders: the 32 weights of one panel step as two float32 vectors.
 struct F32Panel {
   using Element = float;
@@ -49,36 +97,25 @@ struct F16Panel {
     high = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16)));
   }
 };
-struct I8Panel {
-  using Element = int8_t;
-  static void load(const int8_t* p, __m512& low, __m512& high) {
-    low = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
-    high = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16))));
-  }
+
+// The steps [begin, end) of k that one micro-kernel call covers. A row block's partial sums for its
+// tile wait in `partial` (Rows × 32 floats) between calls: the first call starts from zero, the last
+// one writes the tile through the epilogue.
+struct StepRange {
+  int64_t begin;
+  int64_t end;
+  bool first;
+  bool last;
+  float* partial;
 };
 
-// Accumulators are named one by one: held in an array, GCC 12 keeps them in memory.
-#define FALCON_ACCUMULATORS                                                                  \
-  __m512 c0a = _mm512_setzero_ps(), c0b = c0a, c1a = c0a, c1b = c0a, c2a = c0a, c2b = c0a;   \
-  __m512 c3a = c0a, c3b = c0a, c4a = c0a, c4b = c0a, c5a = c0a, c5b = c0a, c6a = c0a;        \
-  __m512 c6b = c0a, c7a = c0a, c7b = c0a
-#define FALCON_STORE_ROWS                                                                    \
-  store_row(c0a, c0b, 0);                                                                    \
-  if (Rows > 1) store_row(c1a, c1b, 1);                                                      \
-  if (Rows > 2) store_row(c2a, c2b, 2);                                                      \
-  if (Rows > 3) store_row(c3a, c3b, 3);                                                      \
-  if (Rows > 4) store_row(c4a, c4b, 4);                                                      \
-  if (Rows > 5) store_row(c5a, c5b, 5);                                                      \
-  if (Rows > 6) store_row(c6a, c6b, 6);                                                      \
-  if (Rows > 7) store_row(c7a, c7b, 7)
-
-// Writes one row of a tile: scale (int8), bias, and only the outputs that exist.
+// Writes one row of a tile through the epilogue (kernels.h), only the outputs that exist.
 struct TileStore {
   float* y;
   int64_t y_stride;
   int64_t n0;
   int outputs;
-  const float* bias;
+  const Epilogue& epilogue;
   const float* scales;
 
   void operator()(__m512 low, __m512 high, int row) const {
@@ -87,124 +124,265 @@ struct TileStore {
       low = _mm512_mul_ps(low, _mm512_maskz_loadu_ps(mask_low, scales + n0));
       high = _mm512_mul_ps(high, _mm512_maskz_loadu_ps(mask_high, scales + n0 + 16));
     }
-    if (bias != nullptr) {
-      low = _mm512_add_ps(low, _mm512_maskz_loadu_ps(mask_low, bias + n0));
-      high = _mm512_add_ps(high, _mm512_maskz_loadu_ps(mask_high, bias + n0 + 16));
+    if (epilogue.bias != nullptr) {
+      low = _mm512_add_ps(low, _mm512_maskz_loadu_ps(mask_low, epilogue.bias + n0));
+      high = _mm512_add_ps(high, _mm512_maskz_loadu_ps(mask_high, epilogue.bias + n0 + 16));
+    }
+    if (epilogue.gelu) {
+      low = gelu512(low);
+      high = gelu512(high);
     }
     float* out = y + row * y_stride + n0;
+    if (epilogue.accumulate) {
+      low = _mm512_add_ps(low, _mm512_maskz_loadu_ps(mask_low, out));
+      high = _mm512_add_ps(high, _mm512_maskz_loadu_ps(mask_high, out + 16));
+    }
     _mm512_mask_storeu_ps(out, mask_low, low);
     if (outputs > 16) _mm512_mask_storeu_ps(out + 16, mask_high, high);
   }
 };
 
-// `prefetch` (or null) is the next panel: while the first row block streams this panel from memory,
-// the same position of the next one is requested, so memory latency overlaps the multiply-adds.
+// Accumulators are named one by one: held in an array, GCC 12 keeps them in memory.
+#define FALCON_ACCUMULATORS                                                                  \
+  __m512 c0a = _mm512_setzero_ps(), c0b = c0a, c1a = c0a, c1b = c0a, c2a = c0a, c2b = c0a;   \
+  __m512 c3a = c0a, c3b = c0a, c4a = c0a, c4b = c0a, c5a = c0a, c5b = c0a, c6a = c0a;        \
+  __m512 c6b = c0a, c7a = c0a, c7b = c0a;                                                    \
+  if (!range.first) {                                                                        \
+    FALCON_EACH_ROW(FALCON_LOAD_PARTIAL)                                                     \
+  }
+#define FALCON_FINISH                                                                        \
+  if (range.last) {                                                                          \
+    FALCON_EACH_ROW(FALCON_STORE_ROW)                                                        \
+  } else {                                                                                   \
+    FALCON_EACH_ROW(FALCON_SAVE_PARTIAL)                                                     \
+  }
+#define FALCON_EACH_ROW(op) op(0, c0a, c0b) op(1, c1a, c1b) op(2, c2a, c2b) op(3, c3a, c3b) \
+                            op(4, c4a, c4b) op(5, c5a, c5b) op(6, c6a, c6b) op(7, c7a, c7b)
+#define FALCON_LOAD_PARTIAL(r, a, b)                                                         \
+  if (Rows > r) {                                                                            \
+    a = _mm512_loadu_ps(range.partial + r * kPanelWidth);                                   \
+    b = _mm512_loadu_ps(range.partial + r * kPanelWidth + 16);                               \
+  }
+#define FALCON_SAVE_PARTIAL(r, a, b)                                                         \
+  if (Rows > r) {                                                                            \
+    _mm512_storeu_ps(range.partial + r * kPanelWidth, a);                                    \
+    _mm512_storeu_ps(range.partial + r * kPanelWidth + 16, b);                               \
+  }
+#define FALCON_STORE_ROW(r, a, b) \
+  if (Rows > r) store_row(a, b, r);
+
+// `prefetch_delta` (or 0) is the distance in bytes to the weights the next call will stream (the next
+// chunk of this panel, or the next panel): while this call streams its steps from memory, the same
+// position there is requested, so memory latency overlaps the multiply-adds.
+// Micro-kernels are kept out of line: inlined into their caller, GCC 12 spills accumulators of the 8-row tile.
 template <typename Panel, int Rows>
-void micro_float(const float* packed, const typename Panel::Element* panel, int64_t steps, const TileStore& store_row,
-                 const typename Panel::Element* prefetch) {
-  FALCON_ACCUMULATORS;
+__attribute__((noinline)) void micro_float(const float* packed, const typename Panel::Element* panel, const StepRange& range,
+                 const TileStore& store_row, int64_t prefetch_delta) {
+  FALCON_ACCUMULATORS
 #define FALCON_ROW(r, a, b)                                                    \
   if (Rows > r) {                                                              \
     const __m512 x = _mm512_set1_ps(packed[s * kPackedRows + r]);              \
     a = _mm512_fmadd_ps(x, low, a);                                            \
     b = _mm512_fmadd_ps(x, high, b);                                           \
   }
-  for (int64_t s = 0; s < steps; ++s) {
-    if (prefetch != nullptr) prefetch_step(prefetch + s * kPanelWidth, kPanelWidth * sizeof(typename Panel::Element));
+  for (int64_t s = range.begin; s < range.end; ++s) {
+    const auto* step = panel + s * kPanelWidth;
+    if (prefetch_delta != 0) prefetch_step(reinterpret_cast<const char*>(step) + prefetch_delta, kPanelWidth * sizeof(*step));
     __m512 low, high;
-    Panel::load(panel + s * kPanelWidth, low, high);
-    FALCON_ROW(0, c0a, c0b) FALCON_ROW(1, c1a, c1b) FALCON_ROW(2, c2a, c2b) FALCON_ROW(3, c3a, c3b)
-    FALCON_ROW(4, c4a, c4b) FALCON_ROW(5, c5a, c5b) FALCON_ROW(6, c6a, c6b) FALCON_ROW(7, c7a, c7b)
+    Panel::load(step, low, high);
+    FALCON_EACH_ROW(FALCON_ROW)
   }
 #undef FALCON_ROW
-  FALCON_STORE_ROWS;
+  FALCON_FINISH
 }
 
 // bf16: each step is a pair of k; vdpbf16ps multiplies the pairs and accumulates in float32.
 template <int Rows>
-void micro_bf16(const uint32_t* packed, const uint16_t* panel, int64_t steps, const TileStore& store_row,
-                const uint16_t* prefetch) {
-  FALCON_ACCUMULATORS;
+__attribute__((noinline)) void micro_bf16(const uint32_t* packed, const uint16_t* panel, const StepRange& range, const TileStore& store_row,
+                int64_t prefetch_delta) {
+  FALCON_ACCUMULATORS
 #define FALCON_ROW(r, a, b)                                                              \
   if (Rows > r) {                                                                        \
     const __m512bh x = (__m512bh)_mm512_set1_epi32(int(packed[s * kPackedRows + r]));   \
-    a = _mm512_dpbf16_ps(a, x, low);                                                     \
-    b = _mm512_dpbf16_ps(b, x, high);                                                    \
+    dot_bf16(a, x, low);                                                                 \
+    dot_bf16(b, x, high);                                                                \
   }
-  for (int64_t s = 0; s < steps; ++s) {
-    if (prefetch != nullptr) prefetch_step(prefetch + s * 2 * kPanelWidth, 2 * kPanelWidth * sizeof(uint16_t));
-    const __m512bh low = (__m512bh)_mm512_loadu_si512(panel + s * 2 * kPanelWidth);
-    const __m512bh high = (__m512bh)_mm512_loadu_si512(panel + s * 2 * kPanelWidth + kPanelWidth);
-    FALCON_ROW(0, c0a, c0b) FALCON_ROW(1, c1a, c1b) FALCON_ROW(2, c2a, c2b) FALCON_ROW(3, c3a, c3b)
-    FALCON_ROW(4, c4a, c4b) FALCON_ROW(5, c5a, c5b) FALCON_ROW(6, c6a, c6b) FALCON_ROW(7, c7a, c7b)
+  for (int64_t s = range.begin; s < range.end; ++s) {
+    const uint16_t* step = panel + s * 2 * kPanelWidth;
+    if (prefetch_delta != 0) prefetch_step(reinterpret_cast<const char*>(step) + prefetch_delta, 2 * kPanelWidth * sizeof(uint16_t));
+    const __m512bh low = (__m512bh)_mm512_loadu_si512(step);
+    const __m512bh high = (__m512bh)_mm512_loadu_si512(step + kPanelWidth);
+    FALCON_EACH_ROW(FALCON_ROW)
   }
 #undef FALCON_ROW
-  FALCON_STORE_ROWS;
+  FALCON_FINISH
 }
 #undef FALCON_ACCUMULATORS
-#undef FALCON_STORE_ROWS
+#undef FALCON_FINISH
+#undef FALCON_LOAD_PARTIAL
+#undef FALCON_SAVE_PARTIAL
+#undef FALCON_STORE_ROW
 
-// Panels outer, row blocks inner: a panel (at most a few hundred KB) stays in L2 while every row
-// block passes over it; for a single row it is streamed from memory exactly once.
+// int8 (VNNI): each step is a quad of k. vpdpbusd multiplies unsigned by signed bytes, so the weights
+// are biased to w + 128 (one xor per vector) and each block's accumulators start at −128 · Σ q, which
+// leaves exactly Σ q · w. After each quantisation block the integer sums are scaled into the float32
+// partial tile (chunks of k hold whole quantisation blocks).
+template <int Rows>
+__attribute__((noinline)) void micro_i8(const uint32_t* packed, const int8_t* panel, const float* block_scales, const int32_t* block_sums,
+              int64_t quant_blocks, const StepRange& range, const TileStore& store_row, int64_t prefetch_delta) {
+  float* tile = range.partial;
+  if (range.first) std::fill(tile, tile + Rows * kPanelWidth, 0.0f);
+  const __m512i bias_128 = _mm512_set1_epi8(char(0x80));
+  for (int64_t block = range.begin / kQuantSteps; block * kQuantSteps < range.end; ++block) {
+#define FALCON_START(r) _mm512_set1_epi32(Rows > r ? -128 * block_sums[r * quant_blocks + block] : 0)
+    __m512i c0a = FALCON_START(0), c0b = c0a, c1a = FALCON_START(1), c1b = c1a, c2a = FALCON_START(2), c2b = c2a;
+    __m512i c3a = FALCON_START(3), c3b = c3a, c4a = FALCON_START(4), c4b = c4a, c5a = FALCON_START(5), c5b = c5a;
+    __m512i c6a = FALCON_START(6), c6b = c6a, c7a = FALCON_START(7), c7b = c7a;
+#undef FALCON_START
+#define FALCON_ROW(r, a, b)                                                     \
+  if (Rows > r) {                                                               \
+    dot_bytes(a, low, packed[s * kPackedRows + r]);                             \
+    dot_bytes(b, high, packed[s * kPackedRows + r]);                            \
+  }
+    const int64_t block_end = std::min(range.end, (block + 1) * kQuantSteps);
+    for (int64_t s = block * kQuantSteps; s < block_end; ++s) {
+      const int8_t* step = panel + s * 4 * kPanelWidth;
+      if (prefetch_delta != 0) prefetch_step(reinterpret_cast<const char*>(step) + prefetch_delta, 4 * kPanelWidth);
+      const __m512i low = _mm512_xor_si512(_mm512_loadu_si512(step), bias_128);
+      const __m512i high = _mm512_xor_si512(_mm512_loadu_si512(step + 2 * kPanelWidth), bias_128);
+      FALCON_EACH_ROW(FALCON_ROW)
+    }
+#undef FALCON_ROW
+#define FALCON_SCALE(r, a, b)                                                                               \
+  if (Rows > r) {                                                                                           \
+    const __m512 scale = _mm512_set1_ps(block_scales[r * quant_blocks + block]);                            \
+    float* row_tile = tile + r * kPanelWidth;                                                               \
+    _mm512_storeu_ps(row_tile, _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), scale, _mm512_loadu_ps(row_tile)));   \
+    _mm512_storeu_ps(row_tile + 16, _mm512_fmadd_ps(_mm512_cvtepi32_ps(b), scale, _mm512_loadu_ps(row_tile + 16))); \
+  }
+    FALCON_EACH_ROW(FALCON_SCALE)
+#undef FALCON_SCALE
+  }
+  if (range.last) {
+    for (int r = 0; r < Rows; ++r) store_row(_mm512_loadu_ps(tile + r * kPanelWidth), _mm512_loadu_ps(tile + r * kPanelWidth + 16), r);
+  }
+}
+#undef FALCON_EACH_ROW
+
+// Bytes of a panel's weights streamed per k-chunk when several row blocks share it.
+constexpr int64_t kChunkBytes = int64_t(64) << 10;
+
+// Panels outer. One row block streams each panel from memory exactly once. Several row blocks take
+// the panel in chunks of k: every block passes over a chunk while it is in cache, so the memory
+// stream (and the prefetch of the next chunk) overlaps the multiply-adds of all of them.
 template <typename Micro>
-void for_each_tile(int64_t rows, const WeightMatrix& w, int64_t first_panel, int64_t end_panel, const float* bias,
-                   float* y, int64_t y_stride, Micro micro) {
+void for_each_tile(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
+                   const Epilogue& epilogue, float* y, int64_t y_stride, Micro micro) {
   const float* scales = w.dtype == DType::Int8 ? w.scales.data() : nullptr;
+  const int64_t steps = x.steps;
+  const int64_t step_bytes = w.k_group() * kPanelWidth * int64_t(dtype_size(w.dtype));
+  const int64_t panel_bytes = steps * step_bytes;
+  const int64_t blocks = (x.rows + kPackedRows - 1) / kPackedRows;
+  // Whole quantisation blocks per chunk, for int8.
+  const int64_t chunk_steps = blocks == 1 ? steps : std::max<int64_t>(kQuantSteps, kChunkBytes / step_bytes / kQuantSteps * kQuantSteps);
+  // This worker's partial tiles, kept for later calls.
+  thread_local std::vector<float> partials;
+  if (partials.size() < size_t(blocks * kPackedRows * kPanelWidth)) partials.resize(size_t(blocks * kPackedRows * kPanelWidth));
   for (int64_t p = first_panel; p < end_panel; ++p) {
     const int64_t n0 = p * kPanelWidth;
     const int outputs = int(std::min<int64_t>(kPanelWidth, w.rows - n0));
-    for (int64_t block = 0; block * kPackedRows < rows; ++block) {
-      const int block_rows = int(std::min<int64_t>(kPackedRows, rows - block * kPackedRows));
-      const TileStore store{y + block * kPackedRows * y_stride, y_stride, n0, outputs, bias, scales};
-      const void* prefetch = block == 0 && p + 1 < end_panel ? w.panel(p + 1) : nullptr;
-      micro(block, block_rows, w.panel(p), store, prefetch);
+    for (int64_t begin = 0; begin < steps; begin += chunk_steps) {
+      const int64_t end = std::min(steps, begin + chunk_steps);
+      const int64_t prefetch_delta = end < steps ? chunk_steps * step_bytes : p + 1 < end_panel ? panel_bytes - begin * step_bytes : 0;
+      for (int64_t block = 0; block < blocks; ++block) {
+        const int block_rows = int(std::min<int64_t>(kPackedRows, x.rows - block * kPackedRows));
+        const TileStore store{y + block * kPackedRows * y_stride, y_stride, n0, outputs, epilogue, scales};
+        const StepRange range{begin, end, begin == 0, end == steps, partials.data() + block * kPackedRows * kPanelWidth};
+        micro(block, block_rows, w.panel(p), range, store, block == 0 ? prefetch_delta : 0);
+      }
     }
   }
 }
 
+// Instantiates `micro<Rows>` for a row count known only at run time.
+#define FALCON_DISPATCH_ROWS(rows, call) \
+  switch (rows) {                        \
+    case 1: call(1); break;              \
+    case 2: call(2); break;              \
+    case 3: call(3); break;              \
+    case 4: call(4); break;              \
+    case 5: call(5); break;              \
+    case 6: call(6); break;              \
+    case 7: call(7); break;              \
+    default: call(8); break;             \
+  }
+
 template <typename Panel>
-void matmul_float(const uint32_t* packed_x, int64_t rows, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
-                  const float* bias, float* y, int64_t y_stride) {
+void matmul_float(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
+                  const Epilogue& epilogue, float* y, int64_t y_stride) {
   using Element = typename Panel::Element;
-  const int64_t steps = w.cols;
-  const float* packed = reinterpret_cast<const float*>(packed_x);
-  for_each_tile(rows, w, first_panel, end_panel, bias, y, y_stride,
-                [&](int64_t block, int block_rows, const void* panel_bytes, const TileStore& store, const void* prefetch_bytes) {
-                  const float* x = packed + block * steps * kPackedRows;
-                  const Element* panel = static_cast<const Element*>(panel_bytes);
-                  const Element* prefetch = static_cast<const Element*>(prefetch_bytes);
-                  switch (block_rows) {
-                    case 1: micro_float<Panel, 1>(x, panel, steps, store, prefetch); break;
-                    case 2: micro_float<Panel, 2>(x, panel, steps, store, prefetch); break;
-                    case 3: micro_float<Panel, 3>(x, panel, steps, store, prefetch); break;
-                    case 4: micro_float<Panel, 4>(x, panel, steps, store, prefetch); break;
-                    case 5: micro_float<Panel, 5>(x, panel, steps, store, prefetch); break;
-                    case 6: micro_float<Panel, 6>(x, panel, steps, store, prefetch); break;
-                    case 7: micro_float<Panel, 7>(x, panel, steps, store, prefetch); break;
-                    default: micro_float<Panel, 8>(x, panel, steps, store, prefetch); break;
-                  }
+  const float* packed = reinterpret_cast<const float*>(x.units);
+  for_each_tile(x, w, first_panel, end_panel, epilogue, y, y_stride,
+                [&](int64_t block, int block_rows, const void* panel, const StepRange& range, const TileStore& store, int64_t prefetch_delta) {
+                  const float* rows = packed + block * x.steps * kPackedRows;
+#define FALCON_CALL(R) micro_float<Panel, R>(rows, static_cast<const Element*>(panel), range, store, prefetch_delta)
+                  FALCON_DISPATCH_ROWS(block_rows, FALCON_CALL)
+#undef FALCON_CALL
                 });
 }
 
-void matmul_bf16(const uint32_t* packed_x, int64_t rows, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
-                 const float* bias, float* y, int64_t y_stride) {
-  const int64_t steps = w.stored_cols() / 2;
-  for_each_tile(rows, w, first_panel, end_panel, bias, y, y_stride,
-                [&](int64_t block, int block_rows, const void* panel_bytes, const TileStore& store, const void* prefetch_bytes) {
-                  const uint32_t* x = packed_x + block * steps * kPackedRows;
-                  const uint16_t* panel = static_cast<const uint16_t*>(panel_bytes);
-                  const uint16_t* prefetch = static_cast<const uint16_t*>(prefetch_bytes);
-                  switch (block_rows) {
-                    case 1: micro_bf16<1>(x, panel, steps, store, prefetch); break;
-                    case 2: micro_bf16<2>(x, panel, steps, store, prefetch); break;
-                    case 3: micro_bf16<3>(x, panel, steps, store, prefetch); break;
-                    case 4: micro_bf16<4>(x, panel, steps, store, prefetch); break;
-                    case 5: micro_bf16<5>(x, panel, steps, store, prefetch); break;
-                    case 6: micro_bf16<6>(x, panel, steps, store, prefetch); break;
-                    case 7: micro_bf16<7>(x, panel, steps, store, prefetch); break;
-                    default: micro_bf16<8>(x, panel, steps, store, prefetch); break;
-                  }
+void matmul_bf16(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
+                 const Epilogue& epilogue, float* y, int64_t y_stride) {
+  for_each_tile(x, w, first_panel, end_panel, epilogue, y, y_stride,
+                [&](int64_t block, int block_rows, const void* panel, const StepRange& range, const TileStore& store, int64_t prefetch_delta) {
+                  const uint32_t* rows = x.units + block * x.steps * kPackedRows;
+#define FALCON_CALL(R) micro_bf16<R>(rows, static_cast<const uint16_t*>(panel), range, store, prefetch_delta)
+                  FALCON_DISPATCH_ROWS(block_rows, FALCON_CALL)
+#undef FALCON_CALL
                 });
+}
+
+void matmul_i8(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
+               const Epilogue& epilogue, float* y, int64_t y_stride) {
+  for_each_tile(x, w, first_panel, end_panel, epilogue, y, y_stride,
+                [&](int64_t block, int block_rows, const void* panel, const StepRange& range, const TileStore& store, int64_t prefetch_delta) {
+                  const uint32_t* rows = x.units + block * x.steps * kPackedRows;
+                  const int64_t first_row = block * kPackedRows * x.quant_blocks;
+#define FALCON_CALL(R)                                                                                    \
+  micro_i8<R>(rows, static_cast<const int8_t*>(panel), x.block_scales + first_row, x.block_sums + first_row, \
+              x.quant_blocks, range, store, prefetch_delta)
+                  FALCON_DISPATCH_ROWS(block_rows, FALCON_CALL)
+#undef FALCON_CALL
+                });
+}
+#undef FALCON_DISPATCH_ROWS
+
+void quantise_row(const float* x, int64_t cols, int64_t quant_blocks, uint32_t* units, float* scales, int32_t* sums) {
+  const __m512 lowest = _mm512_set1_ps(-127.0f), highest = _mm512_set1_ps(127.0f);
+  for (int64_t block = 0; block < quant_blocks; ++block) {
+    const int64_t k_begin = block * kQuantSteps * 4;
+    const int64_t k_end = std::min(cols, k_begin + kQuantSteps * 4);
+    __m512 largest_lanes = _mm512_setzero_ps();
+    for (int64_t k = k_begin; k < k_end; k += 16) {
+      largest_lanes = _mm512_max_ps(largest_lanes, _mm512_abs_ps(_mm512_maskz_loadu_ps(lanes_below(k_end - k), x + k)));
+    }
+    const float largest = _mm512_reduce_max_ps(largest_lanes);
+    const __m512 inverse = _mm512_set1_ps(largest > 0.0f ? 127.0f / largest : 0.0f);
+    scales[block] = largest / 127.0f;
+    __m512i total = _mm512_setzero_si512();
+    for (int64_t k = k_begin; k < k_end; k += 16) {
+      const __m512 v = _mm512_maskz_loadu_ps(lanes_below(k_end - k), x + k);
+      // Rounds to nearest even, as lrintf does in the default rounding mode.
+      const __m512i q = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v, inverse), lowest), highest));
+      total = _mm512_add_epi32(total, q);
+      alignas(16) uint32_t quads[4];
+      _mm_store_si128(reinterpret_cast<__m128i*>(quads), _mm512_cvtepi32_epi8(q));
+      const int64_t first_step = k / 4;
+      const int64_t step_count = std::min<int64_t>(4, (k_end - k + 3) / 4);
+      for (int64_t i = 0; i < step_count; ++i) units[(first_step + i) * kPackedRows] = quads[i];
+    }
+    sums[block] = _mm512_reduce_add_epi32(total);
+  }
 }
 
 // [sum(a0), sum(a1), sum(a2), sum(a3)]
@@ -243,7 +421,11 @@ void key_scores(const float* q, const float* keys, int64_t count, int64_t d, flo
   }
 }
 
-double peak_flops(int64_t iterations, bool bf16) {
+double peak_ops(int64_t iterations, PeakOp op) {
+  const CpuFeatures& features = cpu_features();
+  if ((op == PeakOp::Bf16Dot && !features.avx512_bf16) || (op == PeakOp::Int8Dot && !features.avx512_vnni)) {
+    return avx2_kernels().peak_ops(iterations, op);  // the kernels those dtypes use on this CPU
+  }
   // Distinct starting values: identical chains would be merged into one by the compiler.
 #define FALCON_START(i) _mm512_set1_ps(1.0f + 0.001f * i)
   __m512 a0 = FALCON_START(0), a1 = FALCON_START(1), a2 = FALCON_START(2), a3 = FALCON_START(3);
@@ -252,9 +434,15 @@ double peak_flops(int64_t iterations, bool bf16) {
 #undef FALCON_START
   const __m512 m = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
   const __m512bh pair = (__m512bh)_mm512_set1_epi32(0x3f803f80);  // (1.0, 1.0) in bf16
+  const __m512i bytes = _mm512_set1_epi8(1);
   for (int64_t i = 0; i < iterations; ++i) {
-    if (bf16) {
+    if (op == PeakOp::Bf16Dot) {
 #define FALCON_DP(a) a = _mm512_dpbf16_ps(a, pair, pair)
+      FALCON_DP(a0); FALCON_DP(a1); FALCON_DP(a2); FALCON_DP(a3); FALCON_DP(a4); FALCON_DP(a5);
+      FALCON_DP(a6); FALCON_DP(a7); FALCON_DP(a8); FALCON_DP(a9); FALCON_DP(a10); FALCON_DP(a11);
+#undef FALCON_DP
+    } else if (op == PeakOp::Int8Dot) {
+#define FALCON_DP(a) a = _mm512_castsi512_ps(_mm512_dpbusd_epi32(_mm512_castps_si512(a), bytes, bytes))
       FALCON_DP(a0); FALCON_DP(a1); FALCON_DP(a2); FALCON_DP(a3); FALCON_DP(a4); FALCON_DP(a5);
       FALCON_DP(a6); FALCON_DP(a7); FALCON_DP(a8); FALCON_DP(a9); FALCON_DP(a10); FALCON_DP(a11);
 #undef FALCON_DP
@@ -270,8 +458,8 @@ double peak_flops(int64_t iterations, bool bf16) {
                                                    _mm512_add_ps(_mm512_add_ps(a8, a9), _mm512_add_ps(a10, a11))));
   volatile float sink = _mm512_reduce_add_ps(total);
   (void)sink;
-  // 12 registers × 16 lanes × (2 flops per FMA, or 4 per bf16 pair dot product).
-  return double(iterations) * 12 * 16 * (bf16 ? 4 : 2);
+  // 12 registers × 16 lanes × (2 operations per FMA, 4 per bf16 pair dot product, 8 per byte quad).
+  return double(iterations) * 12 * 16 * (op == PeakOp::Bf16Dot ? 4 : op == PeakOp::Int8Dot ? 8 : 2);
 }
 
 void weighted_sum(const float* p, const float* v, int64_t count, int64_t d, float* out) {
@@ -299,22 +487,6 @@ void weighted_sum(const float* p, const float* v, int64_t count, int64_t d, floa
   }
 }
 
-// exp(x) with relative error about 1e-7: x = n·ln2 + r, exp(r) by a degree-6 polynomial, 2^n by scalef.
-inline __m512 exp512(__m512 x) {
-  x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.3762626647949f)), _mm512_set1_ps(-103.0f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  return _mm512_scalef_ps(p, n);
-}
-
 float exp_sum(float* x, int64_t n, float shift) {
   const __m512 shift_v = _mm512_set1_ps(shift);
   __m512 total = _mm512_setzero_ps();
@@ -328,29 +500,6 @@ float exp_sum(float* x, int64_t n, float shift) {
     total = _mm512_mask_add_ps(total, mask, total, e);
   }
   return _mm512_reduce_add_ps(total);
-}
-
-// GELU with erf from Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7).
-void gelu(float* x, int64_t n) {
-  const __m512 one = _mm512_set1_ps(1.0f);
-  for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 mask = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
-    const __m512 v = _mm512_maskz_loadu_ps(mask, x + i);
-    const __m512 z = _mm512_mul_ps(v, _mm512_set1_ps(0.70710678118654752f));
-    const __m512 a = _mm512_abs_ps(z);
-    const __m512 t = _mm512_div_ps(one, _mm512_fmadd_ps(a, _mm512_set1_ps(0.3275911f), one));
-    __m512 poly = _mm512_set1_ps(1.061405429f);
-    poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(-1.453152027f));
-    poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(1.421413741f));
-    poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(-0.284496736f));
-    poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(0.254829592f));
-    poly = _mm512_mul_ps(poly, t);
-    const __m512 erf_abs = _mm512_fnmadd_ps(poly, exp512(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), a), a)), one);
-    // erf is odd: copy z's sign onto |erf|.
-    const __m512 erf = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(erf_abs),
-        _mm512_and_si512(_mm512_castps_si512(z), _mm512_set1_epi32(int(0x80000000u)))));
-    _mm512_mask_storeu_ps(x + i, mask, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), _mm512_add_ps(one, erf)));
-  }
 }
 
 float stream_sum(const float* data, int64_t n) {
@@ -367,9 +516,15 @@ float stream_sum(const float* data, int64_t n) {
 }  // namespace
 
 const KernelTable& avx512_kernels() {
-  static const KernelTable table{Isa::Avx512, matmul_float<F32Panel>, matmul_bf16, matmul_float<F16Panel>,
-                                 matmul_float<I8Panel>, key_scores, weighted_sum, exp_sum, gelu, peak_flops,
-                                 stream_sum};
+  static const KernelTable table = [] {
+    // CPUs with AVX-512 but without its BF16 or VNNI extensions run those dtypes on the AVX2 kernels,
+    // which take the same packed inputs.
+    const CpuFeatures& features = cpu_features();
+    const KernelTable& avx2 = avx2_kernels();
+    return KernelTable{Isa::Avx512, matmul_float<F32Panel>, features.avx512_bf16 ? matmul_bf16 : avx2.matmul_bf16,
+                       matmul_float<F16Panel>, features.avx512_vnni ? matmul_i8 : avx2.matmul_i8, quantise_row, key_scores,
+                       weighted_sum, exp_sum, peak_ops, stream_sum};
+  }();
   return table;
 }
 

@@ -10,17 +10,46 @@
 namespace falcon::cpu {
 
 // Input rows are packed before a matmul (ops/linear.cpp) into blocks of kPackedRows rows: block b
-// holds, for every step s along k, the 32-bit units of its rows side by side:
-//   packed[(b · steps + s) · kPackedRows + r] = unit(row b·kPackedRows + r, step s)
+// holds, for every step s along k (weights.h), the 32-bit units of its rows side by side:
+//   units[(b · steps + s) · kPackedRows + r] = unit(row b·kPackedRows + r, step s)
 // (slots of rows past the last one are left undefined; kernels never read them)
-// A unit is one float32 x[m][s] (steps = cols), or for bfloat16 weights the pair (x[m][2s], x[m][2s+1])
-// rounded to bf16 (steps = cols / 2 rounded up): bf16 models multiply in bf16 with float32 accumulation.
+// A unit is the step's inputs of one row in the form the weights' kernel multiplies:
+//   float32 / float16 weights: one float32 x[m][s]
+//   bfloat16 weights: the pair (x[m][2s], x[m][2s+1]) rounded to bf16 (bf16 models multiply in bf16)
+//   int8 weights: the quad x[m][4s .. 4s+3] quantised to int8, little end first. Each row is quantised
+//     in blocks of kQuantSteps steps, symmetrically (the block's largest magnitude maps to ±127), so
+//     one outlier costs precision only in its own block; a matmul sums the exact integer products
+//     of each block and then adds them up in float32, scaled by the block's scale.
+// Pad inputs (past cols, up to a whole step) are zero.
 constexpr int64_t kPackedRows = 8;
+constexpr int64_t kQuantSteps = 64;  // 256 inputs per int8 quantisation block
 
-// y[m · y_stride + n] = Σ_k x[m][k] · w(n, k) (· scale[n] for int8) + bias[n] for m < rows and
-// n in [first_panel · 32, min(end_panel · 32, w.rows)). `bias` may be null. w.dtype picks the kernel.
-using MatmulKernel = void (*)(const uint32_t* packed_x, int64_t rows, const WeightMatrix& w, int64_t first_panel,
-                              int64_t end_panel, const float* bias, float* y, int64_t y_stride);
+struct PackedRows {
+  const uint32_t* units = nullptr;
+  int64_t rows = 0;
+  int64_t steps = 0;
+  // int8 only, [row][block] for blocks of kQuantSteps steps (quant_blocks per row):
+  int64_t quant_blocks = 0;
+  const float* block_scales = nullptr;  // x ≈ q · scale
+  const int32_t* block_sums = nullptr;  // Σ of the block's q (kernels that bias q by 128 subtract 128 · this)
+};
+
+// What a matmul does with each output before storing it, applied in this order: scale (int8 weights),
+// + bias[n] (when not null), GELU (exact erf form), and y += (the residual add) instead of y =.
+struct Epilogue {
+  const float* bias = nullptr;
+  bool gelu = false;
+  bool accumulate = false;
+};
+
+// y[m · y_stride + n] (+)= epilogue(Σ_k x[m][k] · w(n, k)) for m < x.rows and
+// n in [first_panel · 32, min(end_panel · 32, w.rows)). w.dtype picks the kernel.
+using MatmulKernel = void (*)(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
+                              const Epilogue& epilogue, float* y, int64_t y_stride);
+
+// The multiply-add a compute-ceiling probe repeats: float32 FMA (float32 and float16 weights), the
+// bf16 pair dot product (bfloat16), the int8 quad dot product (int8).
+enum class PeakOp { F32Fma, Bf16Dot, Int8Dot };
 
 struct KernelTable {
   Isa isa;
@@ -28,17 +57,20 @@ struct KernelTable {
   MatmulKernel matmul_bf16;
   MatmulKernel matmul_f16;
   MatmulKernel matmul_i8;
+  // Quantises one row of `cols` inputs for int8 weights, block by block (see the int8 unit above):
+  // scale = max |x| / 127, q = x · (127 / max |x|) rounded to nearest even; writes the units of every
+  // step to units[s · kPackedRows], and each block's scale and Σ q.
+  void (*quantise_row)(const float* x, int64_t cols, int64_t quant_blocks, uint32_t* units, float* scales, int32_t* sums);
   // out[j] = dot(q, keys row j) for j < count, keys row-major [count, d].
   void (*key_scores)(const float* q, const float* keys, int64_t count, int64_t d, float* out);
   // out[c] = Σ_j p[j] · v[j · d + c] for c < d, j < count (attention's probability-weighted values).
   void (*weighted_sum)(const float* p, const float* v, int64_t count, int64_t d, float* out);
   // x[i] = exp(x[i] − shift) for n values (−inf gives exactly 0); returns their sum.
   float (*exp_sum)(float* x, int64_t n, float shift);
-  // Exact-erf GELU in place.
-  void (*gelu)(float* x, int64_t n);
-  // Runs `iterations` rounds of independent multiply-adds on registers; returns the flops done
-  // (bf16: pair dot products where the ISA has them). Measures the machine's compute ceiling.
-  double (*peak_flops)(int64_t iterations, bool bf16);
+  // Runs `iterations` rounds of independent `op`s on registers, as the matmul of that dtype issues
+  // them on this ISA; returns the arithmetic operations done (a multiply-add counts 2). Measures the
+  // machine's compute ceiling per weight dtype.
+  double (*peak_ops)(int64_t iterations, PeakOp op);
   // Sum of n floats read once, front to back: the memory bandwidth probe's inner loop.
   float (*stream_sum)(const float* data, int64_t n);
 };

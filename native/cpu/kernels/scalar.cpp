@@ -1,4 +1,5 @@
 // The reference kernels: plain loops, no intrinsics. Every other table is tested against these.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -8,9 +9,9 @@
 namespace falcon::cpu {
 namespace {
 
-// The units of packed row m, step s.
-inline uint32_t packed_unit(const uint32_t* packed, int64_t steps, int64_t m, int64_t s) {
-  return packed[(m / kPackedRows * steps + s) * kPackedRows + m % kPackedRows];
+// The unit of packed row m, step s.
+inline uint32_t packed_unit(const PackedRows& x, int64_t m, int64_t s) {
+  return x.units[(m / kPackedRows * x.steps + s) * kPackedRows + m % kPackedRows];
 }
 
 inline float unit_as_float(uint32_t unit) {
@@ -19,27 +20,69 @@ inline float unit_as_float(uint32_t unit) {
   return value;
 }
 
-void matmul(const uint32_t* packed_x, int64_t rows, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
-            const float* bias, float* y, int64_t y_stride) {
-  const bool pairs = w.dtype == DType::BFloat16;
-  const int64_t steps = pairs ? w.stored_cols() / 2 : w.cols;
+float gelu(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
+
+// Σ_k x[m][k] · w(n, k) for int8: exact integer sums per quantisation block, added up in float32.
+float int8_dot(const PackedRows& x, const WeightMatrix& w, int64_t m, int64_t n) {
+  const int8_t* weights = static_cast<const int8_t*>(w.data);
+  float sum = 0.0f;
+  for (int64_t block = 0; block < x.quant_blocks; ++block) {
+    int32_t block_sum = 0;
+    for (int64_t s = block * kQuantSteps; s < std::min(x.steps, (block + 1) * kQuantSteps); ++s) {
+      const uint32_t unit = packed_unit(x, m, s);
+      for (int64_t j = 0; j < 4; ++j) block_sum += int32_t(int8_t(unit >> (8 * j))) * weights[w.offset(n, 4 * s + j)];
+    }
+    sum += float(block_sum) * x.block_scales[m * x.quant_blocks + block];
+  }
+  return sum * w.scales[size_t(n)];
+}
+
+void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel, const Epilogue& epilogue,
+            float* y, int64_t y_stride) {
   const int64_t n_end = std::min(end_panel * kPanelWidth, w.rows);
-  for (int64_t m = 0; m < rows; ++m) {
+  for (int64_t m = 0; m < x.rows; ++m) {
     for (int64_t n = first_panel * kPanelWidth; n < n_end; ++n) {
       float sum = 0.0f;
-      for (int64_t s = 0; s < steps; ++s) {
-        const uint32_t unit = packed_unit(packed_x, steps, m, s);
-        if (pairs) {
+      if (w.dtype == DType::Int8) {
+        sum = int8_dot(x, w, m, n);
+      } else if (w.dtype == DType::BFloat16) {
+        for (int64_t s = 0; s < x.steps; ++s) {
+          const uint32_t unit = packed_unit(x, m, s);
           sum += bf16_to_f32(uint16_t(unit)) * w.get(n, 2 * s);
           if (2 * s + 1 < w.cols) sum += bf16_to_f32(uint16_t(unit >> 16)) * w.get(n, 2 * s + 1);
-        } else {
-          // int8: accumulate the integers, scale once, as the fast kernels do.
-          sum += unit_as_float(unit) * (w.dtype == DType::Int8 ? load_as_f32(w.data, w.dtype, w.offset(n, s)) : w.get(n, s));
         }
+      } else {
+        for (int64_t s = 0; s < x.steps; ++s) sum += unit_as_float(packed_unit(x, m, s)) * w.get(n, s);
       }
-      if (w.dtype == DType::Int8) sum *= w.scales[size_t(n)];
-      y[m * y_stride + n] = sum + (bias != nullptr ? bias[n] : 0.0f);
+      if (epilogue.bias != nullptr) sum += epilogue.bias[n];
+      if (epilogue.gelu) sum = gelu(sum);
+      float& out = y[m * y_stride + n];
+      out = epilogue.accumulate ? out + sum : sum;
     }
+  }
+}
+
+void quantise_row(const float* x, int64_t cols, int64_t quant_blocks, uint32_t* units, float* scales, int32_t* sums) {
+  const int64_t steps = (cols + 3) / 4;
+  for (int64_t block = 0; block < quant_blocks; ++block) {
+    const int64_t k_begin = block * kQuantSteps * 4;
+    const int64_t k_end = std::min(cols, k_begin + kQuantSteps * 4);
+    float largest = 0.0f;
+    for (int64_t k = k_begin; k < k_end; ++k) largest = std::max(largest, std::fabs(x[k]));
+    const float inverse = largest > 0.0f ? 127.0f / largest : 0.0f;
+    scales[block] = largest / 127.0f;
+    int32_t sum = 0;
+    for (int64_t s = block * kQuantSteps; s < std::min(steps, (block + 1) * kQuantSteps); ++s) {
+      uint32_t unit = 0;
+      for (int64_t j = 0; j < 4; ++j) {
+        const int64_t k = 4 * s + j;
+        const int32_t q = k < cols ? int32_t(std::lrintf(std::clamp(x[k] * inverse, -127.0f, 127.0f))) : 0;
+        sum += q;
+        unit |= uint32_t(uint8_t(int8_t(q))) << (8 * j);
+      }
+      units[s * kPackedRows] = unit;
+    }
+    sums[block] = sum;
   }
 }
 
@@ -67,11 +110,7 @@ float exp_sum(float* x, int64_t n, float shift) {
   return sum;
 }
 
-void gelu(float* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.70710678118654752f));
-}
-
-double peak_flops(int64_t iterations, bool) {
+double peak_ops(int64_t iterations, PeakOp) {
   float acc[8] = {1.0f, 1.001f, 1.002f, 1.003f, 1.004f, 1.005f, 1.006f, 1.007f};
   for (int64_t i = 0; i < iterations; ++i) {
     for (float& a : acc) a = a * 0.999999f + 1e-7f;
@@ -92,8 +131,8 @@ float stream_sum(const float* data, int64_t n) {
 }  // namespace
 
 const KernelTable& scalar_kernels() {
-  static const KernelTable table{Isa::Scalar, matmul, matmul, matmul, matmul, key_scores,
-                                 weighted_sum, exp_sum, gelu, peak_flops, stream_sum};
+  static const KernelTable table{Isa::Scalar, matmul, matmul, matmul, matmul, quantise_row, key_scores,
+                                 weighted_sum, exp_sum, peak_ops, stream_sum};
   return table;
 }
 

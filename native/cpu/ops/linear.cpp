@@ -1,50 +1,92 @@
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
+#include "../../core/error.h"
 #include "../../core/thread_pool.h"
 #include "../kernels/kernels.h"
 #include "../ops.h"
 
 namespace falcon::cpu {
 
-namespace {
+PackedRows PackedActivations::rows() const {
+  PackedRows view;
+  view.units = units_.data();
+  view.rows = rows_;
+  view.steps = steps_;
+  view.quant_blocks = quant_blocks_;
+  view.block_scales = block_scales_.data();
+  view.block_sums = block_sums_.data();
+  return view;
+}
 
-// Packs x into the kernels' row blocks (kernels.h): float32 units, or bf16 pairs for bf16 weights.
-void pack_rows(const float* x, int64_t rows, int64_t cols, bool bf16_pairs, std::vector<uint32_t>& packed) {
-  const int64_t steps = bf16_pairs ? (cols + 1) / 2 : cols;
+void pack_activations(const float* x, int64_t rows, int64_t cols, DType weight_dtype, const LayerNormParams* norm,
+                      PackedActivations& out) {
+  const int64_t group = weight_dtype == DType::BFloat16 ? 2 : weight_dtype == DType::Int8 ? 4 : 1;
+  const int64_t steps = (cols + group - 1) / group;
   const int64_t blocks = (rows + kPackedRows - 1) / kPackedRows;
+  const int64_t quant_blocks = group == 4 ? (steps + kQuantSteps - 1) / kQuantSteps : 0;
+  out.rows_ = rows;
+  out.cols_ = cols;
+  out.k_group_ = group;
+  out.steps_ = steps;
+  out.quant_blocks_ = quant_blocks;
   // Slots of rows past the end are never read: micro-kernels read only the rows a block has.
-  if (packed.size() < size_t(blocks * steps * kPackedRows)) packed.resize(size_t(blocks * steps * kPackedRows));
-  uint32_t* packed_data = packed.data();
+  if (out.units_.size() < size_t(blocks * steps * kPackedRows)) out.units_.resize(size_t(blocks * steps * kPackedRows));
+  if (out.block_scales_.size() < size_t(rows * quant_blocks)) {
+    out.block_scales_.resize(size_t(rows * quant_blocks));
+    out.block_sums_.resize(size_t(rows * quant_blocks));
+  }
+  const KernelTable& table = kernels();
+  uint32_t* units = out.units_.data();
+  float* block_scales = out.block_scales_.data();
+  int32_t* block_sums = out.block_sums_.data();
   global_thread_pool().parallel_for(rows, 8, [&](int64_t begin, int64_t end) {
+    // This worker's own buffer for normalised rows, kept for later calls.
+    thread_local std::vector<float> normalised;
     for (int64_t m = begin; m < end; ++m) {
       const float* row = x + m * cols;
-      uint32_t* out = packed_data + (m / kPackedRows) * steps * kPackedRows + m % kPackedRows;
-      if (bf16_pairs) {
+      if (norm != nullptr) {
+        if (normalised.size() < size_t(cols)) normalised.resize(size_t(cols));
+        float mean, inverse_std;
+        layer_norm_statistics(row, cols, norm->epsilon, &mean, &inverse_std);
+        for (int64_t i = 0; i < cols; ++i) normalised[size_t(i)] = (row[i] - mean) * inverse_std * norm->gamma[i] + norm->beta[i];
+        row = normalised.data();
+      }
+      uint32_t* row_units = units + (m / kPackedRows) * steps * kPackedRows + m % kPackedRows;
+      if (group == 4) {
+        table.quantise_row(row, cols, quant_blocks, row_units, block_scales + m * quant_blocks, block_sums + m * quant_blocks);
+      } else if (group == 2) {
         for (int64_t s = 0; s < steps; ++s) {
           const uint32_t high = 2 * s + 1 < cols ? f32_to_bf16(row[2 * s + 1]) : 0u;
-          out[s * kPackedRows] = uint32_t(f32_to_bf16(row[2 * s])) | (high << 16);
+          row_units[s * kPackedRows] = uint32_t(f32_to_bf16(row[2 * s])) | (high << 16);
         }
       } else {
-        for (int64_t s = 0; s < steps; ++s) std::memcpy(&out[s * kPackedRows], &row[s], sizeof(float));
+        for (int64_t s = 0; s < steps; ++s) std::memcpy(&row_units[s * kPackedRows], &row[s], sizeof(float));
       }
     }
   });
 }
 
-}  // namespace
+void matmul(const PackedActivations& x, const WeightMatrix& w, const Epilogue& epilogue, float* y) {
+  if (x.cols() != w.cols || x.k_group() != w.k_group()) {
+    throw Error(ErrorKind::State, "activations packed for another weight layout");
+  }
+  const MatmulKernel kernel = matmul_kernel(kernels(), w.dtype);
+  const PackedRows rows = x.rows();
+  global_thread_pool().parallel_for(w.panels(), 1, [&](int64_t begin, int64_t end) {
+    kernel(rows, w, begin, end, epilogue, y, w.rows);
+  });
+}
 
 void linear(const float* x, int64_t rows, const WeightMatrix& w, const float* bias, float* y) {
-  const KernelTable& table = kernels();
-  const MatmulKernel kernel = matmul_kernel(table, w.dtype);
-  // Reused across calls on this thread, so decoding allocates nothing per token.
-  thread_local std::vector<uint32_t> packed;
-  pack_rows(x, rows, w.cols, w.dtype == DType::BFloat16, packed);
-  // Taken here: inside the task, `packed` would name the worker thread's own (empty) buffer.
-  const uint32_t* packed_x = packed.data();
-  global_thread_pool().parallel_for(w.panels(), 1, [&](int64_t begin, int64_t end) {
-    kernel(packed_x, rows, w, begin, end, bias, y, w.rows);
-  });
+  // Reused across calls on this thread, so projecting each decoded token allocates nothing.
+  thread_local PackedActivations packed;
+  pack_activations(x, rows, w.cols, w.dtype, nullptr, packed);
+  Epilogue epilogue;
+  epilogue.bias = bias;
+  matmul(packed, w, epilogue, y);
 }
 
 }  // namespace falcon::cpu
