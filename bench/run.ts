@@ -78,6 +78,8 @@ async function main(): Promise<void> {
     const peak = dtype === "bfloat16" || dtype === "mixed_bfloat16" ? probe.bf16FlopsPerSecond
       : dtype === "int8" ? probe.int8OpsPerSecond : probe.f32FlopsPerSecond;
     const prefillFloor = peak / (2 * layerMatrixParameters(config));
+    // A decoded token also projects its logits; a batch of b sequences reads the weights once per step.
+    const tokenComputeFloor = peak / (2 * (layerMatrixParameters(config) + config.vocabularySize * config.hiddenDim));
     const add = (measure: string, tokensPerSecond: Summary, floor?: number, limit?: string) => {
       const row: Row = { dtype, measure, tokensPerSecond };
       if (floor !== undefined) row.floor = { tokensPerSecond: floor, percent: (100 * tokensPerSecond.median) / floor, limit: limit! };
@@ -94,7 +96,8 @@ async function main(): Promise<void> {
     add(`tg${generated}`, single, decodeFloor, "bandwidth");
     for (const batch of [4, 16]) {
       const batched = await measureDecode(model, batchedSteps, reps, batch);
-      add(`b${batch}×tg${batchedSteps}`, batched);
+      const batchFloor = Math.min(tokenComputeFloor, batch * decodeFloor);
+      add(`b${batch}×tg${batchedSteps}`, batched, batchFloor, batchFloor === tokenComputeFloor ? "compute" : "bandwidth");
       log(`  ${"".padEnd(10)} ${(batched.median / single.median).toFixed(1)}× the single-sequence decode rate`);
     }
     model.dispose();

@@ -269,7 +269,7 @@ inline __m128 reduce4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
   return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
 }
 
-void key_scores(const float* q, const float* keys, int64_t count, int64_t d, float* out) {
+void key_scores_one(const float* q, const float* keys, int64_t count, int64_t d, float* out) {
   int64_t j = 0;
   for (; j + 4 <= count; j += 4) {
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
@@ -332,7 +332,7 @@ double peak_ops(int64_t iterations, PeakOp op) {
   return double(iterations) * 10 * 8 * 2;
 }
 
-void weighted_sum(const float* p, const float* v, int64_t count, int64_t d, float* out) {
+void weighted_sum_one(const float* p, const float* v, int64_t count, int64_t d, float* out) {
   for (int64_t c = 0; c < d; c += 8) {
     const int64_t remaining = d - c;
     __m256 a = _mm256_setzero_ps();
@@ -340,6 +340,17 @@ void weighted_sum(const float* p, const float* v, int64_t count, int64_t d, floa
     if (remaining >= 8) _mm256_storeu_ps(out + c, a);
     else _mm256_maskstore_ps(out + c, lanes_below(remaining), a);
   }
+}
+
+// One query at a time: AVX2's 16 registers hold no more than one query's partial sums.
+void key_scores(const float* q, int64_t q_stride, int64_t queries, const float* keys, int64_t count, int64_t d,
+                float* scores, int64_t score_stride) {
+  for (int64_t g = 0; g < queries; ++g) key_scores_one(q + g * q_stride, keys, count, d, scores + g * score_stride);
+}
+
+void weighted_sum(const float* p, int64_t p_stride, int64_t queries, const float* v, int64_t count, int64_t d,
+                  float* out, int64_t out_stride) {
+  for (int64_t g = 0; g < queries; ++g) weighted_sum_one(p + g * p_stride, v, count, d, out + g * out_stride);
 }
 
 float exp_sum(float* x, int64_t n, float shift) {

@@ -395,29 +395,113 @@ inline __m128 reduce4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
   return _mm_add_ps(_mm256_castps256_ps128(half), _mm256_extractf128_ps(half, 1));
 }
 
-// Four keys at a time, each a dot product along the head dimension.
-void key_scores(const float* q, const float* keys, int64_t count, int64_t d, float* out) {
+#define FALCON_EACH_QUERY(op) op(0) op(1) op(2) op(3)
+
+// Four keys at a time, each a dot product along the head dimension, for every query of the group:
+// 16 accumulators, 4 key loads and up to 4 query loads per 16 multiply-adds.
+template <int Queries>
+void key_scores_group(const float* q, int64_t q_stride, const float* keys, int64_t count, int64_t d, float* scores,
+                      int64_t score_stride) {
   int64_t j = 0;
   for (; j + 4 <= count; j += 4) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+#define FALCON_ZERO(g) __m512 a##g##0 = _mm512_setzero_ps(), a##g##1 = a##g##0, a##g##2 = a##g##0, a##g##3 = a##g##0;
+    FALCON_EACH_QUERY(FALCON_ZERO)
+#undef FALCON_ZERO
     const float* k0 = keys + j * d;
     for (int64_t c = 0; c < d; c += 16) {
       const __mmask16 mask = lanes_below(d - c);
-      const __m512 qv = _mm512_maskz_loadu_ps(mask, q + c);
-      a0 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(mask, k0 + c), a0);
-      a1 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(mask, k0 + d + c), a1);
-      a2 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(mask, k0 + 2 * d + c), a2);
-      a3 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(mask, k0 + 3 * d + c), a3);
+      const __m512 key0 = _mm512_maskz_loadu_ps(mask, k0 + c), key1 = _mm512_maskz_loadu_ps(mask, k0 + d + c);
+      const __m512 key2 = _mm512_maskz_loadu_ps(mask, k0 + 2 * d + c), key3 = _mm512_maskz_loadu_ps(mask, k0 + 3 * d + c);
+#define FALCON_DOT(g)                                                      \
+  if (Queries > g) {                                                       \
+    const __m512 qv = _mm512_maskz_loadu_ps(mask, q + g * q_stride + c);   \
+    a##g##0 = _mm512_fmadd_ps(qv, key0, a##g##0);                          \
+    a##g##1 = _mm512_fmadd_ps(qv, key1, a##g##1);                          \
+    a##g##2 = _mm512_fmadd_ps(qv, key2, a##g##2);                          \
+    a##g##3 = _mm512_fmadd_ps(qv, key3, a##g##3);                          \
+  }
+      FALCON_EACH_QUERY(FALCON_DOT)
+#undef FALCON_DOT
     }
-    _mm_storeu_ps(out + j, reduce4(a0, a1, a2, a3));
+#define FALCON_STORE(g) \
+  if (Queries > g) _mm_storeu_ps(scores + g * score_stride + j, reduce4(a##g##0, a##g##1, a##g##2, a##g##3));
+    FALCON_EACH_QUERY(FALCON_STORE)
+#undef FALCON_STORE
   }
   for (; j < count; ++j) {
-    __m512 a = _mm512_setzero_ps();
-    for (int64_t c = 0; c < d; c += 16) {
-      const __mmask16 mask = lanes_below(d - c);
-      a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, q + c), _mm512_maskz_loadu_ps(mask, keys + j * d + c), a);
+    for (int g = 0; g < Queries; ++g) {
+      __m512 a = _mm512_setzero_ps();
+      for (int64_t c = 0; c < d; c += 16) {
+        const __mmask16 mask = lanes_below(d - c);
+        a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, q + g * q_stride + c), _mm512_maskz_loadu_ps(mask, keys + j * d + c), a);
+      }
+      scores[g * score_stride + j] = _mm512_reduce_add_ps(a);
     }
-    out[j] = _mm512_reduce_add_ps(a);
+  }
+}
+
+// Each value row is loaded once (64 columns at a time) and multiplied by every query's probability.
+template <int Queries>
+void weighted_sum_group(const float* p, int64_t p_stride, const float* v, int64_t count, int64_t d, float* out,
+                        int64_t out_stride) {
+  int64_t c = 0;
+  for (; c + 64 <= d; c += 64) {
+#define FALCON_ZERO(g) __m512 a##g##0 = _mm512_setzero_ps(), a##g##1 = a##g##0, a##g##2 = a##g##0, a##g##3 = a##g##0;
+    FALCON_EACH_QUERY(FALCON_ZERO)
+#undef FALCON_ZERO
+    for (int64_t j = 0; j < count; ++j) {
+      const float* row = v + j * d + c;
+      const __m512 v0 = _mm512_loadu_ps(row), v1 = _mm512_loadu_ps(row + 16), v2 = _mm512_loadu_ps(row + 32), v3 = _mm512_loadu_ps(row + 48);
+#define FALCON_ACCUMULATE(g)                          \
+  if (Queries > g) {                                  \
+    const __m512 pj = _mm512_set1_ps(p[g * p_stride + j]); \
+    a##g##0 = _mm512_fmadd_ps(pj, v0, a##g##0);       \
+    a##g##1 = _mm512_fmadd_ps(pj, v1, a##g##1);       \
+    a##g##2 = _mm512_fmadd_ps(pj, v2, a##g##2);       \
+    a##g##3 = _mm512_fmadd_ps(pj, v3, a##g##3);       \
+  }
+      FALCON_EACH_QUERY(FALCON_ACCUMULATE)
+#undef FALCON_ACCUMULATE
+    }
+#define FALCON_STORE(g)                                  \
+  if (Queries > g) {                                     \
+    float* o = out + g * out_stride + c;                 \
+    _mm512_storeu_ps(o, a##g##0);                        \
+    _mm512_storeu_ps(o + 16, a##g##1);                   \
+    _mm512_storeu_ps(o + 32, a##g##2);                   \
+    _mm512_storeu_ps(o + 48, a##g##3);                   \
+  }
+    FALCON_EACH_QUERY(FALCON_STORE)
+#undef FALCON_STORE
+  }
+  for (; c < d; c += 16) {
+    const __mmask16 mask = lanes_below(d - c);
+    for (int g = 0; g < Queries; ++g) {
+      __m512 a = _mm512_setzero_ps();
+      for (int64_t j = 0; j < count; ++j) a = _mm512_fmadd_ps(_mm512_set1_ps(p[g * p_stride + j]), _mm512_maskz_loadu_ps(mask, v + j * d + c), a);
+      _mm512_mask_storeu_ps(out + g * out_stride + c, mask, a);
+    }
+  }
+}
+#undef FALCON_EACH_QUERY
+
+void key_scores(const float* q, int64_t q_stride, int64_t queries, const float* keys, int64_t count, int64_t d,
+                float* scores, int64_t score_stride) {
+  switch (queries) {
+    case 1: key_scores_group<1>(q, q_stride, keys, count, d, scores, score_stride); break;
+    case 2: key_scores_group<2>(q, q_stride, keys, count, d, scores, score_stride); break;
+    case 3: key_scores_group<3>(q, q_stride, keys, count, d, scores, score_stride); break;
+    default: key_scores_group<4>(q, q_stride, keys, count, d, scores, score_stride); break;
+  }
+}
+
+void weighted_sum(const float* p, int64_t p_stride, int64_t queries, const float* v, int64_t count, int64_t d,
+                  float* out, int64_t out_stride) {
+  switch (queries) {
+    case 1: weighted_sum_group<1>(p, p_stride, v, count, d, out, out_stride); break;
+    case 2: weighted_sum_group<2>(p, p_stride, v, count, d, out, out_stride); break;
+    case 3: weighted_sum_group<3>(p, p_stride, v, count, d, out, out_stride); break;
+    default: weighted_sum_group<4>(p, p_stride, v, count, d, out, out_stride); break;
   }
 }
 
@@ -460,31 +544,6 @@ double peak_ops(int64_t iterations, PeakOp op) {
   (void)sink;
   // 12 registers × 16 lanes × (2 operations per FMA, 4 per bf16 pair dot product, 8 per byte quad).
   return double(iterations) * 12 * 16 * (op == PeakOp::Bf16Dot ? 4 : op == PeakOp::Int8Dot ? 8 : 2);
-}
-
-void weighted_sum(const float* p, const float* v, int64_t count, int64_t d, float* out) {
-  int64_t c = 0;
-  for (; c + 64 <= d; c += 64) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
-    for (int64_t j = 0; j < count; ++j) {
-      const __m512 pj = _mm512_set1_ps(p[j]);
-      const float* row = v + j * d + c;
-      a0 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(row), a0);
-      a1 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(row + 16), a1);
-      a2 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(row + 32), a2);
-      a3 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(row + 48), a3);
-    }
-    _mm512_storeu_ps(out + c, a0);
-    _mm512_storeu_ps(out + c + 16, a1);
-    _mm512_storeu_ps(out + c + 32, a2);
-    _mm512_storeu_ps(out + c + 48, a3);
-  }
-  for (; c < d; c += 16) {
-    const __mmask16 mask = d - c >= 16 ? __mmask16(0xffff) : __mmask16((1u << (d - c)) - 1);
-    __m512 a = _mm512_setzero_ps();
-    for (int64_t j = 0; j < count; ++j) a = _mm512_fmadd_ps(_mm512_set1_ps(p[j]), _mm512_maskz_loadu_ps(mask, v + j * d + c), a);
-    _mm512_mask_storeu_ps(out + c, mask, a);
-  }
 }
 
 float exp_sum(float* x, int64_t n, float shift) {

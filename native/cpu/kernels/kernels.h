@@ -24,6 +24,8 @@ namespace falcon::cpu {
 constexpr int64_t kPackedRows = 8;
 constexpr int64_t kQuantSteps = 64;  // 256 inputs per int8 quantisation block
 
+constexpr int64_t kAttentionQueries = 4;
+
 struct PackedRows {
   const uint32_t* units = nullptr;
   int64_t rows = 0;
@@ -61,10 +63,14 @@ struct KernelTable {
   // scale = max |x| / 127, q = x · (127 / max |x|) rounded to nearest even; writes the units of every
   // step to units[s · kPackedRows], and each block's scale and Σ q.
   void (*quantise_row)(const float* x, int64_t cols, int64_t quant_blocks, uint32_t* units, float* scales, int32_t* sums);
-  // out[j] = dot(q, keys row j) for j < count, keys row-major [count, d].
-  void (*key_scores)(const float* q, const float* keys, int64_t count, int64_t d, float* out);
-  // out[c] = Σ_j p[j] · v[j · d + c] for c < d, j < count (attention's probability-weighted values).
-  void (*weighted_sum)(const float* p, const float* v, int64_t count, int64_t d, float* out);
+  // Attention for up to kAttentionQueries queries of one head at a time, so each key and value row is
+  // loaded once per group. Query g is at q + g · q_stride; keys and values are row-major [count, d].
+  // scores[g · score_stride + j] = dot(query g, keys row j) for j < count.
+  void (*key_scores)(const float* q, int64_t q_stride, int64_t queries, const float* keys, int64_t count, int64_t d,
+                     float* scores, int64_t score_stride);
+  // out[g · out_stride + c] = Σ_j p[g · p_stride + j] · v[j · d + c] for c < d, j < count.
+  void (*weighted_sum)(const float* p, int64_t p_stride, int64_t queries, const float* v, int64_t count, int64_t d,
+                       float* out, int64_t out_stride);
   // x[i] = exp(x[i] − shift) for n values (−inf gives exactly 0); returns their sum.
   float (*exp_sum)(float* x, int64_t n, float shift);
   // Runs `iterations` rounds of independent `op`s on registers, as the matmul of that dtype issues

@@ -86,18 +86,25 @@ void quantise_row(const float* x, int64_t cols, int64_t quant_blocks, uint32_t* 
   }
 }
 
-void key_scores(const float* q, const float* keys, int64_t count, int64_t d, float* out) {
-  for (int64_t j = 0; j < count; ++j) {
-    float sum = 0.0f;
-    for (int64_t c = 0; c < d; ++c) sum += q[c] * keys[j * d + c];
-    out[j] = sum;
+void key_scores(const float* q, int64_t q_stride, int64_t queries, const float* keys, int64_t count, int64_t d,
+                float* scores, int64_t score_stride) {
+  for (int64_t g = 0; g < queries; ++g) {
+    for (int64_t j = 0; j < count; ++j) {
+      float sum = 0.0f;
+      for (int64_t c = 0; c < d; ++c) sum += q[g * q_stride + c] * keys[j * d + c];
+      scores[g * score_stride + j] = sum;
+    }
   }
 }
 
-void weighted_sum(const float* p, const float* v, int64_t count, int64_t d, float* out) {
-  for (int64_t c = 0; c < d; ++c) out[c] = 0.0f;
-  for (int64_t j = 0; j < count; ++j) {
-    for (int64_t c = 0; c < d; ++c) out[c] += p[j] * v[j * d + c];
+void weighted_sum(const float* p, int64_t p_stride, int64_t queries, const float* v, int64_t count, int64_t d,
+                  float* out, int64_t out_stride) {
+  for (int64_t g = 0; g < queries; ++g) {
+    float* row = out + g * out_stride;
+    for (int64_t c = 0; c < d; ++c) row[c] = 0.0f;
+    for (int64_t j = 0; j < count; ++j) {
+      for (int64_t c = 0; c < d; ++c) row[c] += p[g * p_stride + j] * v[j * d + c];
+    }
   }
 }
 
