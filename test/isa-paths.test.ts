@@ -18,7 +18,7 @@ after(() => setIsa(defaultIsa));
 
 /**
  * Odd sizes so every k tail, output tail and row-group remainder of the tiles is exercised; the wide
- * MLP makes several row blocks take its down projection in several chunks of k.
+ * MLP gives int8 rows several quantisation blocks.
  */
 const ODD_SHAPES: FalconBackboneConfig[] = [
   { vocabularySize: 67, numLayers: 2, numAttentionHeads: 5, hiddenDim: 40, intermediateDim: 70, seed: 4 },

@@ -10,6 +10,9 @@ namespace falcon {
 // Outputs per panel: the width of the matmul micro-kernels' register tile (two AVX-512 registers).
 constexpr int64_t kPanelWidth = 32;
 
+// Inputs per step along k for matrices of `dtype` (see WeightMatrix).
+inline int64_t k_group(DType dtype) { return dtype == DType::BFloat16 ? 2 : dtype == DType::Int8 ? 4 : 1; }
+
 // A dense matrix of [rows = output features, cols = input features], repacked once at load into
 // panels of kPanelWidth outputs, so a kernel streams every weight byte exactly once, whatever the
 // number of input rows. Inside a panel, groups of k_group() consecutive input columns interleave:
@@ -26,7 +29,7 @@ struct WeightMatrix {
   void* data = nullptr;
   std::vector<float> scales;
 
-  int64_t k_group() const { return dtype == DType::BFloat16 ? 2 : dtype == DType::Int8 ? 4 : 1; }
+  int64_t k_group() const { return falcon::k_group(dtype); }
   int64_t panels() const { return (rows + kPanelWidth - 1) / kPanelWidth; }
   int64_t stored_cols() const { return (cols + k_group() - 1) / k_group() * k_group(); }
   // Steps along k: one k_group() of inputs each.

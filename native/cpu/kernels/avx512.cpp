@@ -18,7 +18,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <vector>
 
 #include "kernels.h"
 
@@ -98,17 +97,6 @@ struct F16Panel {
   }
 };
 
-// The steps [begin, end) of k that one micro-kernel call covers. A row block's partial sums for its
-// tile wait in `partial` (Rows × 32 floats) between calls: the first call starts from zero, the last
-// one writes the tile through the epilogue.
-struct StepRange {
-  int64_t begin;
-  int64_t end;
-  bool first;
-  bool last;
-  float* partial;
-};
-
 // Writes one row of a tile through the epilogue (kernels.h), only the outputs that exist.
 struct TileStore {
   float* y;
@@ -146,38 +134,19 @@ struct TileStore {
 #define FALCON_ACCUMULATORS                                                                  \
   __m512 c0a = _mm512_setzero_ps(), c0b = c0a, c1a = c0a, c1b = c0a, c2a = c0a, c2b = c0a;   \
   __m512 c3a = c0a, c3b = c0a, c4a = c0a, c4b = c0a, c5a = c0a, c5b = c0a, c6a = c0a;        \
-  __m512 c6b = c0a, c7a = c0a, c7b = c0a;                                                    \
-  if (!range.first) {                                                                        \
-    FALCON_EACH_ROW(FALCON_LOAD_PARTIAL)                                                     \
-  }
-#define FALCON_FINISH                                                                        \
-  if (range.last) {                                                                          \
-    FALCON_EACH_ROW(FALCON_STORE_ROW)                                                        \
-  } else {                                                                                   \
-    FALCON_EACH_ROW(FALCON_SAVE_PARTIAL)                                                     \
-  }
+  __m512 c6b = c0a, c7a = c0a, c7b = c0a;
 #define FALCON_EACH_ROW(op) op(0, c0a, c0b) op(1, c1a, c1b) op(2, c2a, c2b) op(3, c3a, c3b) \
                             op(4, c4a, c4b) op(5, c5a, c5b) op(6, c6a, c6b) op(7, c7a, c7b)
-#define FALCON_LOAD_PARTIAL(r, a, b)                                                         \
-  if (Rows > r) {                                                                            \
-    a = _mm512_loadu_ps(range.partial + r * kPanelWidth);                                   \
-    b = _mm512_loadu_ps(range.partial + r * kPanelWidth + 16);                               \
-  }
-#define FALCON_SAVE_PARTIAL(r, a, b)                                                         \
-  if (Rows > r) {                                                                            \
-    _mm512_storeu_ps(range.partial + r * kPanelWidth, a);                                    \
-    _mm512_storeu_ps(range.partial + r * kPanelWidth + 16, b);                               \
-  }
 #define FALCON_STORE_ROW(r, a, b) \
   if (Rows > r) store_row(a, b, r);
 
-// `prefetch_delta` (or 0) is the distance in bytes to the weights the next call will stream (the next
-// chunk of this panel, or the next panel): while this call streams its steps from memory, the same
-// position there is requested, so memory latency overlaps the multiply-adds.
+// `prefetch_delta` (or 0) is the distance in bytes to the next panel: while the first row block streams
+// this panel from memory, the same position of the next one is requested, so memory latency overlaps
+// the multiply-adds.
 // Micro-kernels are kept out of line: inlined into their caller, GCC 12 spills accumulators of the 8-row tile.
 template <typename Panel, int Rows>
-__attribute__((noinline)) void micro_float(const float* packed, const typename Panel::Element* panel, const StepRange& range,
-                 const TileStore& store_row, int64_t prefetch_delta) {
+__attribute__((noinline)) void micro_float(const float* packed, const typename Panel::Element* panel, int64_t steps, const TileStore& store_row,
+                 int64_t prefetch_delta) {
   FALCON_ACCUMULATORS
 #define FALCON_ROW(r, a, b)                                                    \
   if (Rows > r) {                                                              \
@@ -185,7 +154,7 @@ __attribute__((noinline)) void micro_float(const float* packed, const typename P
     a = _mm512_fmadd_ps(x, low, a);                                            \
     b = _mm512_fmadd_ps(x, high, b);                                           \
   }
-  for (int64_t s = range.begin; s < range.end; ++s) {
+  for (int64_t s = 0; s < steps; ++s) {
     const auto* step = panel + s * kPanelWidth;
     if (prefetch_delta != 0) prefetch_step(reinterpret_cast<const char*>(step) + prefetch_delta, kPanelWidth * sizeof(*step));
     __m512 low, high;
@@ -193,12 +162,12 @@ __attribute__((noinline)) void micro_float(const float* packed, const typename P
     FALCON_EACH_ROW(FALCON_ROW)
   }
 #undef FALCON_ROW
-  FALCON_FINISH
+  FALCON_EACH_ROW(FALCON_STORE_ROW)
 }
 
 // bf16: each step is a pair of k; vdpbf16ps multiplies the pairs and accumulates in float32.
 template <int Rows>
-__attribute__((noinline)) void micro_bf16(const uint32_t* packed, const uint16_t* panel, const StepRange& range, const TileStore& store_row,
+__attribute__((noinline)) void micro_bf16(const uint32_t* packed, const uint16_t* panel, int64_t steps, const TileStore& store_row,
                 int64_t prefetch_delta) {
   FALCON_ACCUMULATORS
 #define FALCON_ROW(r, a, b)                                                              \
@@ -207,7 +176,7 @@ __attribute__((noinline)) void micro_bf16(const uint32_t* packed, const uint16_t
     dot_bf16(a, x, low);                                                                 \
     dot_bf16(b, x, high);                                                                \
   }
-  for (int64_t s = range.begin; s < range.end; ++s) {
+  for (int64_t s = 0; s < steps; ++s) {
     const uint16_t* step = panel + s * 2 * kPanelWidth;
     if (prefetch_delta != 0) prefetch_step(reinterpret_cast<const char*>(step) + prefetch_delta, 2 * kPanelWidth * sizeof(uint16_t));
     const __m512bh low = (__m512bh)_mm512_loadu_si512(step);
@@ -215,25 +184,21 @@ __attribute__((noinline)) void micro_bf16(const uint32_t* packed, const uint16_t
     FALCON_EACH_ROW(FALCON_ROW)
   }
 #undef FALCON_ROW
-  FALCON_FINISH
+  FALCON_EACH_ROW(FALCON_STORE_ROW)
 }
 #undef FALCON_ACCUMULATORS
-#undef FALCON_FINISH
-#undef FALCON_LOAD_PARTIAL
-#undef FALCON_SAVE_PARTIAL
 #undef FALCON_STORE_ROW
 
 // int8 (VNNI): each step is a quad of k. vpdpbusd multiplies unsigned by signed bytes, so the weights
 // are biased to w + 128 (one xor per vector) and each block's accumulators start at −128 · Σ q, which
-// leaves exactly Σ q · w. After each quantisation block the integer sums are scaled into the float32
-// partial tile (chunks of k hold whole quantisation blocks).
+// leaves exactly Σ q · w. After each quantisation block the integer sums are scaled into `tile` in float32.
 template <int Rows>
-__attribute__((noinline)) void micro_i8(const uint32_t* packed, const int8_t* panel, const float* block_scales, const int32_t* block_sums,
-              int64_t quant_blocks, const StepRange& range, const TileStore& store_row, int64_t prefetch_delta) {
-  float* tile = range.partial;
-  if (range.first) std::fill(tile, tile + Rows * kPanelWidth, 0.0f);
+__attribute__((noinline)) void micro_i8(const uint32_t* packed, const int8_t* panel, int64_t steps, const float* block_scales,
+                                        const int32_t* block_sums, int64_t quant_blocks, const TileStore& store_row,
+                                        int64_t prefetch_delta) {
+  alignas(64) float tile[Rows * kPanelWidth] = {};
   const __m512i bias_128 = _mm512_set1_epi8(char(0x80));
-  for (int64_t block = range.begin / kQuantSteps; block * kQuantSteps < range.end; ++block) {
+  for (int64_t block = 0; block < quant_blocks; ++block) {
 #define FALCON_START(r) _mm512_set1_epi32(Rows > r ? -128 * block_sums[r * quant_blocks + block] : 0)
     __m512i c0a = FALCON_START(0), c0b = c0a, c1a = FALCON_START(1), c1b = c1a, c2a = FALCON_START(2), c2b = c2a;
     __m512i c3a = FALCON_START(3), c3b = c3a, c4a = FALCON_START(4), c4b = c4a, c5a = FALCON_START(5), c5b = c5a;
@@ -244,7 +209,7 @@ __attribute__((noinline)) void micro_i8(const uint32_t* packed, const int8_t* pa
     dot_bytes(a, low, packed[s * kPackedRows + r]);                             \
     dot_bytes(b, high, packed[s * kPackedRows + r]);                            \
   }
-    const int64_t block_end = std::min(range.end, (block + 1) * kQuantSteps);
+    const int64_t block_end = std::min(steps, (block + 1) * kQuantSteps);
     for (int64_t s = block * kQuantSteps; s < block_end; ++s) {
       const int8_t* step = panel + s * 4 * kPanelWidth;
       if (prefetch_delta != 0) prefetch_step(reinterpret_cast<const char*>(step) + prefetch_delta, 4 * kPanelWidth);
@@ -263,43 +228,24 @@ __attribute__((noinline)) void micro_i8(const uint32_t* packed, const int8_t* pa
     FALCON_EACH_ROW(FALCON_SCALE)
 #undef FALCON_SCALE
   }
-  if (range.last) {
-    for (int r = 0; r < Rows; ++r) store_row(_mm512_loadu_ps(tile + r * kPanelWidth), _mm512_loadu_ps(tile + r * kPanelWidth + 16), r);
-  }
+  for (int r = 0; r < Rows; ++r) store_row(_mm512_load_ps(tile + r * kPanelWidth), _mm512_load_ps(tile + r * kPanelWidth + 16), r);
 }
 #undef FALCON_EACH_ROW
 
-// Bytes of a panel's weights streamed per k-chunk when several row blocks share it.
-constexpr int64_t kChunkBytes = int64_t(64) << 10;
-
-// Panels outer. One row block streams each panel from memory exactly once. Several row blocks take
-// the panel in chunks of k: every block passes over a chunk while it is in cache, so the memory
-// stream (and the prefetch of the next chunk) overlaps the multiply-adds of all of them.
+// Panels outer, row blocks inner: a panel (at most a few hundred KB) stays in cache while every row
+// block passes over it; for a single row it is streamed from memory exactly once.
 template <typename Micro>
 void for_each_tile(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
                    const Epilogue& epilogue, float* y, int64_t y_stride, Micro micro) {
   const float* scales = w.dtype == DType::Int8 ? w.scales.data() : nullptr;
-  const int64_t steps = x.steps;
-  const int64_t step_bytes = w.k_group() * kPanelWidth * int64_t(dtype_size(w.dtype));
-  const int64_t panel_bytes = steps * step_bytes;
-  const int64_t blocks = (x.rows + kPackedRows - 1) / kPackedRows;
-  // Whole quantisation blocks per chunk, for int8.
-  const int64_t chunk_steps = blocks == 1 ? steps : std::max<int64_t>(kQuantSteps, kChunkBytes / step_bytes / kQuantSteps * kQuantSteps);
-  // This worker's partial tiles, kept for later calls.
-  thread_local std::vector<float> partials;
-  if (partials.size() < size_t(blocks * kPackedRows * kPanelWidth)) partials.resize(size_t(blocks * kPackedRows * kPanelWidth));
+  const int64_t panel_bytes = x.steps * w.k_group() * kPanelWidth * int64_t(dtype_size(w.dtype));
   for (int64_t p = first_panel; p < end_panel; ++p) {
     const int64_t n0 = p * kPanelWidth;
     const int outputs = int(std::min<int64_t>(kPanelWidth, w.rows - n0));
-    for (int64_t begin = 0; begin < steps; begin += chunk_steps) {
-      const int64_t end = std::min(steps, begin + chunk_steps);
-      const int64_t prefetch_delta = end < steps ? chunk_steps * step_bytes : p + 1 < end_panel ? panel_bytes - begin * step_bytes : 0;
-      for (int64_t block = 0; block < blocks; ++block) {
-        const int block_rows = int(std::min<int64_t>(kPackedRows, x.rows - block * kPackedRows));
-        const TileStore store{y + block * kPackedRows * y_stride, y_stride, n0, outputs, epilogue, scales};
-        const StepRange range{begin, end, begin == 0, end == steps, partials.data() + block * kPackedRows * kPanelWidth};
-        micro(block, block_rows, w.panel(p), range, store, block == 0 ? prefetch_delta : 0);
-      }
+    for (int64_t block = 0; block * kPackedRows < x.rows; ++block) {
+      const int block_rows = int(std::min<int64_t>(kPackedRows, x.rows - block * kPackedRows));
+      const TileStore store{y + block * kPackedRows * y_stride, y_stride, n0, outputs, epilogue, scales};
+      micro(block, block_rows, w.panel(p), store, block == 0 && p + 1 < end_panel ? panel_bytes : 0);
     }
   }
 }
@@ -323,9 +269,9 @@ void matmul_float(const PackedRows& x, const WeightMatrix& w, int64_t first_pane
   using Element = typename Panel::Element;
   const float* packed = reinterpret_cast<const float*>(x.units);
   for_each_tile(x, w, first_panel, end_panel, epilogue, y, y_stride,
-                [&](int64_t block, int block_rows, const void* panel, const StepRange& range, const TileStore& store, int64_t prefetch_delta) {
+                [&](int64_t block, int block_rows, const void* panel, const TileStore& store, int64_t prefetch_delta) {
                   const float* rows = packed + block * x.steps * kPackedRows;
-#define FALCON_CALL(R) micro_float<Panel, R>(rows, static_cast<const Element*>(panel), range, store, prefetch_delta)
+#define FALCON_CALL(R) micro_float<Panel, R>(rows, static_cast<const Element*>(panel), x.steps, store, prefetch_delta)
                   FALCON_DISPATCH_ROWS(block_rows, FALCON_CALL)
 #undef FALCON_CALL
                 });
@@ -334,9 +280,9 @@ void matmul_float(const PackedRows& x, const WeightMatrix& w, int64_t first_pane
 void matmul_bf16(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
                  const Epilogue& epilogue, float* y, int64_t y_stride) {
   for_each_tile(x, w, first_panel, end_panel, epilogue, y, y_stride,
-                [&](int64_t block, int block_rows, const void* panel, const StepRange& range, const TileStore& store, int64_t prefetch_delta) {
+                [&](int64_t block, int block_rows, const void* panel, const TileStore& store, int64_t prefetch_delta) {
                   const uint32_t* rows = x.units + block * x.steps * kPackedRows;
-#define FALCON_CALL(R) micro_bf16<R>(rows, static_cast<const uint16_t*>(panel), range, store, prefetch_delta)
+#define FALCON_CALL(R) micro_bf16<R>(rows, static_cast<const uint16_t*>(panel), x.steps, store, prefetch_delta)
                   FALCON_DISPATCH_ROWS(block_rows, FALCON_CALL)
 #undef FALCON_CALL
                 });
@@ -345,12 +291,12 @@ void matmul_bf16(const PackedRows& x, const WeightMatrix& w, int64_t first_panel
 void matmul_i8(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
                const Epilogue& epilogue, float* y, int64_t y_stride) {
   for_each_tile(x, w, first_panel, end_panel, epilogue, y, y_stride,
-                [&](int64_t block, int block_rows, const void* panel, const StepRange& range, const TileStore& store, int64_t prefetch_delta) {
+                [&](int64_t block, int block_rows, const void* panel, const TileStore& store, int64_t prefetch_delta) {
                   const uint32_t* rows = x.units + block * x.steps * kPackedRows;
                   const int64_t first_row = block * kPackedRows * x.quant_blocks;
 #define FALCON_CALL(R)                                                                                    \
-  micro_i8<R>(rows, static_cast<const int8_t*>(panel), x.block_scales + first_row, x.block_sums + first_row, \
-              x.quant_blocks, range, store, prefetch_delta)
+  micro_i8<R>(rows, static_cast<const int8_t*>(panel), x.steps, x.block_scales + first_row, x.block_sums + first_row, \
+              x.quant_blocks, store, prefetch_delta)
                   FALCON_DISPATCH_ROWS(block_rows, FALCON_CALL)
 #undef FALCON_CALL
                 });

@@ -23,7 +23,7 @@ PackedRows PackedActivations::rows() const {
 
 void pack_activations(const float* x, int64_t rows, int64_t cols, DType weight_dtype, const LayerNormParams* norm,
                       PackedActivations& out) {
-  const int64_t group = weight_dtype == DType::BFloat16 ? 2 : weight_dtype == DType::Int8 ? 4 : 1;
+  const int64_t group = k_group(weight_dtype);
   const int64_t steps = (cols + group - 1) / group;
   const int64_t blocks = (rows + kPackedRows - 1) / kPackedRows;
   const int64_t quant_blocks = group == 4 ? (steps + kQuantSteps - 1) / kQuantSteps : 0;
@@ -49,9 +49,7 @@ void pack_activations(const float* x, int64_t rows, int64_t cols, DType weight_d
       const float* row = x + m * cols;
       if (norm != nullptr) {
         if (normalised.size() < size_t(cols)) normalised.resize(size_t(cols));
-        float mean, inverse_std;
-        layer_norm_statistics(row, cols, norm->epsilon, &mean, &inverse_std);
-        for (int64_t i = 0; i < cols; ++i) normalised[size_t(i)] = (row[i] - mean) * inverse_std * norm->gamma[i] + norm->beta[i];
+        layer_norm_row(row, cols, *norm, normalised.data());
         row = normalised.data();
       }
       uint32_t* row_units = units + (m / kPackedRows) * steps * kPackedRows + m % kPackedRows;
