@@ -91,7 +91,7 @@ float load_as_f32(const void* data, DType dtype, size_t index) {
     case DType::BFloat16: return bf16_to_f32(static_cast<const uint16_t*>(data)[index]);
     case DType::Float16: return f16_to_f32(static_cast<const uint16_t*>(data)[index]);
     case DType::Float64: return float(static_cast<const double*>(data)[index]);
-    case DType::Int8: return float(static_cast<const int8_t*>(data)[index]);
+    case DType::Int8: return float(int(static_cast<const uint8_t*>(data)[index]) - 128);
   }
   return 0.0f;
 }
@@ -102,7 +102,7 @@ void store_from_f32(void* data, DType dtype, size_t index, float value) {
     case DType::BFloat16: static_cast<uint16_t*>(data)[index] = f32_to_bf16(value); break;
     case DType::Float16: static_cast<uint16_t*>(data)[index] = f32_to_f16(value); break;
     case DType::Float64: static_cast<double*>(data)[index] = value; break;
-    case DType::Int8: static_cast<int8_t*>(data)[index] = int8_t(value); break;
+    case DType::Int8: static_cast<uint8_t*>(data)[index] = uint8_t(int(value) + 128); break;
   }
 }
 

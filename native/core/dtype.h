@@ -6,7 +6,9 @@
 namespace falcon {
 
 // Storage types. Float64 exists only as a source format to cast from at load time; Int8 only as a
-// quantised weight-matrix format (with per-row scales), never as a source.
+// quantised weight-matrix format (with per-row scales), never as a source. An Int8 value q in
+// [-127, 127] is stored offset by 128, as the byte q + 128: the unsigned operand the VNNI byte dot
+// product multiplies, so the kernels use the bytes as they are.
 enum class DType { Float32, BFloat16, Float16, Float64, Int8 };
 
 size_t dtype_size(DType dtype);

@@ -38,6 +38,7 @@ WeightMatrix allocate_matrix(DType dtype, int64_t rows, int64_t cols) {
   const size_t last_panel = size_t(matrix.panels() - 1) * size_t(matrix.stored_cols()) * kPanelWidth * dtype_size(dtype);
   std::memset(static_cast<char*>(data) + last_panel, 0, matrix.byte_size() - last_panel);
   if (matrix.stored_cols() != cols) std::memset(data, 0, matrix.byte_size());
+  if (dtype == DType::Int8) std::memset(data, 128, matrix.byte_size());  // zero, offset by 128
   if (dtype == DType::Int8) matrix.scales.assign(size_t(rows), 0.0f);
   return matrix;
 }
@@ -189,7 +190,7 @@ void Model::set_weight(const std::string& name, int64_t row_offset, const Tensor
           for (int64_t c = 0; c < cols; ++c) largest = std::max(largest, std::fabs(values[c]));
           const float scale = largest > 0.0f ? largest / 127.0f : 1.0f;
           m.scales[size_t(n)] = scale;
-          for (int64_t c = 0; c < cols; ++c) static_cast<int8_t*>(m.data)[m.offset(n, c)] = int8_t(std::lrintf(values[c] / scale));
+          for (int64_t c = 0; c < cols; ++c) store_from_f32(m.data, DType::Int8, m.offset(n, c), std::nearbyint(values[c] / scale));
         } else {
           for (int64_t c = 0; c < cols; ++c) store_from_f32(m.data, m.dtype, m.offset(n, c), values[c]);
         }
@@ -274,7 +275,7 @@ void Model::initialize_random(uint64_t seed) {
             const float value = kScale * float(int64_t(a >> 32) + int64_t(a & 0xffffffffu) + int64_t(b >> 32) +
                                                int64_t(b & 0xffffffffu) - 4 * int64_t(0x80000000u));
             if (m.dtype == DType::Int8) {
-              static_cast<int8_t*>(m.data)[m.offset(r, c)] = int8_t(std::lrintf(std::clamp(value / m.scales[size_t(r)], -127.0f, 127.0f)));
+              store_from_f32(m.data, DType::Int8, m.offset(r, c), std::nearbyint(std::clamp(value / m.scales[size_t(r)], -127.0f, 127.0f)));
             } else {
               store_from_f32(m.data, m.dtype, m.offset(r, c), value);
             }

@@ -166,23 +166,25 @@ void micro_bf16(const uint32_t* packed, const uint16_t* panel, int64_t steps, co
 }
 
 // int8: the integer dot product of each step's quad, as |x| · (w with x's sign) so that vpmaddubsw's
-// unsigned × signed byte products (at most 2 · 127 · 127 per pair) never saturate. After each
-// quantisation block the integer sums are scaled into float32 in `tile`.
+// unsigned × signed byte products (at most 2 · 127 · 127 per pair) never saturate; the stored bytes
+// w + 128 (dtype.h) become w by flipping their top bit. After each quantisation block the integer sums
+// are scaled into float32 in `tile`.
 template <int Rows>
-void micro_i8(const uint32_t* packed, const int8_t* panel, int64_t steps, const float* block_scales,
+void micro_i8(const uint32_t* packed, const uint8_t* panel, int64_t steps, const float* block_scales,
               int64_t quant_blocks, const TileStore& store) {
   __m256 tile[4 * kRowsPerTile];
   for (__m256& t : tile) t = _mm256_setzero_ps();
   const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i top_bits = _mm256_set1_epi8(char(0x80));
   for (int64_t block = 0; block < quant_blocks; ++block) {
     __m256i c00 = _mm256_setzero_si256(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
     const int64_t block_end = std::min(steps, (block + 1) * kQuantSteps);
     for (int64_t s = block * kQuantSteps; s < block_end; ++s) {
-      const int8_t* step = panel + s * 4 * kPanelWidth;
-      const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(step));
-      const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(step + 32));
-      const __m256i w2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(step + 64));
-      const __m256i w3 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(step + 96));
+      const uint8_t* step = panel + s * 4 * kPanelWidth;
+      const __m256i w0 = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(step)), top_bits);
+      const __m256i w1 = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(step + 32)), top_bits);
+      const __m256i w2 = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(step + 64)), top_bits);
+      const __m256i w3 = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(step + 96)), top_bits);
 #define FALCON_DOT(x, magnitude, w, c) c = _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(w, x)), ones))
       const __m256i x0 = _mm256_set1_epi32(int(packed[s * kPackedRows]));
       const __m256i m0 = _mm256_abs_epi8(x0);
@@ -257,7 +259,7 @@ void matmul_i8(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, 
                const Epilogue& epilogue, float* y, int64_t y_stride) {
   for_each_tile(x, w, first_panel, end_panel, epilogue, y, y_stride,
                 [&](int64_t m, int tile_rows, const void* panel, const TileStore& store) {
-                  const auto* elements = static_cast<const int8_t*>(panel);
+                  const auto* elements = static_cast<const uint8_t*>(panel);
                   const float* scales = x.block_scales + m * x.quant_blocks;
                   if (tile_rows == 2) micro_i8<2>(tile_units(x, m), elements, x.steps, scales, x.quant_blocks, store);
                   else micro_i8<1>(tile_units(x, m), elements, x.steps, scales, x.quant_blocks, store);

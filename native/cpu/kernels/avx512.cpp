@@ -189,15 +189,14 @@ __attribute__((noinline)) void micro_bf16(const uint32_t* packed, const uint16_t
 #undef FALCON_ACCUMULATORS
 #undef FALCON_STORE_ROW
 
-// int8 (VNNI): each step is a quad of k. vpdpbusd multiplies unsigned by signed bytes, so the weights
-// are biased to w + 128 (one xor per vector) and each block's accumulators start at −128 · Σ q, which
-// leaves exactly Σ q · w. After each quantisation block the integer sums are scaled into `tile` in float32.
+// int8 (VNNI): each step is a quad of k. vpdpbusd multiplies unsigned by signed bytes: the weights are
+// stored as w + 128 (dtype.h) and each block's accumulators start at −128 · Σ q, which leaves exactly
+// Σ q · w. After each quantisation block the integer sums are scaled into `tile` in float32.
 template <int Rows>
-__attribute__((noinline)) void micro_i8(const uint32_t* packed, const int8_t* panel, int64_t steps, const float* block_scales,
+__attribute__((noinline)) void micro_i8(const uint32_t* packed, const uint8_t* panel, int64_t steps, const float* block_scales,
                                         const int32_t* block_sums, int64_t quant_blocks, const TileStore& store_row,
                                         int64_t prefetch_delta) {
   alignas(64) float tile[Rows * kPanelWidth] = {};
-  const __m512i bias_128 = _mm512_set1_epi8(char(0x80));
   for (int64_t block = 0; block < quant_blocks; ++block) {
 #define FALCON_START(r) _mm512_set1_epi32(Rows > r ? -128 * block_sums[r * quant_blocks + block] : 0)
     __m512i c0a = FALCON_START(0), c0b = c0a, c1a = FALCON_START(1), c1b = c1a, c2a = FALCON_START(2), c2b = c2a;
@@ -211,10 +210,10 @@ __attribute__((noinline)) void micro_i8(const uint32_t* packed, const int8_t* pa
   }
     const int64_t block_end = std::min(steps, (block + 1) * kQuantSteps);
     for (int64_t s = block * kQuantSteps; s < block_end; ++s) {
-      const int8_t* step = panel + s * 4 * kPanelWidth;
+      const uint8_t* step = panel + s * 4 * kPanelWidth;
       if (prefetch_delta != 0) prefetch_step(reinterpret_cast<const char*>(step) + prefetch_delta, 4 * kPanelWidth);
-      const __m512i low = _mm512_xor_si512(_mm512_loadu_si512(step), bias_128);
-      const __m512i high = _mm512_xor_si512(_mm512_loadu_si512(step + 2 * kPanelWidth), bias_128);
+      const __m512i low = _mm512_loadu_si512(step);
+      const __m512i high = _mm512_loadu_si512(step + 2 * kPanelWidth);
       FALCON_EACH_ROW(FALCON_ROW)
     }
 #undef FALCON_ROW
@@ -295,7 +294,7 @@ void matmul_i8(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, 
                   const uint32_t* rows = x.units + block * x.steps * kPackedRows;
                   const int64_t first_row = block * kPackedRows * x.quant_blocks;
 #define FALCON_CALL(R)                                                                                    \
-  micro_i8<R>(rows, static_cast<const int8_t*>(panel), x.steps, x.block_scales + first_row, x.block_sums + first_row, \
+  micro_i8<R>(rows, static_cast<const uint8_t*>(panel), x.steps, x.block_scales + first_row, x.block_sums + first_row, \
               x.quant_blocks, store, prefetch_delta)
                   FALCON_DISPATCH_ROWS(block_rows, FALCON_CALL)
 #undef FALCON_CALL

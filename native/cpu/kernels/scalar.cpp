@@ -24,13 +24,13 @@ float gelu(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752
 
 // Σ_k x[m][k] · w(n, k) for int8: exact integer sums per quantisation block, added up in float32.
 float int8_dot(const PackedRows& x, const WeightMatrix& w, int64_t m, int64_t n) {
-  const int8_t* weights = static_cast<const int8_t*>(w.data);
+  const uint8_t* weights = static_cast<const uint8_t*>(w.data);
   float sum = 0.0f;
   for (int64_t block = 0; block < x.quant_blocks; ++block) {
     int32_t block_sum = 0;
     for (int64_t s = block * kQuantSteps; s < std::min(x.steps, (block + 1) * kQuantSteps); ++s) {
       const uint32_t unit = packed_unit(x, m, s);
-      for (int64_t j = 0; j < 4; ++j) block_sum += int32_t(int8_t(unit >> (8 * j))) * weights[w.offset(n, 4 * s + j)];
+      for (int64_t j = 0; j < 4; ++j) block_sum += int32_t(int8_t(unit >> (8 * j))) * (int32_t(weights[w.offset(n, 4 * s + j)]) - 128);
     }
     sum += float(block_sum) * x.block_scales[m * x.quant_blocks + block];
   }
