@@ -133,25 +133,35 @@ describe("inputs", () => {
 });
 
 describe("KV cache", () => {
-  it("decodes incrementally to the full forward result, with padding and per-row indices", async () => {
-    const model = new FalconBackbone({ ...TINY, vocabularySize: 50, seed: 3 });
-    const tokens = [[5, 6, 7, 8, 9, 10], [0, 11, 12, 13, 14, 15]];
-    const mask = [[1, 1, 1, 1, 1, 1], [0, 1, 1, 1, 1, 1]];
-    const full = await model.call({ tokenIds: tokens, paddingMask: mask });
-    const cache = model.createCache({ batchSize: 2, maxLength: 8 });
-    await model.callWithCache({ tokenIds: tokens.map((r) => r.slice(0, 3)), paddingMask: mask.map((r) => r.slice(0, 3)) }, cache, 0);
-    for (let t = 3; t < 6; t++) {
-      const step = await model.callWithCache(tokens.map((r) => [r[t]]), cache, [t, t]);
-      for (let b = 0; b < 2; b++) {
-        for (let c = 0; c < 32; c++) {
-          assert.ok(Math.abs(step.data[b * 32 + c] - full.data[(b * 6 + t) * 32 + c]) < 1e-5, `row ${b} position ${t}`);
+  // One-token steps of models with shared KV heads take their query heads in groups (native attention).
+  const VARIANTS: { name: string; config: Partial<FalconBackboneConfig> }[] = [
+    { name: "MHA, ALiBi", config: {} },
+    { name: "GQA 8:2, ALiBi", config: { numAttentionHeads: 8, numKeyValueHeads: 2 } },
+    { name: "MQA 6:1, ALiBi", config: { hiddenDim: 48, numAttentionHeads: 6, numKeyValueHeads: 1 } },
+    { name: "MQA 8:1, rotary", config: { numAttentionHeads: 8, numKeyValueHeads: 1, positionEncoding: "rotary" } },
+  ];
+  for (const { name, config } of VARIANTS) {
+    it(`decodes incrementally to the full forward result, with padding and per-row indices (${name})`, async () => {
+      const model = new FalconBackbone({ ...TINY, vocabularySize: 50, seed: 3, ...config });
+      const D = model.getConfig().hiddenDim;
+      const tokens = [[5, 6, 7, 8, 9, 10], [0, 11, 12, 13, 14, 15]];
+      const mask = [[1, 1, 1, 1, 1, 1], [0, 1, 1, 1, 1, 1]];
+      const full = await model.call({ tokenIds: tokens, paddingMask: mask });
+      const cache = model.createCache({ batchSize: 2, maxLength: 8 });
+      await model.callWithCache({ tokenIds: tokens.map((r) => r.slice(0, 3)), paddingMask: mask.map((r) => r.slice(0, 3)) }, cache, 0);
+      for (let t = 3; t < 6; t++) {
+        const step = await model.callWithCache(tokens.map((r) => [r[t]]), cache, [t, t]);
+        for (let b = 0; b < 2; b++) {
+          for (let c = 0; c < D; c++) {
+            assert.ok(Math.abs(step.data[b * D + c] - full.data[(b * 6 + t) * D + c]) < 1e-5, `row ${b} position ${t}`);
+          }
         }
       }
-    }
-    assert.ok(cache.byteSize > 0);
-    cache.dispose();
-    model.dispose();
-  });
+      assert.ok(cache.byteSize > 0);
+      cache.dispose();
+      model.dispose();
+    });
+  }
 
   it("holds only the distinct key/value heads", () => {
     const mqa = new FalconBackbone({ ...TINY, numAttentionHeads: 4, numKeyValueHeads: 1 });
