@@ -249,58 +249,49 @@ void for_each_tile(const PackedRows& x, const WeightMatrix& w, int64_t first_pan
   }
 }
 
-// Instantiates `micro<Rows>` for a row count known only at run time.
-#define FALCON_DISPATCH_ROWS(rows, call) \
-  switch (rows) {                        \
-    case 1: call(1); break;              \
-    case 2: call(2); break;              \
-    case 3: call(3); break;              \
-    case 4: call(4); break;              \
-    case 5: call(5); break;              \
-    case 6: call(6); break;              \
-    case 7: call(7); break;              \
-    default: call(8); break;             \
-  }
-
+// One tile of each weight dtype: run<Rows>(x, block, panel, store, prefetch_delta) multiplies row block
+// `block` of x by one panel.
 template <typename Panel>
-void matmul_float(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
-                  const Epilogue& epilogue, float* y, int64_t y_stride) {
-  using Element = typename Panel::Element;
-  const float* packed = reinterpret_cast<const float*>(x.units);
-  for_each_tile(x, w, first_panel, end_panel, epilogue, y, y_stride,
-                [&](int64_t block, int block_rows, const void* panel, const TileStore& store, int64_t prefetch_delta) {
-                  const float* rows = packed + block * x.steps * kPackedRows;
-#define FALCON_CALL(R) micro_float<Panel, R>(rows, static_cast<const Element*>(panel), x.steps, store, prefetch_delta)
-                  FALCON_DISPATCH_ROWS(block_rows, FALCON_CALL)
-#undef FALCON_CALL
-                });
-}
+struct FloatTile {
+  template <int Rows>
+  static void run(const PackedRows& x, int64_t block, const void* panel, const TileStore& store, int64_t prefetch_delta) {
+    micro_float<Panel, Rows>(reinterpret_cast<const float*>(x.units) + block * x.steps * kPackedRows,
+                             static_cast<const typename Panel::Element*>(panel), x.steps, store, prefetch_delta);
+  }
+};
+struct Bf16Tile {
+  template <int Rows>
+  static void run(const PackedRows& x, int64_t block, const void* panel, const TileStore& store, int64_t prefetch_delta) {
+    micro_bf16<Rows>(x.units + block * x.steps * kPackedRows, static_cast<const uint16_t*>(panel), x.steps, store, prefetch_delta);
+  }
+};
+struct Int8Tile {
+  template <int Rows>
+  static void run(const PackedRows& x, int64_t block, const void* panel, const TileStore& store, int64_t prefetch_delta) {
+    const int64_t first_row = block * kPackedRows * x.quant_blocks;
+    micro_i8<Rows>(x.units + block * x.steps * kPackedRows, static_cast<const uint8_t*>(panel), x.steps,
+                   x.block_scales + first_row, x.block_sums + first_row, x.quant_blocks, store, prefetch_delta);
+  }
+};
 
-void matmul_bf16(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
-                 const Epilogue& epilogue, float* y, int64_t y_stride) {
+template <typename Tile>
+void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel, const Epilogue& epilogue,
+            float* y, int64_t y_stride) {
   for_each_tile(x, w, first_panel, end_panel, epilogue, y, y_stride,
                 [&](int64_t block, int block_rows, const void* panel, const TileStore& store, int64_t prefetch_delta) {
-                  const uint32_t* rows = x.units + block * x.steps * kPackedRows;
-#define FALCON_CALL(R) micro_bf16<R>(rows, static_cast<const uint16_t*>(panel), x.steps, store, prefetch_delta)
-                  FALCON_DISPATCH_ROWS(block_rows, FALCON_CALL)
-#undef FALCON_CALL
+                  // The row count of a block is known only at run time; each count has its own kernel.
+                  switch (block_rows) {
+                    case 1: Tile::template run<1>(x, block, panel, store, prefetch_delta); break;
+                    case 2: Tile::template run<2>(x, block, panel, store, prefetch_delta); break;
+                    case 3: Tile::template run<3>(x, block, panel, store, prefetch_delta); break;
+                    case 4: Tile::template run<4>(x, block, panel, store, prefetch_delta); break;
+                    case 5: Tile::template run<5>(x, block, panel, store, prefetch_delta); break;
+                    case 6: Tile::template run<6>(x, block, panel, store, prefetch_delta); break;
+                    case 7: Tile::template run<7>(x, block, panel, store, prefetch_delta); break;
+                    default: Tile::template run<8>(x, block, panel, store, prefetch_delta); break;
+                  }
                 });
 }
-
-void matmul_i8(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
-               const Epilogue& epilogue, float* y, int64_t y_stride) {
-  for_each_tile(x, w, first_panel, end_panel, epilogue, y, y_stride,
-                [&](int64_t block, int block_rows, const void* panel, const TileStore& store, int64_t prefetch_delta) {
-                  const uint32_t* rows = x.units + block * x.steps * kPackedRows;
-                  const int64_t first_row = block * kPackedRows * x.quant_blocks;
-#define FALCON_CALL(R)                                                                                    \
-  micro_i8<R>(rows, static_cast<const uint8_t*>(panel), x.steps, x.block_scales + first_row, x.block_sums + first_row, \
-              x.quant_blocks, store, prefetch_delta)
-                  FALCON_DISPATCH_ROWS(block_rows, FALCON_CALL)
-#undef FALCON_CALL
-                });
-}
-#undef FALCON_DISPATCH_ROWS
 
 void quantise_row(const float* x, int64_t cols, int64_t quant_blocks, uint32_t* units, float* scales, int32_t* sums) {
   const __m512 lowest = _mm512_set1_ps(-127.0f), highest = _mm512_set1_ps(127.0f);
@@ -341,6 +332,13 @@ inline __m128 reduce4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
 }
 
 #define FALCON_EACH_QUERY(op) op(0) op(1) op(2) op(3)
+#define FALCON_ZERO(g) __m512 a##g##0 = _mm512_setzero_ps(), a##g##1 = a##g##0, a##g##2 = a##g##0, a##g##3 = a##g##0;
+// Query g's four accumulators += factor · (x0, x1, x2, x3).
+#define FALCON_FMA4(g, factor, x0, x1, x2, x3)  \
+  a##g##0 = _mm512_fmadd_ps(factor, x0, a##g##0); \
+  a##g##1 = _mm512_fmadd_ps(factor, x1, a##g##1); \
+  a##g##2 = _mm512_fmadd_ps(factor, x2, a##g##2); \
+  a##g##3 = _mm512_fmadd_ps(factor, x3, a##g##3);
 
 // Four keys at a time, each a dot product along the head dimension, for every query of the group:
 // 16 accumulators, 4 key loads and up to 4 query loads per 16 multiply-adds.
@@ -349,9 +347,7 @@ void key_scores_group(const float* q, int64_t q_stride, const float* keys, int64
                       int64_t score_stride) {
   int64_t j = 0;
   for (; j + 4 <= count; j += 4) {
-#define FALCON_ZERO(g) __m512 a##g##0 = _mm512_setzero_ps(), a##g##1 = a##g##0, a##g##2 = a##g##0, a##g##3 = a##g##0;
     FALCON_EACH_QUERY(FALCON_ZERO)
-#undef FALCON_ZERO
     const float* k0 = keys + j * d;
     for (int64_t c = 0; c < d; c += 16) {
       const __mmask16 mask = lanes_below(d - c);
@@ -360,10 +356,7 @@ void key_scores_group(const float* q, int64_t q_stride, const float* keys, int64
 #define FALCON_DOT(g)                                                      \
   if (Queries > g) {                                                       \
     const __m512 qv = _mm512_maskz_loadu_ps(mask, q + g * q_stride + c);   \
-    a##g##0 = _mm512_fmadd_ps(qv, key0, a##g##0);                          \
-    a##g##1 = _mm512_fmadd_ps(qv, key1, a##g##1);                          \
-    a##g##2 = _mm512_fmadd_ps(qv, key2, a##g##2);                          \
-    a##g##3 = _mm512_fmadd_ps(qv, key3, a##g##3);                          \
+    FALCON_FMA4(g, qv, key0, key1, key2, key3)                             \
   }
       FALCON_EACH_QUERY(FALCON_DOT)
 #undef FALCON_DOT
@@ -391,19 +384,14 @@ void weighted_sum_group(const float* p, int64_t p_stride, const float* v, int64_
                         int64_t out_stride) {
   int64_t c = 0;
   for (; c + 64 <= d; c += 64) {
-#define FALCON_ZERO(g) __m512 a##g##0 = _mm512_setzero_ps(), a##g##1 = a##g##0, a##g##2 = a##g##0, a##g##3 = a##g##0;
     FALCON_EACH_QUERY(FALCON_ZERO)
-#undef FALCON_ZERO
     for (int64_t j = 0; j < count; ++j) {
       const float* row = v + j * d + c;
       const __m512 v0 = _mm512_loadu_ps(row), v1 = _mm512_loadu_ps(row + 16), v2 = _mm512_loadu_ps(row + 32), v3 = _mm512_loadu_ps(row + 48);
-#define FALCON_ACCUMULATE(g)                          \
-  if (Queries > g) {                                  \
+#define FALCON_ACCUMULATE(g)                               \
+  if (Queries > g) {                                       \
     const __m512 pj = _mm512_set1_ps(p[g * p_stride + j]); \
-    a##g##0 = _mm512_fmadd_ps(pj, v0, a##g##0);       \
-    a##g##1 = _mm512_fmadd_ps(pj, v1, a##g##1);       \
-    a##g##2 = _mm512_fmadd_ps(pj, v2, a##g##2);       \
-    a##g##3 = _mm512_fmadd_ps(pj, v3, a##g##3);       \
+    FALCON_FMA4(g, pj, v0, v1, v2, v3)                     \
   }
       FALCON_EACH_QUERY(FALCON_ACCUMULATE)
 #undef FALCON_ACCUMULATE
@@ -429,6 +417,8 @@ void weighted_sum_group(const float* p, int64_t p_stride, const float* v, int64_
   }
 }
 #undef FALCON_EACH_QUERY
+#undef FALCON_ZERO
+#undef FALCON_FMA4
 
 void key_scores(const float* q, int64_t q_stride, int64_t queries, const float* keys, int64_t count, int64_t d,
                 float* scores, int64_t score_stride) {
@@ -525,8 +515,8 @@ const KernelTable& avx512_kernels() {
     // which take the same packed inputs.
     const CpuFeatures& features = cpu_features();
     const KernelTable& avx2 = avx2_kernels();
-    return KernelTable{Isa::Avx512, matmul_float<F32Panel>, features.avx512_bf16 ? matmul_bf16 : avx2.matmul_bf16,
-                       matmul_float<F16Panel>, features.avx512_vnni ? matmul_i8 : avx2.matmul_i8, quantise_row, key_scores,
+    return KernelTable{Isa::Avx512, matmul<FloatTile<F32Panel>>, features.avx512_bf16 ? matmul<Bf16Tile> : avx2.matmul_bf16,
+                       matmul<FloatTile<F16Panel>>, features.avx512_vnni ? matmul<Int8Tile> : avx2.matmul_i8, quantise_row, key_scores,
                        weighted_sum, exp_sum, peak_ops, stream_sum};
   }();
   return table;
