@@ -394,7 +394,8 @@ float stream_sum(const float* data, int64_t n) {
 
 const KernelTable& avx2_kernels() {
   static const KernelTable table{Isa::Avx2, matmul_float<F32Panel>, matmul_bf16, matmul_float<F16Panel>,
-                                 matmul_i8, scalar_kernels().quantise_row, key_scores, weighted_sum, exp_sum, peak_ops,
+                                 matmul_i8, scalar_kernels().quantise_row, key_scores, weighted_sum,
+                                 scalar_kernels().mask_scores, exp_sum, peak_ops,
                                  stream_sum};
   return table;
 }

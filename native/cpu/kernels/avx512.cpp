@@ -481,6 +481,22 @@ double peak_ops(int64_t iterations, PeakOp op) {
   return double(iterations) * 12 * 16 * (op == PeakOp::Bf16Dot ? 4 : op == PeakOp::Int8Dot ? 8 : 2);
 }
 
+float mask_scores(float* scores, const uint8_t* valid, const int32_t* position, int64_t count, float slope, float scale) {
+  const __m512 slope_v = _mm512_set1_ps(slope), scale_v = _mm512_set1_ps(scale), masked = _mm512_set1_ps(-INFINITY);
+  __m512 largest = masked;
+  for (int64_t j = 0; j < count; j += 16) {
+    const __mmask16 lanes = lanes_below(count - j);
+    const __mmask16 real = _mm512_mask_test_epi32_mask(lanes, _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(lanes, valid + j)),
+                                                       _mm512_set1_epi32(1));
+    const __m512 positions = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(lanes, position + j));
+    const __m512 biased = _mm512_mul_ps(_mm512_add_ps(_mm512_maskz_loadu_ps(lanes, scores + j), _mm512_mul_ps(slope_v, positions)), scale_v);
+    const __m512 score = _mm512_mask_blend_ps(real, masked, biased);
+    _mm512_mask_storeu_ps(scores + j, lanes, score);
+    largest = _mm512_mask_max_ps(largest, lanes, largest, score);
+  }
+  return _mm512_reduce_max_ps(largest);
+}
+
 float exp_sum(float* x, int64_t n, float shift) {
   const __m512 shift_v = _mm512_set1_ps(shift);
   __m512 total = _mm512_setzero_ps();
@@ -517,7 +533,7 @@ const KernelTable& avx512_kernels() {
     const KernelTable& avx2 = avx2_kernels();
     return KernelTable{Isa::Avx512, matmul<FloatTile<F32Panel>>, features.avx512_bf16 ? matmul<Bf16Tile> : avx2.matmul_bf16,
                        matmul<FloatTile<F16Panel>>, features.avx512_vnni ? matmul<Int8Tile> : avx2.matmul_i8, quantise_row, key_scores,
-                       weighted_sum, exp_sum, peak_ops, stream_sum};
+                       weighted_sum, mask_scores, exp_sum, peak_ops, stream_sum};
   }();
   return table;
 }

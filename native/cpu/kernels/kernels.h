@@ -71,6 +71,10 @@ struct KernelTable {
   // out[g · out_stride + c] = Σ_j p[g · p_stride + j] · v[j · d + c] for c < d, j < count.
   void (*weighted_sum)(const float* p, int64_t p_stride, int64_t queries, const float* v, int64_t count, int64_t d,
                        float* out, int64_t out_stride);
+  // scores[j] = (scores[j] + slope · position[j]) · scale where valid[j], else −inf, for j < count;
+  // returns the largest (−inf when none is valid). Falcon adds ALiBi before the 1/√d scale.
+  float (*mask_scores)(float* scores, const uint8_t* valid, const int32_t* position, int64_t count, float slope,
+                       float scale);
   // x[i] = exp(x[i] − shift) for n values (−inf gives exactly 0); returns their sum.
   float (*exp_sum)(float* x, int64_t n, float shift);
   // Runs `iterations` rounds of independent `op`s on registers, as the matmul of that dtype issues

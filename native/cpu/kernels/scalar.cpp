@@ -108,6 +108,15 @@ void weighted_sum(const float* p, int64_t p_stride, int64_t queries, const float
   }
 }
 
+float mask_scores(float* scores, const uint8_t* valid, const int32_t* position, int64_t count, float slope, float scale) {
+  float largest = -INFINITY;
+  for (int64_t j = 0; j < count; ++j) {
+    scores[j] = valid[j] ? (scores[j] + slope * float(position[j])) * scale : -INFINITY;
+    largest = std::max(largest, scores[j]);
+  }
+  return largest;
+}
+
 float exp_sum(float* x, int64_t n, float shift) {
   float sum = 0.0f;
   for (int64_t i = 0; i < n; ++i) {
@@ -139,7 +148,7 @@ float stream_sum(const float* data, int64_t n) {
 
 const KernelTable& scalar_kernels() {
   static const KernelTable table{Isa::Scalar, matmul, matmul, matmul, matmul, quantise_row, key_scores,
-                                 weighted_sum, exp_sum, peak_ops, stream_sum};
+                                 weighted_sum, mask_scores, exp_sum, peak_ops, stream_sum};
   return table;
 }
 

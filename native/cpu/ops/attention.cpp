@@ -39,13 +39,7 @@ void attend(const KernelTable& table, const QueryGroup& group, const SequenceKv&
     float* query_scores = scores.data() + g * key_count;
     const int64_t visible = group.first_visible + g * group.visible_step;
     const float slope = group.slopes != nullptr ? group.slopes[g * group.slope_step] : 0.0f;
-    float max_score = kMasked;
-    for (int64_t j = 0; j < visible; ++j) {
-      // Falcon adds ALiBi before the 1/sqrt(d) scale (spec pitfall 1).
-      const float score = seq.valid[size_t(j)] ? (query_scores[j] + slope * float(seq.position[size_t(j)])) * scale : kMasked;
-      query_scores[j] = score;
-      max_score = score > max_score ? score : max_score;
-    }
+    const float max_score = table.mask_scores(query_scores, seq.valid.data(), seq.position.data(), visible, slope, scale);
     std::fill(query_scores + visible, query_scores + key_count, kMasked);
     if (max_score == kMasked) {  // no valid key: a padded query; its output (never read) is zero
       std::fill(query_scores, query_scores + key_count, 0.0f);
