@@ -16,6 +16,20 @@ namespace falcon {
 
 namespace {
 constexpr size_t kHugePage = size_t(2) << 20;
+
+// Writes row n of `m` from float32 values: rounded to the matrix dtype, or for int8 quantised
+// symmetrically per row (the largest magnitude maps to ±127).
+void store_row(WeightMatrix& m, int64_t n, const float* values) {
+  if (m.dtype != DType::Int8) {
+    for (int64_t c = 0; c < m.cols; ++c) store_from_f32(m.data, m.dtype, m.offset(n, c), values[c]);
+    return;
+  }
+  float largest = 0.0f;
+  for (int64_t c = 0; c < m.cols; ++c) largest = std::max(largest, std::fabs(values[c]));
+  const float scale = largest > 0.0f ? largest / 127.0f : 1.0f;
+  m.scales[size_t(n)] = scale;
+  for (int64_t c = 0; c < m.cols; ++c) store_from_f32(m.data, DType::Int8, m.offset(n, c), std::nearbyint(values[c] / scale));
+}
 }  // namespace
 
 WeightMatrix allocate_matrix(DType dtype, int64_t rows, int64_t cols) {
@@ -34,11 +48,11 @@ WeightMatrix allocate_matrix(DType dtype, int64_t rows, int64_t cols) {
                                                           std::to_string(cols) + " weight matrix");
   matrix.owner = std::shared_ptr<void>(data, std::free);
   matrix.data = data;
-  // The padding rows of the last panel (and the pad columns of widths that are not a whole number of steps) must be zero.
-  const size_t last_panel = size_t(matrix.panels() - 1) * size_t(matrix.stored_cols()) * kPanelWidth * dtype_size(dtype);
-  std::memset(static_cast<char*>(data) + last_panel, 0, matrix.byte_size() - last_panel);
-  if (matrix.stored_cols() != cols) std::memset(data, 0, matrix.byte_size());
-  if (dtype == DType::Int8) std::memset(data, 128, matrix.byte_size());  // zero, offset by 128
+  // The padding rows of the last panel and the pad columns (present in every panel when the width is
+  // not a whole number of steps) must hold zero: byte 0, or 128 for int8 (dtype.h).
+  const int zero_byte = dtype == DType::Int8 ? 128 : 0;
+  const size_t padded_from = matrix.stored_cols() != cols ? 0 : size_t(matrix.panels() - 1) * matrix.panel_bytes();
+  std::memset(static_cast<char*>(data) + padded_from, zero_byte, matrix.byte_size() - padded_from);
   if (dtype == DType::Int8) matrix.scales.assign(size_t(rows), 0.0f);
   return matrix;
 }
@@ -181,20 +195,7 @@ void Model::set_weight(const std::string& name, int64_t row_offset, const Tensor
           block[size_t(i)] = load_as_f32(source.data, source.dtype, size_t(begin * cols + i));
         }
       }
-      for (int64_t r = begin; r < end; ++r) {
-        const float* values = block.data() + (r - begin) * cols;
-        const int64_t n = row_offset + r;
-        if (m.dtype == DType::Int8) {
-          // Symmetric per-output-row quantisation: the largest magnitude maps to ±127.
-          float largest = 0.0f;
-          for (int64_t c = 0; c < cols; ++c) largest = std::max(largest, std::fabs(values[c]));
-          const float scale = largest > 0.0f ? largest / 127.0f : 1.0f;
-          m.scales[size_t(n)] = scale;
-          for (int64_t c = 0; c < cols; ++c) store_from_f32(m.data, DType::Int8, m.offset(n, c), std::nearbyint(values[c] / scale));
-        } else {
-          for (int64_t c = 0; c < cols; ++c) store_from_f32(m.data, m.dtype, m.offset(n, c), values[c]);
-        }
-      }
+      for (int64_t r = begin; r < end; ++r) store_row(m, row_offset + r, block.data() + (r - begin) * cols);
     });
   } else {
     // Round through the model dtype so a bfloat16 model's biases hold bfloat16 values (int8 models keep float32 vectors).
@@ -264,22 +265,20 @@ void Model::initialize_random(uint64_t seed) {
     if (s.matrix != nullptr) {
       WeightMatrix& m = *s.matrix;
       global_thread_pool().parallel_for(s.rows, 16, [&](int64_t begin, int64_t end) {
+        // This worker's own row buffer, kept for later calls.
+        thread_local std::vector<float> values;
+        if (values.size() < size_t(s.cols)) values.resize(size_t(s.cols));
         for (int64_t r = begin; r < end; ++r) {
           uint64_t state = stream + uint64_t(r) * 0x632be59bd9b4e019ull;
           // A sum of four uniforms (Irwin-Hall, variance 4/12) scaled to standard deviation 0.02: close
           // enough to normal for random weights, and cheap for billions of them.
           constexpr float kScale = 0.02f * 1.7320508075688772f / 4294967296.0f;
-          if (m.dtype == DType::Int8) m.scales[size_t(r)] = 0.06f / 127.0f;
           for (int64_t c = 0; c < s.cols; ++c) {
             const uint64_t a = splitmix64(state), b = splitmix64(state);
-            const float value = kScale * float(int64_t(a >> 32) + int64_t(a & 0xffffffffu) + int64_t(b >> 32) +
+            values[size_t(c)] = kScale * float(int64_t(a >> 32) + int64_t(a & 0xffffffffu) + int64_t(b >> 32) +
                                                int64_t(b & 0xffffffffu) - 4 * int64_t(0x80000000u));
-            if (m.dtype == DType::Int8) {
-              store_from_f32(m.data, DType::Int8, m.offset(r, c), std::nearbyint(std::clamp(value / m.scales[size_t(r)], -127.0f, 127.0f)));
-            } else {
-              store_from_f32(m.data, m.dtype, m.offset(r, c), value);
-            }
           }
+          store_row(m, r, values.data());
         }
       });
     } else {

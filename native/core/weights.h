@@ -32,9 +32,8 @@ struct WeightMatrix {
   int64_t k_group() const { return falcon::k_group(dtype); }
   int64_t panels() const { return (rows + kPanelWidth - 1) / kPanelWidth; }
   int64_t stored_cols() const { return (cols + k_group() - 1) / k_group() * k_group(); }
-  // Steps along k: one k_group() of inputs each.
-  int64_t steps() const { return stored_cols() / k_group(); }
-  size_t byte_size() const { return size_t(panels() * kPanelWidth) * size_t(stored_cols()) * dtype_size(dtype); }
+  size_t panel_bytes() const { return size_t(stored_cols()) * kPanelWidth * dtype_size(dtype); }
+  size_t byte_size() const { return size_t(panels()) * panel_bytes(); }
   size_t offset(int64_t n, int64_t k) const {
     const int64_t g = k_group();
     const size_t panel_start = size_t(n / kPanelWidth) * size_t(stored_cols()) * size_t(kPanelWidth);
@@ -42,9 +41,7 @@ struct WeightMatrix {
   }
   // Element (n, k) as float32 (int8 values scaled).
   float get(int64_t n, int64_t k) const;
-  const void* panel(int64_t p) const {
-    return static_cast<const char*>(data) + size_t(p) * size_t(stored_cols()) * kPanelWidth * dtype_size(dtype);
-  }
+  const void* panel(int64_t p) const { return static_cast<const char*>(data) + size_t(p) * panel_bytes(); }
 };
 
 WeightMatrix allocate_matrix(DType dtype, int64_t rows, int64_t cols);

@@ -107,6 +107,18 @@ struct TileStore {
   }
 };
 
+// Writes the first Rows rows of a tile (row 0 in c00..c03, row 1 in c10..c13).
+template <int Rows>
+void store_rows(const TileStore& store, __m256 c00, __m256 c01, __m256 c02, __m256 c03, __m256 c10, __m256 c11,
+                __m256 c12, __m256 c13) {
+  const __m256 row0[4] = {c00, c01, c02, c03};
+  store(row0, 0);
+  if (Rows > 1) {
+    const __m256 row1[4] = {c10, c11, c12, c13};
+    store(row1, 1);
+  }
+}
+
 // Accumulators are named one by one: held in an array, GCC 12 keeps them in memory.
 template <typename Panel, int Rows>
 void micro_float(const float* packed, const typename Panel::Element* panel, int64_t steps, const TileStore& store) {
@@ -127,12 +139,7 @@ void micro_float(const float* packed, const typename Panel::Element* panel, int6
       c13 = _mm256_fmadd_ps(x1, w[3], c13);
     }
   }
-  const __m256 row0[4] = {c00, c01, c02, c03};
-  store(row0, 0);
-  if (Rows > 1) {
-    const __m256 row1[4] = {c10, c11, c12, c13};
-    store(row1, 1);
-  }
+  store_rows<Rows>(store, c00, c01, c02, c03, c10, c11, c12, c13);
 }
 
 // bf16 pairs: the even and odd k of each output are split into two float32 vectors.
@@ -157,12 +164,7 @@ void micro_bf16(const uint32_t* packed, const uint16_t* panel, int64_t steps, co
     FALCON_GROUP(0, c00, c10) FALCON_GROUP(1, c01, c11) FALCON_GROUP(2, c02, c12) FALCON_GROUP(3, c03, c13)
 #undef FALCON_GROUP
   }
-  const __m256 row0[4] = {c00, c01, c02, c03};
-  store(row0, 0);
-  if (Rows > 1) {
-    const __m256 row1[4] = {c10, c11, c12, c13};
-    store(row1, 1);
-  }
+  store_rows<Rows>(store, c00, c01, c02, c03, c10, c11, c12, c13);
 }
 
 // int8: the integer dot product of each step's quad, as |x| · (w with x's sign) so that vpmaddubsw's
@@ -233,36 +235,35 @@ inline const uint32_t* tile_units(const PackedRows& x, int64_t m) {
   return x.units + (m / kPackedRows) * x.steps * kPackedRows + m % kPackedRows;
 }
 
+// One tile of each weight dtype: run<Rows>(x, m, panel, store) multiplies rows [m, m + Rows) of x by one panel.
 template <typename Panel>
-void matmul_float(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
-                  const Epilogue& epilogue, float* y, int64_t y_stride) {
-  for_each_tile(x, w, first_panel, end_panel, epilogue, y, y_stride,
-                [&](int64_t m, int tile_rows, const void* panel, const TileStore& store) {
-                  const float* rows = reinterpret_cast<const float*>(tile_units(x, m));
-                  const auto* elements = static_cast<const typename Panel::Element*>(panel);
-                  if (tile_rows == 2) micro_float<Panel, 2>(rows, elements, x.steps, store);
-                  else micro_float<Panel, 1>(rows, elements, x.steps, store);
-                });
-}
+struct FloatTile {
+  template <int Rows>
+  static void run(const PackedRows& x, int64_t m, const void* panel, const TileStore& store) {
+    micro_float<Panel, Rows>(reinterpret_cast<const float*>(tile_units(x, m)), static_cast<const typename Panel::Element*>(panel),
+                             x.steps, store);
+  }
+};
+struct Bf16Tile {
+  template <int Rows>
+  static void run(const PackedRows& x, int64_t m, const void* panel, const TileStore& store) {
+    micro_bf16<Rows>(tile_units(x, m), static_cast<const uint16_t*>(panel), x.steps, store);
+  }
+};
+struct Int8Tile {
+  template <int Rows>
+  static void run(const PackedRows& x, int64_t m, const void* panel, const TileStore& store) {
+    micro_i8<Rows>(tile_units(x, m), static_cast<const uint8_t*>(panel), x.steps, x.block_scales + m * x.quant_blocks,
+                   x.quant_blocks, store);
+  }
+};
 
-void matmul_bf16(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
-                 const Epilogue& epilogue, float* y, int64_t y_stride) {
+template <typename Tile>
+void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel, const Epilogue& epilogue,
+            float* y, int64_t y_stride) {
   for_each_tile(x, w, first_panel, end_panel, epilogue, y, y_stride,
                 [&](int64_t m, int tile_rows, const void* panel, const TileStore& store) {
-                  const auto* elements = static_cast<const uint16_t*>(panel);
-                  if (tile_rows == 2) micro_bf16<2>(tile_units(x, m), elements, x.steps, store);
-                  else micro_bf16<1>(tile_units(x, m), elements, x.steps, store);
-                });
-}
-
-void matmul_i8(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
-               const Epilogue& epilogue, float* y, int64_t y_stride) {
-  for_each_tile(x, w, first_panel, end_panel, epilogue, y, y_stride,
-                [&](int64_t m, int tile_rows, const void* panel, const TileStore& store) {
-                  const auto* elements = static_cast<const uint8_t*>(panel);
-                  const float* scales = x.block_scales + m * x.quant_blocks;
-                  if (tile_rows == 2) micro_i8<2>(tile_units(x, m), elements, x.steps, scales, x.quant_blocks, store);
-                  else micro_i8<1>(tile_units(x, m), elements, x.steps, scales, x.quant_blocks, store);
+                  with_count<kRowsPerTile>(tile_rows, [&](auto rows) { Tile::template run<decltype(rows)::value>(x, m, panel, store); });
                 });
 }
 
@@ -393,8 +394,8 @@ float stream_sum(const float* data, int64_t n) {
 }  // namespace
 
 const KernelTable& avx2_kernels() {
-  static const KernelTable table{Isa::Avx2, matmul_float<F32Panel>, matmul_bf16, matmul_float<F16Panel>,
-                                 matmul_i8, scalar_kernels().quantise_row, key_scores, weighted_sum,
+  static const KernelTable table{Isa::Avx2, matmul<FloatTile<F32Panel>>, matmul<Bf16Tile>, matmul<FloatTile<F16Panel>>,
+                                 matmul<Int8Tile>, scalar_kernels().quantise_row, key_scores, weighted_sum,
                                  scalar_kernels().mask_scores, exp_sum, peak_ops,
                                  stream_sum};
   return table;

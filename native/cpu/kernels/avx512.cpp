@@ -237,7 +237,7 @@ template <typename Micro>
 void for_each_tile(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
                    const Epilogue& epilogue, float* y, int64_t y_stride, Micro micro) {
   const float* scales = w.dtype == DType::Int8 ? w.scales.data() : nullptr;
-  const int64_t panel_bytes = x.steps * w.k_group() * kPanelWidth * int64_t(dtype_size(w.dtype));
+  const int64_t panel_bytes = int64_t(w.panel_bytes());
   for (int64_t p = first_panel; p < end_panel; ++p) {
     const int64_t n0 = p * kPanelWidth;
     const int outputs = int(std::min<int64_t>(kPanelWidth, w.rows - n0));
@@ -279,17 +279,9 @@ void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int
             float* y, int64_t y_stride) {
   for_each_tile(x, w, first_panel, end_panel, epilogue, y, y_stride,
                 [&](int64_t block, int block_rows, const void* panel, const TileStore& store, int64_t prefetch_delta) {
-                  // The row count of a block is known only at run time; each count has its own kernel.
-                  switch (block_rows) {
-                    case 1: Tile::template run<1>(x, block, panel, store, prefetch_delta); break;
-                    case 2: Tile::template run<2>(x, block, panel, store, prefetch_delta); break;
-                    case 3: Tile::template run<3>(x, block, panel, store, prefetch_delta); break;
-                    case 4: Tile::template run<4>(x, block, panel, store, prefetch_delta); break;
-                    case 5: Tile::template run<5>(x, block, panel, store, prefetch_delta); break;
-                    case 6: Tile::template run<6>(x, block, panel, store, prefetch_delta); break;
-                    case 7: Tile::template run<7>(x, block, panel, store, prefetch_delta); break;
-                    default: Tile::template run<8>(x, block, panel, store, prefetch_delta); break;
-                  }
+                  with_count<kPackedRows>(block_rows, [&](auto rows) {
+                    Tile::template run<decltype(rows)::value>(x, block, panel, store, prefetch_delta);
+                  });
                 });
 }
 
@@ -422,22 +414,16 @@ void weighted_sum_group(const float* p, int64_t p_stride, const float* v, int64_
 
 void key_scores(const float* q, int64_t q_stride, int64_t queries, const float* keys, int64_t count, int64_t d,
                 float* scores, int64_t score_stride) {
-  switch (queries) {
-    case 1: key_scores_group<1>(q, q_stride, keys, count, d, scores, score_stride); break;
-    case 2: key_scores_group<2>(q, q_stride, keys, count, d, scores, score_stride); break;
-    case 3: key_scores_group<3>(q, q_stride, keys, count, d, scores, score_stride); break;
-    default: key_scores_group<4>(q, q_stride, keys, count, d, scores, score_stride); break;
-  }
+  with_count<kAttentionQueries>(queries, [&](auto group) {
+    key_scores_group<decltype(group)::value>(q, q_stride, keys, count, d, scores, score_stride);
+  });
 }
 
 void weighted_sum(const float* p, int64_t p_stride, int64_t queries, const float* v, int64_t count, int64_t d,
                   float* out, int64_t out_stride) {
-  switch (queries) {
-    case 1: weighted_sum_group<1>(p, p_stride, v, count, d, out, out_stride); break;
-    case 2: weighted_sum_group<2>(p, p_stride, v, count, d, out, out_stride); break;
-    case 3: weighted_sum_group<3>(p, p_stride, v, count, d, out, out_stride); break;
-    default: weighted_sum_group<4>(p, p_stride, v, count, d, out, out_stride); break;
-  }
+  with_count<kAttentionQueries>(queries, [&](auto group) {
+    weighted_sum_group<decltype(group)::value>(p, p_stride, v, count, d, out, out_stride);
+  });
 }
 
 double peak_ops(int64_t iterations, PeakOp op) {

@@ -3,6 +3,7 @@
 // readable reference; avx2.cpp and avx512.cpp are the fast versions). kernels() is the single
 // dispatch point: it returns the table of the active ISA (see cpu_features.h).
 #include <cstdint>
+#include <type_traits>
 
 #include "../../core/weights.h"
 #include "../cpu_features.h"
@@ -33,7 +34,7 @@ struct PackedRows {
   // int8 only, [row][block] for blocks of kQuantSteps steps (quant_blocks per row):
   int64_t quant_blocks = 0;
   const float* block_scales = nullptr;  // x ≈ q · scale
-  const int32_t* block_sums = nullptr;  // Σ of the block's q (kernels that bias q by 128 subtract 128 · this)
+  const int32_t* block_sums = nullptr;  // Σ of the block's q (the VNNI kernel, whose weights are stored + 128, subtracts 128 · this)
 };
 
 // What a matmul does with each output before storing it, applied in this order: scale (int8 weights),
@@ -84,6 +85,19 @@ struct KernelTable {
   // Sum of n floats read once, front to back: the memory bandwidth probe's inner loop.
   float (*stream_sum)(const float* data, int64_t n);
 };
+
+// Calls body(std::integral_constant<int, n>{}) with n = min(count, Max), for count ≥ 1: kernels whose
+// register tiles are sized at compile time pick theirs from a count known only at run time.
+template <int Max, typename Body>
+inline void with_count(int64_t count, Body&& body) {
+  if constexpr (Max == 1) {
+    body(std::integral_constant<int, 1>{});
+  } else if (count >= Max) {
+    body(std::integral_constant<int, Max>{});
+  } else {
+    with_count<Max - 1>(count, body);
+  }
+}
 
 const KernelTable& scalar_kernels();
 const KernelTable& avx2_kernels();
