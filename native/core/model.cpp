@@ -7,15 +7,13 @@
 #include <new>
 #include <numeric>
 
-#include <sys/mman.h>
-
+#include "aligned_memory.h"
 #include "error.h"
 #include "thread_pool.h"
 
 namespace falcon {
 
 namespace {
-constexpr size_t kHugePage = size_t(2) << 20;
 
 // Writes row n of `m` from float32 values: rounded to the matrix dtype, or for int8 quantised
 // symmetrically per row (the largest magnitude maps to ±127).
@@ -37,22 +35,16 @@ WeightMatrix allocate_matrix(DType dtype, int64_t rows, int64_t cols) {
   matrix.dtype = dtype;
   matrix.rows = rows;
   matrix.cols = cols;
-  // Large matrices sit on 2 MiB boundaries and ask for transparent huge pages: streaming gigabytes
-  // of weights per token through 4 KiB pages would cost a TLB miss every 4 KiB. Small ones need only
-  // cache-line alignment, which the kernels' whole-line loads want.
-  const size_t alignment = matrix.byte_size() >= kHugePage ? kHugePage : 64;
-  const size_t bytes = (matrix.byte_size() + alignment - 1) / alignment * alignment;
-  void* data = std::aligned_alloc(alignment, bytes == 0 ? alignment : bytes);
-  if (data != nullptr && alignment == kHugePage) madvise(data, bytes, MADV_HUGEPAGE);
+  std::shared_ptr<void> data = allocate_streamed(matrix.byte_size());
   if (data == nullptr) throw Error(ErrorKind::Weights, "out of memory allocating a " + std::to_string(rows) + "x" +
                                                           std::to_string(cols) + " weight matrix");
-  matrix.owner = std::shared_ptr<void>(data, std::free);
-  matrix.data = data;
+  matrix.owner = data;
+  matrix.data = data.get();
   // The padding rows of the last panel and the pad columns (present in every panel when the width is
   // not a whole number of steps) must hold zero: byte 0, or 128 for int8 (dtype.h).
   const int zero_byte = dtype == DType::Int8 ? 128 : 0;
   const size_t padded_from = matrix.stored_cols() != cols ? 0 : size_t(matrix.panels() - 1) * matrix.panel_bytes();
-  std::memset(static_cast<char*>(data) + padded_from, zero_byte, matrix.byte_size() - padded_from);
+  std::memset(static_cast<char*>(matrix.data) + padded_from, zero_byte, matrix.byte_size() - padded_from);
   if (dtype == DType::Int8) matrix.scales.assign(size_t(rows), 0.0f);
   return matrix;
 }

@@ -1,12 +1,29 @@
 #include "thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <memory>
 
 #include <unistd.h>
 
 namespace falcon {
+
+namespace {
+
+// Polls `ready` for up to a couple of milliseconds, longer than the gaps between the calls of one
+// forward pass and between decoded tokens; true once it holds.
+template <typename Ready>
+bool poll(Ready ready) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(2);
+  for (int round = 0;; ++round) {
+    if (ready()) return true;
+    if (round % 64 == 63 && std::chrono::steady_clock::now() > give_up) return false;
+    std::this_thread::yield();
+  }
+}
+
+}  // namespace
 
 ThreadPool::ThreadPool(int num_threads) {
   for (int i = 1; i < std::max(1, num_threads); ++i) workers_.emplace_back([this] { worker_loop(); });
@@ -23,13 +40,8 @@ ThreadPool::~ThreadPool() {
 
 void ThreadPool::run_chunks() {
   for (;;) {
-    int64_t begin;
-    {
-      std::lock_guard<std::mutex> lock(state_mutex_);
-      if (next_ >= count_) return;
-      begin = next_;
-      next_ = std::min(count_, next_ + chunk_);
-    }
+    const int64_t begin = next_.fetch_add(chunk_, std::memory_order_relaxed);
+    if (begin >= count_) return;
     (*body_)(begin, std::min(count_, begin + chunk_));
   }
 }
@@ -37,19 +49,21 @@ void ThreadPool::run_chunks() {
 void ThreadPool::worker_loop() {
   uint64_t seen_generation = 0;
   for (;;) {
-    {
+    auto called = [&] { return stopping_.load() || generation_.load(std::memory_order_acquire) != seen_generation; };
+    if (!poll(called)) {
       std::unique_lock<std::mutex> lock(state_mutex_);
-      wake_.wait(lock, [&] { return stopping_ || generation_ != seen_generation; });
-      if (stopping_) return;
-      seen_generation = generation_;
-      ++busy_workers_;
+      ++sleeping_workers_;
+      wake_.wait(lock, called);
+      --sleeping_workers_;
     }
+    if (stopping_) return;
+    seen_generation = generation_.load(std::memory_order_acquire);
     run_chunks();
-    {
+    if (busy_workers_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      // Under the lock, so a caller between checking and sleeping cannot miss it.
       std::lock_guard<std::mutex> lock(state_mutex_);
-      --busy_workers_;
+      done_.notify_one();
     }
-    done_.notify_all();
   }
 }
 
@@ -61,19 +75,24 @@ void ThreadPool::parallel_for(int64_t count, int64_t grain, const std::function<
     return;
   }
   std::lock_guard<std::mutex> call_lock(call_mutex_);
+  body_ = &body;
+  count_ = count;
+  // A few chunks per thread balance uneven work.
+  chunk_ = std::max(grain, (count + threads * 4 - 1) / (threads * 4));
+  next_.store(0, std::memory_order_relaxed);
+  busy_workers_.store(int(workers_.size()), std::memory_order_relaxed);
+  generation_.fetch_add(1, std::memory_order_release);
   {
     std::lock_guard<std::mutex> lock(state_mutex_);
-    body_ = &body;
-    count_ = count;
-    // A few chunks per thread balance uneven work without much locking.
-    chunk_ = std::max(grain, (count + threads * 4 - 1) / (threads * 4));
-    next_ = 0;
-    ++generation_;
+    if (sleeping_workers_ > 0) wake_.notify_all();
   }
-  wake_.notify_all();
   run_chunks();
-  std::unique_lock<std::mutex> lock(state_mutex_);
-  done_.wait(lock, [&] { return next_ >= count_ && busy_workers_ == 0; });
+  // Every worker reports back, so none can still be reading this call's body when it returns.
+  auto finished = [&] { return busy_workers_.load(std::memory_order_acquire) == 0; };
+  if (!poll(finished)) {
+    std::unique_lock<std::mutex> lock(state_mutex_);
+    done_.wait(lock, finished);
+  }
   body_ = nullptr;
 }
 

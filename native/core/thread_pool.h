@@ -1,4 +1,5 @@
 #pragma once
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -11,6 +12,9 @@ namespace falcon {
 // A persistent pool: threads are created once, never per call or per token. The caller of
 // parallel_for works too, so a pool of N threads keeps N-1 workers. Calls from several threads
 // (concurrent async forwards) are serialised, because each one already uses every core.
+// A decoded token runs a few hundred parallel_for calls of tens of microseconds each, about what
+// waking a sleeping thread costs; so between calls workers and callers poll for a while (yielding
+// the core, in case threads outnumber cores) before they sleep.
 class ThreadPool {
  public:
   explicit ThreadPool(int num_threads);
@@ -29,16 +33,19 @@ class ThreadPool {
 
   std::vector<std::thread> workers_;
   std::mutex call_mutex_;
+  // Guards sleeping and waking only; the work itself is handed out through the atomics.
   std::mutex state_mutex_;
   std::condition_variable wake_;
   std::condition_variable done_;
+  int sleeping_workers_ = 0;
+  // Written by the caller before it publishes a call by advancing generation_.
   const std::function<void(int64_t, int64_t)>* body_ = nullptr;
   int64_t count_ = 0;
   int64_t chunk_ = 0;
-  int64_t next_ = 0;
-  int busy_workers_ = 0;
-  uint64_t generation_ = 0;
-  bool stopping_ = false;
+  std::atomic<int64_t> next_{0};
+  std::atomic<int> busy_workers_{0};  // workers yet to finish the current call
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<bool> stopping_{false};
 };
 
 // The process-wide pool, sized from FALCON_NUM_THREADS or the number of online CPUs.

@@ -75,9 +75,6 @@ class CpuBackend final : public Backend {
     CpuWorkspace& ws = static_cast<CpuWorkspace&>(*workspace_slot);
     const int64_t rows = request.batch * request.length;
     const int64_t D = config.hidden_dim;
-    const int64_t d = config.head_dim();
-    const int64_t H = config.num_heads;
-    const int64_t Hkv = config.num_kv_heads;
     const int64_t qkv_cols = config.qkv_rows();
     ws.reserve(config, rows);
 
@@ -103,23 +100,8 @@ class CpuBackend final : public Backend {
       if (config.block_layout == BlockLayout::ParallelTwoNorms) cpu::pack_activations(x, rows, D, dtype, &mlp_norm, ws.mlp_input);
       cpu::matmul(ws.attention_input, w.qkv, {optional(w.qkv_bias), false, false}, ws.qkv.data());
 
-      for (int64_t b = 0; b < request.batch; ++b) {
-        SequenceKv& seq = *request.sequences[size_t(b)];
-        const int64_t start = request.start[size_t(b)];
-        for (int64_t t = 0; t < request.length; ++t) {
-          const int64_t row = b * request.length + t;
-          float* token_qkv = ws.qkv.data() + row * qkv_cols;
-          if (rotary) {
-            const float* cos_row = ws.rotary_cos.data() + row * (d / 2);
-            const float* sin_row = ws.rotary_sin.data() + row * (d / 2);
-            cpu::apply_rotary(token_qkv, H + Hkv, d, cos_row, sin_row);  // query and key heads are adjacent
-          }
-          for (int64_t g = 0; g < Hkv; ++g) {
-            std::copy_n(token_qkv + (H + g) * d, d, seq.keys(l, g) + (start + t) * d);
-            std::copy_n(token_qkv + (H + Hkv + g) * d, d, seq.values(l, g) + (start + t) * d);
-          }
-        }
-      }
+      cpu::write_cache(config, l, attention_batch, ws.qkv.data(), qkv_cols, rotary ? ws.rotary_cos.data() : nullptr,
+                       rotary ? ws.rotary_sin.data() : nullptr);
       cpu::attention(config, l, attention_batch, ws.qkv.data(), qkv_cols, model.alibi_slopes(), ws.attention.data());
       cpu::pack_activations(ws.attention.data(), rows, D, dtype, nullptr, ws.attention_output);
       // The residual adds happen in the matmuls' epilogues: x += attention projection, x += MLP output.

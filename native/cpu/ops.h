@@ -67,6 +67,11 @@ struct AttentionBatch {
   const std::vector<int64_t>* start = nullptr;
 };
 
+// Rotates each new token's query and key heads when `rotary_cos` is given ([batch·length, head_dim / 2]
+// tables), then stores its keys and values in its sequence's cache at start + t, for one layer.
+void write_cache(const ModelConfig& config, int64_t layer, const AttentionBatch& batch, float* qkv, int64_t qkv_cols,
+                 const float* rotary_cos, const float* rotary_sin);
+
 // Causal attention of `length` new queries per row over each sequence's valid cached slots, for
 // one layer. Queries are the first num_heads·head_dim columns of `qkv` ([batch·length, qkv_cols]);
 // output is [batch·length, num_heads·head_dim]. ALiBi slopes (may be empty) are added before the scale.

@@ -6,8 +6,7 @@
 #include <cstdlib>
 #include <memory>
 
-#include <sys/mman.h>
-
+#include "../core/aligned_memory.h"
 #include "../core/thread_pool.h"
 #include "kernels/kernels.h"
 
@@ -23,18 +22,15 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 
 double probe_read_bandwidth(int64_t bytes, int repetitions) {
   const int64_t count = bytes / int64_t(sizeof(float));
-  // Allocated like weight matrices (2 MiB aligned, transparent huge pages), so the probe reads memory
-  // the way the kernels do.
-  constexpr size_t kHugePage = size_t(2) << 20;
-  const size_t allocation = (size_t(bytes) + kHugePage - 1) / kHugePage * kHugePage;
-  std::unique_ptr<float, decltype(&std::free)> buffer(static_cast<float*>(std::aligned_alloc(kHugePage, allocation)), std::free);
-  if (!buffer) return 0.0;
-  madvise(buffer.get(), allocation, MADV_HUGEPAGE);
+  // Allocated like weight matrices, so the probe reads memory the way the kernels do.
+  const std::unique_ptr<void, FreeDeleter> block = allocate_streamed(size_t(bytes));
+  if (!block) return 0.0;
+  float* const buffer = static_cast<float*>(block.get());
   ThreadPool& pool = global_thread_pool();
   const int64_t threads = pool.num_threads();
   // Each thread writes (and so owns) the part it later reads.
   pool.parallel_for(threads, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) std::fill(buffer.get() + t * count / threads, buffer.get() + (t + 1) * count / threads, 1.0f);
+    for (int64_t t = begin; t < end; ++t) std::fill(buffer + t * count / threads, buffer + (t + 1) * count / threads, 1.0f);
   });
   const KernelTable& table = kernels();
   double best = 0.0;
@@ -43,7 +39,7 @@ double probe_read_bandwidth(int64_t bytes, int repetitions) {
     const auto start = std::chrono::steady_clock::now();
     pool.parallel_for(threads, 1, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
-        sink.store(table.stream_sum(buffer.get() + t * count / threads, count / threads), std::memory_order_relaxed);
+        sink.store(table.stream_sum(buffer + t * count / threads, count / threads), std::memory_order_relaxed);
       }
     });
     best = std::max(best, double(bytes) / seconds_since(start));
