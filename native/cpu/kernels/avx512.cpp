@@ -28,13 +28,6 @@ inline __mmask16 lanes_below(int64_t count) {
   return count <= 0 ? __mmask16(0) : count >= 16 ? __mmask16(0xffff) : __mmask16((1u << count) - 1);
 }
 
-// Requests the cache lines of one step's weights (every 64 bytes; narrow steps share lines).
-inline void prefetch_step(const void* at, size_t bytes) {
-  const uintptr_t address = reinterpret_cast<uintptr_t>(at);
-  if (address % 64 >= bytes && bytes < 64) return;  // inside a line already requested
-  for (size_t offset = 0; offset < bytes; offset += 64) _mm_prefetch(static_cast<const char*>(at) + offset, _MM_HINT_T1);
-}
-
 // exp(x) with relative error about 1e-7: x = n·ln2 + r, exp(r) by a degree-6 polynomial, 2^n by scalef.
 inline __m512 exp512(__m512 x) {
   x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.3762626647949f)), _mm512_set1_ps(-103.0f));
@@ -140,13 +133,9 @@ struct TileStore {
 #define FALCON_STORE_ROW(r, a, b) \
   if (Rows > r) store_row(a, b, r);
 
-// `prefetch_delta` (or 0) is the distance in bytes to the next panel: while the first row block streams
-// this panel from memory, the same position of the next one is requested, so memory latency overlaps
-// the multiply-adds.
 // Micro-kernels are kept out of line: inlined into their caller, GCC 12 spills accumulators of the 8-row tile.
 template <typename Panel, int Rows>
-__attribute__((noinline)) void micro_float(const float* packed, const typename Panel::Element* panel, int64_t steps, const TileStore& store_row,
-                 int64_t prefetch_delta) {
+__attribute__((noinline)) void micro_float(const float* packed, const typename Panel::Element* panel, int64_t steps, const TileStore& store_row) {
   FALCON_ACCUMULATORS
 #define FALCON_ROW(r, a, b)                                                    \
   if (Rows > r) {                                                              \
@@ -156,7 +145,6 @@ __attribute__((noinline)) void micro_float(const float* packed, const typename P
   }
   for (int64_t s = 0; s < steps; ++s) {
     const auto* step = panel + s * kPanelWidth;
-    if (prefetch_delta != 0) prefetch_step(reinterpret_cast<const char*>(step) + prefetch_delta, kPanelWidth * sizeof(*step));
     __m512 low, high;
     Panel::load(step, low, high);
     FALCON_EACH_ROW(FALCON_ROW)
@@ -167,8 +155,7 @@ __attribute__((noinline)) void micro_float(const float* packed, const typename P
 
 // bf16: each step is a pair of k; vdpbf16ps multiplies the pairs and accumulates in float32.
 template <int Rows>
-__attribute__((noinline)) void micro_bf16(const uint32_t* packed, const uint16_t* panel, int64_t steps, const TileStore& store_row,
-                int64_t prefetch_delta) {
+__attribute__((noinline)) void micro_bf16(const uint32_t* packed, const uint16_t* panel, int64_t steps, const TileStore& store_row) {
   FALCON_ACCUMULATORS
 #define FALCON_ROW(r, a, b)                                                              \
   if (Rows > r) {                                                                        \
@@ -178,7 +165,6 @@ __attribute__((noinline)) void micro_bf16(const uint32_t* packed, const uint16_t
   }
   for (int64_t s = 0; s < steps; ++s) {
     const uint16_t* step = panel + s * 2 * kPanelWidth;
-    if (prefetch_delta != 0) prefetch_step(reinterpret_cast<const char*>(step) + prefetch_delta, 2 * kPanelWidth * sizeof(uint16_t));
     const __m512bh low = (__m512bh)_mm512_loadu_si512(step);
     const __m512bh high = (__m512bh)_mm512_loadu_si512(step + kPanelWidth);
     FALCON_EACH_ROW(FALCON_ROW)
@@ -194,8 +180,7 @@ __attribute__((noinline)) void micro_bf16(const uint32_t* packed, const uint16_t
 // Σ q · w. After each quantisation block the integer sums are scaled into `tile` in float32.
 template <int Rows>
 __attribute__((noinline)) void micro_i8(const uint32_t* packed, const uint8_t* panel, int64_t steps, const float* block_scales,
-                                        const int32_t* block_sums, int64_t quant_blocks, const TileStore& store_row,
-                                        int64_t prefetch_delta) {
+                                        const int32_t* block_sums, int64_t quant_blocks, const TileStore& store_row) {
   alignas(64) float tile[Rows * kPanelWidth] = {};
   for (int64_t block = 0; block < quant_blocks; ++block) {
 #define FALCON_START(r) _mm512_set1_epi32(Rows > r ? -128 * block_sums[r * quant_blocks + block] : 0)
@@ -211,7 +196,6 @@ __attribute__((noinline)) void micro_i8(const uint32_t* packed, const uint8_t* p
     const int64_t block_end = std::min(steps, (block + 1) * kQuantSteps);
     for (int64_t s = block * kQuantSteps; s < block_end; ++s) {
       const uint8_t* step = panel + s * 4 * kPanelWidth;
-      if (prefetch_delta != 0) prefetch_step(reinterpret_cast<const char*>(step) + prefetch_delta, 4 * kPanelWidth);
       const __m512i low = _mm512_loadu_si512(step);
       const __m512i high = _mm512_loadu_si512(step + 2 * kPanelWidth);
       FALCON_EACH_ROW(FALCON_ROW)
@@ -232,45 +216,46 @@ __attribute__((noinline)) void micro_i8(const uint32_t* packed, const uint8_t* p
 #undef FALCON_EACH_ROW
 
 // Panels outer, row blocks inner: a panel (at most a few hundred KB) stays in cache while every row
-// block passes over it; for a single row it is streamed from memory exactly once.
+// block passes over it; for a single row it is streamed from memory exactly once. Panels are contiguous,
+// so the hardware prefetcher follows the stream: requesting the next panel in software as well slowed
+// single-row decode by 8–15 % here.
 template <typename Micro>
 void for_each_tile(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
                    const Epilogue& epilogue, float* y, int64_t y_stride, Micro micro) {
   const float* scales = w.dtype == DType::Int8 ? w.scales.data() : nullptr;
-  const int64_t panel_bytes = int64_t(w.panel_bytes());
   for (int64_t p = first_panel; p < end_panel; ++p) {
     const int64_t n0 = p * kPanelWidth;
     const int outputs = int(std::min<int64_t>(kPanelWidth, w.rows - n0));
     for (int64_t block = 0; block * kPackedRows < x.rows; ++block) {
       const int block_rows = int(std::min<int64_t>(kPackedRows, x.rows - block * kPackedRows));
       const TileStore store{y + block * kPackedRows * y_stride, y_stride, n0, outputs, epilogue, scales};
-      micro(block, block_rows, w.panel(p), store, block == 0 && p + 1 < end_panel ? panel_bytes : 0);
+      micro(block, block_rows, w.panel(p), store);
     }
   }
 }
 
-// One tile of each weight dtype: run<Rows>(x, block, panel, store, prefetch_delta) multiplies row block
+// One tile of each weight dtype: run<Rows>(x, block, panel, store) multiplies row block
 // `block` of x by one panel.
 template <typename Panel>
 struct FloatTile {
   template <int Rows>
-  static void run(const PackedRows& x, int64_t block, const void* panel, const TileStore& store, int64_t prefetch_delta) {
+  static void run(const PackedRows& x, int64_t block, const void* panel, const TileStore& store) {
     micro_float<Panel, Rows>(reinterpret_cast<const float*>(x.units) + block * x.steps * kPackedRows,
-                             static_cast<const typename Panel::Element*>(panel), x.steps, store, prefetch_delta);
+                             static_cast<const typename Panel::Element*>(panel), x.steps, store);
   }
 };
 struct Bf16Tile {
   template <int Rows>
-  static void run(const PackedRows& x, int64_t block, const void* panel, const TileStore& store, int64_t prefetch_delta) {
-    micro_bf16<Rows>(x.units + block * x.steps * kPackedRows, static_cast<const uint16_t*>(panel), x.steps, store, prefetch_delta);
+  static void run(const PackedRows& x, int64_t block, const void* panel, const TileStore& store) {
+    micro_bf16<Rows>(x.units + block * x.steps * kPackedRows, static_cast<const uint16_t*>(panel), x.steps, store);
   }
 };
 struct Int8Tile {
   template <int Rows>
-  static void run(const PackedRows& x, int64_t block, const void* panel, const TileStore& store, int64_t prefetch_delta) {
+  static void run(const PackedRows& x, int64_t block, const void* panel, const TileStore& store) {
     const int64_t first_row = block * kPackedRows * x.quant_blocks;
     micro_i8<Rows>(x.units + block * x.steps * kPackedRows, static_cast<const uint8_t*>(panel), x.steps,
-                   x.block_scales + first_row, x.block_sums + first_row, x.quant_blocks, store, prefetch_delta);
+                   x.block_scales + first_row, x.block_sums + first_row, x.quant_blocks, store);
   }
 };
 
@@ -278,9 +263,9 @@ template <typename Tile>
 void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel, const Epilogue& epilogue,
             float* y, int64_t y_stride) {
   for_each_tile(x, w, first_panel, end_panel, epilogue, y, y_stride,
-                [&](int64_t block, int block_rows, const void* panel, const TileStore& store, int64_t prefetch_delta) {
+                [&](int64_t block, int block_rows, const void* panel, const TileStore& store) {
                   with_count<kPackedRows>(block_rows, [&](auto rows) {
-                    Tile::template run<decltype(rows)::value>(x, block, panel, store, prefetch_delta);
+                    Tile::template run<decltype(rows)::value>(x, block, panel, store);
                   });
                 });
 }
