@@ -19,8 +19,16 @@ export const FALCON_RW_1B: FalconBackboneConfig = {
 };
 const SMALL: FalconBackboneConfig = { vocabularySize: 1024, numLayers: 4, numAttentionHeads: 8, hiddenDim: 256, intermediateDim: 1024 };
 
+interface Ceilings {
+  readGBps: number;
+  f32Gflops: number;
+  bf16Gflops: number;
+  int8Gops: number;
+}
+
 interface Row {
   dtype: FalconDType;
+  ceilings: Ceilings;
   measure: string;
   tokensPerSecond: Summary;
   floor?: { tokensPerSecond: number; percent: number; limit: string };
@@ -55,14 +63,17 @@ async function main(): Promise<void> {
   const log = (line: string) => { if (!values.json) console.log(line); };
 
   const runtime = runtimeInfo();
-  const probe = await native().probeMachine(values.small ? 2 ** 28 : 2 ** 31);
-  const machine = {
-    cpu: cpuModel(), threads: runtime.threads, isa: runtime.isa, node: process.versions.node,
-    readGBps: probe.readBytesPerSecond / 1e9, f32Gflops: probe.f32FlopsPerSecond / 1e9, bf16Gflops: probe.bf16FlopsPerSecond / 1e9,
-    int8Gops: probe.int8OpsPerSecond / 1e9,
-  };
+  const machine = { cpu: cpuModel(), threads: runtime.threads, isa: runtime.isa, node: process.versions.node };
   log(`machine    ${machine.cpu}, ${machine.threads} threads, ${machine.isa} kernels, Node ${machine.node}`);
-  log(`ceilings   read ${machine.readGBps.toFixed(1)} GB/s, f32 FMA ${machine.f32Gflops.toFixed(0)} GFLOP/s, bf16 dot ${machine.bf16Gflops.toFixed(0)} GFLOP/s, int8 dot ${machine.int8Gops.toFixed(0)} GOP/s (measured now)`);
+  // This machine's memory bandwidth changes from minute to minute, so each model's floors come from a
+  // probe taken just before its own measurements.
+  const probeCeilings = async (): Promise<Ceilings> => {
+    const probe = await native().probeMachine(values.small ? 2 ** 28 : 2 ** 31);
+    return {
+      readGBps: probe.readBytesPerSecond / 1e9, f32Gflops: probe.f32FlopsPerSecond / 1e9,
+      bf16Gflops: probe.bf16FlopsPerSecond / 1e9, int8Gops: probe.int8OpsPerSecond / 1e9,
+    };
+  };
 
   const rows: Row[] = [];
   for (const dtype of dtypes) {
@@ -72,16 +83,18 @@ async function main(): Promise<void> {
     await model.call({ tokenIds: [[0]] });
     const config = model.getConfig();
     const info = model.info();
+    const ceilings = await probeCeilings();
     log(`\nmodel      ${values.preset ?? (values.small ? "small random" : "falcon-rw-1b shape, random weights")}: ${info.parameterCount.toLocaleString("en-US")} parameters, ${dtype} (${(info.weightBytes / 2 ** 30).toFixed(2)} GiB of weights)`);
+    log(`  ceilings read ${ceilings.readGBps.toFixed(1)} GB/s, f32 FMA ${ceilings.f32Gflops.toFixed(0)} GFLOP/s, bf16 dot ${ceilings.bf16Gflops.toFixed(0)} GFLOP/s, int8 dot ${ceilings.int8Gops.toFixed(0)} GOP/s (measured now)`);
     // Decode reads every weight byte once per step; prefill multiplies each layer matrix once per token.
-    const decodeFloor = probe.readBytesPerSecond / info.weightBytes;
-    const peak = dtype === "bfloat16" || dtype === "mixed_bfloat16" ? probe.bf16FlopsPerSecond
-      : dtype === "int8" ? probe.int8OpsPerSecond : probe.f32FlopsPerSecond;
+    const decodeFloor = (ceilings.readGBps * 1e9) / info.weightBytes;
+    const peak = 1e9 * (dtype === "bfloat16" || dtype === "mixed_bfloat16" ? ceilings.bf16Gflops
+      : dtype === "int8" ? ceilings.int8Gops : ceilings.f32Gflops);
     const prefillFloor = peak / (2 * layerMatrixParameters(config));
     // A decoded token also projects its logits; a batch of b sequences reads the weights once per step.
     const tokenComputeFloor = peak / (2 * (layerMatrixParameters(config) + config.vocabularySize * config.hiddenDim));
     const add = (measure: string, tokensPerSecond: Summary, floor?: number, limit?: string) => {
-      const row: Row = { dtype, measure, tokensPerSecond };
+      const row: Row = { dtype, ceilings, measure, tokensPerSecond };
       if (floor !== undefined) row.floor = { tokensPerSecond: floor, percent: (100 * tokensPerSecond.median) / floor, limit: limit! };
       rows.push(row);
       const spread = `(min ${tokensPerSecond.min.toFixed(1)}, max ${tokensPerSecond.max.toFixed(1)})`;
