@@ -47,8 +47,6 @@ void linear(const float* x, int64_t rows, const WeightMatrix& w, const float* bi
 
 // Population-variance layer norm in float32, per row of `dim` values.
 void layer_norm(const float* x, int64_t rows, int64_t dim, const LayerNormParams& norm, float* y);
-// One row of it (statistics accumulated in double).
-void layer_norm_row(const float* in, int64_t dim, const LayerNormParams& norm, float* out);
 
 // out[i] = table[ids[i]] widened to float32.
 void embedding(const WeightMatrix& table, const int32_t* ids, int64_t count, float* out);

@@ -395,7 +395,8 @@ float stream_sum(const float* data, int64_t n) {
 
 const KernelTable& avx2_kernels() {
   static const KernelTable table{Isa::Avx2, matmul<FloatTile<F32Panel>>, matmul<Bf16Tile>, matmul<FloatTile<F16Panel>>,
-                                 matmul<Int8Tile>, scalar_kernels().quantise_row, key_scores, weighted_sum,
+                                 matmul<Int8Tile>, scalar_kernels().quantise_row, scalar_kernels().layer_norm_row,
+                                 key_scores, weighted_sum,
                                  scalar_kernels().mask_scores, exp_sum, peak_ops,
                                  stream_sum};
   return table;

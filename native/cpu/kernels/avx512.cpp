@@ -270,6 +270,38 @@ void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int
                 });
 }
 
+// The scalar reference's arithmetic, 16 values at a time (each half widened to 8 doubles).
+void layer_norm_row(const float* in, int64_t dim, const float* gamma, const float* beta, float epsilon, float* out) {
+  __m512d sum_low = _mm512_setzero_pd(), sum_high = _mm512_setzero_pd();
+  for (int64_t i = 0; i < dim; i += 16) {
+    const __m512 v = _mm512_maskz_loadu_ps(lanes_below(dim - i), in + i);
+    sum_low = _mm512_add_pd(sum_low, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+    sum_high = _mm512_add_pd(sum_high, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+  }
+  const double mean_d = _mm512_reduce_add_pd(_mm512_add_pd(sum_low, sum_high)) / double(dim);
+  const __m512d mean_wide = _mm512_set1_pd(mean_d);
+  __m512d squares_low = _mm512_setzero_pd(), squares_high = _mm512_setzero_pd();
+  for (int64_t i = 0; i < dim; i += 16) {
+    const __mmask16 mask = lanes_below(dim - i);
+    const __m512 v = _mm512_maskz_loadu_ps(mask, in + i);
+    // Masked-off lanes would add mean²: keep them at zero.
+    const __m512d centred_low = _mm512_maskz_sub_pd(__mmask8(mask), _mm512_cvtps_pd(_mm512_castps512_ps256(v)), mean_wide);
+    const __m512d centred_high = _mm512_maskz_sub_pd(__mmask8(mask >> 8),
+        _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))), mean_wide);
+    squares_low = _mm512_fmadd_pd(centred_low, centred_low, squares_low);
+    squares_high = _mm512_fmadd_pd(centred_high, centred_high, squares_high);
+  }
+  const double squares = _mm512_reduce_add_pd(_mm512_add_pd(squares_low, squares_high));
+  const __m512 mean = _mm512_set1_ps(float(mean_d));
+  const __m512 inverse_std = _mm512_set1_ps(float(1.0 / std::sqrt(squares / double(dim) + double(epsilon))));
+  for (int64_t i = 0; i < dim; i += 16) {
+    const __mmask16 mask = lanes_below(dim - i);
+    const __m512 normalised = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, in + i), mean), inverse_std);
+    _mm512_mask_storeu_ps(out + i, mask, _mm512_fmadd_ps(normalised, _mm512_maskz_loadu_ps(mask, gamma + i),
+                                                         _mm512_maskz_loadu_ps(mask, beta + i)));
+  }
+}
+
 void quantise_row(const float* x, int64_t cols, int64_t quant_blocks, uint32_t* units, float* scales, int32_t* sums) {
   const __m512 lowest = _mm512_set1_ps(-127.0f), highest = _mm512_set1_ps(127.0f);
   for (int64_t block = 0; block < quant_blocks; ++block) {
@@ -503,8 +535,8 @@ const KernelTable& avx512_kernels() {
     const CpuFeatures& features = cpu_features();
     const KernelTable& avx2 = avx2_kernels();
     return KernelTable{Isa::Avx512, matmul<FloatTile<F32Panel>>, features.avx512_bf16 ? matmul<Bf16Tile> : avx2.matmul_bf16,
-                       matmul<FloatTile<F16Panel>>, features.avx512_vnni ? matmul<Int8Tile> : avx2.matmul_i8, quantise_row, key_scores,
-                       weighted_sum, mask_scores, exp_sum, peak_ops, stream_sum};
+                       matmul<FloatTile<F16Panel>>, features.avx512_vnni ? matmul<Int8Tile> : avx2.matmul_i8, quantise_row, layer_norm_row,
+                       key_scores, weighted_sum, mask_scores, exp_sum, peak_ops, stream_sum};
   }();
   return table;
 }

@@ -64,6 +64,10 @@ struct KernelTable {
   // scale = max |x| / 127, q = x · (127 / max |x|) rounded to nearest even; writes the units of every
   // step to units[s · kPackedRows], and each block's scale and Σ q.
   void (*quantise_row)(const float* x, int64_t cols, int64_t quant_blocks, uint32_t* units, float* scales, int32_t* sums);
+  // out[i] = (in[i] − mean) / √(variance + epsilon) · gamma[i] + beta[i] over one row of `dim` values
+  // (population variance), with the statistics accumulated in double: the mean of thousands of
+  // activations must not drift with their magnitude.
+  void (*layer_norm_row)(const float* in, int64_t dim, const float* gamma, const float* beta, float epsilon, float* out);
   // Attention for up to kAttentionQueries queries of one head at a time, so each key and value row is
   // loaded once per group. Query g is at q + g · q_stride; keys and values are row-major [count, d].
   // scores[g · score_stride + j] = dot(query g, keys row j) for j < count.

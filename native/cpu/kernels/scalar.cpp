@@ -20,6 +20,20 @@ inline float unit_as_float(uint32_t unit) {
   return value;
 }
 
+void layer_norm_row(const float* in, int64_t dim, const float* gamma, const float* beta, float epsilon, float* out) {
+  double sum = 0.0;
+  for (int64_t i = 0; i < dim; ++i) sum += in[i];
+  const double mean_d = sum / double(dim);
+  double squares = 0.0;
+  for (int64_t i = 0; i < dim; ++i) {
+    const double centred = in[i] - mean_d;
+    squares += centred * centred;
+  }
+  const float mean = float(mean_d);
+  const float inverse_std = float(1.0 / std::sqrt(squares / double(dim) + double(epsilon)));
+  for (int64_t i = 0; i < dim; ++i) out[i] = (in[i] - mean) * inverse_std * gamma[i] + beta[i];
+}
+
 float gelu(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
 
 // Σ_k x[m][k] · w(n, k) for int8: exact integer sums per quantisation block, added up in float32.
@@ -147,8 +161,8 @@ float stream_sum(const float* data, int64_t n) {
 }  // namespace
 
 const KernelTable& scalar_kernels() {
-  static const KernelTable table{Isa::Scalar, matmul, matmul, matmul, matmul, quantise_row, key_scores,
-                                 weighted_sum, mask_scores, exp_sum, peak_ops, stream_sum};
+  static const KernelTable table{Isa::Scalar, matmul, matmul, matmul, matmul, quantise_row, layer_norm_row,
+                                 key_scores, weighted_sum, mask_scores, exp_sum, peak_ops, stream_sum};
   return table;
 }
 

@@ -49,7 +49,7 @@ void pack_activations(const float* x, int64_t rows, int64_t cols, DType weight_d
       const float* row = x + m * cols;
       if (norm != nullptr) {
         if (normalised.size() < size_t(cols)) normalised.resize(size_t(cols));
-        layer_norm_row(row, cols, *norm, normalised.data());
+        table.layer_norm_row(row, cols, norm->gamma, norm->beta, norm->epsilon, normalised.data());
         row = normalised.data();
       }
       uint32_t* row_units = units + (m / kPackedRows) * steps * kPackedRows + m % kPackedRows;
