@@ -144,16 +144,19 @@ describe("KV cache", () => {
     it(`decodes incrementally to the full forward result, with padding and per-row indices (${name})`, async () => {
       const model = new FalconBackbone({ ...TINY, vocabularySize: 50, seed: 3, ...config });
       const D = model.getConfig().hiddenDim;
-      const tokens = [[5, 6, 7, 8, 9, 10], [0, 11, 12, 13, 14, 15]];
-      const mask = [[1, 1, 1, 1, 1, 1], [0, 1, 1, 1, 1, 1]];
+      // Prompts of 16 or more tokens score keys in transposed blocks, one-token steps row by row.
+      const length = 21;
+      const prompt = 17;
+      const tokens = [0, 1].map((b) => Array.from({ length }, (_, t) => (b === 1 && t === 0 ? 0 : 5 + ((t * 7 + b * 3) % 40))));
+      const mask = [0, 1].map((b) => Array.from({ length }, (_, t) => (b === 1 && t === 0 ? 0 : 1)));
       const full = await model.call({ tokenIds: tokens, paddingMask: mask });
-      const cache = model.createCache({ batchSize: 2, maxLength: 8 });
-      await model.callWithCache({ tokenIds: tokens.map((r) => r.slice(0, 3)), paddingMask: mask.map((r) => r.slice(0, 3)) }, cache, 0);
-      for (let t = 3; t < 6; t++) {
+      const cache = model.createCache({ batchSize: 2, maxLength: length + 2 });
+      await model.callWithCache({ tokenIds: tokens.map((r) => r.slice(0, prompt)), paddingMask: mask.map((r) => r.slice(0, prompt)) }, cache, 0);
+      for (let t = prompt; t < length; t++) {
         const step = await model.callWithCache(tokens.map((r) => [r[t]]), cache, [t, t]);
         for (let b = 0; b < 2; b++) {
           for (let c = 0; c < D; c++) {
-            assert.ok(Math.abs(step.data[b * D + c] - full.data[(b * 6 + t) * D + c]) < 1e-5, `row ${b} position ${t}`);
+            assert.ok(Math.abs(step.data[b * D + c] - full.data[(b * length + t) * D + c]) < 1e-5, `row ${b} position ${t}`);
           }
         }
       }

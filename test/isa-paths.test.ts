@@ -30,7 +30,8 @@ const ODD_SHAPES: FalconBackboneConfig[] = [
 async function logitsWith(isa: typeof defaultIsa, config: FalconBackboneConfig, dtype: FalconDType): Promise<Float32Array> {
   setIsa(isa);
   const model = new FalconBackbone({ ...config, dtype });
-  const tokens = Array.from({ length: 5 }, (_, row) => Array.from({ length: 7 }, (_, t) => (row * 13 + t * 7) % config.vocabularySize));
+  // 19 tokens: prompt attention scores keys in blocks of 16 (a whole block and a tail) and queries in groups of 4 (and a tail).
+  const tokens = Array.from({ length: 5 }, (_, row) => Array.from({ length: 19 }, (_, t) => (row * 13 + t * 7) % config.vocabularySize));
   const logits = await model.tokenEmbedding.reverse(await model.call({ tokenIds: tokens }));
   model.dispose();
   return logits.data;

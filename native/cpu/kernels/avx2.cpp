@@ -351,6 +351,36 @@ void key_scores(const float* q, int64_t q_stride, int64_t queries, const float* 
   for (int64_t g = 0; g < queries; ++g) key_scores_one(q + g * q_stride, keys, count, d, scores + g * score_stride);
 }
 
+// Two queries at a time, each block of 16 keys in two vectors per query.
+void key_scores_blocked(const float* q, int64_t q_stride, int64_t queries, const float* key_blocks, int64_t count,
+                        int64_t d, float* scores, int64_t score_stride) {
+  for (int64_t g = 0; g < queries; g += 2) {
+    const bool pair = g + 1 < queries;
+    const float* q0 = q + g * q_stride;
+    const float* q1 = pair ? q0 + q_stride : q0;
+    float* out0 = scores + g * score_stride;
+    for (int64_t j = 0; j < count; j += kKeyBlock) {
+      const float* block = key_blocks + j * d;
+      __m256 low0 = _mm256_setzero_ps(), high0 = low0, low1 = low0, high1 = low0;
+      for (int64_t c = 0; c < d; ++c) {
+        const __m256 key_low = _mm256_loadu_ps(block + c * kKeyBlock), key_high = _mm256_loadu_ps(block + c * kKeyBlock + 8);
+        const __m256 x0 = _mm256_set1_ps(q0[c]), x1 = _mm256_set1_ps(q1[c]);
+        low0 = _mm256_fmadd_ps(x0, key_low, low0);
+        high0 = _mm256_fmadd_ps(x0, key_high, high0);
+        low1 = _mm256_fmadd_ps(x1, key_low, low1);
+        high1 = _mm256_fmadd_ps(x1, key_high, high1);
+      }
+      const __m256i mask_low = lanes_below(count - j), mask_high = lanes_below(count - j - 8);
+      _mm256_maskstore_ps(out0 + j, mask_low, low0);
+      _mm256_maskstore_ps(out0 + j + 8, mask_high, high0);
+      if (pair) {
+        _mm256_maskstore_ps(out0 + score_stride + j, mask_low, low1);
+        _mm256_maskstore_ps(out0 + score_stride + j + 8, mask_high, high1);
+      }
+    }
+  }
+}
+
 void weighted_sum(const float* p, int64_t p_stride, int64_t queries, const float* v, int64_t count, int64_t d,
                   float* out, int64_t out_stride) {
   for (int64_t g = 0; g < queries; ++g) weighted_sum_one(p + g * p_stride, v, count, d, out + g * out_stride);
@@ -396,7 +426,7 @@ float stream_sum(const float* data, int64_t n) {
 const KernelTable& avx2_kernels() {
   static const KernelTable table{Isa::Avx2, matmul<FloatTile<F32Panel>>, matmul<Bf16Tile>, matmul<FloatTile<F16Panel>>,
                                  matmul<Int8Tile>, scalar_kernels().quantise_row, scalar_kernels().layer_norm_row,
-                                 key_scores, weighted_sum,
+                                 key_scores, key_scores_blocked, weighted_sum,
                                  scalar_kernels().mask_scores, exp_sum, peak_ops,
                                  stream_sum};
   return table;

@@ -429,6 +429,36 @@ void weighted_sum_group(const float* p, int64_t p_stride, const float* v, int64_
 #undef FALCON_ZERO
 #undef FALCON_FMA4
 
+// One vector per query for each block of 16 keys, one multiply-add per query and head dimension.
+template <int Queries>
+void key_scores_blocked_group(const float* q, int64_t q_stride, const float* key_blocks, int64_t count, int64_t d,
+                              float* scores, int64_t score_stride) {
+  for (int64_t j = 0; j < count; j += kKeyBlock) {
+    const float* block = key_blocks + j * d;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t c = 0; c < d; ++c) {
+      const __m512 key = _mm512_loadu_ps(block + c * kKeyBlock);
+      a0 = _mm512_fmadd_ps(_mm512_set1_ps(q[c]), key, a0);
+      if (Queries > 1) a1 = _mm512_fmadd_ps(_mm512_set1_ps(q[q_stride + c]), key, a1);
+      if (Queries > 2) a2 = _mm512_fmadd_ps(_mm512_set1_ps(q[2 * q_stride + c]), key, a2);
+      if (Queries > 3) a3 = _mm512_fmadd_ps(_mm512_set1_ps(q[3 * q_stride + c]), key, a3);
+    }
+    const __mmask16 mask = lanes_below(count - j);
+    _mm512_mask_storeu_ps(scores + j, mask, a0);
+    if (Queries > 1) _mm512_mask_storeu_ps(scores + score_stride + j, mask, a1);
+    if (Queries > 2) _mm512_mask_storeu_ps(scores + 2 * score_stride + j, mask, a2);
+    if (Queries > 3) _mm512_mask_storeu_ps(scores + 3 * score_stride + j, mask, a3);
+  }
+}
+
+void key_scores_blocked(const float* q, int64_t q_stride, int64_t queries, const float* key_blocks, int64_t count,
+                        int64_t d, float* scores, int64_t score_stride) {
+  static_assert(kKeyBlock == 16, "one AVX-512 vector per key block");
+  with_count<kAttentionQueries>(queries, [&](auto group) {
+    key_scores_blocked_group<decltype(group)::value>(q, q_stride, key_blocks, count, d, scores, score_stride);
+  });
+}
+
 void key_scores(const float* q, int64_t q_stride, int64_t queries, const float* keys, int64_t count, int64_t d,
                 float* scores, int64_t score_stride) {
   with_count<kAttentionQueries>(queries, [&](auto group) {
@@ -536,7 +566,7 @@ const KernelTable& avx512_kernels() {
     const KernelTable& avx2 = avx2_kernels();
     return KernelTable{Isa::Avx512, matmul<FloatTile<F32Panel>>, features.avx512_bf16 ? matmul<Bf16Tile> : avx2.matmul_bf16,
                        matmul<FloatTile<F16Panel>>, features.avx512_vnni ? matmul<Int8Tile> : avx2.matmul_i8, quantise_row, layer_norm_row,
-                       key_scores, weighted_sum, mask_scores, exp_sum, peak_ops, stream_sum};
+                       key_scores, key_scores_blocked, weighted_sum, mask_scores, exp_sum, peak_ops, stream_sum};
   }();
   return table;
 }

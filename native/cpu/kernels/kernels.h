@@ -26,6 +26,10 @@ constexpr int64_t kPackedRows = 8;
 constexpr int64_t kQuantSteps = 64;  // 256 inputs per int8 quantisation block
 
 constexpr int64_t kAttentionQueries = 4;
+// Keys transposed in blocks of kKeyBlock keys, so the scores of a block are one vector per query:
+//   key_blocks[(j / kKeyBlock) · d · kKeyBlock + c · kKeyBlock + j % kKeyBlock] = key j, component c
+// (the last block padded with zeros).
+constexpr int64_t kKeyBlock = 16;
 
 struct PackedRows {
   const uint32_t* units = nullptr;
@@ -73,6 +77,10 @@ struct KernelTable {
   // scores[g · score_stride + j] = dot(query g, keys row j) for j < count.
   void (*key_scores)(const float* q, int64_t q_stride, int64_t queries, const float* keys, int64_t count, int64_t d,
                      float* scores, int64_t score_stride);
+  // The same scores from keys in blocks (kKeyBlock above), with no horizontal sums: a prompt's
+  // attention transposes a head's keys once and scores every group of its queries against them.
+  void (*key_scores_blocked)(const float* q, int64_t q_stride, int64_t queries, const float* key_blocks, int64_t count,
+                             int64_t d, float* scores, int64_t score_stride);
   // out[g · out_stride + c] = Σ_j p[g · p_stride + j] · v[j · d + c] for c < d, j < count.
   void (*weighted_sum)(const float* p, int64_t p_stride, int64_t queries, const float* v, int64_t count, int64_t d,
                        float* out, int64_t out_stride);

@@ -111,6 +111,18 @@ void key_scores(const float* q, int64_t q_stride, int64_t queries, const float* 
   }
 }
 
+void key_scores_blocked(const float* q, int64_t q_stride, int64_t queries, const float* key_blocks, int64_t count,
+                        int64_t d, float* scores, int64_t score_stride) {
+  for (int64_t g = 0; g < queries; ++g) {
+    for (int64_t j = 0; j < count; ++j) {
+      const float* key = key_blocks + j / kKeyBlock * d * kKeyBlock + j % kKeyBlock;
+      float sum = 0.0f;
+      for (int64_t c = 0; c < d; ++c) sum += q[g * q_stride + c] * key[c * kKeyBlock];
+      scores[g * score_stride + j] = sum;
+    }
+  }
+}
+
 void weighted_sum(const float* p, int64_t p_stride, int64_t queries, const float* v, int64_t count, int64_t d,
                   float* out, int64_t out_stride) {
   for (int64_t g = 0; g < queries; ++g) {
@@ -162,7 +174,7 @@ float stream_sum(const float* data, int64_t n) {
 
 const KernelTable& scalar_kernels() {
   static const KernelTable table{Isa::Scalar, matmul, matmul, matmul, matmul, quantise_row, layer_norm_row,
-                                 key_scores, weighted_sum, mask_scores, exp_sum, peak_ops, stream_sum};
+                                 key_scores, key_scores_blocked, weighted_sum, mask_scores, exp_sum, peak_ops, stream_sum};
   return table;
 }
 

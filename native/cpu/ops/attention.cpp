@@ -27,13 +27,32 @@ struct QueryGroup {
   int64_t slope_step;
 };
 
+// A prompt of at least this many tokens scores its keys in blocks (kernels.h): transposing a head's keys
+// costs about as much as scoring one group of queries against them.
+constexpr int64_t kBlockedKeysMinLength = 4 * kAttentionQueries;
+
+// Copies keys [0, count) of one head into blocks of kKeyBlock, the last one padded with zeros.
+void block_keys(const float* keys, int64_t count, int64_t d, std::vector<float>& blocks) {
+  const int64_t padded = (count + kKeyBlock - 1) / kKeyBlock * kKeyBlock;
+  if (blocks.size() < size_t(padded * d)) blocks.resize(size_t(padded * d));
+  for (int64_t j = 0; j < padded; ++j) {
+    float* slot = blocks.data() + j / kKeyBlock * d * kKeyBlock + j % kKeyBlock;
+    for (int64_t c = 0; c < d; ++c) slot[c * kKeyBlock] = j < count ? keys[j * d + c] : 0.0f;
+  }
+}
+
 // Scores are a few vectors of the keys seen so far, never a [queries, keys] matrix, so memory stays
-// linear in the sequence length, and each cached key and value row is read once per group.
+// linear in the sequence length, and each cached key and value row is read once per group. Keys are
+// row-major, or in blocks when `key_blocks` is given.
 void attend(const KernelTable& table, const QueryGroup& group, const SequenceKv& seq, const float* keys,
-            const float* values, int64_t d, float scale, std::vector<float>& scores) {
+            const float* key_blocks, const float* values, int64_t d, float scale, std::vector<float>& scores) {
   const int64_t key_count = group.first_visible + (group.queries - 1) * group.visible_step;
   if (scores.size() < size_t(kAttentionQueries * key_count)) scores.resize(size_t(kAttentionQueries * key_count));
-  table.key_scores(group.q, group.q_stride, group.queries, keys, key_count, d, scores.data(), key_count);
+  if (key_blocks != nullptr) {
+    table.key_scores_blocked(group.q, group.q_stride, group.queries, key_blocks, key_count, d, scores.data(), key_count);
+  } else {
+    table.key_scores(group.q, group.q_stride, group.queries, keys, key_count, d, scores.data(), key_count);
+  }
   float inverse_totals[kAttentionQueries];
   for (int64_t g = 0; g < group.queries; ++g) {
     float* query_scores = scores.data() + g * key_count;
@@ -72,8 +91,8 @@ void attention(const ModelConfig& config, int64_t layer, const AttentionBatch& b
   const int64_t items = group_heads ? batch.batch * Hkv * head_groups : batch.batch * H;
 
   global_thread_pool().parallel_for(items, 1, [&](int64_t first, int64_t end) {
-    // This worker's own score rows, kept for later calls.
-    thread_local std::vector<float> scores;
+    // This worker's own score rows and key blocks, kept for later calls.
+    thread_local std::vector<float> scores, key_blocks;
     for (int64_t item = first; item < end; ++item) {
       if (group_heads) {
         const int64_t b = item / (Hkv * head_groups);
@@ -84,19 +103,23 @@ void attention(const ModelConfig& config, int64_t layer, const AttentionBatch& b
         const QueryGroup group{qkv + b * qkv_cols + first_head * d, d, out + b * H * d + first_head * d, d,
                                std::min(kAttentionQueries, (kv_head + 1) * heads_per_kv - first_head), start + 1, 0,
                                slopes == nullptr ? nullptr : slopes + first_head, 1};
-        attend(table, group, seq, seq.keys(layer, kv_head), seq.values(layer, kv_head), d, scale, scores);
+        attend(table, group, seq, seq.keys(layer, kv_head), nullptr, seq.values(layer, kv_head), d, scale, scores);
         continue;
       }
       const int64_t b = item / H;
       const int64_t h = item % H;
       const SequenceKv& seq = *(*batch.sequences)[size_t(b)];
       const int64_t start = (*batch.start)[size_t(b)];
+      const float* keys = seq.keys(layer, h / heads_per_kv);
+      const bool blocked = batch.length >= kBlockedKeysMinLength;
+      if (blocked) block_keys(keys, start + batch.length, d, key_blocks);
       for (int64_t i = 0; i < batch.length; i += kAttentionQueries) {
         const int64_t row = b * batch.length + i;
         const QueryGroup group{qkv + row * qkv_cols + h * d, qkv_cols, out + row * H * d + h * d, H * d,
                                std::min(kAttentionQueries, batch.length - i), start + i + 1, 1,
                                slopes == nullptr ? nullptr : slopes + h, 0};
-        attend(table, group, seq, seq.keys(layer, h / heads_per_kv), seq.values(layer, h / heads_per_kv), d, scale, scores);
+        attend(table, group, seq, keys, blocked ? key_blocks.data() : nullptr, seq.values(layer, h / heads_per_kv), d, scale,
+               scores);
       }
     }
   });
