@@ -181,7 +181,8 @@ __attribute__((noinline)) void micro_bf16(const uint32_t* packed, const uint16_t
 template <int Rows>
 __attribute__((noinline)) void micro_i8(const uint32_t* packed, const uint8_t* panel, int64_t steps, const float* block_scales,
                                         const int32_t* block_sums, int64_t quant_blocks, const TileStore& store_row) {
-  alignas(64) float tile[Rows * kPanelWidth] = {};
+  // Written by the first block, so never zeroed (zeroing it was 1.5 % of int8 prefill).
+  alignas(64) float tile[Rows * kPanelWidth];
   for (int64_t block = 0; block < quant_blocks; ++block) {
 #define FALCON_START(r) _mm512_set1_epi32(Rows > r ? -128 * block_sums[r * quant_blocks + block] : 0)
     __m512i c0a = FALCON_START(0), c0b = c0a, c1a = FALCON_START(1), c1b = c1a, c2a = FALCON_START(2), c2b = c2a;
@@ -205,8 +206,14 @@ __attribute__((noinline)) void micro_i8(const uint32_t* packed, const uint8_t* p
   if (Rows > r) {                                                                                           \
     const __m512 scale = _mm512_set1_ps(block_scales[r * quant_blocks + block]);                            \
     float* row_tile = tile + r * kPanelWidth;                                                               \
-    _mm512_storeu_ps(row_tile, _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), scale, _mm512_loadu_ps(row_tile)));   \
-    _mm512_storeu_ps(row_tile + 16, _mm512_fmadd_ps(_mm512_cvtepi32_ps(b), scale, _mm512_loadu_ps(row_tile + 16))); \
+    const __m512 low = _mm512_cvtepi32_ps(a), high = _mm512_cvtepi32_ps(b);                                 \
+    if (block == 0) {                                                                                       \
+      _mm512_store_ps(row_tile, _mm512_mul_ps(low, scale));                                                 \
+      _mm512_store_ps(row_tile + 16, _mm512_mul_ps(high, scale));                                           \
+    } else {                                                                                                \
+      _mm512_store_ps(row_tile, _mm512_fmadd_ps(low, scale, _mm512_load_ps(row_tile)));                     \
+      _mm512_store_ps(row_tile + 16, _mm512_fmadd_ps(high, scale, _mm512_load_ps(row_tile + 16)));          \
+    }                                                                                                       \
   }
     FALCON_EACH_ROW(FALCON_SCALE)
 #undef FALCON_SCALE
