@@ -52,21 +52,16 @@ double probe_peak_ops(PeakOp op) {
   const int64_t threads = pool.num_threads();
   const KernelTable& table = kernels();
   constexpr int64_t kIterations = 20'000'000;
-  double best = 0.0;
-  // Best of a few: another process taking a core for a moment must not lower the ceiling.
-  for (int repetition = 0; repetition < 3; ++repetition) {
-    std::atomic<double> ops{0.0};
-    const auto start = std::chrono::steady_clock::now();
-    pool.parallel_for(threads, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t t = begin; t < end; ++t) {
-        const double done = table.peak_ops(kIterations, op);
-        double current = ops.load();
-        while (!ops.compare_exchange_weak(current, current + done)) {}
-      }
-    });
-    best = std::max(best, ops.load() / seconds_since(start));
-  }
-  return best;
+  std::atomic<double> ops{0.0};
+  const auto start = std::chrono::steady_clock::now();
+  pool.parallel_for(threads, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const double done = table.peak_ops(kIterations, op);
+      double current = ops.load();
+      while (!ops.compare_exchange_weak(current, current + done)) {}
+    }
+  });
+  return ops.load() / seconds_since(start);
 }
 
 }  // namespace falcon::cpu

@@ -277,13 +277,17 @@ void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int
                 });
 }
 
+// The low and high 8 lanes of v, widened to double.
+inline __m512d low_as_double(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
+inline __m512d high_as_double(__m512 v) { return _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)); }
+
 // The scalar reference's arithmetic, 16 values at a time (each half widened to 8 doubles).
 void layer_norm_row(const float* in, int64_t dim, const float* gamma, const float* beta, float epsilon, float* out) {
   __m512d sum_low = _mm512_setzero_pd(), sum_high = _mm512_setzero_pd();
   for (int64_t i = 0; i < dim; i += 16) {
     const __m512 v = _mm512_maskz_loadu_ps(lanes_below(dim - i), in + i);
-    sum_low = _mm512_add_pd(sum_low, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
-    sum_high = _mm512_add_pd(sum_high, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+    sum_low = _mm512_add_pd(sum_low, low_as_double(v));
+    sum_high = _mm512_add_pd(sum_high, high_as_double(v));
   }
   const double mean_d = _mm512_reduce_add_pd(_mm512_add_pd(sum_low, sum_high)) / double(dim);
   const __m512d mean_wide = _mm512_set1_pd(mean_d);
@@ -292,9 +296,8 @@ void layer_norm_row(const float* in, int64_t dim, const float* gamma, const floa
     const __mmask16 mask = lanes_below(dim - i);
     const __m512 v = _mm512_maskz_loadu_ps(mask, in + i);
     // Masked-off lanes would add mean²: keep them at zero.
-    const __m512d centred_low = _mm512_maskz_sub_pd(__mmask8(mask), _mm512_cvtps_pd(_mm512_castps512_ps256(v)), mean_wide);
-    const __m512d centred_high = _mm512_maskz_sub_pd(__mmask8(mask >> 8),
-        _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))), mean_wide);
+    const __m512d centred_low = _mm512_maskz_sub_pd(__mmask8(mask), low_as_double(v), mean_wide);
+    const __m512d centred_high = _mm512_maskz_sub_pd(__mmask8(mask >> 8), high_as_double(v), mean_wide);
     squares_low = _mm512_fmadd_pd(centred_low, centred_low, squares_low);
     squares_high = _mm512_fmadd_pd(centred_high, centred_high, squares_high);
   }
@@ -541,7 +544,7 @@ float exp_sum(float* x, int64_t n, float shift) {
   const __m512 shift_v = _mm512_set1_ps(shift);
   __m512 total = _mm512_setzero_ps();
   for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 mask = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    const __mmask16 mask = lanes_below(n - i);
     const __m512 v = _mm512_maskz_loadu_ps(mask, x + i);
     // Masked scores are -inf: their probability must be exactly zero, not exp's clamped minimum.
     const __mmask16 finite = _mm512_cmp_ps_mask(v, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ) & mask;

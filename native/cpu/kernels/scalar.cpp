@@ -100,14 +100,17 @@ void quantise_row(const float* x, int64_t cols, int64_t quant_blocks, uint32_t* 
   }
 }
 
+// Σ_c q[c] · key[c · key_step]: keys row-major (step 1) or in blocks (step kKeyBlock).
+float query_dot_key(const float* q, const float* key, int64_t key_step, int64_t d) {
+  float sum = 0.0f;
+  for (int64_t c = 0; c < d; ++c) sum += q[c] * key[c * key_step];
+  return sum;
+}
+
 void key_scores(const float* q, int64_t q_stride, int64_t queries, const float* keys, int64_t count, int64_t d,
                 float* scores, int64_t score_stride) {
   for (int64_t g = 0; g < queries; ++g) {
-    for (int64_t j = 0; j < count; ++j) {
-      float sum = 0.0f;
-      for (int64_t c = 0; c < d; ++c) sum += q[g * q_stride + c] * keys[j * d + c];
-      scores[g * score_stride + j] = sum;
-    }
+    for (int64_t j = 0; j < count; ++j) scores[g * score_stride + j] = query_dot_key(q + g * q_stride, keys + j * d, 1, d);
   }
 }
 
@@ -116,9 +119,7 @@ void key_scores_blocked(const float* q, int64_t q_stride, int64_t queries, const
   for (int64_t g = 0; g < queries; ++g) {
     for (int64_t j = 0; j < count; ++j) {
       const float* key = key_blocks + j / kKeyBlock * d * kKeyBlock + j % kKeyBlock;
-      float sum = 0.0f;
-      for (int64_t c = 0; c < d; ++c) sum += q[g * q_stride + c] * key[c * kKeyBlock];
-      scores[g * score_stride + j] = sum;
+      scores[g * score_stride + j] = query_dot_key(q + g * q_stride, key, kKeyBlock, d);
     }
   }
 }

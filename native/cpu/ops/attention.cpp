@@ -93,6 +93,8 @@ void attention(const ModelConfig& config, int64_t layer, const AttentionBatch& b
   global_thread_pool().parallel_for(items, 1, [&](int64_t first, int64_t end) {
     // This worker's own score rows and key blocks, kept for later calls.
     thread_local std::vector<float> scores, key_blocks;
+    // Query heads that share a KV head are consecutive items: a chunk blocks each KV head's keys once.
+    const float* blocked_keys = nullptr;
     for (int64_t item = first; item < end; ++item) {
       if (group_heads) {
         const int64_t b = item / (Hkv * head_groups);
@@ -112,7 +114,10 @@ void attention(const ModelConfig& config, int64_t layer, const AttentionBatch& b
       const int64_t start = (*batch.start)[size_t(b)];
       const float* keys = seq.keys(layer, h / heads_per_kv);
       const bool blocked = batch.length >= kBlockedKeysMinLength;
-      if (blocked) block_keys(keys, start + batch.length, d, key_blocks);
+      if (blocked && keys != blocked_keys) {
+        block_keys(keys, start + batch.length, d, key_blocks);
+        blocked_keys = keys;
+      }
       for (int64_t i = 0; i < batch.length; i += kAttentionQueries) {
         const int64_t row = b * batch.length + i;
         const QueryGroup group{qkv + row * qkv_cols + h * d, qkv_cols, out + row * H * d + h * d, H * d,
