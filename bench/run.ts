@@ -113,9 +113,7 @@ async function main(): Promise<void> {
       const floorText = row.floor ? `   ${row.floor.percent.toFixed(0)}% of the ${limit} floor ${floor!.toFixed(1)}` : "";
       log(`  ${measure.padEnd(10)} ${tokensPerSecond.median.toFixed(1).padStart(8)} tok/s ${spread}${floorText}`);
     };
-    for (const { length, result } of prefill) {
-      add(`pp${length}`, result, length === promptLengths[promptLengths.length - 1] ? prefillFloor : undefined, "compute");
-    }
+    for (const { length, result } of prefill) add(`pp${length}`, result, prefillFloor, "compute");
     add(`tg${generated}`, single, decodeFloor, "bandwidth");
     for (const { batch, result } of batched) {
       const batchFloor = Math.min(tokenComputeFloor, batch * decodeFloor);
