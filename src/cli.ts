@@ -418,7 +418,7 @@ function promptIds(lm: FalconCausalLM, text: string, options: GenerateOptions): 
   return packed.tokenIds.slice(0, packed.lengths[0]!);
 }
 
-/** package.json's version: dist/src/cli.js and src/cli.ts both sit two levels below it. */
+/** package.json's version: the compiled CLI, dist/src/cli.js, sits two levels below it in the repo and in an install. */
 function packageVersion(): string {
   const manifest = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
   return manifest.version;
