@@ -224,6 +224,10 @@ describe("generate options", () => {
     const prompts = [[35, 92, 67, 92, 46], [30, 65, 71]];
     const byNew = await lm.generate(prompts, { maxNewTokens: 4, stopTokenIds: null });
     assert.deepEqual(byNew.map((row) => row.length), [9, 7]);
+    // The prompts are the HF record's: its greedy continuation is the reference for the new tokens.
+    const [record] = records("rw_alibi_mha_sequential");
+    assert.deepEqual(byNew.map((row) => Array.from(row)),
+      prompts.map((prompt, b) => [...prompt, ...record!.output_ids_f32[b]!.slice(record!.prompt_ids[b]!.length, record!.prompt_ids[b]!.length + 4)]));
     const byLength = await lm.generate(prompts, { maxLength: 7, stopTokenIds: null });
     assert.deepEqual(byLength.map((row) => row.length), [7, 7]);
     assert.deepEqual(Array.from(byLength[1]!), Array.from(byNew[1]!), "same greedy tokens");
