@@ -151,7 +151,7 @@ Napi::Value AlibiSlopes(const Napi::CallbackInfo& info) {
   const int64_t heads = integer_argument(info, 0, "numHeads");
   if (heads < 1 || heads > 65536) throw make_error(info.Env(), ErrorKind::Input, "numHeads must be in [1, 65536]");
   const std::vector<float> slopes = compute_alibi_slopes(heads);
-  return adopt_floats(info.Env(), new TrackedVector<float>(slopes.begin(), slopes.end()));
+  return adopt_floats(info.Env(), std::make_unique<TrackedVector<float>>(slopes.begin(), slopes.end()));
 }
 
 // rotaryTables(headDim, theta, scaling, factor, maxPositionEmbeddings, positions, sequenceLength)
@@ -177,12 +177,12 @@ Napi::Value RotaryTables(const Napi::CallbackInfo& info) {
   const size_t count = positions.ElementLength();
   const size_t half = size_t(config.hidden_dim / 2);
   call_core(env, [&] { require_memory(ByteCount(count) * half * 2 * sizeof(float), ErrorKind::Input, "rotary tables"); });
-  auto* cos = new TrackedVector<float>(count * half);
-  auto* sin = new TrackedVector<float>(count * half);
+  auto cos = std::make_unique<TrackedVector<float>>(count * half);
+  auto sin = std::make_unique<TrackedVector<float>>(count * half);
   cpu::rotary_tables(config, positions.Data(), int64_t(count), sequence_length, cos->data(), sin->data());
   Napi::Object result = Napi::Object::New(env);
-  result.Set("cos", adopt_floats(env, cos));
-  result.Set("sin", adopt_floats(env, sin));
+  result.Set("cos", adopt_floats(env, std::move(cos)));
+  result.Set("sin", adopt_floats(env, std::move(sin)));
   return result;
 }
 

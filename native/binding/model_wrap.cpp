@@ -127,7 +127,7 @@ TaskWorker* float_result_worker(Napi::Env env, size_t count, std::function<void(
         *output = std::make_unique<TrackedVector<float>>(count);
         fill((*output)->data());
       },
-      [output](Napi::Env e) -> Napi::Value { return adopt_floats(e, output->release()); });
+      [output](Napi::Env e) -> Napi::Value { return adopt_floats(e, std::move(*output)); });
 }
 
 Napi::Value queue(TaskWorker* worker) {
@@ -264,10 +264,10 @@ Napi::Value ModelWrap::GetWeight(const Napi::CallbackInfo& info) {
   auto result = std::make_shared<Result>();
   auto work = [model, name, result] { result->bytes = model->read_weight(name, &result->dtype, &result->rows, &result->cols); };
   auto finish = [result](Napi::Env e) -> Napi::Value {
-    auto* owned = new TrackedVector<uint8_t>(std::move(result->bytes));
+    auto owned = std::make_unique<TrackedVector<uint8_t>>(std::move(result->bytes));
     const size_t size = owned->size();
     Napi::Object object = Napi::Object::New(e);
-    object.Set("data", Napi::Uint8Array::New(e, size, adopt_buffer(e, owned), 0));
+    object.Set("data", Napi::Uint8Array::New(e, size, adopt_buffer(e, std::move(owned)), 0));
     object.Set("dtype", Napi::String::New(e, dtype_name(result->dtype)));
     object.Set("rows", Napi::Number::New(e, double(result->rows)));
     object.Set("cols", Napi::Number::New(e, double(result->cols)));

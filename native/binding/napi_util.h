@@ -2,6 +2,7 @@
 // Helpers shared by the binding's classes: typed argument reading and falcon::Error → JS error.
 #include <napi.h>
 
+#include <memory>
 #include <new>
 #include <string>
 
@@ -89,18 +90,21 @@ TrackedVector<Element> owned_copy(const Element* data, size_t count, const std::
   return TrackedVector<Element>(data, data + count);
 }
 
-// Hands a heap vector to JavaScript without copying; the ArrayBuffer frees it (and so takes it off
-// the live count) when JavaScript collects it.
+// Hands a vector to JavaScript without copying; the ArrayBuffer frees it (and so takes it off the
+// live count) when JavaScript collects it. Should creating the buffer fail (an environment shutting
+// down), `values` still owns the vector and frees it.
 template <typename Element>
-inline Napi::ArrayBuffer adopt_buffer(Napi::Env env, TrackedVector<Element>* values) {
-  return Napi::ArrayBuffer::New(
+inline Napi::ArrayBuffer adopt_buffer(Napi::Env env, std::unique_ptr<TrackedVector<Element>> values) {
+  Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(
       env, values->data(), values->size() * sizeof(Element),
-      [](Napi::Env, void*, TrackedVector<Element>* owned) { delete owned; }, values);
+      [](Napi::Env, void*, TrackedVector<Element>* owned) { delete owned; }, values.get());
+  values.release();
+  return buffer;
 }
 
-inline Napi::Float32Array adopt_floats(Napi::Env env, TrackedVector<float>* values) {
+inline Napi::Float32Array adopt_floats(Napi::Env env, std::unique_ptr<TrackedVector<float>> values) {
   const size_t count = values->size();
-  return Napi::Float32Array::New(env, count, adopt_buffer(env, values), 0);
+  return Napi::Float32Array::New(env, count, adopt_buffer(env, std::move(values)), 0);
 }
 
 }  // namespace falcon::binding
