@@ -5,6 +5,7 @@
  * Checks whose failure would abort or hang run in a child process.
  */
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, truncateSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -162,6 +163,25 @@ describe("weight files", () => {
     );
     weightFile.dispose();
     model.dispose();
+  });
+
+  it("refuses a directory or a FIFO as a weight file at once (opening a FIFO used to wait for a writer)", () => {
+    const dir = tempDir();
+    const fifo = path.join(dir, "model.safetensors");
+    execFileSync("mkfifo", [fifo]);
+    const child = runNode(`
+      const { callNativeSync, native } = await import(${JSON.stringify(NATIVE_URL)});
+      const messages = [];
+      for (const file of ${JSON.stringify([dir, fifo])}) {
+        try {
+          callNativeSync(() => new (native().NativeMappedFile)(file));
+        } catch (error) {
+          messages.push(error.constructor.name + ": " + error.message);
+        }
+      }
+      console.log(JSON.stringify(messages));`, { timeoutMs: 20_000 });
+    assert.equal(child.status, 0, describeChild(child));
+    assert.deepEqual(JSON.parse(child.stdout), [`FalconPresetError: ${dir}: is a directory`, `FalconPresetError: ${fifo}: is not a regular file`]);
   });
 
   it("a file truncated while it loads either loads or fails typed", async () => {
