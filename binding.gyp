@@ -9,7 +9,8 @@
         "native/core/kv_cache.cpp",
         "native/core/backend.cpp",
         "native/core/thread_pool.cpp",
-        "native/core/mapped_file.cpp",
+        "native/core/weight_file.cpp",
+        "native/core/memory.cpp",
         "native/core/aligned_memory.cpp",
         "native/cpu/cpu_backend.cpp",
         "native/cpu/cpu_features.cpp",
@@ -27,10 +28,12 @@
         "native/binding/addon.cpp",
         "native/binding/model_wrap.cpp",
         "native/binding/cache_wrap.cpp",
-        "native/binding/mapped_file_wrap.cpp"
+        "native/binding/weight_file_wrap.cpp"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
-      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      # NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS: a promise settled while its worker thread terminates
+      # must not abort the process (see TaskWorker::OnOK).
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions", "-O2"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-O2"],
       "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-Wall", "-Wextra", "-Wno-unused-parameter"],

@@ -62,8 +62,8 @@ export interface NativeModel {
     inputMajor: boolean,
   ): Promise<void>;
   /**
-   * Like setWeight, reading `rows × cols` values at `byteOffset` of a mapped file (bounds-checked
-   * natively). The bytes are used in place when they are the whole weight in the model's dtype and layout.
+   * Like setWeight, reading `rows × cols` values at `byteOffset` of an open weight file (bounds-checked
+   * natively), a block of rows at a time; a file that shrank since it was opened rejects (FALCON_WEIGHTS).
    */
   setWeightFromFile(
     name: string,
@@ -101,6 +101,7 @@ export interface NativeKvCache {
   dispose(): void;
 }
 
+/** A weight file open for setWeightFromFile (read with pread, not mapped, despite the name). */
 export interface NativeMappedFile {
   size(): number;
   dispose(): void;
@@ -136,6 +137,18 @@ export interface NativeAddon {
     positions: Int32Array,
     sequenceLength: number,
   ): { cos: Float32Array; sin: Float32Array };
+  /**
+   * The core's counted allocations. live*: weights, caches, workspaces, per-call scratch and result
+   * arrays (until JavaScript collects them); a process with no models, caches or calls is back at its
+   * baseline. threadScratch*: per-thread buffers hot paths keep between calls, each at most 1 MiB.
+   */
+  memoryStats(): { liveBytes: number; liveAllocations: number; threadScratchBytes: number; threadScratchAllocations: number };
+  /** Bytes this process can still allocate: MemAvailable, within its cgroup's memory limit. */
+  memoryAvailable(): number;
+  /** Bytes `new NativeModel(config)` allocates; NativeModel refuses (FALCON_CONFIG) more than memoryAvailable(). */
+  modelMemoryBytes(config: NativeModelConfig): number;
+  /** Bytes `new NativeKvCache(model, batchSize, maxLength)` allocates; it refuses (FALCON_INPUT) more than memoryAvailable(). */
+  cacheMemoryBytes(config: NativeModelConfig, batchSize: number, maxLength: number): number;
 }
 
 export type CpuIsa = "scalar" | "avx2" | "avx512";
@@ -145,13 +158,17 @@ export type NativeErrorCode = "FALCON_INPUT" | "FALCON_CONFIG" | "FALCON_WEIGHTS
 const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 let loaded: NativeAddon | undefined;
 
-/** Loads the addon once: a prebuild from prebuilds/, or a local build from build/Release. */
+/**
+ * Loads the addon once: the file FALCON_NATIVE_ADDON names (a sanitizer build, for example), else a
+ * prebuild from prebuilds/ or a local build from build/Release.
+ */
 export function native(): NativeAddon {
   if (loaded) return loaded;
   const require = createRequire(import.meta.url);
   try {
+    const override = process.env.FALCON_NATIVE_ADDON;
     const load = require("node-gyp-build") as (dir: string) => NativeAddon;
-    loaded = load(packageRoot);
+    loaded = override ? (require(path.resolve(override)) as NativeAddon) : load(packageRoot);
   } catch (cause) {
     throw new FalconNativeLoadError(
       `could not load the falcon-native addon for ${process.platform}-${process.arch} (Node ${process.versions.node}).\n` +

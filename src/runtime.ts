@@ -21,7 +21,10 @@ export function runtimeInfo(): RuntimeInfo {
   return { backend: native().defaultBackend(), isa, supportedIsas, threads: native().numThreads(), features };
 }
 
-/** Resizes the native thread pool; call it while no model call is running. */
+/**
+ * Resizes the native thread pool. Calls already running finish on the pool they started with.
+ * Throws FalconError, keeping the current pool, when the system refuses the threads.
+ */
 export function setNumThreads(threads: number): void {
   if (!Number.isInteger(threads) || threads < 1) throw new FalconInputError(`threads must be a positive integer, got ${threads}`);
   callNativeSync(() => native().setNumThreads(threads));

@@ -1,7 +1,5 @@
 /** The FalconBackbone API: construction and config validation, inputs, caches and their misuse. */
 import assert from "node:assert/strict";
-import v8 from "node:v8";
-import vm from "node:vm";
 import { describe, it } from "node:test";
 
 import {
@@ -11,6 +9,7 @@ import {
   FalconInputError,
   type FalconBackboneConfig,
 } from "../src/index.js";
+import { settledMemoryStats } from "./helpers/native-memory.js";
 
 const TINY: FalconBackboneConfig = {
   vocabularySize: 10, numLayers: 2, numAttentionHeads: 2, hiddenDim: 32, intermediateDim: 128,
@@ -209,20 +208,20 @@ describe("KV cache", () => {
 
 describe("garbage collection", () => {
   it("frees models and caches that were never disposed, without crashing", async () => {
-    v8.setFlagsFromString("--expose-gc");
-    const gc = vm.runInNewContext("gc") as () => void;
-    const before = process.memoryUsage().rss;
-    for (let i = 0; i < 20; i++) {
-      const model = new FalconBackbone({ ...TINY, vocabularySize: 4096, hiddenDim: 256, intermediateDim: 1024, seed: i });
-      const cache = model.createCache({ batchSize: 2, maxLength: 64 });
-      await model.callWithCache([[1, 2], [3, 4]], cache, 0);
-    }
-    for (let i = 0; i < 5; i++) {
-      gc();
-      await new Promise((resolve) => setImmediate(resolve));
-    }
-    // 20 models of ~14 MB each would be ~280 MB if finalizers never ran.
-    assert.ok(process.memoryUsage().rss - before < 200 * 2 ** 20, `RSS grew by ${(process.memoryUsage().rss - before) / 2 ** 20} MB`);
+    const before = await settledMemoryStats();
+    // In a function of its own, so nothing it made is still referenced when the counters are read.
+    const useAndDrop = async () => {
+      for (let i = 0; i < 20; i++) {
+        const model = new FalconBackbone({ ...TINY, vocabularySize: 4096, hiddenDim: 256, intermediateDim: 1024, seed: i });
+        const cache = model.createCache({ batchSize: 2, maxLength: 64 });
+        await model.callWithCache([[1, 2], [3, 4]], cache, 0);
+      }
+    };
+    await useAndDrop();
+    // Counted natively: every weight, cache, workspace and result array of the 20 models is gone.
+    const after = await settledMemoryStats();
+    assert.equal(after.liveBytes, before.liveBytes, `${after.liveBytes - before.liveBytes} bytes still allocated`);
+    assert.equal(after.liveAllocations, before.liveAllocations);
     const model = new FalconBackbone(TINY);
     assert.deepEqual((await model.call({ tokenIds: [[1]] })).shape, [1, 1, 32]);
     model.dispose();

@@ -2,6 +2,8 @@
 #include <napi.h>
 
 #include "../core/backend.h"
+#include "../core/kv_cache.h"
+#include "../core/memory.h"
 #include "../core/model.h"
 #include "../core/thread_pool.h"
 #include "../cpu/cpu_features.h"
@@ -9,7 +11,7 @@
 #include "../cpu/probes.h"
 #include "addon_data.h"
 #include "cache_wrap.h"
-#include "mapped_file_wrap.h"
+#include "weight_file_wrap.h"
 #include "model_wrap.h"
 #include "napi_util.h"
 
@@ -17,14 +19,55 @@ namespace falcon::binding {
 namespace {
 
 Napi::Value NumThreads(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), global_thread_pool().num_threads());
+  return Napi::Number::New(info.Env(), global_thread_pool()->num_threads());
 }
 
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   const int64_t threads = integer_argument(info, 0, "threads");
   if (threads < 1 || threads > 1024) throw make_error(info.Env(), ErrorKind::Input, "threads must be in [1, 1024]");
-  set_global_thread_count(int(threads));
+  call_core(info.Env(), [&] { set_global_thread_count(int(threads)); });
   return info.Env().Undefined();
+}
+
+// memoryStats() → { liveBytes, liveAllocations, threadScratchBytes, threadScratchAllocations }: the
+// core's counted allocations (memory.h); result arrays count until JavaScript collects them.
+Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const falcon::MemoryStats stats = memory_stats();
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("liveBytes", double(stats.live_bytes));
+  result.Set("liveAllocations", double(stats.live_allocations));
+  result.Set("threadScratchBytes", double(stats.thread_scratch_bytes));
+  result.Set("threadScratchAllocations", double(stats.thread_scratch_allocations));
+  return result;
+}
+
+// memoryAvailable() → bytes this process can still allocate (MemAvailable within the cgroup's limit).
+Napi::Value MemoryAvailable(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), double(available_memory_bytes()));
+}
+
+// A validated config from argument 0, for the estimates below.
+ModelConfig estimate_config(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw make_error(env, ErrorKind::Config, "a model config object is required");
+  ModelConfig config = read_config(env, info[0].As<Napi::Object>());
+  call_core(env, [&] { config.validate(); });
+  return config;
+}
+
+// modelMemoryBytes(config) → the bytes new NativeModel(config) allocates (saturating at 2^64 − 1).
+Napi::Value ModelMemoryBytes(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), double(model_memory_bytes(estimate_config(info)).value()));
+}
+
+// cacheMemoryBytes(config, batchSize, maxLength) → the bytes new NativeKvCache(model, batchSize, maxLength) allocates.
+Napi::Value CacheMemoryBytes(const Napi::CallbackInfo& info) {
+  const ModelConfig config = estimate_config(info);
+  const int64_t batch_size = integer_argument(info, 1, "batchSize");
+  const int64_t max_length = integer_argument(info, 2, "maxLength");
+  if (batch_size <= 0 || max_length <= 0) throw make_error(info.Env(), ErrorKind::Input, "batchSize and maxLength must be positive");
+  return Napi::Number::New(info.Env(), double(cache_memory_bytes(config, batch_size, max_length).value()));
 }
 
 // cpuInfo() → { isa, supportedIsas, features }
@@ -58,11 +101,7 @@ Napi::Value SetIsa(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsString() || !cpu::parse_isa(info[0].As<Napi::String>().Utf8Value(), &isa)) {
     throw make_error(info.Env(), ErrorKind::Input, "isa must be 'scalar', 'avx2' or 'avx512'");
   }
-  try {
-    cpu::set_active_isa(isa);
-  } catch (const falcon::Error& e) {
-    throw make_error(info.Env(), e.kind(), e.what());
-  }
+  call_core(info.Env(), [&] { cpu::set_active_isa(isa); });
   return info.Env().Undefined();
 }
 
@@ -82,6 +121,7 @@ Napi::Value ProbeMachine(const Napi::CallbackInfo& info) {
     ProbeWorker(Napi::Env e, Napi::Promise::Deferred d, std::shared_ptr<Result> r, int64_t b)
         : Napi::AsyncWorker(e), deferred_(d), result_(std::move(r)), bytes_(b) {}
     void Execute() override {
+      ThreadPoolPin pin;
       result_->read = cpu::probe_read_bandwidth(bytes_, 5);
       result_->f32 = cpu::probe_peak_ops(cpu::PeakOp::F32Fma);
       result_->bf16 = cpu::probe_peak_ops(cpu::PeakOp::Bf16Dot);
@@ -110,7 +150,8 @@ Napi::Value ProbeMachine(const Napi::CallbackInfo& info) {
 Napi::Value AlibiSlopes(const Napi::CallbackInfo& info) {
   const int64_t heads = integer_argument(info, 0, "numHeads");
   if (heads < 1 || heads > 65536) throw make_error(info.Env(), ErrorKind::Input, "numHeads must be in [1, 65536]");
-  return adopt_floats(info.Env(), new std::vector<float>(compute_alibi_slopes(heads)));
+  const std::vector<float> slopes = compute_alibi_slopes(heads);
+  return adopt_floats(info.Env(), std::make_unique<TrackedVector<float>>(slopes.begin(), slopes.end()));
 }
 
 // rotaryTables(headDim, theta, scaling, factor, maxPositionEmbeddings, positions, sequenceLength)
@@ -135,12 +176,13 @@ Napi::Value RotaryTables(const Napi::CallbackInfo& info) {
   const int64_t sequence_length = integer_argument(info, 6, "sequenceLength");
   const size_t count = positions.ElementLength();
   const size_t half = size_t(config.hidden_dim / 2);
-  auto* cos = new std::vector<float>(count * half);
-  auto* sin = new std::vector<float>(count * half);
+  call_core(env, [&] { require_memory(ByteCount(count) * half * 2 * sizeof(float), ErrorKind::Input, "rotary tables"); });
+  auto cos = std::make_unique<TrackedVector<float>>(count * half);
+  auto sin = std::make_unique<TrackedVector<float>>(count * half);
   cpu::rotary_tables(config, positions.Data(), int64_t(count), sequence_length, cos->data(), sin->data());
   Napi::Object result = Napi::Object::New(env);
-  result.Set("cos", adopt_floats(env, cos));
-  result.Set("sin", adopt_floats(env, sin));
+  result.Set("cos", adopt_floats(env, std::move(cos)));
+  result.Set("sin", adopt_floats(env, std::move(sin)));
   return result;
 }
 
@@ -152,12 +194,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Napi::Function cache = CacheWrap::Define(env);
   data->model_constructor = Napi::Persistent(model);
   data->cache_constructor = Napi::Persistent(cache);
-  Napi::Function mapped_file = MappedFileWrap::Define(env);
-  data->mapped_file_constructor = Napi::Persistent(mapped_file);
+  Napi::Function weight_file = WeightFileWrap::Define(env);
+  data->weight_file_constructor = Napi::Persistent(weight_file);
   env.SetInstanceData(data);
   exports.Set("NativeModel", model);
   exports.Set("NativeKvCache", cache);
-  exports.Set("NativeMappedFile", mapped_file);
+  exports.Set("NativeMappedFile", weight_file);
   exports.Set("numThreads", Napi::Function::New(env, NumThreads));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("alibiSlopes", Napi::Function::New(env, AlibiSlopes));
@@ -166,6 +208,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("probeMachine", Napi::Function::New(env, ProbeMachine));
   exports.Set("setIsa", Napi::Function::New(env, SetIsa));
   exports.Set("rotaryTables", Napi::Function::New(env, RotaryTables));
+  exports.Set("memoryStats", Napi::Function::New(env, MemoryStats));
+  exports.Set("memoryAvailable", Napi::Function::New(env, MemoryAvailable));
+  exports.Set("modelMemoryBytes", Napi::Function::New(env, ModelMemoryBytes));
+  exports.Set("cacheMemoryBytes", Napi::Function::New(env, CacheMemoryBytes));
   return exports;
 }
 

@@ -7,7 +7,7 @@ namespace falcon::binding {
 struct AddonData {
   Napi::FunctionReference model_constructor;
   Napi::FunctionReference cache_constructor;
-  Napi::FunctionReference mapped_file_constructor;
+  Napi::FunctionReference weight_file_constructor;
 };
 
 template <typename Wrap>

@@ -22,13 +22,7 @@ CacheWrap::CacheWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CacheWra
   auto model = model_wrap->model(env);
   const int64_t batch_size = integer_argument(info, 1, "batchSize");
   const int64_t max_length = integer_argument(info, 2, "maxLength");
-  try {
-    cache_ = std::make_shared<KvCache>(model->config(), batch_size, max_length);
-  } catch (const falcon::Error& e) {
-    throw make_error(env, e.kind(), e.what());
-  } catch (const std::bad_alloc&) {
-    throw make_error(env, ErrorKind::Input, "out of memory allocating the KV cache");
-  }
+  cache_ = call_core(env, [&] { return std::make_shared<KvCache>(model->config(), batch_size, max_length); });
   owner_ = model.get();
 }
 

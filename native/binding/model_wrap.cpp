@@ -5,12 +5,11 @@
 
 #include "addon_data.h"
 #include "cache_wrap.h"
-#include "mapped_file_wrap.h"
+#include "weight_file_wrap.h"
 #include "napi_util.h"
+#include "../core/thread_pool.h"
 
 namespace falcon::binding {
-
-namespace {
 
 ModelConfig read_config(const Napi::Env& env, const Napi::Object& object) {
   auto integer = [&](const char* key) -> int64_t {
@@ -66,6 +65,8 @@ ModelConfig read_config(const Napi::Env& env, const Napi::Object& object) {
   return config;
 }
 
+namespace {
+
 // Runs `work` on a libuv thread and settles a promise; `finish` builds the resolved value.
 class TaskWorker : public Napi::AsyncWorker {
  public:
@@ -77,10 +78,9 @@ class TaskWorker : public Napi::AsyncWorker {
         finish_(std::move(finish)) {}
 
   Napi::Promise promise() { return deferred_.Promise(); }
-  // Keeps a JS value (an input buffer) alive until the worker is done with its memory.
-  void retain(Napi::Value value) { retained_.push_back(Napi::Persistent(value)); }
 
   void Execute() override {
+    ThreadPoolPin pin;
     try {
       work_();
     } catch (const falcon::Error& e) {
@@ -95,6 +95,10 @@ class TaskWorker : public Napi::AsyncWorker {
   // Runs on the main thread once the work is over, before the promise settles.
   void on_settle(std::function<void()> settle) { settle_ = std::move(settle); }
 
+  // When the environment is shutting down (worker.terminate() during the call), JavaScript cannot
+  // run: settling the promise then fails with a Napi::Error, which node-addon-api swallows, built
+  // with NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS, instead of letting it escape into std::terminate.
+  // settle_ runs first and touches no JavaScript, so a cache is released either way.
   void OnOK() override {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
@@ -111,20 +115,19 @@ class TaskWorker : public Napi::AsyncWorker {
   Work work_;
   Finish finish_;
   PendingError error_;
-  std::vector<Napi::Reference<Napi::Value>> retained_;
   std::function<void()> settle_;
 };
 
 // A worker whose work fills `count` floats, resolved as a Float32Array that adopts them (no copy).
 TaskWorker* float_result_worker(Napi::Env env, size_t count, std::function<void(float*)> fill) {
-  auto output = std::make_shared<std::unique_ptr<std::vector<float>>>();
+  auto output = std::make_shared<std::unique_ptr<TrackedVector<float>>>();
   return new TaskWorker(
       env,
       [output, count, fill] {
-        *output = std::make_unique<std::vector<float>>(count);
+        *output = std::make_unique<TrackedVector<float>>(count);
         fill((*output)->data());
       },
-      [output](Napi::Env e) -> Napi::Value { return adopt_floats(e, output->release()); });
+      [output](Napi::Env e) -> Napi::Value { return adopt_floats(e, std::move(*output)); });
 }
 
 Napi::Value queue(TaskWorker* worker) {
@@ -156,13 +159,7 @@ ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWra
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) throw make_error(env, ErrorKind::Config, "NativeModel needs a config object");
   ModelConfig config = read_config(env, info[0].As<Napi::Object>());
-  try {
-    model_ = std::make_shared<Model>(config);
-  } catch (const falcon::Error& e) {
-    throw make_error(env, e.kind(), e.what());
-  } catch (const std::bad_alloc&) {
-    throw make_error(env, ErrorKind::State, "out of memory allocating the model's weights");
-  }
+  model_ = call_core(env, [&] { return std::make_shared<Model>(config); });
   backend_ = make_cpu_backend();
 }
 
@@ -217,23 +214,28 @@ Napi::Value ModelWrap::SetWeight(const Napi::CallbackInfo& info) {
                          std::to_string(source.rows) + "x" + std::to_string(source.cols) + " " +
                          dtype_name(source.dtype) + " values");
   }
-  source.data = static_cast<const char*>(data.ArrayBuffer().Data()) + data.ByteOffset();
-  auto* worker = new TaskWorker(env, [model, name, row_offset, source] { model->set_weight(name, row_offset, source); },
-                                nullptr);
-  worker->retain(data);
-  return queue(worker);
+  // Copied now: JavaScript may transfer or collect the buffer while the worker runs.
+  const auto* first_byte = static_cast<const uint8_t*>(data.ArrayBuffer().Data()) + data.ByteOffset();
+  auto bytes = std::make_shared<TrackedVector<uint8_t>>(
+      call_core(env, [&] { return owned_copy<uint8_t>(first_byte, data.ByteLength(), "weight '" + name + "'"); }));
+  auto work = [model, name, row_offset, source, bytes]() mutable {
+    source.data = bytes->data();
+    model->set_weight(name, row_offset, source);
+  };
+  return queue(new TaskWorker(env, work, nullptr));
 }
 
-// setWeightFromFile(name, rowOffset, mappedFile, byteOffset, dtype, rows, cols, inputMajor) → Promise<void>
-// The bytes are repacked straight from the map, whose pages are then released: weights are resident once.
+// setWeightFromFile(name, rowOffset, file, byteOffset, dtype, rows, cols, inputMajor) → Promise<void>
+// The bytes are read a block at a time and repacked: weights are resident once, and a file that
+// shrinks meanwhile gives an error naming it and the weight.
 Napi::Value ModelWrap::SetWeightFromFile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto model = this->model(env);
   auto* data = env.GetInstanceData<AddonData>();
   const std::string name = weight_name(info);
   int64_t row_offset = integer_argument(info, 1, "rowOffset");
-  std::shared_ptr<MappedFile> file =
-      unwrap_instance<MappedFileWrap>(env, info[2], data->mapped_file_constructor, "file")->file(env);
+  std::shared_ptr<WeightFile> file =
+      unwrap_instance<WeightFileWrap>(env, info[2], data->weight_file_constructor, "file")->file(env);
   const int64_t byte_offset = integer_argument(info, 3, "byteOffset");
   TensorSource source = read_source_shape(info, 4, name);
   const uint64_t bytes = source_bytes(source);
@@ -243,10 +245,8 @@ Napi::Value ModelWrap::SetWeightFromFile(const Napi::CallbackInfo& info) {
                          std::to_string(uint64_t(byte_offset) + bytes) + ") but the file has " +
                          std::to_string(file->size()));
   }
-  source.data = file->data() + byte_offset;
-  auto work = [model, name, row_offset, source, file, byte_offset, bytes] {
-    model->set_weight(name, row_offset, source);
-    file->release(uint64_t(byte_offset), bytes);
+  auto work = [model, name, row_offset, source, file, byte_offset] {
+    set_weight_from_file(*model, name, row_offset, source, *file, uint64_t(byte_offset));
   };
   return queue(new TaskWorker(env, work, nullptr));
 }
@@ -257,18 +257,17 @@ Napi::Value ModelWrap::GetWeight(const Napi::CallbackInfo& info) {
   auto model = this->model(env);
   const std::string name = weight_name(info);
   struct Result {
-    std::vector<uint8_t> bytes;
+    TrackedVector<uint8_t> bytes;
     DType dtype = DType::Float32;
     int64_t rows = 0, cols = 0;
   };
   auto result = std::make_shared<Result>();
   auto work = [model, name, result] { result->bytes = model->read_weight(name, &result->dtype, &result->rows, &result->cols); };
   auto finish = [result](Napi::Env e) -> Napi::Value {
-    auto* owned = new std::vector<uint8_t>(std::move(result->bytes));
-    Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(
-        e, owned->data(), owned->size(), [](Napi::Env, void*, std::vector<uint8_t>* v) { delete v; }, owned);
+    auto owned = std::make_unique<TrackedVector<uint8_t>>(std::move(result->bytes));
+    const size_t size = owned->size();
     Napi::Object object = Napi::Object::New(e);
-    object.Set("data", Napi::Uint8Array::New(e, owned->size(), buffer, 0));
+    object.Set("data", Napi::Uint8Array::New(e, size, adopt_buffer(e, std::move(owned)), 0));
     object.Set("dtype", Napi::String::New(e, dtype_name(result->dtype)));
     object.Set("rows", Napi::Number::New(e, double(result->rows)));
     object.Set("cols", Napi::Number::New(e, double(result->cols)));
@@ -285,11 +284,7 @@ Napi::Value ModelWrap::InitializeRandom(const Napi::CallbackInfo& info) {
 
 Napi::Value ModelWrap::RequireComplete(const Napi::CallbackInfo& info) {
   auto model = this->model(info.Env());
-  try {
-    model->require_complete();
-  } catch (const falcon::Error& e) {
-    throw make_error(info.Env(), e.kind(), e.what());
-  }
+  call_core(info.Env(), [&] { model->require_complete(); });
   return info.Env().Undefined();
 }
 
@@ -332,6 +327,10 @@ Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
     }
     for (int64_t b = 0; b < batch; ++b) start[size_t(b)] = start_array[size_t(b)];
   }
+  call_core(env, [&] {
+    require_memory(forward_memory_bytes(model->config(), batch, length, cache == nullptr), ErrorKind::Input,
+                   "a forward pass over " + std::to_string(batch) + " × " + std::to_string(length) + " tokens");
+  });
   if (cache && !cache->try_acquire()) {
     throw make_error(env, ErrorKind::Input, "this cache is in use by another call; await it before reusing the cache");
   }
@@ -374,12 +373,15 @@ Napi::Value ModelWrap::ProjectLogits(const Napi::CallbackInfo& info) {
   if (rows <= 0 || hidden.ElementLength() != size_t(rows * D)) {
     throw make_error(env, ErrorKind::Input, "hidden must hold rows × " + std::to_string(D) + " values");
   }
-  const float* source = hidden.Data();
+  const ByteCount logits_bytes = ByteCount(uint64_t(rows)) * uint64_t(model->config().vocab_size) * sizeof(float);
+  // Copied now: JavaScript may transfer or collect the buffer while the worker runs.
+  auto source = std::make_shared<TrackedVector<float>>(call_core(env, [&] {
+    require_memory(logits_bytes, ErrorKind::Input, "logits for " + std::to_string(rows) + " rows");
+    return owned_copy<float>(hidden.Data(), hidden.ElementLength(), "hidden");
+  }));
   auto backend = backend_;
-  auto* worker = float_result_worker(env, size_t(rows * model->config().vocab_size),
-                                     [=](float* logits) { backend->project_logits(*model, source, rows, logits); });
-  worker->retain(hidden);
-  return queue(worker);
+  return queue(float_result_worker(env, size_t(rows * model->config().vocab_size),
+                                   [=](float* logits) { backend->project_logits(*model, source->data(), rows, logits); }));
 }
 
 // embed(tokenIds: Int32Array) → Promise<Float32Array> [count, hidden]
@@ -388,6 +390,10 @@ Napi::Value ModelWrap::Embed(const Napi::CallbackInfo& info) {
   auto model = this->model(env);
   Napi::Int32Array token_ids;
   if (!optional_typed_array(info, 0, "tokenIds", &token_ids)) throw make_error(env, ErrorKind::Input, "tokenIds is required");
+  call_core(env, [&] {
+    require_memory(ByteCount(token_ids.ElementLength()) * uint64_t(model->config().hidden_dim) * sizeof(float),
+                   ErrorKind::Input, "embeddings of " + std::to_string(token_ids.ElementLength()) + " tokens");
+  });
   std::vector<int32_t> ids(token_ids.Data(), token_ids.Data() + token_ids.ElementLength());
   auto backend = backend_;
   return queue(float_result_worker(env, ids.size() * size_t(model->config().hidden_dim), [=](float* out) {

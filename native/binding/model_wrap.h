@@ -8,6 +8,9 @@
 
 namespace falcon::binding {
 
+// Reads the JavaScript NativeModelConfig; throws a FALCON_CONFIG error naming a missing or mistyped field.
+ModelConfig read_config(const Napi::Env& env, const Napi::Object& object);
+
 // The JavaScript NativeModel: one Model plus the backend that runs it.
 class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
  public:

@@ -2,9 +2,12 @@
 // Helpers shared by the binding's classes: typed argument reading and falcon::Error → JS error.
 #include <napi.h>
 
+#include <memory>
+#include <new>
 #include <string>
 
 #include "../core/error.h"
+#include "../core/memory.h"
 
 namespace falcon::binding {
 
@@ -67,13 +70,41 @@ inline bool optional_typed_array(const Napi::CallbackInfo& info, size_t index, c
   return true;
 }
 
-// Hands a heap vector to JavaScript as a Float32Array without copying; the ArrayBuffer frees it.
-inline Napi::Float32Array adopt_floats(Napi::Env env, std::vector<float>* values) {
-  const size_t count = values->size();
+// Runs core code on the main thread, turning its failures into typed JavaScript errors.
+template <typename Call>
+auto call_core(Napi::Env env, Call call) -> decltype(call()) {
+  try {
+    return call();
+  } catch (const falcon::Error& e) {
+    throw make_error(env, e.kind(), e.what());
+  } catch (const std::bad_alloc&) {
+    throw make_error(env, ErrorKind::State, "out of memory");
+  }
+}
+
+// An owned copy of a caller's buffer, for a worker that runs after JavaScript may have transferred
+// or collected it.
+template <typename Element>
+TrackedVector<Element> owned_copy(const Element* data, size_t count, const std::string& what) {
+  require_memory(ByteCount(count) * sizeof(Element), ErrorKind::Input, "a copy of " + what);
+  return TrackedVector<Element>(data, data + count);
+}
+
+// Hands a vector to JavaScript without copying; the ArrayBuffer frees it (and so takes it off the
+// live count) when JavaScript collects it. Should creating the buffer fail (an environment shutting
+// down), `values` still owns the vector and frees it.
+template <typename Element>
+inline Napi::ArrayBuffer adopt_buffer(Napi::Env env, std::unique_ptr<TrackedVector<Element>> values) {
   Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(
-      env, values->data(), count * sizeof(float), [](Napi::Env, void*, std::vector<float>* owned) { delete owned; },
-      values);
-  return Napi::Float32Array::New(env, count, buffer, 0);
+      env, values->data(), values->size() * sizeof(Element),
+      [](Napi::Env, void*, TrackedVector<Element>* owned) { delete owned; }, values.get());
+  values.release();
+  return buffer;
+}
+
+inline Napi::Float32Array adopt_floats(Napi::Env env, std::unique_ptr<TrackedVector<float>> values) {
+  const size_t count = values->size();
+  return Napi::Float32Array::New(env, count, adopt_buffer(env, std::move(values)), 0);
 }
 
 }  // namespace falcon::binding

@@ -5,14 +5,16 @@
 
 namespace falcon {
 
-struct FreeDeleter {
-  void operator()(void* pointer) const { std::free(pointer); }
+// Frees a block of allocate_streamed and takes its bytes off the live count (memory.h).
+struct StreamedDeleter {
+  size_t bytes = 0;
+  void operator()(void* pointer) const;
 };
 
 // Memory that kernels stream through. Blocks of 2 MiB or more sit on 2 MiB boundaries and ask for
 // transparent huge pages: streaming gigabytes through 4 KiB pages would cost a TLB miss, and on first
 // touch a page fault, every 4 KiB. Smaller blocks get the cache-line alignment whole-line loads want.
-// Left uninitialised; null when out of memory.
-std::unique_ptr<void, FreeDeleter> allocate_streamed(size_t bytes);
+// Left uninitialised; null when out of memory. Counted as owned memory while it lives.
+std::unique_ptr<void, StreamedDeleter> allocate_streamed(size_t bytes);
 
 }  // namespace falcon

@@ -4,6 +4,15 @@
 
 namespace falcon {
 
+ByteCount forward_memory_bytes(const ModelConfig& config, int64_t batch, int64_t length, bool temporary_cache) {
+  const ByteCount rows = ByteCount(uint64_t(batch)) * uint64_t(length);
+  // Per token: the result and the residual (D each), the attention output and its packed copy (2D),
+  // the normed inputs (2D), the QKV projection, the MLP activations and their packed copy (2F), rotary tables.
+  const uint64_t per_token_floats = uint64_t(6 * config.hidden_dim + config.qkv_rows() + 2 * config.ffn_dim + config.head_dim());
+  const ByteCount activations = rows * per_token_floats * sizeof(float);
+  return temporary_cache ? activations + cache_memory_bytes(config, batch, length) : activations;
+}
+
 void validate_token_ids(const ModelConfig& config, const int32_t* ids, int64_t rows, int64_t cols) {
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t c = 0; c < cols; ++c) {

@@ -25,6 +25,10 @@ void validate_request(const ModelConfig& config, const ForwardRequest& request);
 // Checks that every id of a [rows, cols] block is inside the vocabulary.
 void validate_token_ids(const ModelConfig& config, const int32_t* ids, int64_t rows, int64_t cols);
 
+// The bytes one forward call allocates: its hidden-state result and activations, and with
+// `temporary_cache` the KV cache a call without one uses (overflow-checked).
+ByteCount forward_memory_bytes(const ModelConfig& config, int64_t batch, int64_t length, bool temporary_cache);
+
 // Where the math runs. The CPU backend is the reference; a CUDA backend mirrors the model's weights
 // on the device and implements the same calls.
 // Inputs are validated here, once, so every backend receives only checked requests.

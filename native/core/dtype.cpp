@@ -85,24 +85,42 @@ uint16_t f32_to_f16(float value) {
   return uint16_t(sign | ((rounded - (112u << 23)) >> 13));
 }
 
+namespace {
+
+// Source bytes come from files and caller buffers at any offset: read and write through memcpy,
+// which compiles to a plain (unaligned-tolerant) move.
+template <typename T>
+T load_unaligned(const void* data, size_t index) {
+  T value;
+  std::memcpy(&value, static_cast<const char*>(data) + index * sizeof(T), sizeof(T));
+  return value;
+}
+
+template <typename T>
+void store_unaligned(void* data, size_t index, T value) {
+  std::memcpy(static_cast<char*>(data) + index * sizeof(T), &value, sizeof(T));
+}
+
+}  // namespace
+
 float load_as_f32(const void* data, DType dtype, size_t index) {
   switch (dtype) {
-    case DType::Float32: return static_cast<const float*>(data)[index];
-    case DType::BFloat16: return bf16_to_f32(static_cast<const uint16_t*>(data)[index]);
-    case DType::Float16: return f16_to_f32(static_cast<const uint16_t*>(data)[index]);
-    case DType::Float64: return float(static_cast<const double*>(data)[index]);
-    case DType::Int8: return float(int(static_cast<const uint8_t*>(data)[index]) - 128);
+    case DType::Float32: return load_unaligned<float>(data, index);
+    case DType::BFloat16: return bf16_to_f32(load_unaligned<uint16_t>(data, index));
+    case DType::Float16: return f16_to_f32(load_unaligned<uint16_t>(data, index));
+    case DType::Float64: return float(load_unaligned<double>(data, index));
+    case DType::Int8: return float(int(load_unaligned<uint8_t>(data, index)) - 128);
   }
   return 0.0f;
 }
 
 void store_from_f32(void* data, DType dtype, size_t index, float value) {
   switch (dtype) {
-    case DType::Float32: static_cast<float*>(data)[index] = value; break;
-    case DType::BFloat16: static_cast<uint16_t*>(data)[index] = f32_to_bf16(value); break;
-    case DType::Float16: static_cast<uint16_t*>(data)[index] = f32_to_f16(value); break;
-    case DType::Float64: static_cast<double*>(data)[index] = value; break;
-    case DType::Int8: static_cast<uint8_t*>(data)[index] = uint8_t(int(value) + 128); break;
+    case DType::Float32: store_unaligned<float>(data, index, value); break;
+    case DType::BFloat16: store_unaligned<uint16_t>(data, index, f32_to_bf16(value)); break;
+    case DType::Float16: store_unaligned<uint16_t>(data, index, f32_to_f16(value)); break;
+    case DType::Float64: store_unaligned<double>(data, index, double(value)); break;
+    case DType::Int8: store_unaligned<uint8_t>(data, index, uint8_t(int(value) + 128)); break;
   }
 }
 

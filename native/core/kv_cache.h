@@ -4,6 +4,8 @@
 #include <memory>
 #include <vector>
 
+#include "aligned_memory.h"
+#include "memory.h"
 #include "model_config.h"
 
 namespace falcon {
@@ -27,24 +29,28 @@ class SequenceKv {
   const float* keys(int64_t layer, int64_t kv_head) const { return const_cast<SequenceKv*>(this)->block(layer, 0, kv_head); }
   const float* values(int64_t layer, int64_t kv_head) const { return const_cast<SequenceKv*>(this)->block(layer, 1, kv_head); }
 
-  std::vector<uint8_t> valid;     // [capacity] 1 = slot holds a real token
-  std::vector<int32_t> position;  // [capacity] the token's position (0 for padding)
+  TrackedVector<uint8_t> valid;     // [capacity] 1 = slot holds a real token
+  TrackedVector<int32_t> position;  // [capacity] the token's position (0 for padding)
 
  private:
   float* block(int64_t layer, int64_t which, int64_t kv_head) {
-    return storage_.get() + ((size_t(layer) * 2 + size_t(which)) * size_t(num_kv_heads_) + size_t(kv_head)) *
+    return static_cast<float*>(storage_.get()) + ((size_t(layer) * 2 + size_t(which)) * size_t(num_kv_heads_) + size_t(kv_head)) *
                                 size_t(capacity_) * size_t(head_dim_);
   }
 
   int64_t capacity_;
   int64_t num_kv_heads_;
   int64_t head_dim_;
-  std::unique_ptr<float[]> storage_;  // [layers][key|value][kv_heads][capacity][head_dim], left uninitialised
+  std::unique_ptr<void, StreamedDeleter> storage_;  // [layers][key|value][kv_heads][capacity][head_dim], left uninitialised
 };
+
+// The bytes a KvCache of this shape allocates, overflow-checked.
+ByteCount cache_memory_bytes(const ModelConfig& config, int64_t batch_size, int64_t max_length);
 
 // A batch of per-sequence caches, used by one call at a time.
 class KvCache {
  public:
+  // Throws Error(Input) for a non-positive size, or one whose bytes the machine does not have.
   KvCache(const ModelConfig& config, int64_t batch_size, int64_t max_length);
 
   int64_t batch_size() const { return int64_t(sequences_.size()); }

@@ -9,6 +9,7 @@
 
 #include "aligned_memory.h"
 #include "error.h"
+#include "memory.h"
 #include "thread_pool.h"
 
 namespace falcon {
@@ -40,13 +41,56 @@ WeightMatrix allocate_matrix(DType dtype, int64_t rows, int64_t cols) {
                                                           std::to_string(cols) + " weight matrix");
   matrix.owner = data;
   matrix.data = data.get();
-  // The padding rows of the last panel and the pad columns (present in every panel when the width is
-  // not a whole number of steps) must hold zero: byte 0, or 128 for int8 (dtype.h).
+  // The padding rows of the last panel and the pad columns (the last step of every panel, when the
+  // width is not a whole number of steps) must hold zero: byte 0, or 128 for int8 (dtype.h).
   const int zero_byte = dtype == DType::Int8 ? 128 : 0;
-  const size_t padded_from = matrix.stored_cols() != cols ? 0 : size_t(matrix.panels() - 1) * matrix.panel_bytes();
-  std::memset(static_cast<char*>(matrix.data) + padded_from, zero_byte, matrix.byte_size() - padded_from);
+  char* bytes = static_cast<char*>(matrix.data);
+  const size_t step_bytes = size_t(matrix.k_group() * kPanelWidth) * dtype_size(dtype);
+  if (matrix.stored_cols() != cols) {
+    for (int64_t p = 0; p < matrix.panels(); ++p) {
+      std::memset(bytes + size_t(p + 1) * matrix.panel_bytes() - step_bytes, zero_byte, step_bytes);
+    }
+  }
+  if (rows % kPanelWidth != 0) {
+    // Rows past the end sit interleaved with real ones in every step of the last panel.
+    char* last_panel = bytes + size_t(matrix.panels() - 1) * matrix.panel_bytes();
+    const size_t row_bytes = size_t(matrix.k_group()) * dtype_size(dtype);
+    for (int64_t step = 0; step < matrix.stored_cols() / matrix.k_group(); ++step) {
+      char* slots = last_panel + size_t(step) * step_bytes;
+      std::memset(slots + size_t(rows % kPanelWidth) * row_bytes, zero_byte, size_t(kPanelWidth - rows % kPanelWidth) * row_bytes);
+    }
+  }
   if (dtype == DType::Int8) matrix.scales.assign(size_t(rows), 0.0f);
   return matrix;
+}
+
+namespace {
+// A slot's name, map node and bookkeeping, roughly.
+constexpr uint64_t kSlotOverheadBytes = 256;
+
+ByteCount vector_memory_bytes(int64_t size) {
+  return ByteCount(uint64_t(size)) * (sizeof(float) + 1) + kSlotOverheadBytes;
+}
+}  // namespace
+
+ByteCount matrix_memory_bytes(DType dtype, int64_t rows, int64_t cols) {
+  const uint64_t group = uint64_t(k_group(dtype));
+  const uint64_t panels = (uint64_t(rows) + kPanelWidth - 1) / kPanelWidth;
+  const uint64_t stored_cols = (uint64_t(cols) + group - 1) / group * group;
+  const ByteCount data = ByteCount(panels) * stored_cols * uint64_t(kPanelWidth) * dtype_size(dtype);
+  const ByteCount scales = dtype == DType::Int8 ? ByteCount(uint64_t(rows)) * sizeof(float) : ByteCount(0);
+  return data + scales + uint64_t(rows) + kSlotOverheadBytes;
+}
+
+ByteCount model_memory_bytes(const ModelConfig& config) {
+  const int64_t D = config.hidden_dim, F = config.ffn_dim;
+  const DType dtype = config.dtype;
+  ByteCount layer = matrix_memory_bytes(dtype, config.qkv_rows(), D) + matrix_memory_bytes(dtype, D, D) +
+                    matrix_memory_bytes(dtype, F, D) + matrix_memory_bytes(dtype, D, F) +
+                    vector_memory_bytes(D) * (config.has_mlp_norm() ? 4 : 2) + sizeof(LayerWeights);
+  if (config.use_bias) layer += vector_memory_bytes(config.qkv_rows()) + vector_memory_bytes(F) + vector_memory_bytes(D) * 2;
+  const ByteCount embeddings = matrix_memory_bytes(dtype, config.vocab_size, D) * (config.tied_head ? 1 : 2);
+  return embeddings + vector_memory_bytes(D) * 2 + layer * uint64_t(config.num_layers);
 }
 
 float WeightMatrix::get(int64_t n, int64_t k) const {
@@ -72,6 +116,7 @@ std::vector<float> compute_alibi_slopes(int64_t num_heads) {
 
 Model::Model(const ModelConfig& config) : config_(config) {
   config_.validate();
+  require_memory(model_memory_bytes(config_), ErrorKind::Config, "a model of this configuration");
   const int64_t D = config_.hidden_dim;
   const int64_t F = config_.ffn_dim;
   const DType dtype = config_.dtype;
@@ -136,19 +181,29 @@ Model::Slot& Model::slot(const std::string& name) {
   return it->second;
 }
 
-void Model::set_weight(const std::string& name, int64_t row_offset, const TensorSource& source) {
-  std::lock_guard<std::mutex> lock(slots_mutex_);
+Model::Slot& Model::target_slot(const std::string& name, int64_t row_offset, int64_t rows, int64_t cols) {
   Slot& s = slot(name);
-  require(source.data != nullptr, ErrorKind::Weights, "weight '" + name + "': no data");
-  require(source.cols == s.cols, ErrorKind::Weights,
-          "weight '" + name + "': expected " + std::to_string(s.cols) + " columns, got " + std::to_string(source.cols));
-  require(source.rows > 0 && row_offset >= 0 && row_offset + source.rows <= s.rows, ErrorKind::Weights,
-          "weight '" + name + "': rows [" + std::to_string(row_offset) + ", " + std::to_string(row_offset + source.rows) +
+  require(cols == s.cols, ErrorKind::Weights,
+          "weight '" + name + "': expected " + std::to_string(s.cols) + " columns, got " + std::to_string(cols));
+  require(rows > 0 && row_offset >= 0 && row_offset <= s.rows && rows <= s.rows - row_offset, ErrorKind::Weights,
+          "weight '" + name + "': rows [" + std::to_string(row_offset) + ", " + std::to_string(row_offset + rows) +
               ") fall outside its " + std::to_string(s.rows) + " rows");
-  for (int64_t r = row_offset; r < row_offset + source.rows; ++r) {
+  for (int64_t r = row_offset; r < row_offset + rows; ++r) {
     require(!s.row_written[size_t(r)], ErrorKind::Weights,
             "weight '" + name + "': row " + std::to_string(r) + " was already set");
   }
+  return s;
+}
+
+void Model::check_weight_target(const std::string& name, int64_t row_offset, int64_t rows, int64_t cols) {
+  std::lock_guard<std::mutex> lock(slots_mutex_);
+  target_slot(name, row_offset, rows, cols);
+}
+
+void Model::set_weight(const std::string& name, int64_t row_offset, const TensorSource& source) {
+  std::lock_guard<std::mutex> lock(slots_mutex_);
+  require(source.data != nullptr, ErrorKind::Weights, "weight '" + name + "': no data");
+  Slot& s = target_slot(name, row_offset, source.rows, source.cols);
 
   const int64_t rows = source.rows;
   const int64_t cols = source.cols;
@@ -156,7 +211,7 @@ void Model::set_weight(const std::string& name, int64_t row_offset, const Tensor
     WeightMatrix& m = *s.matrix;
     // Rows go in blocks: the block is first widened to float32 (for input-major sources, column by
     // column, so reads stay contiguous), then each row is quantised or rounded into its panel slots.
-    global_thread_pool().parallel_for(rows, kPanelWidth, [&](int64_t begin, int64_t end) {
+    current_thread_pool()->parallel_for(rows, kPanelWidth, [&](int64_t begin, int64_t end) {
       const int64_t count = end - begin;
       if (!source.input_major && source.dtype == m.dtype && m.dtype != DType::Int8) {
         // Same dtype: move the stored bits into their panel slots without a float round trip.
@@ -174,20 +229,23 @@ void Model::set_weight(const std::string& name, int64_t row_offset, const Tensor
         }
         return;
       }
-      thread_local std::vector<float> block;
-      if (block.size() < size_t(count * cols)) block.resize(size_t(count * cols));
-      if (source.input_major) {
-        for (int64_t c = 0; c < cols; ++c) {
-          for (int64_t r = begin; r < end; ++r) {
-            block[size_t((r - begin) * cols + c)] = load_as_f32(source.data, source.dtype, size_t(c) * size_t(rows) + size_t(r));
+      // One panel of rows at a time, in a buffer freed with this chunk: a load leaves nothing behind.
+      TrackedVector<float> block(size_t(std::min(count, kPanelWidth) * cols));
+      for (int64_t first = begin; first < end; first += kPanelWidth) {
+        const int64_t last = std::min(end, first + kPanelWidth);
+        if (source.input_major) {
+          for (int64_t c = 0; c < cols; ++c) {
+            for (int64_t r = first; r < last; ++r) {
+              block[size_t((r - first) * cols + c)] = load_as_f32(source.data, source.dtype, size_t(c) * size_t(rows) + size_t(r));
+            }
+          }
+        } else {
+          for (int64_t i = 0; i < (last - first) * cols; ++i) {
+            block[size_t(i)] = load_as_f32(source.data, source.dtype, size_t(first * cols + i));
           }
         }
-      } else {
-        for (int64_t i = 0; i < count * cols; ++i) {
-          block[size_t(i)] = load_as_f32(source.data, source.dtype, size_t(begin * cols + i));
-        }
+        for (int64_t r = first; r < last; ++r) store_row(m, row_offset + r, block.data() + (r - first) * cols);
       }
-      for (int64_t r = begin; r < end; ++r) store_row(m, row_offset + r, block.data() + (r - begin) * cols);
     });
   } else {
     // Round through the model dtype so a bfloat16 model's biases hold bfloat16 values (int8 models keep float32 vectors).
@@ -202,7 +260,7 @@ void Model::set_weight(const std::string& name, int64_t row_offset, const Tensor
   s.rows_written += rows;
 }
 
-std::vector<uint8_t> Model::read_weight(const std::string& name, DType* dtype, int64_t* rows, int64_t* cols) {
+TrackedVector<uint8_t> Model::read_weight(const std::string& name, DType* dtype, int64_t* rows, int64_t* cols) {
   std::lock_guard<std::mutex> lock(slots_mutex_);
   Slot& s = slot(name);
   *rows = s.rows;
@@ -210,7 +268,7 @@ std::vector<uint8_t> Model::read_weight(const std::string& name, DType* dtype, i
   if (s.matrix != nullptr) {
     const WeightMatrix& m = *s.matrix;
     *dtype = m.dtype == DType::Int8 ? DType::Float32 : m.dtype;
-    std::vector<uint8_t> bytes(size_t(m.rows) * size_t(m.cols) * dtype_size(*dtype));
+    TrackedVector<uint8_t> bytes(size_t(m.rows) * size_t(m.cols) * dtype_size(*dtype));
     for (int64_t n = 0; n < m.rows; ++n) {
       for (int64_t k = 0; k < m.cols; ++k) {
         const size_t at = size_t(n) * size_t(m.cols) + size_t(k);
@@ -226,7 +284,7 @@ std::vector<uint8_t> Model::read_weight(const std::string& name, DType* dtype, i
   }
   *dtype = DType::Float32;
   const uint8_t* bytes = reinterpret_cast<const uint8_t*>(s.vector->data());
-  return std::vector<uint8_t>(bytes, bytes + s.vector->size() * sizeof(float));
+  return TrackedVector<uint8_t>(bytes, bytes + s.vector->size() * sizeof(float));
 }
 
 namespace {
@@ -256,10 +314,8 @@ void Model::initialize_random(uint64_t seed) {
     const uint64_t stream = seed ^ hash_name(name);
     if (s.matrix != nullptr) {
       WeightMatrix& m = *s.matrix;
-      global_thread_pool().parallel_for(s.rows, 16, [&](int64_t begin, int64_t end) {
-        // This worker's own row buffer, kept for later calls.
-        thread_local std::vector<float> values;
-        if (values.size() < size_t(s.cols)) values.resize(size_t(s.cols));
+      current_thread_pool()->parallel_for(s.rows, 16, [&](int64_t begin, int64_t end) {
+        TrackedVector<float> values(size_t(s.cols));
         for (int64_t r = begin; r < end; ++r) {
           uint64_t state = stream + uint64_t(r) * 0x632be59bd9b4e019ull;
           // A sum of four uniforms (Irwin-Hall, variance 4/12) scaled to standard deviation 0.02: close

@@ -22,11 +22,14 @@ class Model {
 
   const ModelConfig& config() const { return config_; }
 
+  // Throws Error(Weights) unless rows [row_offset, row_offset + rows) of `name` exist, have `cols`
+  // columns and are not yet set: what set_weight checks, for callers that read the source in parts.
+  void check_weight_target(const std::string& name, int64_t row_offset, int64_t rows, int64_t cols);
   // Copies `source` into rows [row_offset, row_offset + source.rows) of weight `name`, casting to the model dtype.
   void set_weight(const std::string& name, int64_t row_offset, const TensorSource& source);
   // The whole weight as row-major bytes: matrices in the model dtype (int8 ones dequantised to
   // float32), vectors as float32. Returns its dtype and shape.
-  std::vector<uint8_t> read_weight(const std::string& name, DType* dtype, int64_t* rows, int64_t* cols);
+  TrackedVector<uint8_t> read_weight(const std::string& name, DType* dtype, int64_t* rows, int64_t* cols);
   // Fills every weight with a seeded initialisation (matrices N(0, 0.02), gammas 1, betas and biases 0).
   void initialize_random(uint64_t seed);
   // Throws Error(Weights) listing the weights (and row ranges) never set.
@@ -50,13 +53,15 @@ class Model {
     WeightVector* vector = nullptr;
     int64_t rows = 0;
     int64_t cols = 0;
-    std::vector<uint8_t> row_written;
+    TrackedVector<uint8_t> row_written;
     int64_t rows_written = 0;
   };
 
   void add_matrix(const std::string& name, WeightMatrix* target, int64_t rows, int64_t cols);
   void add_vector(const std::string& name, WeightVector* target, int64_t size);
   Slot& slot(const std::string& name);
+  // check_weight_target with the slots lock held.
+  Slot& target_slot(const std::string& name, int64_t row_offset, int64_t rows, int64_t cols);
 
   ModelConfig config_;
   WeightMatrix token_embedding_;
@@ -67,6 +72,9 @@ class Model {
   std::map<std::string, Slot> slots_;
   std::mutex slots_mutex_;  // set_weight may be called from several loader threads
 };
+
+// The bytes a Model of `config` allocates (weights and bookkeeping), overflow-checked.
+ByteCount model_memory_bytes(const ModelConfig& config);
 
 // Slopes of keras-hub / HF Falcon ALiBi (spec §2.4), including non-power-of-two head counts.
 std::vector<float> compute_alibi_slopes(int64_t num_heads);

@@ -4,6 +4,10 @@
 #include <chrono>
 #include <cstdlib>
 #include <memory>
+#include <system_error>
+#include <utility>
+
+#include "error.h"
 
 #include <unistd.h>
 
@@ -26,7 +30,15 @@ bool poll(Ready ready) {
 }  // namespace
 
 ThreadPool::ThreadPool(int num_threads) {
-  for (int i = 1; i < std::max(1, num_threads); ++i) workers_.emplace_back([this] { worker_loop(); });
+  workers_.reserve(size_t(std::max(1, num_threads) - 1));
+  for (int i = 1; i < std::max(1, num_threads); ++i) {
+    try {
+      workers_.emplace_back([this] { worker_loop(); });
+    } catch (const std::system_error& e) {
+      start_failure_ = e.what();
+      break;
+    }
+  }
 }
 
 ThreadPool::~ThreadPool() {
@@ -106,26 +118,48 @@ int default_thread_count() {
 }
 
 namespace {
-std::unique_ptr<ThreadPool>& pool_slot() {
-  static std::unique_ptr<ThreadPool> pool;
+
+std::shared_ptr<ThreadPool>& pool_slot() {
+  static std::shared_ptr<ThreadPool> pool;
   return pool;
 }
+
 std::mutex& pool_slot_mutex() {
   static std::mutex mutex;
   return mutex;
 }
+
+thread_local std::shared_ptr<ThreadPool> pinned_pool;
+
 }  // namespace
 
-ThreadPool& global_thread_pool() {
+std::shared_ptr<ThreadPool> global_thread_pool() {
   std::lock_guard<std::mutex> lock(pool_slot_mutex());
   auto& pool = pool_slot();
-  if (!pool) pool = std::make_unique<ThreadPool>(default_thread_count());
-  return *pool;
+  if (!pool) pool = std::make_shared<ThreadPool>(default_thread_count());
+  return pool;
 }
 
 void set_global_thread_count(int num_threads) {
-  std::lock_guard<std::mutex> lock(pool_slot_mutex());
-  pool_slot() = std::make_unique<ThreadPool>(std::max(1, num_threads));
+  auto pool = std::make_shared<ThreadPool>(std::max(1, num_threads));
+  if (pool->num_threads() < num_threads) {
+    throw Error(ErrorKind::State, "cannot start " + std::to_string(num_threads) + " threads (the system allowed " +
+                                      std::to_string(pool->num_threads()) + ": " + pool->start_failure() +
+                                      "); the pool keeps its " + std::to_string(global_thread_pool()->num_threads()) +
+                                      " threads");
+  }
+  std::shared_ptr<ThreadPool> replaced;
+  {
+    std::lock_guard<std::mutex> lock(pool_slot_mutex());
+    replaced = std::exchange(pool_slot(), std::move(pool));
+  }
+  // Dropped outside the lock: when no call holds it, its idle workers are joined here, which is quick.
 }
+
+std::shared_ptr<ThreadPool> current_thread_pool() { return pinned_pool ? pinned_pool : global_thread_pool(); }
+
+ThreadPoolPin::ThreadPoolPin() : previous_(pinned_pool) { pinned_pool = global_thread_pool(); }
+
+ThreadPoolPin::~ThreadPoolPin() { pinned_pool = std::move(previous_); }
 
 }  // namespace falcon

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "dtype.h"
+#include "memory.h"
 
 namespace falcon {
 
@@ -27,7 +28,7 @@ struct WeightMatrix {
   int64_t cols = 0;
   std::shared_ptr<void> owner;
   void* data = nullptr;
-  std::vector<float> scales;
+  TrackedVector<float> scales;
 
   int64_t k_group() const { return falcon::k_group(dtype); }
   int64_t panels() const { return (rows + kPanelWidth - 1) / kPanelWidth; }
@@ -44,7 +45,11 @@ struct WeightMatrix {
   const void* panel(int64_t p) const { return static_cast<const char*>(data) + size_t(p) * panel_bytes(); }
 };
 
+// Allocates a matrix, zeroing only its padding slots: the weights themselves are all written at load,
+// so untouched pages cost nothing until then.
 WeightMatrix allocate_matrix(DType dtype, int64_t rows, int64_t cols);
+// What allocate_matrix and the model's bookkeeping take for such a matrix, overflow-checked.
+ByteCount matrix_memory_bytes(DType dtype, int64_t rows, int64_t cols);
 
 // Norm parameters and biases are tiny; they are kept in float32 (after rounding through the
 // model dtype, so they hold exactly the values a model of that dtype has).

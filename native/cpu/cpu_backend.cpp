@@ -11,15 +11,15 @@ using cpu::AttentionBatch;
 
 // Activations for `rows` tokens, grown on demand and then reused by every later call on the same cache.
 struct CpuWorkspace : BackendWorkspace {
-  std::vector<float> residual, qkv, attention, ffn_hidden;
-  std::vector<float> rotary_cos, rotary_sin;
-  std::vector<int32_t> positions;
+  TrackedVector<float> residual, qkv, attention, ffn_hidden;
+  TrackedVector<float> rotary_cos, rotary_sin;
+  TrackedVector<int32_t> positions;
   // Matmul inputs: the attention norm's output (also the MLP's in one-norm blocks), the MLP norm's,
   // the attention output, and the MLP's hidden activations.
   cpu::PackedActivations attention_input, mlp_input, attention_output, ffn_activations;
 
   void reserve(const ModelConfig& config, int64_t rows) {
-    auto grow = [](std::vector<float>& buffer, int64_t size) {
+    auto grow = [](TrackedVector<float>& buffer, int64_t size) {
       if (buffer.size() < size_t(size)) buffer.resize(size_t(size));
     };
     const int64_t D = config.hidden_dim;
@@ -38,7 +38,7 @@ const float* optional(const WeightVector& vector) { return vector.empty() ? null
 // Records validity and positions of the new tokens in each sequence. Without explicit ids a token's
 // position is the number of real tokens before it (cumsum(mask) − 1 over the whole history), and
 // padding sits at 0, as keras-hub's ALiBi and HF generation's position_ids do.
-void record_positions(const ForwardRequest& request, std::vector<int32_t>& positions) {
+void record_positions(const ForwardRequest& request, TrackedVector<int32_t>& positions) {
   for (int64_t b = 0; b < request.batch; ++b) {
     SequenceKv& seq = *request.sequences[size_t(b)];
     const int64_t start = request.start[size_t(b)];

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "../core/kv_cache.h"
+#include "../core/memory.h"
 #include "../core/model_config.h"
 #include "../core/weights.h"
 #include "kernels/kernels.h"
@@ -21,15 +22,19 @@ struct LayerNormParams {
 // demand and are reused, so a workspace that keeps one allocates nothing per decoded token.
 class PackedActivations {
  public:
+  explicit PackedActivations(MemoryUse use = MemoryUse::Owned)
+      : units_(TrackedAllocator<uint32_t>(use)), block_scales_(TrackedAllocator<float>(use)), block_sums_(TrackedAllocator<int32_t>(use)) {}
   PackedRows rows() const;
   int64_t cols() const { return cols_; }
   int64_t k_group() const { return k_group_; }
+  // For a per-thread instance: drops buffers grown past kKeptScratchBytes.
+  void release_if_large();
 
  private:
   friend void pack_activations(const float*, int64_t, int64_t, DType, const LayerNormParams*, PackedActivations&);
-  std::vector<uint32_t> units_;
-  std::vector<float> block_scales_;
-  std::vector<int32_t> block_sums_;
+  TrackedVector<uint32_t> units_;
+  TrackedVector<float> block_scales_;
+  TrackedVector<int32_t> block_sums_;
   int64_t rows_ = 0, cols_ = 0, k_group_ = 1, steps_ = 0, quant_blocks_ = 0;
 };
 

@@ -23,10 +23,11 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 double probe_read_bandwidth(int64_t bytes, int repetitions) {
   const int64_t count = bytes / int64_t(sizeof(float));
   // Allocated like weight matrices, so the probe reads memory the way the kernels do.
-  const std::unique_ptr<void, FreeDeleter> block = allocate_streamed(size_t(bytes));
+  const std::unique_ptr<void, StreamedDeleter> block = allocate_streamed(size_t(bytes));
   if (!block) return 0.0;
   float* const buffer = static_cast<float*>(block.get());
-  ThreadPool& pool = global_thread_pool();
+  const std::shared_ptr<ThreadPool> pool_holder = current_thread_pool();
+  ThreadPool& pool = *pool_holder;
   const int64_t threads = pool.num_threads();
   // Each thread writes (and so owns) the part it later reads.
   pool.parallel_for(threads, 1, [&](int64_t begin, int64_t end) {
@@ -48,7 +49,8 @@ double probe_read_bandwidth(int64_t bytes, int repetitions) {
 }
 
 double probe_peak_ops(PeakOp op) {
-  ThreadPool& pool = global_thread_pool();
+  const std::shared_ptr<ThreadPool> pool_holder = current_thread_pool();
+  ThreadPool& pool = *pool_holder;
   const int64_t threads = pool.num_threads();
   const KernelTable& table = kernels();
   constexpr int64_t kIterations = 20'000'000;

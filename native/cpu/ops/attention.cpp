@@ -32,7 +32,7 @@ struct QueryGroup {
 constexpr int64_t kBlockedKeysMinLength = 4 * kAttentionQueries;
 
 // Copies keys [0, count) of one head into blocks of kKeyBlock, the last one padded with zeros.
-void block_keys(const float* keys, int64_t count, int64_t d, std::vector<float>& blocks) {
+void block_keys(const float* keys, int64_t count, int64_t d, TrackedVector<float>& blocks) {
   const int64_t padded = (count + kKeyBlock - 1) / kKeyBlock * kKeyBlock;
   if (blocks.size() < size_t(padded * d)) blocks.resize(size_t(padded * d));
   for (int64_t j = 0; j < padded; ++j) {
@@ -45,7 +45,7 @@ void block_keys(const float* keys, int64_t count, int64_t d, std::vector<float>&
 // linear in the sequence length, and each cached key and value row is read once per group. Keys are
 // row-major, or in blocks when `key_blocks` is given.
 void attend(const KernelTable& table, const QueryGroup& group, const SequenceKv& seq, const float* keys,
-            const float* key_blocks, const float* values, int64_t d, float scale, std::vector<float>& scores) {
+            const float* key_blocks, const float* values, int64_t d, float scale, TrackedVector<float>& scores) {
   const int64_t key_count = group.first_visible + (group.queries - 1) * group.visible_step;
   if (scores.size() < size_t(kAttentionQueries * key_count)) scores.resize(size_t(kAttentionQueries * key_count));
   if (key_blocks != nullptr) {
@@ -90,9 +90,9 @@ void attention(const ModelConfig& config, int64_t layer, const AttentionBatch& b
   const int64_t head_groups = (heads_per_kv + kAttentionQueries - 1) / kAttentionQueries;
   const int64_t items = group_heads ? batch.batch * Hkv * head_groups : batch.batch * H;
 
-  global_thread_pool().parallel_for(items, 1, [&](int64_t first, int64_t end) {
-    // This worker's own score rows and key blocks, kept for later calls.
-    thread_local std::vector<float> scores, key_blocks;
+  current_thread_pool()->parallel_for(items, 1, [&](int64_t first, int64_t end) {
+    // This worker's own score rows and key blocks, kept for later calls unless a long context grew them.
+    thread_local TrackedVector<float> scores = thread_scratch<float>(), key_blocks = thread_scratch<float>();
     // Query heads that share a KV head are consecutive items: a chunk blocks each KV head's keys once.
     const float* blocked_keys = nullptr;
     for (int64_t item = first; item < end; ++item) {
@@ -127,6 +127,8 @@ void attention(const ModelConfig& config, int64_t layer, const AttentionBatch& b
                scores);
       }
     }
+    release_if_large(scores);
+    release_if_large(key_blocks);
   });
 }
 

@@ -12,7 +12,7 @@ void write_cache(const ModelConfig& config, int64_t layer, const AttentionBatch&
   const int64_t Hkv = config.num_kv_heads;
   // Tokens are independent and each writes its own cache slot, so a long prompt's copies (and the first
   // touch of a fresh cache's pages) are shared by every thread.
-  global_thread_pool().parallel_for(batch.batch * batch.length, 16, [&](int64_t begin, int64_t end) {
+  current_thread_pool()->parallel_for(batch.batch * batch.length, 16, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / batch.length;
       SequenceKv& seq = *(*batch.sequences)[size_t(b)];

@@ -5,7 +5,7 @@ namespace falcon::cpu {
 
 void layer_norm(const float* x, int64_t rows, int64_t dim, const LayerNormParams& norm, float* y) {
   const KernelTable& table = kernels();
-  global_thread_pool().parallel_for(rows, 8, [&](int64_t begin, int64_t end) {
+  current_thread_pool()->parallel_for(rows, 8, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) table.layer_norm_row(x + r * dim, dim, norm.gamma, norm.beta, norm.epsilon, y + r * dim);
   });
 }

@@ -21,6 +21,12 @@ PackedRows PackedActivations::rows() const {
   return view;
 }
 
+void PackedActivations::release_if_large() {
+  falcon::release_if_large(units_);
+  falcon::release_if_large(block_scales_);
+  falcon::release_if_large(block_sums_);
+}
+
 void pack_activations(const float* x, int64_t rows, int64_t cols, DType weight_dtype, const LayerNormParams* norm,
                       PackedActivations& out) {
   const int64_t group = k_group(weight_dtype);
@@ -42,9 +48,9 @@ void pack_activations(const float* x, int64_t rows, int64_t cols, DType weight_d
   uint32_t* units = out.units_.data();
   float* block_scales = out.block_scales_.data();
   int32_t* block_sums = out.block_sums_.data();
-  global_thread_pool().parallel_for(rows, 8, [&](int64_t begin, int64_t end) {
-    // This worker's own buffer for normalised rows, kept for later calls.
-    thread_local std::vector<float> normalised;
+  current_thread_pool()->parallel_for(rows, 8, [&](int64_t begin, int64_t end) {
+    // This worker's own buffer for a normalised row, kept for later calls.
+    thread_local TrackedVector<float> normalised = thread_scratch<float>();
     for (int64_t m = begin; m < end; ++m) {
       const float* row = x + m * cols;
       if (norm != nullptr) {
@@ -64,6 +70,7 @@ void pack_activations(const float* x, int64_t rows, int64_t cols, DType weight_d
         for (int64_t s = 0; s < steps; ++s) std::memcpy(&row_units[s * kPackedRows], &row[s], sizeof(float));
       }
     }
+    release_if_large(normalised);
   });
 }
 
@@ -73,18 +80,19 @@ void matmul(const PackedActivations& x, const WeightMatrix& w, const Epilogue& e
   }
   const MatmulKernel kernel = matmul_kernel(kernels(), w.dtype);
   const PackedRows rows = x.rows();
-  global_thread_pool().parallel_for(w.panels(), 1, [&](int64_t begin, int64_t end) {
+  current_thread_pool()->parallel_for(w.panels(), 1, [&](int64_t begin, int64_t end) {
     kernel(rows, w, begin, end, epilogue, y, w.rows);
   });
 }
 
 void linear(const float* x, int64_t rows, const WeightMatrix& w, const float* bias, float* y) {
   // Reused across calls on this thread, so projecting each decoded token allocates nothing.
-  thread_local PackedActivations packed;
+  thread_local PackedActivations packed(MemoryUse::ThreadScratch);
   pack_activations(x, rows, w.cols, w.dtype, nullptr, packed);
   Epilogue epilogue;
   epilogue.bias = bias;
   matmul(packed, w, epilogue, y);
+  packed.release_if_large();
 }
 
 }  // namespace falcon::cpu
