@@ -13,11 +13,14 @@ import os from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
 
+import h5wasm from "h5wasm/node";
+
 import { FalconBackbone, FalconConfigError, FalconPresetError } from "../src/index.js";
 import { Hdf5Reader } from "../src/presets/hdf5.js";
 import { resolveHfHandle, type HubDownloadProgress } from "../src/presets/hub.js";
 import { MAX_CONFIG_JSON_BYTES, readJsonObject } from "../src/presets/json.js";
 import { FIXTURES } from "./helpers/fixtures.js";
+import { readFloat32Datasets, writeFloat32Datasets } from "./helpers/keras-preset.js";
 import { fromPresetIsolated } from "./helpers/isolated-load.js";
 import { writeSafetensors, type TensorToWrite } from "./helpers/safetensors-writer.js";
 
@@ -100,6 +103,25 @@ describe("configs that contradict the checkpoint are refused before the model is
       FalconPresetError,
       /dense_h_to_4h\/vars\/0 has shape \[24, 96\], expected \[24, 262144\] .*intermediate_dim = 262144/,
     );
+  });
+
+  it("a keras dataset that declares more rows than the file stores is refused", async () => {
+    const datasets = await readFloat32Datasets(path.join(KERAS, "model.weights.h5"));
+    const embedding = "layers/reversible_embedding/vars/0";
+    const stored = datasets.get(embedding)!;
+    datasets.delete(embedding);
+    const dir = kerasCopy((c) => (c["vocabulary_size"] = 1 << 20));
+    const file = path.join(dir, "model.weights.h5");
+    await writeFloat32Datasets(file, datasets);
+    // A chunked dataset resized without writing: 2^20 rows declared, 101 stored, the file stays small.
+    await h5wasm.ready;
+    const h5 = new h5wasm.File(file, "a");
+    h5.create_group("layers/reversible_embedding");
+    h5.create_group("layers/reversible_embedding/vars");
+    h5.create_dataset({ name: embedding, data: stored.data, shape: stored.shape, maxshape: [null, stored.shape[1]], chunks: stored.shape })
+      .resize([1 << 20, stored.shape[1]]);
+    h5.close();
+    await rejectsWith(dir, FalconPresetError, /model\.weights\.h5: the weights this config implies \(.*config\.json\) take \d+ bytes, but the file has only \d+/);
   });
 
   it("sizes beyond any Falcon are a FalconConfigError naming the field, from the constructor too", async () => {

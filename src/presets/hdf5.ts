@@ -15,6 +15,8 @@ import { FalconPresetError } from "../errors.js";
 import type { NativeSourceDType } from "../native.js";
 import { openRegularFile, readExactly } from "./json.js";
 
+export const HDF5_ELEMENT_BYTES: Readonly<Record<NativeSourceDType, number>> = { float16: 2, bfloat16: 2, float32: 4, float64: 8 };
+
 export interface Hdf5DatasetInfo {
   dtype: NativeSourceDType;
   shape: number[];
@@ -62,7 +64,7 @@ const WORKER_URL = new URL("./hdf5-worker.js", import.meta.url);
  * Checks the superblock's end-of-file address against the real size, so a truncated download is
  * reported as such instead of as an obscure HDF5 read failure deep inside a dataset.
  */
-function checkSuperblock(file: string): void {
+function checkSuperblock(file: string): number {
   const { fd, size } = openRegularFile(file);
   const header = Buffer.alloc(Math.min(64, size));
   try {
@@ -90,6 +92,7 @@ function checkSuperblock(file: string): void {
   if (expected > BigInt(size)) {
     throw new FalconPresetError(`${file}: truncated: the HDF5 superblock says ${expected} bytes but the file has ${size}`);
   }
+  return size;
 }
 
 interface Pending {
@@ -213,9 +216,9 @@ export class Hdf5Files {
 
   /** @internal With `closesFiles`, closing the reader closes this set too. */
   async openReader(path: string, closesFiles: boolean): Promise<Hdf5Reader> {
-    checkSuperblock(path);
+    const byteSize = checkSuperblock(path);
     const fileId = (await this.call(path, { op: "open", path }, "cannot open as HDF5")) as number;
-    const reader = new Hdf5Reader(path, fileId, this, closesFiles);
+    const reader = new Hdf5Reader(path, byteSize, fileId, this, closesFiles);
     this.readers.add(reader);
     return reader;
   }
@@ -249,6 +252,8 @@ export class Hdf5Reader {
   /** @internal Use Hdf5Files.open or Hdf5Reader.open. */
   constructor(
     readonly path: string,
+    /** The file's size: uncompressed datasets cannot hold more. */
+    readonly byteSize: number,
     private readonly fileId: number,
     private readonly files: Hdf5Files,
     private readonly closesFiles: boolean,
@@ -297,7 +302,7 @@ export class Hdf5Reader {
 
   /** The dataset's raw little-endian bytes, read in blocks of rows. */
   async readRaw(path: string, info: Hdf5DatasetInfo): Promise<Uint8Array> {
-    const elementSize = { float16: 2, bfloat16: 2, float32: 4, float64: 8 }[info.dtype];
+    const elementSize = HDF5_ELEMENT_BYTES[info.dtype];
     const rows = info.shape.length === 0 ? 1 : info.shape[0];
     const rowElements = info.shape.slice(1).reduce((a, b) => a * b, 1);
     const rowBytes = rowElements * elementSize;

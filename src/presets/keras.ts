@@ -8,7 +8,7 @@ import path from "node:path";
 import type { FalconBackboneConfig, FalconDType, ResolvedBackboneConfig } from "../config.js";
 import { FalconPresetError } from "../errors.js";
 import { callNative } from "../native.js";
-import { Hdf5Files, type Hdf5DatasetInfo, type Hdf5Reader } from "./hdf5.js";
+import { HDF5_ELEMENT_BYTES, Hdf5Files, type Hdf5DatasetInfo, type Hdf5Reader } from "./hdf5.js";
 import type { PreparedWeights } from "./index.js";
 import { describeValue, JsonFields, MAX_INDEX_JSON_BYTES, readJsonObject } from "./json.js";
 
@@ -275,6 +275,18 @@ export async function prepareKerasWeights(directory: string, config: ResolvedBac
         );
       }
       found.push({ target, reader, info });
+    }
+    // A dataset may declare a shape without storing its bytes: the files must hold what the config implies.
+    const claimed = new Map<Hdf5Reader, number>();
+    for (const { reader, info } of found) {
+      claimed.set(reader, (claimed.get(reader) ?? 0) + info.shape.reduce((a, b) => a * b, 1) * HDF5_ELEMENT_BYTES[info.dtype]);
+    }
+    for (const [reader, bytes] of claimed) {
+      if (bytes > reader.byteSize) {
+        throw new FalconPresetError(
+          `${reader.path}: the weights this config implies (${configFile}) take ${bytes} bytes, but the file has only ${reader.byteSize}`,
+        );
+      }
     }
     return {
       load: async (model) => {
