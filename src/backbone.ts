@@ -124,9 +124,17 @@ export class FalconBackbone extends NativeResource<NativeModel> {
     const config = { ...preset.config };
     if (options.dtype !== undefined) config.dtype = options.dtype;
     if (options.loadWeights === false) return new FalconBackbone(config);
-    const backbone = new FalconBackbone(config, LOADING);
+    // The files are checked against the config before the model's memory is allocated.
+    const weights = await preset.prepareWeights(resolveBackboneConfig(config));
+    let backbone: FalconBackbone;
     try {
-      await preset.loadWeights(backbone.#config, backbone.handle);
+      backbone = new FalconBackbone(config, LOADING);
+    } catch (error) {
+      weights.dispose();
+      throw error;
+    }
+    try {
+      await weights.load(backbone.handle);
     } catch (error) {
       backbone.dispose();
       throw error;

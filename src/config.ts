@@ -3,6 +3,7 @@
  * architecture superset, validated once and resolved to explicit values.
  */
 import { FalconConfigError } from "./errors.js";
+import { describeValue } from "./presets/json.js";
 import type { NativeDType, NativeModelConfig } from "./native.js";
 
 export const FALCON_DTYPES = ["float32", "bfloat16", "float16", "mixed_bfloat16", "mixed_float16", "int8"] as const;
@@ -53,30 +54,50 @@ const CONFIG_KEYS: ReadonlySet<string> = new Set<keyof FalconBackboneConfig>([
   "ropeTheta", "ropeScaling", "maxPositionEmbeddings", "blockLayout", "useBias", "tieWordEmbeddings",
 ]);
 
-function positiveInteger(config: FalconBackboneConfig, key: keyof FalconBackboneConfig): number {
+/**
+ * The largest value each size may take: far beyond any Falcon (falcon-180b: 80 layers, hidden 14848,
+ * vocabulary 65024), and small enough that every product of sizes stays an exact integer in a
+ * double and in the native core's 64-bit arithmetic.
+ */
+export const CONFIG_SIZE_LIMITS = {
+  vocabularySize: 1 << 24,
+  numLayers: 1 << 12,
+  numAttentionHeads: 1 << 12,
+  numKeyValueHeads: 1 << 12,
+  hiddenDim: 1 << 17,
+  intermediateDim: 1 << 19,
+  maxPositionEmbeddings: 1 << 24,
+} as const;
+
+type SizeKey = keyof typeof CONFIG_SIZE_LIMITS;
+
+function positiveInteger(config: FalconBackboneConfig, key: SizeKey): number {
   const value = config[key];
   if (typeof value !== "number" || !Number.isInteger(value) || value <= 0) {
-    throw new FalconConfigError(`${key} must be a positive integer, got ${JSON.stringify(value)}`);
+    throw new FalconConfigError(`${key} must be a positive integer, got ${describeValue(value)}`);
+  }
+  if (value > CONFIG_SIZE_LIMITS[key]) {
+    throw new FalconConfigError(`${key} must be at most ${CONFIG_SIZE_LIMITS[key]}, got ${value}`);
   }
   return value;
 }
 
 function rate(value: unknown, key: string): number {
   if (typeof value !== "number" || !Number.isFinite(value) || value < 0 || value >= 1) {
-    throw new FalconConfigError(`${key} must be a number in [0, 1), got ${JSON.stringify(value)}`);
+    throw new FalconConfigError(`${key} must be a number in [0, 1), got ${describeValue(value)}`);
   }
   return value;
 }
 
 function oneOf<T extends string>(value: unknown, allowed: readonly T[], key: string): T {
   if (!allowed.includes(value as T)) {
-    throw new FalconConfigError(`${key} must be one of ${allowed.map((v) => `"${v}"`).join(", ")}, got ${JSON.stringify(value)}`);
+    throw new FalconConfigError(`${key} must be one of ${allowed.map((v) => `"${v}"`).join(", ")}, got ${describeValue(value)}`);
   }
   return value as T;
 }
 
 function flag(value: unknown, key: string): boolean {
-  if (typeof value !== "boolean") throw new FalconConfigError(`${key} must be a boolean, got ${JSON.stringify(value)}`);
+  if (typeof value !== "boolean") throw new FalconConfigError(`${key} must be a boolean, got ${describeValue(value)}`);
   return value;
 }
 
@@ -102,29 +123,29 @@ export function resolveBackboneConfig(config: FalconBackboneConfig): ResolvedBac
   }
   const layerNormEpsilon = config.layerNormEpsilon ?? 1e-5;
   if (typeof layerNormEpsilon !== "number" || !(layerNormEpsilon > 0) || !Number.isFinite(layerNormEpsilon)) {
-    throw new FalconConfigError(`layerNormEpsilon must be a positive number, got ${JSON.stringify(layerNormEpsilon)}`);
+    throw new FalconConfigError(`layerNormEpsilon must be a positive number, got ${describeValue(layerNormEpsilon)}`);
   }
   const seed = config.seed ?? 0;
-  if (!Number.isSafeInteger(seed) || seed < 0) throw new FalconConfigError(`seed must be a non-negative integer, got ${seed}`);
+  if (!Number.isSafeInteger(seed) || seed < 0) throw new FalconConfigError(`seed must be a non-negative integer, got ${describeValue(seed)}`);
 
   const positionEncoding = oneOf(config.positionEncoding ?? "alibi", ["alibi", "rotary"] as const, "positionEncoding");
   const ropeTheta = config.ropeTheta ?? 10000;
-  if (typeof ropeTheta !== "number" || !(ropeTheta > 0)) throw new FalconConfigError(`ropeTheta must be positive, got ${ropeTheta}`);
+  if (typeof ropeTheta !== "number" || !(ropeTheta > 0) || !Number.isFinite(ropeTheta)) {
+    throw new FalconConfigError(`ropeTheta must be a positive number, got ${describeValue(ropeTheta)}`);
+  }
   const ropeScaling = config.ropeScaling ?? null;
   if (ropeScaling !== null) {
+    if (typeof ropeScaling !== "object") throw new FalconConfigError(`ropeScaling must be an object or null, got ${describeValue(ropeScaling)}`);
     if (positionEncoding !== "rotary") throw new FalconConfigError("ropeScaling needs positionEncoding \"rotary\"");
     oneOf(ropeScaling.type, ["linear", "dynamic"] as const, "ropeScaling.type");
-    if (typeof ropeScaling.factor !== "number" || !(ropeScaling.factor > 1)) {
-      throw new FalconConfigError(`ropeScaling.factor must be a number greater than 1, got ${ropeScaling.factor}`);
+    if (typeof ropeScaling.factor !== "number" || !(ropeScaling.factor > 1) || !Number.isFinite(ropeScaling.factor)) {
+      throw new FalconConfigError(`ropeScaling.factor must be a number greater than 1, got ${describeValue(ropeScaling.factor)}`);
     }
   }
   if (positionEncoding === "rotary" && (hiddenDim / numAttentionHeads) % 2 !== 0) {
     throw new FalconConfigError("rotary position encoding needs an even head dimension (hiddenDim / numAttentionHeads)");
   }
-  const maxPositionEmbeddings = config.maxPositionEmbeddings ?? 2048;
-  if (!Number.isInteger(maxPositionEmbeddings) || maxPositionEmbeddings <= 0) {
-    throw new FalconConfigError(`maxPositionEmbeddings must be a positive integer, got ${maxPositionEmbeddings}`);
-  }
+  const maxPositionEmbeddings = config.maxPositionEmbeddings === undefined ? 2048 : positiveInteger(config, "maxPositionEmbeddings");
   return {
     vocabularySize,
     numLayers,

@@ -147,9 +147,9 @@ describe("writeKerasPreset writes what keras writes", () => {
       if (!fixture.dtype_policy.startsWith("mixed_")) {
         const [ours, theirs] = [await Hdf5Reader.open(written), await Hdf5Reader.open(kerasWritten)];
         try {
-          for (const dataset of theirs.datasetPaths()) {
-            const [ourInfo, theirInfo] = [ours.dataset(dataset)!, theirs.dataset(dataset)!];
-            assert.ok(sameBytes(ours.readRaw(dataset, ourInfo), theirs.readRaw(dataset, theirInfo)), `values of /${dataset}`);
+          for (const dataset of await theirs.datasetPaths()) {
+            const [ourInfo, theirInfo] = [(await ours.dataset(dataset))!, (await theirs.dataset(dataset))!];
+            assert.ok(sameBytes(await ours.readRaw(dataset, ourInfo), await theirs.readRaw(dataset, theirInfo)), `values of /${dataset}`);
           }
         } finally {
           ours.close();

@@ -7,6 +7,8 @@
 import type { BlockLayout, FalconBackboneConfig, FalconDType, ResolvedBackboneConfig } from "../config.js";
 import { FalconPresetError } from "../errors.js";
 import { callNative, native, type NativeMappedFile, type NativeModel } from "../native.js";
+import type { PreparedWeights } from "./index.js";
+import { describeValue, JsonFields } from "./json.js";
 import { readCheckpointTensors, type SafetensorsTensor } from "./safetensors.js";
 
 const MODEL_TYPES = ["falcon", "RefinedWeb", "RefinedWebModel"];
@@ -15,30 +17,26 @@ export function isHfConfig(json: Record<string, unknown>): boolean {
   return MODEL_TYPES.includes(json["model_type"] as string);
 }
 
-function field<T>(json: Record<string, unknown>, names: string[], fallback: T): T {
-  for (const name of names) if (json[name] !== undefined && json[name] !== null) return json[name] as T;
-  return fallback;
-}
-
 /** Parses an HF Falcon config into our config; unsupported values are refused, never ignored. */
 export function parseHfConfig(json: Record<string, unknown>, file: string): FalconBackboneConfig {
   const fail = (message: string): never => {
     throw new FalconPresetError(`${file}: ${message}`);
   };
-  if (!isHfConfig(json)) fail(`model_type ${JSON.stringify(json["model_type"])} is not a Falcon model`);
+  if (!isHfConfig(json)) fail(`model_type ${describeValue(json["model_type"])} is not a Falcon model`);
+  const fields = new JsonFields(json, file);
   // The custom-code RefinedWeb configs name n_head_kv only for the new decoder architecture.
-  const legacyNewArchitecture = json["n_head_kv"] !== undefined && json["n_head_kv"] !== null;
-  const hiddenSize = field<number>(json, ["hidden_size", "n_embed"], 4544);
-  const heads = field<number>(json, ["num_attention_heads", "n_head"], 71);
-  const newArchitecture = field<boolean>(json, ["new_decoder_architecture"], legacyNewArchitecture);
-  const multiQuery = field<boolean>(json, ["multi_query"], true);
-  const parallel = field<boolean>(json, ["parallel_attn"], true);
-  const alibi = field<boolean>(json, ["alibi"], false);
-  const activation = field<string>(json, ["activation"], "gelu");
+  const legacyNewArchitecture = fields.has(["n_head_kv"]);
+  const hiddenSize = fields.integer(["hidden_size", "n_embed"], 4544);
+  const heads = fields.integer(["num_attention_heads", "n_head"], 71);
+  const newArchitecture = fields.boolean(["new_decoder_architecture"], legacyNewArchitecture);
+  const multiQuery = fields.boolean(["multi_query"], true);
+  const parallel = fields.boolean(["parallel_attn"], true);
+  const alibi = fields.boolean(["alibi"], false);
+  const activation = fields.string(["activation"], "gelu");
   if (activation !== "gelu") fail(`activation "${activation}" is not supported (Falcon uses exact GELU)`);
 
-  const kvHeads = newArchitecture ? field<number>(json, ["num_kv_heads", "n_head_kv"], heads) : multiQuery ? 1 : heads;
-  const normsPerBlock = field<number | null>(json, ["num_ln_in_parallel_attn"], null);
+  const kvHeads = newArchitecture ? fields.integer(["num_kv_heads", "n_head_kv"], heads) : multiQuery ? 1 : heads;
+  const normsPerBlock = fields.integer(["num_ln_in_parallel_attn"], null);
   let blockLayout: BlockLayout;
   if (newArchitecture) {
     if (!parallel) fail("new_decoder_architecture with parallel_attn=false has no defined forward pass in transformers");
@@ -53,35 +51,38 @@ export function parseHfConfig(json: Record<string, unknown>, file: string): Falc
   }
 
   // Older configs: rope_theta + rope_scaling {type, factor}; the newest: rope_parameters {rope_type, rope_theta, factor}.
-  const ropeParameters = json["rope_parameters"] as Record<string, unknown> | undefined;
-  const ropeTheta = Number(ropeParameters?.["rope_theta"] ?? json["rope_theta"] ?? 10000);
-  const scaling = (json["rope_scaling"] as Record<string, unknown> | null | undefined) ?? null;
-  let scalingType = String(ropeParameters?.["rope_type"] ?? scaling?.["type"] ?? scaling?.["rope_type"] ?? "default");
-  const scalingFactor = Number(ropeParameters?.["factor"] ?? scaling?.["factor"] ?? 1);
+  const ropeParameters = fields.object(["rope_parameters"]);
+  const scaling = fields.object(["rope_scaling"]);
+  const ropeTheta = ropeParameters?.has(["rope_theta"])
+    ? ropeParameters.number(["rope_theta"], 10000)
+    : fields.number(["rope_theta"], 10000);
+  let scalingType =
+    ropeParameters?.string(["rope_type"], undefined) ?? scaling?.string(["type", "rope_type"], undefined) ?? "default";
+  const scalingFactor = ropeParameters?.has(["factor"]) ? ropeParameters.number(["factor"], 1) : (scaling?.number(["factor"], 1) ?? 1);
   if (scalingType === "default") scalingType = "none";
   if (!["none", "linear", "dynamic"].includes(scalingType)) fail(`rope scaling type "${scalingType}" is not supported (linear and dynamic are)`);
   if (alibi && scalingType !== "none") fail("rope scaling cannot be combined with ALiBi");
 
-  const torchDtype = json["torch_dtype"] ?? json["dtype"];
+  const torchDtype = fields.string(["torch_dtype", "dtype"], "float32");
   const dtype: FalconDType = torchDtype === "bfloat16" || torchDtype === "float16" ? torchDtype : "float32";
   return {
-    vocabularySize: field<number>(json, ["vocab_size"], 65024),
-    numLayers: field<number>(json, ["num_hidden_layers", "n_layer"], 32),
+    vocabularySize: fields.integer(["vocab_size"], 65024),
+    numLayers: fields.integer(["num_hidden_layers", "n_layer"], 32),
     numAttentionHeads: heads,
     hiddenDim: hiddenSize,
-    intermediateDim: field<number>(json, ["ffn_hidden_size"], 4 * hiddenSize),
-    layerNormEpsilon: field<number>(json, ["layer_norm_epsilon"], 1e-5),
-    attentionDropoutRate: field<number>(json, ["attention_dropout"], 0),
-    feedforwardDropoutRate: field<number>(json, ["hidden_dropout"], 0),
+    intermediateDim: fields.integer(["ffn_hidden_size"], 4 * hiddenSize),
+    layerNormEpsilon: fields.number(["layer_norm_epsilon"], 1e-5),
+    attentionDropoutRate: fields.number(["attention_dropout"], 0),
+    feedforwardDropoutRate: fields.number(["hidden_dropout"], 0),
     dtype,
     numKeyValueHeads: kvHeads,
     positionEncoding: alibi ? "alibi" : "rotary",
     ropeTheta,
     ropeScaling: scalingType === "none" ? null : { type: scalingType as "linear" | "dynamic", factor: scalingFactor },
-    maxPositionEmbeddings: field<number>(json, ["max_position_embeddings"], 2048),
+    maxPositionEmbeddings: fields.integer(["max_position_embeddings"], 2048),
     blockLayout,
-    useBias: field<boolean>(json, ["bias"], false),
-    tieWordEmbeddings: field<boolean>(json, ["tie_word_embeddings"], true),
+    useBias: fields.boolean(["bias"], false),
+    tieWordEmbeddings: fields.boolean(["tie_word_embeddings"], true),
   };
 }
 
@@ -109,32 +110,41 @@ function layerNormNames(layout: BlockLayout): { attn: string; mlp?: string } {
   }
 }
 
+/** A tensor's expected shape and the config.json fields it follows from. */
+interface ExpectedTensor {
+  shape: number[];
+  fields: string;
+}
+
 /** Every checkpoint tensor (without the transformer. prefix) this config needs, with its shape. */
-function expectedTensors(config: ResolvedBackboneConfig): Map<string, number[]> {
+function expectedTensors(config: ResolvedBackboneConfig): Map<string, ExpectedTensor> {
   const D = config.hiddenDim;
   const F = config.intermediateDim;
   const d = D / config.numAttentionHeads;
   const qkvRows = (config.numAttentionHeads + 2 * config.numKeyValueHeads) * d;
-  const shapes = new Map<string, number[]>([
-    ["word_embeddings.weight", [config.vocabularySize, D]],
-    ["ln_f.weight", [D]],
-    ["ln_f.bias", [D]],
+  const hidden = `hidden_size = ${D}`;
+  const ffn = `ffn_hidden_size = ${F}, ${hidden}`;
+  const qkv = `num_attention_heads = ${config.numAttentionHeads}, num_kv_heads = ${config.numKeyValueHeads}, ${hidden}`;
+  const shapes = new Map<string, ExpectedTensor>([
+    ["word_embeddings.weight", { shape: [config.vocabularySize, D], fields: `vocab_size = ${config.vocabularySize}, ${hidden}` }],
+    ["ln_f.weight", { shape: [D], fields: hidden }],
+    ["ln_f.bias", { shape: [D], fields: hidden }],
   ]);
   const norms = layerNormNames(config.blockLayout);
   for (let i = 0; i < config.numLayers; i++) {
     const p = `h.${i}.`;
     for (const norm of [norms.attn, norms.mlp].filter(Boolean)) {
-      shapes.set(`${p}${norm}.weight`, [D]).set(`${p}${norm}.bias`, [D]);
+      shapes.set(`${p}${norm}.weight`, { shape: [D], fields: hidden }).set(`${p}${norm}.bias`, { shape: [D], fields: hidden });
     }
-    shapes.set(`${p}self_attention.query_key_value.weight`, [qkvRows, D]);
-    shapes.set(`${p}self_attention.dense.weight`, [D, D]);
-    shapes.set(`${p}mlp.dense_h_to_4h.weight`, [F, D]);
-    shapes.set(`${p}mlp.dense_4h_to_h.weight`, [D, F]);
+    shapes.set(`${p}self_attention.query_key_value.weight`, { shape: [qkvRows, D], fields: qkv });
+    shapes.set(`${p}self_attention.dense.weight`, { shape: [D, D], fields: hidden });
+    shapes.set(`${p}mlp.dense_h_to_4h.weight`, { shape: [F, D], fields: ffn });
+    shapes.set(`${p}mlp.dense_4h_to_h.weight`, { shape: [D, F], fields: ffn });
     if (config.useBias) {
-      shapes.set(`${p}self_attention.query_key_value.bias`, [qkvRows]);
-      shapes.set(`${p}self_attention.dense.bias`, [D]);
-      shapes.set(`${p}mlp.dense_h_to_4h.bias`, [F]);
-      shapes.set(`${p}mlp.dense_4h_to_h.bias`, [D]);
+      shapes.set(`${p}self_attention.query_key_value.bias`, { shape: [qkvRows], fields: qkv });
+      shapes.set(`${p}self_attention.dense.bias`, { shape: [D], fields: hidden });
+      shapes.set(`${p}mlp.dense_h_to_4h.bias`, { shape: [F], fields: ffn });
+      shapes.set(`${p}mlp.dense_4h_to_h.bias`, { shape: [D], fields: hidden });
     }
   }
   return shapes;
@@ -191,30 +201,51 @@ function tensorParts(config: ResolvedBackboneConfig): TensorPart[] {
   return parts;
 }
 
-/** Maps a checkpoint's safetensors into the native model, checking names, shapes and extras. */
-export async function loadHfWeights(directory: string, config: ResolvedBackboneConfig, model: NativeModel): Promise<void> {
-  const tensors = readCheckpointTensors(directory);
+function sameShape(actual: number[], expected: number[]): boolean {
+  return actual.length === expected.length && actual.every((n, i) => n === expected[i]);
+}
+
+/**
+ * Checks a checkpoint's safetensors against `config` before any model memory exists: the layer
+ * count, then every tensor's presence and shape, and nothing extra. A config that implies more
+ * parameters than the files hold fails here, naming the config field, the file and the mismatch.
+ */
+export function prepareHfWeights(directory: string, config: ResolvedBackboneConfig, configFile: string): PreparedWeights {
+  const { tensors, source } = readCheckpointTensors(directory);
   // FalconForCausalLM checkpoints prefix the body with "transformer."; FalconModel ones do not.
   const prefix = [...tensors.keys()].some((name) => name.startsWith("transformer.")) ? "transformer." : "";
+  const layersInFiles = new Set<number>();
+  for (const name of tensors.keys()) {
+    const layer = /^h\.(\d+)\./.exec(name.slice(prefix.length))?.[1];
+    if (name.startsWith(prefix) && layer !== undefined) layersInFiles.add(Number(layer));
+  }
+  // Checked first: the expected-tensor list grows with num_hidden_layers, the files' list does not.
+  if (config.numLayers !== layersInFiles.size) {
+    throw new FalconPresetError(
+      `${configFile}: num_hidden_layers = ${config.numLayers}, but ${source} holds ${layersInFiles.size} layers`,
+    );
+  }
   const expected = expectedTensors(config);
   const lookup = (name: string): SafetensorsTensor => {
     const tensor = tensors.get(name);
-    if (!tensor) throw new FalconPresetError(`${directory}: missing tensor "${name}"`);
+    if (!tensor) throw new FalconPresetError(`${source}: missing tensor "${name}"`);
     return tensor;
   };
-  for (const [name, shape] of expected) {
+  for (const [name, { shape, fields }] of expected) {
     const tensor = lookup(prefix + name);
-    if (tensor.shape.length !== shape.length || tensor.shape.some((n, i) => n !== shape[i])) {
+    if (!sameShape(tensor.shape, shape)) {
       throw new FalconPresetError(
-        `${tensor.file}: tensor "${tensor.name}" has shape [${tensor.shape.join(", ")}], expected [${shape.join(", ")}] for this config`,
+        `${tensor.file}: tensor "${tensor.name}" has shape [${tensor.shape.join(", ")}], expected [${shape.join(", ")}] for this config (${configFile}: ${fields})`,
       );
     }
   }
   const lmHead = tensors.get("lm_head.weight");
   if (!config.tieWordEmbeddings) {
     const head = lookup("lm_head.weight");
-    if (head.shape.join() !== [config.vocabularySize, config.hiddenDim].join()) {
-      throw new FalconPresetError(`${head.file}: tensor "lm_head.weight" has shape [${head.shape.join(", ")}], expected [${config.vocabularySize}, ${config.hiddenDim}]`);
+    if (!sameShape(head.shape, [config.vocabularySize, config.hiddenDim])) {
+      throw new FalconPresetError(
+        `${head.file}: tensor "lm_head.weight" has shape [${head.shape.join(", ")}], expected [${config.vocabularySize}, ${config.hiddenDim}] for this config (${configFile}: vocab_size = ${config.vocabularySize}, hidden_size = ${config.hiddenDim})`,
+      );
     }
   }
   for (const name of tensors.keys()) {
@@ -226,7 +257,11 @@ export async function loadHfWeights(directory: string, config: ResolvedBackboneC
 
   const parts = tensorParts(config).map((part) => ({ ...part, tensor: prefix + part.tensor }));
   if (!config.tieWordEmbeddings && lmHead) parts.push({ tensor: "lm_head.weight", name: "lm_head", sourceRow: 0, rows: config.vocabularySize, rowOffset: 0 });
+  return { load: (model) => loadHfParts(parts, lookup, model), dispose: () => undefined };
+}
 
+/** Maps the checked tensors into the native model. */
+async function loadHfParts(parts: TensorPart[], lookup: (name: string) => SafetensorsTensor, model: NativeModel): Promise<void> {
   const files = new Map<string, NativeMappedFile>();
   try {
     for (const part of parts) {

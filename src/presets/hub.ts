@@ -8,7 +8,7 @@
  */
 import { createHash, type Hash } from "node:crypto";
 import { once } from "node:events";
-import { createReadStream, createWriteStream, existsSync, readdirSync, readFileSync } from "node:fs";
+import { createReadStream, createWriteStream, existsSync, readdirSync } from "node:fs";
 import { mkdir, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
 import http from "node:http";
 import https from "node:https";
@@ -18,7 +18,7 @@ import { performance } from "node:perf_hooks";
 import { finished } from "node:stream/promises";
 
 import { FalconPresetError } from "../errors.js";
-import { readJsonObject } from "./json.js";
+import { describeValue, MAX_INDEX_JSON_BYTES, readBoundedTextFile, readJsonObject } from "./json.js";
 
 /** One progress report for one file being downloaded. */
 export interface HubDownloadProgress {
@@ -73,6 +73,8 @@ const SOCKET_IDLE_TIMEOUT_MS = 60_000;
 const PROGRESS_BAR_INTERVAL_MS = 200;
 const PROGRESS_BAR_WIDTH = 20;
 const BYTES_PER_MB = 1024 * 1024;
+/** A ref file holds one commit hash. */
+const MAX_REF_BYTES = 4096;
 
 /** Whether `value` is an `hf://` or `kaggle://` handle rather than a local path or preset name. */
 export function isRemoteHandle(value: string): boolean {
@@ -140,13 +142,13 @@ function localPath(directory: string, repoPath: string): string {
 function readRef(repoDir: string, revision: string): string | undefined {
   const refPath = localPath(path.join(repoDir, "refs"), revision);
   if (!existsSync(refPath)) return undefined;
-  const commit = readFileSync(refPath, "utf8").trim();
+  const commit = readBoundedTextFile(refPath, MAX_REF_BYTES).trim();
   return isPlainName(commit) ? commit : undefined;
 }
 
 /** Shard names listed in a safetensors index, each a relative path that stays inside the snapshot. */
 function readShardNames(indexPath: string): string[] {
-  const index = readJsonObject(indexPath);
+  const index = readJsonObject(indexPath, MAX_INDEX_JSON_BYTES);
   const weightMap = index["weight_map"];
   if (typeof weightMap !== "object" || weightMap === null || Array.isArray(weightMap)) {
     throw new FalconPresetError(`${indexPath}: no "weight_map" object`);
@@ -154,7 +156,7 @@ function readShardNames(indexPath: string): string[] {
   const shards = new Set<string>();
   for (const [tensor, shard] of Object.entries(weightMap)) {
     if (typeof shard !== "string" || !isPlainRelativePath(shard)) {
-      throw new FalconPresetError(`${indexPath}: weight_map["${tensor}"] is not a relative file name: ${JSON.stringify(shard)}`);
+      throw new FalconPresetError(`${indexPath}: weight_map["${tensor}"] is not a relative file name: ${describeValue(shard)}`);
     }
     shards.add(shard);
   }
@@ -465,10 +467,18 @@ class HfSnapshotDownloader {
     hash: Hash,
     startBytes: number,
   ): Promise<number> {
+    const limit = this.sizeLimit(remote, response, startBytes);
+    const bodyLength = parseSize(headerValue(response, "content-length"));
+    if (limit !== undefined && bodyLength !== undefined && startBytes + bodyLength > limit.bytes) {
+      response.destroy();
+      await rm(partialPath, { force: true });
+      throw this.oversizeError(remote, partialPath, limit, `announced a ${bodyLength}-byte body after ${startBytes} bytes kept`);
+    }
     const output = createWriteStream(partialPath, { flags: startBytes > 0 ? "a" : "w" });
     const progress = new FileProgress(remote.name, remote.size, startBytes, this.options);
     let downloadedBytes = startBytes;
     let failure: unknown;
+    let oversize = false;
     // A write error (a full disk) can come while the loop awaits the network; it stops the download.
     output.on("error", (cause) => {
       failure ??= cause;
@@ -477,6 +487,12 @@ class HfSnapshotDownloader {
     try {
       for await (const chunk of response) {
         const bytes = chunk as Buffer;
+        // Nothing past the announced size reaches the disk.
+        if (limit !== undefined && downloadedBytes + bytes.length > limit.bytes) {
+          oversize = true;
+          response.destroy();
+          break;
+        }
         hash.update(bytes);
         downloadedBytes += bytes.length;
         progress.update(downloadedBytes);
@@ -494,6 +510,10 @@ class HfSnapshotDownloader {
       failure ??= cause;
     }
     progress.end(downloadedBytes);
+    if (oversize && limit !== undefined) {
+      await rm(partialPath, { force: true });
+      throw this.oversizeError(remote, partialPath, limit, "sent more bytes than that");
+    }
     if (failure !== undefined) {
       throw new FalconPresetError(
         `${this.repo.handle}: download of ${remote.url} failed after ${downloadedBytes} of ${remote.size ?? "?"} bytes ` +
@@ -502,6 +522,25 @@ class HfSnapshotDownloader {
       );
     }
     return downloadedBytes;
+  }
+
+  /**
+   * The most bytes `remote` may have on disk: the size the Hub announced (X-Linked-Size or the HEAD's
+   * Content-Length), else the GET's Content-Length, else for a JSON file the bound its reader applies.
+   */
+  private sizeLimit(remote: RemoteFile, response: http.IncomingMessage, startBytes: number): { bytes: number; source: string } | undefined {
+    if (remote.size !== undefined) return { bytes: remote.size, source: "the size the Hub announced" };
+    const bodyLength = parseSize(headerValue(response, "content-length"));
+    if (bodyLength !== undefined) return { bytes: startBytes + bodyLength, source: "the response's Content-Length" };
+    if (remote.name.endsWith(".json")) return { bytes: MAX_INDEX_JSON_BYTES, source: "the limit for a JSON file" };
+    return undefined;
+  }
+
+  private oversizeError(remote: RemoteFile, partialPath: string, limit: { bytes: number; source: string }, what: string): FalconPresetError {
+    return new FalconPresetError(
+      `${this.repo.handle}: ${remote.name} may have ${limit.bytes} bytes (${limit.source}), but ${remote.url} ${what}; ` +
+        `the download was stopped and ${partialPath} deleted, so the next try starts over.`,
+    );
   }
 
   /**

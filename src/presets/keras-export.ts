@@ -374,7 +374,7 @@ async function verifyWeights(file: string, targets: WeightTarget[], dtype: Nativ
   const reader = await Hdf5Reader.open(file);
   try {
     for (const target of targets) {
-      const info = reader.dataset(target.dataset);
+      const info = await reader.dataset(target.dataset);
       if (info?.dtype !== dtype || info.shape.join(",") !== target.shape.join(",")) {
         throw new FalconPresetError(
           `${file}: /${target.dataset} reads back as ${info ? `${info.dtype} [${info.shape.join(", ")}]` : "missing"}, expected ${dtype} [${target.shape.join(", ")}]`,

@@ -7,21 +7,23 @@ import path from "node:path";
 
 import type { FalconBackboneConfig, FalconDType, ResolvedBackboneConfig } from "../config.js";
 import { FalconPresetError } from "../errors.js";
-import { callNative, type NativeModel } from "../native.js";
-import { Hdf5Reader, type Hdf5DatasetInfo } from "./hdf5.js";
-import { readJsonObject } from "./json.js";
+import { callNative } from "../native.js";
+import { HDF5_ELEMENT_BYTES, Hdf5Files, type Hdf5DatasetInfo, type Hdf5Reader } from "./hdf5.js";
+import type { PreparedWeights } from "./index.js";
+import { describeValue, JsonFields, MAX_INDEX_JSON_BYTES, readJsonObject } from "./json.js";
 
 export const KERAS_REGISTERED_NAMES = ["keras_hub>FalconBackbone", "keras_nlp>FalconBackbone"];
 
-const KERAS_CONFIG_FIELDS: Record<string, keyof FalconBackboneConfig> = {
-  vocabulary_size: "vocabularySize",
-  num_layers: "numLayers",
-  num_attention_heads: "numAttentionHeads",
-  hidden_dim: "hiddenDim",
-  intermediate_dim: "intermediateDim",
-  layer_norm_epsilon: "layerNormEpsilon",
-  attention_dropout_rate: "attentionDropoutRate",
-  feedforward_dropout_rate: "feedforwardDropoutRate",
+/** FalconBackbone's arguments, their config keys and JSON types. */
+const KERAS_CONFIG_FIELDS: Record<string, [keyof FalconBackboneConfig, "integer" | "number"]> = {
+  vocabulary_size: ["vocabularySize", "integer"],
+  num_layers: ["numLayers", "integer"],
+  num_attention_heads: ["numAttentionHeads", "integer"],
+  hidden_dim: ["hiddenDim", "integer"],
+  intermediate_dim: ["intermediateDim", "integer"],
+  layer_norm_epsilon: ["layerNormEpsilon", "number"],
+  attention_dropout_rate: ["attentionDropoutRate", "number"],
+  feedforward_dropout_rate: ["feedforwardDropoutRate", "number"],
 };
 const KERAS_IGNORED_FIELDS = new Set(["name", "trainable", "dtype"]);
 
@@ -31,13 +33,9 @@ export function isKerasConfig(json: Record<string, unknown>): boolean {
 }
 
 /** keras' DTypePolicy name from a HEAD-era config (a string or a serialized policy), if any. */
-function policyName(value: unknown): string | undefined {
-  if (typeof value === "string") return value;
-  if (typeof value === "object" && value !== null) {
-    const inner = (value as { config?: { name?: unknown } }).config?.name;
-    if (typeof inner === "string") return inner;
-  }
-  return undefined;
+function policyName(fields: JsonFields): string | undefined {
+  if (typeof fields.raw("dtype") === "object") return fields.object(["dtype"])?.object(["config"])?.string(["name"], undefined);
+  return fields.string(["dtype"], undefined);
 }
 
 /** Parses a keras-hub FalconBackbone config.json into our config; rejects other classes and bad fields. */
@@ -45,21 +43,28 @@ export function parseKerasConfig(json: Record<string, unknown>, file: string): F
   const registered = json["registered_name"];
   if (!KERAS_REGISTERED_NAMES.includes(registered as string) && json["class_name"] !== "FalconBackbone") {
     throw new FalconPresetError(
-      `${file}: registered_name ${JSON.stringify(registered)} is not a Falcon backbone (expected one of ${KERAS_REGISTERED_NAMES.join(", ")})`,
+      `${file}: registered_name ${describeValue(registered)} is not a Falcon backbone (expected one of ${KERAS_REGISTERED_NAMES.join(", ")})`,
     );
   }
-  const inner = json["config"];
-  if (typeof inner !== "object" || inner === null) throw new FalconPresetError(`${file}: missing "config" object`);
+  const inner = new JsonFields(json, file).object(["config"]);
+  if (inner === undefined) throw new FalconPresetError(`${file}: missing "config" object`);
   const config: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(inner as Record<string, unknown>)) {
+  for (const key of inner.keys()) {
     const mapped = KERAS_CONFIG_FIELDS[key];
-    if (mapped) config[mapped] = value;
-    else if (!KERAS_IGNORED_FIELDS.has(key)) throw new FalconPresetError(`${file}: unknown FalconBackbone argument "${key}"`);
+    if (mapped) {
+      const [name, type] = mapped;
+      const value = type === "integer" ? inner.integer([key], null) : inner.number([key], null);
+      if (value !== null) config[name] = value;
+    } else if (!KERAS_IGNORED_FIELDS.has(key)) {
+      throw new FalconPresetError(`${file}: unknown FalconBackbone argument "${key}"`);
+    }
   }
   for (const required of ["vocabulary_size", "num_layers", "num_attention_heads", "hidden_dim", "intermediate_dim"]) {
-    if (!(required in (inner as object))) throw new FalconPresetError(`${file}: config is missing "${required}"`);
+    if (!inner.has([required])) throw new FalconPresetError(`${file}: config is missing "${required}"`);
   }
-  const dtype = policyName((inner as Record<string, unknown>)["dtype"]);
+  inner.string(["name"], "");
+  inner.boolean(["trainable"], true);
+  const dtype = policyName(inner);
   if (dtype !== undefined && dtype !== "float64") config["dtype"] = dtype as FalconDType;
   return config as unknown as FalconBackboneConfig;
 }
@@ -67,6 +72,7 @@ export function parseKerasConfig(json: Record<string, unknown>, file: string): F
 /** Where each `.../vars` group lives: one file, or a list of shard files. */
 class KerasWeightFiles {
   private readonly readers = new Map<string, Hdf5Reader>();
+  private hdf5: Hdf5Files | undefined;
 
   private constructor(
     private readonly directory: string,
@@ -80,7 +86,7 @@ class KerasWeightFiles {
     if (!existsSync(index)) {
       throw new FalconPresetError(`${directory}: no model.weights.h5 (or sharded model.weights.json) in the preset`);
     }
-    const json = readJsonObject(index);
+    const json = readJsonObject(index, MAX_INDEX_JSON_BYTES);
     const map = json["weight_map"];
     if (typeof map !== "object" || map === null) throw new FalconPresetError(`${index}: missing "weight_map"`);
     const weightMap = new Map<string, string[]>();
@@ -97,10 +103,16 @@ class KerasWeightFiles {
   async reader(file: string): Promise<Hdf5Reader> {
     let reader = this.readers.get(file);
     if (!reader) {
-      reader = await Hdf5Reader.open(path.join(this.directory, file));
+      this.hdf5 ??= await Hdf5Files.start();
+      reader = await this.hdf5.open(path.join(this.directory, file));
       this.readers.set(file, reader);
     }
     return reader;
+  }
+
+  /** The file a problem with the whole set of weights is reported against. */
+  describe(): string {
+    return path.join(this.directory, this.weightMap ? "model.weights.json" : "model.weights.h5");
   }
 
   /** The files that may hold the datasets of `group` (a `.../vars` path without a leading slash). */
@@ -115,7 +127,9 @@ class KerasWeightFiles {
   }
 
   close(): void {
-    for (const reader of this.readers.values()) reader.close();
+    this.hdf5?.close();
+    this.hdf5 = undefined;
+    this.readers.clear();
   }
 }
 
@@ -193,49 +207,106 @@ export function requireKerasCompatible(config: ResolvedBackboneConfig, what: str
   }
 }
 
-/** Streams every keras variable into the native model, checking presence, shape and extras. */
-export async function loadKerasWeights(directory: string, config: ResolvedBackboneConfig, model: NativeModel): Promise<void> {
+/** The config.json fields a keras shape's dimensions follow from, for naming a mismatch. */
+function kerasShapeFields(config: ResolvedBackboneConfig, actual: number[], expected: number[]): string {
+  const fields: [string, number][] = [
+    ["vocabulary_size", config.vocabularySize],
+    ["hidden_dim", config.hiddenDim],
+    ["intermediate_dim", config.intermediateDim],
+    ["num_attention_heads", config.numAttentionHeads],
+    ["hidden_dim / num_attention_heads", config.hiddenDim / config.numAttentionHeads],
+  ];
+  const differing = expected.filter((n, i) => actual[i] !== n);
+  const named = fields.filter(([, value]) => (differing.length > 0 ? differing : expected).includes(value));
+  return named.map(([name, value]) => `${name} = ${value}`).join(", ");
+}
+
+const DECODER_LAYER = /^layers\/falcon_transformer_decoder(?:_(\d+))?\//;
+
+/**
+ * Checks a keras preset's weights against `config` before any model memory exists: the layer
+ * count, then every variable's presence and shape, and nothing extra. A config that implies more
+ * parameters than the files hold fails here, naming the config field, the file and the mismatch.
+ */
+export async function prepareKerasWeights(directory: string, config: ResolvedBackboneConfig, configFile: string): Promise<PreparedWeights> {
   const files = KerasWeightFiles.open(directory);
   try {
-    const targets = kerasWeightTargets(config);
-    const expected = new Set(targets.map((t) => t.dataset));
+    const layersInFiles = new Set<number>();
+    const datasets: { dataset: string; file: string }[] = [];
     for (const file of files.allFiles()) {
       const reader = await files.reader(file);
-      for (const dataset of reader.datasetPaths()) {
-        if (!expected.has(dataset)) {
-          throw new FalconPresetError(`${reader.path}: unexpected weight /${dataset} (not part of a FalconBackbone with this config)`);
-        }
+      for (const dataset of await reader.datasetPaths()) {
+        const layer = DECODER_LAYER.exec(dataset);
+        if (layer) layersInFiles.add(Number(layer[1] ?? 0));
+        datasets.push({ dataset, file: reader.path });
       }
     }
+    // Checked first: the expected-variable list grows with num_layers, the files' list does not.
+    if (config.numLayers !== layersInFiles.size) {
+      throw new FalconPresetError(`${configFile}: num_layers = ${config.numLayers}, but ${files.describe()} holds ${layersInFiles.size} decoder layers`);
+    }
+    const targets = kerasWeightTargets(config);
+    const expected = new Set(targets.map((t) => t.dataset));
+    for (const { dataset, file } of datasets) {
+      if (!expected.has(dataset)) {
+        throw new FalconPresetError(`${file}: unexpected weight /${dataset} (not part of a FalconBackbone with this config)`);
+      }
+    }
+    const found: { target: WeightTarget; reader: Hdf5Reader; info: Hdf5DatasetInfo }[] = [];
     for (const target of targets) {
       const group = target.dataset.slice(0, target.dataset.lastIndexOf("/"));
-      let found: { reader: Hdf5Reader; info: Hdf5DatasetInfo } | undefined;
+      let located: { reader: Hdf5Reader; info: Hdf5DatasetInfo } | undefined;
       for (const file of files.filesFor(group)) {
         const reader = await files.reader(file);
-        const info = reader.dataset(target.dataset);
+        const info = await reader.dataset(target.dataset);
         if (info) {
-          found = { reader, info };
+          located = { reader, info };
           break;
         }
       }
-      if (!found) {
+      if (!located) {
         const where = files.filesFor(group).map((f) => path.join(directory, f)).join(" or ") || `${directory} (no shard lists /${group})`;
         throw new FalconPresetError(`${where}: missing weight /${target.dataset}`);
       }
-      const { reader, info } = found;
+      const { reader, info } = located;
       if (info.shape.length !== target.shape.length || info.shape.some((n, i) => n !== target.shape[i])) {
         throw new FalconPresetError(
-          `${reader.path}: weight /${target.dataset} has shape [${info.shape.join(", ")}], expected [${target.shape.join(", ")}]`,
+          `${reader.path}: weight /${target.dataset} has shape [${info.shape.join(", ")}], expected [${target.shape.join(", ")}] for this config (${configFile}: ${kerasShapeFields(config, info.shape, target.shape)})`,
         );
       }
-      const bytes = reader.readRaw(target.dataset, info);
-      await callNative(
-        () => model.setWeight(target.name, target.rowOffset, bytes, info.dtype, target.rows, target.cols, target.inputMajor),
-        `${reader.path}: /${target.dataset}`,
-      );
+      found.push({ target, reader, info });
     }
-  } finally {
+    // A dataset may declare a shape without storing its bytes: the files must hold what the config implies.
+    const claimed = new Map<Hdf5Reader, number>();
+    for (const { reader, info } of found) {
+      claimed.set(reader, (claimed.get(reader) ?? 0) + info.shape.reduce((a, b) => a * b, 1) * HDF5_ELEMENT_BYTES[info.dtype]);
+    }
+    for (const [reader, bytes] of claimed) {
+      if (bytes > reader.byteSize) {
+        throw new FalconPresetError(
+          `${reader.path}: the weights this config implies (${configFile}) take ${bytes} bytes, but the file has only ${reader.byteSize}`,
+        );
+      }
+    }
+    return {
+      load: async (model) => {
+        try {
+          for (const { target, reader, info } of found) {
+            const bytes = await reader.readRaw(target.dataset, info);
+            await callNative(
+              () => model.setWeight(target.name, target.rowOffset, bytes, info.dtype, target.rows, target.cols, target.inputMajor),
+              `${reader.path}: /${target.dataset}`,
+            );
+          }
+        } finally {
+          files.close();
+        }
+        model.requireComplete();
+      },
+      dispose: () => files.close(),
+    };
+  } catch (error) {
     files.close();
+    throw error;
   }
-  model.requireComplete();
 }

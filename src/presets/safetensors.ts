@@ -3,12 +3,12 @@
  * validated against the file before any offset is trusted. Tensor bytes are never read here: the
  * native loader maps the file and checks every range again.
  */
-import { closeSync, existsSync, fstatSync, openSync, readSync } from "node:fs";
+import { closeSync, existsSync } from "node:fs";
 import path from "node:path";
 
 import { FalconPresetError } from "../errors.js";
 import type { NativeSourceDType } from "../native.js";
-import { readJsonObject } from "./json.js";
+import { describeValue, MAX_INDEX_JSON_BYTES, openRegularFile, readExactly, readJsonObject } from "./json.js";
 
 export interface SafetensorsTensor {
   name: string;
@@ -29,20 +29,13 @@ const DTYPES: Record<string, [NativeSourceDType, number]> = {
 const MAX_HEADER_BYTES = 100 * 1024 * 1024;
 
 export function readSafetensorsHeader(file: string): Map<string, SafetensorsTensor> {
-  let fd: number;
-  try {
-    fd = openSync(file, "r");
-  } catch (cause) {
-    throw new FalconPresetError(`${file}: cannot open (${(cause as NodeJS.ErrnoException).code})`, { cause });
-  }
+  const { fd, size } = openRegularFile(file);
   let header: Record<string, unknown>;
   let dataStart: number;
-  let size: number;
   try {
-    size = fstatSync(fd).size;
     if (size < 8) throw new FalconPresetError(`${file}: truncated: ${size} bytes cannot hold a safetensors header length`);
     const lengthBytes = Buffer.alloc(8);
-    readSync(fd, lengthBytes, 0, 8, 0);
+    readExactly(fd, file, lengthBytes, 0);
     const headerLength = lengthBytes.readBigUInt64LE(0);
     if (headerLength === 0n || headerLength > BigInt(size - 8)) {
       throw new FalconPresetError(`${file}: header length ${headerLength} runs past the end of the file (${size} bytes); the file is truncated or not safetensors`);
@@ -51,8 +44,7 @@ export function readSafetensorsHeader(file: string): Map<string, SafetensorsTens
       throw new FalconPresetError(`${file}: header length ${headerLength} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
     }
     const text = Buffer.alloc(Number(headerLength));
-    const read = readSync(fd, text, 0, text.length, 8);
-    if (read !== text.length) throw new FalconPresetError(`${file}: truncated header`);
+    readExactly(fd, file, text, 8);
     dataStart = 8 + text.length;
     try {
       header = JSON.parse(text.toString("utf8"));
@@ -73,9 +65,10 @@ export function readSafetensorsHeader(file: string): Map<string, SafetensorsTens
     const where = `${file}: tensor "${name}"`;
     if (typeof entry !== "object" || entry === null) throw new FalconPresetError(`${where}: entry must be an object`);
     const { dtype, shape, data_offsets: offsets } = entry as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-    const known = DTYPES[String(dtype)];
+    // An own-property lookup: "constructor" or "toString" must not find Object.prototype's members.
+    const known = typeof dtype === "string" && Object.hasOwn(DTYPES, dtype) ? DTYPES[dtype] : undefined;
     if (!known) {
-      throw new FalconPresetError(`${where} has dtype ${JSON.stringify(dtype)}; supported dtypes are ${Object.keys(DTYPES).join(", ")}`);
+      throw new FalconPresetError(`${where} has dtype ${typeof dtype === "string" ? JSON.stringify(dtype) : describeValue(dtype)}; supported dtypes are ${Object.keys(DTYPES).join(", ")}`);
     }
     if (!Array.isArray(shape) || !shape.every((n) => Number.isSafeInteger(n) && n >= 0)) {
       throw new FalconPresetError(`${where}: shape must be an array of non-negative integers`);
@@ -106,23 +99,32 @@ export function readSafetensorsHeader(file: string): Map<string, SafetensorsTens
   return tensors;
 }
 
+/** Every tensor of a checkpoint directory and the file that lists them (the weights, or their index). */
+export interface CheckpointTensors {
+  tensors: Map<string, SafetensorsTensor>;
+  source: string;
+}
+
 /** Every tensor of a checkpoint directory: model.safetensors, or the shards of model.safetensors.index.json. */
-export function readCheckpointTensors(directory: string): Map<string, SafetensorsTensor> {
+export function readCheckpointTensors(directory: string): CheckpointTensors {
   const single = path.join(directory, "model.safetensors");
   const indexFile = path.join(directory, "model.safetensors.index.json");
-  if (existsSync(single)) return readSafetensorsHeader(single);
+  if (existsSync(single)) return { tensors: readSafetensorsHeader(single), source: single };
   if (!existsSync(indexFile)) {
     throw new FalconPresetError(
       `${directory}: no model.safetensors or model.safetensors.index.json (PyTorch .bin checkpoints are not supported: convert them with safetensors' convert script)`,
     );
   }
-  const weightMap = readJsonObject(indexFile)["weight_map"];
-  if (typeof weightMap !== "object" || weightMap === null) throw new FalconPresetError(`${indexFile}: missing "weight_map"`);
+  const weightMap = readJsonObject(indexFile, MAX_INDEX_JSON_BYTES)["weight_map"];
+  if (typeof weightMap !== "object" || weightMap === null || Array.isArray(weightMap)) {
+    throw new FalconPresetError(`${indexFile}: missing "weight_map" object`);
+  }
   const shards = new Map<string, Map<string, SafetensorsTensor>>();
   const tensors = new Map<string, SafetensorsTensor>();
   for (const [name, shard] of Object.entries(weightMap as Record<string, unknown>)) {
-    if (typeof shard !== "string" || path.basename(shard) !== shard || !shard.endsWith(".safetensors")) {
-      throw new FalconPresetError(`${indexFile}: tensor "${name}" maps to ${JSON.stringify(shard)}, not a .safetensors file in the checkpoint directory`);
+    // A bare file name: "../x.safetensors", "/abs/x.safetensors" and "sub/x.safetensors" cannot leave the directory.
+    if (typeof shard !== "string" || path.basename(shard) !== shard || /[\\/]/.test(shard) || !shard.endsWith(".safetensors")) {
+      throw new FalconPresetError(`${indexFile}: tensor "${name}" maps to ${describeValue(shard)}, not a .safetensors file in the checkpoint directory`);
     }
     let header = shards.get(shard);
     if (!header) {
@@ -133,5 +135,5 @@ export function readCheckpointTensors(directory: string): Map<string, Safetensor
     if (!tensor) throw new FalconPresetError(`${path.join(directory, shard)}: tensor "${name}" listed in the index is missing`);
     tensors.set(name, tensor);
   }
-  return tensors;
+  return { tensors, source: indexFile };
 }

@@ -12,10 +12,10 @@ export type Datasets = Map<string, { shape: number[]; data: Float32Array }>;
 export async function readFloat32Datasets(file: string): Promise<Datasets> {
   const reader = await Hdf5Reader.open(file);
   const datasets: Datasets = new Map();
-  for (const name of reader.datasetPaths()) {
-    const info = reader.dataset(name)!;
+  for (const name of await reader.datasetPaths()) {
+    const info = (await reader.dataset(name))!;
     if (info.dtype !== "float32") throw new Error(`${name} is ${info.dtype}; this helper copies float32 presets`);
-    const raw = reader.readRaw(name, info);
+    const raw = await reader.readRaw(name, info);
     datasets.set(name, { shape: info.shape, data: new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4) });
   }
   reader.close();
