@@ -90,6 +90,7 @@ export class TokenEmbedding {
   }
 }
 
+/** @internal fromPreset's marker: the caller loads the weights, so no random initialisation. */
 const LOADING = Symbol("loading");
 
 export class FalconBackbone extends NativeResource<NativeModel> {
@@ -100,6 +101,9 @@ export class FalconBackbone extends NativeResource<NativeModel> {
   readonly #config: ResolvedBackboneConfig;
   #ready: Promise<void>;
 
+  constructor(config: FalconBackboneConfig);
+  /** @internal */
+  constructor(config: FalconBackboneConfig, initialisation: typeof LOADING);
   constructor(config: FalconBackboneConfig, initialisation?: typeof LOADING) {
     const resolved = resolveBackboneConfig(config);
     super(callNativeSync(() => new (native().NativeModel)(toNativeConfig(resolved))), "model");

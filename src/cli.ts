@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /** The falcon-native command line: `generate`, `run` (the main job) and `inspect`. */
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
+import path from "node:path";
 import { parseArgs } from "node:util";
 
 import { FalconBackbone } from "./backbone.js";
@@ -14,13 +15,13 @@ import {
   weightBytes,
   type FalconBackboneConfig,
   type FalconDType,
+  type ResolvedBackboneConfig,
 } from "./config.js";
 import { FalconError } from "./errors.js";
 import type { GenerateOptions } from "./generate.js";
-import { readPreset } from "./presets/index.js";
+import { readPreset, type Preset } from "./presets/index.js";
 import { runtimeInfo, setNumThreads } from "./runtime.js";
 import type { SamplerConfig } from "./samplers.js";
-import { checkWeightFiles } from "./weight-files.js";
 
 const USAGE = `Usage:
   falcon-native generate --preset DIR [options] [TEXT...]   generate text (or token ids) from a prompt
@@ -195,6 +196,16 @@ async function run(args: string[]): Promise<void> {
 }
 
 
+/**
+ * The preset's weight files, checked against the config as a load checks them (every tensor present
+ * with its shape, sizes within the files) but without reading any tensor bytes.
+ */
+async function checkWeightFiles(preset: Preset, config: ResolvedBackboneConfig): Promise<{ files: { file: string; bytes: number }[] }> {
+  const prepared = await preset.prepareWeights(config);
+  prepared.dispose();
+  return { files: prepared.files.map((file) => ({ file, bytes: statSync(path.join(preset.directory, file)).size })) };
+}
+
 async function inspect(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args, allowPositionals: true, options: { json: { type: "boolean" }, dtype: { type: "string" } },
@@ -241,7 +252,7 @@ async function inspect(args: string[]): Promise<void> {
     ["parameters", report.parameterCount.toLocaleString("en-US")],
     ["dtype", `${c.dtype} (weights stored as ${report.storageDtype})`],
     ["weights", `${mib(report.weightBytes)} (${report.weightBytes.toLocaleString("en-US")} bytes)`],
-    ["files", `${weightFiles.files.map(({ file, bytes }) => `${file} (${mib(bytes)})`).join(", ")}: all ${weightFiles.parameters.toLocaleString("en-US")} parameters present`],
+    ["files", `${weightFiles.files.map(({ file, bytes }) => `${file} (${mib(bytes)})`).join(", ")}: every weight present`],
     ["tokenizer", tokenizer ?? "none (generate takes token ids: --ids 1,2,3)"],
     ["runtime", `${report.backend} backend, ${runtime.isa} kernels (supported: ${runtime.supportedIsas.join(", ")}), ${runtime.threads} threads`],
   ];

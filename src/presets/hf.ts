@@ -4,6 +4,8 @@
  * query_key_value rows are laid out as G groups × (r query heads, 1 key, 1 value); they are
  * de-interleaved into the core's [all queries; all keys; all values] rows while loading.
  */
+import path from "node:path";
+
 import type { BlockLayout, FalconBackboneConfig, FalconDType, ResolvedBackboneConfig } from "../config.js";
 import { FalconPresetError } from "../errors.js";
 import { callNative, native, type NativeMappedFile, type NativeModel } from "../native.js";
@@ -257,7 +259,8 @@ export function prepareHfWeights(directory: string, config: ResolvedBackboneConf
 
   const parts = tensorParts(config).map((part) => ({ ...part, tensor: prefix + part.tensor }));
   if (!config.tieWordEmbeddings && lmHead) parts.push({ tensor: "lm_head.weight", name: "lm_head", sourceRow: 0, rows: config.vocabularySize, rowOffset: 0 });
-  return { load: (model) => loadHfParts(parts, lookup, model), dispose: () => undefined };
+  const files = [...new Set([...tensors.values()].map((tensor) => path.relative(directory, tensor.file)))].sort();
+  return { files, load: (model) => loadHfParts(parts, lookup, model), dispose: () => undefined };
 }
 
 /** Maps the checked tensors into the native model. */

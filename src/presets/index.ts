@@ -14,6 +14,8 @@ export type PresetFormat = "keras" | "huggingface";
 
 /** Weights checked against a config and ready to stream into a model built from it. */
 export interface PreparedWeights {
+  /** The weight files the check read, as paths inside the preset directory. */
+  files: string[];
   load(model: NativeModel): Promise<void>;
   /** Releases what the check opened when no model is loaded after all. */
   dispose(): void;

@@ -289,6 +289,7 @@ export async function prepareKerasWeights(directory: string, config: ResolvedBac
       }
     }
     return {
+      files: files.allFiles(),
       load: async (model) => {
         try {
           for (const { target, reader, info } of found) {
