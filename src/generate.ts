@@ -8,7 +8,10 @@
  * Rows that are done are fed the pad token with mask 0 at a parking slot (the native batch must keep
  * the cache's batch size); their results are ignored and rows never affect each other.
  */
+import { totalmem } from "node:os";
+
 import type { FalconBackbone, FalconKvCache } from "./backbone.js";
+import type { ResolvedBackboneConfig } from "./config.js";
 import { FalconInputError } from "./errors.js";
 import { callNative } from "./native.js";
 import type { FalconCausalLMPreprocessor, PackedPrompts, PromptInput } from "./preprocessor.js";
@@ -62,6 +65,40 @@ interface DecodeResult {
   generated: Int32Array[];
 }
 
+/** Cache slots are addressed with int32 indices and positions, natively and in the step buffers. */
+const MAX_CACHE_SLOTS = 0x7fffffff;
+
+/** Bytes a KV cache holds per sequence slot: float32 keys and values of every layer, a valid flag and a position. */
+function cacheBytesPerSlot(config: ResolvedBackboneConfig): number {
+  const headDim = config.hiddenDim / config.numAttentionHeads;
+  return config.numLayers * 2 * config.numKeyValueHeads * headDim * Float32Array.BYTES_PER_ELEMENT + 1 + Int32Array.BYTES_PER_ELEMENT;
+}
+
+/** The memory this process may use at most: the machine's, or its cgroup limit when lower. */
+function memoryLimitBytes(): number {
+  const constrained = typeof process.constrainedMemory === "function" ? process.constrainedMemory() : 0;
+  return constrained !== undefined && constrained > 0 ? Math.min(constrained, totalmem()) : totalmem();
+}
+
+/**
+ * Refuses a cache that cannot exist before anything is allocated: more slots than int32 indices
+ * reach, or more bytes than the machine has. Whether the memory is free right now is the native
+ * allocator's check; this one needs no native call and holds whatever else is running.
+ */
+function checkCacheSize(config: ResolvedBackboneConfig, batch: number, cacheLength: number, longestPrompt: number): void {
+  const bytes = batch * cacheLength * cacheBytesPerSlot(config);
+  const what = () =>
+    `generate needs a KV cache of ${batch} × ${cacheLength} tokens (prompt ${longestPrompt} + up to ${cacheLength - longestPrompt} new), ` +
+    `${bytes} bytes`;
+  if (cacheLength > MAX_CACHE_SLOTS) {
+    throw new FalconInputError(`${what()}: a cache holds at most ${MAX_CACHE_SLOTS} tokens per sequence; lower maxNewTokens or maxLength`);
+  }
+  const limit = memoryLimitBytes();
+  if (bytes > limit) {
+    throw new FalconInputError(`${what()}, more than the ${limit} bytes of memory this machine has; lower maxNewTokens or maxLength`);
+  }
+}
+
 const OPTION_KEYS = new Set(["maxNewTokens", "maxLength", "stopTokenIds", "stripPrompt", "sampler", "signal", "onToken"]);
 
 function checkOptions(options: GenerateOptions): void {
@@ -98,6 +135,30 @@ function throwIfAborted(signal: AbortSignal | undefined): void {
 }
 
 /**
+ * The batch with every row's real tokens moved to its start, right-padded to the longest row. A padded
+ * prompt may be far wider than its real tokens (200,000 columns, one real token) and the prefill costs
+ * width²; padding is masked out and positions count only real tokens, so dropping it changes nothing.
+ */
+function withoutPadding(packed: PackedPrompts, padTokenId: number): PackedPrompts {
+  const [batch, width] = packed.shape;
+  const realCounts = new Int32Array(batch);
+  for (let i = 0; i < packed.paddingMask.length; i++) realCounts[Math.floor(i / width)]! += packed.paddingMask[i]!;
+  const longest = realCounts.reduce((a, b) => Math.max(a, b), 0);
+  if (longest === width && realCounts.every((count, b) => count === packed.lengths[b])) return packed;
+  const tokenIds = new Int32Array(batch * longest).fill(padTokenId);
+  const paddingMask = new Uint8Array(batch * longest);
+  for (let b = 0; b < batch; b++) {
+    let column = 0;
+    for (let c = 0; c < width; c++) {
+      if (!packed.paddingMask[b * width + c]) continue;
+      tokenIds[b * longest + column] = packed.tokenIds[b * width + c]!;
+      paddingMask[b * longest + column++] = 1;
+    }
+  }
+  return { ...packed, tokenIds, paddingMask, shape: [batch, longest], lengths: realCounts };
+}
+
+/**
  * The decoding loop as an async generator of steps; its return value holds the tokens. Stopping the
  * iteration early (return() or an error) frees the cache.
  */
@@ -115,7 +176,10 @@ export async function* decodeSteps(
   const allowed = Math.min(context.samplingVocabularySize, vocabularySize);
 
   const maxLength = options.maxLength ?? (options.maxNewTokens === undefined ? preprocessor.sequenceLength : undefined);
-  const packed = preprocessor.generatePreprocess(prompts, { sequenceLength: maxLength ?? preprocessor.sequenceLength });
+  const packed = withoutPadding(
+    preprocessor.generatePreprocess(prompts, { sequenceLength: maxLength ?? preprocessor.sequenceLength }),
+    preprocessor.padTokenId,
+  );
   const [batch, width] = packed.shape;
   for (let i = 0; i < packed.tokenIds.length; i++) {
     const id = packed.tokenIds[i]!;
@@ -130,21 +194,25 @@ export async function* decodeSteps(
     : (options.stopTokenIds ?? []);
   const stops = new Set(stopTokenIds);
 
-  // Per-row budgets: maxNewTokens, and what maxLength leaves after the prompt.
+  // Per-row budgets: maxNewTokens, and what maxLength leaves after the prompt. Plain numbers: an
+  // option may be any integer, and the cache check below refuses what no cache can hold.
   const lengths = packed.lengths;
-  const budget = new Int32Array(batch);
+  const budget: number[] = [];
   let cacheLength = width;
+  let longestPrompt = 0;
   for (let b = 0; b < batch; b++) {
     const byNew = options.maxNewTokens ?? Infinity;
     const byLength = maxLength === undefined ? Infinity : Math.max(0, maxLength - lengths[b]!);
-    budget[b] = Math.min(byNew, byLength);
+    budget.push(Math.min(byNew, byLength));
     cacheLength = Math.max(cacheLength, lengths[b]! + budget[b]!);
+    longestPrompt = Math.max(longestPrompt, lengths[b]!);
   }
-  const generated = Array.from(budget, (count) => new Int32Array(count));
-  const counts = new Int32Array(batch);
+  // Rows grow as tokens come: a budget is a bound, not a size to allocate.
+  const generated = budget.map((): number[] => []);
   const running = Uint8Array.from(budget, (count) => (count > 0 ? 1 : 0));
-  const result = (): DecodeResult => ({ packed, generated: generated.map((row, b) => row.subarray(0, counts[b]!)) });
+  const result = (): DecodeResult => ({ packed, generated: generated.map((row) => Int32Array.from(row)) });
   if (!running.some((flag) => flag === 1)) return result();
+  checkCacheSize(config, batch, cacheLength, longestPrompt);
 
   const model = await backbone.nativeModel();
   throwIfAborted(signal);
@@ -172,10 +240,10 @@ export async function* decodeSteps(
         event.produced[b] = 0;
         if (!running[b]) continue;
         const token = sampler.sample(logits, b * vocabularySize, allowed, b);
-        generated[b]![counts[b]!++] = token;
+        generated[b]!.push(token);
         event.tokens[b] = token;
         event.produced[b] = 1;
-        if (stops.has(token) || counts[b]! >= budget[b]!) running[b] = 0;
+        if (stops.has(token) || generated[b]!.length >= budget[b]!) running[b] = 0;
         else anyRunning = true;
         onToken?.(token, b);
         throwIfAborted(signal);
@@ -184,7 +252,7 @@ export async function* decodeSteps(
       if (!anyRunning) break;
       throwIfAborted(signal);
       for (let b = 0; b < batch; b++) {
-        const next = lengths[b]! + counts[b]!;  // slot after the row's last token
+        const next = lengths[b]! + generated[b]!.length;  // slot after the row's last token
         if (running[b]) {
           stepIds[b] = event.tokens[b]!;
           stepMask[b] = 1;

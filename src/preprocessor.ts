@@ -184,7 +184,7 @@ export class FalconCausalLMPreprocessor {
       }
       return { row, length, r };
     });
-    const width = options.padTo === "sequenceLength" ? sequenceLength : Math.max(...truncated.map((t) => t.length));
+    const width = options.padTo === "sequenceLength" ? sequenceLength : truncated.reduce((longest, t) => Math.max(longest, t.length), 0);
     const batch = rows.length;
     const tokenIds = new Int32Array(batch * width).fill(this.padTokenId);
     const paddingMask = new Uint8Array(batch * width);
