@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 
-import { FalconCausalLM, FalconInputError, type FalconKvCache, type GenerateOptions } from "../src/index.js";
+import { FalconCausalLM, FalconInputError, topKIndices, type FalconKvCache, type GenerateOptions } from "../src/index.js";
 import { FIXTURES } from "./helpers/fixtures.js";
 
 const CHECKPOINT = path.join(FIXTURES, "hf", "rw_alibi_mha_sequential", "checkpoint");
@@ -106,5 +106,31 @@ describe("padding costs nothing", () => {
     const paddingMask = [[0, 0, 1, 1, 0, 1, 1, 1, 0], [1, 0, 0, 1, 0, 0, 1, 0, 0]];
     const padded = await lm.generate({ tokenIds, paddingMask }, { maxNewTokens: 5, stopTokenIds: null });
     assert.deepEqual(padded.map((row) => Array.from(row)), expected.map((row) => Array.from(row)));
+  });
+});
+
+describe("sampler options as large as the vocabulary", () => {
+  it("topK with k up to the vocabulary size picks the reference order in linearithmic time", () => {
+    const vocabulary = 50_304;
+    const logits = new Float32Array(vocabulary);
+    let state = 7;
+    for (let id = 0; id < vocabulary; id++) {
+      state = (Math.imul(state, 1103515245) + 12345) >>> 0;
+      // Coarse values make many ties; a few NaNs and -Infinity go last.
+      logits[id] = id % 997 === 0 ? Number.NaN : id % 991 === 0 ? -Infinity : Math.floor((state / 2 ** 32) * 512) / 8;
+    }
+    // Reference: larger logit first, ties by lower id, NaN after every number (ids in order).
+    const reference = Array.from({ length: vocabulary }, (_, id) => id).sort((a, b) => {
+      const [va, vb] = [logits[a]!, logits[b]!];
+      if (Number.isNaN(va) !== Number.isNaN(vb)) return Number.isNaN(va) ? 1 : -1;
+      return va === vb || (Number.isNaN(va) && Number.isNaN(vb)) ? a - b : vb - va;
+    });
+    for (const k of [1, 5, 128, 129, 1000, vocabulary]) {
+      assert.deepEqual(Array.from(topKIndices(logits, 0, vocabulary, k)), reference.slice(0, k), `k = ${k}`);
+    }
+    const started = performance.now();
+    topKIndices(logits, 0, vocabulary, vocabulary);
+    const elapsed = performance.now() - started;
+    assert.ok(elapsed < 400, `k = ${vocabulary} took ${elapsed.toFixed(0)} ms`);
   });
 });
