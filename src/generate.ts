@@ -8,11 +8,10 @@
  * Rows that are done are fed the pad token with mask 0 at a parking slot (the native batch must keep
  * the cache's batch size); their results are ignored and rows never affect each other.
  */
-import { totalmem } from "node:os";
-
 import type { FalconBackbone, FalconKvCache } from "./backbone.js";
 import type { ResolvedBackboneConfig } from "./config.js";
 import { FalconInputError } from "./errors.js";
+import { MAX_SEQUENCE_LENGTH, memoryLimitBytes } from "./inputs.js";
 import { callNative } from "./native.js";
 import type { FalconCausalLMPreprocessor, PackedPrompts, PromptInput } from "./preprocessor.js";
 import { createSampler, type SamplerSpec } from "./samplers.js";
@@ -65,19 +64,10 @@ interface DecodeResult {
   generated: Int32Array[];
 }
 
-/** Cache slots are addressed with int32 indices and positions, natively and in the step buffers. */
-const MAX_CACHE_SLOTS = 0x7fffffff;
-
 /** Bytes a KV cache holds per sequence slot: float32 keys and values of every layer, a valid flag and a position. */
 function cacheBytesPerSlot(config: ResolvedBackboneConfig): number {
   const headDim = config.hiddenDim / config.numAttentionHeads;
   return config.numLayers * 2 * config.numKeyValueHeads * headDim * Float32Array.BYTES_PER_ELEMENT + 1 + Int32Array.BYTES_PER_ELEMENT;
-}
-
-/** The memory this process may use at most: the machine's, or its cgroup limit when lower. */
-function memoryLimitBytes(): number {
-  const constrained = typeof process.constrainedMemory === "function" ? process.constrainedMemory() : 0;
-  return constrained !== undefined && constrained > 0 ? Math.min(constrained, totalmem()) : totalmem();
 }
 
 /**
@@ -90,8 +80,8 @@ function checkCacheSize(config: ResolvedBackboneConfig, batch: number, cacheLeng
   const what = () =>
     `generate needs a KV cache of ${batch} × ${cacheLength} tokens (prompt ${longestPrompt} + up to ${cacheLength - longestPrompt} new), ` +
     `${bytes} bytes`;
-  if (cacheLength > MAX_CACHE_SLOTS) {
-    throw new FalconInputError(`${what()}: a cache holds at most ${MAX_CACHE_SLOTS} tokens per sequence; lower maxNewTokens or maxLength`);
+  if (cacheLength > MAX_SEQUENCE_LENGTH) {
+    throw new FalconInputError(`${what()}: a cache holds at most ${MAX_SEQUENCE_LENGTH} tokens per sequence; lower maxNewTokens or maxLength`);
   }
   const limit = memoryLimitBytes();
   if (bytes > limit) {

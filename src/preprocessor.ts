@@ -5,7 +5,7 @@
  * too (one row, or a ragged batch) and used verbatim: no start token is added to ids.
  */
 import { FalconInputError } from "./errors.js";
-import { packInputs, type PaddingMaskInput, type TokenIdsInput } from "./inputs.js";
+import { checkBatchFits, packInputs, type PaddingMaskInput, type TokenIdsInput } from "./inputs.js";
 import type { FalconTokenizer } from "./tokenizer.js";
 
 /** keras-hub's hard-coded pad id (GPT-2's "!"; pads are masked out). */
@@ -190,6 +190,8 @@ export class FalconCausalLMPreprocessor {
     });
     const width = options.padTo === "sequenceLength" ? sequenceLength : truncated.reduce((longest, t) => Math.max(longest, t.length), 0);
     const batch = rows.length;
+    // Int32 ids and a byte of mask per cell.
+    checkBatchFits(batch, width, 5, "generatePreprocess");
     const tokenIds = new Int32Array(batch * width).fill(this.padTokenId);
     const paddingMask = new Uint8Array(batch * width);
     const lengths = new Int32Array(batch);
@@ -227,6 +229,8 @@ export class FalconCausalLMPreprocessor {
     const tokenizer = this.requireTokenizer();
     const batch = typeof texts === "string" ? [texts] : texts;
     const L = this.sequenceLength;
+    // Int32 ids and labels, float32 weights and a byte of mask per cell.
+    checkBatchFits(batch.length, L, 13, "call()");
     const tokenIds = new Int32Array(batch.length * L).fill(this.padTokenId);
     const paddingMask = new Uint8Array(batch.length * L);
     const y = new Int32Array(batch.length * L).fill(this.padTokenId);

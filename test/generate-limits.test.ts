@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 
-import { FalconCausalLM, FalconInputError, topKIndices, type FalconKvCache, type GenerateOptions } from "../src/index.js";
+import { FalconCausalLM, FalconCausalLMPreprocessor, FalconInputError, topKIndices, type FalconKvCache, type GenerateOptions } from "../src/index.js";
 import { FIXTURES } from "./helpers/fixtures.js";
 
 const CHECKPOINT = path.join(FIXTURES, "hf", "rw_alibi_mha_sequential", "checkpoint");
@@ -79,6 +79,22 @@ describe("generate budgets beyond any cache", () => {
     assert.deepEqual(out.map((row) => row.length), [9, 7]);
     await lm.generate([35, 92], { maxLength: 6, stopTokenIds: null });
     assert.deepEqual(caches, [9, 6]);
+  });
+});
+
+describe("preprocessor sizes beyond any batch", () => {
+  it("padding to a sequenceLength of 2^31 or beyond memory is a FalconInputError, not a RangeError or an allocation", () => {
+    const preprocessor = new FalconCausalLMPreprocessor(undefined, { sequenceLength: 8 });
+    const rows = Array.from({ length: 64 }, (_, row) => [row + 1]);
+    for (const [sequenceLength, message] of [
+      [2 ** 31, /generatePreprocess: a \[64, 2147483648\] batch is wider than the 2147483647 columns/],
+      [2 ** 31 - 1, /generatePreprocess: a \[64, 2147483647\] batch needs 687194767040 bytes, more than the \d+ bytes of memory/],
+      [1e300, /wider than/],
+    ] as const) {
+      assert.throws(() => preprocessor.generatePreprocess(rows, { sequenceLength, padTo: "sequenceLength" }), (error: unknown) =>
+        error instanceof FalconInputError && message.test(error.message));
+    }
+    assert.deepEqual(preprocessor.generatePreprocess([[1, 2], [3]], { padTo: "sequenceLength" }).shape, [2, 8]);
   });
 });
 

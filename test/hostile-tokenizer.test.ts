@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 
 import { FalconCausalLMPreprocessor } from "../src/preprocessor.js";
-import { FalconPresetError } from "../src/errors.js";
+import { FalconInputError, FalconPresetError } from "../src/errors.js";
 import { BYTE_TO_UNICODE, FalconTokenizer } from "../src/tokenizer.js";
 import { FIXTURES } from "./helpers/fixtures.js";
 import { END_OF_TEXT, type Gpt2Vocabulary, type Merge, gpt2Vocabulary, hfTokenizerJson, makeTempDir, writeKerasPreset } from "./helpers/gpt2-vocab.js";
@@ -264,6 +264,15 @@ describe("text prompts are truncated before they are tokenized", () => {
         const training = preprocessor.call(text);
         assert.deepEqual(Array.from(training.y.subarray(0, 1024)), Array.from(full.subarray(0, 1024)), `${name}, seed ${seed}: call() labels`);
       }
+    }
+  });
+
+  it("call() with a sequenceLength no batch can have is a FalconInputError before anything is allocated", () => {
+    const tokenizer = tokenizers[0]![1];
+    const texts = Array.from({ length: 64 }, (_, row) => `text ${row}`);
+    for (const [sequenceLength, message] of [[2 ** 31, /call\(\): a \[64, 2147483648\] batch is wider/], [2 ** 30, /call\(\): a \[64, 1073741824\] batch needs 893353197568 bytes, more than/]] as const) {
+      const preprocessor = new FalconCausalLMPreprocessor(tokenizer, { sequenceLength });
+      assert.throws(() => preprocessor.call(texts), (error: unknown) => error instanceof FalconInputError && message.test(error.message));
     }
   });
 
