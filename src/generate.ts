@@ -134,7 +134,11 @@ function withoutPadding(packed: PackedPrompts, padTokenId: number): PackedPrompt
   const realCounts = new Int32Array(batch);
   for (let i = 0; i < packed.paddingMask.length; i++) realCounts[Math.floor(i / width)]! += packed.paddingMask[i]!;
   const longest = realCounts.reduce((a, b) => Math.max(a, b), 0);
-  if (longest === width && realCounts.every((count, b) => count === packed.lengths[b])) return packed;
+  if (longest === width && realCounts.every((count, b) => count === packed.lengths[b])) {
+    // Right-padded already; a pad id the model lacks becomes padTokenId (masked anyway).
+    for (let i = 0; i < packed.tokenIds.length; i++) if (!packed.paddingMask[i]) packed.tokenIds[i] = padTokenId;
+    return packed;
+  }
   const tokenIds = new Int32Array(batch * longest).fill(padTokenId);
   const paddingMask = new Uint8Array(batch * longest);
   for (let b = 0; b < batch; b++) {
@@ -166,19 +170,17 @@ export async function* decodeSteps(
   const allowed = Math.min(context.samplingVocabularySize, vocabularySize);
 
   const maxLength = options.maxLength ?? (options.maxNewTokens === undefined ? preprocessor.sequenceLength : undefined);
-  const packed = withoutPadding(
-    preprocessor.generatePreprocess(prompts, { sequenceLength: maxLength ?? preprocessor.sequenceLength }),
-    preprocessor.padTokenId,
-  );
-  const [batch, width] = packed.shape;
-  for (let i = 0; i < packed.tokenIds.length; i++) {
-    const id = packed.tokenIds[i]!;
-    if (id >= vocabularySize && packed.paddingMask[i]) {
+  const preprocessed = preprocessor.generatePreprocess(prompts, { sequenceLength: maxLength ?? preprocessor.sequenceLength });
+  const padTokenId = preprocessor.padTokenId < vocabularySize ? preprocessor.padTokenId : 0;
+  for (let i = 0; i < preprocessed.tokenIds.length; i++) {
+    const id = preprocessed.tokenIds[i]!;
+    if (id >= vocabularySize && preprocessed.paddingMask[i]) {
+      const width = preprocessed.shape[1];
       throw new FalconInputError(`prompt ${Math.floor(i / width)} token ${i % width} = ${id} is out of range [0, ${vocabularySize})`);
     }
-    if (id >= vocabularySize) packed.tokenIds[i] = 0;  // a pad id the model lacks: masked anyway
   }
-  const padTokenId = preprocessor.padTokenId < vocabularySize ? preprocessor.padTokenId : 0;
+  const packed = withoutPadding(preprocessed, padTokenId);
+  const [batch, width] = packed.shape;
   const stopTokenIds = options.stopTokenIds === undefined
     ? (preprocessor.endTokenId === undefined ? [] : [preprocessor.endTokenId])
     : (options.stopTokenIds ?? []);
