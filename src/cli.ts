@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 /** The falcon-native command line: `generate`, `run` (the main job) and `inspect`. */
+import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 
 import { FalconBackbone } from "./backbone.js";
@@ -19,17 +20,24 @@ import type { GenerateOptions } from "./generate.js";
 import { readPreset } from "./presets/index.js";
 import { runtimeInfo, setNumThreads } from "./runtime.js";
 import type { SamplerConfig } from "./samplers.js";
+import { checkWeightFiles } from "./weight-files.js";
 
-const HELP = `falcon-native — Falcon language models for Node.js
-
-Usage:
+const USAGE = `Usage:
   falcon-native generate --preset DIR [options] [TEXT...]   generate text (or token ids) from a prompt
   falcon-native run [--preset DIR] [options]                run the backbone on random token ids and report
   falcon-native inspect PRESET [--json] [--dtype TYPE]      a preset's configuration, size and the runtime
-  falcon-native --help
+  falcon-native COMMAND --help                              one command's options
+  falcon-native --version
+`;
 
-generate:
-  TEXT...                   the prompt (the words are joined with spaces); needs a preset with a tokenizer
+type CommandName = "generate" | "run" | "inspect";
+
+const COMMAND_HELP: Record<CommandName, { options: string; examples: string }> = {
+  generate: {
+    options: `generate:
+  TEXT...                   the prompt (the words are joined with spaces); needs a preset with a tokenizer.
+                            No TEXT and no --ids, or TEXT "-": the prompt is read from stdin (one trailing
+                            newline dropped)
   --preset DIR              keras-hub preset, Hugging Face checkpoint directory, built-in name, hf:// handle
   --ids 1,2,3               a prompt as token ids instead of text (repeat for a batch); prints ids
   --max-new-tokens N        new tokens per prompt (default 40 unless --max-length is given)
@@ -43,28 +51,53 @@ generate:
   --stop-token-ids 11,12    stop a row after any of these (default: the end token; "none": never)
   --strip-prompt            print only the completion
   --stream                  print the completion as it is generated (one prompt)
+  --json                    print one JSON object: ids and text of every row, token counts and timings
   --dtype TYPE              ${FALCON_DTYPES.join(" | ")} (default: the preset's)
   --threads N               worker threads (default: all cores, or FALCON_NUM_THREADS)
   --verbose                 timings on stderr
-
-run:
+`,
+    examples: `  falcon-native generate --preset ./falcon_refinedweb_1b_en "The falcon" --max-new-tokens 40 --stream
+  echo "The falcon" | falcon-native generate --preset ./falcon_refinedweb_1b_en --json
+  falcon-native generate --preset ./checkpoint --ids 35,92,67 --sampler top-p --p 0.9 --seed 1
+`,
+  },
+  run: {
+    options: `run:
   --preset DIR      keras-hub preset directory or built-in name (default: a small random model)
   --dtype TYPE      ${FALCON_DTYPES.join(" | ")} (default float32)
   --batch N         rows (default 2)
   --length N        tokens per row (default 64)
   --seed N          seed for the random model and the token ids (default 0)
   --threads N       worker threads (default: all cores, or FALCON_NUM_THREADS)
-
-inspect:
-  PRESET            a preset directory, built-in name or handle; no model is built or loaded
+`,
+    examples: `  falcon-native run --batch 1 --length 128
+`,
+  },
+  inspect: {
+    options: `inspect:
+  PRESET            a preset directory, built-in name or handle; no model is built, and of the weight
+                    files only headers are read: a missing, truncated or mismatched file is an error
   --dtype TYPE      report sizes for this dtype instead of the preset's
   --json            print one JSON object
+`,
+    examples: `  falcon-native inspect ./falcon_refinedweb_1b_en
+`,
+  },
+};
 
+const COMMAND_NAMES = Object.keys(COMMAND_HELP) as CommandName[];
+
+const HELP = `falcon-native — Falcon language models for Node.js
+
+${USAGE}
+${COMMAND_NAMES.map((name) => COMMAND_HELP[name].options).join("\n")}
 Examples:
-  falcon-native generate --preset ./falcon_refinedweb_1b_en "The falcon" --max-new-tokens 40 --stream
-  falcon-native generate --preset ./checkpoint --ids 35,92,67 --sampler top-p --p 0.9 --seed 1
-  falcon-native inspect ./falcon_refinedweb_1b_en
-`;
+${COMMAND_NAMES.map((name) => COMMAND_HELP[name].examples).join("")}`;
+
+function commandHelp(name: CommandName): string {
+  const usage = USAGE.split("\n").find((line) => line.startsWith(`  falcon-native ${name} `))!;
+  return `Usage:\n${usage}\n\n${COMMAND_HELP[name].options}\nExamples:\n${COMMAND_HELP[name].examples}`;
+}
 
 /** A small model that runs in well under a second on two cores. */
 const DEFAULT_MODEL: FalconBackboneConfig = {
@@ -172,6 +205,7 @@ async function inspect(args: string[]): Promise<void> {
   const config = resolveBackboneConfig({ ...preset.config, ...(dtype ? { dtype } : {}) });
   const { variant, description } = describeVariant(config);
   const tokenizer = presetTokenizerFiles(preset.directory);
+  const weightFiles = await checkWeightFiles(preset, config);
   const runtime = runtimeInfo();
   const report = {
     preset: preset.directory,
@@ -183,6 +217,7 @@ async function inspect(args: string[]): Promise<void> {
     dtype: config.dtype,
     storageDtype: storageDType(config.dtype),
     weightBytes: weightBytes(config),
+    weightFiles,
     tokenizer,
     backend: runtimeInfo().backend,
     isa: runtime.isa,
@@ -206,6 +241,7 @@ async function inspect(args: string[]): Promise<void> {
     ["parameters", report.parameterCount.toLocaleString("en-US")],
     ["dtype", `${c.dtype} (weights stored as ${report.storageDtype})`],
     ["weights", `${mib(report.weightBytes)} (${report.weightBytes.toLocaleString("en-US")} bytes)`],
+    ["files", `${weightFiles.files.map(({ file, bytes }) => `${file} (${mib(bytes)})`).join(", ")}: all ${weightFiles.parameters.toLocaleString("en-US")} parameters present`],
     ["tokenizer", tokenizer ?? "none (generate takes token ids: --ids 1,2,3)"],
     ["runtime", `${report.backend} backend, ${runtime.isa} kernels (supported: ${runtime.supportedIsas.join(", ")}), ${runtime.threads} threads`],
   ];
@@ -240,6 +276,42 @@ function samplerOption(values: { sampler?: string; k?: string; p?: string; tempe
   return config as unknown as SamplerConfig;
 }
 
+/** A prompt this long on stdin is a file piped to the wrong command, not text to tokenize. */
+const MAX_STDIN_PROMPT_BYTES = 16 * 2 ** 20;
+
+/** The prompt piped in, as UTF-8 text without the newline `echo` adds. */
+async function readStdinPrompt(): Promise<string> {
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
+    bytes += chunk.length;
+    if (bytes > MAX_STDIN_PROMPT_BYTES) {
+      process.stdin.destroy();
+      throw new UsageError(`the prompt on stdin exceeds ${MAX_STDIN_PROMPT_BYTES / 2 ** 20} MiB`);
+    }
+    chunks.push(chunk);
+  }
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(Buffer.concat(chunks));
+  } catch {
+    throw new UsageError("the prompt on stdin is not UTF-8 text");
+  }
+  return text.replace(/\r?\n$/, "");
+}
+
+/**
+ * Aborted when stdout can no longer be written, above all when its reader has gone (`| head`):
+ * generation stops at the next token and the command ends quietly, with status 0 for EPIPE as a
+ * pipeline expects.
+ */
+const stdoutClosed = new AbortController();
+let stdoutFailure: NodeJS.ErrnoException | undefined;
+process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+  if (error.code !== "EPIPE") stdoutFailure ??= error;
+  stdoutClosed.abort(error);
+});
+
 async function generateCommand(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args,
@@ -248,21 +320,24 @@ async function generateCommand(args: string[]): Promise<void> {
       preset: { type: "string" }, ids: { type: "string", multiple: true }, "max-new-tokens": { type: "string" },
       "max-length": { type: "string" }, sampler: { type: "string" }, k: { type: "string" }, p: { type: "string" },
       temperature: { type: "string" }, seed: { type: "string" }, "stop-token-ids": { type: "string" },
-      "strip-prompt": { type: "boolean" }, stream: { type: "boolean" }, dtype: { type: "string" }, threads: { type: "string" },
-      verbose: { type: "boolean" },
+      "strip-prompt": { type: "boolean" }, stream: { type: "boolean" }, json: { type: "boolean" }, dtype: { type: "string" },
+      threads: { type: "string" }, verbose: { type: "boolean" },
     },
   });
   if (!values.preset) {
     throw new UsageError('generate needs --preset DIR (a keras-hub preset or Hugging Face checkpoint directory): falcon-native generate --preset DIR "The falcon"');
   }
-  const text = positionals.join(" ");
   const ids = (values.ids ?? []).map((row) => idList(row, "--ids"));
   if (ids.length > 0 && positionals.length > 0) throw new UsageError("give either a text prompt or --ids, not both");
-  if (ids.length === 0 && positionals.length === 0) {
-    throw new UsageError('give a prompt: falcon-native generate --preset DIR "The falcon", or token ids with --ids 1,2,3');
+  // No prompt from an interactive terminal is a mistake; piped in, it is the prompt. "-" reads stdin explicitly.
+  const fromStdin = (positionals.length === 1 && positionals[0] === "-") || (positionals.length === 0 && ids.length === 0 && !process.stdin.isTTY);
+  const text = fromStdin ? await readStdinPrompt() : positionals.join(" ");
+  if (ids.length === 0 && text === "") {
+    throw new UsageError('give a prompt: falcon-native generate --preset DIR "The falcon", on stdin, or token ids with --ids 1,2,3');
   }
   if (values.stream && ids.length > 1) throw new UsageError("--stream prints one prompt as it is generated; give a single --ids row");
-  const options: GenerateOptions = { sampler: samplerOption(values), stripPrompt: values["strip-prompt"] ?? false };
+  if (values.stream && values.json) throw new UsageError("--json prints one object once generation ends; drop --stream");
+  const options: GenerateOptions = { sampler: samplerOption(values), stripPrompt: values["strip-prompt"] ?? false, signal: stdoutClosed.signal };
   if (values["max-length"] !== undefined) options.maxLength = positiveInteger(values["max-length"], 1, "--max-length");
   if (values["max-new-tokens"] !== undefined) options.maxNewTokens = nonNegativeInteger(values["max-new-tokens"], "--max-new-tokens");
   else if (options.maxLength === undefined) options.maxNewTokens = 40;
@@ -285,7 +360,19 @@ async function generateCommand(args: string[]): Promise<void> {
     const start = performance.now();
     const onToken = () => void generated++;
     const out = process.stdout;
-    if (values.stream && ids.length === 0) {
+    if (values.json) {
+      // Text goes in as the ids generate() would pack it into (same truncation), so ids and text describe the same rows.
+      const prompts = ids.length > 0 ? ids : [promptIds(lm, text, options)];
+      const rows = await lm.generate(prompts, { ...options, onToken });
+      const generateMs = performance.now() - start;
+      const report = {
+        ids: rows.map((row) => Array.from(row)),
+        text: lm.tokenizer ? rows.map((row) => lm.preprocessor.detokenize(row)) : null,
+        generatedTokens: generated,
+        timings: { loadMs, generateMs, tokensPerSecond: generated / (generateMs / 1000) },
+      };
+      out.write(`${JSON.stringify(report)}\n`);
+    } else if (values.stream && ids.length === 0) {
       if (!options.stripPrompt) out.write(text);
       for await (const piece of lm.stream(text, { ...options, onToken })) out.write(piece);
       out.write("\n");
@@ -325,30 +412,55 @@ async function generateCommand(args: string[]): Promise<void> {
   }
 }
 
+/** The prompt ids generate() uses for `text`: tokenized with the start token, truncated to the packing length. */
+function promptIds(lm: FalconCausalLM, text: string, options: GenerateOptions): Int32Array {
+  const packed = lm.preprocessor.generatePreprocess(text, { sequenceLength: options.maxLength ?? lm.preprocessor.sequenceLength });
+  return packed.tokenIds.slice(0, packed.lengths[0]!);
+}
+
+/** package.json's version: the compiled CLI, dist/src/cli.js, sits two levels below it in the repo and in an install. */
+function packageVersion(): string {
+  const manifest = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
+  return manifest.version;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   if (command === undefined || command === "--help" || command === "-h" || command === "help") {
     process.stdout.write(HELP);
     return 0;
   }
-  const commands: Record<string, (args: string[]) => Promise<void>> = { generate: generateCommand, run, inspect };
-  const handler = commands[command];
-  if (!handler) {
-    process.stderr.write(`falcon-native: unknown command "${command}" (commands: generate, run, inspect)\n\n${HELP}`);
+  if (command === "--version") {
+    process.stdout.write(`${packageVersion()}\n`);
+    return 0;
+  }
+  const commands: Record<CommandName, (args: string[]) => Promise<void>> = { generate: generateCommand, run, inspect };
+  if (!(COMMAND_NAMES as string[]).includes(command)) {
+    process.stderr.write(`falcon-native: unknown command "${command}" (commands: ${COMMAND_NAMES.join(", ")})\n\n${HELP}`);
     return 2;
   }
-  if (rest.includes("--help") || rest.includes("-h")) {
-    process.stdout.write(HELP);
+  const name = command as CommandName;
+  // Arguments after "--" are prompt words, never flags.
+  const flags = rest.includes("--") ? rest.slice(0, rest.indexOf("--")) : rest;
+  if (flags.includes("--help") || flags.includes("-h")) {
+    process.stdout.write(commandHelp(name));
     return 0;
   }
   try {
-    await handler(rest);
-    return 0;
+    await commands[name](rest);
   } catch (error) {
-    const message = error instanceof Error ? error.message : String(error);
-    process.stderr.write(`falcon-native ${command}: ${message}\nRun "falcon-native --help" for usage.\n`);
-    return error instanceof UsageError || (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS") ? 2 : 1;
+    // Once stdout is gone, the error is generation stopping for it, not a problem to report.
+    if (!stdoutClosed.signal.aborted) {
+      const message = error instanceof Error ? error.message : String(error);
+      process.stderr.write(`falcon-native ${name}: ${message}\nRun "falcon-native ${name} --help" for usage.\n`);
+      return error instanceof UsageError || (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS") ? 2 : 1;
+    }
   }
+  if (stdoutFailure) {
+    process.stderr.write(`falcon-native ${name}: cannot write to stdout (${stdoutFailure.message})\n`);
+    return 1;
+  }
+  return 0;  // also when the reader of stdout went away (EPIPE): what it read is all it wanted
 }
 
 process.exitCode = await main(process.argv.slice(2));

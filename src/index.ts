@@ -12,6 +12,7 @@ export type {
   PromptInput,
 } from "./preprocessor.js";
 export {
+  SamplerScratch,
   SeededRandom,
   argmax,
   createSampler,
@@ -26,7 +27,7 @@ export type { ResolvedSamplerConfig, SamplerConfig, SamplerSpec, SamplerType, St
 export { TokenStreamDecoder } from "./stream-decoder.js";
 export type { CreateCacheOptions, FromPresetOptions } from "./backbone.js";
 export { FALCON_DTYPES, describeVariant, parameterCount, weightBytes } from "./config.js";
-export type { BlockLayout, FalconBackboneConfig, FalconDType, PositionEncoding, ResolvedBackboneConfig, RopeScaling } from "./config.js";
+export type { BlockLayout, FalconBackboneConfig, FalconDType, FalconVariant, PositionEncoding, ResolvedBackboneConfig, RopeScaling } from "./config.js";
 export {
   FalconConfigError,
   FalconDisposedError,
@@ -39,6 +40,8 @@ export type { BackboneInputs, PaddingMaskInput, ShapedIds, Tensor, TokenIdsInput
 export { BUILTIN_PRESETS } from "./presets/builtin.js";
 export type { BuiltinPreset, PresetMetadata } from "./presets/builtin.js";
 export type { HubDownloadProgress, HubOptions, PresetHandleOptions } from "./presets/hub.js";
+export type { WriteKerasPresetOptions } from "./presets/keras-export.js";
+export type { NativeDType, NativeModelInfo } from "./native.js";
 export { runtimeInfo, setIsa, setNumThreads } from "./runtime.js";
 export type { CpuIsa, RuntimeInfo } from "./runtime.js";
 export { FalconTokenizer } from "./tokenizer.js";

@@ -1,11 +1,11 @@
 /**
- * generate() and stream(): the HF fixtures' greedy records, cached decoding against full forward
- * passes, budgets and stop tokens, samplers through the model, abort, concurrency, and text in/out
+ * generate() and stream(): the HF fixtures' greedy records and the argmax of every reference logits row
+ * of the HF and keras fixtures, cached decoding against full forward passes, budgets and stop tokens, samplers through the model, abort, concurrency, and text in/out
  * with the GPT-2 tokenizer (UTF-8-safe streaming, padded vocabulary rows never sampled).
  */
 import assert from "node:assert/strict";
 import path from "node:path";
-import { copyFileSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 
 import {
@@ -18,8 +18,11 @@ import {
   type FalconKvCache,
   type GenerateOptions,
 } from "../src/index.js";
-import { FIXTURES, readJson } from "./helpers/fixtures.js";
+import { FIXTURES, readJson, type Tolerance } from "./helpers/fixtures.js";
+import { byPromptLength, greedySteps, readReferenceBin, type GreedyStep, type ReferenceLogits } from "./helpers/greedy-reference.js";
 import { END_OF_TEXT_ID, makeTempDir } from "./helpers/gpt2-vocab.js";
+import { readNpy } from "./helpers/npy.js";
+import { referenceDoubles } from "./helpers/xoshiro-reference.js";
 import { CYCLE_TEXT, MODEL_VOCABULARY, TOKENIZER_VOCABULARY, writeCycleCheckpoint, writeKerasTokenizer } from "./helpers/text-model.js";
 
 interface GenerateRecord {
@@ -31,9 +34,19 @@ interface GenerateRecord {
   output_ids_f32: number[][];
 }
 
+interface HfReference { file: string; dtype: "float32" | "float64"; shape: number[] }
+interface HfManifest {
+  runs: { name: string; input_ids: number[][]; attention_mask: number[][] | null; position_ids: number[][] | null; outputs: { logits: Record<string, HfReference> } }[];
+  decode_traces: { name: string; full_forward: Record<string, HfReference> & { input_ids: number[][]; attention_mask: number[][] } }[];
+  generate: GenerateRecord[];
+  tolerance_hint: { f32: { rel: number } };
+}
+
 const HF = path.join(FIXTURES, "hf");
-const CASES = ["rw_alibi_mha_sequential", "f7b_rotary_mqa_parallel", "f40b_newarch_gqa", "f11b_newarch_1ln", "rotary_mha_sequential_bias"];
-const records = (name: string) => readJson<{ generate: GenerateRecord[] }>(path.join(HF, name, "manifest.json")).generate;
+/** Every HF fixture case (`_primitives` holds tables, not a model). */
+const CASES = readdirSync(HF).filter((name) => !name.startsWith("_")).sort();
+const hfManifest = (name: string) => readJson<HfManifest>(path.join(HF, name, "manifest.json"));
+const records = (name: string) => hfManifest(name).generate;
 
 const models = new Map<string, Promise<FalconCausalLM>>();
 const fixtureModel = (name: string) => {
@@ -92,6 +105,95 @@ describe("greedy generate reproduces the HF fixtures' generate records", () => {
   }
 });
 
+/**
+ * Each reference logits row of a fixture fixes greedy's next token after that row's prefix. One generate
+ * call per prompt length, one new token; at least 90 % of the steps must be decided by the reference
+ * (best logit ahead of every other by more than the tolerance), so the check cannot pass by ambiguity.
+ */
+async function assertGreedyFollows(lm: FalconCausalLM, steps: GreedyStep[]): Promise<void> {
+  let decided = 0;
+  for (const group of byPromptLength(steps)) {
+    const out = await lm.generate({ tokenIds: group.map((step) => step.tokenIds), paddingMask: group.map((step) => step.paddingMask) },
+      { maxNewTokens: 1, stopTokenIds: null });
+    for (const [i, step] of group.entries()) {
+      const picked = out[i]![out[i]!.length - 1]!;
+      assert.ok(step.candidates.includes(picked), `${step.where}: greedy picked ${picked}, the reference's argmax is ${step.next} (within tolerance: ${step.candidates})`);
+      if (step.candidates.length === 1) decided++;
+    }
+  }
+  assert.ok(steps.length > 0 && decided >= 0.9 * steps.length, `the reference decides ${decided} of ${steps.length} steps`);
+}
+
+interface KerasManifest {
+  config: { vocabulary_size: number };
+  backbone_runs: { name: string; token_ids: string; padding_mask: string; lm_logits: string }[];
+  kv_cache_runs: { name: string; files: Record<string, { file: string }> }[];
+  tolerance_hint: { lm_logits: Tolerance };
+}
+const KERAS = path.join(FIXTURES, "keras");
+/** The float32 keras cases, and the float64 ones (float64 references, float32 inference). Lower-precision policies' logits cannot decide an argmax. */
+const KERAS_CASES = readJson<{ cases: { dir: string; dtype_policy: string }[] }>(path.join(KERAS, "manifest.json")).cases
+  .filter((fixture) => fixture.dtype_policy === "float32" || fixture.dtype_policy === "float64").map((fixture) => fixture.dir);
+
+describe("greedy generate picks the argmax of every reference logits row of the fixtures", () => {
+  it("covers every HF fixture and the float32/float64 keras fixtures", () => {
+    assert.ok(CASES.length >= 5 && KERAS_CASES.length >= 5, `${CASES} / ${KERAS_CASES}`);
+    for (const name of CASES) assert.ok(records(name).length > 0, `${name} has generate records`);
+  });
+
+  for (const name of CASES) {
+    it(`hf ${name}: runs and decode traces, every prefix without padding`, async () => {
+      const manifest = hfManifest(name);
+      const dir = path.join(HF, name);
+      const rel = manifest.tolerance_hint.f32.rel;
+      const references: ReferenceLogits[] = [
+        // Explicit position_ids are not something generate takes.
+        ...manifest.runs.filter((run) => run.position_ids === null).map((run) => ({
+          name: run.name, tokenIds: run.input_ids, paddingMask: run.attention_mask, logits: readReferenceBin(path.join(dir, run.outputs.logits["f32"]!.file), "float32"),
+        })),
+        ...manifest.decode_traces.map((trace) => ({
+          name: trace.name, tokenIds: trace.full_forward.input_ids, paddingMask: trace.full_forward.attention_mask,
+          logits: readReferenceBin(path.join(dir, trace.full_forward["f32"]!.file), "float32"),
+        })),
+      ].map((reference) => ({ ...reference, vocabulary: 101 }));
+      const steps = references.flatMap((reference) => {
+        // The manifests' metric allows rel · max(1, max |ref|) per value, so two logits can swap within twice that.
+        let scale = 1;
+        for (let i = 0; i < reference.logits.length; i++) scale = Math.max(scale, Math.abs(reference.logits[i]!));
+        // HF's forward places a left-padded row at absolute positions, generate at cumsum(mask) − 1: only unpadded prefixes agree.
+        return greedySteps(reference, () => 2 * rel * scale, (mask) => mask.every((flag) => flag === 1));
+      });
+      await assertGreedyFollows(await fixtureModel(name), steps);
+    });
+  }
+
+  for (const name of KERAS_CASES) {
+    it(`keras ${name}: backbone runs and full_logits of the kv runs, every valid prefix`, async () => {
+      const dir = path.join(KERAS, name);
+      const manifest = readJson<KerasManifest>(path.join(dir, "manifest.json"));
+      const rows = (file: string) => {
+        const array = readNpy(path.join(dir, file));
+        const [B, L] = array.shape as [number, number];
+        return Array.from({ length: B }, (_, b) => Array.from(array.data.subarray(b * L, (b + 1) * L)));
+      };
+      const references: ReferenceLogits[] = [
+        ...manifest.backbone_runs.map((run) => ({
+          name: run.name, tokenIds: rows(run.token_ids), paddingMask: rows(run.padding_mask), logits: readNpy(path.join(dir, run.lm_logits)).data,
+        })),
+        // keras-hub's own step_logits and generate tokens drop ALiBi (fixtures README): full_logits is the target.
+        ...manifest.kv_cache_runs.map((run) => ({
+          name: run.name, tokenIds: rows(run.files["full_token_ids"]!.file), paddingMask: null, logits: readNpy(path.join(dir, run.files["full_logits"]!.file)).data,
+        })),
+      ].map((reference) => ({ ...reference, vocabulary: manifest.config.vocabulary_size }));
+      const { atol, rtol } = manifest.tolerance_hint.lm_logits;
+      const steps = references.flatMap((reference) =>
+        greedySteps(reference, (best, other) => 2 * (atol + rtol * Math.max(Math.abs(best), Math.abs(other)))));
+      await using lm = await FalconCausalLM.fromPreset(path.join(dir, "preset"));
+      await assertGreedyFollows(lm, steps);
+    });
+  }
+});
+
 describe("cached generate equals the argmax of full-forward logits, step by step", () => {
   for (const name of CASES) {
     it(`${name}: ragged batch of 3, 12 new tokens, no stop tokens`, async () => {
@@ -122,6 +224,10 @@ describe("generate options", () => {
     const prompts = [[35, 92, 67, 92, 46], [30, 65, 71]];
     const byNew = await lm.generate(prompts, { maxNewTokens: 4, stopTokenIds: null });
     assert.deepEqual(byNew.map((row) => row.length), [9, 7]);
+    // The prompts are the HF record's: its greedy continuation is the reference for the new tokens.
+    const [record] = records("rw_alibi_mha_sequential");
+    assert.deepEqual(byNew.map((row) => Array.from(row)),
+      prompts.map((prompt, b) => [...prompt, ...record!.output_ids_f32[b]!.slice(record!.prompt_ids[b]!.length, record!.prompt_ids[b]!.length + 4)]));
     const byLength = await lm.generate(prompts, { maxLength: 7, stopTokenIds: null });
     assert.deepEqual(byLength.map((row) => row.length), [7, 7]);
     assert.deepEqual(Array.from(byLength[1]!), Array.from(byNew[1]!), "same greedy tokens");
@@ -137,15 +243,28 @@ describe("generate options", () => {
   });
 
   it("stopTokenIds stop each row on its own, the stop token included; null never stops", async () => {
+    // Expected tokens come from the HF greedy records: rw's rows continue [35, 92, 67, 92, 46] and
+    // [30, 65, 71]; f11b's left-padded row [76, 36, 37] produces eos 11 within 8 tokens.
+    const [rw] = records("rw_alibi_mha_sequential");
+    const hfContinuation = (record: GenerateRecord, b: number) => record.output_ids_f32[b]!.slice(record.prompt_ids[b]!.length);
+    const realPrompt = (record: GenerateRecord, b: number) => record.prompt_ids[b]!.filter((_, c) => record.attention_mask[b]![c] === 1);
+    const stop = hfContinuation(rw!, 0)[0]!;
+    const upToStop = (tokens: number[]) => tokens.slice(0, tokens.indexOf(stop) + 1 || tokens.length);
     const lm = await fixtureModel("rw_alibi_mha_sequential");
-    // Greedy continues row 0 with 46s and row 1 with 71s.
-    const out = await lm.generate([[35, 92, 67, 92, 46], [30, 65, 71]], { maxNewTokens: 6, stopTokenIds: [46] });
-    assert.deepEqual(out.map((row) => Array.from(row)), [[35, 92, 67, 92, 46, 46], [30, 65, 71, 71, 71, 71, 71, 71, 71]]);
-    const f11b = await fixtureModel("f11b_newarch_1ln");
-    const withEos = await f11b.generate([76, 36, 37], { maxNewTokens: 8 });
-    assert.deepEqual(Array.from(withEos), [76, 36, 37, 67, 38, 52, 88, 11], "default stop: eos 11");
-    const noStop = await f11b.generate([76, 36, 37], { maxNewTokens: 8, stopTokenIds: null });
-    assert.equal(noStop.length, 11);
+    const out = await lm.generate([realPrompt(rw!, 0), realPrompt(rw!, 1)], { maxNewTokens: 6, stopTokenIds: [stop] });
+    assert.deepEqual(out.map((row) => Array.from(row)), [0, 1].map((b) => [...realPrompt(rw!, b), ...upToStop(hfContinuation(rw!, b).slice(0, 6))]));
+    assert.ok(out[1]!.length === realPrompt(rw!, 1).length + 6 && !out[1]!.includes(stop), "row 1 never meets the stop token");
+
+    const [f11b] = records("f11b_newarch_1ln");
+    const continuation = hfContinuation(f11b!, 1);
+    const eosAt = continuation.indexOf(f11b!.eos_token_id);
+    assert.ok(eosAt >= 0 && eosAt < f11b!.max_new_tokens - 1, "the record stops on eos before max_new_tokens");
+    const f11bModel = await fixtureModel("f11b_newarch_1ln");
+    const withEos = await f11bModel.generate(realPrompt(f11b!, 1), { maxNewTokens: f11b!.max_new_tokens });
+    assert.deepEqual(Array.from(withEos), [...realPrompt(f11b!, 1), ...continuation.slice(0, eosAt + 1)], "default stop: eos from generation_config.json");
+    const noStop = await f11bModel.generate(realPrompt(f11b!, 1), { maxNewTokens: f11b!.max_new_tokens, stopTokenIds: null });
+    assert.equal(noStop.length, realPrompt(f11b!, 1).length + f11b!.max_new_tokens);
+    assert.deepEqual(Array.from(noStop.subarray(0, withEos.length)), Array.from(withEos));
   });
 
   it("stripPrompt returns only the new ids; onToken sees every token with its row", async () => {
@@ -171,6 +290,40 @@ describe("generate options", () => {
       assert.deepEqual((await lm.generate(prompts, options)).map((row) => Array.from(row)), first, sampler.type);
       const other = (await lm.generate(prompts, { ...options, sampler: { ...sampler, seed: 4 } })).map((row) => Array.from(row));
       assert.notDeepEqual(other, first, `${sampler.type}: another seed`);
+    }
+  });
+
+  it("stochastic samplers through the model draw what the reference sampler draws from full-forward logits", async () => {
+    // Reference: softmax(logits / temperature) in float64 over the full forward pass of each generated row,
+    // inverted at the reference xoshiro128** uniforms of the row's stream (ids ascending; for top-k the k
+    // best, best first). A uniform within 1e-6 of a boundary may land on either side.
+    const lm = await fixtureModel("f40b_newarch_gqa");
+    const prompts = [[90, 58, 61], [22, 74, 61, 5, 9]];
+    const temperature = 5;
+    const cases = [{ type: "random", temperature, seed: 3 } as const, { type: "topK", k: 10, temperature, seed: 4 } as const];
+    for (const sampler of cases) {
+      const out = await lm.generate(prompts, { maxNewTokens: 16, stopTokenIds: null, sampler });
+      for (const [b, row] of out.entries()) {
+        const logits = await lm.call({ tokenIds: [Array.from(row)] });
+        const V = logits.shape[2]!;
+        const uniforms = referenceDoubles(sampler.seed, b);
+        for (let n = 0; n < 16; n++) {
+          const t = prompts[b]!.length - 1 + n;
+          const at = Array.from(logits.data.subarray(t * V, (t + 1) * V));
+          const ranked = at.map((_, id) => id).sort((x, y) => at[y]! - at[x]! || x - y);
+          const order = sampler.type === "topK" ? ranked.slice(0, sampler.k) : ranked.slice().sort((x, y) => x - y);
+          const max = Math.max(...order.map((id) => at[id]!));
+          const weights = order.map((id) => Math.exp((at[id]! - max) / temperature));
+          const total = weights.reduce((sum, weight) => sum + weight, 0);
+          const inverse = (u: number) => {
+            let running = 0;
+            for (const [i, weight] of weights.entries()) if (u * total < (running += weight)) return order[i]!;
+            return order[order.length - 1]!;
+          };
+          const allowed = new Set([inverse(uniforms[n]!), inverse(Math.max(0, uniforms[n]! - 1e-6)), inverse(Math.min(1 - 1e-12, uniforms[n]! + 1e-6))]);
+          assert.ok(allowed.has(row[t + 1]!), `${sampler.type} row ${b} token ${n}: generated ${row[t + 1]}, the reference draws ${[...allowed]}`);
+        }
+      }
     }
   });
 

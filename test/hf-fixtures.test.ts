@@ -176,11 +176,15 @@ for (const name of CASES) {
     }
 
     for (const checkpoint of ["checkpoint_sharded", "checkpoint_basemodel"].filter((c) => c in manifest.checkpoints)) {
-      it(`${checkpoint} gives the same hidden states as the single-file checkpoint`, async () => {
-        const [reference, other] = await Promise.all([model(), model(checkpoint)]);
-        const run = manifest.runs[manifest.runs.length - 1];
-        const inputs = { tokenIds: run.input_ids, paddingMask: run.attention_mask ?? undefined, positionIds: run.position_ids ?? undefined };
-        assert.deepEqual((await other.backbone.call(inputs)).data, (await reference.backbone.call(inputs)).data);
+      it(`${checkpoint}: every run's hidden states match the reference, bit for bit those of the single-file checkpoint`, async () => {
+        const [single, other] = await Promise.all([model(), model(checkpoint)]);
+        for (const run of manifest.runs) {
+          const inputs = { tokenIds: run.input_ids, paddingMask: run.attention_mask ?? undefined, positionIds: run.position_ids ?? undefined };
+          const hidden = await other.backbone.call(inputs);
+          const error = relativeError(hidden, reference(dir, run.outputs.last_hidden_state!["f32"]), run.attention_mask);
+          assert.ok(error <= tolerance, `run ${run.name}: last_hidden_state error ${error}`);
+          assert.deepEqual(hidden.data, (await single.backbone.call(inputs)).data, `run ${run.name}: same weights, same bits`);
+        }
       });
     }
   });

@@ -30,9 +30,10 @@ interface KvRun {
   files: Record<string, { file: string; shape: number[] }>;
 }
 interface CaseManifest {
-  config: { hidden_dim: number; vocabulary_size: number };
+  config: { hidden_dim: number; vocabulary_size: number; num_layers: number; num_attention_heads: number; intermediate_dim: number; layer_norm_epsilon: number };
   backbone_runs: BackboneRun[];
   kv_cache_runs: KvRun[];
+  compute_dtype: string;
   tolerance_hint: { sequence_output: Tolerance; lm_logits: Tolerance };
 }
 
@@ -58,10 +59,18 @@ for (const fixture of cases) {
     const loading = FalconBackbone.fromPreset(path.join(dir, "preset"), { dtype: dtypeFor(fixture.dtype_policy) });
     after(async () => (await loading).dispose());
 
-    it("reports the preset's configuration", async () => {
+    it("reports the preset's configuration, as the manifest records it", async () => {
       const model = await loading;
-      assert.equal(model.getConfig().hiddenDim, D);
+      const config = model.getConfig();
+      const expected = manifest.config;
+      assert.deepEqual(
+        [config.vocabularySize, config.numLayers, config.numAttentionHeads, config.hiddenDim, config.intermediateDim, config.layerNormEpsilon],
+        [expected.vocabulary_size, expected.num_layers, expected.num_attention_heads, expected.hidden_dim, expected.intermediate_dim, expected.layer_norm_epsilon]);
+      assert.deepEqual([config.positionEncoding, config.blockLayout, config.useBias, config.tieWordEmbeddings], ["alibi", "sequential", true, true],
+        "a keras-hub FalconBackbone is falcon-rw: ALiBi, sequential blocks, biases, tied head");
       assert.equal(model.tokenEmbedding.vocabularySize, V);
+      // Weights are held in the policy's compute dtype (float64 runs as float32).
+      assert.equal(model.info().dtype, dtypeFor(manifest.compute_dtype));
     });
 
     for (const run of manifest.backbone_runs) {

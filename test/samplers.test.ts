@@ -1,4 +1,9 @@
-/** Samplers as pure functions: supports, frequencies, nucleus mass, seeds, padded vocabulary rows. */
+/**
+ * Samplers as pure functions against references: the random generator against a C implementation of the
+ * published xoshiro128** (test/helpers/xoshiro-reference.c), the distributions against softmax computed
+ * here in float64 (exactly, over a uniform grid of draws, and within a binomial bound over seeded draws),
+ * nuclei built by hand, seeds, padded vocabulary rows.
+ */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
@@ -14,6 +19,7 @@ import {
   topKIndices,
   topPNucleus,
 } from "../src/index.js";
+import { XOSHIRO_REFERENCE, referenceDoubles, runXoshiroReference } from "./helpers/xoshiro-reference.js";
 
 /** Seeded Gaussian-ish logits (sum of uniforms), reproducible. */
 function randomLogits(count: number, seed: number, scale = 3): Float32Array {
@@ -39,13 +45,36 @@ function frequencies(draws: number[]): Map<number, number> {
   return new Map([...counts].map(([id, count]) => [id, count / draws.length]));
 }
 
-/** Every sampled frequency within `tolerance` of its probability, and nothing outside the support. */
-function assertMatches(draws: number[], expected: Map<number, number>, tolerance: number): void {
+/**
+ * Nothing outside the support, and every frequency within 5 binomial standard deviations of its
+ * probability, sqrt(p(1 − p) / n), plus one draw for p near 0 or 1.
+ */
+function assertMatches(draws: number[], expected: Map<number, number>): void {
   for (const id of draws) assert.ok(expected.has(id), `sampled ${id}, outside the support ${[...expected.keys()]}`);
   const observed = frequencies(draws);
+  const n = draws.length;
   for (const [id, probability] of expected) {
     const frequency = observed.get(id) ?? 0;
-    assert.ok(Math.abs(frequency - probability) <= tolerance, `id ${id}: frequency ${frequency} vs probability ${probability}`);
+    const bound = 5 * Math.sqrt((probability * (1 - probability)) / n) + 1 / n;
+    assert.ok(Math.abs(frequency - probability) <= bound, `id ${id}: frequency ${frequency} vs probability ${probability} (bound ${bound})`);
+  }
+}
+
+/**
+ * The exact distribution of a sampler as a function of its uniform draw: over u = (j + ½) / N for
+ * j < N, an inverse-CDF sampler picks each id round(N · probability) times, give or take one, whatever
+ * order it accumulates the candidates in; nothing outside the support.
+ */
+function assertExactDistribution(pick: (u: number) => number, expected: Map<number, number>, N = 20000): void {
+  const counts = new Map<number, number>();
+  for (let j = 0; j < N; j++) {
+    const id = pick((j + 0.5) / N);
+    assert.ok(expected.has(id), `u = ${(j + 0.5) / N} picked ${id}, outside the support ${[...expected.keys()]}`);
+    counts.set(id, (counts.get(id) ?? 0) + 1);
+  }
+  for (const [id, probability] of expected) {
+    const count = counts.get(id) ?? 0;
+    assert.ok(Math.abs(count - N * probability) <= 1, `id ${id}: ${count} of ${N} draws, probability ${probability}`);
   }
 }
 
@@ -108,7 +137,7 @@ describe("top-k sampling", () => {
     for (const [k, temperature] of [[5, 1], [3, 0.5], [8, 2]] as const) {
       const best = ranking(logits).slice(0, k);
       const draws = Array.from({ length: 20000 }, () => sampleTopK(logits, 0, 1000, k, temperature, random.next()));
-      assertMatches(draws, softmax(logits, best, temperature), 0.015);
+      assertMatches(draws, softmax(logits, best, temperature));
     }
   });
 
@@ -116,7 +145,7 @@ describe("top-k sampling", () => {
     const logits = new Float32Array([0, 1, 2, 100]);
     const random = new SeededRandom(1);
     const draws = Array.from({ length: 20000 }, () => sampleTopK(logits, 0, 3, 50, 1, random.next()));
-    assertMatches(draws, softmax(logits, [0, 1, 2]), 0.015);
+    assertMatches(draws, softmax(logits, [0, 1, 2]));
     assert.equal(sampleTopK(logits, 0, 3, 2, 0, 0.99), 2);
   });
 });
@@ -144,7 +173,7 @@ describe("top-p sampling", () => {
     const logits = Float32Array.from(probabilities, Math.log);
     const random = new SeededRandom(2);
     const draws = Array.from({ length: 20000 }, () => sampleTopP(logits, 0, 5, 0.75, 1, random.next()));
-    assertMatches(draws, new Map([[1, 0.5 / 0.85], [3, 0.2 / 0.85], [4, 0.15 / 0.85]]), 0.015);
+    assertMatches(draws, new Map([[1, 0.5 / 0.85], [3, 0.2 / 0.85], [4, 0.15 / 0.85]]));
   });
 
   it("on a 50304-wide row the nucleus is the minimal best-first set with mass ≥ p", () => {
@@ -163,6 +192,54 @@ describe("top-p sampling", () => {
   });
 });
 
+describe("exact distributions over a grid of uniform draws, on rows built by hand", () => {
+  const logits = new Float32Array([0.5, 3, -1, 2, 2.5, 1]);
+
+  it("random: softmax(logits / temperature) over every id", () => {
+    for (const temperature of [1, 0.5, 3]) {
+      assertExactDistribution((u) => sampleRandom(logits, 0, 6, temperature, u), softmax(logits, [0, 1, 2, 3, 4, 5], temperature));
+    }
+  });
+
+  it("top-k: only the k best (3, 2.5 and 2 for k = 3), in softmax proportion; ties at the cut go to the lower id", () => {
+    for (const temperature of [1, 0.5]) {
+      assertExactDistribution((u) => sampleTopK(logits, 0, 6, 3, temperature, u), softmax(logits, [1, 4, 3], temperature));
+    }
+    assertExactDistribution((u) => sampleTopK(logits, 0, 6, 1, 1, u), new Map([[1, 1]]));
+    const ties = new Float32Array([1, 2, 2, 2, 0]);
+    assertExactDistribution((u) => sampleTopK(ties, 0, 5, 2, 1, u), new Map([[1, 0.5], [2, 0.5]]));
+  });
+
+  it("top-p: the nucleus worked out by hand, renormalised", () => {
+    const probabilities = Float32Array.from([0.05, 0.5, 0.1, 0.2, 0.15], Math.log);
+    // 0.5 + 0.2 = 0.7 < 0.75 ≤ 0.5 + 0.2 + 0.15.
+    assertExactDistribution((u) => sampleTopP(probabilities, 0, 5, 0.75, 1, u), new Map([[1, 0.5 / 0.85], [3, 0.2 / 0.85], [4, 0.15 / 0.85]]));
+    // k = 2: candidates 0.5 and 0.2, renormalised to 5/7 and 2/7; 5/7 < 0.9, so both.
+    assertExactDistribution((u) => sampleTopP(probabilities, 0, 5, 0.9, 1, u, 2), new Map([[1, 5 / 7], [3, 2 / 7]]));
+    assertExactDistribution((u) => sampleTopP(probabilities, 0, 5, 0.3, 1, u), new Map([[1, 1]]));
+  });
+
+  it("top-p on equal logits (probabilities exactly ¼): mass exactly p stops, a hair more takes one more id", () => {
+    const flat = new Float32Array(4);
+    const ids = (p: number) => Array.from(topPNucleus(flat, 0, 4, p, 1).ids);
+    assert.deepEqual(ids(0.25), [0]);
+    assert.deepEqual(ids(0.5), [0, 1]);
+    assert.deepEqual(ids(0.5 + 1e-9), [0, 1, 2]);
+    assert.deepEqual(ids(1), [0, 1, 2, 3]);
+    assertExactDistribution((u) => sampleTopP(flat, 0, 4, 0.5, 1, u), new Map([[0, 0.5], [1, 0.5]]));
+  });
+
+  it("temperature → 0 is greedy for every sampler and every draw", () => {
+    for (const temperature of [0, 1e-3, 1e-2]) {
+      const greedy = new Map([[argmax(logits, 0, 6), 1]]);
+      assertExactDistribution((u) => sampleRandom(logits, 0, 6, temperature, u), greedy, 10000);
+      assertExactDistribution((u) => sampleTopK(logits, 0, 6, 4, temperature, u), greedy, 10000);
+      assertExactDistribution((u) => sampleTopP(logits, 0, 6, 0.99, temperature, u), greedy, 10000);
+      assertExactDistribution((u) => sampleTopP(logits, 0, 6, 0.99, temperature, u, 3), greedy, 10000);
+    }
+  });
+});
+
 describe("random and temperature sampling", () => {
   it("match softmax(logits / temperature)", () => {
     const logits = randomLogits(12, 4);
@@ -170,7 +247,7 @@ describe("random and temperature sampling", () => {
     const random = new SeededRandom(9);
     for (const temperature of [1, 0.5, 2]) {
       const draws = Array.from({ length: 30000 }, () => sampleRandom(logits, 0, 12, temperature, random.next()));
-      assertMatches(draws, softmax(logits, all, temperature), 0.015);
+      assertMatches(draws, softmax(logits, all, temperature));
     }
     assert.equal(sampleRandom(logits, 0, 12, 0, 0.5), argmax(logits, 0, 12));
   });
@@ -231,11 +308,52 @@ describe("seeds", () => {
     assert.notDeepEqual(batch[2], batch[1]);
   });
 
-  it("the generator is fixed bit for bit (reproducible across runs and machines)", () => {
-    const random = new SeededRandom(1);
-    assert.deepEqual([random.nextUint32(), random.nextUint32(), random.nextUint32()], [2049801877, 2839965546, 823784599]);
-    assert.equal(new SeededRandom(2 ** 40 + 5, 3).next(), 0.28988727850127183);
+  it("SeededRandom is xoshiro128** seeded by splitmix32: every output equals the C reference's", () => {
+    for (const { seed, stream, values } of XOSHIRO_REFERENCE.uint32) {
+      const random = new SeededRandom(seed, stream);
+      assert.deepEqual(values.map(() => random.nextUint32()), values, `nextUint32, seed ${seed}, stream ${stream}`);
+    }
+    for (const { seed, stream, values } of XOSHIRO_REFERENCE.double) {
+      const random = new SeededRandom(seed, stream);
+      assert.deepEqual(values.map(() => random.next()), values, `next, seed ${seed}, stream ${stream}`);
+    }
     const unseeded = [createSampler("random").config.seed, createSampler("random").config.seed];
     assert.notEqual(unseeded[0], unseeded[1], "no seed: a fresh random one");
+  });
+
+  it("the embedded reference values are what the C reference prints (when a C compiler is installed)", (t) => {
+    const printed = runXoshiroReference();
+    if (!printed) {
+      t.skip("no C compiler: the embedded values stand");
+      return;
+    }
+    assert.deepEqual(printed, XOSHIRO_REFERENCE);
+  });
+
+  it("a sampler draws one reference uniform per token from its row's own stream, and inverts the CDF with it", () => {
+    const logits = new Float32Array([0.5, 3, -1, 2, 2.5, 1]);
+    /** The id where the running sum of softmax over `order` first exceeds u. */
+    const inverseCdf = (order: number[], u: number): number => {
+      const probabilities = softmax(logits, order);
+      let running = 0;
+      for (const id of order) {
+        running += probabilities.get(id)!;
+        if (u < running) return id;
+      }
+      return order[order.length - 1]!;
+    };
+    const cases = [
+      { spec: { type: "random", seed: 42 } as const, order: [0, 1, 2, 3, 4, 5] },     // ids ascending
+      { spec: { type: "topK", k: 3, seed: 1 } as const, order: [1, 4, 3] },            // the k best, best first
+    ];
+    for (const { spec, order } of cases) {
+      const sampler = createSampler(spec);
+      const rows = [0, 1, 2];
+      const drawn: number[][] = rows.map(() => []);
+      for (let step = 0; step < 16; step++) for (const row of rows) drawn[row]!.push(sampler.sample(logits, 0, 6, row));
+      for (const row of rows) {
+        assert.deepEqual(drawn[row], referenceDoubles(spec.seed, row).map((u) => inverseCdf(order, u)), `${spec.type}, row ${row}`);
+      }
+    }
   });
 });

@@ -1,0 +1,231 @@
+/**
+ * README.md's ```ts snippets, run as written (paths pointed at fixture copies, the hub at a local cache)
+ * and checked for values: the keras preset example against a float64 reference forward pass (itself
+ * checked against the fixture's sequence_output), the tiny model's logits against hidden · Eᵀ computed
+ * here, incremental decoding against the full forward pass, the HF example against the HF fixture's
+ * references, and the text example against a model whose continuation is fixed by construction.
+ */
+import assert from "node:assert/strict";
+import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { after, before, describe, it } from "node:test";
+import ts from "typescript";
+
+import * as falcon from "../src/index.js";
+import { FalconBackbone, type Tensor } from "../src/index.js";
+import { FIXTURES, compareRows, readJson, type Tolerance } from "./helpers/fixtures.js";
+import { readReferenceBin } from "./helpers/greedy-reference.js";
+import { makeTempDir } from "./helpers/gpt2-vocab.js";
+import { readNpy } from "./helpers/npy.js";
+import { referenceForward, referenceLogits, referenceModel, type ReferenceModel } from "./helpers/reference-forward.js";
+import { CYCLE_TEXT, writeCycleCheckpoint } from "./helpers/text-model.js";
+
+const README = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "README.md");
+const KERAS_CASE = path.join(FIXTURES, "keras", "falcon_h4_d64_l2");
+const HF = path.join(FIXTURES, "hf");
+
+/** The README's ```ts blocks, in order. */
+function tsSnippets(): string[] {
+  return [...readFileSync(README, "utf8").matchAll(/^```ts\n([\s\S]*?)^```$/gm)].map((match) => match[1]!);
+}
+
+/**
+ * Runs a snippet as the body of an async function: `import { … } from "falcon-native"` reads this
+ * checkout's src, string literals in `paths` are replaced, `given` supplies names the snippet uses but
+ * does not define (the snippet's own declarations shadow them), and the values named in `results`
+ * come back.
+ */
+async function runSnippet(
+  snippet: string, dir: string, options: { paths?: Record<string, string>; given?: Record<string, unknown>; results: string[] },
+): Promise<Record<string, unknown>> {
+  let body = snippet;
+  for (const [from, to] of Object.entries(options.paths ?? {})) {
+    assert.ok(body.includes(JSON.stringify(from)), `the snippet mentions ${from}`);
+    body = body.replaceAll(JSON.stringify(from), JSON.stringify(to));
+  }
+  body = body.replace(/^import \{([^}]*)\} from "falcon-native";$/gm, "const {$1} = falcon;");
+  assert.ok(!/^import /m.test(body), "every import is from falcon-native");
+  const given = Object.keys(options.given ?? {});
+  const source = `export default async function (falcon: any, given: any) {
+  const { ${given.join(", ")} } = given;
+  {
+${body}
+    return { ${options.results.join(", ")} };
+  }
+}`;
+  const { outputText, diagnostics } = ts.transpileModule(source, {
+    compilerOptions: { target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.ESNext },
+    reportDiagnostics: true,
+  });
+  assert.deepEqual(diagnostics?.map((diagnostic) => ts.flattenDiagnosticMessageText(diagnostic.messageText, "\n")), []);
+  const file = path.join(dir, `snippet-${Math.random().toString(36).slice(2)}.mjs`);
+  writeFileSync(file, outputText);
+  const module = (await import(pathToFileURL(file).href)) as { default: (f: unknown, g: unknown) => Promise<Record<string, unknown>> };
+  return module.default(falcon, options.given ?? {});
+}
+
+/** max |actual − expected| / max(1, max |expected|) over rows where valid(row): the HF manifests' metric. */
+function relativeError(actual: ArrayLike<number>, expected: ArrayLike<number>, width: number, valid: (row: number) => boolean): number {
+  assert.equal(actual.length, expected.length);
+  let worst = 0;
+  let scale = 1;
+  for (let i = 0; i < expected.length; i++) {
+    if (!valid(Math.floor(i / width))) continue;
+    worst = Math.max(worst, Math.abs(actual[i]! - expected[i]!));
+    scale = Math.max(scale, Math.abs(expected[i]!));
+  }
+  return worst / scale;
+}
+
+describe("README ts snippets", () => {
+  const dir = makeTempDir("falcon-readme-test-");
+  const snippets = tsSnippets();
+  const find = (marker: string) => {
+    const found = snippets.filter((snippet) => snippet.includes(marker));
+    assert.equal(found.length, 1, `one README snippet contains ${marker}`);
+    return found[0]!;
+  };
+  const kerasTolerance = readJson<{ tolerance_hint: { sequence_output: Tolerance; lm_logits: Tolerance } }>(path.join(KERAS_CASE, "manifest.json")).tolerance_hint;
+  let kerasReference: ReferenceModel;
+  before(async () => {
+    await using backbone = await FalconBackbone.fromPreset(path.join(KERAS_CASE, "preset"));
+    kerasReference = await referenceModel(backbone);
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("has exactly the three snippets this file runs", () => {
+    assert.equal(snippets.length, 3);
+    for (const marker of ["const tiny = new FalconBackbone(", "FalconCausalLM.fromPreset(\"./falcon-7b\")", "lm.stream(\"The falcon\""]) find(marker);
+  });
+
+  it("the reference forward pass reproduces the keras fixture's sequence_output and lm_logits on every run", () => {
+    const manifest = readJson<{ backbone_runs: { name: string; token_ids: string; padding_mask: string; sequence_output: string; lm_logits: string }[] }>(
+      path.join(KERAS_CASE, "manifest.json"));
+    for (const run of manifest.backbone_runs) {
+      const rows = (file: string) => {
+        const array = readNpy(path.join(KERAS_CASE, file));
+        const [B, L] = array.shape as [number, number];
+        return Array.from({ length: B }, (_, b) => Array.from(array.data.subarray(b * L, (b + 1) * L)));
+      };
+      const mask = rows(run.padding_mask);
+      const valid = (row: number) => mask.flat()[row] === 1;
+      const hidden = referenceForward(kerasReference, rows(run.token_ids), mask);
+      assert.equal(compareRows(hidden, readNpy(path.join(KERAS_CASE, run.sequence_output)).data, kerasReference.hiddenDim, kerasTolerance.sequence_output, valid), undefined, run.name);
+      assert.equal(compareRows(referenceLogits(kerasReference, hidden), readNpy(path.join(KERAS_CASE, run.lm_logits)).data, kerasReference.vocabularySize,
+        kerasTolerance.lm_logits, valid), undefined, run.name);
+    }
+  });
+
+  it("API: the preset's output, the tiny model's logits and incremental decoding, against references", async () => {
+    const presetDir = path.join(dir, "falcon_refinedweb_1b_en");
+    cpSync(path.join(KERAS_CASE, "preset"), presetDir, { recursive: true });
+    const { out, tiny, logits, next } = await runSnippet(find("const tiny = new FalconBackbone("), dir, {
+      paths: { "./falcon_refinedweb_1b_en": presetDir },
+      results: ["out", "tiny", "logits", "next"],
+    }) as { out: Tensor; tiny: FalconBackbone; logits: Tensor; next: Tensor };
+    const D = kerasReference.hiddenDim;
+
+    // model.call({ tokenIds: [[5, 9, 2, 0]], paddingMask: [[1, 1, 1, 0]] }): three real positions.
+    assert.deepEqual(out.shape, [1, 4, D]);
+    assert.ok(out.data instanceof Float32Array);
+    const expected = referenceForward(kerasReference, [[5, 9, 2, 0]], [[1, 1, 1, 0]]);
+    assert.equal(compareRows(out.data, expected, D, kerasTolerance.sequence_output, (row) => row < 3), undefined);
+
+    // Incremental decoding: [5, 9, 2] into slots 0..2, then 17 at slot 3, is the full pass over [5, 9, 2, 17] at position 3.
+    assert.deepEqual(next.shape, [1, 1, D]);
+    const full = referenceForward(kerasReference, [[5, 9, 2, 17]], null);
+    assert.equal(compareRows(next.data, full.subarray(3 * D, 4 * D), D, kerasTolerance.sequence_output), undefined);
+
+    // The tiny random model: its logits are hidden · Eᵀ, with E read back from the model, and its hidden
+    // states are the reference forward pass over its own weights.
+    try {
+      assert.deepEqual(logits.shape, [1, 3, 10]);
+      const tinyReference = await referenceModel(tiny);
+      const hidden = await tiny.call({ tokenIds: [[1, 2, 3]] });
+      const tight = { atol: 1e-5, rtol: 1e-5 };
+      assert.equal(compareRows(logits.data, referenceLogits(tinyReference, hidden.data), 10, tight), undefined, "logits = hidden · Eᵀ");
+      assert.equal(compareRows(hidden.data, referenceForward(tinyReference, [[1, 2, 3]], null), 32, tight), undefined, "hidden states");
+      const spread = Math.max(...logits.data) - Math.min(...logits.data);
+      assert.ok(spread > 1e-3, `the random model's logits are not all equal (spread ${spread})`);
+    } finally {
+      tiny.dispose();
+    }
+  });
+
+  it("Hugging Face: logits against the HF fixture, an hf:// handle from the cache, saved as a keras preset", async () => {
+    const caseDir = path.join(HF, "f7b_rotary_mqa_parallel");
+    cpSync(path.join(caseDir, "checkpoint"), path.join(dir, "falcon-7b"), { recursive: true });
+    // hf://tiiuae/falcon-rw-1b resolves in a hub cache holding the falcon-rw fixture; nothing is downloaded.
+    const commit = "0123456789abcdef0123456789abcdef01234567";
+    const repoDir = path.join(dir, "hub", "models--tiiuae--falcon-rw-1b");
+    mkdirSync(path.join(repoDir, "refs"), { recursive: true });
+    writeFileSync(path.join(repoDir, "refs", "main"), commit);
+    cpSync(path.join(HF, "rw_alibi_mha_sequential", "checkpoint"), path.join(repoDir, "snapshots", commit), { recursive: true });
+    const environment = { HF_HUB_CACHE: process.env["HF_HUB_CACHE"], HF_HUB_OFFLINE: process.env["HF_HUB_OFFLINE"] };
+    process.env["HF_HUB_CACHE"] = path.join(dir, "hub");
+    process.env["HF_HUB_OFFLINE"] = "1";
+
+    interface Run { name: string; input_ids: number[][]; attention_mask: number[][] | null; position_ids: unknown; outputs: { logits: Record<string, { file: string }>; last_hidden_state?: Record<string, { file: string }> } }
+    type Manifest = { runs: Run[]; tolerance_hint: { f32: { rel: number } } };
+    const f7b = readJson<Manifest>(path.join(caseDir, "manifest.json"));
+    const run = f7b.runs.find((candidate) => candidate.name === "b3_s11_rightpad")!;
+    // The README leaves tokenIds and paddingMask to the reader: the fixture run's.
+    let results: { data: Float32Array; shape: number[]; lm: falcon.FalconCausalLM; bb: FalconBackbone };
+    try {
+      results = await runSnippet(find("FalconCausalLM.fromPreset(\"./falcon-7b\")"), dir, {
+        paths: { "./falcon-7b": path.join(dir, "falcon-7b"), "./falcon-rw-1b-keras": path.join(dir, "falcon-rw-1b-keras") },
+        given: { tokenIds: run.input_ids, paddingMask: run.attention_mask },
+        results: ["data", "shape", "lm", "bb"],
+      }) as typeof results;
+    } finally {
+      for (const [name, value] of Object.entries(environment)) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+    }
+    const { data, shape, lm, bb } = results;
+    try {
+      const valid = (row: number) => run.attention_mask![Math.floor(row / 11)]![row % 11] === 1;
+      assert.deepEqual(shape, [3, 11, 101]);
+      const error = relativeError(data, readReferenceBin(path.join(caseDir, run.outputs.logits["f32"]!.file), "float32"), 101, valid);
+      assert.ok(error <= f7b.tolerance_hint.f32.rel, `logits: error ${error}`);
+
+      // The backbone from the hub and the keras preset it saved both give the fixture's last_hidden_state.
+      const rw = readJson<Manifest>(path.join(HF, "rw_alibi_mha_sequential", "manifest.json"));
+      const rwRun = rw.runs.find((candidate) => candidate.name === "b3_s11_rightpad")!;
+      const expected = readReferenceBin(path.join(HF, "rw_alibi_mha_sequential", rwRun.outputs.last_hidden_state!["f32"]!.file), "float32");
+      const rwValid = (row: number) => rwRun.attention_mask![Math.floor(row / 11)]![row % 11] === 1;
+      await using saved = await FalconBackbone.fromPreset(path.join(dir, "falcon-rw-1b-keras"));
+      for (const [label, backbone] of [["hf://", bb], ["saved keras preset", saved]] as const) {
+        const hidden = await backbone.call({ tokenIds: rwRun.input_ids, paddingMask: rwRun.attention_mask! });
+        const hiddenError = relativeError(hidden.data, expected, backbone.getConfig().hiddenDim, rwValid);
+        assert.ok(hiddenError <= rw.tolerance_hint.f32.rel, `${label}: last_hidden_state error ${hiddenError}`);
+      }
+    } finally {
+      lm.dispose();
+      bb.dispose();
+    }
+  });
+
+  it("text in, text out: every output is the continuation the model is built to produce", async () => {
+    const { cycle } = writeCycleCheckpoint(path.join(dir, "cycle"));
+    const written: string[] = [];
+    // The README's `signal` is the reader's; the snippet writes to process.stdout, captured here.
+    const { text, texts, ids } = await runSnippet(find("lm.stream(\"The falcon\""), dir, {
+      paths: { "./falcon_refinedweb_1b_en": path.join(dir, "cycle") },
+      given: { signal: new AbortController().signal, process: { stdout: { write: (piece: string) => written.push(piece) } } },
+      results: ["text", "texts", "ids"],
+    }) as { text: string; texts: string[]; ids: Int32Array[] };
+    // 40 new tokens are five turns of the 8-token cycle.
+    assert.equal(text, `The falcon${CYCLE_TEXT.repeat(5)}`);
+    assert.deepEqual(texts, [CYCLE_TEXT.repeat(5), CYCLE_TEXT.repeat(5)]);
+    // Streamed without maxNewTokens: up to sequenceLength (1024) tokens of prompt and cycle; top-p 0.9 keeps only the
+    // cycle's next token (its logit leads by tens), so the text is the cycle, whole characters at a time.
+    const streamed = written.join("");
+    assert.ok(streamed.length > 0 && CYCLE_TEXT.repeat(Math.ceil(streamed.length / CYCLE_TEXT.length) + 1).startsWith(streamed.replace(/\uFFFD$/, "")),
+      `streamed ${JSON.stringify(streamed.slice(0, 40))}…`);
+    assert.ok(written.every((piece) => !piece.includes("\uFFFD") || piece === written[written.length - 1]));
+    assert.deepEqual(ids.map((row) => Array.from(row)), [[35, 92, 67, ...cycle], [30, 65, ...cycle]]);
+  });
+});
