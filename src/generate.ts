@@ -47,7 +47,7 @@ export interface StreamPiece {
 export interface DecodeContext {
   readonly backbone: FalconBackbone;
   readonly preprocessor: FalconCausalLMPreprocessor;
-  /** Ids at or above this are never sampled (the tokenizer's vocabulary size). */
+  /** @internal Ids at or above this are never sampled (the tokenizer's vocabulary size). */
   readonly samplingVocabularySize: number;
   createCache(options: { batchSize: number; maxLength: number }): FalconKvCache;
 }
