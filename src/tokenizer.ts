@@ -169,8 +169,9 @@ function preview(value: unknown): string {
  * unbounded repetition or an unbounded one inside any repetition (`(a+)+`, `(a?b?)*`), or an unbounded repetition of
  * alternatives that can begin alike (`(a|ab)*`), makes the ways exponential in the text's length.
  * Conservative: an alternation counts as disjoint only when every branch starts with its own literal
- * character. Backreferences are refused outright (matching with them is NP-hard). Real tokenizers'
- * patterns (GPT-2, Llama 3, Qwen, DeepSeek) repeat only single characters or classes.
+ * character. Backreferences are refused outright (matching with them is NP-hard), and so is an
+ * unbounded repetition in a lookbehind (rescanned from every position). Real tokenizers' patterns
+ * (GPT-2, Llama 3, Qwen, DeepSeek) repeat only single characters or classes.
  */
 export function catastrophicBacktracking(pattern: string): string | null {
   interface Group {
@@ -184,8 +185,12 @@ export function catastrophicBacktracking(pattern: string): string | null {
     branchStarts: (string | null)[];
     /** First literal of the current branch: undefined before its first atom. */
     currentStart: string | null | undefined;
+    /** A lookbehind, which the matcher runs backwards from every position it tries. */
+    lookbehind: boolean;
   }
-  const newGroup = (): Group => ({ quantified: false, repeatsUnbounded: false, overlappingAlternation: false, branchStarts: [], currentStart: undefined });
+  const newGroup = (lookbehind = false): Group => ({
+    quantified: false, repeatsUnbounded: false, overlappingAlternation: false, branchStarts: [], currentStart: undefined, lookbehind,
+  });
   const closeBranch = (group: Group) => {
     group.branchStarts.push(group.currentStart ?? null);
     group.currentStart = undefined;
@@ -237,7 +242,8 @@ export function catastrophicBacktracking(pattern: string): string | null {
         i += prefix[0].length;
         continue;
       }
-      if (/^\(\?P?(?:<[A-Za-z_]|')/.test(pattern.slice(i, i + 4)) && !/^\(\?<[=!]/.test(pattern.slice(i, i + 4))) {
+      const lookbehind = /^\(\?<[=!]/.test(pattern.slice(i, i + 4));
+      if (/^\(\?P?(?:<[A-Za-z_]|')/.test(pattern.slice(i, i + 4)) && !lookbehind) {
         // Named group: skip its name.
         i = pattern.indexOf(pattern[i + 2] === "'" ? "'" : ">", i + 3) + 1;
         if (i === 0) return null;  // malformed; the compiler reports it
@@ -245,13 +251,15 @@ export function catastrophicBacktracking(pattern: string): string | null {
         const groupPrefix = /^\((?:\?(?:[imxsWDSPy-]*:|<?[=!]|>|~))?/.exec(pattern.slice(i, i + 16))!;
         i += groupPrefix[0].length;
       }
-      stack.push(newGroup());
+      stack.push(newGroup(lookbehind));
       previous = null;
       continue;
     }
     if (char === ")") {
       const group = stack.pop()!;
       closeBranch(group);
+      // Run at every position, an unbounded lookbehind rescans the text before it: quadratic.
+      if (group.lookbehind && group.repeatsUnbounded) return "repeats without bound inside a lookbehind";
       if (group.branchStarts.length > 1) {
         const starts = group.branchStarts;
         if (starts.some((start) => start === null) || new Set(starts).size !== starts.length) group.overlappingAlternation = true;
@@ -364,7 +372,7 @@ const pattern: FieldCheck = (value, field, source) => {
     throw fieldError(source, `${field}.Regex`, `${preview(regex)} is not a valid regular expression (${(cause as Error).message})`, cause);
   }
   const danger = catastrophicBacktracking(regex);
-  if (danger !== null) throw fieldError(source, `${field}.Regex`, `${preview(regex)} ${danger}: matching could take exponential time`);
+  if (danger !== null) throw fieldError(source, `${field}.Regex`, `${preview(regex)} ${danger}, which can make matching take time exponential (or quadratic) in the text's length`);
 };
 
 /** [token, id], as BertProcessing and RobertaProcessing give `sep` and `cls`. */

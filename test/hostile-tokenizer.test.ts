@@ -88,6 +88,8 @@ describe("catastrophic regexes are refused at load", () => {
     }
     const backreference = writeTokenizerJson({ ...tinyJson, normalizer: replace(String.raw`(a)\1`) });
     assertRefused(backreference, /normalizer\.pattern\.Regex .*backreference/, "backreference");
+    const lookbehind = writeTokenizerJson({ ...tinyJson, pre_tokenizer: { type: "Sequence", pretokenizers: [split(String.raw`(?<=a+)b`), byteLevelWithoutRegex] } });
+    assertRefused(lookbehind, /pretokenizers\[0\]\.pattern\.Regex "\(\?<=a\+\)b" repeats without bound inside a lookbehind.*quadratic/, "lookbehind");
   });
 
   it("every real tokenizer's pattern still loads, and GPT-2's byte-level split still encodes", () => {
