@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { copyFileSync, mkdirSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, rmSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 
@@ -78,7 +78,7 @@ const REAL_PATTERNS = [
 
 describe("catastrophic regexes are refused at load", () => {
   it("nested quantifiers and overlapping alternation in a Split or Replace name the file, the field and the pattern", () => {
-    for (const regex of [String.raw`(a+)+$`, String.raw`(a*)*b`, String.raw`(a|a)*$`, String.raw`(a|ab)+c`, String.raw`(?:\d{1,3})+x`, String.raw`((a|ab))*c`]) {
+    for (const regex of [String.raw`(a+)+$`, String.raw`(a*)*b`, String.raw`(a|aa)+$`, String.raw`(a|a)*$`, String.raw`(a|ab)+c`, String.raw`(?:\d{1,3})+x`, String.raw`((a|ab))*c`]) {
       const inSplit = writeTokenizerJson({ ...tinyJson, pre_tokenizer: { type: "Sequence", pretokenizers: [split(regex), byteLevelWithoutRegex] } });
       assertRefused(inSplit, /exponential/, `Split ${regex}`);
       assert.throws(() => FalconTokenizer.fromHfTokenizerJson(inSplit), (error: unknown) =>
@@ -130,6 +130,9 @@ describe("malformed tokenizer.json files are FalconPresetErrors naming the file 
     ["Roberta sep malformed", { ...tinyJson, post_processor: { type: "RobertaProcessing", sep: "</s>", cls: ["<s>", 0] } }, /post_processor\.sep must be \["token", id\]/],
     ["unknown normalizer", { ...tinyJson, normalizer: { type: "Precompiled", precompiled_charsmap: "AAAA" } }, /normalizer\.type "Precompiled" is not a supported normalizer/],
     ["normalizer a string", { ...tinyJson, normalizer: "NFC" }, /normalizer must be a normalizer object or null, got "NFC"/],
+    ["normalizer the string \"null\"", { ...tinyJson, normalizer: "null" }, /normalizer must be a normalizer object or null, got "null"/],
+    ["template a number", { ...tinyJson, post_processor: { type: "TemplateProcessing", single: 5 } }, /post_processor\.single must be a list/],
+    ["template type_id a string", { ...tinyJson, post_processor: { type: "TemplateProcessing", single: [{ Sequence: { id: "A", type_id: "x" } }] } }, /post_processor\.single\[0\]\.Sequence\.type_id must be a non-negative integer/],
     ["pre-tokenizer without type", { ...tinyJson, pre_tokenizer: { add_prefix_space: false } }, /pre_tokenizer\.type undefined is not a supported pre-tokenizer/],
     ["null inside a Sequence", { ...tinyJson, pre_tokenizer: { type: "Sequence", pretokenizers: [null, { type: "ByteLevel" }] } }, /pre_tokenizer\.pretokenizers\[0\] must be a pre-tokenizer object/],
     ["Sequence parts not a list", { ...tinyJson, pre_tokenizer: { type: "Sequence", pretokenizers: { type: "ByteLevel" } } }, /pre_tokenizer\.pretokenizers must be a list/],
@@ -183,6 +186,27 @@ describe("tokenizer files that are not regular files, or too large", { skip: pro
       const result = inChildProcess(`lib.FalconTokenizer.fromPreset(${JSON.stringify(presetDir)})`);
       assert.equal(result.name, "FalconPresetError", result.message);
       assert.ok(result.message.includes(`${path} is a FIFO, not a regular file`), result.message);
+    }
+  });
+
+  it("tokenizer files that are symlinks to /dev/zero or /dev/urandom are refused as devices", { skip: process.platform !== "linux" && "Linux devices" }, () => {
+    for (const [index, device] of ["/dev/zero", "/dev/urandom"].entries()) {
+      const hfDir = join(tempRoot, `device-hf-${index}`);
+      mkdirSync(hfDir);
+      symlinkSync(device, join(hfDir, "tokenizer.json"));
+      const hf = inChildProcess(`lib.FalconTokenizer.fromPreset(${JSON.stringify(hfDir)})`);
+      assert.equal(hf.name, "FalconPresetError", hf.message);
+      assert.match(hf.message, /tokenizer\.json is a device, not a regular file/);
+      for (const file of ["vocabulary.json", "merges.txt"]) {
+        const presetDir = join(tempRoot, `device-${index}-${file}`);
+        writeKerasPreset(presetDir, tinyVocabulary());
+        const path = join(presetDir, "assets", "tokenizer", file);
+        rmSync(path);
+        symlinkSync(device, path);
+        const keras = inChildProcess(`lib.FalconTokenizer.fromPreset(${JSON.stringify(presetDir)})`);
+        assert.equal(keras.name, "FalconPresetError", keras.message);
+        assert.ok(keras.message.includes(`${path} is a device, not a regular file`), keras.message);
+      }
     }
   });
 
