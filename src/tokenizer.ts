@@ -173,7 +173,7 @@ function preview(value: unknown): string {
  * unbounded repetition in a lookbehind (rescanned from every position). Real tokenizers' patterns
  * (GPT-2, Llama 3, Qwen, DeepSeek) repeat only single characters or classes.
  */
-export function catastrophicBacktracking(pattern: string): string | null {
+function catastrophicBacktracking(pattern: string): string | null {
   interface Group {
     /** Holds a quantifier (`?` included: an optional part can be matched by either of two iterations), at any depth. */
     quantified: boolean;
