@@ -19,7 +19,7 @@ import {
 import { readJsonObject } from "./presets/json.js";
 import { readPreset } from "./presets/index.js";
 import type { WriteKerasPresetOptions } from "./presets/keras-export.js";
-import { FalconTokenizer } from "./tokenizer.js";
+import { FalconTokenizer, readTokenizerJson } from "./tokenizer.js";
 
 export interface FalconCausalLMOptions {
   /** A preprocessor, or options for the default one built around the tokenizer. */
@@ -46,7 +46,8 @@ export function presetTokenizerFiles(directory: string): "keras-hub assets" | "H
   if (existsSync(path.join(directory, "assets", "tokenizer", "vocabulary.json"))) return "keras-hub assets";
   const file = path.join(directory, "tokenizer.json");
   if (!existsSync(file)) return null;
-  const json = readJsonObject(file);
+  const json = readTokenizerJson(file);
+  if (typeof json !== "object" || json === null || Array.isArray(json)) throw new FalconPresetError(`${file}: expected a JSON object`);
   if ("model" in json) return "HF tokenizer.json";
   return "registered_name" in json ? "keras-hub config without assets" : null;
 }

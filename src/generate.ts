@@ -9,7 +9,9 @@
  * the cache's batch size); their results are ignored and rows never affect each other.
  */
 import type { FalconBackbone, FalconKvCache } from "./backbone.js";
+import type { ResolvedBackboneConfig } from "./config.js";
 import { FalconInputError } from "./errors.js";
+import { MAX_SEQUENCE_LENGTH, memoryLimitBytes } from "./inputs.js";
 import { callNative } from "./native.js";
 import type { FalconCausalLMPreprocessor, PackedPrompts, PromptInput } from "./preprocessor.js";
 import { createSampler, type SamplerSpec } from "./samplers.js";
@@ -45,7 +47,7 @@ export interface StreamPiece {
 export interface DecodeContext {
   readonly backbone: FalconBackbone;
   readonly preprocessor: FalconCausalLMPreprocessor;
-  /** Ids at or above this are never sampled (the tokenizer's vocabulary size). */
+  /** @internal Ids at or above this are never sampled (the tokenizer's vocabulary size). */
   readonly samplingVocabularySize: number;
   createCache(options: { batchSize: number; maxLength: number }): FalconKvCache;
 }
@@ -60,6 +62,31 @@ interface StepEvent {
 interface DecodeResult {
   packed: PackedPrompts;
   generated: Int32Array[];
+}
+
+/** Bytes a KV cache holds per sequence slot: float32 keys and values of every layer, a valid flag and a position. */
+function cacheBytesPerSlot(config: ResolvedBackboneConfig): number {
+  const headDim = config.hiddenDim / config.numAttentionHeads;
+  return config.numLayers * 2 * config.numKeyValueHeads * headDim * Float32Array.BYTES_PER_ELEMENT + 1 + Int32Array.BYTES_PER_ELEMENT;
+}
+
+/**
+ * Refuses a cache that cannot exist before anything is allocated: more slots than int32 indices
+ * reach, or more bytes than the machine has. Whether the memory is free right now is the native
+ * allocator's check; this one needs no native call and holds whatever else is running.
+ */
+function checkCacheSize(config: ResolvedBackboneConfig, batch: number, cacheLength: number, longestPrompt: number): void {
+  const bytes = batch * cacheLength * cacheBytesPerSlot(config);
+  const what = () =>
+    `generate needs a KV cache of ${batch} × ${cacheLength} tokens (prompt ${longestPrompt} + up to ${cacheLength - longestPrompt} new), ` +
+    `${bytes} bytes`;
+  if (cacheLength > MAX_SEQUENCE_LENGTH) {
+    throw new FalconInputError(`${what()}: a cache holds at most ${MAX_SEQUENCE_LENGTH} tokens per sequence; lower maxNewTokens or maxLength`);
+  }
+  const limit = memoryLimitBytes();
+  if (bytes > limit) {
+    throw new FalconInputError(`${what()}, more than the ${limit} bytes of memory this machine has; lower maxNewTokens or maxLength`);
+  }
 }
 
 const OPTION_KEYS = new Set(["maxNewTokens", "maxLength", "stopTokenIds", "stripPrompt", "sampler", "signal", "onToken"]);
@@ -98,6 +125,34 @@ function throwIfAborted(signal: AbortSignal | undefined): void {
 }
 
 /**
+ * The batch with every row's real tokens moved to its start, right-padded to the longest row. A padded
+ * prompt may be far wider than its real tokens (200,000 columns, one real token) and the prefill costs
+ * width²; padding is masked out and positions count only real tokens, so dropping it changes nothing.
+ */
+function withoutPadding(packed: PackedPrompts, padTokenId: number): PackedPrompts {
+  const [batch, width] = packed.shape;
+  const realCounts = new Int32Array(batch);
+  for (let i = 0; i < packed.paddingMask.length; i++) realCounts[Math.floor(i / width)]! += packed.paddingMask[i]!;
+  const longest = realCounts.reduce((a, b) => Math.max(a, b), 0);
+  if (longest === width && realCounts.every((count, b) => count === packed.lengths[b])) {
+    // Right-padded already; a pad id the model lacks becomes padTokenId (masked anyway).
+    for (let i = 0; i < packed.tokenIds.length; i++) if (!packed.paddingMask[i]) packed.tokenIds[i] = padTokenId;
+    return packed;
+  }
+  const tokenIds = new Int32Array(batch * longest).fill(padTokenId);
+  const paddingMask = new Uint8Array(batch * longest);
+  for (let b = 0; b < batch; b++) {
+    let column = 0;
+    for (let c = 0; c < width; c++) {
+      if (!packed.paddingMask[b * width + c]) continue;
+      tokenIds[b * longest + column] = packed.tokenIds[b * width + c]!;
+      paddingMask[b * longest + column++] = 1;
+    }
+  }
+  return { ...packed, tokenIds, paddingMask, shape: [batch, longest], lengths: realCounts };
+}
+
+/**
  * The decoding loop as an async generator of steps; its return value holds the tokens. Stopping the
  * iteration early (return() or an error) frees the cache.
  */
@@ -115,36 +170,41 @@ export async function* decodeSteps(
   const allowed = Math.min(context.samplingVocabularySize, vocabularySize);
 
   const maxLength = options.maxLength ?? (options.maxNewTokens === undefined ? preprocessor.sequenceLength : undefined);
-  const packed = preprocessor.generatePreprocess(prompts, { sequenceLength: maxLength ?? preprocessor.sequenceLength });
-  const [batch, width] = packed.shape;
-  for (let i = 0; i < packed.tokenIds.length; i++) {
-    const id = packed.tokenIds[i]!;
-    if (id >= vocabularySize && packed.paddingMask[i]) {
+  const preprocessed = preprocessor.generatePreprocess(prompts, { sequenceLength: maxLength ?? preprocessor.sequenceLength });
+  const padTokenId = preprocessor.padTokenId < vocabularySize ? preprocessor.padTokenId : 0;
+  for (let i = 0; i < preprocessed.tokenIds.length; i++) {
+    const id = preprocessed.tokenIds[i]!;
+    if (id >= vocabularySize && preprocessed.paddingMask[i]) {
+      const width = preprocessed.shape[1];
       throw new FalconInputError(`prompt ${Math.floor(i / width)} token ${i % width} = ${id} is out of range [0, ${vocabularySize})`);
     }
-    if (id >= vocabularySize) packed.tokenIds[i] = 0;  // a pad id the model lacks: masked anyway
   }
-  const padTokenId = preprocessor.padTokenId < vocabularySize ? preprocessor.padTokenId : 0;
+  const packed = withoutPadding(preprocessed, padTokenId);
+  const [batch, width] = packed.shape;
   const stopTokenIds = options.stopTokenIds === undefined
     ? (preprocessor.endTokenId === undefined ? [] : [preprocessor.endTokenId])
     : (options.stopTokenIds ?? []);
   const stops = new Set(stopTokenIds);
 
-  // Per-row budgets: maxNewTokens, and what maxLength leaves after the prompt.
+  // Per-row budgets: maxNewTokens, and what maxLength leaves after the prompt. Plain numbers: an
+  // option may be any integer, and the cache check below refuses what no cache can hold.
   const lengths = packed.lengths;
-  const budget = new Int32Array(batch);
+  const budget: number[] = [];
   let cacheLength = width;
+  let longestPrompt = 0;
   for (let b = 0; b < batch; b++) {
     const byNew = options.maxNewTokens ?? Infinity;
     const byLength = maxLength === undefined ? Infinity : Math.max(0, maxLength - lengths[b]!);
-    budget[b] = Math.min(byNew, byLength);
+    budget.push(Math.min(byNew, byLength));
     cacheLength = Math.max(cacheLength, lengths[b]! + budget[b]!);
+    longestPrompt = Math.max(longestPrompt, lengths[b]!);
   }
-  const generated = Array.from(budget, (count) => new Int32Array(count));
-  const counts = new Int32Array(batch);
+  // Rows grow as tokens come: a budget is a bound, not a size to allocate.
+  const generated = budget.map((): number[] => []);
   const running = Uint8Array.from(budget, (count) => (count > 0 ? 1 : 0));
-  const result = (): DecodeResult => ({ packed, generated: generated.map((row, b) => row.subarray(0, counts[b]!)) });
+  const result = (): DecodeResult => ({ packed, generated: generated.map((row) => Int32Array.from(row)) });
   if (!running.some((flag) => flag === 1)) return result();
+  checkCacheSize(config, batch, cacheLength, longestPrompt);
 
   const model = await backbone.nativeModel();
   throwIfAborted(signal);
@@ -172,10 +232,10 @@ export async function* decodeSteps(
         event.produced[b] = 0;
         if (!running[b]) continue;
         const token = sampler.sample(logits, b * vocabularySize, allowed, b);
-        generated[b]![counts[b]!++] = token;
+        generated[b]!.push(token);
         event.tokens[b] = token;
         event.produced[b] = 1;
-        if (stops.has(token) || counts[b]! >= budget[b]!) running[b] = 0;
+        if (stops.has(token) || generated[b]!.length >= budget[b]!) running[b] = 0;
         else anyRunning = true;
         onToken?.(token, b);
         throwIfAborted(signal);
@@ -184,7 +244,7 @@ export async function* decodeSteps(
       if (!anyRunning) break;
       throwIfAborted(signal);
       for (let b = 0; b < batch; b++) {
-        const next = lengths[b]! + counts[b]!;  // slot after the row's last token
+        const next = lengths[b]! + generated[b]!.length;  // slot after the row's last token
         if (running[b]) {
           stepIds[b] = event.tokens[b]!;
           stepMask[b] = 1;

@@ -2,6 +2,8 @@
  * Token-id and padding-mask inputs: nested arrays or flat typed arrays with a shape, checked and
  * packed into the flat buffers the native core reads.
  */
+import { totalmem } from "node:os";
+
 import { FalconInputError } from "./errors.js";
 
 /** A row-major float32 tensor. */
@@ -35,6 +37,30 @@ export interface PackedInputs {
   tokenIds: Int32Array;
   paddingMask: Uint8Array | null;
   positionIds: Int32Array | null;
+}
+
+/** Batch columns and cache slots are addressed with int32 indices, natively and in the step buffers. */
+export const MAX_SEQUENCE_LENGTH = 0x7fffffff;
+
+/** The memory this process may use at most: the machine's, or its cgroup limit when lower. */
+export function memoryLimitBytes(): number {
+  const constrained = typeof process.constrainedMemory === "function" ? process.constrainedMemory() : 0;
+  return constrained !== undefined && constrained > 0 ? Math.min(constrained, totalmem()) : totalmem();
+}
+
+/**
+ * Refuses, before allocating, a [batch, length] batch of `bytesPerCell` bytes per cell that no
+ * machine running this could hold: wider than int32 indices reach or larger than its memory.
+ */
+export function checkBatchFits(batch: number, length: number, bytesPerCell: number, what: string): void {
+  const bytes = batch * length * bytesPerCell;
+  if (length > MAX_SEQUENCE_LENGTH) {
+    throw new FalconInputError(`${what}: a [${batch}, ${length}] batch is wider than the ${MAX_SEQUENCE_LENGTH} columns int32 indices reach`);
+  }
+  const limit = memoryLimitBytes();
+  if (bytes > limit) {
+    throw new FalconInputError(`${what}: a [${batch}, ${length}] batch needs ${bytes} bytes, more than the ${limit} bytes of memory this machine has`);
+  }
 }
 
 function isShaped(value: unknown): value is ShapedIds {

@@ -5,7 +5,7 @@
  * too (one row, or a ragged batch) and used verbatim: no start token is added to ids.
  */
 import { FalconInputError } from "./errors.js";
-import { packInputs, type PaddingMaskInput, type TokenIdsInput } from "./inputs.js";
+import { checkBatchFits, packInputs, type PaddingMaskInput, type TokenIdsInput } from "./inputs.js";
 import type { FalconTokenizer } from "./tokenizer.js";
 
 /** keras-hub's hard-coded pad id (GPT-2's "!"; pads are masked out). */
@@ -126,10 +126,14 @@ export class FalconCausalLMPreprocessor {
     return this.tokenizer;
   }
 
-  /** Token ids of one text, with the start token when addStartToken (no truncation). */
-  tokenize(text: string): Int32Array {
+  /**
+   * Token ids of one text, with the start token when addStartToken; at most `maxLength` of them
+   * (default: no truncation). Only as much text is tokenized as the kept ids need.
+   */
+  tokenize(text: string, maxLength = Infinity): Int32Array {
     const tokenizer = this.requireTokenizer();
-    const ids = tokenizer.encode(text);
+    const start = this.addStartToken ? 1 : 0;
+    const ids = maxLength === Infinity ? tokenizer.encode(text) : tokenizer.encodePrefix(text, Math.max(0, maxLength - start));
     if (!this.addStartToken) return ids;
     const withStart = new Int32Array(ids.length + 1);
     withStart[0] = this.startTokenId!;
@@ -149,7 +153,7 @@ export class FalconCausalLMPreprocessor {
     let kind: "text" | "ids";
     let single: boolean;
     if (typeof prompts === "string") {
-      [rows, kind, single] = [[this.tokenize(prompts)], "text", true];
+      [rows, kind, single] = [[this.tokenize(prompts, sequenceLength)], "text", true];
     } else if (prompts instanceof Int32Array) {
       [rows, kind, single] = [[prompts], "ids", true];
     } else if (Array.isArray(prompts)) {
@@ -159,7 +163,7 @@ export class FalconCausalLMPreprocessor {
         prompts.forEach((prompt: unknown, row: number) => {
           if (typeof prompt !== "string") throw new FalconInputError(`prompts[${row}] is not a string: a batch is all text or all token ids`);
         });
-        [rows, kind, single] = [(prompts as string[]).map((text) => this.tokenize(text)), "text", false];
+        [rows, kind, single] = [(prompts as string[]).map((text) => this.tokenize(text, sequenceLength)), "text", false];
       } else if (typeof first === "number") {
         [rows, kind, single] = [[prompts as readonly number[]], "ids", true];
       } else if (Array.isArray(first) || first instanceof Int32Array) {
@@ -184,8 +188,10 @@ export class FalconCausalLMPreprocessor {
       }
       return { row, length, r };
     });
-    const width = options.padTo === "sequenceLength" ? sequenceLength : Math.max(...truncated.map((t) => t.length));
+    const width = options.padTo === "sequenceLength" ? sequenceLength : truncated.reduce((longest, t) => Math.max(longest, t.length), 0);
     const batch = rows.length;
+    // Int32 ids and a byte of mask per cell.
+    checkBatchFits(batch, width, 5, "generatePreprocess");
     const tokenIds = new Int32Array(batch * width).fill(this.padTokenId);
     const paddingMask = new Uint8Array(batch * width);
     const lengths = new Int32Array(batch);
@@ -223,14 +229,17 @@ export class FalconCausalLMPreprocessor {
     const tokenizer = this.requireTokenizer();
     const batch = typeof texts === "string" ? [texts] : texts;
     const L = this.sequenceLength;
+    // Int32 ids and labels, float32 weights and a byte of mask per cell.
+    checkBatchFits(batch.length, L, 13, "call()");
     const tokenIds = new Int32Array(batch.length * L).fill(this.padTokenId);
     const paddingMask = new Uint8Array(batch.length * L);
     const y = new Int32Array(batch.length * L).fill(this.padTokenId);
     const sampleWeight = new Float32Array(batch.length * L);
     batch.forEach((text, r) => {
+      const start = this.addStartToken ? [this.startTokenId!] : [];
       const ids = [
-        ...(this.addStartToken ? [this.startTokenId!] : []),
-        ...tokenizer.encode(text),
+        ...start,
+        ...tokenizer.encodePrefix(text, L + 1 - start.length),
         ...(this.addEndToken ? [this.endTokenId!] : []),
       ].slice(0, L + 1);
       ids.forEach((id, c) => {

@@ -146,11 +146,21 @@ function ranksBefore(logits: Float32Array, offset: number, a: number, b: number)
   return va > vb || (va === vb && a < b) || (Number.isNaN(vb) && !Number.isNaN(va));
 }
 
+/** Above this k, top-k selection sorts instead of inserting into a sorted prefix. */
+const INSERTION_TOP_K_LIMIT = 128;
+
 /** The ids of the k largest logits, best first (ties: lower id first). */
 export function topKIndices(logits: Float32Array, offset: number, allowed: number, k: number, out?: Int32Array): Int32Array {
   checkRow(logits, offset, allowed);
   const count = Math.min(k, allowed);
   const best = out && out.length >= count ? out.subarray(0, count) : new Int32Array(count);
+  if (count > INSERTION_TOP_K_LIMIT) {
+    // Insertion costs allowed × k: seconds per token for k near the vocabulary size. Sorting every id
+    // in the same order (ties and NaN included) costs allowed × log(allowed).
+    const order = (a: number, b: number) => (ranksBefore(logits, offset, a, b) ? -1 : ranksBefore(logits, offset, b, a) ? 1 : a - b);
+    best.set(Int32Array.from({ length: allowed }, (_, id) => id).sort(order).subarray(0, count));
+    return best;
+  }
   let filled = 0;
   for (let id = 0; id < allowed; id++) {
     if (filled === count && !ranksBefore(logits, offset, id, best[count - 1]!)) continue;

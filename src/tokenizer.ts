@@ -7,10 +7,10 @@
  * never cut a UTF-8 character in half), throws on an empty id list, silently drops unknown ids, and
  * by default rewrites " ." to "." (clean_up_tokenization_spaces), which is not lossless.
  */
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { closeSync, constants, existsSync, fstatSync, openSync, readSync, statSync, type Stats } from "node:fs";
 import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
-import { FalconInputError, FalconPresetError } from "./errors.js";
+import { FalconError, FalconInputError, FalconPresetError } from "./errors.js";
 
 /** Falcon's start, end and unsplittable special token (keras-hub `FalconTokenizer`). */
 const END_OF_TEXT = "<|endoftext|>";
@@ -87,12 +87,57 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
+/**
+ * The largest public tokenizer.json files (256k-token vocabularies) are ~35 MB; a vocabulary or
+ * merges file of a keras-hub preset is smaller still.
+ */
+const MAX_TOKENIZER_FILE_BYTES = 64 * 1024 * 1024;
+
+/** Opening a FIFO for reading blocks until a writer appears; a non-blocking open returns at once. */
+const OPEN_READ_NONBLOCKING = constants.O_RDONLY | (constants.O_NONBLOCK ?? 0);
+
+function fileKind(stats: Stats): string {
+  if (stats.isDirectory()) return "a directory";
+  if (stats.isFIFO()) return "a FIFO";
+  if (stats.isSocket()) return "a socket";
+  if (stats.isCharacterDevice() || stats.isBlockDevice()) return "a device";
+  return "not a regular file";
+}
+
+/**
+ * A tokenizer file's text. Only a regular file of bounded size is read: a FIFO, device or directory
+ * would block the event loop or fail untyped, and the size is known before anything is allocated.
+ * (The preset loaders read their JSON the same way; this is the tokenizer's own copy.)
+ */
 function readTextFile(path: string, what: string): string {
   if (!existsSync(path)) throw new FalconPresetError(`${what} not found: ${path}`);
+  let fd: number;
   try {
-    return readFileSync(path, "utf8");
+    fd = openSync(path, OPEN_READ_NONBLOCKING);
   } catch (cause) {
     throw new FalconPresetError(`cannot read ${what} ${path}`, { cause });
+  }
+  try {
+    const stats = fstatSync(fd);
+    if (!stats.isFile()) throw new FalconPresetError(`${what} ${path} is ${fileKind(stats)}, not a regular file`);
+    if (stats.size > MAX_TOKENIZER_FILE_BYTES) {
+      throw new FalconPresetError(`${what} ${path} has ${stats.size} bytes, more than the ${MAX_TOKENIZER_FILE_BYTES} a tokenizer file may have`);
+    }
+    // One byte more than the size: a file that grew while it was read is refused, not read without end.
+    const bytes = Buffer.alloc(stats.size + 1);
+    let length = 0;
+    while (length < bytes.length) {
+      const read = readSync(fd, bytes, length, bytes.length - length, length);
+      if (read === 0) break;
+      length += read;
+    }
+    if (length > stats.size) throw new FalconPresetError(`${what} ${path} changed while it was read`);
+    return bytes.toString("utf8", 0, length);
+  } catch (cause) {
+    if (cause instanceof FalconPresetError) throw cause;
+    throw new FalconPresetError(`cannot read ${what} ${path}`, { cause });
+  } finally {
+    closeSync(fd);
   }
 }
 
@@ -105,13 +150,380 @@ function readJsonFile(path: string, what: string): unknown {
   }
 }
 
+/** A preset's tokenizer.json, read as the tokenizer reads it (a regular file of bounded size), parsed. */
+export function readTokenizerJson(path: string): unknown {
+  return readJsonFile(path, "tokenizer.json");
+}
+
+/** A short, always printable description of a JSON value (JSON.stringify overflows on deep nesting). */
+function preview(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value);
+  if (Array.isArray(value)) return `an array of ${value.length}`;
+  if (isPlainObject(value)) return "an object";
+  return String(value);
+}
+
+/**
+ * Why a regular expression can take exponential time on some input, or null when it cannot. A
+ * backtracking matcher tries every way a repeated group can divide the text: a quantifier inside an
+ * unbounded repetition or an unbounded one inside any repetition (`(a+)+`, `(a?b?)*`), or an unbounded repetition of
+ * alternatives that can begin alike (`(a|ab)*`), makes the ways exponential in the text's length.
+ * Conservative: an alternation counts as disjoint only when every branch starts with its own literal
+ * character. Backreferences are refused outright (matching with them is NP-hard), and so is an
+ * unbounded repetition in a lookbehind (rescanned from every position). Real tokenizers' patterns
+ * (GPT-2, Llama 3, Qwen, DeepSeek) repeat only single characters or classes.
+ */
+function catastrophicBacktracking(pattern: string): string | null {
+  interface Group {
+    /** Holds a quantifier (`?` included: an optional part can be matched by either of two iterations), at any depth. */
+    quantified: boolean;
+    /** Holds an unbounded quantifier (*, +, {n,}), at any depth. */
+    repeatsUnbounded: boolean;
+    /** Holds, at any depth, an alternation whose branches may begin with the same character. */
+    overlappingAlternation: boolean;
+    /** First literal character of each finished branch; null when it is not a known literal. */
+    branchStarts: (string | null)[];
+    /** First literal of the current branch: undefined before its first atom. */
+    currentStart: string | null | undefined;
+    /** A lookbehind, which the matcher runs backwards from every position it tries. */
+    lookbehind: boolean;
+  }
+  const newGroup = (lookbehind = false): Group => ({
+    quantified: false, repeatsUnbounded: false, overlappingAlternation: false, branchStarts: [], currentStart: undefined, lookbehind,
+  });
+  const closeBranch = (group: Group) => {
+    group.branchStarts.push(group.currentStart ?? null);
+    group.currentStart = undefined;
+  };
+  const stack: Group[] = [newGroup()];
+  /** What a following quantifier applies to: a closed group, another atom, or nothing (start, `|`, anchors). */
+  let previous: { group: Group | null; literal: string | null; startsBranch: boolean } | null = null;
+  const atom = (literal: string | null, group: Group | null = null) => {
+    const current = stack[stack.length - 1]!;
+    const startsBranch = current.currentStart === undefined;
+    if (startsBranch) current.currentStart = literal;
+    previous = { group, literal, startsBranch };
+  };
+  for (let i = 0; i < pattern.length; ) {
+    const char = pattern[i]!;
+    if (char === "\\") {
+      const next = pattern[i + 1] ?? "";
+      if (/[1-9]/.test(next) || next === "k" || next === "g") return "uses a backreference or subroutine call";
+      const braced = /^\\[pPxuo]\{[^}]*\}/.exec(pattern.slice(i, i + 64));
+      const length = braced ? braced[0].length : 2;
+      atom(/[A-Za-z0-9]/.test(next) ? null : next);
+      i += length;
+      continue;
+    }
+    if (char === "[") {
+      // Skip the class, nested classes (Oniguruma's [a-z&&[^aeiou]]) and escapes included.
+      let depth = 0;
+      let j = i;
+      for (; j < pattern.length; j++) {
+        const c = pattern[j]!;
+        if (c === "\\") {
+          j++;
+        } else if (c === "[") {
+          depth++;
+          if (pattern[j + 1] === "^") j++;
+          if (pattern[j + 1] === "]") j++;  // a "]" first in a class is literal
+        } else if (c === "]" && --depth === 0) {
+          break;
+        }
+      }
+      atom(null);
+      i = j + 1;
+      continue;
+    }
+    if (char === "(") {
+      const prefix = /^\(\?(?:[imxsWDSPy-]*\)|#[^)]*\))/.exec(pattern.slice(i, i + 64));
+      if (prefix) {  // inline flags (?i) or a comment: not a group, nothing to repeat
+        previous = null;
+        i += prefix[0].length;
+        continue;
+      }
+      const lookbehind = /^\(\?<[=!]/.test(pattern.slice(i, i + 4));
+      if (/^\(\?P?(?:<[A-Za-z_]|')/.test(pattern.slice(i, i + 4)) && !lookbehind) {
+        // Named group: skip its name.
+        i = pattern.indexOf(pattern[i + 2] === "'" ? "'" : ">", i + 3) + 1;
+        if (i === 0) return null;  // malformed; the compiler reports it
+      } else {
+        const groupPrefix = /^\((?:\?(?:[imxsWDSPy-]*:|<?[=!]|>|~))?/.exec(pattern.slice(i, i + 16))!;
+        i += groupPrefix[0].length;
+      }
+      stack.push(newGroup(lookbehind));
+      previous = null;
+      continue;
+    }
+    if (char === ")") {
+      const group = stack.pop()!;
+      closeBranch(group);
+      // Run at every position, an unbounded lookbehind rescans the text before it: quadratic.
+      if (group.lookbehind && group.repeatsUnbounded) return "repeats without bound inside a lookbehind";
+      if (group.branchStarts.length > 1) {
+        const starts = group.branchStarts;
+        if (starts.some((start) => start === null) || new Set(starts).size !== starts.length) group.overlappingAlternation = true;
+      }
+      const parent = stack[stack.length - 1];
+      if (!parent) return null;  // unbalanced; the compiler reports it
+      parent.quantified ||= group.quantified;
+      parent.repeatsUnbounded ||= group.repeatsUnbounded;
+      parent.overlappingAlternation ||= group.overlappingAlternation;
+      const first = group.branchStarts.length === 1 ? group.branchStarts[0]! : null;
+      atom(first, group);
+      i++;
+      continue;
+    }
+    if (char === "|") {
+      closeBranch(stack[stack.length - 1]!);
+      previous = null;
+      i++;
+      continue;
+    }
+    const quantifier = /^(?:[*+?]|\{(\d*)(,?)(\d*)\})/.exec(pattern.slice(i, i + 32));
+    if (quantifier && (quantifier[0].length === 1 || quantifier[1] !== "" || quantifier[3] !== "")) {
+      let min = 1;
+      let max = 1;
+      if (quantifier[0] === "*") [min, max] = [0, Infinity];
+      else if (quantifier[0] === "+") [min, max] = [1, Infinity];
+      else if (quantifier[0] === "?") [min, max] = [0, 1];
+      else {
+        min = quantifier[1] === "" ? 0 : Number(quantifier[1]);
+        max = quantifier[2] === "" ? min : quantifier[3] === "" ? Infinity : Number(quantifier[3]);
+      }
+      i += quantifier[0].length;
+      if (pattern[i] === "?" || pattern[i] === "+") i++;  // lazy or possessive
+      const target = previous as { group: Group | null; literal: string | null; startsBranch: boolean } | null;
+      if (target === null) continue;
+      const current = stack[stack.length - 1]!;
+      if (target.startsBranch && min === 0) current.currentStart = null;  // the branch may start with what follows
+      current.quantified = true;
+      if (max <= 1) continue;
+      const unbounded = max === Infinity;
+      const group = target.group;
+      if (group !== null) {
+        if ((unbounded && group.quantified) || group.repeatsUnbounded) return "repeats a group that holds a quantifier (nested quantifiers)";
+        if (unbounded && group.overlappingAlternation) return "repeats alternatives that can match the same text (overlapping alternation)";
+      }
+      current.repeatsUnbounded ||= unbounded;
+      previous = null;
+      continue;
+    }
+    atom(".^$".includes(char) ? null : char);
+    i++;
+  }
+  return null;
+}
+
+/** Sequences nest one or two levels in real tokenizers; the bound keeps every walk over them shallow. */
+const MAX_SEQUENCE_NESTING = 16;
+
+/** Checks one field of a tokenizer.json component; `field` is its path in the file. */
+type FieldCheck = (value: unknown, field: string, source: string) => void;
+
+function fieldError(source: string, field: string, problem: string, cause?: unknown): FalconPresetError {
+  return new FalconPresetError(`${source}: ${field} ${problem}`, cause === undefined ? undefined : { cause });
+}
+
+const optionalBoolean: FieldCheck = (value, field, source) => {
+  if (value !== undefined && value !== null && typeof value !== "boolean") throw fieldError(source, field, `must be true or false, got ${preview(value)}`);
+};
+
+const optionalString: FieldCheck = (value, field, source) => {
+  if (value !== undefined && value !== null && typeof value !== "string") throw fieldError(source, field, `must be a string, got ${preview(value)}`);
+};
+
+const requiredString: FieldCheck = (value, field, source) => {
+  if (typeof value !== "string") throw fieldError(source, field, `must be a string, got ${preview(value)}`);
+};
+
+const optionalTokenId: FieldCheck = (value, field, source) => {
+  if (value !== undefined && value !== null && !(Number.isSafeInteger(value) && (value as number) >= 0)) {
+    throw fieldError(source, field, `must be a non-negative integer, got ${preview(value)}`);
+  }
+};
+
+function optionalOneOf(allowed: readonly string[], why = ""): FieldCheck {
+  return (value, field, source) => {
+    if (value === undefined || value === null) return;
+    if (typeof value !== "string" || !allowed.some((name) => name.toLowerCase() === value.toLowerCase())) {
+      throw fieldError(source, field, `must be one of ${allowed.join(", ")}${why}, got ${preview(value)}`);
+    }
+  };
+}
+
+const positiveInteger: FieldCheck = (value, field, source) => {
+  if (!Number.isSafeInteger(value) || (value as number) <= 0) throw fieldError(source, field, `must be a positive integer, got ${preview(value)}`);
+};
+
+/** A Split or Replace pattern: {"String": s} or {"Regex": r}, the regex compilable and without catastrophic backtracking. */
+const pattern: FieldCheck = (value, field, source) => {
+  const kinds = isPlainObject(value) ? Object.keys(value).filter((key) => key === "Regex" || key === "String") : [];
+  if (!isPlainObject(value) || kinds.length !== 1 || typeof value[kinds[0]!] !== "string") {
+    throw fieldError(source, field, `must be {"Regex": "…"} or {"String": "…"}, got ${preview(value)}`);
+  }
+  if (kinds[0] === "String") return;
+  const regex = value["Regex"] as string;
+  try {
+    // Compiled as the encoder will compile it (Oniguruma syntax rewritten for JavaScript), on an empty model.
+    const split = { type: "Split", pattern: { Regex: regex }, behavior: "Isolated", invert: false };
+    new Tokenizer({ model: { type: "BPE", vocab: {}, merges: [] }, normalizer: null, pre_tokenizer: split, post_processor: null, decoder: null, added_tokens: [] }, {});
+  } catch (cause) {
+    throw fieldError(source, `${field}.Regex`, `${preview(regex)} is not a valid regular expression (${(cause as Error).message})`, cause);
+  }
+  const danger = catastrophicBacktracking(regex);
+  if (danger !== null) throw fieldError(source, `${field}.Regex`, `${preview(regex)} ${danger}, which can make matching take time exponential (or quadratic) in the text's length`);
+};
+
+/** [token, id], as BertProcessing and RobertaProcessing give `sep` and `cls`. */
+const tokenAndId: FieldCheck = (value, field, source) => {
+  if (!Array.isArray(value) || value.length !== 2 || typeof value[0] !== "string" || !Number.isSafeInteger(value[1]) || value[1] < 0) {
+    throw fieldError(source, field, `must be ["token", id], got ${preview(value)}`);
+  }
+};
+
+/** A TemplateProcessing template: [{"SpecialToken": {id, type_id}} | {"Sequence": {id, type_id}}, …]. */
+function template(required: boolean): FieldCheck {
+  return (value, field, source) => {
+    if (value === undefined && !required) return;
+    if (!Array.isArray(value)) throw fieldError(source, field, `must be a list of {"SpecialToken": …} or {"Sequence": …} pieces, got ${preview(value)}`);
+    value.forEach((piece: unknown, index) => {
+      const at = `${field}[${index}]`;
+      const kind = isPlainObject(piece) && Object.keys(piece).length === 1 ? Object.keys(piece)[0]! : "";
+      const body = isPlainObject(piece) ? piece[kind] : undefined;
+      if ((kind !== "SpecialToken" && kind !== "Sequence") || !isPlainObject(body)) {
+        throw fieldError(source, at, `must be {"SpecialToken": {id, type_id}} or {"Sequence": {id, type_id}}, got ${preview(piece)}`);
+      }
+      requiredString(body["id"], `${at}.${kind}.id`, source);
+      optionalTokenId(body["type_id"], `${at}.${kind}.type_id`, source);
+    });
+  };
+}
+
+/** TemplateProcessing's special_tokens: {name: {id, ids, tokens}}. */
+const specialTokens: FieldCheck = (value, field, source) => {
+  if (value === undefined || value === null) return;
+  if (!isPlainObject(value)) throw fieldError(source, field, `must be an object, got ${preview(value)}`);
+  for (const [name, token] of Object.entries(value)) {
+    const at = `${field}.${JSON.stringify(name)}`;
+    if (!isPlainObject(token)) throw fieldError(source, at, `must be {id, ids, tokens}, got ${preview(token)}`);
+    requiredString(token["id"], `${at}.id`, source);
+    const { ids, tokens } = token;
+    if (!Array.isArray(ids) || !ids.every((id) => Number.isSafeInteger(id) && id >= 0)) throw fieldError(source, `${at}.ids`, `must be a list of token ids, got ${preview(ids)}`);
+    if (!Array.isArray(tokens) || !tokens.every((entry) => typeof entry === "string")) throw fieldError(source, `${at}.tokens`, `must be a list of strings, got ${preview(tokens)}`);
+  }
+};
+
+/** The component kinds of a tokenizer.json: their types, the fields each type reads, and where a Sequence lists its parts. */
+interface ComponentKind {
+  name: string;
+  sequenceField: string;
+  types: Record<string, Record<string, FieldCheck>>;
+}
+
+const BYTE_LEVEL_FIELDS = { add_prefix_space: optionalBoolean, trim_offsets: optionalBoolean, use_regex: optionalBoolean };
+const REPLACE_FIELDS = { pattern, content: requiredString };
+
+const NORMALIZER: ComponentKind = {
+  name: "normalizer",
+  sequenceField: "normalizers",
+  types: {
+    Sequence: {},
+    Replace: REPLACE_FIELDS,
+    NFC: {}, NFD: {}, NFKC: {}, NFKD: {},
+    Strip: { strip_left: optionalBoolean, strip_right: optionalBoolean },
+    StripAccents: {},
+    Lowercase: {},
+    Prepend: { prepend: requiredString },
+    BertNormalizer: { clean_text: optionalBoolean, handle_chinese_chars: optionalBoolean, lowercase: optionalBoolean, strip_accents: optionalBoolean },
+  },
+};
+
+const PRE_TOKENIZER: ComponentKind = {
+  name: "pre-tokenizer",
+  sequenceField: "pretokenizers",
+  types: {
+    Sequence: {},
+    ByteLevel: BYTE_LEVEL_FIELDS,
+    // The encoder splits Isolated or Removed only; merging delimiters into neighbours it would get wrong.
+    Split: { pattern, behavior: optionalOneOf(["Isolated", "Removed"], " (the encoder supports no other)"), invert: optionalBoolean },
+    Punctuation: { behavior: optionalOneOf(["Contiguous"], " (the encoder supports no other)") },
+    Digits: { individual_digits: optionalBoolean },
+    Whitespace: {},
+    WhitespaceSplit: {},
+    BertPreTokenizer: {},
+    Metaspace: {
+      replacement: optionalString, str_rep: optionalString, add_prefix_space: optionalBoolean, split: optionalBoolean,
+      prepend_scheme: optionalOneOf(["always", "first", "never"]),
+    },
+    Replace: REPLACE_FIELDS,
+    FixedLength: { length: positiveInteger },
+  },
+};
+
+const POST_PROCESSOR: ComponentKind = {
+  name: "post-processor",
+  sequenceField: "processors",
+  types: {
+    Sequence: {},
+    ByteLevel: BYTE_LEVEL_FIELDS,
+    TemplateProcessing: { single: template(true), pair: template(false), special_tokens: specialTokens },
+    BertProcessing: { sep: tokenAndId, cls: tokenAndId },
+    RobertaProcessing: { sep: tokenAndId, cls: tokenAndId, trim_offsets: optionalBoolean, add_prefix_space: optionalBoolean },
+  },
+};
+
+const DECODER: ComponentKind = { name: "decoder", sequenceField: "decoders", types: { ByteLevel: BYTE_LEVEL_FIELDS } };
+
+/**
+ * Checks a component and, for a Sequence, its parts (at most MAX_SEQUENCE_NESTING deep, so no
+ * malformed file can exhaust the stack here or in the encoder); null is "none" at the top only.
+ */
+function validateComponent(value: unknown, field: string, source: string, kind: ComponentKind, depth = 0): void {
+  if (value === null && depth === 0) return;
+  if (!isPlainObject(value)) throw fieldError(source, field, `must be a ${kind.name} object with a "type", got ${preview(value)}`);
+  const type = value["type"];
+  const fields = typeof type === "string" && Object.hasOwn(kind.types, type) ? kind.types[type]! : undefined;
+  if (fields === undefined) {
+    throw fieldError(source, `${field}.type`, `${preview(type)} is not a supported ${kind.name} (supported: ${Object.keys(kind.types).join(", ")})`);
+  }
+  for (const [name, check] of Object.entries(fields)) check(value[name], `${field}.${name}`, source);
+  if (type !== "Sequence") return;
+  if (depth >= MAX_SEQUENCE_NESTING) throw fieldError(source, field, `nests Sequences more than ${MAX_SEQUENCE_NESTING} deep`);
+  const parts = value[kind.sequenceField];
+  if (!Array.isArray(parts)) throw fieldError(source, `${field}.${kind.sequenceField}`, `must be a list of ${kind.name}s, got ${preview(parts)}`);
+  parts.forEach((part: unknown, index) => validateComponent(part, `${field}.${kind.sequenceField}[${index}]`, source, kind, depth + 1));
+}
+
+/** An `added_tokens` entry: id, non-empty content and the library's flags. */
+function validateAddedToken(value: unknown, field: string, source: string): HfAddedToken {
+  if (!isPlainObject(value)) throw fieldError(source, field, `must be an {id, content} object, got ${preview(value)}`);
+  if (!Number.isSafeInteger(value["id"]) || (value["id"] as number) < 0) {
+    throw fieldError(source, `${field}.id`, `must be a non-negative integer, got ${preview(value["id"])}`);
+  }
+  if (typeof value["content"] !== "string" || value["content"] === "") {
+    throw fieldError(source, `${field}.content`, `must be a non-empty string, got ${preview(value["content"])}`);
+  }
+  for (const flag of ["single_word", "lstrip", "rstrip", "normalized", "special"]) optionalBoolean(value[flag], `${field}.${flag}`, source);
+  return value as unknown as HfAddedToken;
+}
+
+/** The BPE model's settings besides vocabulary and merges. */
+function validateModelSettings(model: Record<string, unknown>, source: string): void {
+  for (const name of ["unk_token", "continuing_subword_prefix", "end_of_word_suffix"]) optionalString(model[name], `model.${name}`, source);
+  for (const name of ["fuse_unk", "byte_fallback", "ignore_merges"]) optionalBoolean(model[name], `model.${name}`, source);
+  const dropout = model["dropout"];
+  if (dropout !== undefined && dropout !== null && !(typeof dropout === "number" && dropout >= 0 && dropout <= 1)) {
+    throw fieldError(source, "model.dropout", `must be null or a probability, got ${preview(dropout)}`);
+  }
+}
 /** Checks a `{token: id}` map; ids must be distinct non-negative integers. */
 function validateVocabulary(vocabulary: unknown, source: string): Record<string, number> {
   if (!isPlainObject(vocabulary)) throw new FalconPresetError(`${source}: vocabulary must be a {token: id} object`);
   const tokenById = new Map<number, string>();
   for (const [token, id] of Object.entries(vocabulary)) {
     if (typeof id !== "number" || !Number.isSafeInteger(id) || id < 0) {
-      throw new FalconPresetError(`${source}: token ${JSON.stringify(token)} has invalid id ${JSON.stringify(id)}`);
+      throw new FalconPresetError(`${source}: token ${JSON.stringify(token)} has invalid id ${preview(id)}`);
     }
     const other = tokenById.get(id);
     if (other !== undefined) {
@@ -143,7 +555,7 @@ function parseHfMerges(merges: unknown, path: string): Merge[] {
   return merges.map((merge: unknown, index): Merge => {
     const parts = typeof merge === "string" ? merge.split(" ") : merge;
     if (!Array.isArray(parts) || parts.length !== 2 || !parts.every((part) => typeof part === "string" && part !== "")) {
-      throw new FalconPresetError(`${path}: model.merges[${index}] is not a "left right" merge: ${JSON.stringify(merge)}`);
+      throw new FalconPresetError(`${path}: model.merges[${index}] is not a "left right" merge: ${preview(merge)}`);
     }
     return [parts[0] as string, parts[1] as string];
   });
@@ -195,6 +607,62 @@ function withExactWhitespaceSplit(preTokenizer: HfPreTokenizer | null, source: s
   };
 }
 
+/** GPT-2's character classes, as its pre-tokenisation regex sees them (`\s` is White_Space there). */
+const enum CharClass { Space, Letter, Number, Other }
+const WHITE_SPACE = /^\p{White_Space}$/u;
+const LETTER = /^\p{L}$/u;
+const NUMBER = /^\p{N}$/u;
+
+function charClass(character: string): CharClass {
+  if (WHITE_SPACE.test(character)) return CharClass.Space;
+  if (LETTER.test(character)) return CharClass.Letter;
+  return NUMBER.test(character) ? CharClass.Number : CharClass.Other;
+}
+
+const isHighSurrogate = (unit: number) => unit >= 0xd800 && unit <= 0xdbff;
+const isLowSurrogate = (unit: number) => unit >= 0xdc00 && unit <= 0xdfff;
+
+/**
+ * Whether GPT-2's pre-tokenisation regex splits `text` at `k` whatever follows `k`: the character
+ * before `k` is not white space and the one at `k` is of another class (white space, letter, number,
+ * other). Then every alternative that matches the character before `k` stops at `k` (`'s`-style
+ * contractions, ` ?\p{L}+`, ` ?\p{N}+`, ` ?[^\s\p{L}\p{N}]+`; the white-space alternatives cannot
+ * hold it), and no decision before `k` reads past it, so the pre-tokens of text[0, k) are those of
+ * `text` up to `k`. The one exception is an apostrophe before a letter, which a contraction joins.
+ */
+function isGpt2Boundary(text: string, k: number): boolean {
+  if (k <= 0 || k >= text.length || isLowSurrogate(text.charCodeAt(k))) return false;
+  const beforeStart = k >= 2 && isLowSurrogate(text.charCodeAt(k - 1)) && isHighSurrogate(text.charCodeAt(k - 2)) ? k - 2 : k - 1;
+  const before = text.slice(beforeStart, k);
+  const after = text.slice(k, isHighSurrogate(text.charCodeAt(k)) && isLowSurrogate(text.charCodeAt(k + 1)) ? k + 2 : k + 1);
+  const beforeClass = charClass(before);
+  const afterClass = charClass(after);
+  return beforeClass !== CharClass.Space && beforeClass !== afterClass && !(before === "'" && afterClass === CharClass.Letter);
+}
+
+/**
+ * Whether every GPT-2 boundary (isGpt2Boundary) of a text is also where its encoding may be cut:
+ * no normalizer, and a pre-tokenizer made of GPT-2's split and steps that only split runs of a
+ * character class or map characters (Punctuation, Digits, ByteLevel without its regex; falcon-7b's
+ * layout). Such steps split a prefix of a piece as they split the piece, GPT-2's split ends a
+ * pre-token at the boundary, and BPE works on each pre-token alone.
+ */
+function cutsAtGpt2Boundaries(normalizer: unknown, preTokenizer: HfPreTokenizer | null): boolean {
+  if (normalizer !== null || preTokenizer === null) return false;
+  const steps: HfPreTokenizer[] = [];
+  const flatten = (step: HfPreTokenizer): void => {
+    if (step.type === "Sequence") (step.pretokenizers ?? []).forEach(flatten);
+    else steps.push(step);
+  };
+  flatten(preTokenizer);
+  const isGpt2Split = (step: HfPreTokenizer) =>
+    step.type === "Split" && isPlainObject(step["pattern"]) && step["pattern"]["Regex"] === GPT2_SPLIT_PATTERN &&
+    step["behavior"] === "Isolated" && step["invert"] !== true;
+  const onlySplitsRuns = (step: HfPreTokenizer) =>
+    step.type === "Punctuation" || step.type === "Digits" || (step.type === "ByteLevel" && step.use_regex === false);
+  return steps.some(isGpt2Split) && steps.every((step) => isGpt2Split(step) || onlySplitsRuns(step));
+}
+
 /**
  * Byte-level BPE tokenizer for Falcon. `<|endoftext|>` is the start and end token and is never split
  * by BPE; `encode` adds no special tokens (keras-hub's preprocessor adds the start token).
@@ -210,6 +678,10 @@ export class FalconTokenizer {
   readonly vocabularySize: number;
 
   private readonly encoder: Tokenizer;
+  /** Whether encodePrefix may encode a prefix cut at a GPT-2 boundary (see cutsAtGpt2Boundaries). */
+  private readonly prefixCutsAtGpt2Boundaries: boolean;
+  /** Added tokens are matched before pre-tokenisation: a prefix must not cut one in two. */
+  private readonly addedTokenContents: string[];
   private readonly idByToken: Map<string, number>;
   private readonly tokenById: string[];
   /** The raw bytes of token `id` are `tokenBytes[tokenByteOffsets[id] .. tokenByteOffsets[id + 1]]`. */
@@ -258,11 +730,28 @@ export class FalconTokenizer {
     }
     ({ bytes: this.tokenBytes, offsets: this.tokenByteOffsets } = this.buildTokenBytes(new Set(addedTokens.map((added) => added.id))));
 
-    this.encoder = new Tokenizer(
-      { ...json, added_tokens: addedTokens, pre_tokenizer: withExactWhitespaceSplit(json.pre_tokenizer, source) },
-      // The tokenizer_config only steers the library's decode, which this class does not use.
-      {},
-    );
+    const preTokenizer = withExactWhitespaceSplit(json.pre_tokenizer, source);
+    this.prefixCutsAtGpt2Boundaries = cutsAtGpt2Boundaries(json.normalizer, preTokenizer);
+    this.addedTokenContents = addedTokens.map((added) => added.content);
+    try {
+      this.encoder = new Tokenizer(
+        {
+          ...json,
+          added_tokens: addedTokens,
+          pre_tokenizer: preTokenizer,
+          // Encoding adds no special tokens, so the post-processor changes nothing; decoding is done
+          // here. Neither is built, so a field the library would misread there cannot matter.
+          post_processor: null,
+          decoder: null,
+        },
+        // The tokenizer_config only steers the library's decode, which this class does not use.
+        {},
+      );
+    } catch (cause) {
+      // The fields the library reads are checked above; this names the file if it still refuses one.
+      if (cause instanceof FalconError) throw cause;
+      throw new FalconPresetError(`${source}: the tokenizer cannot be built (${(cause as Error).message})`, { cause });
+    }
   }
 
   /**
@@ -324,15 +813,26 @@ export class FalconTokenizer {
     }
     const model = parsed["model"];
     if (model["type"] !== undefined && model["type"] !== "BPE") {
-      throw new FalconPresetError(`${path}: model type ${JSON.stringify(model["type"])} is not supported, only BPE`);
+      throw new FalconPresetError(`${path}: model type ${preview(model["type"])} is not supported, only BPE`);
     }
     const vocabulary = validateVocabulary(model["vocab"], path);
     const merges = parseHfMerges(model["merges"], path);
     validateMerges(merges, vocabulary, path);
-    const addedTokens = parsed["added_tokens"] ?? [];
-    if (!Array.isArray(addedTokens) || !addedTokens.every((added) => isPlainObject(added) && typeof added["content"] === "string" && Number.isSafeInteger(added["id"]))) {
-      throw new FalconPresetError(`${path}: added_tokens must be a list of {id, content}`);
+    validateModelSettings(model, path);
+    const addedTokenList = parsed["added_tokens"] ?? [];
+    if (!Array.isArray(addedTokenList)) throw fieldError(path, "added_tokens", `must be a list of {id, content}, got ${preview(addedTokenList)}`);
+    const addedTokens = addedTokenList.map((added: unknown, index) => validateAddedToken(added, `added_tokens[${index}]`, path));
+    const components = { normalizer: NORMALIZER, pre_tokenizer: PRE_TOKENIZER, post_processor: POST_PROCESSOR, decoder: DECODER };
+    for (const [field, kind] of Object.entries(components)) {
+      if (parsed[field] !== undefined && parsed[field] !== null && !isPlainObject(parsed[field])) {
+        throw fieldError(path, field, `must be a ${kind.name} object or null, got ${preview(parsed[field])}`);
+      }
     }
+    // A decoder other than ByteLevel is refused below with the reason (only byte-level BPE).
+    if (isPlainObject(parsed["decoder"]) && parsed["decoder"]["type"] === "ByteLevel") validateComponent(parsed["decoder"], "decoder", path, DECODER);
+    validateComponent(parsed["normalizer"] ?? null, "normalizer", path, NORMALIZER);
+    validateComponent(parsed["pre_tokenizer"] ?? null, "pre_tokenizer", path, PRE_TOKENIZER);
+    validateComponent(parsed["post_processor"] ?? null, "post_processor", path, POST_PROCESSOR);
     const json = {
       ...parsed,
       model: { ...model, vocab: vocabulary, merges },
@@ -367,6 +867,40 @@ export class FalconTokenizer {
   /** Token ids of `text`, without start or end token. Lone UTF-16 surrogates encode as U+FFFD. */
   encode(text: string): Int32Array {
     return Int32Array.from(this.encoder.encode(text, { add_special_tokens: false }).ids);
+  }
+
+  /**
+   * The first `maxTokens` ids of encode(text), tokenizing only what they need: growing prefixes of the
+   * text, each cut where the encoding of a prefix is a prefix of the text's encoding (a GPT-2
+   * pre-token boundary outside any added token), until one yields enough ids. A text without such a
+   * cut, or a tokenizer whose pipeline gives no such guarantee, is encoded whole.
+   */
+  encodePrefix(text: string, maxTokens: number): Int32Array {
+    if (!(maxTokens >= 0)) throw new FalconInputError(`maxTokens must be a non-negative number, got ${maxTokens}`);
+    // GPT-2 averages about 4 characters a token; a prefix that falls short is doubled.
+    for (let length = 4 * maxTokens + 256; this.prefixCutsAtGpt2Boundaries && length < text.length; length *= 2) {
+      const cut = this.nextPrefixCut(text, length);
+      if (cut < 0) break;
+      const ids = this.encode(text.slice(0, cut));
+      if (ids.length >= maxTokens) return ids.slice(0, maxTokens);
+      length = cut;
+    }
+    const ids = this.encode(text);
+    return ids.length > maxTokens ? ids.slice(0, maxTokens) : ids;
+  }
+
+  /** The first GPT-2 boundary at or after `from` that no added token spans, or -1. */
+  private nextPrefixCut(text: string, from: number): number {
+    for (let k = from; k < text.length; k++) {
+      if (!isGpt2Boundary(text, k)) continue;
+      const spansAddedToken = this.addedTokenContents.some((content) => {
+        const start = Math.max(0, k - content.length + 1);
+        const at = text.slice(start, k + content.length - 1).indexOf(content);
+        return at >= 0 && start + at < k;
+      });
+      if (!spansAddedToken) return k;
+    }
+    return -1;
   }
 
   encodeBatch(texts: readonly string[]): Int32Array[] {
