@@ -7,10 +7,11 @@
  * never cut a UTF-8 character in half), throws on an empty id list, silently drops unknown ids, and
  * by default rewrites " ." to "." (clean_up_tokenization_spaces), which is not lossless.
  */
-import { closeSync, constants, existsSync, fstatSync, openSync, readSync, statSync, type Stats } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { FalconError, FalconInputError, FalconPresetError } from "./errors.js";
+import { readBoundedTextFile } from "./presets/json.js";
 
 /** Falcon's start, end and unsplittable special token (keras-hub `FalconTokenizer`). */
 const END_OF_TEXT = "<|endoftext|>";
@@ -93,52 +94,13 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
  */
 const MAX_TOKENIZER_FILE_BYTES = 64 * 1024 * 1024;
 
-/** Opening a FIFO for reading blocks until a writer appears; a non-blocking open returns at once. */
-const OPEN_READ_NONBLOCKING = constants.O_RDONLY | (constants.O_NONBLOCK ?? 0);
-
-function fileKind(stats: Stats): string {
-  if (stats.isDirectory()) return "a directory";
-  if (stats.isFIFO()) return "a FIFO";
-  if (stats.isSocket()) return "a socket";
-  if (stats.isCharacterDevice() || stats.isBlockDevice()) return "a device";
-  return "not a regular file";
-}
-
 /**
- * A tokenizer file's text. Only a regular file of bounded size is read: a FIFO, device or directory
- * would block the event loop or fail untyped, and the size is known before anything is allocated.
- * (The preset loaders read their JSON the same way; this is the tokenizer's own copy.)
+ * A tokenizer file's text: a regular file of bounded size only (presets/json.ts), since a FIFO, device or
+ * directory would block the event loop or fail untyped.
  */
 function readTextFile(path: string, what: string): string {
   if (!existsSync(path)) throw new FalconPresetError(`${what} not found: ${path}`);
-  let fd: number;
-  try {
-    fd = openSync(path, OPEN_READ_NONBLOCKING);
-  } catch (cause) {
-    throw new FalconPresetError(`cannot read ${what} ${path}`, { cause });
-  }
-  try {
-    const stats = fstatSync(fd);
-    if (!stats.isFile()) throw new FalconPresetError(`${what} ${path} is ${fileKind(stats)}, not a regular file`);
-    if (stats.size > MAX_TOKENIZER_FILE_BYTES) {
-      throw new FalconPresetError(`${what} ${path} has ${stats.size} bytes, more than the ${MAX_TOKENIZER_FILE_BYTES} a tokenizer file may have`);
-    }
-    // One byte more than the size: a file that grew while it was read is refused, not read without end.
-    const bytes = Buffer.alloc(stats.size + 1);
-    let length = 0;
-    while (length < bytes.length) {
-      const read = readSync(fd, bytes, length, bytes.length - length, length);
-      if (read === 0) break;
-      length += read;
-    }
-    if (length > stats.size) throw new FalconPresetError(`${what} ${path} changed while it was read`);
-    return bytes.toString("utf8", 0, length);
-  } catch (cause) {
-    if (cause instanceof FalconPresetError) throw cause;
-    throw new FalconPresetError(`cannot read ${what} ${path}`, { cause });
-  } finally {
-    closeSync(fd);
-  }
+  return readBoundedTextFile(path, MAX_TOKENIZER_FILE_BYTES);
 }
 
 function readJsonFile(path: string, what: string): unknown {

@@ -175,7 +175,7 @@ describe("tokenizer files that are not regular files, or too large", { skip: pro
     for (const call of [`lib.FalconTokenizer.fromHfTokenizerJson(${JSON.stringify(hfDir)})`, `lib.FalconTokenizer.fromPreset(${JSON.stringify(hfDir)})`]) {
       const result = inChildProcess(call);
       assert.equal(result.name, "FalconPresetError", `${call}: ${result.message}`);
-      assert.match(result.message, /tokenizer\.json is a FIFO, not a regular file/);
+      assert.match(result.message, /tokenizer\.json: a FIFO, not a regular file/);
     }
     for (const fifoFile of ["vocabulary.json", "merges.txt"]) {
       const presetDir = join(tempRoot, `fifo-${fifoFile}`);
@@ -185,7 +185,7 @@ describe("tokenizer files that are not regular files, or too large", { skip: pro
       makeFifo(path);
       const result = inChildProcess(`lib.FalconTokenizer.fromPreset(${JSON.stringify(presetDir)})`);
       assert.equal(result.name, "FalconPresetError", result.message);
-      assert.ok(result.message.includes(`${path} is a FIFO, not a regular file`), result.message);
+      assert.ok(result.message.includes(`${path}: a FIFO, not a regular file`), result.message);
     }
   });
 
@@ -196,7 +196,7 @@ describe("tokenizer files that are not regular files, or too large", { skip: pro
       symlinkSync(device, join(hfDir, "tokenizer.json"));
       const hf = inChildProcess(`lib.FalconTokenizer.fromPreset(${JSON.stringify(hfDir)})`);
       assert.equal(hf.name, "FalconPresetError", hf.message);
-      assert.match(hf.message, /tokenizer\.json is a device, not a regular file/);
+      assert.match(hf.message, /tokenizer\.json: a device, not a regular file/);
       for (const file of ["vocabulary.json", "merges.txt"]) {
         const presetDir = join(tempRoot, `device-${index}-${file}`);
         writeKerasPreset(presetDir, tinyVocabulary());
@@ -205,7 +205,7 @@ describe("tokenizer files that are not regular files, or too large", { skip: pro
         symlinkSync(device, path);
         const keras = inChildProcess(`lib.FalconTokenizer.fromPreset(${JSON.stringify(presetDir)})`);
         assert.equal(keras.name, "FalconPresetError", keras.message);
-        assert.ok(keras.message.includes(`${path} is a device, not a regular file`), keras.message);
+        assert.ok(keras.message.includes(`${path}: a device, not a regular file`), keras.message);
       }
     }
   });
@@ -218,19 +218,19 @@ describe("tokenizer files that are not regular files, or too large", { skip: pro
     makeFifo(join(checkpoint, "tokenizer.json"));
     const result = inChildProcess(`(await lib.FalconCausalLM.fromPreset(${JSON.stringify(checkpoint)})).dispose()`);
     assert.equal(result.name, "FalconPresetError", result.message);
-    assert.match(result.message, /tokenizer\.json is a FIFO/);
+    assert.match(result.message, /tokenizer\.json: a FIFO/);
   });
 
   it("a directory named tokenizer.json, and a file over the size bound, are refused before reading", () => {
     const dirPreset = join(tempRoot, "directory-tokenizer");
     mkdirSync(join(dirPreset, "tokenizer.json"), { recursive: true });
     assert.throws(() => FalconTokenizer.fromPreset(dirPreset), (error: unknown) =>
-      error instanceof FalconPresetError && /tokenizer\.json is a directory, not a regular file/.test(error.message));
+      error instanceof FalconPresetError && /tokenizer\.json: a directory, not a regular file/.test(error.message));
     const huge = join(tempRoot, "huge-tokenizer.json");
     writeFileSync(huge, "");
     truncateSync(huge, 65 * 1024 * 1024);  // sparse: no disk used, nothing worth reading
     assert.throws(() => FalconTokenizer.fromHfTokenizerJson(huge), (error: unknown) =>
-      error instanceof FalconPresetError && error.message.includes(`${huge} has 68157440 bytes, more than the 67108864`));
+      error instanceof FalconPresetError && error.message.includes(`${huge}: 68157440 bytes exceeds the 67108864-byte limit`));
   });
 });
 
