@@ -7,6 +7,7 @@
  *
  *   FUZZ_CASES=N     total cases over all families (default about a minute on two cores)
  *   FUZZ_SEED=S      run seed (default fixed, so CI is reproducible); FUZZ_SEED=random picks one
+ *   FUZZ_FAMILIES=a,b  run only these families (their share of FUZZ_CASES)
  *   FUZZ_ONLY=f:i,…  run only these cases, in this order, in one child (a failure prints its line)
  *   FUZZ_REPORT=F    also append the failures to the markdown file F
  */
@@ -39,6 +40,8 @@ function positiveIntegerEnv(name: string): number | undefined {
 
 const seed = process.env["FUZZ_SEED"] === "random" ? randomInt(2 ** 47) : positiveIntegerEnv("FUZZ_SEED") ?? DEFAULT_SEED;
 const totalCases = positiveIntegerEnv("FUZZ_CASES") ?? DEFAULT_CASES;
+const families = process.env["FUZZ_FAMILIES"]?.split(",").filter(Boolean);
+families?.forEach(familyNumber);
 const only = process.env["FUZZ_ONLY"]?.split(",").filter(Boolean).map((item) => {
   const [family = "", index = ""] = item.split(":");
   familyNumber(family);
@@ -56,14 +59,22 @@ function reproduction(report: CaseReport): string {
   return report.previous ? `${alone}  (ran after ${report.previous} in the same child: FUZZ_ONLY=${report.previous},${report.family}:${report.index})` : alone;
 }
 
-/** Failures with the same kind, error class and first message line (temp paths and numbers elided) are one finding. */
+function elide(text: string, root: string): string {
+  return text.replaceAll(root, "<tmp>").replace(/\/[^\s"']*\/shared\/fixtures/g, "<fixtures>").replace(/\d+/g, "#");
+}
+
+/**
+ * Failures with the same kind, error class and first message line (temp paths and numbers elided) are
+ * one finding. A hang, memory bomb or crash has no message of its own, so its mutations (seed and
+ * numbers elided) stand in for one: two different inputs that hang are two findings.
+ */
 function signature(report: CaseReport, root: string): string {
   const failure = report.failure!;
-  const firstLine = failure.message.split("\n")[0]!
-    .replaceAll(root, "<tmp>")
-    .replace(/\/[^\s"']*\/shared\/fixtures/g, "<fixtures>")
-    .replace(/\d+/g, "#");
-  return `${failure.kind}${failure.errorClass ? ` ${failure.errorClass}` : ""}: ${firstLine.slice(0, 200)}`;
+  const firstLine = elide(failure.message.split("\n")[0]!, root).slice(0, 200);
+  const base = `${failure.kind}${failure.errorClass ? ` ${failure.errorClass}` : ""}: ${firstLine}`;
+  if (failure.errorClass !== "" || failure.kind === "accepted-hostile-input") return base;
+  const input = report.notes.filter((note) => !note.startsWith("seed ")).map((note) => elide(note, root).slice(0, 80)).join("; ");
+  return `${base} (input: ${input})`;
 }
 
 function summarise(family: string, failures: CaseReport[], root: string): string {
@@ -108,7 +119,9 @@ describe(`fuzz (seed ${seed})`, () => {
   });
 
   for (const family of FAMILY_NAMES) {
-    const indices = only ? only.filter((c) => c.family === family).map((c) => c.index) : Array.from({ length: casesFor(family) }, (_, i) => i);
+    const selected = families === undefined || families.includes(family);
+    const indices = only ? only.filter((c) => c.family === family).map((c) => c.index)
+      : selected ? Array.from({ length: casesFor(family) }, (_, i) => i) : [];
     it(`${family}: ${indices.length} mutated inputs load, or are refused with a FalconError`, async () => {
       const requests: CaseRequest[] = indices.map((index) => ({ family, index, seed, root, seeds }));
       const failures: CaseReport[] = [];

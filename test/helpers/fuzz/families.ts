@@ -21,6 +21,7 @@ import { GENERATED, HF_CHECKPOINTS, HF_SHARDED_CHECKPOINT, KERAS_PRESETS } from 
 
 export interface CaseContext {
   rng: FuzzRandom;
+  index: number;
   /** An empty directory of this case's own. */
   directory: string;
   /** The run's generated seeds (see seeds.ts). */
@@ -273,6 +274,19 @@ const HF_CONFIG_FIELDS = [
   "tie_word_embeddings", "bos_token_id", "eos_token_id", "pad_token_id", "type", "factor", "rope_type",
 ];
 
+/** Sizes that pass every plausibility cap (2^24) yet multiply into gigabytes. */
+const LARGE_DIMENSIONS = [2 ** 24, 2 ** 24 - 1, 2 ** 24 + 1, 1e6, 2 ** 20, 65536];
+
+/** Writes the seed config with one size field set to a large value (at `inner`, when sizes sit in a sub-object). */
+function largeDimension(rng: FuzzRandom, seed: string, target: string, fields: readonly string[], notes: string[], inner?: string): void {
+  const json = seedJson(seed) as Record<string, JsonValue>;
+  const sizes = (inner ? json[inner] : json) as Record<string, JsonValue>;
+  const field = rng.pick(fields);
+  sizes[field] = rng.pick(LARGE_DIMENSIONS);
+  notes.push(`${inner ? `${inner}.` : ""}${field} = ${sizes[field]}`);
+  replaceWith(target, JSON.stringify(json, null, 2));
+}
+
 const hfConfig: InProcessFamily = {
   name: "hf-config",
   prepare({ rng, directory, notes }) {
@@ -283,6 +297,7 @@ const hfConfig: InProcessFamily = {
     const target = rng.chance(0.8) ? "config.json" : "generation_config.json";
     const file = path.join(checkpoint, target);
     if (rng.chance(0.08)) replaceFile(rng, file, notes);
+    else if (target === "config.json" && rng.chance(0.06)) largeDimension(rng, path.join(seed, target), file, ["num_hidden_layers", "hidden_size", "vocab_size", "ffn_hidden_size", "num_attention_heads", "max_position_embeddings"], notes);
     else mutateJsonFile(rng, path.join(seed, target), file, notes, HF_CONFIG_FIELDS, { bos_token_id: 11, eos_token_id: 11 });
     return { run: () => loadAndGenerate(checkpoint) };
   },
@@ -311,6 +326,8 @@ const kerasConfig: InProcessFamily = {
     const file = path.join(preset, target);
     if (rng.chance(0.08)) {
       replaceFile(rng, file, notes);
+    } else if (target === "config.json" && rng.chance(0.06)) {
+      largeDimension(rng, path.join(seed, target), file, ["vocabulary_size", "num_layers", "num_attention_heads", "hidden_dim", "intermediate_dim"], notes, "config");
     } else if (target === "preprocessor.json") {
       const root = { value: structuredClone(PREPROCESSOR_SEED) };
       const count = rng.between(1, 3);
@@ -548,3 +565,39 @@ export function cliArguments(rng: FuzzRandom, directory: string, seeds: string, 
   if (command === "generate" && rng.chance(0.5)) argv.push(...rng.pick([["The", "falcon"], ["a".repeat(2000)], ["🦅"], [""]]));
   return argv;
 }
+
+// ----------------------------------------------------------------------------------- harness probes
+
+/**
+ * Inputs that misbehave in each way the parent must catch, for the harness's own test: case i does
+ * PROBES[i]. They touch no parser, so the verdicts they get come from the harness alone.
+ */
+export const PROBES = ["load", "refuse", "untyped-error", "empty-message", "hang", "memory-bomb", "abort", "escape"] as const;
+
+export const HARNESS_PROBE: InProcessFamily = {
+  name: "harness-probe",
+  prepare({ index }) {
+    const probe = PROBES[index];
+    const run = async (): Promise<boolean> => {
+      switch (probe) {
+        case "refuse":
+          throw new FalconError("refused on purpose");
+        case "untyped-error":
+          throw new TypeError("not a FalconError");
+        case "empty-message":
+          throw new FalconError("");
+        case "hang":
+          for (;;);
+        case "memory-bomb": {
+          const held: Buffer[] = [];
+          for (;;) held.push(Buffer.alloc(64 * 2 ** 20, 1));
+        }
+        case "abort":
+          process.abort();
+        default:
+          return true;
+      }
+    };
+    return { run, mustFail: probe === "escape" ? "the escape probe loads what it must refuse" : undefined };
+  },
+};

@@ -60,6 +60,11 @@ function track(child: ChildProcess): void {
   }
 }
 
+/** Children started and not yet seen to exit. */
+export function liveChildCount(): number {
+  return live.size;
+}
+
 export function killAll(): void {
   for (const child of live) child.kill("SIGKILL");
 }

@@ -10,6 +10,9 @@ export function familyNumber(name: string): number {
   return number;
 }
 
+/** The harness probes' stream number, apart from every family's. */
+export const PROBE_FAMILY_NUMBER = 127;
+
 export interface CaseRequest {
   family: string;
   index: number;

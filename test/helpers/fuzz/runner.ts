@@ -7,9 +7,9 @@ import { mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
 import { Worker } from "node:worker_threads";
 
-import { IN_PROCESS_FAMILIES } from "./families.js";
+import { HARNESS_PROBE, IN_PROCESS_FAMILIES } from "./families.js";
 import { FuzzRandom } from "./random.js";
-import { familyNumber, type CaseOutcome, type CaseRequest, type ChildMessage } from "./protocol.js";
+import { PROBE_FAMILY_NUMBER, familyNumber, type CaseOutcome, type CaseRequest, type ChildMessage } from "./protocol.js";
 
 import { FalconError } from "../../../src/errors.js";
 
@@ -29,15 +29,15 @@ function watchParent(): void {
 }
 
 async function runCase(request: CaseRequest): Promise<void> {
-  const family = IN_PROCESS_FAMILIES.find((f) => f.name === request.family);
+  const family = [...IN_PROCESS_FAMILIES, HARNESS_PROBE].find((f) => f.name === request.family);
   if (!family) throw new Error(`unknown fuzz family ${request.family}`);
   const directory = path.join(request.root, `${request.family}-${request.index}`);
   rmSync(directory, { recursive: true, force: true });
   mkdirSync(directory, { recursive: true });
   const notes: string[] = [];
-  const rng = new FuzzRandom(request.seed, familyNumber(request.family), request.index);
+  const rng = new FuzzRandom(request.seed, family === HARNESS_PROBE ? PROBE_FAMILY_NUMBER : familyNumber(request.family), request.index);
   try {
-    const prepared = family.prepare({ rng, directory, seeds: request.seeds, notes });
+    const prepared = family.prepare({ rng, index: request.index, directory, seeds: request.seeds, notes });
     send({ type: "prepared", notes });
     try {
       const loaded = await prepared.run();
