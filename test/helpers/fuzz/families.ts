@@ -174,7 +174,7 @@ function mutatedSafetensors(rng: FuzzRandom, seed: Uint8Array, notes: string[]):
       entry["shape"] = rng.pick<JsonValue>([[2 ** 31, 2 ** 31], [2 ** 53 - 1], [2 ** 26, 2 ** 26, 2 ** 26], [0, 2 ** 40], [4294967296, 1]]);
       if (rng.chance(0.5)) entry["data_offsets"] = rng.pick<JsonValue>([[0, 2 ** 53 - 1], [0, 2 ** 62], [2 ** 53 - 4, 2 ** 53 - 1]]);
     }
-    if (kind === "dtype") entry["dtype"] = rng.pick<JsonValue>(["F16", "BF16", "F32", "F64", "I8", "U8", "BOOL", "F8_E4M3", { F32: 1 }, ["F32"], ""]);
+    if (kind === "dtype") entry["dtype"] = rng.pick<JsonValue>(["F16", "BF16", "F32", "F64", "I8", "U8", "BOOL", "F8_E4M3", { F32: 1 }, { toString: 1 }, ["F32"], ""]);
     if (kind === "transpose") entry["shape"] = [...(entry["shape"] as number[])].reverse();
     if (kind === "offsets-past-end") entry["data_offsets"] = [data.length - 4, data.length + 4];
     if (kind === "empty") {

@@ -136,7 +136,8 @@ export function hostileValue(rng: FuzzRandom, current: JsonValue): JsonValue {
     [4, () => rng.pick(numbers)],
     [3, () => rng.pick(strings)],
     [2, () => rng.pick([true, false, null])],
-    [2, () => rng.pick<JsonValue>([{}, [], [current], { value: current }, [0, 0], [-1, 2 ** 53], ["a", "b"]])],
+    // An object whose toString is not a function: String(value) and `${value}` throw a TypeError.
+    [2, () => rng.pick<JsonValue>([{}, [], [current], { value: current }, [0, 0], [-1, 2 ** 53], ["a", "b"], { toString: 0 }, { valueOf: 0, toString: 0 }])],
     [1, () => (typeof current === "number" ? current * rng.pick([1e6, 2 ** 20, -1, 1e300]) : current === null ? 0 : String(current))],
     [1, () => nested(rng.pick([64, 5_000, 100_000]), "[", "]")],
     [1, () => nested(rng.pick([64, 5_000, 100_000]), '{"a":', "}")],
@@ -186,7 +187,8 @@ export function mutateJson(rng: FuzzRandom, root: { value: JsonValue }, notes: s
     return;
   }
   const candidates = all.filter((l) => l.parent !== undefined);
-  if (candidates.length === 0 || kind === "replace" || (kind !== "duplicate-key" && kind !== "rename" && kind !== "delete")) {
+  // "add-field" lands here only when the document has no object to add to.
+  if (candidates.length === 0 || kind === "replace" || kind === "add-field") {
     const target = candidates.length > 0 && rng.chance(0.97) ? rng.pick(candidates) : all[0]!;
     const value = hostileValue(rng, target.value);
     setAt(root, target, value);

@@ -122,7 +122,7 @@ function deathReason(stderr: string): string {
   return lines.find((line) => /terminate|abort|fatal|error|signal|segmentation|heap/i.test(line)) ?? lines[0] ?? "";
 }
 
-function fromEnding(ending: Exclude<Ending, { kind: "exit" }> | (Ending & { kind: "exit" }), stderr: string, limits: FuzzLimits): CaseReport["failure"] {
+function fromEnding(ending: Ending, stderr: string, limits: FuzzLimits): CaseReport["failure"] {
   if (ending.kind === "timeout") return { kind: "hang", errorClass: "", message: `no result within ${limits.timeoutMs} ms`, detail: "" };
   if (ending.kind === "memory") {
     return { kind: "memory-bomb", errorClass: "", message: `resident memory above ${(limits.rssLimitBytes / 2 ** 30).toFixed(1)} GiB`, detail: `VmRSS ${ending.rss} bytes` };
