@@ -10,14 +10,15 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 
 import { HARNESS_PROBE, IN_PROCESS_FAMILIES, PROBES } from "./helpers/fuzz/families.js";
-import { FuzzPool, liveChildCount, type CaseReport } from "./helpers/fuzz/pool.js";
+import { FuzzPool, liveChildCount, registerTemporaryDirectory, removeTemporaryDirectory, type CaseReport } from "./helpers/fuzz/pool.js";
 import { familyNumber } from "./helpers/fuzz/protocol.js";
 import { FuzzRandom } from "./helpers/fuzz/random.js";
 import { prepareSeeds } from "./helpers/fuzz/seeds.js";
 
 const root = mkdtempSync(path.join(os.tmpdir(), "falcon-fuzz-harness-"));
 const seeds = path.join(root, "seeds");
-after(() => rmSync(root, { recursive: true, force: true }));
+registerTemporaryDirectory(root);
+after(() => removeTemporaryDirectory(root));
 before(async () => {
   mkdirSync(seeds);
   await prepareSeeds(seeds);

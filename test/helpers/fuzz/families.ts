@@ -287,6 +287,24 @@ function largeDimension(rng: FuzzRandom, seed: string, target: string, fields: r
   replaceWith(target, JSON.stringify(json, null, 2));
 }
 
+/**
+ * Writes the seed config with one field given a value of the wrong JSON type ("false" for a boolean,
+ * "2" or 2.5 for a count): such a config must be refused, never read as something else.
+ */
+function wrongType(rng: FuzzRandom, seed: string, target: string, fields: { booleans: readonly string[]; counts: readonly string[] }, notes: string[], inner?: string): string {
+  const json = seedJson(seed) as Record<string, JsonValue>;
+  const values = (inner ? json[inner] : json) as Record<string, JsonValue>;
+  const boolean = fields.booleans.length > 0 && rng.chance(0.5);
+  const field = rng.pick(boolean ? fields.booleans : fields.counts);
+  const current = values[field];
+  values[field] = boolean ? rng.pick<JsonValue>(["false", "true", 0, 1, "yes", [false]])
+    : rng.pick<JsonValue>([String(typeof current === "number" ? current : 2), 2.5, true, [2], { value: 2 }]);
+  const where = `${inner ? `${inner}.` : ""}${field}`;
+  notes.push(`${where} = ${jsonText(values[field]!)}`);
+  replaceWith(target, JSON.stringify(json, null, 2));
+  return `${where} = ${jsonText(values[field]!)} has the wrong type`;
+}
+
 const hfConfig: InProcessFamily = {
   name: "hf-config",
   prepare({ rng, directory, notes }) {
@@ -296,10 +314,16 @@ const hfConfig: InProcessFamily = {
     linkSeed(seed, checkpoint);
     const target = rng.chance(0.8) ? "config.json" : "generation_config.json";
     const file = path.join(checkpoint, target);
+    let mustFail: string | undefined;
     if (rng.chance(0.08)) replaceFile(rng, file, notes);
     else if (target === "config.json" && rng.chance(0.06)) largeDimension(rng, path.join(seed, target), file, ["num_hidden_layers", "hidden_size", "vocab_size", "ffn_hidden_size", "num_attention_heads", "max_position_embeddings"], notes);
-    else mutateJsonFile(rng, path.join(seed, target), file, notes, HF_CONFIG_FIELDS, { bos_token_id: 11, eos_token_id: 11 });
-    return { run: () => loadAndGenerate(checkpoint) };
+    else if (target === "config.json" && rng.chance(0.06)) {
+      mustFail = wrongType(rng, path.join(seed, target), file, {
+        booleans: ["alibi", "bias", "parallel_attn", "multi_query", "new_decoder_architecture", "tie_word_embeddings"],
+        counts: ["num_hidden_layers", "hidden_size", "num_attention_heads", "vocab_size", "ffn_hidden_size"],
+      }, notes);
+    } else mutateJsonFile(rng, path.join(seed, target), file, notes, HF_CONFIG_FIELDS, { bos_token_id: 11, eos_token_id: 11 });
+    return { run: () => loadAndGenerate(checkpoint), mustFail };
   },
 };
 
@@ -324,10 +348,13 @@ const kerasConfig: InProcessFamily = {
     linkSeed(seed, preset);
     const target = rng.weighted<string>([[6, "config.json"], [1, "metadata.json"], [2, "preprocessor.json"]]);
     const file = path.join(preset, target);
+    let mustFail: string | undefined;
     if (rng.chance(0.08)) {
       replaceFile(rng, file, notes);
     } else if (target === "config.json" && rng.chance(0.06)) {
       largeDimension(rng, path.join(seed, target), file, ["vocabulary_size", "num_layers", "num_attention_heads", "hidden_dim", "intermediate_dim"], notes, "config");
+    } else if (target === "config.json" && rng.chance(0.06)) {
+      mustFail = wrongType(rng, path.join(seed, target), file, { booleans: [], counts: ["vocabulary_size", "num_layers", "num_attention_heads", "hidden_dim", "intermediate_dim"] }, notes, "config");
     } else if (target === "preprocessor.json") {
       const root = { value: structuredClone(PREPROCESSOR_SEED) };
       const count = rng.between(1, 3);
@@ -336,7 +363,7 @@ const kerasConfig: InProcessFamily = {
     } else {
       mutateJsonFile(rng, path.join(seed, target), file, notes, KERAS_CONFIG_FIELDS);
     }
-    return { run: () => loadAndGenerate(preset) };
+    return { run: () => loadAndGenerate(preset), mustFail };
   },
 };
 

@@ -43,21 +43,42 @@ type Ending = { kind: "timeout" } | { kind: "memory"; rss: number } | { kind: "e
 class HarnessError extends Error {}
 
 const live = new Set<ChildProcess>();
+const temporaryDirectories = new Set<string>();
 let exitHookInstalled = false;
 
-/** No child outlives the harness, however the harness ends. */
-function track(child: ChildProcess): void {
-  live.add(child);
-  child.once("exit", () => live.delete(child));
+/** No child or temporary directory outlives the harness, however the harness ends (a signal included). */
+function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
-  process.on("exit", killAll);
+  process.on("exit", tearDown);
   for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
     process.once(signal, () => {
-      killAll();
+      tearDown();
       process.kill(process.pid, signal);
     });
   }
+}
+
+function tearDown(): void {
+  killAll();
+  for (const directory of temporaryDirectories) rmSync(directory, { recursive: true, force: true });
+}
+
+/** Removes `directory` when the process exits or is stopped by a signal, if removeTemporaryDirectory has not. */
+export function registerTemporaryDirectory(directory: string): void {
+  temporaryDirectories.add(directory);
+  installExitHook();
+}
+
+export function removeTemporaryDirectory(directory: string): void {
+  rmSync(directory, { recursive: true, force: true });
+  temporaryDirectories.delete(directory);
+}
+
+function track(child: ChildProcess): void {
+  live.add(child);
+  child.once("exit", () => live.delete(child));
+  installExitHook();
 }
 
 /** Children started and not yet seen to exit. */
