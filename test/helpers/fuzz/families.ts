@@ -32,7 +32,7 @@ export interface CaseContext {
 export interface PreparedCase {
   /** Loads and uses the input; true when it loaded, false when it was refused with a FalconError. */
   run(): Promise<boolean>;
-  /** Set when the input must be refused (it escapes the preset directory): loading it is a failure. */
+  /** Set when the input must be refused (a shard outside the preset, a wrong-typed field): loading it fails the case. */
   mustFail?: string;
 }
 

@@ -183,7 +183,7 @@ export function mutateJson(rng: FuzzRandom, root: { value: JsonValue }, notes: s
     const key = fieldNames.length > 0 && rng.chance(0.8) ? rng.pick(fieldNames) : rng.pick(["__proto__", "constructor", "toString", "unknown_field", ""]);
     const value = hostileValue(rng, null);
     (target.value as Record<string, JsonValue>)[key] = value;
-    notes.push(`set ${target.path}.${key} = ${describe(value)}`);
+    notes.push(`set ${target.path}.${key} = ${describeJson(value)}`);
     return;
   }
   const candidates = all.filter((l) => l.parent !== undefined);
@@ -192,7 +192,7 @@ export function mutateJson(rng: FuzzRandom, root: { value: JsonValue }, notes: s
     const target = candidates.length > 0 && rng.chance(0.97) ? rng.pick(candidates) : all[0]!;
     const value = hostileValue(rng, target.value);
     setAt(root, target, value);
-    notes.push(`${target.path} = ${describe(value)}`);
+    notes.push(`${target.path} = ${describeJson(value)}`);
     return;
   }
   const target = rng.pick(candidates);
@@ -223,10 +223,10 @@ export function mutateJson(rng: FuzzRandom, root: { value: JsonValue }, notes: s
   const entries = Object.entries(parent).map(([k, v]) => `${JSON.stringify(k)}:${jsonText(v)}`);
   entries.push(`${JSON.stringify(target.key)}:${jsonText(value)}`);
   setAt(root, grandparent, new RawJson(`{${entries.join(",")}}`));
-  notes.push(`duplicate key ${target.path} = ${describe(value)}`);
+  notes.push(`duplicate key ${target.path} = ${describeJson(value)}`);
 }
 
-export function describe(value: JsonValue): string {
+export function describeJson(value: JsonValue): string {
   const text = jsonText(value);
   return text.length > 60 ? `${text.slice(0, 40)}…(${text.length} chars)` : text;
 }
