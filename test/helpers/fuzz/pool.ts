@@ -192,6 +192,8 @@ class RunnerSlot {
     if (!this.#child) this.#ready = this.#start();
     await this.#ready;
     const child = this.#child!;
+    // A crash report quotes what the child printed while running this case, not before.
+    this.#stderr = "";
     const previous = this.#previous;
     this.#previous = `${request.family}:${request.index}`;
     const started = performance.now();
