@@ -7,7 +7,7 @@ import { existsSync } from "node:fs";
 import path from "node:path";
 
 import { FalconBackbone, type CreateCacheOptions, type FalconKvCache, type FromPresetOptions } from "./backbone.js";
-import { FalconConfigError, FalconPresetError } from "./errors.js";
+import { describeValue, FalconConfigError, FalconPresetError } from "./errors.js";
 import { generate, streamPieces, type DecodeContext, type GenerateOptions, type StreamPiece } from "./generate.js";
 import type { BackboneInputs, Tensor, TokenIdsInput } from "./inputs.js";
 import {
@@ -85,14 +85,14 @@ function kerasPreprocessorSettings(directory: string): FalconCausalLMPreprocesso
   const length = fields["sequence_length"];
   if (length !== undefined && length !== null) {
     if (typeof length !== "number" || !Number.isInteger(length) || length <= 0) {
-      throw new FalconPresetError(`${file}: sequence_length must be a positive integer, got ${JSON.stringify(length)}`);
+      throw new FalconPresetError(`${file}: sequence_length must be a positive integer, got ${describeValue(length)}`);
     }
     settings.sequenceLength = length;
   }
   for (const [key, option] of [["add_start_token", "addStartToken"], ["add_end_token", "addEndToken"]] as const) {
     const value = fields[key];
     if (value === undefined) continue;
-    if (typeof value !== "boolean") throw new FalconPresetError(`${file}: ${key} must be a boolean, got ${JSON.stringify(value)}`);
+    if (typeof value !== "boolean") throw new FalconPresetError(`${file}: ${key} must be a boolean, got ${describeValue(value)}`);
     settings[option] = value;
   }
   return settings;

@@ -19,6 +19,7 @@ import {
 } from "./config.js";
 import { FalconError } from "./errors.js";
 import type { GenerateOptions } from "./generate.js";
+import { checkBatchFits } from "./inputs.js";
 import { readPreset, type Preset } from "./presets/index.js";
 import { runtimeInfo, setNumThreads } from "./runtime.js";
 import type { SamplerConfig } from "./samplers.js";
@@ -173,6 +174,8 @@ async function run(args: string[]): Promise<void> {
     ? await FalconBackbone.fromPreset(values.preset, { dtype })
     : new FalconBackbone({ ...DEFAULT_MODEL, dtype, seed });
   const config = model.getConfig();
+  // The ids are made here, before the model's own input checks run: size them as a call would.
+  checkBatchFits(batch, length, Int32Array.BYTES_PER_ELEMENT, "run --batch × --length");
   const tokenIds = randomIds(batch * length, config.vocabularySize, seed);
   await model.call({ tokenIds: new Int32Array([0]), shape: [1, 1] });  // waits for initialisation
   const loadMs = performance.now() - loadStart;

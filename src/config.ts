@@ -2,8 +2,7 @@
  * FalconBackbone configuration: keras-hub's arguments (camelCase) plus the Hugging Face
  * architecture superset, validated once and resolved to explicit values.
  */
-import { FalconConfigError } from "./errors.js";
-import { describeValue } from "./presets/json.js";
+import { describeValue, FalconConfigError } from "./errors.js";
 import type { NativeDType, NativeModelConfig } from "./native.js";
 
 export const FALCON_DTYPES = ["float32", "bfloat16", "float16", "mixed_bfloat16", "mixed_float16", "int8"] as const;

@@ -23,3 +23,24 @@ export class FalconNativeLoadError extends FalconError {}
 
 /** A native object was used after dispose(). */
 export class FalconDisposedError extends FalconError {}
+
+/**
+ * A short description of a value read from a file or passed by a caller, for error messages:
+ * bounded whatever the value (JSON.stringify overflows the stack on deeply nested arrays and throws
+ * on cycles).
+ */
+export function describeValue(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return `an array of ${value.length}`;
+  switch (typeof value) {
+    case "string":
+      return `string ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`;
+    case "object":
+      return "an object";
+    case "function":
+    case "symbol":
+      return `a ${typeof value}`;
+    default:
+      return `${typeof value} ${String(value)}`;
+  }
+}

@@ -10,7 +10,7 @@
  */
 import type { FalconBackbone, FalconKvCache } from "./backbone.js";
 import type { ResolvedBackboneConfig } from "./config.js";
-import { FalconInputError } from "./errors.js";
+import { describeValue, FalconInputError } from "./errors.js";
 import { MAX_SEQUENCE_LENGTH, memoryLimitBytes } from "./inputs.js";
 import { callNative } from "./native.js";
 import type { FalconCausalLMPreprocessor, PackedPrompts, PromptInput } from "./preprocessor.js";
@@ -98,14 +98,14 @@ function checkOptions(options: GenerateOptions): void {
   }
   const { maxNewTokens, maxLength, stopTokenIds, signal, onToken } = options;
   if (maxNewTokens !== undefined && (!Number.isInteger(maxNewTokens) || maxNewTokens < 0)) {
-    throw new FalconInputError(`maxNewTokens must be a non-negative integer, got ${JSON.stringify(maxNewTokens)}`);
+    throw new FalconInputError(`maxNewTokens must be a non-negative integer, got ${describeValue(maxNewTokens)}`);
   }
   if (maxLength !== undefined && (!Number.isInteger(maxLength) || maxLength <= 0)) {
-    throw new FalconInputError(`maxLength must be a positive integer, got ${JSON.stringify(maxLength)}`);
+    throw new FalconInputError(`maxLength must be a positive integer, got ${describeValue(maxLength)}`);
   }
   if (stopTokenIds !== undefined && stopTokenIds !== null &&
       (!Array.isArray(stopTokenIds) || !stopTokenIds.every((id) => Number.isInteger(id) && id >= 0))) {
-    throw new FalconInputError(`stopTokenIds must be an array of token ids or null, got ${JSON.stringify(stopTokenIds)}`);
+    throw new FalconInputError(`stopTokenIds must be an array of token ids or null, got ${describeValue(stopTokenIds)}`);
   }
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw new FalconInputError("signal must be an AbortSignal");
   if (onToken !== undefined && typeof onToken !== "function") throw new FalconInputError("onToken must be a function");

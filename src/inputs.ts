@@ -4,7 +4,7 @@
  */
 import { totalmem } from "node:os";
 
-import { FalconInputError } from "./errors.js";
+import { describeValue, FalconInputError } from "./errors.js";
 
 /** A row-major float32 tensor. */
 export interface Tensor {
@@ -69,7 +69,7 @@ function isShaped(value: unknown): value is ShapedIds {
 
 function checkShape(shape: unknown, name: string): [number, number] {
   if (!Array.isArray(shape) || shape.length !== 2 || !shape.every((n) => Number.isInteger(n) && n > 0)) {
-    throw new FalconInputError(`${name} shape must be [batch, length] with positive integers, got ${JSON.stringify(shape)}`);
+    throw new FalconInputError(`${name} shape must be [batch, length] with positive integers, got ${describeValue(shape)}`);
   }
   return [shape[0], shape[1]];
 }

@@ -4,7 +4,7 @@
  * id and truncated from the right, and the padding mask built for the caller. Token ids are accepted
  * too (one row, or a ragged batch) and used verbatim: no start token is added to ids.
  */
-import { FalconInputError } from "./errors.js";
+import { describeValue, FalconInputError } from "./errors.js";
 import { checkBatchFits, packInputs, type PaddingMaskInput, type TokenIdsInput } from "./inputs.js";
 import type { FalconTokenizer } from "./tokenizer.js";
 
@@ -83,14 +83,14 @@ function isPaddedPrompts(value: unknown): value is PaddedPrompts {
 
 function checkPositiveInteger(value: unknown, name: string): number {
   if (typeof value !== "number" || !Number.isInteger(value) || value <= 0) {
-    throw new FalconInputError(`${name} must be a positive integer, got ${JSON.stringify(value)}`);
+    throw new FalconInputError(`${name} must be a positive integer, got ${describeValue(value)}`);
   }
   return value;
 }
 
 function checkTokenId(value: unknown, name: string): number {
   if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value > 0x7fffffff) {
-    throw new FalconInputError(`${name} must be a non-negative integer token id, got ${JSON.stringify(value)}`);
+    throw new FalconInputError(`${name} must be a non-negative integer token id, got ${describeValue(value)}`);
   }
   return value;
 }
@@ -174,7 +174,7 @@ export class FalconCausalLMPreprocessor {
         });
         [rows, kind, single] = [prompts as ArrayLike<number>[], "ids", false];
       } else {
-        throw new FalconInputError(`prompts[0] must be a string, a token id or an array of token ids, got ${JSON.stringify(first)}`);
+        throw new FalconInputError(`prompts[0] must be a string, a token id or an array of token ids, got ${describeValue(first)}`);
       }
     } else {
       throw new FalconInputError(

@@ -9,7 +9,7 @@
  * Randomness comes from a seeded xoshiro128** generator, one independent stream per batch row, so a
  * given seed reproduces the same tokens on every run, every machine and any batch composition.
  */
-import { FalconInputError } from "./errors.js";
+import { describeValue, FalconInputError } from "./errors.js";
 
 export type SamplerType = "greedy" | "topK" | "topP" | "temperature" | "random";
 
@@ -365,7 +365,7 @@ export function sampleTopP(
 
 function checkSeed(seed: unknown): number {
   if (typeof seed !== "number" || !Number.isSafeInteger(seed) || seed < 0) {
-    throw new FalconInputError(`sampler seed must be a non-negative integer, got ${JSON.stringify(seed)}`);
+    throw new FalconInputError(`sampler seed must be a non-negative integer, got ${describeValue(seed)}`);
   }
   return seed;
 }
@@ -375,7 +375,7 @@ export function resolveSamplerConfig(spec: SamplerSpec | undefined): ResolvedSam
   const config: Partial<SamplerConfig> & { type?: unknown } =
     spec === undefined ? { type: "greedy" } : typeof spec === "string" ? { type: spec } : spec;
   if (typeof config !== "object" || config === null || !SAMPLER_TYPES.includes(config.type as SamplerType)) {
-    const got = typeof spec === "string" ? spec : JSON.stringify(typeof spec === "object" && spec !== null ? spec.type : spec);
+    const got = typeof spec === "string" ? spec : describeValue(typeof spec === "object" && spec !== null ? spec.type : spec);
     throw new FalconInputError(`sampler must be one of ${SAMPLER_TYPES.map((t) => `"${t}"`).join(", ")} (or { type, ... }), got ${got}`);
   }
   const type = config.type as SamplerType;
@@ -394,20 +394,20 @@ export function resolveSamplerConfig(spec: SamplerSpec | undefined): ResolvedSam
   }
   const temperature = fields.temperature ?? 1;
   if (typeof temperature !== "number" || !Number.isFinite(temperature) || temperature < 0) {
-    throw new FalconInputError(`sampler temperature must be a finite number ≥ 0, got ${JSON.stringify(fields.temperature)}`);
+    throw new FalconInputError(`sampler temperature must be a finite number ≥ 0, got ${describeValue(fields.temperature)}`);
   }
   let k: number | null = null;
   if (type === "topK" || (type === "topP" && fields.k !== undefined)) {
     k = (fields.k ?? DEFAULT_K) as number;
     if (typeof k !== "number" || !Number.isInteger(k) || k <= 0) {
-      throw new FalconInputError(`sampler k must be a positive integer, got ${JSON.stringify(fields.k)}`);
+      throw new FalconInputError(`sampler k must be a positive integer, got ${describeValue(fields.k)}`);
     }
   }
   let p: number | null = null;
   if (type === "topP") {
     p = (fields.p ?? DEFAULT_P) as number;
     if (typeof p !== "number" || !(p > 0 && p <= 1)) {
-      throw new FalconInputError(`sampler p must be a number in (0, 1], got ${JSON.stringify(fields.p)}`);
+      throw new FalconInputError(`sampler p must be a number in (0, 1], got ${describeValue(fields.p)}`);
     }
   }
   const seed = fields.seed === undefined ? freshSeed() : checkSeed(fields.seed);

@@ -303,6 +303,7 @@ describe("falcon-native CLI", () => {
       [["generate", "The falcon"], 2, /generate needs --preset DIR/],
       [["generate", "--preset", fixture], 2, /give a prompt: .*--ids 1,2,3/],
       [["generate", "--preset", fixture, "--ids", "1,x"], 2, /--ids must be a non-negative integer, got "x"/],
+      [["run", "--batch", "1e300"], 1, /run --batch × --length: a \[1e\+300, 64\] batch needs .* bytes, more than the \d+ bytes of memory/],
       [["generate", "--preset", fixture, "--ids", "1", "--sampler", "beam"], 2, /--sampler must be one of greedy, top-k, top-p, temperature, random/],
       [["generate", "--preset", fixture, "--ids", "1", "--sampler", "greedy", "--k", "3"], 2, /--k does not apply to --sampler greedy; use it with --sampler top-k \| top-p/],
       [["generate", "--preset", fixture, "--ids", "1", "--p", "2"], 1, /p must be a number in \(0, 1\]/],

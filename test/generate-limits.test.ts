@@ -60,6 +60,25 @@ describe("generate budgets beyond any cache", () => {
     await assertRefused(prompt, { maxNewTokens: 2 ** 31 - 1 - prompt.length }, /bytes, more than the \d+ bytes of memory this machine has/);
   });
 
+  it("option values no JSON can describe (bigint, cyclic, deeply nested) are FalconInputErrors", async () => {
+    const cyclic: Record<string, unknown> = {};
+    cyclic["self"] = cyclic;
+    const nested = JSON.parse(`${"[".repeat(100_000)}${"]".repeat(100_000)}`) as unknown;
+    for (const [options, message] of [
+      [{ maxNewTokens: 5n }, /maxNewTokens must be a non-negative integer, got bigint 5/],
+      [{ maxLength: cyclic }, /maxLength must be a positive integer, got an object/],
+      [{ stopTokenIds: 7n }, /stopTokenIds must be an array of token ids or null, got bigint 7/],
+      [{ sampler: { type: "topK", k: nested } }, /sampler k must be a positive integer, got an array of 1/],
+      [{ sampler: { type: cyclic } }, /sampler must be one of .*got an object/],
+    ] as [GenerateOptions, RegExp][]) {
+      await assert.rejects(lm.generate([35, 92, 67], { maxNewTokens: 2, ...options }), (error: unknown) => {
+        assert.ok(error instanceof FalconInputError, `expected FalconInputError, got ${String(error)}`);
+        assert.match(error.message, message);
+        return true;
+      });
+    }
+  });
+
   it("maxNewTokens: 1e9 is refused up front, stating the tokens and bytes needed", async () => {
     const caches = recordCaches(lm);
     const prompts = [[35, 92, 67, 92, 46], [30, 65, 71]];

@@ -15,7 +15,7 @@ import { after, describe, it } from "node:test";
 
 import h5wasm from "h5wasm/node";
 
-import { FalconBackbone, FalconConfigError, FalconPresetError } from "../src/index.js";
+import { FalconBackbone, FalconCausalLM, FalconConfigError, FalconPresetError } from "../src/index.js";
 import { Hdf5Reader } from "../src/presets/hdf5.js";
 import { resolveHfHandle, type HubDownloadProgress } from "../src/presets/hub.js";
 import { MAX_CONFIG_JSON_BYTES, readJsonObject } from "../src/presets/json.js";
@@ -187,6 +187,17 @@ describe("deeply nested values are described, not recursed into", () => {
     rmSync(path.join(sharded, "model.safetensors"));
     withNested(sharded, "model.safetensors.index.json", { weight_map: { "transformer.ln_f.weight": "NESTED" } }, "transformer.ln_f.weight");
     await rejectsWith(sharded, FalconPresetError, /maps to an array of 1, not a \.safetensors file/);
+  });
+
+  it("a keras config field named like an Object.prototype member, and a nested preprocessor.json value, are FalconPresetErrors", async () => {
+    await rejectsWith(kerasCopy((c) => (c["toString"] = 0)), FalconPresetError, /unknown FalconBackbone argument "toString"/);
+    const keras = kerasCopy();
+    writeFileSync(path.join(keras, "preprocessor.json"), `{"config":{"add_start_token":${nested}}}`);
+    await assert.rejects(FalconCausalLM.fromPreset(keras), (error: Error) => {
+      assert.ok(error instanceof FalconPresetError, `${error.name}: ${error.message}`);
+      assert.match(error.message, /preprocessor\.json: add_start_token must be a boolean, got an array of 1/);
+      return true;
+    });
   });
 
   it("a config object passed to the constructor with nested or cyclic values is a FalconConfigError", () => {

@@ -7,10 +7,10 @@
 import path from "node:path";
 
 import type { BlockLayout, FalconBackboneConfig, FalconDType, ResolvedBackboneConfig } from "../config.js";
-import { FalconPresetError } from "../errors.js";
+import { describeValue, FalconPresetError } from "../errors.js";
 import { callNative, native, type NativeMappedFile, type NativeModel } from "../native.js";
 import type { PreparedWeights } from "./index.js";
-import { describeValue, JsonFields } from "./json.js";
+import { JsonFields } from "./json.js";
 import { readCheckpointTensors, type SafetensorsTensor } from "./safetensors.js";
 
 const MODEL_TYPES = ["falcon", "RefinedWeb", "RefinedWebModel"];

@@ -17,8 +17,8 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { finished } from "node:stream/promises";
 
-import { FalconPresetError } from "../errors.js";
-import { describeValue, MAX_INDEX_JSON_BYTES, readBoundedTextFile, readJsonObject } from "./json.js";
+import { describeValue, FalconPresetError } from "../errors.js";
+import { MAX_INDEX_JSON_BYTES, readBoundedTextFile, readJsonObject } from "./json.js";
 
 /** One progress report for one file being downloaded. */
 export interface HubDownloadProgress {

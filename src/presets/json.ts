@@ -5,7 +5,7 @@
  */
 import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs";
 
-import { FalconPresetError } from "../errors.js";
+import { describeValue, FalconPresetError } from "../errors.js";
 
 /** config.json, generation_config.json, tokenizer_config.json: kilobytes in practice. */
 export const MAX_CONFIG_JSON_BYTES = 16 * 1024 * 1024;
@@ -106,27 +106,6 @@ export function readJsonObject(file: string, maxBytes: number = MAX_CONFIG_JSON_
 }
 
 type JsonTypeName = "boolean" | "integer" | "number" | "string" | "object";
-
-/**
- * A short description of a value read from a file or passed by a caller, for error messages:
- * bounded whatever the value (JSON.stringify overflows the stack on deeply nested arrays and throws
- * on cycles).
- */
-export function describeValue(value: unknown): string {
-  if (value === null) return "null";
-  if (Array.isArray(value)) return `an array of ${value.length}`;
-  switch (typeof value) {
-    case "string":
-      return `string ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`;
-    case "object":
-      return "an object";
-    case "function":
-    case "symbol":
-      return `a ${typeof value}`;
-    default:
-      return `${typeof value} ${String(value)}`;
-  }
-}
 
 function hasJsonType(value: unknown, type: JsonTypeName): boolean {
   switch (type) {

@@ -6,11 +6,11 @@ import { existsSync } from "node:fs";
 import path from "node:path";
 
 import type { FalconBackboneConfig, FalconDType, ResolvedBackboneConfig } from "../config.js";
-import { FalconPresetError } from "../errors.js";
+import { describeValue, FalconPresetError } from "../errors.js";
 import { callNative } from "../native.js";
 import { HDF5_ELEMENT_BYTES, Hdf5Files, type Hdf5DatasetInfo, type Hdf5Reader } from "./hdf5.js";
 import type { PreparedWeights } from "./index.js";
-import { describeValue, JsonFields, MAX_INDEX_JSON_BYTES, readJsonObject } from "./json.js";
+import { JsonFields, MAX_INDEX_JSON_BYTES, readJsonObject } from "./json.js";
 
 export const KERAS_REGISTERED_NAMES = ["keras_hub>FalconBackbone", "keras_nlp>FalconBackbone"];
 
@@ -50,7 +50,8 @@ export function parseKerasConfig(json: Record<string, unknown>, file: string): F
   if (inner === undefined) throw new FalconPresetError(`${file}: missing "config" object`);
   const config: Record<string, unknown> = {};
   for (const key of inner.keys()) {
-    const mapped = KERAS_CONFIG_FIELDS[key];
+    // Own keys only: a field named "toString" must not find Object.prototype's.
+    const mapped = Object.hasOwn(KERAS_CONFIG_FIELDS, key) ? KERAS_CONFIG_FIELDS[key] : undefined;
     if (mapped) {
       const [name, type] = mapped;
       const value = type === "integer" ? inner.integer([key], null) : inner.number([key], null);

@@ -6,9 +6,9 @@
 import { closeSync, existsSync } from "node:fs";
 import path from "node:path";
 
-import { FalconPresetError } from "../errors.js";
+import { describeValue, FalconPresetError } from "../errors.js";
 import type { NativeSourceDType } from "../native.js";
-import { describeValue, MAX_INDEX_JSON_BYTES, openRegularFile, readExactly, readJsonObject } from "./json.js";
+import { MAX_INDEX_JSON_BYTES, openRegularFile, readExactly, readJsonObject } from "./json.js";
 
 export interface SafetensorsTensor {
   name: string;
