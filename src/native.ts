@@ -68,7 +68,7 @@ export interface NativeModel {
   setWeightFromFile(
     name: string,
     rowOffset: number,
-    file: NativeMappedFile,
+    file: NativeWeightFile,
     byteOffset: number,
     dtype: NativeSourceDType,
     rows: number,
@@ -101,8 +101,8 @@ export interface NativeKvCache {
   dispose(): void;
 }
 
-/** A weight file open for setWeightFromFile (read with pread, not mapped, despite the name). */
-export interface NativeMappedFile {
+/** A weight file open for setWeightFromFile (read with pread in bounded blocks). */
+export interface NativeWeightFile {
   size(): number;
   dispose(): void;
 }
@@ -110,7 +110,7 @@ export interface NativeMappedFile {
 export interface NativeAddon {
   NativeModel: new (config: NativeModelConfig) => NativeModel;
   NativeKvCache: new (model: NativeModel, batchSize: number, maxLength: number) => NativeKvCache;
-  NativeMappedFile: new (path: string) => NativeMappedFile;
+  NativeWeightFile: new (path: string) => NativeWeightFile;
   numThreads(): number;
   setNumThreads(threads: number): void;
   /** The kernel family in use, the families this CPU supports, and the raw feature flags. */

@@ -60,7 +60,7 @@ function reproduction(report: CaseReport): string {
 }
 
 function elide(text: string, root: string): string {
-  return text.replaceAll(root, "<tmp>").replace(/\/[^\s"']*\/shared\/fixtures/g, "<fixtures>").replace(/\d+/g, "#");
+  return text.replaceAll(root, "<tmp>").replace(/\/[^\s"']*\/test\/fixtures/g, "<fixtures>").replace(/\d+/g, "#");
 }
 
 /**

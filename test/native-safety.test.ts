@@ -154,7 +154,7 @@ describe("weight files", () => {
   it("a file truncated after it was opened gives FalconPresetError naming the file and weight, not SIGBUS", async () => {
     const { file, byteOffset } = checkpoint();
     const model = callNativeSync(() => new (native().NativeModel)(nativeConfig()));
-    const weightFile = new (native().NativeMappedFile)(file);
+    const weightFile = new (native().NativeWeightFile)(file);
     truncateSync(file, byteOffset + 1000);
     await assert.rejects(
       callNative(() => model.setWeightFromFile("token_embedding", 0, weightFile, byteOffset, "float32", 512, 256, false)),
@@ -174,7 +174,7 @@ describe("weight files", () => {
       const messages = [];
       for (const file of ${JSON.stringify([dir, fifo])}) {
         try {
-          callNativeSync(() => new (native().NativeMappedFile)(file));
+          callNativeSync(() => new (native().NativeWeightFile)(file));
         } catch (error) {
           messages.push(error.constructor.name + ": " + error.message);
         }
@@ -188,7 +188,7 @@ describe("weight files", () => {
     for (let round = 0; round < 8; round++) {
       const { file, byteOffset } = checkpoint();
       const model = callNativeSync(() => new (native().NativeModel)(nativeConfig()));
-      const weightFile = new (native().NativeMappedFile)(file);
+      const weightFile = new (native().NativeWeightFile)(file);
       const loading = callNative(() => model.setWeightFromFile("token_embedding", 0, weightFile, byteOffset, "float32", 512, 256, false));
       await new Promise((resolve) => setTimeout(resolve, round % 3));
       truncateSync(file, byteOffset + 4096 * round);
@@ -219,7 +219,7 @@ describe("weight files", () => {
     assert.equal(byteOffset % 2, 1);
 
     const model = callNativeSync(() => new (native().NativeModel)(nativeConfig()));
-    const weightFile = new (native().NativeMappedFile)(file);
+    const weightFile = new (native().NativeWeightFile)(file);
     await model.setWeightFromFile("token_embedding", 0, weightFile, byteOffset, "bfloat16", 512, 256, false);
     weightFile.dispose();
     const shifted = new Uint8Array(1 + 256 * 2);
@@ -288,7 +288,7 @@ describe("native memory accounting", () => {
     await model.setWeight("token_embedding", 0, bf16, "bfloat16", 16384, 512, false);
     const file = path.join(tempDir(), "model.safetensors");
     writeSafetensors(file, [randomTensor("w", "BF16", [1024, 512], 9)]);
-    const weightFile = new (native().NativeMappedFile)(file);
+    const weightFile = new (native().NativeWeightFile)(file);
     await model.setWeightFromFile("layers.0.ffn_up.weight", 0, weightFile, readSafetensorsHeader(file).get("w")!.byteOffset, "bfloat16", 1024, 512, false);
     weightFile.dispose();
     model.dispose();

@@ -141,11 +141,11 @@ describe("corrupt safetensors", () => {
     await rejects(dir, /unexpected tensor "transformer\.h\.0\.extra\.weight"/);
   });
 
-  it("checks ranges natively too: a byte range past the mapped file is refused", async () => {
+  it("checks ranges natively too: a byte range past the end of the file is refused", async () => {
     const dir = damagedCheckpoint(() => undefined);
     const lm = await FalconCausalLM.fromPreset(dir);
     const model = await lm.backbone.nativeModel();
-    const file = new (native().NativeMappedFile)(path.join(dir, "model.safetensors"));
+    const file = new (native().NativeWeightFile)(path.join(dir, "model.safetensors"));
     await assert.rejects(async () => model.setWeightFromFile("token_embedding", 0, file, file.size() - 4, "float32", 1, 48, false), /needs bytes/);
     file.dispose();
     lm.dispose();

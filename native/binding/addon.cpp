@@ -199,7 +199,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(data);
   exports.Set("NativeModel", model);
   exports.Set("NativeKvCache", cache);
-  exports.Set("NativeMappedFile", weight_file);
+  exports.Set("NativeWeightFile", weight_file);
   exports.Set("numThreads", Napi::Function::New(env, NumThreads));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("alibiSlopes", Napi::Function::New(env, AlibiSlopes));

@@ -5,22 +5,22 @@
 namespace falcon::binding {
 
 Napi::Function WeightFileWrap::Define(Napi::Env env) {
-  return DefineClass(env, "NativeMappedFile",
+  return DefineClass(env, "NativeWeightFile",
                      {
                          InstanceMethod<&WeightFileWrap::Size>("size"),
                          InstanceMethod<&WeightFileWrap::Dispose>("dispose"),
                      });
 }
 
-// new NativeMappedFile(path)
+// new NativeWeightFile(path)
 WeightFileWrap::WeightFileWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<WeightFileWrap>(info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsString()) throw make_error(env, ErrorKind::Weights, "NativeMappedFile needs a path");
+  if (info.Length() < 1 || !info[0].IsString()) throw make_error(env, ErrorKind::Weights, "NativeWeightFile needs a path");
   file_ = call_core(env, [&] { return WeightFile::open(info[0].As<Napi::String>().Utf8Value()); });
 }
 
 std::shared_ptr<WeightFile> WeightFileWrap::file(Napi::Env env) const {
-  if (!file_) throw make_error(env, ErrorKind::State, "this mapped file has been disposed");
+  if (!file_) throw make_error(env, ErrorKind::State, "this weight file has been disposed");
   return file_;
 }
 

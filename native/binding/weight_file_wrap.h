@@ -7,7 +7,7 @@
 
 namespace falcon::binding {
 
-// The JavaScript NativeMappedFile (the name predates reading with pread): a weight file open for loading.
+// The JavaScript NativeWeightFile: a weight file open for loading.
 class WeightFileWrap : public Napi::ObjectWrap<WeightFileWrap> {
  public:
   static Napi::Function Define(Napi::Env env);

@@ -8,7 +8,7 @@ import path from "node:path";
 
 import type { BlockLayout, FalconBackboneConfig, FalconDType, ResolvedBackboneConfig } from "../config.js";
 import { describeValue, FalconPresetError } from "../errors.js";
-import { callNative, native, type NativeMappedFile, type NativeModel } from "../native.js";
+import { callNative, native, type NativeWeightFile, type NativeModel } from "../native.js";
 import type { PreparedWeights } from "./index.js";
 import { JsonFields } from "./json.js";
 import { readCheckpointTensors, type SafetensorsTensor } from "./safetensors.js";
@@ -265,21 +265,21 @@ export function prepareHfWeights(directory: string, config: ResolvedBackboneConf
 
 /** Maps the checked tensors into the native model. */
 async function loadHfParts(parts: TensorPart[], lookup: (name: string) => SafetensorsTensor, model: NativeModel): Promise<void> {
-  const files = new Map<string, NativeMappedFile>();
+  const files = new Map<string, NativeWeightFile>();
   try {
     for (const part of parts) {
       const tensor = lookup(part.tensor);
       let file = files.get(tensor.file);
       if (!file) {
         const path = tensor.file;
-        file = await callNative(() => new (native().NativeMappedFile)(path));
+        file = await callNative(() => new (native().NativeWeightFile)(path));
         files.set(tensor.file, file);
       }
       const cols = tensor.shape.length === 1 ? 1 : tensor.shape[1];
       const rowBytes = tensor.byteLength / (tensor.shape[0] || 1);
-      const mapped = file;
+      const weightFile = file;
       await callNative(
-        () => model.setWeightFromFile(part.name, part.rowOffset, mapped, tensor.byteOffset + part.sourceRow * rowBytes, tensor.dtype, part.rows, cols, false),
+        () => model.setWeightFromFile(part.name, part.rowOffset, weightFile, tensor.byteOffset + part.sourceRow * rowBytes, tensor.dtype, part.rows, cols, false),
         `${tensor.file}: tensor "${tensor.name}"`,
       );
     }

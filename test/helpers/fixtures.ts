@@ -3,8 +3,8 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-/** ../shared/fixtures relative to the repository root (tests run from dist/test/...). */
-export const FIXTURES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "..", "shared", "fixtures");
+/** test/fixtures of the repository (tests run from dist/test/helpers/...); test/fixtures/README.md says what made them. */
+export const FIXTURES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "test", "fixtures");
 
 export function readJson<T = any>(file: string): T {
   return JSON.parse(readFileSync(file, "utf8")) as T;
