@@ -18,6 +18,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 
+import { HDF5_REQUEST_TIMEOUT_MS } from "../src/presets/hdf5.js";
 import { FuzzPool, killAll, registerTemporaryDirectory, removeTemporaryDirectory, type CaseReport, type FuzzLimits } from "./helpers/fuzz/pool.js";
 import { FAMILY_NAMES, familyNumber, type CaseRequest, type FamilyName } from "./helpers/fuzz/protocol.js";
 import { prepareSeeds } from "./helpers/fuzz/seeds.js";
@@ -28,7 +29,9 @@ const DEFAULT_CASES = 2800;
 const SHARES: Record<FamilyName, number> = {
   "safetensors": 22, "safetensors-index": 10, "hf-config": 20, "keras-config": 12, "keras-h5": 14, "tokenizer": 20, "cli": 1.5,
 };
-const LIMITS: FuzzLimits = { timeoutMs: 5000, rssLimitBytes: 1.5 * 2 ** 30, heapLimitMiB: 1024, dataLimitBytes: 4 * 2 ** 30 };
+const LIMITS: FuzzLimits = {
+  timeoutMs: 5000, extraTimeoutMs: { "keras-h5": HDF5_REQUEST_TIMEOUT_MS }, rssLimitBytes: 1.5 * 2 ** 30, heapLimitMiB: 1024, dataLimitBytes: 4 * 2 ** 30,
+};
 
 function positiveIntegerEnv(name: string): number | undefined {
   const text = process.env[name];

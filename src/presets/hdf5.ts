@@ -53,7 +53,7 @@ const READ_BLOCK_BYTES = 16 * 1024 * 1024;
 const H5T_FLOAT = 1;
 const H5T_OPAQUE = 5;
 /** A healthy request reads at most one block; ten seconds is far beyond that even from a slow disk. */
-const DEFAULT_TIMEOUT_MS = 10_000;
+export const HDF5_REQUEST_TIMEOUT_MS = 10_000;
 /** Starting a worker compiles h5wasm; a loaded machine may take a few seconds. */
 const STARTUP_TIMEOUT_MS = 30_000;
 /** Healthy idle workers kept for the next load, so loading presets repeatedly does not recompile h5wasm. */
@@ -207,7 +207,7 @@ export class Hdf5Files {
     } catch (cause) {
       throw new FalconPresetError(`cannot start the HDF5 reader (${(cause as Error).message})`, { cause });
     }
-    return new Hdf5Files(worker, options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+    return new Hdf5Files(worker, options.timeoutMs ?? HDF5_REQUEST_TIMEOUT_MS);
   }
 
   async open(path: string): Promise<Hdf5Reader> {

@@ -9,7 +9,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 import { cliArguments } from "./families.js";
-import { CAUGHT_MARKER, familyNumber, type CaseOutcome, type CaseRequest, type ChildMessage } from "./protocol.js";
+import { CAUGHT_MARKER, familyNumber, type CaseOutcome, type CaseRequest, type ChildMessage, type FamilyName } from "./protocol.js";
 import { FuzzRandom } from "./random.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -19,6 +19,11 @@ const CLI = path.resolve(HERE, "..", "..", "..", "src", "cli.js");
 
 export interface FuzzLimits {
   timeoutMs: number;
+  /**
+   * More time for a family whose library stops a stuck reader itself after a longer bound (the HDF5
+   * reader's watchdog): a case of it must end within that bound plus timeoutMs.
+   */
+  extraTimeoutMs?: Partial<Record<FamilyName, number>>;
   rssLimitBytes: number;
   /** V8's old-space limit in the child, below the RSS limit so a JS-heap bomb dies as itself. */
   heapLimitMiB: number;
@@ -115,6 +120,11 @@ function residentBytes(pid: number): number {
   }
 }
 
+function limitsFor(family: string, limits: FuzzLimits): FuzzLimits {
+  const extra = limits.extraTimeoutMs as Partial<Record<string, number>> | undefined;
+  return { ...limits, timeoutMs: limits.timeoutMs + (extra?.[family] ?? 0) };
+}
+
 /** Resolves when the process exits, overruns its time, or exceeds the RSS limit (then it is killed). */
 function watch(child: ChildProcess, limits: FuzzLimits): { ending: Promise<Ending>; stop(): void } {
   let stop = (): void => undefined;
@@ -205,7 +215,8 @@ class RunnerSlot {
     this.#previous = `${request.family}:${request.index}`;
     const started = performance.now();
     const notes: string[] = [];
-    const watcher = watch(child, this.limits);
+    const limits = limitsFor(request.family, this.limits);
+    const watcher = watch(child, limits);
     let onMessage: (message: ChildMessage) => void = () => undefined;
     const result = new Promise<CaseOutcome>((resolve, reject) => {
       onMessage = (message) => {
@@ -232,7 +243,7 @@ class RunnerSlot {
     } else {
       // Give the stderr pipe a moment to deliver the dying words.
       await new Promise((resolve) => setTimeout(resolve, 20));
-      report.failure = fromEnding(settled.ending, this.#stderr, this.limits);
+      report.failure = fromEnding(settled.ending, this.#stderr, limits);
       this.#child = undefined;
       rmSync(path.join(request.root, `${request.family}-${request.index}`), { recursive: true, force: true });
     }
