@@ -174,8 +174,8 @@ async function run(args: string[]): Promise<void> {
     ? await FalconBackbone.fromPreset(values.preset, { dtype })
     : new FalconBackbone({ ...DEFAULT_MODEL, dtype, seed });
   const config = model.getConfig();
-  // The ids are made here, before the model's own input checks run: size them as a call would.
-  checkBatchFits(batch, length, Int32Array.BYTES_PER_ELEMENT, "run --batch × --length");
+  // The ids are made here, before the model's own input checks run: price them with the hidden states the call returns.
+  checkBatchFits(batch, length, Int32Array.BYTES_PER_ELEMENT + Float32Array.BYTES_PER_ELEMENT * config.hiddenDim, "run --batch × --length");
   const tokenIds = randomIds(batch * length, config.vocabularySize, seed);
   await model.call({ tokenIds: new Int32Array([0]), shape: [1, 1] });  // waits for initialisation
   const loadMs = performance.now() - loadStart;

@@ -535,6 +535,11 @@ export const IN_PROCESS_FAMILIES: readonly InProcessFamily[] = [safetensors, saf
 // --------------------------------------------------------------------------------------------- CLI
 
 const NUMBERS = ["0", "1", "2", "3", "-1", "1.5", "1e3", "1e6", "1e9", "2147483648", "4294967301", "9007199254740993", "1e300", "NaN", "Infinity", " 4", "0x10", "", "abc", "64", "1000"];
+/**
+ * run's --batch and --length: invalid, small, or too large for memory (refused), but none that is a
+ * valid request for minutes of work (1,000 rows, or a 10^6-token row's quadratic attention).
+ */
+const RUN_SIZES = ["0", "1", "2", "3", "-1", "1.5", "1e8", "1e9", "2147483648", "4294967301", "9007199254740993", "1e300", "NaN", "Infinity", " 4", "0x10", "", "abc", "64"];
 
 /** A CLI argv over a real preset, a hostile path, or none; the parent runs it as `falcon-native ...argv`. */
 export function cliArguments(rng: FuzzRandom, directory: string, seeds: string, notes: string[]): string[] {
@@ -569,8 +574,8 @@ export function cliArguments(rng: FuzzRandom, directory: string, seeds: string, 
     "--dtype": () => ["--dtype", rng.pick([...FALCON_DTYPES, "float64", "", "FLOAT32"])],
     "--threads": () => ["--threads", number()],
     "--verbose": () => ["--verbose"],
-    "--batch": () => ["--batch", number()],
-    "--length": () => ["--length", number()],
+    "--batch": () => ["--batch", rng.pick(RUN_SIZES)],
+    "--length": () => ["--length", rng.pick(RUN_SIZES)],
     "--json": () => ["--json"],
     "bogus": () => [rng.pick(["--bogus", "-x", "--", "--preset=", "--ids=1", "-"])],
   };
