@@ -42,6 +42,6 @@ export type { BuiltinPreset, PresetMetadata } from "./presets/builtin.js";
 export type { HubDownloadProgress, HubOptions, PresetHandleOptions } from "./presets/hub.js";
 export type { WriteKerasPresetOptions } from "./presets/keras-export.js";
 export type { NativeDType, NativeModelInfo } from "./native.js";
-export { runtimeInfo, setIsa, setNumThreads } from "./runtime.js";
-export type { CpuIsa, RuntimeInfo } from "./runtime.js";
+export { nativeMemoryStats, runtimeInfo, setIsa, setNumThreads } from "./runtime.js";
+export type { CpuIsa, NativeMemoryStats, RuntimeInfo } from "./runtime.js";
 export { FalconTokenizer } from "./tokenizer.js";

@@ -34,3 +34,17 @@ export function setNumThreads(threads: number): void {
 export function setIsa(isa: CpuIsa): void {
   callNativeSync(() => native().setIsa(isa));
 }
+
+/** What the native core holds now (see memoryStats in native.ts): for leak checks and server metrics. */
+export interface NativeMemoryStats {
+  /** Bytes of weights, KV caches, workspaces, per-call copies and result arrays not yet collected. */
+  liveBytes: number;
+  liveAllocations: number;
+  /** Per-thread buffers hot paths keep between calls, each at most 1 MiB. */
+  threadScratchBytes: number;
+  threadScratchAllocations: number;
+}
+
+export function nativeMemoryStats(): NativeMemoryStats {
+  return native().memoryStats();
+}
