@@ -830,7 +830,9 @@ export class FalconTokenizer {
    * cut, or a tokenizer whose pipeline gives no such guarantee, is encoded whole.
    */
   encodePrefix(text: string, maxTokens: number): Int32Array {
-    if (!(maxTokens >= 0)) throw new FalconInputError(`maxTokens must be a non-negative number, got ${maxTokens}`);
+    if (typeof maxTokens !== "number" || !(maxTokens >= 0)) {
+      throw new FalconInputError(`maxTokens must be a non-negative number, got ${describeValue(maxTokens)}`);
+    }
     // GPT-2 averages about 4 characters a token; a prefix that falls short is doubled.
     for (let length = 4 * maxTokens + 256; this.prefixCutsAtGpt2Boundaries && length < text.length; length *= 2) {
       const cut = this.nextPrefixCut(text, length);
