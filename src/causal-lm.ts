@@ -47,7 +47,6 @@ export function presetTokenizerFiles(directory: string): "keras-hub assets" | "H
   const file = path.join(directory, "tokenizer.json");
   if (!existsSync(file)) return null;
   const json = readTokenizerJson(file);
-  if (typeof json !== "object" || json === null || Array.isArray(json)) throw new FalconPresetError(`${file}: expected a JSON object`);
   if ("model" in json) return "HF tokenizer.json";
   return "registered_name" in json ? "keras-hub config without assets" : null;
 }

@@ -11,7 +11,7 @@ import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { describeValue, FalconError, FalconInputError, FalconPresetError, quoted } from "./errors.js";
-import { readBoundedTextFile } from "./presets/json.js";
+import { readBoundedTextFile, readJsonObject, readJsonValue } from "./presets/json.js";
 
 /** Falcon's start, end and unsplittable special token (keras-hub `FalconTokenizer`). */
 const END_OF_TEXT = "<|endoftext|>";
@@ -103,18 +103,15 @@ function readTextFile(path: string, what: string): string {
   return readBoundedTextFile(path, MAX_TOKENIZER_FILE_BYTES);
 }
 
+/** A tokenizer JSON file (tokenizer.json, vocabulary.json), parsed; its structure is checked by the caller. */
 function readJsonFile(path: string, what: string): unknown {
-  const text = readTextFile(path, what);
-  try {
-    return JSON.parse(text);
-  } catch (cause) {
-    throw new FalconPresetError(`${what} ${path} is not valid JSON`, { cause });
-  }
+  if (!existsSync(path)) throw new FalconPresetError(`${what} not found: ${path}`);
+  return readJsonValue(path, MAX_TOKENIZER_FILE_BYTES);
 }
 
-/** A preset's tokenizer.json, read as the tokenizer reads it (a regular file of bounded size), parsed. */
-export function readTokenizerJson(path: string): unknown {
-  return readJsonFile(path, "tokenizer.json");
+/** A preset's tokenizer.json as an object, read as the tokenizer reads it (a regular file of bounded size). */
+export function readTokenizerJson(path: string): Record<string, unknown> {
+  return readJsonObject(path, MAX_TOKENIZER_FILE_BYTES);
 }
 
 /**

@@ -338,7 +338,7 @@ describe("keras-hub preset files", () => {
     };
     const cases: Array<[string, { vocabulary?: string; merges?: string }, RegExp]> = [
       ["missing vocabulary", { merges: goodMerges }, /vocabulary not found: .*vocabulary\.json/],
-      ["vocabulary not JSON", { vocabulary: "{oops", merges: goodMerges }, /vocabulary\.json is not valid JSON/],
+      ["vocabulary not JSON", { vocabulary: "{oops", merges: goodMerges }, /vocabulary\.json: malformed JSON/],
       ["vocabulary is a list", { vocabulary: "[1, 2]", merges: goodMerges }, /vocabulary\.json: vocabulary must be a \{token: id\} object/],
       ["non-integer id", { vocabulary: vocabularyWith({ hello: "7" }), merges: goodMerges }, /vocabulary\.json: token "hello" has invalid id string "7"/],
       ["shared id", { vocabulary: vocabularyWith({ hello: 3 }), merges: goodMerges }, /vocabulary\.json: tokens .* share id 3/],
