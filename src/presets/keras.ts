@@ -63,6 +63,7 @@ export function parseKerasConfig(json: Record<string, unknown>, file: string): F
   for (const required of ["vocabulary_size", "num_layers", "num_attention_heads", "hidden_dim", "intermediate_dim"]) {
     if (!inner.has([required])) throw new FalconPresetError(`${file}: config is missing "${required}"`);
   }
+  // Unused here, but a file giving them the wrong type is malformed, not merely ignorable.
   inner.string(["name"], "");
   inner.boolean(["trainable"], true);
   const dtype = policyName(inner);
