@@ -109,6 +109,12 @@ function readJsonFile(path: string, what: string): unknown {
   return readJsonValue(path, MAX_TOKENIZER_FILE_BYTES);
 }
 
+/** A path argument of a loader: anything else would reach node:path as an untyped TypeError. */
+function requirePath(value: unknown, name: string): string {
+  if (typeof value !== "string" || value === "") throw new FalconInputError(`${name} must be a path, got ${describeValue(value)}`);
+  return value;
+}
+
 /** A preset's tokenizer.json as an object, read as the tokenizer reads it (a regular file of bounded size). */
 export function readTokenizerJson(path: string): Record<string, unknown> {
   return readJsonObject(path, MAX_TOKENIZER_FILE_BYTES);
@@ -733,6 +739,7 @@ export class FalconTokenizer {
 
   /** Loads a keras-hub preset's `assets/tokenizer/vocabulary.json` and `merges.txt`. */
   static fromKerasPreset(presetDir: string): FalconTokenizer {
+    requirePath(presetDir, "presetDir");
     const vocabularyPath = join(presetDir, KERAS_VOCABULARY_PATH);
     const mergesPath = join(presetDir, KERAS_MERGES_PATH);
     const vocabulary = validateVocabulary(readJsonFile(vocabularyPath, "vocabulary"), vocabularyPath);
@@ -754,6 +761,7 @@ export class FalconTokenizer {
 
   /** Loads a Hugging Face `tokenizer.json`, given the file or the directory holding it. */
   static fromHfTokenizerJson(pathOrDir: string): FalconTokenizer {
+    requirePath(pathOrDir, "pathOrDir");
     const path = existsSync(pathOrDir) && statSync(pathOrDir).isDirectory() ? join(pathOrDir, TOKENIZER_JSON) : pathOrDir;
     return FalconTokenizer.fromHfTokenizerObject(readJsonFile(path, "HF tokenizer.json"), path);
   }
@@ -802,6 +810,7 @@ export class FalconTokenizer {
    * (`registered_name`, no vocabulary), so only one with a "model" key counts as HF.
    */
   static fromPreset(presetDir: string): FalconTokenizer {
+    requirePath(presetDir, "presetDir");
     if (existsSync(join(presetDir, KERAS_VOCABULARY_PATH))) return FalconTokenizer.fromKerasPreset(presetDir);
     const tokenizerJsonPath = join(presetDir, TOKENIZER_JSON);
     if (existsSync(tokenizerJsonPath)) {

@@ -329,6 +329,15 @@ describe("keras-hub preset files", () => {
     assertPresetError(() => FalconTokenizer.fromPreset(configOnlyDir), /keras-hub tokenizer config.*vocabulary\.json/);
   });
 
+  it("a loader given something other than a path throws FalconInputError, not node:path's TypeError", () => {
+    for (const load of [FalconTokenizer.fromPreset, FalconTokenizer.fromKerasPreset, FalconTokenizer.fromHfTokenizerJson]) {
+      for (const value of [null, 5, "", { path: "x" }]) {
+        assert.throws(() => load(value as never), (error: unknown) =>
+          error instanceof FalconInputError && /must be a path, got /.test(error.message), `${load.name}(${String(value)})`);
+      }
+    }
+  });
+
   it("names the file that is missing or malformed", () => {
     const goodMerges = mergesText(tiny.merges);
     const vocabularyWith = (changes: Record<string, unknown>): string => JSON.stringify({ ...tiny.vocabulary, ...changes });
