@@ -7,7 +7,7 @@ import { existsSync } from "node:fs";
 import path from "node:path";
 
 import { FalconBackbone, type CreateCacheOptions, type FalconKvCache, type FromPresetOptions } from "./backbone.js";
-import { describeValue, FalconConfigError, FalconPresetError } from "./errors.js";
+import { describeValue, FalconConfigError, FalconInputError, FalconPresetError } from "./errors.js";
 import { generate, streamPieces, type DecodeContext, type GenerateOptions, type StreamPiece } from "./generate.js";
 import type { BackboneInputs, Tensor, TokenIdsInput } from "./inputs.js";
 import {
@@ -137,6 +137,7 @@ export class FalconCausalLM implements DecodeContext {
    * and its tokenizer when it has one (assets/tokenizer/ or an HF tokenizer.json).
    */
   static async fromPreset(pathOrName: string, options: CausalLMFromPresetOptions = {}): Promise<FalconCausalLM> {
+    if (typeof options !== "object" || options === null) throw new FalconInputError("fromPreset options must be an object");
     const { preprocessor: preprocessorOptions, tokenizer: tokenizerOption, ...backboneOptions } = options;
     const preset = await readPreset(pathOrName, backboneOptions);
     const tokenizer = tokenizerOption !== undefined
