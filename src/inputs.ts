@@ -67,6 +67,14 @@ export function checkBatchFits(batch: number, length: number, bytesPerCell: numb
   checkAllocation(`${what}: a [${batch}, ${length}] batch needs ${bytes} bytes`, length, bytes);
 }
 
+/** A caller's list of token ids: an array or a typed array, whose length is then real (not a getter's). */
+export function checkIdList(ids: unknown, what: string): ArrayLike<number> {
+  if (!Array.isArray(ids) && !(ArrayBuffer.isView(ids) && !(ids instanceof DataView))) {
+    throw new FalconInputError(`${what} takes an array of token ids, got ${describeValue(ids)}`);
+  }
+  return ids as ArrayLike<number>;
+}
+
 function isShaped(value: unknown): value is ShapedIds {
   return typeof value === "object" && value !== null && "data" in value && "shape" in value;
 }

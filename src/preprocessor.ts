@@ -5,7 +5,7 @@
  * too (one row, or a ragged batch) and used verbatim: no start token is added to ids.
  */
 import { describeValue, FalconInputError } from "./errors.js";
-import { checkBatchFits, packInputs, type PaddingMaskInput, type TokenIdsInput } from "./inputs.js";
+import { checkBatchFits, checkIdList, packInputs, type PaddingMaskInput, type TokenIdsInput } from "./inputs.js";
 import type { FalconTokenizer } from "./tokenizer.js";
 
 /** keras-hub's hard-coded pad id (GPT-2's "!"; pads are masked out). */
@@ -271,6 +271,7 @@ export class FalconCausalLMPreprocessor {
 
   /** The ids without start and end tokens. */
   withoutSpecialTokens(ids: ArrayLike<number>): Int32Array {
+    checkIdList(ids, "withoutSpecialTokens");
     const kept = new Int32Array(ids.length);
     let count = 0;
     for (let i = 0; i < ids.length; i++) {

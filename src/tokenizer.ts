@@ -11,6 +11,7 @@ import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { describeValue, FalconError, FalconInputError, FalconPresetError, quoted } from "./errors.js";
+import { checkIdList } from "./inputs.js";
 import { readBoundedTextFile, readJsonObject, readJsonValue } from "./presets/json.js";
 
 /** Falcon's start, end and unsplittable special token (keras-hub `FalconTokenizer`). */
@@ -871,6 +872,7 @@ export class FalconTokenizer {
 
   /** The exact bytes the ids stand for; may end (or start) inside a UTF-8 character. */
   decodeBytes(ids: ArrayLike<number>): Uint8Array {
+    checkIdList(ids, "decode");
     let length = 0;
     for (let i = 0; i < ids.length; i++) {
       const id = this.checkId(ids[i]!);

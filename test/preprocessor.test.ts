@@ -109,6 +109,10 @@ describe("FalconCausalLMPreprocessor", () => {
       [() => preprocessor.tokenize("a", 1n as never), /maxLength must be a positive integer, got bigint 1/],
       [() => preprocessor.tokenize("a", 0), /maxLength must be a positive integer, got number 0/],
       [() => tokenizer.encodePrefix("a", 1n as never), /maxTokens must be a non-negative number, got bigint 1/],
+      [() => preprocessor.detokenize(null as never), /withoutSpecialTokens takes an array of token ids, got null/],
+      [() => preprocessor.detokenize({ length: 1e12 } as never), /withoutSpecialTokens takes an array of token ids, got an object/],
+      [() => tokenizer.decode(null as never), /decode takes an array of token ids, got null/],
+      [() => tokenizer.decode("12" as never), /decode takes an array of token ids, got string "12"/],
     ];
     for (const [call, message] of cases) {
       assert.throws(call, (error: unknown) => {
