@@ -112,8 +112,8 @@ class KerasWeightFiles {
     return reader;
   }
 
-  /** The file a problem with the whole set of weights is reported against. */
-  describe(): string {
+  /** model.weights.h5, or the shard index: the file a problem with the whole set of weights is reported against. */
+  entryFile(): string {
     return path.join(this.directory, this.weightMap ? "model.weights.json" : "model.weights.h5");
   }
 
@@ -245,7 +245,7 @@ export async function prepareKerasWeights(directory: string, config: ResolvedBac
     }
     // Checked first: the expected-variable list grows with num_layers, the files' list does not.
     if (config.numLayers !== layersInFiles.size) {
-      throw new FalconPresetError(`${configFile}: num_layers = ${config.numLayers}, but ${files.describe()} holds ${layersInFiles.size} decoder layers`);
+      throw new FalconPresetError(`${configFile}: num_layers = ${config.numLayers}, but ${files.entryFile()} holds ${layersInFiles.size} decoder layers`);
     }
     const targets = kerasWeightTargets(config);
     const expected = new Set(targets.map((t) => t.dataset));
