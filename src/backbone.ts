@@ -124,6 +124,7 @@ export class FalconBackbone extends NativeResource<NativeModel> {
    * safetensors), or a built-in preset name resolved to a local directory.
    */
   static async fromPreset(pathOrName: string, options: FromPresetOptions = {}): Promise<FalconBackbone> {
+    if (typeof options !== "object" || options === null) throw new FalconInputError("fromPreset options must be an object");
     const preset = await readPreset(pathOrName, options);
     const config = { ...preset.config };
     if (options.dtype !== undefined) config.dtype = options.dtype;

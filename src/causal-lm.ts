@@ -7,7 +7,7 @@ import { existsSync } from "node:fs";
 import path from "node:path";
 
 import { FalconBackbone, type CreateCacheOptions, type FalconKvCache, type FromPresetOptions } from "./backbone.js";
-import { describeValue, FalconConfigError, FalconPresetError } from "./errors.js";
+import { describeValue, FalconConfigError, FalconInputError, FalconPresetError } from "./errors.js";
 import { generate, streamPieces, type DecodeContext, type GenerateOptions, type StreamPiece } from "./generate.js";
 import type { BackboneInputs, Tensor, TokenIdsInput } from "./inputs.js";
 import {
@@ -47,7 +47,6 @@ export function presetTokenizerFiles(directory: string): "keras-hub assets" | "H
   const file = path.join(directory, "tokenizer.json");
   if (!existsSync(file)) return null;
   const json = readTokenizerJson(file);
-  if (typeof json !== "object" || json === null || Array.isArray(json)) throw new FalconPresetError(`${file}: expected a JSON object`);
   if ("model" in json) return "HF tokenizer.json";
   return "registered_name" in json ? "keras-hub config without assets" : null;
 }
@@ -138,6 +137,7 @@ export class FalconCausalLM implements DecodeContext {
    * and its tokenizer when it has one (assets/tokenizer/ or an HF tokenizer.json).
    */
   static async fromPreset(pathOrName: string, options: CausalLMFromPresetOptions = {}): Promise<FalconCausalLM> {
+    if (typeof options !== "object" || options === null) throw new FalconInputError("fromPreset options must be an object");
     const { preprocessor: preprocessorOptions, tokenizer: tokenizerOption, ...backboneOptions } = options;
     const preset = await readPreset(pathOrName, backboneOptions);
     const tokenizer = tokenizerOption !== undefined

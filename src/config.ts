@@ -58,7 +58,7 @@ const CONFIG_KEYS: ReadonlySet<string> = new Set<keyof FalconBackboneConfig>([
  * vocabulary 65024), and small enough that every product of sizes stays an exact integer in a
  * double and in the native core's 64-bit arithmetic.
  */
-export const CONFIG_SIZE_LIMITS = {
+const CONFIG_SIZE_LIMITS = {
   vocabularySize: 1 << 24,
   numLayers: 1 << 12,
   numAttentionHeads: 1 << 12,

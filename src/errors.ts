@@ -30,11 +30,10 @@ export class FalconDisposedError extends FalconError {}
  * on cycles).
  */
 export function describeValue(value: unknown): string {
-  if (value === null) return "null";
+  if (typeof value === "string") return `string ${quoted(value)}`;
+  if (value === null || value === undefined) return String(value);
   if (Array.isArray(value)) return `an array of ${value.length}`;
   switch (typeof value) {
-    case "string":
-      return `string ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`;
     case "object":
       return "an object";
     case "function":
@@ -43,4 +42,9 @@ export function describeValue(value: unknown): string {
     default:
       return `${typeof value} ${String(value)}`;
   }
+}
+
+/** A string from a file or a caller as a JSON string literal, cut to a length an error message can carry. */
+export function quoted(text: string): string {
+  return JSON.stringify(text.length > 40 ? `${text.slice(0, 40)}…` : text);
 }

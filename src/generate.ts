@@ -11,7 +11,7 @@
 import type { FalconBackbone, FalconKvCache } from "./backbone.js";
 import type { ResolvedBackboneConfig } from "./config.js";
 import { describeValue, FalconInputError } from "./errors.js";
-import { MAX_SEQUENCE_LENGTH, memoryLimitBytes } from "./inputs.js";
+import { checkAllocation } from "./inputs.js";
 import { callNative } from "./native.js";
 import type { FalconCausalLMPreprocessor, PackedPrompts, PromptInput } from "./preprocessor.js";
 import { createSampler, type SamplerSpec } from "./samplers.js";
@@ -71,22 +71,17 @@ function cacheBytesPerSlot(config: ResolvedBackboneConfig): number {
 }
 
 /**
- * Refuses a cache that cannot exist before anything is allocated: more slots than int32 indices
- * reach, or more bytes than the machine has. Whether the memory is free right now is the native
- * allocator's check; this one needs no native call and holds whatever else is running.
+ * Refuses a cache that cannot exist before anything is allocated. Whether the memory is free right
+ * now is the native allocator's check; this one needs no native call and holds whatever else is running.
  */
 function checkCacheSize(config: ResolvedBackboneConfig, batch: number, cacheLength: number, longestPrompt: number): void {
   const bytes = batch * cacheLength * cacheBytesPerSlot(config);
-  const what = () =>
-    `generate needs a KV cache of ${batch} × ${cacheLength} tokens (prompt ${longestPrompt} + up to ${cacheLength - longestPrompt} new), ` +
-    `${bytes} bytes`;
-  if (cacheLength > MAX_SEQUENCE_LENGTH) {
-    throw new FalconInputError(`${what()}: a cache holds at most ${MAX_SEQUENCE_LENGTH} tokens per sequence; lower maxNewTokens or maxLength`);
-  }
-  const limit = memoryLimitBytes();
-  if (bytes > limit) {
-    throw new FalconInputError(`${what()}, more than the ${limit} bytes of memory this machine has; lower maxNewTokens or maxLength`);
-  }
+  checkAllocation(
+    `generate needs a KV cache of ${batch} × ${cacheLength} tokens (prompt ${longestPrompt} + up to ${cacheLength - longestPrompt} new), ${bytes} bytes`,
+    cacheLength,
+    bytes,
+    "; lower maxNewTokens or maxLength",
+  );
 }
 
 const OPTION_KEYS = new Set(["maxNewTokens", "maxLength", "stopTokenIds", "stripPrompt", "sampler", "signal", "onToken"]);

@@ -40,27 +40,39 @@ export interface PackedInputs {
 }
 
 /** Batch columns and cache slots are addressed with int32 indices, natively and in the step buffers. */
-export const MAX_SEQUENCE_LENGTH = 0x7fffffff;
+const MAX_SEQUENCE_LENGTH = 0x7fffffff;
 
 /** The memory this process may use at most: the machine's, or its cgroup limit when lower. */
-export function memoryLimitBytes(): number {
+function memoryLimitBytes(): number {
   const constrained = typeof process.constrainedMemory === "function" ? process.constrainedMemory() : 0;
   return constrained !== undefined && constrained > 0 ? Math.min(constrained, totalmem()) : totalmem();
 }
 
 /**
- * Refuses, before allocating, a [batch, length] batch of `bytesPerCell` bytes per cell that no
- * machine running this could hold: wider than int32 indices reach or larger than its memory.
+ * Refuses, before anything is allocated, what no machine running this could hold: rows of more
+ * positions than int32 indices reach, or more bytes than its memory. `what` describes the
+ * allocation, its bytes included; `remedy` (empty, or "; how to ask for less") ends the message.
  */
-export function checkBatchFits(batch: number, length: number, bytesPerCell: number, what: string): void {
-  const bytes = batch * length * bytesPerCell;
+export function checkAllocation(what: string, length: number, bytes: number, remedy = ""): void {
   if (length > MAX_SEQUENCE_LENGTH) {
-    throw new FalconInputError(`${what}: a [${batch}, ${length}] batch is wider than the ${MAX_SEQUENCE_LENGTH} columns int32 indices reach`);
+    throw new FalconInputError(`${what}: more than the ${MAX_SEQUENCE_LENGTH} tokens per sequence int32 indices reach${remedy}`);
   }
   const limit = memoryLimitBytes();
-  if (bytes > limit) {
-    throw new FalconInputError(`${what}: a [${batch}, ${length}] batch needs ${bytes} bytes, more than the ${limit} bytes of memory this machine has`);
+  if (bytes > limit) throw new FalconInputError(`${what}, more than the ${limit} bytes of memory this machine has${remedy}`);
+}
+
+/** checkAllocation for a [batch, length] batch of `bytesPerCell` bytes per cell. */
+export function checkBatchFits(batch: number, length: number, bytesPerCell: number, what: string): void {
+  const bytes = batch * length * bytesPerCell;
+  checkAllocation(`${what}: a [${batch}, ${length}] batch needs ${bytes} bytes`, length, bytes);
+}
+
+/** A caller's list of token ids: an array or a typed array, whose length is then real (not a getter's). */
+export function checkIdList(ids: unknown, what: string): ArrayLike<number> {
+  if (!Array.isArray(ids) && !(ArrayBuffer.isView(ids) && !(ids instanceof DataView))) {
+    throw new FalconInputError(`${what} takes an array of token ids, got ${describeValue(ids)}`);
   }
+  return ids as ArrayLike<number>;
 }
 
 function isShaped(value: unknown): value is ShapedIds {

@@ -5,7 +5,7 @@
  * too (one row, or a ragged batch) and used verbatim: no start token is added to ids.
  */
 import { describeValue, FalconInputError } from "./errors.js";
-import { checkBatchFits, packInputs, type PaddingMaskInput, type TokenIdsInput } from "./inputs.js";
+import { checkBatchFits, checkIdList, packInputs, type PaddingMaskInput, type TokenIdsInput } from "./inputs.js";
 import type { FalconTokenizer } from "./tokenizer.js";
 
 /** keras-hub's hard-coded pad id (GPT-2's "!"; pads are masked out). */
@@ -132,6 +132,7 @@ export class FalconCausalLMPreprocessor {
    */
   tokenize(text: string, maxLength = Infinity): Int32Array {
     const tokenizer = this.requireTokenizer();
+    if (maxLength !== Infinity) checkPositiveInteger(maxLength, "maxLength");
     const start = this.addStartToken ? 1 : 0;
     const ids = maxLength === Infinity ? tokenizer.encode(text) : tokenizer.encodePrefix(text, Math.max(0, maxLength - start));
     if (!this.addStartToken) return ids;
@@ -147,7 +148,7 @@ export class FalconCausalLMPreprocessor {
    * verbatim (truncated too); a PaddedPrompts batch is used as given (its rows may be left-padded).
    */
   generatePreprocess(prompts: PromptInput, options: GeneratePreprocessOptions = {}): PackedPrompts {
-    const sequenceLength = checkPositiveInteger(options.sequenceLength ?? this.sequenceLength, "sequenceLength");
+    const sequenceLength = checkPositiveInteger(options?.sequenceLength ?? this.sequenceLength, "sequenceLength");
     if (isPaddedPrompts(prompts)) return this.packPadded(prompts);
     let rows: ArrayLike<number>[];
     let kind: "text" | "ids";
@@ -188,7 +189,7 @@ export class FalconCausalLMPreprocessor {
       }
       return { row, length, r };
     });
-    const width = options.padTo === "sequenceLength" ? sequenceLength : truncated.reduce((longest, t) => Math.max(longest, t.length), 0);
+    const width = options?.padTo === "sequenceLength" ? sequenceLength : truncated.reduce((longest, t) => Math.max(longest, t.length), 0);
     const batch = rows.length;
     // Int32 ids and a byte of mask per cell.
     checkBatchFits(batch, width, 5, "generatePreprocess");
@@ -228,6 +229,9 @@ export class FalconCausalLMPreprocessor {
   call(texts: string | readonly string[]): CausalLMTrainingBatch {
     const tokenizer = this.requireTokenizer();
     const batch = typeof texts === "string" ? [texts] : texts;
+    if (!Array.isArray(batch) || !batch.every((text) => typeof text === "string")) {
+      throw new FalconInputError(`call() takes a text or an array of texts, got ${describeValue(texts)}`);
+    }
     const L = this.sequenceLength;
     // Int32 ids and labels, float32 weights and a byte of mask per cell.
     checkBatchFits(batch.length, L, 13, "call()");
@@ -267,6 +271,7 @@ export class FalconCausalLMPreprocessor {
 
   /** The ids without start and end tokens. */
   withoutSpecialTokens(ids: ArrayLike<number>): Int32Array {
+    checkIdList(ids, "withoutSpecialTokens");
     const kept = new Int32Array(ids.length);
     let count = 0;
     for (let i = 0; i < ids.length; i++) {

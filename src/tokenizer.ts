@@ -10,8 +10,9 @@
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
-import { FalconError, FalconInputError, FalconPresetError } from "./errors.js";
-import { readBoundedTextFile } from "./presets/json.js";
+import { describeValue, FalconError, FalconInputError, FalconPresetError, quoted } from "./errors.js";
+import { checkIdList } from "./inputs.js";
+import { readBoundedTextFile, readJsonObject, readJsonValue } from "./presets/json.js";
 
 /** Falcon's start, end and unsplittable special token (keras-hub `FalconTokenizer`). */
 const END_OF_TEXT = "<|endoftext|>";
@@ -103,26 +104,21 @@ function readTextFile(path: string, what: string): string {
   return readBoundedTextFile(path, MAX_TOKENIZER_FILE_BYTES);
 }
 
+/** A tokenizer JSON file (tokenizer.json, vocabulary.json), parsed; its structure is checked by the caller. */
 function readJsonFile(path: string, what: string): unknown {
-  const text = readTextFile(path, what);
-  try {
-    return JSON.parse(text);
-  } catch (cause) {
-    throw new FalconPresetError(`${what} ${path} is not valid JSON`, { cause });
-  }
+  if (!existsSync(path)) throw new FalconPresetError(`${what} not found: ${path}`);
+  return readJsonValue(path, MAX_TOKENIZER_FILE_BYTES);
 }
 
-/** A preset's tokenizer.json, read as the tokenizer reads it (a regular file of bounded size), parsed. */
-export function readTokenizerJson(path: string): unknown {
-  return readJsonFile(path, "tokenizer.json");
+/** A path argument of a loader: anything else would reach node:path as an untyped TypeError. */
+function requirePath(value: unknown, name: string): string {
+  if (typeof value !== "string" || value === "") throw new FalconInputError(`${name} must be a path, got ${describeValue(value)}`);
+  return value;
 }
 
-/** A short, always printable description of a JSON value (JSON.stringify overflows on deep nesting). */
-function preview(value: unknown): string {
-  if (typeof value === "string") return JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value);
-  if (Array.isArray(value)) return `an array of ${value.length}`;
-  if (isPlainObject(value)) return "an object";
-  return String(value);
+/** A preset's tokenizer.json as an object, read as the tokenizer reads it (a regular file of bounded size). */
+export function readTokenizerJson(path: string): Record<string, unknown> {
+  return readJsonObject(path, MAX_TOKENIZER_FILE_BYTES);
 }
 
 /**
@@ -288,20 +284,20 @@ function fieldError(source: string, field: string, problem: string, cause?: unkn
 }
 
 const optionalBoolean: FieldCheck = (value, field, source) => {
-  if (value !== undefined && value !== null && typeof value !== "boolean") throw fieldError(source, field, `must be true or false, got ${preview(value)}`);
+  if (value !== undefined && value !== null && typeof value !== "boolean") throw fieldError(source, field, `must be true or false, got ${describeValue(value)}`);
 };
 
 const optionalString: FieldCheck = (value, field, source) => {
-  if (value !== undefined && value !== null && typeof value !== "string") throw fieldError(source, field, `must be a string, got ${preview(value)}`);
+  if (value !== undefined && value !== null && typeof value !== "string") throw fieldError(source, field, `must be a string, got ${describeValue(value)}`);
 };
 
 const requiredString: FieldCheck = (value, field, source) => {
-  if (typeof value !== "string") throw fieldError(source, field, `must be a string, got ${preview(value)}`);
+  if (typeof value !== "string") throw fieldError(source, field, `must be a string, got ${describeValue(value)}`);
 };
 
 const optionalTokenId: FieldCheck = (value, field, source) => {
   if (value !== undefined && value !== null && !(Number.isSafeInteger(value) && (value as number) >= 0)) {
-    throw fieldError(source, field, `must be a non-negative integer, got ${preview(value)}`);
+    throw fieldError(source, field, `must be a non-negative integer, got ${describeValue(value)}`);
   }
 };
 
@@ -309,20 +305,20 @@ function optionalOneOf(allowed: readonly string[], why = ""): FieldCheck {
   return (value, field, source) => {
     if (value === undefined || value === null) return;
     if (typeof value !== "string" || !allowed.some((name) => name.toLowerCase() === value.toLowerCase())) {
-      throw fieldError(source, field, `must be one of ${allowed.join(", ")}${why}, got ${preview(value)}`);
+      throw fieldError(source, field, `must be one of ${allowed.join(", ")}${why}, got ${describeValue(value)}`);
     }
   };
 }
 
 const positiveInteger: FieldCheck = (value, field, source) => {
-  if (!Number.isSafeInteger(value) || (value as number) <= 0) throw fieldError(source, field, `must be a positive integer, got ${preview(value)}`);
+  if (!Number.isSafeInteger(value) || (value as number) <= 0) throw fieldError(source, field, `must be a positive integer, got ${describeValue(value)}`);
 };
 
 /** A Split or Replace pattern: {"String": s} or {"Regex": r}, the regex compilable and without catastrophic backtracking. */
 const pattern: FieldCheck = (value, field, source) => {
   const kinds = isPlainObject(value) ? Object.keys(value).filter((key) => key === "Regex" || key === "String") : [];
   if (!isPlainObject(value) || kinds.length !== 1 || typeof value[kinds[0]!] !== "string") {
-    throw fieldError(source, field, `must be {"Regex": "…"} or {"String": "…"}, got ${preview(value)}`);
+    throw fieldError(source, field, `must be {"Regex": "…"} or {"String": "…"}, got ${describeValue(value)}`);
   }
   if (kinds[0] === "String") return;
   const regex = value["Regex"] as string;
@@ -331,16 +327,16 @@ const pattern: FieldCheck = (value, field, source) => {
     const split = { type: "Split", pattern: { Regex: regex }, behavior: "Isolated", invert: false };
     new Tokenizer({ model: { type: "BPE", vocab: {}, merges: [] }, normalizer: null, pre_tokenizer: split, post_processor: null, decoder: null, added_tokens: [] }, {});
   } catch (cause) {
-    throw fieldError(source, `${field}.Regex`, `${preview(regex)} is not a valid regular expression (${(cause as Error).message})`, cause);
+    throw fieldError(source, `${field}.Regex`, `${quoted(regex)} is not a valid regular expression (${(cause as Error).message})`, cause);
   }
   const danger = catastrophicBacktracking(regex);
-  if (danger !== null) throw fieldError(source, `${field}.Regex`, `${preview(regex)} ${danger}, which can make matching take time exponential (or quadratic) in the text's length`);
+  if (danger !== null) throw fieldError(source, `${field}.Regex`, `${quoted(regex)} ${danger}, which can make matching take time exponential (or quadratic) in the text's length`);
 };
 
 /** [token, id], as BertProcessing and RobertaProcessing give `sep` and `cls`. */
 const tokenAndId: FieldCheck = (value, field, source) => {
   if (!Array.isArray(value) || value.length !== 2 || typeof value[0] !== "string" || !Number.isSafeInteger(value[1]) || value[1] < 0) {
-    throw fieldError(source, field, `must be ["token", id], got ${preview(value)}`);
+    throw fieldError(source, field, `must be ["token", id], got ${describeValue(value)}`);
   }
 };
 
@@ -348,13 +344,13 @@ const tokenAndId: FieldCheck = (value, field, source) => {
 function template(required: boolean): FieldCheck {
   return (value, field, source) => {
     if (value === undefined && !required) return;
-    if (!Array.isArray(value)) throw fieldError(source, field, `must be a list of {"SpecialToken": …} or {"Sequence": …} pieces, got ${preview(value)}`);
+    if (!Array.isArray(value)) throw fieldError(source, field, `must be a list of {"SpecialToken": …} or {"Sequence": …} pieces, got ${describeValue(value)}`);
     value.forEach((piece: unknown, index) => {
       const at = `${field}[${index}]`;
       const kind = isPlainObject(piece) && Object.keys(piece).length === 1 ? Object.keys(piece)[0]! : "";
       const body = isPlainObject(piece) ? piece[kind] : undefined;
       if ((kind !== "SpecialToken" && kind !== "Sequence") || !isPlainObject(body)) {
-        throw fieldError(source, at, `must be {"SpecialToken": {id, type_id}} or {"Sequence": {id, type_id}}, got ${preview(piece)}`);
+        throw fieldError(source, at, `must be {"SpecialToken": {id, type_id}} or {"Sequence": {id, type_id}}, got ${describeValue(piece)}`);
       }
       requiredString(body["id"], `${at}.${kind}.id`, source);
       optionalTokenId(body["type_id"], `${at}.${kind}.type_id`, source);
@@ -365,14 +361,14 @@ function template(required: boolean): FieldCheck {
 /** TemplateProcessing's special_tokens: {name: {id, ids, tokens}}. */
 const specialTokens: FieldCheck = (value, field, source) => {
   if (value === undefined || value === null) return;
-  if (!isPlainObject(value)) throw fieldError(source, field, `must be an object, got ${preview(value)}`);
+  if (!isPlainObject(value)) throw fieldError(source, field, `must be an object, got ${describeValue(value)}`);
   for (const [name, token] of Object.entries(value)) {
-    const at = `${field}.${JSON.stringify(name)}`;
-    if (!isPlainObject(token)) throw fieldError(source, at, `must be {id, ids, tokens}, got ${preview(token)}`);
+    const at = `${field}.${quoted(name)}`;
+    if (!isPlainObject(token)) throw fieldError(source, at, `must be {id, ids, tokens}, got ${describeValue(token)}`);
     requiredString(token["id"], `${at}.id`, source);
     const { ids, tokens } = token;
-    if (!Array.isArray(ids) || !ids.every((id) => Number.isSafeInteger(id) && id >= 0)) throw fieldError(source, `${at}.ids`, `must be a list of token ids, got ${preview(ids)}`);
-    if (!Array.isArray(tokens) || !tokens.every((entry) => typeof entry === "string")) throw fieldError(source, `${at}.tokens`, `must be a list of strings, got ${preview(tokens)}`);
+    if (!Array.isArray(ids) || !ids.every((id) => Number.isSafeInteger(id) && id >= 0)) throw fieldError(source, `${at}.ids`, `must be a list of token ids, got ${describeValue(ids)}`);
+    if (!Array.isArray(tokens) || !tokens.every((entry) => typeof entry === "string")) throw fieldError(source, `${at}.tokens`, `must be a list of strings, got ${describeValue(tokens)}`);
   }
 };
 
@@ -443,28 +439,28 @@ const DECODER: ComponentKind = { name: "decoder", sequenceField: "decoders", typ
  */
 function validateComponent(value: unknown, field: string, source: string, kind: ComponentKind, depth = 0): void {
   if (value === null && depth === 0) return;
-  if (!isPlainObject(value)) throw fieldError(source, field, `must be a ${kind.name} object with a "type", got ${preview(value)}`);
+  if (!isPlainObject(value)) throw fieldError(source, field, `must be a ${kind.name} object with a "type", got ${describeValue(value)}`);
   const type = value["type"];
   const fields = typeof type === "string" && Object.hasOwn(kind.types, type) ? kind.types[type]! : undefined;
   if (fields === undefined) {
-    throw fieldError(source, `${field}.type`, `${preview(type)} is not a supported ${kind.name} (supported: ${Object.keys(kind.types).join(", ")})`);
+    throw fieldError(source, `${field}.type`, `${describeValue(type)} is not a supported ${kind.name} (supported: ${Object.keys(kind.types).join(", ")})`);
   }
   for (const [name, check] of Object.entries(fields)) check(value[name], `${field}.${name}`, source);
   if (type !== "Sequence") return;
   if (depth >= MAX_SEQUENCE_NESTING) throw fieldError(source, field, `nests Sequences more than ${MAX_SEQUENCE_NESTING} deep`);
   const parts = value[kind.sequenceField];
-  if (!Array.isArray(parts)) throw fieldError(source, `${field}.${kind.sequenceField}`, `must be a list of ${kind.name}s, got ${preview(parts)}`);
+  if (!Array.isArray(parts)) throw fieldError(source, `${field}.${kind.sequenceField}`, `must be a list of ${kind.name}s, got ${describeValue(parts)}`);
   parts.forEach((part: unknown, index) => validateComponent(part, `${field}.${kind.sequenceField}[${index}]`, source, kind, depth + 1));
 }
 
 /** An `added_tokens` entry: id, non-empty content and the library's flags. */
 function validateAddedToken(value: unknown, field: string, source: string): HfAddedToken {
-  if (!isPlainObject(value)) throw fieldError(source, field, `must be an {id, content} object, got ${preview(value)}`);
+  if (!isPlainObject(value)) throw fieldError(source, field, `must be an {id, content} object, got ${describeValue(value)}`);
   if (!Number.isSafeInteger(value["id"]) || (value["id"] as number) < 0) {
-    throw fieldError(source, `${field}.id`, `must be a non-negative integer, got ${preview(value["id"])}`);
+    throw fieldError(source, `${field}.id`, `must be a non-negative integer, got ${describeValue(value["id"])}`);
   }
   if (typeof value["content"] !== "string" || value["content"] === "") {
-    throw fieldError(source, `${field}.content`, `must be a non-empty string, got ${preview(value["content"])}`);
+    throw fieldError(source, `${field}.content`, `must be a non-empty string, got ${describeValue(value["content"])}`);
   }
   for (const flag of ["single_word", "lstrip", "rstrip", "normalized", "special"]) optionalBoolean(value[flag], `${field}.${flag}`, source);
   return value as unknown as HfAddedToken;
@@ -476,7 +472,7 @@ function validateModelSettings(model: Record<string, unknown>, source: string): 
   for (const name of ["fuse_unk", "byte_fallback", "ignore_merges"]) optionalBoolean(model[name], `model.${name}`, source);
   const dropout = model["dropout"];
   if (dropout !== undefined && dropout !== null && !(typeof dropout === "number" && dropout >= 0 && dropout <= 1)) {
-    throw fieldError(source, "model.dropout", `must be null or a probability, got ${preview(dropout)}`);
+    throw fieldError(source, "model.dropout", `must be null or a probability, got ${describeValue(dropout)}`);
   }
 }
 /** Checks a `{token: id}` map; ids must be distinct non-negative integers. */
@@ -485,11 +481,11 @@ function validateVocabulary(vocabulary: unknown, source: string): Record<string,
   const tokenById = new Map<number, string>();
   for (const [token, id] of Object.entries(vocabulary)) {
     if (typeof id !== "number" || !Number.isSafeInteger(id) || id < 0) {
-      throw new FalconPresetError(`${source}: token ${JSON.stringify(token)} has invalid id ${preview(id)}`);
+      throw new FalconPresetError(`${source}: token ${quoted(token)} has invalid id ${describeValue(id)}`);
     }
     const other = tokenById.get(id);
     if (other !== undefined) {
-      throw new FalconPresetError(`${source}: tokens ${JSON.stringify(other)} and ${JSON.stringify(token)} share id ${id}`);
+      throw new FalconPresetError(`${source}: tokens ${quoted(other)} and ${quoted(token)} share id ${id}`);
     }
     tokenById.set(id, token);
   }
@@ -504,7 +500,7 @@ function parseMergesText(text: string, path: string): Merge[] {
     if (line === "" || (index === 0 && line.startsWith("#version"))) return;
     const parts = line.split(" ");
     if (parts.length !== 2 || parts[0] === "" || parts[1] === "") {
-      throw new FalconPresetError(`${path} line ${index + 1}: expected "left right", got ${JSON.stringify(line)}`);
+      throw new FalconPresetError(`${path} line ${index + 1}: expected "left right", got ${quoted(line)}`);
     }
     merges.push([parts[0]!, parts[1]!]);
   });
@@ -517,7 +513,7 @@ function parseHfMerges(merges: unknown, path: string): Merge[] {
   return merges.map((merge: unknown, index): Merge => {
     const parts = typeof merge === "string" ? merge.split(" ") : merge;
     if (!Array.isArray(parts) || parts.length !== 2 || !parts.every((part) => typeof part === "string" && part !== "")) {
-      throw new FalconPresetError(`${path}: model.merges[${index}] is not a "left right" merge: ${preview(merge)}`);
+      throw new FalconPresetError(`${path}: model.merges[${index}] is not a "left right" merge: ${describeValue(merge)}`);
     }
     return [parts[0] as string, parts[1] as string];
   });
@@ -529,7 +525,7 @@ function validateMerges(merges: readonly Merge[], vocabulary: Record<string, num
   merges.forEach(([left, right], index) => {
     const missing = [left, right, left + right].find((token) => !has(token));
     if (missing !== undefined) {
-      throw new FalconPresetError(`${source}: merge ${index + 1} "${left} ${right}" uses ${JSON.stringify(missing)}, which is not in the vocabulary`);
+      throw new FalconPresetError(`${source}: merge ${index + 1} "${left} ${right}" uses ${quoted(missing)}, which is not in the vocabulary`);
     }
   });
 }
@@ -744,6 +740,7 @@ export class FalconTokenizer {
 
   /** Loads a keras-hub preset's `assets/tokenizer/vocabulary.json` and `merges.txt`. */
   static fromKerasPreset(presetDir: string): FalconTokenizer {
+    requirePath(presetDir, "presetDir");
     const vocabularyPath = join(presetDir, KERAS_VOCABULARY_PATH);
     const mergesPath = join(presetDir, KERAS_MERGES_PATH);
     const vocabulary = validateVocabulary(readJsonFile(vocabularyPath, "vocabulary"), vocabularyPath);
@@ -765,6 +762,7 @@ export class FalconTokenizer {
 
   /** Loads a Hugging Face `tokenizer.json`, given the file or the directory holding it. */
   static fromHfTokenizerJson(pathOrDir: string): FalconTokenizer {
+    requirePath(pathOrDir, "pathOrDir");
     const path = existsSync(pathOrDir) && statSync(pathOrDir).isDirectory() ? join(pathOrDir, TOKENIZER_JSON) : pathOrDir;
     return FalconTokenizer.fromHfTokenizerObject(readJsonFile(path, "HF tokenizer.json"), path);
   }
@@ -775,19 +773,19 @@ export class FalconTokenizer {
     }
     const model = parsed["model"];
     if (model["type"] !== undefined && model["type"] !== "BPE") {
-      throw new FalconPresetError(`${path}: model type ${preview(model["type"])} is not supported, only BPE`);
+      throw new FalconPresetError(`${path}: model type ${describeValue(model["type"])} is not supported, only BPE`);
     }
     const vocabulary = validateVocabulary(model["vocab"], path);
     const merges = parseHfMerges(model["merges"], path);
     validateMerges(merges, vocabulary, path);
     validateModelSettings(model, path);
     const addedTokenList = parsed["added_tokens"] ?? [];
-    if (!Array.isArray(addedTokenList)) throw fieldError(path, "added_tokens", `must be a list of {id, content}, got ${preview(addedTokenList)}`);
+    if (!Array.isArray(addedTokenList)) throw fieldError(path, "added_tokens", `must be a list of {id, content}, got ${describeValue(addedTokenList)}`);
     const addedTokens = addedTokenList.map((added: unknown, index) => validateAddedToken(added, `added_tokens[${index}]`, path));
     const components = { normalizer: NORMALIZER, pre_tokenizer: PRE_TOKENIZER, post_processor: POST_PROCESSOR, decoder: DECODER };
     for (const [field, kind] of Object.entries(components)) {
       if (parsed[field] !== undefined && parsed[field] !== null && !isPlainObject(parsed[field])) {
-        throw fieldError(path, field, `must be a ${kind.name} object or null, got ${preview(parsed[field])}`);
+        throw fieldError(path, field, `must be a ${kind.name} object or null, got ${describeValue(parsed[field])}`);
       }
     }
     // A decoder other than ByteLevel is refused below with the reason (only byte-level BPE).
@@ -813,6 +811,7 @@ export class FalconTokenizer {
    * (`registered_name`, no vocabulary), so only one with a "model" key counts as HF.
    */
   static fromPreset(presetDir: string): FalconTokenizer {
+    requirePath(presetDir, "presetDir");
     if (existsSync(join(presetDir, KERAS_VOCABULARY_PATH))) return FalconTokenizer.fromKerasPreset(presetDir);
     const tokenizerJsonPath = join(presetDir, TOKENIZER_JSON);
     if (existsSync(tokenizerJsonPath)) {
@@ -838,7 +837,9 @@ export class FalconTokenizer {
    * cut, or a tokenizer whose pipeline gives no such guarantee, is encoded whole.
    */
   encodePrefix(text: string, maxTokens: number): Int32Array {
-    if (!(maxTokens >= 0)) throw new FalconInputError(`maxTokens must be a non-negative number, got ${maxTokens}`);
+    if (typeof maxTokens !== "number" || !(maxTokens >= 0)) {
+      throw new FalconInputError(`maxTokens must be a non-negative number, got ${describeValue(maxTokens)}`);
+    }
     // GPT-2 averages about 4 characters a token; a prefix that falls short is doubled.
     for (let length = 4 * maxTokens + 256; this.prefixCutsAtGpt2Boundaries && length < text.length; length *= 2) {
       const cut = this.nextPrefixCut(text, length);
@@ -871,6 +872,7 @@ export class FalconTokenizer {
 
   /** The exact bytes the ids stand for; may end (or start) inside a UTF-8 character. */
   decodeBytes(ids: ArrayLike<number>): Uint8Array {
+    checkIdList(ids, "decode");
     let length = 0;
     for (let i = 0; i < ids.length; i++) {
       const id = this.checkId(ids[i]!);

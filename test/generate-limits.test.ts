@@ -50,7 +50,7 @@ describe("generate budgets beyond any cache", () => {
     const prompt = [35, 92, 67];
     for (const huge of [2 ** 31, 2 ** 32, 2 ** 32 + 5, 2 ** 53, 1e300]) {
       const tokens = prompt.length + huge;
-      const sizeMessage = new RegExp(`KV cache of 1 × ${String(tokens).replace("+", "\\+")} tokens .*bytes.*at most 2147483647 tokens`);
+      const sizeMessage = new RegExp(`KV cache of 1 × ${String(tokens).replace("+", "\\+")} tokens .*bytes: more than the 2147483647 tokens per sequence`);
       await assertRefused(prompt, { maxNewTokens: huge }, sizeMessage);
       // maxLength counts the prompt: the cache would hold exactly maxLength slots.
       await assertRefused(prompt, { maxLength: huge }, new RegExp(`KV cache of 1 × ${String(huge).replace("+", "\\+")} tokens .*bytes`));
@@ -106,9 +106,9 @@ describe("preprocessor sizes beyond any batch", () => {
     const preprocessor = new FalconCausalLMPreprocessor(undefined, { sequenceLength: 8 });
     const rows = Array.from({ length: 64 }, (_, row) => [row + 1]);
     for (const [sequenceLength, message] of [
-      [2 ** 31, /generatePreprocess: a \[64, 2147483648\] batch is wider than the 2147483647 columns/],
+      [2 ** 31, /generatePreprocess: a \[64, 2147483648\] batch needs \d+ bytes: more than the 2147483647 tokens per sequence/],
       [2 ** 31 - 1, /generatePreprocess: a \[64, 2147483647\] batch needs 687194767040 bytes, more than the \d+ bytes of memory/],
-      [1e300, /wider than/],
+      [1e300, /more than the 2147483647 tokens per sequence/],
     ] as const) {
       assert.throws(() => preprocessor.generatePreprocess(rows, { sequenceLength, padTo: "sequenceLength" }), (error: unknown) =>
         error instanceof FalconInputError && message.test(error.message));

@@ -5,7 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
 
-import { FalconBackbone, FalconPresetError } from "../src/index.js";
+import { FalconBackbone, FalconCausalLM, FalconInputError, FalconPresetError } from "../src/index.js";
 import { FIXTURES } from "./helpers/fixtures.js";
 import { readFloat32Datasets, writePreset, type Datasets } from "./helpers/keras-preset.js";
 
@@ -143,6 +143,12 @@ describe("keras preset variants", () => {
     } finally {
       if (saved === undefined) delete process.env["FALCON_NATIVE_PRESETS"];
       else process.env["FALCON_NATIVE_PRESETS"] = saved;
+    }
+  });
+
+  it("options that are not an object are a FalconInputError, not a TypeError", async () => {
+    for (const load of [() => FalconBackbone.fromPreset(SOURCE, null as never), () => FalconCausalLM.fromPreset(SOURCE, null as never)]) {
+      await assert.rejects(load(), (error: Error) => error instanceof FalconInputError && /fromPreset options must be an object/.test(error.message));
     }
   });
 

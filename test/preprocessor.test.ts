@@ -101,6 +101,30 @@ describe("FalconCausalLMPreprocessor", () => {
     }
   });
 
+  it("rejects arguments of the wrong type with FalconInputError, not TypeError", () => {
+    const cases: [() => unknown, RegExp][] = [
+      [() => preprocessor.call(5 as never), /call\(\) takes a text or an array of texts, got number 5/],
+      [() => preprocessor.call(null as never), /call\(\) takes a text or an array of texts, got null/],
+      [() => preprocessor.call(["a", 7] as never), /call\(\) takes a text or an array of texts, got an array of 2/],
+      [() => preprocessor.tokenize("a", 1n as never), /maxLength must be a positive integer, got bigint 1/],
+      [() => preprocessor.tokenize("a", 0), /maxLength must be a positive integer, got number 0/],
+      [() => tokenizer.encodePrefix("a", 1n as never), /maxTokens must be a non-negative number, got bigint 1/],
+      [() => preprocessor.detokenize(null as never), /withoutSpecialTokens takes an array of token ids, got null/],
+      [() => preprocessor.detokenize({ length: 1e12 } as never), /withoutSpecialTokens takes an array of token ids, got an object/],
+      [() => tokenizer.decode(null as never), /decode takes an array of token ids, got null/],
+      [() => tokenizer.decode("12" as never), /decode takes an array of token ids, got string "12"/],
+    ];
+    for (const [call, message] of cases) {
+      assert.throws(call, (error: unknown) => {
+        assert.ok(error instanceof FalconInputError, `${String(call)}: ${String(error)}`);
+        assert.match(error.message, message);
+        return true;
+      });
+    }
+    // null options are no options, as undefined is.
+    assert.deepEqual(preprocessor.generatePreprocess("Hi", null as never), preprocessor.generatePreprocess("Hi"));
+  });
+
   it("without a tokenizer, ids work and text names the fix", () => {
     const idsOnly = new FalconCausalLMPreprocessor(undefined, { endTokenId: 11 });
     assert.deepEqual(Array.from(idsOnly.generatePreprocess([[3, 4]]).tokenIds), [3, 4]);

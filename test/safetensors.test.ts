@@ -90,7 +90,14 @@ describe("corrupt safetensors", () => {
     const dir = damagedCheckpoint((file) => editHeader(file, (header) => {
       header[EMBEDDING].dtype = "I32";
     }));
-    await rejects(dir, new RegExp(`tensor "${EMBEDDING.replace(/\./g, "\\.")}" has dtype "I32"`));
+    await rejects(dir, new RegExp(`tensor "${EMBEDDING.replace(/\./g, "\\.")}" has dtype string "I32"`));
+  });
+
+  it("quotes a dtype string from the file only in part", async () => {
+    const dir = damagedCheckpoint((file) => editHeader(file, (header) => {
+      header[EMBEDDING].dtype = "X".repeat(1_000_000);
+    }));
+    await rejects(dir, /has dtype string "X{40}…"; supported dtypes/);
   });
 
   it("reports a shape that does not match its byte range", async () => {

@@ -329,6 +329,15 @@ describe("keras-hub preset files", () => {
     assertPresetError(() => FalconTokenizer.fromPreset(configOnlyDir), /keras-hub tokenizer config.*vocabulary\.json/);
   });
 
+  it("a loader given something other than a path throws FalconInputError, not node:path's TypeError", () => {
+    for (const load of [FalconTokenizer.fromPreset, FalconTokenizer.fromKerasPreset, FalconTokenizer.fromHfTokenizerJson]) {
+      for (const value of [null, 5, "", { path: "x" }]) {
+        assert.throws(() => load(value as never), (error: unknown) =>
+          error instanceof FalconInputError && /must be a path, got /.test(error.message), `${load.name}(${String(value)})`);
+      }
+    }
+  });
+
   it("names the file that is missing or malformed", () => {
     const goodMerges = mergesText(tiny.merges);
     const vocabularyWith = (changes: Record<string, unknown>): string => JSON.stringify({ ...tiny.vocabulary, ...changes });
@@ -338,9 +347,9 @@ describe("keras-hub preset files", () => {
     };
     const cases: Array<[string, { vocabulary?: string; merges?: string }, RegExp]> = [
       ["missing vocabulary", { merges: goodMerges }, /vocabulary not found: .*vocabulary\.json/],
-      ["vocabulary not JSON", { vocabulary: "{oops", merges: goodMerges }, /vocabulary\.json is not valid JSON/],
+      ["vocabulary not JSON", { vocabulary: "{oops", merges: goodMerges }, /vocabulary\.json: malformed JSON/],
       ["vocabulary is a list", { vocabulary: "[1, 2]", merges: goodMerges }, /vocabulary\.json: vocabulary must be a \{token: id\} object/],
-      ["non-integer id", { vocabulary: vocabularyWith({ hello: "7" }), merges: goodMerges }, /vocabulary\.json: token "hello" has invalid id "7"/],
+      ["non-integer id", { vocabulary: vocabularyWith({ hello: "7" }), merges: goodMerges }, /vocabulary\.json: token "hello" has invalid id string "7"/],
       ["shared id", { vocabulary: vocabularyWith({ hello: 3 }), merges: goodMerges }, /vocabulary\.json: tokens .* share id 3/],
       ["id gap", { vocabulary: vocabularyWith({ hello: 999 }), merges: goodMerges }, /vocabulary\.json: token ids must run from 0 to 261 without gaps, found 999/],
       ["missing merges", { vocabulary: tinyVocabularyJson }, /merges file not found: .*merges\.txt/],
@@ -376,7 +385,7 @@ describe("keras-hub preset files", () => {
     assertPresetError(() => FalconTokenizer.fromHfTokenizerJson(writeHf("no-model", { version: "1.0" })), /no-model\.json is not an HF tokenizer\.json/);
     assertPresetError(
       () => FalconTokenizer.fromHfTokenizerJson(writeHf("wordpiece", { ...tinyHf, model: { ...tinyHf.model, type: "WordPiece" } })),
-      /wordpiece\.json: model type "WordPiece" is not supported/,
+      /wordpiece\.json: model type string "WordPiece" is not supported/,
     );
     assertPresetError(
       () => FalconTokenizer.fromHfTokenizerJson(writeHf("bad-merge", { ...tinyHf, model: { ...tinyHf.model, merges: ["h e", "hell"] } })),

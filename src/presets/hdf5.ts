@@ -129,19 +129,20 @@ class Hdf5Worker {
     // The host's node flags (--input-type, --eval…) are not the worker's to inherit.
     const worker = new Hdf5Worker(new Worker(WORKER_URL, { execArgv: [] }));
     // The worker announces itself with response 0 once h5wasm is compiled.
-    await worker.await(0, STARTUP_TIMEOUT_MS);
+    await worker.response(0, STARTUP_TIMEOUT_MS);
     return worker;
   }
 
   /** Sends one request; the worker must answer within `timeoutMs` or it is ended. */
   request(message: Hdf5Operation, timeoutMs: number): Promise<unknown> {
     const id = this.nextId++;
-    const answer = this.await(id, timeoutMs);
+    const answer = this.response(id, timeoutMs);
     if (this.failure === undefined) this.worker.postMessage({ ...message, id });
     return answer;
   }
 
-  private await(id: number, timeoutMs: number): Promise<unknown> {
+  /** The answer to request `id`, under a watchdog that ends the worker after `timeoutMs`. */
+  private response(id: number, timeoutMs: number): Promise<unknown> {
     if (this.failure !== undefined) return Promise.reject(new Error(this.failure));
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {

@@ -241,7 +241,6 @@ export function prepareHfWeights(directory: string, config: ResolvedBackboneConf
       );
     }
   }
-  const lmHead = tensors.get("lm_head.weight");
   if (!config.tieWordEmbeddings) {
     const head = lookup("lm_head.weight");
     if (!sameShape(head.shape, [config.vocabularySize, config.hiddenDim])) {
@@ -258,7 +257,7 @@ export function prepareHfWeights(directory: string, config: ResolvedBackboneConf
   }
 
   const parts = tensorParts(config).map((part) => ({ ...part, tensor: prefix + part.tensor }));
-  if (!config.tieWordEmbeddings && lmHead) parts.push({ tensor: "lm_head.weight", name: "lm_head", sourceRow: 0, rows: config.vocabularySize, rowOffset: 0 });
+  if (!config.tieWordEmbeddings) parts.push({ tensor: "lm_head.weight", name: "lm_head", sourceRow: 0, rows: config.vocabularySize, rowOffset: 0 });
   const files = [...new Set([...tensors.values()].map((tensor) => path.relative(directory, tensor.file)))].sort();
   return { files, load: (model) => loadHfParts(parts, lookup, model), dispose: () => undefined };
 }

@@ -90,15 +90,19 @@ export function readBoundedTextFile(file: string, maxBytes: number): string {
   }
 }
 
-/** Reads a JSON object from a regular file of at most `maxBytes`; any failure is a FalconPresetError naming it. */
-export function readJsonObject(file: string, maxBytes: number = MAX_CONFIG_JSON_BYTES): Record<string, unknown> {
+/** Parses a regular file of at most `maxBytes` as JSON; any failure is a FalconPresetError naming it. */
+export function readJsonValue(file: string, maxBytes: number): unknown {
   const text = readBoundedTextFile(file, maxBytes);
-  let parsed: unknown;
   try {
-    parsed = JSON.parse(text);
+    return JSON.parse(text);
   } catch (cause) {
     throw new FalconPresetError(`${file}: malformed JSON (${(cause as Error).message})`, { cause });
   }
+}
+
+/** Reads a JSON object from a regular file of at most `maxBytes`; any failure is a FalconPresetError naming it. */
+export function readJsonObject(file: string, maxBytes: number = MAX_CONFIG_JSON_BYTES): Record<string, unknown> {
+  const parsed = readJsonValue(file, maxBytes);
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
     throw new FalconPresetError(`${file}: expected a JSON object`);
   }

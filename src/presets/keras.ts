@@ -63,6 +63,7 @@ export function parseKerasConfig(json: Record<string, unknown>, file: string): F
   for (const required of ["vocabulary_size", "num_layers", "num_attention_heads", "hidden_dim", "intermediate_dim"]) {
     if (!inner.has([required])) throw new FalconPresetError(`${file}: config is missing "${required}"`);
   }
+  // Unused here, but a file giving them the wrong type is malformed, not merely ignorable.
   inner.string(["name"], "");
   inner.boolean(["trainable"], true);
   const dtype = policyName(inner);
@@ -111,8 +112,8 @@ class KerasWeightFiles {
     return reader;
   }
 
-  /** The file a problem with the whole set of weights is reported against. */
-  describe(): string {
+  /** model.weights.h5, or the shard index: the file a problem with the whole set of weights is reported against. */
+  entryFile(): string {
     return path.join(this.directory, this.weightMap ? "model.weights.json" : "model.weights.h5");
   }
 
@@ -244,7 +245,7 @@ export async function prepareKerasWeights(directory: string, config: ResolvedBac
     }
     // Checked first: the expected-variable list grows with num_layers, the files' list does not.
     if (config.numLayers !== layersInFiles.size) {
-      throw new FalconPresetError(`${configFile}: num_layers = ${config.numLayers}, but ${files.describe()} holds ${layersInFiles.size} decoder layers`);
+      throw new FalconPresetError(`${configFile}: num_layers = ${config.numLayers}, but ${files.entryFile()} holds ${layersInFiles.size} decoder layers`);
     }
     const targets = kerasWeightTargets(config);
     const expected = new Set(targets.map((t) => t.dataset));

@@ -68,7 +68,7 @@ export function readSafetensorsHeader(file: string): Map<string, SafetensorsTens
     // An own-property lookup: "constructor" or "toString" must not find Object.prototype's members.
     const known = typeof dtype === "string" && Object.hasOwn(DTYPES, dtype) ? DTYPES[dtype] : undefined;
     if (!known) {
-      throw new FalconPresetError(`${where} has dtype ${typeof dtype === "string" ? JSON.stringify(dtype) : describeValue(dtype)}; supported dtypes are ${Object.keys(DTYPES).join(", ")}`);
+      throw new FalconPresetError(`${where} has dtype ${describeValue(dtype)}; supported dtypes are ${Object.keys(DTYPES).join(", ")}`);
     }
     if (!Array.isArray(shape) || !shape.every((n) => Number.isSafeInteger(n) && n >= 0)) {
       throw new FalconPresetError(`${where}: shape must be an array of non-negative integers`);
