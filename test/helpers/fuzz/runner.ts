@@ -36,18 +36,21 @@ async function runCase(request: CaseRequest): Promise<void> {
   mkdirSync(directory, { recursive: true });
   const notes: string[] = [];
   const rng = new FuzzRandom(request.seed, family === HARNESS_PROBE ? PROBE_FAMILY_NUMBER : familyNumber(request.family), request.index);
+  let outcome: CaseOutcome;
   try {
     const prepared = family.prepare({ rng, index: request.index, directory, seeds: request.seeds, notes });
     send({ type: "prepared", notes });
     try {
       const loaded = await prepared.run();
-      send({ type: "result", outcome: loaded && prepared.mustFail ? { status: "accepted", reason: prepared.mustFail } : { status: "ok" } });
+      outcome = loaded && prepared.mustFail ? { status: "accepted", reason: prepared.mustFail } : { status: "ok" };
     } catch (error) {
-      send({ type: "result", outcome: describeError(error) });
+      outcome = describeError(error);
     }
   } finally {
     rmSync(directory, { recursive: true, force: true });
   }
+  // Sent only once the directory is gone: the parent may end this process as soon as it has the result.
+  send({ type: "result", outcome });
 }
 
 function describeError(error: unknown): CaseOutcome {
