@@ -1,0 +1,32 @@
+#pragma once
+// The seam between the engine (scheduler, requests, sampling) and a model on a backend. The engine
+// plans steps over KV block ids it manages; the runner owns the KV storage of those blocks and runs the
+// steps. Tests drive the engine with a fake runner, so the scheduler's policy is tested without a model.
+#include <cstdint>
+#include <memory>
+
+#include "backend.h"
+#include "model.h"
+#include "step.h"
+
+namespace falcon {
+
+class StepRunner {
+ public:
+  virtual ~StepRunner() = default;
+  virtual int64_t vocab_size() const = 0;
+  // KV blocks this runner stores (block ids are [0, num_blocks)).
+  virtual int64_t num_blocks() const = 0;
+  // Runs one step; writes logits [batch.output_rows.size(), vocab_size()] row-major to logits_out.
+  virtual void run(const StepBatch& batch, float* logits_out) = 0;
+};
+
+// The bytes one KV block takes for this model (every layer, distinct KV heads, keys and values).
+ByteCount kv_block_bytes(const ModelConfig& config);
+
+// A runner over `model` on `backend` with a pool of `num_blocks` KV blocks; throws Error(Input) when
+// the machine does not have the memory.
+std::unique_ptr<StepRunner> make_model_step_runner(std::shared_ptr<const Model> model, std::shared_ptr<Backend> backend,
+                                                   int64_t num_blocks);
+
+}  // namespace falcon
