@@ -61,7 +61,10 @@ class Backend {
   void forward(const Model& model, const ForwardRequest& request, std::unique_ptr<BackendWorkspace>& workspace,
                float* hidden_out) {
     validate_request(model.config(), request);
-    step(model, request.cache->pool(), step_for_request(request), workspace, hidden_out);
+    const StepBatch batch = step_for_request(request);
+    for (int64_t b = 0; b < request.batch; ++b) request.cache->zero_unwritten_before(b, request.start[size_t(b)]);
+    step(model, request.cache->pool(), batch, workspace, hidden_out);
+    for (int64_t b = 0; b < request.batch; ++b) request.cache->mark_written(b, request.start[size_t(b)] + request.length);
   }
   // logits[r] = hidden[r] · headᵀ for `rows` rows.
   virtual void project_logits(const Model& model, const float* hidden, int64_t rows, float* logits_out) = 0;

@@ -1,5 +1,7 @@
 #include "kv_cache.h"
 
+#include <algorithm>
+
 #include "error.h"
 
 namespace falcon {
@@ -22,7 +24,8 @@ int64_t checked_blocks(const ModelConfig& config, int64_t batch_size, int64_t ma
 
 ByteCount cache_memory_bytes(const ModelConfig& config, int64_t batch_size, int64_t max_length) {
   const ByteCount blocks = ByteCount(uint64_t(batch_size)) * uint64_t(blocks_for(max_length));
-  return KvPool::memory_bytes(config, blocks.value()) + blocks * sizeof(int32_t) + sizeof(KvCache);
+  return KvPool::memory_bytes(config, blocks.value()) + blocks * sizeof(int32_t) + ByteCount(uint64_t(batch_size)) * sizeof(int64_t) +
+         sizeof(KvCache);
 }
 
 KvCache::KvCache(const ModelConfig& config, int64_t batch_size, int64_t max_length)
@@ -32,6 +35,26 @@ KvCache::KvCache(const ModelConfig& config, int64_t batch_size, int64_t max_leng
       pool_(config, checked_blocks(config, batch_size, max_length)) {
   block_tables_.resize(size_t(pool_.num_blocks()));
   for (int64_t block = 0; block < pool_.num_blocks(); ++block) block_tables_[size_t(block)] = int32_t(block);
+  written_.assign(size_t(batch_size), 0);
 }
+
+void KvCache::zero_unwritten_before(int64_t row, int64_t start) {
+  int64_t& written = written_[size_t(row)];
+  const int64_t d = pool_.head_dim();
+  for (int64_t slot = written; slot < start; ++slot) {
+    const int32_t block = block_table(row)[slot / kKvBlockTokens];
+    const int64_t in_block = slot % kKvBlockTokens;
+    for (int64_t layer = 0; layer < pool_.num_layers(); ++layer) {
+      for (int64_t head = 0; head < pool_.num_kv_heads(); ++head) {
+        float* keys = pool_.keys(block, layer, head);
+        for (int64_t c = 0; c < d; ++c) keys[c * kKvBlockTokens + in_block] = 0.0f;
+        std::fill_n(pool_.values(block, layer, head) + in_block * d, d, 0.0f);
+      }
+    }
+  }
+  written = std::max(written, start);
+}
+
+void KvCache::mark_written(int64_t row, int64_t end) { written_[size_t(row)] = std::max(written_[size_t(row)], end); }
 
 }  // namespace falcon

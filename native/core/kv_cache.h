@@ -36,6 +36,13 @@ class KvCache {
   const int32_t* block_table(int64_t row) const { return block_tables_.data() + row * blocks_per_row_; }
   size_t byte_size() const { return pool_.byte_size(); }
 
+  // A call may start a row past slots no call has written (cacheUpdateIndex is the caller's): those
+  // slots read as padding, and their keys and values are zeroed first, because a masked slot still
+  // enters the value sum with probability 0, and 0 · NaN of uninitialised memory would be NaN.
+  void zero_unwritten_before(int64_t row, int64_t start);
+  // Slots [0, end) of `row` have been written.
+  void mark_written(int64_t row, int64_t end);
+
   // Marks the cache in use; false if another call holds it.
   bool try_acquire() { return !busy_.exchange(true); }
   void release() { busy_.store(false); }
@@ -48,6 +55,7 @@ class KvCache {
   int64_t blocks_per_row_;
   KvPool pool_;
   TrackedVector<int32_t> block_tables_;  // [batch_size][blocks_per_row]
+  TrackedVector<int64_t> written_;       // per row: slots [0, written) hold keys and values
   std::atomic<bool> busy_{false};
 };
 
