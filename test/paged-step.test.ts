@@ -81,8 +81,12 @@ function makeSequence(next: () => number, vocabulary: number, promptLength: numb
 /** Per step, the sequences that take part and how many of their next tokens. */
 type Schedule = { sequence: number; count: number }[][];
 
-/** Runs `schedule` on the pool of `cache` and returns every sequence's hidden states, [tokens, hidden] each. */
-function runSchedule(model: NativeModel, cache: NativeKvCache, sequences: Sequence[], schedule: Schedule, tables: Int32Array[], hiddenDim: number): Float32Array[] {
+/**
+ * Runs `schedule` on the pool of `cache` and returns every sequence's hidden states, [tokens, hidden]
+ * each: those of the tokens `wanted` asks for (all by default; output rows of their steps), zeros elsewhere.
+ */
+function runSchedule(model: NativeModel, cache: NativeKvCache, sequences: Sequence[], schedule: Schedule, tables: Int32Array[], hiddenDim: number,
+  wanted: (sequence: number, token: number) => boolean = () => true): Float32Array[] {
   const done = sequences.map(() => 0);
   const hidden = sequences.map((sequence) => new Float32Array(sequence.tokens.length * hiddenDim));
   const positions = sequences.map(positionsOf);
@@ -96,7 +100,7 @@ function runSchedule(model: NativeModel, cache: NativeKvCache, sequences: Sequen
       const ropeLength = start + count <= s.promptLength ? s.promptLength : start + count;
       spec.sequences.push({ blockTable: tables[sequence]!, start, count, ropeLength });
       for (let t = start; t < start + count; t++) {
-        outputs.push(ids.length);
+        if (wanted(sequence, t)) outputs.push(ids.length);
         ids.push(s.tokens[t]!);
         stepPositions.push(positions[sequence]![t]!);
         valid.push(s.valid[t]!);
@@ -107,10 +111,13 @@ function runSchedule(model: NativeModel, cache: NativeKvCache, sequences: Sequen
     spec.valid = Uint8Array.from(valid);
     spec.outputRows = Int32Array.from(outputs);
     const result = callNativeSync(() => native().runStepForTest(model, cache, spec));
-    let row = 0;
+    let output = 0;
     for (const { sequence, count } of step) {
-      hidden[sequence]!.set(result.subarray(row * hiddenDim, (row + count) * hiddenDim), done[sequence]! * hiddenDim);
-      row += count;
+      for (let t = done[sequence]!; t < done[sequence]! + count; t++) {
+        if (!wanted(sequence, t)) continue;
+        hidden[sequence]!.set(result.subarray(output * hiddenDim, (output + 1) * hiddenDim), t * hiddenDim);
+        output++;
+      }
       done[sequence]! += count;
     }
   }
@@ -192,12 +199,19 @@ for (const isa of supportedIsas) {
               const chunked = runSchedule(model, cache, [x], chunkedAlone(x, chunk), assignTables(next, [x]), D)[0]!;
               assertBitwiseEqual(chunked, alone, D, `chunks of ${chunk}`);
             }
+            // Prompt chunks that want no hidden states still cache every key and value the decode steps read.
+            const decodedOnly = runSchedule(model, cache, [x], chunkedAlone(x, 7), assignTables(next, [x]), D, (_, t) => t >= x.promptLength)[0]!;
+            const decodeRows = (hidden: Float32Array) => hidden.subarray(x.promptLength * D);
+            assertBitwiseEqual(decodeRows(decodedOnly), decodeRows(alone), D, "decode after prompt chunks without outputs");
             for (let others = 1; others <= 9; others++) {
               const sequences = [x];
               for (let i = 0; i < others; i++) sequences.push(makeSequence(next, config.vocabularySize, integer(next, 1, 20), integer(next, 0, 3)));
               // Shuffled, so X is not always the first sequence (or the first rows) of a step.
               sequences.sort(() => next() - 0.5);
-              const hidden = runSchedule(model, cache, sequences, mixedSchedule(next, sequences), assignTables(next, sequences), D);
+              // The others want only some of their rows, so most steps run their last layer on fewer rows.
+              const wanted = new Set(sequences.map((_, i) => i).filter((i) => sequences[i] === x || next() < 0.5));
+              const hidden = runSchedule(model, cache, sequences, mixedSchedule(next, sequences), assignTables(next, sequences), D,
+                (sequence, token) => wanted.has(sequence) || token % 3 === 0);
               assertBitwiseEqual(hidden[sequences.indexOf(x)]!, alone, D, `batched with ${others} others`);
             }
           });

@@ -21,6 +21,23 @@ struct CpuWorkspace : BackendWorkspace {
   // the attention output, and the MLP's hidden activations.
   cpu::PackedActivations attention_input, mlp_input, attention_output, ffn_activations;
 
+  // The last layer's residual stream and attention output for the output rows alone, and their indices 0, 1, ...
+  TrackedVector<float> narrow_residual, narrow_attention;
+  TrackedVector<int64_t> narrow_rows;
+
+  // Copies the output rows of the residual stream and the attention output into the narrow buffers.
+  void narrow(const ModelConfig& config, const int64_t* output_rows, int64_t outputs) {
+    const size_t D = size_t(config.hidden_dim);
+    narrow_residual.resize(size_t(outputs) * D);
+    narrow_attention.resize(size_t(outputs) * D);
+    narrow_rows.resize(size_t(outputs));
+    for (int64_t i = 0; i < outputs; ++i) {
+      std::copy_n(residual.data() + size_t(output_rows[i]) * D, D, narrow_residual.data() + size_t(i) * D);
+      std::copy_n(attention.data() + size_t(output_rows[i]) * D, D, narrow_attention.data() + size_t(i) * D);
+      narrow_rows[size_t(i)] = i;
+    }
+  }
+
   void reserve(const ModelConfig& config, int64_t rows) {
     auto grow = [](TrackedVector<float>& buffer, int64_t size) {
       if (buffer.size() < size_t(size)) buffer.resize(size_t(size));
@@ -45,6 +62,8 @@ void plan_step(const ModelConfig& config, KvPool& pool, const StepBatch& batch, 
   plan.sequences.resize(batch.sequences.size());
   plan.row_blocks.resize(rows);
   plan.row_slots.resize(rows);
+  plan.row_is_output.assign(rows, 0);
+  for (const int64_t output : batch.output_rows) plan.row_is_output[size_t(output)] = 1;
   size_t history = 0;
   for (const StepSequence& seq : batch.sequences) history += size_t(seq.start + seq.count);
   if (ws.history_valid.size() < history) {
@@ -111,9 +130,16 @@ class CpuBackend final : public Backend {
       }
     }
 
-    float* x = ws.residual.data();
-    cpu::embedding(model.token_embedding(), batch.token_ids.data(), rows, x);
+    cpu::embedding(model.token_embedding(), batch.token_ids.data(), rows, ws.residual.data());
 
+    // Once the last layer has written every token's keys and values, only the output rows matter:
+    // when they are fewer than the step's rows, the rest of that layer runs on them alone. Each row's
+    // arithmetic is its own, so they get the same bits either way.
+    const int64_t outputs = int64_t(batch.output_rows.size());
+    const bool narrow_last_layer = outputs < rows;
+    float* x = ws.residual.data();
+    float* attention_out = ws.attention.data();
+    int64_t active_rows = rows;
     const DType dtype = config.dtype;
     for (int64_t l = 0; l < config.num_layers; ++l) {
       const LayerWeights& w = model.layer(l);
@@ -126,25 +152,38 @@ class CpuBackend final : public Backend {
 
       cpu::write_cache(config, l, pool, ws.plan, rows, ws.qkv.data(), qkv_cols, rotary ? ws.rotary_cos.data() : nullptr,
                        rotary ? ws.rotary_sin.data() : nullptr);
-      cpu::attention(config, l, pool, ws.plan, ws.qkv.data(), qkv_cols, model.alibi_slopes(), ws.attention.data());
-      cpu::pack_activations(ws.attention.data(), rows, D, dtype, nullptr, ws.attention_output);
+      if (l + 1 == config.num_layers && narrow_last_layer) {
+        cpu::attention(config, l, pool, ws.plan, ws.plan.output_attention_items, ws.qkv.data(), qkv_cols, model.alibi_slopes(),
+                       ws.attention.data());
+        // The residual stream and the attention output shrink to the output rows, in output order.
+        ws.narrow(config, batch.output_rows.data(), outputs);
+        x = ws.narrow_residual.data();
+        attention_out = ws.narrow_attention.data();
+        active_rows = outputs;
+        if (config.block_layout == BlockLayout::ParallelOneNorm) cpu::pack_activations(x, outputs, D, dtype, &attn_norm, ws.attention_input);
+        if (config.block_layout == BlockLayout::ParallelTwoNorms) cpu::pack_activations(x, outputs, D, dtype, &mlp_norm, ws.mlp_input);
+      } else {
+        cpu::attention(config, l, pool, ws.plan, ws.plan.attention_items, ws.qkv.data(), qkv_cols, model.alibi_slopes(),
+                       ws.attention.data());
+      }
+      cpu::pack_activations(attention_out, active_rows, D, dtype, nullptr, ws.attention_output);
       // The residual adds happen in the matmuls' epilogues: x += attention projection, x += MLP output.
       cpu::matmul(ws.attention_output, w.attn_out, {optional(w.attn_out_bias), false, true}, x);
 
       const cpu::PackedActivations* mlp_input = &ws.attention_input;
       if (config.block_layout == BlockLayout::Sequential) {
-        cpu::pack_activations(x, rows, D, dtype, &mlp_norm, ws.mlp_input);
+        cpu::pack_activations(x, active_rows, D, dtype, &mlp_norm, ws.mlp_input);
         mlp_input = &ws.mlp_input;
       } else if (config.block_layout == BlockLayout::ParallelTwoNorms) {
         mlp_input = &ws.mlp_input;
       }
       cpu::matmul(*mlp_input, w.ffn_up, {optional(w.ffn_up_bias), true, false}, ws.ffn_hidden.data());
-      cpu::pack_activations(ws.ffn_hidden.data(), rows, config.ffn_dim, dtype, nullptr, ws.ffn_activations);
+      cpu::pack_activations(ws.ffn_hidden.data(), active_rows, config.ffn_dim, dtype, nullptr, ws.ffn_activations);
       cpu::matmul(ws.ffn_activations, w.ffn_down, {optional(w.ffn_down_bias), false, true}, x);
     }
     const cpu::LayerNormParams final_norm{model.final_norm_gamma().data(), model.final_norm_beta().data(),
                                           config.layer_norm_epsilon};
-    cpu::layer_norm(x, batch.output_rows.data(), int64_t(batch.output_rows.size()), D, final_norm, hidden_out);
+    cpu::layer_norm(x, narrow_last_layer ? ws.narrow_rows.data() : batch.output_rows.data(), outputs, D, final_norm, hidden_out);
   }
 
   void run_embed(const Model& model, const int32_t* token_ids, int64_t count, float* out) override {

@@ -86,13 +86,17 @@ struct AttentionItem {
 // What the operators of one step share: built once per step, read by every layer.
 struct StepPlan {
   TrackedVector<PagedSequence> sequences;
-  TrackedVector<AttentionItem> attention_items;
-  // Per step row: the pool block and slot its keys and values go to.
+  // Attention of every new token; and of the step's output rows alone, which is all the last layer
+  // needs once every token's keys and values are written.
+  TrackedVector<AttentionItem> attention_items, output_attention_items;
+  // Per step row: the pool block and slot its keys and values go to, and whether it is an output row.
   TrackedVector<int32_t> row_blocks;
   TrackedVector<int32_t> row_slots;
+  TrackedVector<uint8_t> row_is_output;
 };
 
-// Work items for `sequences`, splitting long prompts so threads share them evenly.
+// Fills plan.attention_items and plan.output_attention_items from plan.sequences and
+// plan.row_is_output, splitting long prompts so threads share them evenly.
 void plan_attention(const ModelConfig& config, StepPlan& plan);
 
 // Rotates each new token's query and key heads when `rotary_cos` is given ([rows, head_dim / 2]
@@ -104,7 +108,9 @@ void write_cache(const ModelConfig& config, int64_t layer, KvPool& pool, const S
 // for one layer, over the pool's blocks. Queries are the first num_heads·head_dim columns of `qkv`
 // ([rows, qkv_cols]); output is [rows, num_heads·head_dim]. ALiBi slopes (may be empty) are added
 // before the scale. A token's output depends on nothing but its own sequence.
-void attention(const ModelConfig& config, int64_t layer, const KvPool& pool, const StepPlan& plan, const float* qkv,
-               int64_t qkv_cols, const std::vector<float>& alibi_slopes, float* out);
+// Runs `items` (one of the plan's lists); rows no item covers are left as they were.
+void attention(const ModelConfig& config, int64_t layer, const KvPool& pool, const StepPlan& plan,
+               const TrackedVector<AttentionItem>& items, const float* qkv, int64_t qkv_cols,
+               const std::vector<float>& alibi_slopes, float* out);
 
 }  // namespace falcon::cpu

@@ -71,34 +71,40 @@ void plan_attention(const ModelConfig& config, StepPlan& plan) {
   const int64_t Hkv = config.num_kv_heads;
   const int64_t heads_per_kv = H / Hkv;
   plan.attention_items.clear();
+  plan.output_attention_items.clear();
   for (int64_t s = 0; s < int64_t(plan.sequences.size()); ++s) {
-    const int64_t count = plan.sequences[size_t(s)].count;
-    if (count == 1 && heads_per_kv > 1) {
+    const PagedSequence& seq = plan.sequences[size_t(s)];
+    if (seq.count == 1 && heads_per_kv > 1) {
       // A decode token's query heads that share a KV head read its keys and values once, together.
       for (int64_t kv_head = 0; kv_head < Hkv; ++kv_head) {
         for (int64_t first = 0; first < heads_per_kv; first += kAttentionQueries) {
-          plan.attention_items.push_back({s, kv_head * heads_per_kv + first, std::min(kAttentionQueries, heads_per_kv - first), 0, 1});
+          const AttentionItem item{s, kv_head * heads_per_kv + first, std::min(kAttentionQueries, heads_per_kv - first), 0, 1};
+          plan.attention_items.push_back(item);
+          if (plan.row_is_output[size_t(seq.first_row)]) plan.output_attention_items.push_back(item);
         }
       }
       continue;
     }
     for (int64_t h = 0; h < H; ++h) {
-      for (int64_t first = 0; first < count; first += kItemTokens) {
-        plan.attention_items.push_back({s, h, 1, first, std::min(kItemTokens, count - first)});
+      for (int64_t first = 0; first < seq.count; first += kItemTokens) {
+        plan.attention_items.push_back({s, h, 1, first, std::min(kItemTokens, seq.count - first)});
+      }
+      for (int64_t t = 0; t < seq.count; ++t) {
+        if (plan.row_is_output[size_t(seq.first_row + t)]) plan.output_attention_items.push_back({s, h, 1, t, 1});
       }
     }
   }
 }
 
-void attention(const ModelConfig& config, int64_t layer, const KvPool& pool, const StepPlan& plan, const float* qkv,
-               int64_t qkv_cols, const std::vector<float>& alibi_slopes, float* out) {
+void attention(const ModelConfig& config, int64_t layer, const KvPool& pool, const StepPlan& plan,
+               const TrackedVector<AttentionItem>& items, const float* qkv, int64_t qkv_cols,
+               const std::vector<float>& alibi_slopes, float* out) {
   const KernelTable& table = kernels();
   const int64_t H = config.num_heads;
   const int64_t d = config.head_dim();
   const int64_t heads_per_kv = H / config.num_kv_heads;
   const float scale = float(1.0 / std::sqrt(double(d)));
   const float* slopes = alibi_slopes.empty() ? nullptr : alibi_slopes.data();
-  const TrackedVector<AttentionItem>& items = plan.attention_items;
 
   current_thread_pool()->parallel_for(int64_t(items.size()), 1, [&](int64_t first, int64_t end) {
     // This worker's own score rows and block lists, kept for later calls unless a long context grew them.
