@@ -32,13 +32,11 @@ class KvPool {
   size_t byte_size() const { return kv_bytes_; }
 
   // Keys as [head_dim][kKvBlockTokens]: component c of slot s at c · kKvBlockTokens + s (kernels.h key blocks).
-  float* keys(int64_t block, int64_t layer, int64_t kv_head) { return head_storage(block, layer, kv_head); }
-  const float* keys(int64_t block, int64_t layer, int64_t kv_head) const { return head_storage(block, layer, kv_head); }
+  float* keys(int64_t block, int64_t layer, int64_t kv_head) { return head_storage(0, block, layer, kv_head); }
+  const float* keys(int64_t block, int64_t layer, int64_t kv_head) const { return head_storage(0, block, layer, kv_head); }
   // Values as [kKvBlockTokens][head_dim].
-  float* values(int64_t block, int64_t layer, int64_t kv_head) { return head_storage(block, layer, kv_head) + head_floats_; }
-  const float* values(int64_t block, int64_t layer, int64_t kv_head) const {
-    return head_storage(block, layer, kv_head) + head_floats_;
-  }
+  float* values(int64_t block, int64_t layer, int64_t kv_head) { return head_storage(1, block, layer, kv_head); }
+  const float* values(int64_t block, int64_t layer, int64_t kv_head) const { return head_storage(1, block, layer, kv_head); }
   // Per slot of a block: 1 when it holds a real token (0 = padding, never attended to), and the
   // token's position (ALiBi reads it for every cached key).
   uint8_t* valid(int64_t block) { return valid_ + block * kKvBlockTokens; }
@@ -52,8 +50,10 @@ class KvPool {
   static ByteCount memory_bytes(const ModelConfig& config, uint64_t num_blocks);
 
  private:
-  float* head_storage(int64_t block, int64_t layer, int64_t kv_head) const {
-    return kv_ + (size_t(block) * size_t(num_layers_ * num_kv_heads_) + size_t(layer * num_kv_heads_ + kv_head)) * 2 * head_floats_;
+  // Keys (which = 0) or values (1) of one block, layer and KV head.
+  float* head_storage(int64_t which, int64_t block, int64_t layer, int64_t kv_head) const {
+    return kv_ + ((size_t(which * num_layers_ + layer) * size_t(num_kv_heads_) + size_t(kv_head)) * size_t(num_blocks_) + size_t(block)) *
+                     head_floats_;
   }
 
   int64_t num_blocks_;
@@ -63,7 +63,11 @@ class KvPool {
   size_t head_floats_;  // kKvBlockTokens · head_dim: one head's keys (or values) in one block
   size_t kv_bytes_;
   std::unique_ptr<void, StreamedDeleter> storage_;
-  // Inside storage_: [num_blocks][layers][kv_heads][keys | values] floats, then positions, then valid flags.
+  // Inside storage_: [keys | values][layers][kv_heads][num_blocks] of head_floats_ each, then positions, then
+  // valid flags. A layer's head's blocks sit side by side, not a block's layers and heads: a sequence
+  // whose block ids run consecutively (a keras-hub cache's rows, fresh engine allocations) then has
+  // its keys in one stream the hardware prefetcher follows, instead of one 4 KiB page per block
+  // (decoding over 512 cached tokens took 12 % more CPU time that way).
   float* kv_ = nullptr;
   int32_t* positions_ = nullptr;
   uint8_t* valid_ = nullptr;

@@ -324,15 +324,44 @@ void weighted_sum_one(const float* p, const float* const* value_blocks, int64_t 
   }
 }
 
-// Two queries at a time, each block of 16 keys in two vectors per query; a lone query is paired
-// with itself, so its arithmetic is the same either way.
+// Block j / kKeyBlock of keys against one query, or two blocks side by side (four accumulator chains
+// either way, so a lone decode query does not wait on one chain of d dependent multiply-adds).
+template <int Blocks>
+void score_one_query(const float* q, const float* const* blocks, int64_t j, int64_t count, int64_t d, float* out) {
+  const float* block0 = blocks[0];
+  const float* block1 = Blocks > 1 ? blocks[1] : block0;
+  __m256 low0 = _mm256_setzero_ps(), high0 = low0, low1 = low0, high1 = low0;
+  for (int64_t c = 0; c < d; ++c) {
+    const __m256 x = _mm256_set1_ps(q[c]);
+    low0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(block0 + c * kKeyBlock), low0);
+    high0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(block0 + c * kKeyBlock + 8), high0);
+    if (Blocks > 1) {
+      low1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(block1 + c * kKeyBlock), low1);
+      high1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(block1 + c * kKeyBlock + 8), high1);
+    }
+  }
+  _mm256_maskstore_ps(out + j, lanes_below(count - j), low0);
+  _mm256_maskstore_ps(out + j + 8, lanes_below(count - j - 8), high0);
+  if (Blocks > 1) {
+    _mm256_maskstore_ps(out + j + kKeyBlock, lanes_below(count - j - kKeyBlock), low1);
+    _mm256_maskstore_ps(out + j + kKeyBlock + 8, lanes_below(count - j - kKeyBlock - 8), high1);
+  }
+}
+
+// Two queries at a time, each block of 16 keys in two vectors per query; a lone query (the last of
+// an odd group) two blocks at a time. A lane's sum is the same chain of multiply-adds either way.
 void key_scores_blocked(const float* q, int64_t q_stride, int64_t queries, const float* const* key_blocks, int64_t count,
                         int64_t d, float* scores, int64_t score_stride) {
   for (int64_t g = 0; g < queries; g += 2) {
-    const bool pair = g + 1 < queries;
     const float* q0 = q + g * q_stride;
-    const float* q1 = pair ? q0 + q_stride : q0;
     float* out0 = scores + g * score_stride;
+    if (g + 1 == queries) {
+      int64_t j = 0;
+      for (; j + kKeyBlock < count; j += 2 * kKeyBlock) score_one_query<2>(q0, key_blocks + j / kKeyBlock, j, count, d, out0);
+      if (j < count) score_one_query<1>(q0, key_blocks + j / kKeyBlock, j, count, d, out0);
+      continue;
+    }
+    const float* q1 = q0 + q_stride;
     for (int64_t j = 0; j < count; j += kKeyBlock) {
       const float* block = key_blocks[j / kKeyBlock];
       __m256 low0 = _mm256_setzero_ps(), high0 = low0, low1 = low0, high1 = low0;
@@ -347,10 +376,8 @@ void key_scores_blocked(const float* q, int64_t q_stride, int64_t queries, const
       const __m256i mask_low = lanes_below(count - j), mask_high = lanes_below(count - j - 8);
       _mm256_maskstore_ps(out0 + j, mask_low, low0);
       _mm256_maskstore_ps(out0 + j + 8, mask_high, high0);
-      if (pair) {
-        _mm256_maskstore_ps(out0 + score_stride + j, mask_low, low1);
-        _mm256_maskstore_ps(out0 + score_stride + j + 8, mask_high, high1);
-      }
+      _mm256_maskstore_ps(out0 + score_stride + j, mask_low, low1);
+      _mm256_maskstore_ps(out0 + score_stride + j + 8, mask_high, high1);
     }
   }
 }

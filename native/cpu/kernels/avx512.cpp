@@ -404,10 +404,48 @@ void weighted_sum_group(const float* p, int64_t p_stride, const float* const* va
 #undef FALCON_FMA4
 
 // One vector per query for each block of 16 keys, one multiply-add per query and head dimension.
+// One or two queries score four or two blocks side by side: a lone decode query would otherwise wait
+// on a single chain of d dependent multiply-adds. A lane's sum is the same chain either way.
 template <int Queries>
 void key_scores_blocked_group(const float* q, int64_t q_stride, const float* const* key_blocks, int64_t count, int64_t d,
                               float* scores, int64_t score_stride) {
-  for (int64_t j = 0; j < count; j += kKeyBlock) {
+  int64_t j = 0;
+  if constexpr (Queries == 1) {
+    for (; j + 3 * kKeyBlock < count; j += 4 * kKeyBlock) {
+      const float* const* blocks = key_blocks + j / kKeyBlock;
+      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      for (int64_t c = 0; c < d; ++c) {
+        const __m512 x = _mm512_set1_ps(q[c]);
+        a0 = _mm512_fmadd_ps(x, _mm512_loadu_ps(blocks[0] + c * kKeyBlock), a0);
+        a1 = _mm512_fmadd_ps(x, _mm512_loadu_ps(blocks[1] + c * kKeyBlock), a1);
+        a2 = _mm512_fmadd_ps(x, _mm512_loadu_ps(blocks[2] + c * kKeyBlock), a2);
+        a3 = _mm512_fmadd_ps(x, _mm512_loadu_ps(blocks[3] + c * kKeyBlock), a3);
+      }
+      _mm512_storeu_ps(scores + j, a0);
+      _mm512_storeu_ps(scores + j + kKeyBlock, a1);
+      _mm512_storeu_ps(scores + j + 2 * kKeyBlock, a2);
+      _mm512_mask_storeu_ps(scores + j + 3 * kKeyBlock, lanes_below(count - j - 3 * kKeyBlock), a3);
+    }
+  } else if constexpr (Queries == 2) {
+    for (; j + kKeyBlock < count; j += 2 * kKeyBlock) {
+      const float* const* blocks = key_blocks + j / kKeyBlock;
+      __m512 a00 = _mm512_setzero_ps(), a01 = a00, a10 = a00, a11 = a00;  // a<query><block>
+      for (int64_t c = 0; c < d; ++c) {
+        const __m512 key0 = _mm512_loadu_ps(blocks[0] + c * kKeyBlock), key1 = _mm512_loadu_ps(blocks[1] + c * kKeyBlock);
+        const __m512 x0 = _mm512_set1_ps(q[c]), x1 = _mm512_set1_ps(q[q_stride + c]);
+        a00 = _mm512_fmadd_ps(x0, key0, a00);
+        a01 = _mm512_fmadd_ps(x0, key1, a01);
+        a10 = _mm512_fmadd_ps(x1, key0, a10);
+        a11 = _mm512_fmadd_ps(x1, key1, a11);
+      }
+      const __mmask16 mask = lanes_below(count - j - kKeyBlock);
+      _mm512_storeu_ps(scores + j, a00);
+      _mm512_mask_storeu_ps(scores + j + kKeyBlock, mask, a01);
+      _mm512_storeu_ps(scores + score_stride + j, a10);
+      _mm512_mask_storeu_ps(scores + score_stride + j + kKeyBlock, mask, a11);
+    }
+  }
+  for (; j < count; j += kKeyBlock) {
     const float* block = key_blocks[j / kKeyBlock];
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (int64_t c = 0; c < d; ++c) {
