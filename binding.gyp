@@ -6,7 +6,9 @@
         "native/core/dtype.cpp",
         "native/core/model_config.cpp",
         "native/core/model.cpp",
+        "native/core/kv_pool.cpp",
         "native/core/kv_cache.cpp",
+        "native/core/step_runner.cpp",
         "native/core/backend.cpp",
         "native/core/thread_pool.cpp",
         "native/core/weight_file.cpp",
@@ -28,6 +30,7 @@
         "native/binding/addon.cpp",
         "native/binding/model_wrap.cpp",
         "native/binding/cache_wrap.cpp",
+        "native/binding/step_test.cpp",
         "native/binding/weight_file_wrap.cpp"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

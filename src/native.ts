@@ -149,6 +149,29 @@ export interface NativeAddon {
   modelMemoryBytes(config: NativeModelConfig): number;
   /** Bytes `new NativeKvCache(model, batchSize, maxLength)` allocates; it refuses (FALCON_INPUT) more than memoryAvailable(). */
   cacheMemoryBytes(config: NativeModelConfig, batchSize: number, maxLength: number): number;
+  /**
+   * Test-only: one ragged step over the KV pool of `cache` (block ids [0, batchSize · ceil(maxLength / 16))),
+   * run synchronously; the final hidden states of spec.outputRows, [outputs, hidden].
+   */
+  runStepForTest(model: NativeModel, cache: NativeKvCache, spec: NativeStepSpec): Float32Array;
+  /** Test-only: a step runner (make_model_step_runner) owning a pool of `numBlocks` KV blocks. */
+  stepRunnerForTest(model: NativeModel, numBlocks: number): NativeStepRunnerForTest;
+}
+
+/** One ragged step (native/core/step.h): sequence i's tokens are the `count` flat entries after those of sequences < i. */
+export interface NativeStepSpec {
+  sequences: { blockTable: Int32Array; start: number; count: number; ropeLength: number }[];
+  tokenIds: Int32Array;
+  positions: Int32Array;
+  valid: Uint8Array;
+  outputRows: Int32Array;
+}
+
+export interface NativeStepRunnerForTest {
+  numBlocks(): number;
+  vocabSize(): number;
+  /** Logits of spec.outputRows, [outputs, vocab]. */
+  run(spec: NativeStepSpec): Float32Array;
 }
 
 export type CpuIsa = "scalar" | "avx2" | "avx512";

@@ -11,6 +11,7 @@
 #include "../cpu/probes.h"
 #include "addon_data.h"
 #include "cache_wrap.h"
+#include "step_test.h"
 #include "weight_file_wrap.h"
 #include "model_wrap.h"
 #include "napi_util.h"
@@ -212,6 +213,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("memoryAvailable", Napi::Function::New(env, MemoryAvailable));
   exports.Set("modelMemoryBytes", Napi::Function::New(env, ModelMemoryBytes));
   exports.Set("cacheMemoryBytes", Napi::Function::New(env, CacheMemoryBytes));
+  exports.Set("runStepForTest", Napi::Function::New(env, RunStepForTest));
+  exports.Set("stepRunnerForTest", Napi::Function::New(env, StepRunnerForTest));
   return exports;
 }
 

@@ -352,7 +352,7 @@ Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
     request.token_ids = ids.data();
     request.padding_mask = mask.empty() ? nullptr : mask.data();
     request.position_ids = positions.empty() ? nullptr : positions.data();
-    for (int64_t b = 0; b < batch; ++b) request.sequences.push_back(&active->sequence(b));
+    request.cache = active.get();
     request.start = start;
     backend->forward(*model, request, active->workspace, hidden_out);
   };

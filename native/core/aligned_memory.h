@@ -1,5 +1,6 @@
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <memory>
 
@@ -16,5 +17,7 @@ struct StreamedDeleter {
 // touch a page fault, every 4 KiB. Smaller blocks get the cache-line alignment whole-line loads want.
 // Left uninitialised; null when out of memory. Counted as owned memory while it lives.
 std::unique_ptr<void, StreamedDeleter> allocate_streamed(size_t bytes);
+// The bytes allocate_streamed(bytes) really takes (rounded up to its alignment); UINT64_MAX when it would overflow.
+uint64_t streamed_allocation_bytes(uint64_t bytes);
 
 }  // namespace falcon

@@ -4,19 +4,21 @@
 #include <vector>
 
 #include "kv_cache.h"
+#include "kv_pool.h"
 #include "model.h"
+#include "step.h"
 
 namespace falcon {
 
-// One forward call over `batch` rows of `length` new tokens. Row b writes its keys and values into
-// `sequences[b]` at slots [start[b], start[b] + length) and attends to every valid earlier slot.
+// One keras-hub forward call over `batch` rows of `length` new tokens. Row b writes its keys and
+// values into row b of `cache` at slots [start[b], start[b] + length) and attends to every valid earlier slot.
 struct ForwardRequest {
   int64_t batch = 0;
   int64_t length = 0;
   const int32_t* token_ids = nullptr;     // [batch, length]
   const uint8_t* padding_mask = nullptr;  // [batch, length], null = all ones
   const int32_t* position_ids = nullptr;  // [batch, length], null = derived from the padding history
-  std::vector<SequenceKv*> sequences;
+  KvCache* cache = nullptr;
   std::vector<int64_t> start;
 };
 
@@ -24,6 +26,16 @@ struct ForwardRequest {
 void validate_request(const ModelConfig& config, const ForwardRequest& request);
 // Checks that every id of a [rows, cols] block is inside the vocabulary.
 void validate_token_ids(const ModelConfig& config, const int32_t* ids, int64_t rows, int64_t cols);
+// Checks a step against the model and the pool it runs on: every count positive, token arrays sized
+// to the counts, ids in the vocabulary, block tables covering the slots written, block ids inside the
+// pool, no slot written twice, output rows inside the step. Throws Error(Input) naming the problem.
+void validate_step(const ModelConfig& config, const KvPool& pool, const StepBatch& batch);
+
+// The step a validated keras-hub request runs: one sequence per row on the cache's fixed block
+// table. Without explicit ids a token's position is the number of real tokens before it in its row
+// (cumsum(mask) − 1 over the cached history too), and padding sits at 0, as keras-hub's ALiBi and HF
+// generation's position_ids do. Every token is an output row, in [batch, length] order.
+StepBatch step_for_request(const ForwardRequest& request);
 
 // The bytes one forward call allocates: its hidden-state result and activations, and with
 // `temporary_cache` the KV cache a call without one uses (overflow-checked).
@@ -36,11 +48,23 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual const char* name() const = 0;
-  // Writes the final-norm hidden states [batch, length, hidden] to `hidden_out`.
+  // One forward step over a ragged batch: writes each token's keys and values into `pool` and the
+  // final-norm hidden states of batch.output_rows, in that order, to `hidden_out` ([outputs, hidden]).
+  // A token's result depends only on its own sequence (its tokens, the pool's slots before it and its
+  // rope_length): bit for bit the same whatever else the step holds and however its prompt was split.
+  void step(const Model& model, KvPool& pool, const StepBatch& batch, std::unique_ptr<BackendWorkspace>& workspace,
+            float* hidden_out) {
+    validate_step(model.config(), pool, batch);
+    run_step(model, pool, batch, workspace, hidden_out);
+  }
+  // keras-hub's forward: writes the final-norm hidden states [batch, length, hidden] to `hidden_out`.
   void forward(const Model& model, const ForwardRequest& request, std::unique_ptr<BackendWorkspace>& workspace,
                float* hidden_out) {
     validate_request(model.config(), request);
-    run_forward(model, request, workspace, hidden_out);
+    const StepBatch batch = step_for_request(request);
+    for (int64_t b = 0; b < request.batch; ++b) request.cache->zero_unwritten_before(b, request.start[size_t(b)]);
+    step(model, request.cache->pool(), batch, workspace, hidden_out);
+    for (int64_t b = 0; b < request.batch; ++b) request.cache->mark_written(b, request.start[size_t(b)] + request.length);
   }
   // logits[r] = hidden[r] · headᵀ for `rows` rows.
   virtual void project_logits(const Model& model, const float* hidden, int64_t rows, float* logits_out) = 0;
@@ -51,8 +75,8 @@ class Backend {
   }
 
  protected:
-  virtual void run_forward(const Model& model, const ForwardRequest& request,
-                           std::unique_ptr<BackendWorkspace>& workspace, float* hidden_out) = 0;
+  virtual void run_step(const Model& model, KvPool& pool, const StepBatch& batch,
+                        std::unique_ptr<BackendWorkspace>& workspace, float* hidden_out) = 0;
   virtual void run_embed(const Model& model, const int32_t* token_ids, int64_t count, float* out) = 0;
 };
 

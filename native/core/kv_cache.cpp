@@ -1,46 +1,60 @@
 #include "kv_cache.h"
 
+#include <algorithm>
+
 #include "error.h"
 
 namespace falcon {
 
 namespace {
 
-ByteCount sequence_storage_bytes(const ModelConfig& config, int64_t capacity) {
-  return ByteCount(uint64_t(config.num_layers)) * 2 * uint64_t(config.num_kv_heads) * uint64_t(capacity) *
-         uint64_t(config.head_dim()) * sizeof(float);
+// Written so that no positive length overflows.
+int64_t blocks_for(int64_t max_length) { return max_length / kKvBlockTokens + (max_length % kKvBlockTokens != 0); }
+
+// Sizes are checked before anything is allocated: the pool's members are built from these.
+int64_t checked_blocks(const ModelConfig& config, int64_t batch_size, int64_t max_length) {
+  require(batch_size > 0, ErrorKind::Input, "cache batchSize must be a positive integer");
+  require(max_length > 0, ErrorKind::Input, "cache maxLength must be a positive integer");
+  require_memory(cache_memory_bytes(config, batch_size, max_length), ErrorKind::Input,
+                 "a KV cache of " + std::to_string(batch_size) + " sequences × " + std::to_string(max_length) + " tokens");
+  return batch_size * blocks_for(max_length);
 }
 
 }  // namespace
 
 ByteCount cache_memory_bytes(const ModelConfig& config, int64_t batch_size, int64_t max_length) {
-  const ByteCount per_slot = sizeof(uint8_t) + sizeof(int32_t);
-  const ByteCount per_sequence = sequence_storage_bytes(config, max_length) + per_slot * uint64_t(max_length) + sizeof(SequenceKv);
-  return per_sequence * uint64_t(batch_size);
+  const ByteCount blocks = ByteCount(uint64_t(batch_size)) * uint64_t(blocks_for(max_length));
+  return KvPool::memory_bytes(config, blocks.value()) + blocks * sizeof(int32_t) + ByteCount(uint64_t(batch_size)) * sizeof(int64_t) +
+         sizeof(KvCache);
 }
 
-SequenceKv::SequenceKv(const ModelConfig& config, int64_t capacity)
-    : valid(size_t(capacity), 0),
-      position(size_t(capacity), 0),
-      capacity_(capacity),
-      num_kv_heads_(config.num_kv_heads),
-      head_dim_(config.head_dim()),
-      storage_(allocate_streamed(size_t(sequence_storage_bytes(config, capacity).value()))) {
-  require(storage_ != nullptr, ErrorKind::Input,
-          "out of memory allocating a KV cache of " + std::to_string(sequence_storage_bytes(config, capacity).value()) +
-              " bytes per sequence");
+KvCache::KvCache(const ModelConfig& config, int64_t batch_size, int64_t max_length)
+    : batch_size_(batch_size),
+      max_length_(max_length),
+      blocks_per_row_(blocks_for(max_length)),
+      pool_(config, checked_blocks(config, batch_size, max_length)) {
+  block_tables_.resize(size_t(pool_.num_blocks()));
+  for (int64_t block = 0; block < pool_.num_blocks(); ++block) block_tables_[size_t(block)] = int32_t(block);
+  written_.assign(size_t(batch_size), 0);
 }
 
-KvCache::KvCache(const ModelConfig& config, int64_t batch_size, int64_t max_length) : max_length_(max_length) {
-  require(batch_size > 0, ErrorKind::Input, "cache batchSize must be a positive integer");
-  require(max_length > 0, ErrorKind::Input, "cache maxLength must be a positive integer");
-  require_memory(cache_memory_bytes(config, batch_size, max_length), ErrorKind::Input,
-                 "a KV cache of " + std::to_string(batch_size) + " sequences × " + std::to_string(max_length) + " tokens");
-  bytes_per_sequence_ = size_t(sequence_storage_bytes(config, max_length).value());
-  sequences_.reserve(size_t(batch_size));
-  for (int64_t b = 0; b < batch_size; ++b) sequences_.push_back(std::make_unique<SequenceKv>(config, max_length));
+void KvCache::zero_unwritten_before(int64_t row, int64_t start) {
+  int64_t& written = written_[size_t(row)];
+  const int64_t d = pool_.head_dim();
+  for (int64_t slot = written; slot < start; ++slot) {
+    const int32_t block = block_table(row)[slot / kKvBlockTokens];
+    const int64_t in_block = slot % kKvBlockTokens;
+    for (int64_t layer = 0; layer < pool_.num_layers(); ++layer) {
+      for (int64_t head = 0; head < pool_.num_kv_heads(); ++head) {
+        float* keys = pool_.keys(block, layer, head);
+        for (int64_t c = 0; c < d; ++c) keys[c * kKvBlockTokens + in_block] = 0.0f;
+        std::fill_n(pool_.values(block, layer, head) + in_block * d, d, 0.0f);
+      }
+    }
+  }
+  written = std::max(written, start);
 }
 
-size_t KvCache::byte_size() const { return bytes_per_sequence_ * sequences_.size(); }
+void KvCache::mark_written(int64_t row, int64_t end) { written_[size_t(row)] = std::max(written_[size_t(row)], end); }
 
 }  // namespace falcon

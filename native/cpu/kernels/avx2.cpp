@@ -267,32 +267,6 @@ void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int
                 });
 }
 
-inline __m128 reduce4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
-  const __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));  // per half: [a0, a1, a2, a3]
-  return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-}
-
-void key_scores_one(const float* q, const float* keys, int64_t count, int64_t d, float* out) {
-  int64_t j = 0;
-  for (; j + 4 <= count; j += 4) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    const float* k0 = keys + j * d;
-    for (int64_t c = 0; c < d; c += 8) {
-      const __m256 qv = load_f32(q + c, d - c);
-      a0 = _mm256_fmadd_ps(qv, load_f32(k0 + c, d - c), a0);
-      a1 = _mm256_fmadd_ps(qv, load_f32(k0 + d + c, d - c), a1);
-      a2 = _mm256_fmadd_ps(qv, load_f32(k0 + 2 * d + c, d - c), a2);
-      a3 = _mm256_fmadd_ps(qv, load_f32(k0 + 3 * d + c, d - c), a3);
-    }
-    _mm_storeu_ps(out + j, reduce4(a0, a1, a2, a3));
-  }
-  for (; j < count; ++j) {
-    float sum = 0.0f;
-    for (int64_t c = 0; c < d; ++c) sum += q[c] * keys[j * d + c];
-    out[j] = sum;
-  }
-}
-
 double peak_ops(int64_t iterations, PeakOp op) {
   if (op == PeakOp::Int8Dot) {
     // The int8 kernel's inner sequence (sign, vpmaddubsw, vpmaddwd, add) on 8 independent chains.
@@ -335,32 +309,61 @@ double peak_ops(int64_t iterations, PeakOp op) {
   return double(iterations) * 10 * 8 * 2;
 }
 
-void weighted_sum_one(const float* p, const float* v, int64_t count, int64_t d, float* out) {
+// Value j is row j % kKeyBlock of block j / kKeyBlock; each column's sum runs over j in order.
+void weighted_sum_one(const float* p, const float* const* value_blocks, int64_t count, int64_t d, float* out) {
   for (int64_t c = 0; c < d; c += 8) {
     const int64_t remaining = d - c;
     __m256 a = _mm256_setzero_ps();
-    for (int64_t j = 0; j < count; ++j) a = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), load_f32(v + j * d + c, remaining), a);
+    for (int64_t first = 0; first < count; first += kKeyBlock) {
+      const float* block = value_blocks[first / kKeyBlock] + c;
+      const int64_t rows = std::min(kKeyBlock, count - first);
+      for (int64_t r = 0; r < rows; ++r) a = _mm256_fmadd_ps(_mm256_set1_ps(p[first + r]), load_f32(block + r * d, remaining), a);
+    }
     if (remaining >= 8) _mm256_storeu_ps(out + c, a);
     else _mm256_maskstore_ps(out + c, lanes_below(remaining), a);
   }
 }
 
-// One query at a time: AVX2's 16 registers hold no more than one query's partial sums.
-void key_scores(const float* q, int64_t q_stride, int64_t queries, const float* keys, int64_t count, int64_t d,
-                float* scores, int64_t score_stride) {
-  for (int64_t g = 0; g < queries; ++g) key_scores_one(q + g * q_stride, keys, count, d, scores + g * score_stride);
+// Block j / kKeyBlock of keys against one query, or two blocks side by side (four accumulator chains
+// either way, so a lone decode query does not wait on one chain of d dependent multiply-adds).
+template <int Blocks>
+void score_one_query(const float* q, const float* const* blocks, int64_t j, int64_t count, int64_t d, float* out) {
+  const float* block0 = blocks[0];
+  const float* block1 = Blocks > 1 ? blocks[1] : block0;
+  __m256 low0 = _mm256_setzero_ps(), high0 = low0, low1 = low0, high1 = low0;
+  for (int64_t c = 0; c < d; ++c) {
+    const __m256 x = _mm256_set1_ps(q[c]);
+    low0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(block0 + c * kKeyBlock), low0);
+    high0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(block0 + c * kKeyBlock + 8), high0);
+    if (Blocks > 1) {
+      low1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(block1 + c * kKeyBlock), low1);
+      high1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(block1 + c * kKeyBlock + 8), high1);
+    }
+  }
+  _mm256_maskstore_ps(out + j, lanes_below(count - j), low0);
+  _mm256_maskstore_ps(out + j + 8, lanes_below(count - j - 8), high0);
+  if (Blocks > 1) {
+    _mm256_maskstore_ps(out + j + kKeyBlock, lanes_below(count - j - kKeyBlock), low1);
+    _mm256_maskstore_ps(out + j + kKeyBlock + 8, lanes_below(count - j - kKeyBlock - 8), high1);
+  }
 }
 
-// Two queries at a time, each block of 16 keys in two vectors per query.
-void key_scores_blocked(const float* q, int64_t q_stride, int64_t queries, const float* key_blocks, int64_t count,
+// Two queries at a time, each block of 16 keys in two vectors per query; a lone query (the last of
+// an odd group) two blocks at a time. A lane's sum is the same chain of multiply-adds either way.
+void key_scores_blocked(const float* q, int64_t q_stride, int64_t queries, const float* const* key_blocks, int64_t count,
                         int64_t d, float* scores, int64_t score_stride) {
   for (int64_t g = 0; g < queries; g += 2) {
-    const bool pair = g + 1 < queries;
     const float* q0 = q + g * q_stride;
-    const float* q1 = pair ? q0 + q_stride : q0;
     float* out0 = scores + g * score_stride;
+    if (g + 1 == queries) {
+      int64_t j = 0;
+      for (; j + kKeyBlock < count; j += 2 * kKeyBlock) score_one_query<2>(q0, key_blocks + j / kKeyBlock, j, count, d, out0);
+      if (j < count) score_one_query<1>(q0, key_blocks + j / kKeyBlock, j, count, d, out0);
+      continue;
+    }
+    const float* q1 = q0 + q_stride;
     for (int64_t j = 0; j < count; j += kKeyBlock) {
-      const float* block = key_blocks + j * d;
+      const float* block = key_blocks[j / kKeyBlock];
       __m256 low0 = _mm256_setzero_ps(), high0 = low0, low1 = low0, high1 = low0;
       for (int64_t c = 0; c < d; ++c) {
         const __m256 key_low = _mm256_loadu_ps(block + c * kKeyBlock), key_high = _mm256_loadu_ps(block + c * kKeyBlock + 8);
@@ -373,17 +376,15 @@ void key_scores_blocked(const float* q, int64_t q_stride, int64_t queries, const
       const __m256i mask_low = lanes_below(count - j), mask_high = lanes_below(count - j - 8);
       _mm256_maskstore_ps(out0 + j, mask_low, low0);
       _mm256_maskstore_ps(out0 + j + 8, mask_high, high0);
-      if (pair) {
-        _mm256_maskstore_ps(out0 + score_stride + j, mask_low, low1);
-        _mm256_maskstore_ps(out0 + score_stride + j + 8, mask_high, high1);
-      }
+      _mm256_maskstore_ps(out0 + score_stride + j, mask_low, low1);
+      _mm256_maskstore_ps(out0 + score_stride + j + 8, mask_high, high1);
     }
   }
 }
 
-void weighted_sum(const float* p, int64_t p_stride, int64_t queries, const float* v, int64_t count, int64_t d,
-                  float* out, int64_t out_stride) {
-  for (int64_t g = 0; g < queries; ++g) weighted_sum_one(p + g * p_stride, v, count, d, out + g * out_stride);
+void weighted_sum(const float* p, int64_t p_stride, int64_t queries, const float* const* value_blocks, int64_t count,
+                  int64_t d, float* out, int64_t out_stride) {
+  for (int64_t g = 0; g < queries; ++g) weighted_sum_one(p + g * p_stride, value_blocks, count, d, out + g * out_stride);
 }
 
 float exp_sum(float* x, int64_t n, float shift) {
@@ -426,7 +427,7 @@ float stream_sum(const float* data, int64_t n) {
 const KernelTable& avx2_kernels() {
   static const KernelTable table{Isa::Avx2, matmul<FloatTile<F32Panel>>, matmul<Bf16Tile>, matmul<FloatTile<F16Panel>>,
                                  matmul<Int8Tile>, scalar_kernels().quantise_row, scalar_kernels().layer_norm_row,
-                                 key_scores, key_scores_blocked, weighted_sum,
+                                 key_scores_blocked, weighted_sum,
                                  scalar_kernels().mask_scores, exp_sum, peak_ops,
                                  stream_sum};
   return table;

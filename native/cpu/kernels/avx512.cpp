@@ -340,16 +340,6 @@ void quantise_row(const float* x, int64_t cols, int64_t quant_blocks, uint32_t* 
   }
 }
 
-// [sum(a0), sum(a1), sum(a2), sum(a3)]
-inline __m128 reduce4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
-  const __m512 s01 = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1));
-  const __m512 s23 = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
-  const __m512 s = _mm512_add_ps(_mm512_shuffle_ps(s01, s23, _MM_SHUFFLE(1, 0, 1, 0)),
-                                 _mm512_shuffle_ps(s01, s23, _MM_SHUFFLE(3, 2, 3, 2)));
-  const __m256 half = _mm256_add_ps(_mm512_castps512_ps256(s), _mm512_extractf32x8_ps(s, 1));
-  return _mm_add_ps(_mm256_castps256_ps128(half), _mm256_extractf128_ps(half, 1));
-}
-
 #define FALCON_EACH_QUERY(op) op(0) op(1) op(2) op(3)
 #define FALCON_ZERO(g) __m512 a##g##0 = _mm512_setzero_ps(), a##g##1 = a##g##0, a##g##2 = a##g##0, a##g##3 = a##g##0;
 // Query g's four accumulators += factor · (x0, x1, x2, x3).
@@ -359,61 +349,29 @@ inline __m128 reduce4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
   a##g##2 = _mm512_fmadd_ps(factor, x2, a##g##2); \
   a##g##3 = _mm512_fmadd_ps(factor, x3, a##g##3);
 
-// Four keys at a time, each a dot product along the head dimension, for every query of the group:
-// 16 accumulators, 4 key loads and up to 4 query loads per 16 multiply-adds.
-template <int Queries>
-void key_scores_group(const float* q, int64_t q_stride, const float* keys, int64_t count, int64_t d, float* scores,
-                      int64_t score_stride) {
-  int64_t j = 0;
-  for (; j + 4 <= count; j += 4) {
-    FALCON_EACH_QUERY(FALCON_ZERO)
-    const float* k0 = keys + j * d;
-    for (int64_t c = 0; c < d; c += 16) {
-      const __mmask16 mask = lanes_below(d - c);
-      const __m512 key0 = _mm512_maskz_loadu_ps(mask, k0 + c), key1 = _mm512_maskz_loadu_ps(mask, k0 + d + c);
-      const __m512 key2 = _mm512_maskz_loadu_ps(mask, k0 + 2 * d + c), key3 = _mm512_maskz_loadu_ps(mask, k0 + 3 * d + c);
-#define FALCON_DOT(g)                                                      \
-  if (Queries > g) {                                                       \
-    const __m512 qv = _mm512_maskz_loadu_ps(mask, q + g * q_stride + c);   \
-    FALCON_FMA4(g, qv, key0, key1, key2, key3)                             \
-  }
-      FALCON_EACH_QUERY(FALCON_DOT)
-#undef FALCON_DOT
-    }
-#define FALCON_STORE(g) \
-  if (Queries > g) _mm_storeu_ps(scores + g * score_stride + j, reduce4(a##g##0, a##g##1, a##g##2, a##g##3));
-    FALCON_EACH_QUERY(FALCON_STORE)
-#undef FALCON_STORE
-  }
-  for (; j < count; ++j) {
-    for (int g = 0; g < Queries; ++g) {
-      __m512 a = _mm512_setzero_ps();
-      for (int64_t c = 0; c < d; c += 16) {
-        const __mmask16 mask = lanes_below(d - c);
-        a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, q + g * q_stride + c), _mm512_maskz_loadu_ps(mask, keys + j * d + c), a);
-      }
-      scores[g * score_stride + j] = _mm512_reduce_add_ps(a);
-    }
-  }
-}
-
 // Each value row is loaded once (64 columns at a time) and multiplied by every query's probability.
+// Value j is row j % kKeyBlock of block j / kKeyBlock; each column's sum runs over j in order.
 template <int Queries>
-void weighted_sum_group(const float* p, int64_t p_stride, const float* v, int64_t count, int64_t d, float* out,
-                        int64_t out_stride) {
+void weighted_sum_group(const float* p, int64_t p_stride, const float* const* value_blocks, int64_t count, int64_t d,
+                        float* out, int64_t out_stride) {
   int64_t c = 0;
   for (; c + 64 <= d; c += 64) {
     FALCON_EACH_QUERY(FALCON_ZERO)
-    for (int64_t j = 0; j < count; ++j) {
-      const float* row = v + j * d + c;
-      const __m512 v0 = _mm512_loadu_ps(row), v1 = _mm512_loadu_ps(row + 16), v2 = _mm512_loadu_ps(row + 32), v3 = _mm512_loadu_ps(row + 48);
+    for (int64_t first = 0; first < count; first += kKeyBlock) {
+      const float* block = value_blocks[first / kKeyBlock] + c;
+      const int64_t rows = std::min(kKeyBlock, count - first);
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* row = block + r * d;
+        const int64_t j = first + r;
+        const __m512 v0 = _mm512_loadu_ps(row), v1 = _mm512_loadu_ps(row + 16), v2 = _mm512_loadu_ps(row + 32), v3 = _mm512_loadu_ps(row + 48);
 #define FALCON_ACCUMULATE(g)                               \
   if (Queries > g) {                                       \
     const __m512 pj = _mm512_set1_ps(p[g * p_stride + j]); \
     FALCON_FMA4(g, pj, v0, v1, v2, v3)                     \
   }
-      FALCON_EACH_QUERY(FALCON_ACCUMULATE)
+        FALCON_EACH_QUERY(FALCON_ACCUMULATE)
 #undef FALCON_ACCUMULATE
+      }
     }
 #define FALCON_STORE(g)                                  \
   if (Queries > g) {                                     \
@@ -430,7 +388,13 @@ void weighted_sum_group(const float* p, int64_t p_stride, const float* v, int64_
     const __mmask16 mask = lanes_below(d - c);
     for (int g = 0; g < Queries; ++g) {
       __m512 a = _mm512_setzero_ps();
-      for (int64_t j = 0; j < count; ++j) a = _mm512_fmadd_ps(_mm512_set1_ps(p[g * p_stride + j]), _mm512_maskz_loadu_ps(mask, v + j * d + c), a);
+      for (int64_t first = 0; first < count; first += kKeyBlock) {
+        const float* block = value_blocks[first / kKeyBlock] + c;
+        const int64_t rows = std::min(kKeyBlock, count - first);
+        for (int64_t r = 0; r < rows; ++r) {
+          a = _mm512_fmadd_ps(_mm512_set1_ps(p[g * p_stride + first + r]), _mm512_maskz_loadu_ps(mask, block + r * d), a);
+        }
+      }
       _mm512_mask_storeu_ps(out + g * out_stride + c, mask, a);
     }
   }
@@ -440,11 +404,49 @@ void weighted_sum_group(const float* p, int64_t p_stride, const float* v, int64_
 #undef FALCON_FMA4
 
 // One vector per query for each block of 16 keys, one multiply-add per query and head dimension.
+// One or two queries score four or two blocks side by side: a lone decode query would otherwise wait
+// on a single chain of d dependent multiply-adds. A lane's sum is the same chain either way.
 template <int Queries>
-void key_scores_blocked_group(const float* q, int64_t q_stride, const float* key_blocks, int64_t count, int64_t d,
+void key_scores_blocked_group(const float* q, int64_t q_stride, const float* const* key_blocks, int64_t count, int64_t d,
                               float* scores, int64_t score_stride) {
-  for (int64_t j = 0; j < count; j += kKeyBlock) {
-    const float* block = key_blocks + j * d;
+  int64_t j = 0;
+  if constexpr (Queries == 1) {
+    for (; j + 3 * kKeyBlock < count; j += 4 * kKeyBlock) {
+      const float* const* blocks = key_blocks + j / kKeyBlock;
+      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      for (int64_t c = 0; c < d; ++c) {
+        const __m512 x = _mm512_set1_ps(q[c]);
+        a0 = _mm512_fmadd_ps(x, _mm512_loadu_ps(blocks[0] + c * kKeyBlock), a0);
+        a1 = _mm512_fmadd_ps(x, _mm512_loadu_ps(blocks[1] + c * kKeyBlock), a1);
+        a2 = _mm512_fmadd_ps(x, _mm512_loadu_ps(blocks[2] + c * kKeyBlock), a2);
+        a3 = _mm512_fmadd_ps(x, _mm512_loadu_ps(blocks[3] + c * kKeyBlock), a3);
+      }
+      _mm512_storeu_ps(scores + j, a0);
+      _mm512_storeu_ps(scores + j + kKeyBlock, a1);
+      _mm512_storeu_ps(scores + j + 2 * kKeyBlock, a2);
+      _mm512_mask_storeu_ps(scores + j + 3 * kKeyBlock, lanes_below(count - j - 3 * kKeyBlock), a3);
+    }
+  } else if constexpr (Queries == 2) {
+    for (; j + kKeyBlock < count; j += 2 * kKeyBlock) {
+      const float* const* blocks = key_blocks + j / kKeyBlock;
+      __m512 a00 = _mm512_setzero_ps(), a01 = a00, a10 = a00, a11 = a00;  // a<query><block>
+      for (int64_t c = 0; c < d; ++c) {
+        const __m512 key0 = _mm512_loadu_ps(blocks[0] + c * kKeyBlock), key1 = _mm512_loadu_ps(blocks[1] + c * kKeyBlock);
+        const __m512 x0 = _mm512_set1_ps(q[c]), x1 = _mm512_set1_ps(q[q_stride + c]);
+        a00 = _mm512_fmadd_ps(x0, key0, a00);
+        a01 = _mm512_fmadd_ps(x0, key1, a01);
+        a10 = _mm512_fmadd_ps(x1, key0, a10);
+        a11 = _mm512_fmadd_ps(x1, key1, a11);
+      }
+      const __mmask16 mask = lanes_below(count - j - kKeyBlock);
+      _mm512_storeu_ps(scores + j, a00);
+      _mm512_mask_storeu_ps(scores + j + kKeyBlock, mask, a01);
+      _mm512_storeu_ps(scores + score_stride + j, a10);
+      _mm512_mask_storeu_ps(scores + score_stride + j + kKeyBlock, mask, a11);
+    }
+  }
+  for (; j < count; j += kKeyBlock) {
+    const float* block = key_blocks[j / kKeyBlock];
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (int64_t c = 0; c < d; ++c) {
       const __m512 key = _mm512_loadu_ps(block + c * kKeyBlock);
@@ -461,7 +463,7 @@ void key_scores_blocked_group(const float* q, int64_t q_stride, const float* key
   }
 }
 
-void key_scores_blocked(const float* q, int64_t q_stride, int64_t queries, const float* key_blocks, int64_t count,
+void key_scores_blocked(const float* q, int64_t q_stride, int64_t queries, const float* const* key_blocks, int64_t count,
                         int64_t d, float* scores, int64_t score_stride) {
   static_assert(kKeyBlock == 16, "one AVX-512 vector per key block");
   with_count<kAttentionQueries>(queries, [&](auto group) {
@@ -469,17 +471,10 @@ void key_scores_blocked(const float* q, int64_t q_stride, int64_t queries, const
   });
 }
 
-void key_scores(const float* q, int64_t q_stride, int64_t queries, const float* keys, int64_t count, int64_t d,
-                float* scores, int64_t score_stride) {
+void weighted_sum(const float* p, int64_t p_stride, int64_t queries, const float* const* value_blocks, int64_t count,
+                  int64_t d, float* out, int64_t out_stride) {
   with_count<kAttentionQueries>(queries, [&](auto group) {
-    key_scores_group<decltype(group)::value>(q, q_stride, keys, count, d, scores, score_stride);
-  });
-}
-
-void weighted_sum(const float* p, int64_t p_stride, int64_t queries, const float* v, int64_t count, int64_t d,
-                  float* out, int64_t out_stride) {
-  with_count<kAttentionQueries>(queries, [&](auto group) {
-    weighted_sum_group<decltype(group)::value>(p, p_stride, v, count, d, out, out_stride);
+    weighted_sum_group<decltype(group)::value>(p, p_stride, value_blocks, count, d, out, out_stride);
   });
 }
 
@@ -576,7 +571,7 @@ const KernelTable& avx512_kernels() {
     const KernelTable& avx2 = avx2_kernels();
     return KernelTable{Isa::Avx512, matmul<FloatTile<F32Panel>>, features.avx512_bf16 ? matmul<Bf16Tile> : avx2.matmul_bf16,
                        matmul<FloatTile<F16Panel>>, features.avx512_vnni ? matmul<Int8Tile> : avx2.matmul_i8, quantise_row, layer_norm_row,
-                       key_scores, key_scores_blocked, weighted_sum, mask_scores, exp_sum, peak_ops, stream_sum};
+                       key_scores_blocked, weighted_sum, mask_scores, exp_sum, peak_ops, stream_sum};
   }();
   return table;
 }

@@ -26,9 +26,11 @@ constexpr int64_t kPackedRows = 8;
 constexpr int64_t kQuantSteps = 64;  // 256 inputs per int8 quantisation block
 
 constexpr int64_t kAttentionQueries = 4;
-// Keys transposed in blocks of kKeyBlock keys, so the scores of a block are one vector per query:
-//   key_blocks[(j / kKeyBlock) · d · kKeyBlock + c · kKeyBlock + j % kKeyBlock] = key j, component c
-// (the last block padded with zeros).
+// Attention reads keys and values in the KV pool's blocks of kKeyBlock token slots (core/kv_pool.h):
+// a block's keys transposed, so the scores of a block are one vector per query,
+//   keys[c · kKeyBlock + s] = component c of the block's slot s,
+// and its values row-major, values[s · d + c]. Key j of a sequence is slot j % kKeyBlock of block
+// j / kKeyBlock of its block list.
 constexpr int64_t kKeyBlock = 16;
 
 struct PackedRows {
@@ -72,23 +74,23 @@ struct KernelTable {
   // (population variance), with the statistics accumulated in double: the mean of thousands of
   // activations must not drift with their magnitude.
   void (*layer_norm_row)(const float* in, int64_t dim, const float* gamma, const float* beta, float epsilon, float* out);
-  // Attention for up to kAttentionQueries queries of one head at a time, so each key and value row is
-  // loaded once per group. Query g is at q + g · q_stride; keys and values are row-major [count, d].
-  // scores[g · score_stride + j] = dot(query g, keys row j) for j < count.
-  void (*key_scores)(const float* q, int64_t q_stride, int64_t queries, const float* keys, int64_t count, int64_t d,
-                     float* scores, int64_t score_stride);
-  // The same scores from keys in blocks (kKeyBlock above), with no horizontal sums: a prompt's
-  // attention transposes a head's keys once and scores every group of its queries against them.
-  void (*key_scores_blocked)(const float* q, int64_t q_stride, int64_t queries, const float* key_blocks, int64_t count,
-                             int64_t d, float* scores, int64_t score_stride);
-  // out[g · out_stride + c] = Σ_j p[g · p_stride + j] · v[j · d + c] for c < d, j < count.
-  void (*weighted_sum)(const float* p, int64_t p_stride, int64_t queries, const float* v, int64_t count, int64_t d,
-                       float* out, int64_t out_stride);
+  // Attention for up to kAttentionQueries queries of one head at a time, so each key and value is
+  // loaded once per group. Query g is at q + g · q_stride; key_blocks and value_blocks list the
+  // sequence's blocks (kKeyBlock above), slots past `count` are never read (but the last block's
+  // unused key lanes may be loaded). A query's results never depend on the other queries of its
+  // call, nor on `count` beyond the keys it covers: the step's batch invariance rests on this.
+  // scores[g · score_stride + j] = dot(query g, key j) for j < count, summed along c in order.
+  void (*key_scores_blocked)(const float* q, int64_t q_stride, int64_t queries, const float* const* key_blocks,
+                             int64_t count, int64_t d, float* scores, int64_t score_stride);
+  // out[g · out_stride + c] = Σ_j p[g · p_stride + j] · value j[c] for c < d, summed over j < count in order.
+  void (*weighted_sum)(const float* p, int64_t p_stride, int64_t queries, const float* const* value_blocks, int64_t count,
+                       int64_t d, float* out, int64_t out_stride);
   // scores[j] = (scores[j] + slope · position[j]) · scale where valid[j], else −inf, for j < count;
   // returns the largest (−inf when none is valid). Falcon adds ALiBi before the 1/√d scale.
   float (*mask_scores)(float* scores, const uint8_t* valid, const int32_t* position, int64_t count, float slope,
                        float scale);
-  // x[i] = exp(x[i] − shift) for n values (−inf gives exactly 0); returns their sum.
+  // x[i] = exp(x[i] − shift) for n values (−inf gives exactly 0); returns their sum. Depends on n:
+  // attention passes exactly a query's visible keys.
   float (*exp_sum)(float* x, int64_t n, float shift);
   // Runs `iterations` rounds of independent `op`s on registers, as the matmul of that dtype issues
   // them on this ISA; returns the arithmetic operations done (a multiply-add counts 2). Measures the

@@ -100,37 +100,26 @@ void quantise_row(const float* x, int64_t cols, int64_t quant_blocks, uint32_t* 
   }
 }
 
-// Σ_c q[c] · key[c · key_step]: keys row-major (step 1) or in blocks (step kKeyBlock).
-float query_dot_key(const float* q, const float* key, int64_t key_step, int64_t d) {
-  float sum = 0.0f;
-  for (int64_t c = 0; c < d; ++c) sum += q[c] * key[c * key_step];
-  return sum;
-}
-
-void key_scores(const float* q, int64_t q_stride, int64_t queries, const float* keys, int64_t count, int64_t d,
-                float* scores, int64_t score_stride) {
-  for (int64_t g = 0; g < queries; ++g) {
-    for (int64_t j = 0; j < count; ++j) scores[g * score_stride + j] = query_dot_key(q + g * q_stride, keys + j * d, 1, d);
-  }
-}
-
-void key_scores_blocked(const float* q, int64_t q_stride, int64_t queries, const float* key_blocks, int64_t count,
+void key_scores_blocked(const float* q, int64_t q_stride, int64_t queries, const float* const* key_blocks, int64_t count,
                         int64_t d, float* scores, int64_t score_stride) {
   for (int64_t g = 0; g < queries; ++g) {
     for (int64_t j = 0; j < count; ++j) {
-      const float* key = key_blocks + j / kKeyBlock * d * kKeyBlock + j % kKeyBlock;
-      scores[g * score_stride + j] = query_dot_key(q + g * q_stride, key, kKeyBlock, d);
+      const float* key = key_blocks[j / kKeyBlock] + j % kKeyBlock;
+      float sum = 0.0f;
+      for (int64_t c = 0; c < d; ++c) sum += q[g * q_stride + c] * key[c * kKeyBlock];
+      scores[g * score_stride + j] = sum;
     }
   }
 }
 
-void weighted_sum(const float* p, int64_t p_stride, int64_t queries, const float* v, int64_t count, int64_t d,
-                  float* out, int64_t out_stride) {
+void weighted_sum(const float* p, int64_t p_stride, int64_t queries, const float* const* value_blocks, int64_t count,
+                  int64_t d, float* out, int64_t out_stride) {
   for (int64_t g = 0; g < queries; ++g) {
     float* row = out + g * out_stride;
     for (int64_t c = 0; c < d; ++c) row[c] = 0.0f;
     for (int64_t j = 0; j < count; ++j) {
-      for (int64_t c = 0; c < d; ++c) row[c] += p[g * p_stride + j] * v[j * d + c];
+      const float* value = value_blocks[j / kKeyBlock] + j % kKeyBlock * d;
+      for (int64_t c = 0; c < d; ++c) row[c] += p[g * p_stride + j] * value[c];
     }
   }
 }
@@ -175,7 +164,7 @@ float stream_sum(const float* data, int64_t n) {
 
 const KernelTable& scalar_kernels() {
   static const KernelTable table{Isa::Scalar, matmul, matmul, matmul, matmul, quantise_row, layer_norm_row,
-                                 key_scores, key_scores_blocked, weighted_sum, mask_scores, exp_sum, peak_ops, stream_sum};
+                                 key_scores_blocked, weighted_sum, mask_scores, exp_sum, peak_ops, stream_sum};
   return table;
 }
 

@@ -1,0 +1,47 @@
+#include "step_runner.h"
+
+#include "error.h"
+#include "kv_pool.h"
+
+namespace falcon {
+
+namespace {
+
+class ModelStepRunner final : public StepRunner {
+ public:
+  ModelStepRunner(std::shared_ptr<const Model> model, std::shared_ptr<Backend> backend, int64_t num_blocks)
+      : model_(std::move(model)), backend_(std::move(backend)), pool_(model_->config(), num_blocks) {}
+
+  int64_t vocab_size() const override { return model_->config().vocab_size; }
+  int64_t num_blocks() const override { return pool_.num_blocks(); }
+
+  void run(const StepBatch& batch, float* logits_out) override {
+    // Checked before the hidden states are sized from it.
+    validate_step(model_->config(), pool_, batch);
+    const size_t outputs = batch.output_rows.size();
+    // Grown to the widest step seen, then reused: a decode step allocates nothing.
+    const size_t hidden_floats = outputs * size_t(model_->config().hidden_dim);
+    if (hidden_.size() < hidden_floats) hidden_.resize(hidden_floats);
+    backend_->step(*model_, pool_, batch, workspace_, hidden_.data());
+    if (outputs > 0) backend_->project_logits(*model_, hidden_.data(), int64_t(outputs), logits_out);
+  }
+
+ private:
+  std::shared_ptr<const Model> model_;
+  std::shared_ptr<Backend> backend_;
+  KvPool pool_;
+  std::unique_ptr<BackendWorkspace> workspace_;
+  TrackedVector<float> hidden_;
+};
+
+}  // namespace
+
+ByteCount kv_block_bytes(const ModelConfig& config) { return KvPool::block_bytes(config); }
+
+std::unique_ptr<StepRunner> make_model_step_runner(std::shared_ptr<const Model> model, std::shared_ptr<Backend> backend,
+                                                   int64_t num_blocks) {
+  require(model != nullptr && backend != nullptr, ErrorKind::State, "a step runner needs a model and a backend");
+  return std::make_unique<ModelStepRunner>(std::move(model), std::move(backend), num_blocks);
+}
+
+}  // namespace falcon
