@@ -454,6 +454,7 @@ export class Engine {
     const outcome: RequestOutcome = { tokens: [], finishReason: "length", logprobs: [], logits: [], text };
     if (signal?.aborted) throw abortError(signal);
     const sampler = resolveSamplerConfig(options.sampler);
+    if (this.closed) throw new FalconDisposedError("this engine has been closed");
     if (request.budget === 0) return outcome;
     await this.#ready;
     if (signal?.aborted) throw abortError(signal);
