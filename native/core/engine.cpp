@@ -275,6 +275,7 @@ void Engine::run() {
     std::vector<EngineEvent> events;
     take_inbox(&events);
     StepPlan plan = scheduler_.schedule();
+    publish_stats();  // stats() during a step show the step's sequences as running
     if (!plan.chunks.empty()) {
       run_step(plan, &events);
       std::lock_guard<std::mutex> lock(mutex_);
