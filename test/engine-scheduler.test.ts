@@ -82,7 +82,7 @@ describe("engine scheduler", () => {
 
   it("preempts the youngest running sequence when blocks run out, and its recompute gives the same tokens", async () => {
     // 6 blocks of 16 slots; each request needs up to 4 (20 + 40 − 1 slots): three cannot all run.
-    await using engine = fakeEngine({ numBlocks: 6, maxSequences: 4, maxBatchTokens: 64, prefixCaching: false });
+    await using engine = fakeEngine({ numBlocks: 6, maxSequences: 4, maxBatchTokens: 64, prefixCaching: false, stepDelayMs: 1 });
     const requests = Array.from({ length: 3 }, (_, r) => ({ prompt: promptOf(20, r + 10), maxNewTokens: 40 }));
     const log = await runAll(engine, requests);
     const preemptions = log.flatMap((step, s) => step.preempted.map((id) => ({ id, s })));
@@ -99,7 +99,7 @@ describe("engine scheduler", () => {
   });
 
   it("preemption with prefix caching: a recompute reuses its own cached blocks and gives the same tokens", async () => {
-    await using engine = fakeEngine({ numBlocks: 6, maxSequences: 4, maxBatchTokens: 64 });
+    await using engine = fakeEngine({ numBlocks: 6, maxSequences: 4, maxBatchTokens: 64, stepDelayMs: 1 });
     const requests = Array.from({ length: 3 }, (_, r) => ({ prompt: promptOf(20, r + 20), maxNewTokens: 40 }));
     const log = await runAll(engine, requests);
     assert.ok(log.some((step) => step.preempted.length > 0), "the pool should have run out");

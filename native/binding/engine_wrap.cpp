@@ -97,6 +97,7 @@ Vector read_ids(Napi::Env env, Napi::Value value, const char* what, size_t limit
   if (!value.IsArray()) throw make_error(env, ErrorKind::Input, std::string(what) + " must be an Int32Array or an array of integers");
   Napi::Array array = value.As<Napi::Array>();
   if (array.Length() > limit) throw make_error(env, ErrorKind::Input, std::string(what) + " is too long");
+  call_core(env, [&] { require_memory(ByteCount(array.Length()) * sizeof(int32_t), ErrorKind::Input, what); });
   ids.reserve(array.Length());
   for (uint32_t i = 0; i < array.Length(); ++i) {
     Napi::Value item = array.Get(i);

@@ -11,6 +11,7 @@ namespace falcon {
 namespace {
 
 constexpr auto kRateWindow = std::chrono::seconds(5);
+constexpr auto kRateSampleInterval = std::chrono::milliseconds(100);
 // A request's prompt plus new tokens: int32 positions, and a bound far beyond any model's context.
 constexpr int64_t kMaxRequestTokens = int64_t(1) << 30;
 
@@ -85,7 +86,7 @@ uint64_t Engine::submit(EngineRequest params) {
   auto request = std::make_unique<Request>(std::move(params));
   Sequence& sequence = request->sequence;
   sequence.prompt_length = prompt_length;
-  sequence.tokens = request->params.prompt;
+  sequence.tokens = std::move(request->params.prompt);
   uint64_t id;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -260,8 +261,9 @@ void Engine::publish_stats() {
   published_.blocks = blocks_.counts();
   published_.prefix_hit_tokens = scheduler_.prefix_hit_tokens();
   published_.generated_tokens = generated_tokens_;
+  // A sample every tenth of a second at most: the window stays small however fast steps run.
   const auto now = std::chrono::steady_clock::now();
-  rate_window_.emplace_back(now, generated_tokens_);
+  if (rate_window_.empty() || now - rate_window_.back().first >= kRateSampleInterval) rate_window_.emplace_back(now, generated_tokens_);
   while (rate_window_.size() > 1 && now - rate_window_.front().first > kRateWindow) rate_window_.pop_front();
 }
 

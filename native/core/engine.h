@@ -36,7 +36,7 @@ struct EngineConfig {
 };
 
 struct EngineRequest {
-  TrackedVector<int32_t> prompt;
+  TrackedVector<int32_t> prompt;  // moved into the sequence on submit
   int64_t max_new_tokens = 1;
   std::vector<int32_t> stop_token_ids;
   int64_t allowed_vocabulary = 0;  // tokens at or above it are never sampled; 0 = the whole vocabulary
