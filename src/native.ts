@@ -168,6 +168,10 @@ export interface NativeEngine {
   submit(request: NativeEngineRequest): number;
   /** Before the next step: blocks released, a "cancelled" event sent. Unknown ids are ignored. */
   cancel(id: number): void;
+  /** Holds the engine between steps (requests and cancellations are still taken in; cancelled blocks freed at once). */
+  pause(): void;
+  /** Runs `steps` more steps then holds again, or runs freely without an argument. */
+  resume(steps?: number): void;
   stats(): NativeEngineStats;
   /** The steps run since the last call (recordSteps only): each step's chunks and preempted ids. */
   stepLog(): { chunks: { id: number; start: number; count: number }[]; preempted: number[] }[];

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
-import { fakeEngine, fakeGreedy, promptOf, waitFor } from "./helpers/fake-engine.js";
+import { fakeEngine, fakeGreedy, promptOf, runSteps } from "./helpers/fake-engine.js";
 
 const VOCAB = 1000;
 
@@ -47,16 +47,20 @@ describe("engine prefix cache", () => {
   });
 
   it("concurrent requests share blocks; the blocks go to the cache when the last user ends", async () => {
-    await using engine = fakeEngine({ numBlocks: 40, stepDelayMs: 5 });
+    await using engine = fakeEngine({ numBlocks: 40 });
     const shared = promptOf(64, 5);
     await greedy(engine, [...shared, 1], 1);
     const cachedBefore = engine.stats().kvBlocks.cached;
     assert.equal(cachedBefore, 4);
+    engine.native.pause();
     const runs = Array.from({ length: 5 }, (_, r) => greedy(engine, [...shared, ...promptOf(3 + r, 10 + r)], 20));
-    await waitFor(() => engine.stats().running === 5, "the five requests to run together");
+    await new Promise((resolve) => setImmediate(resolve));
+    await runSteps(engine, 2);  // the five prompts together, then a decode step
+    assert.equal(engine.stats().running, 5);
     // Five sequences of up to 64 + 7 + 19 slots need 6 blocks each alone; sharing the first 4 they need at most 2 more each.
     const { used } = engine.stats().kvBlocks;
     assert.ok(used <= 4 + 5 * 2, `${used} blocks used by 5 sequences sharing 4`);
+    engine.native.resume();
     await Promise.all(runs);
     assert.equal(engine.stats().prefixHitTokens, 5 * 64);
     const { kvBlocks } = engine.stats();

@@ -10,7 +10,7 @@ import { describe, it } from "node:test";
 
 import { FalconInputError } from "../src/index.js";
 import type { Engine } from "../src/engine/engine.js";
-import { fakeEngine, fakeGreedy, promptOf, waitFor } from "./helpers/fake-engine.js";
+import { fakeEngine, fakeGreedy, promptOf, submitTogether } from "./helpers/fake-engine.js";
 
 type StepLog = ReturnType<Engine["native"]["stepLog"]>;
 
@@ -27,22 +27,17 @@ async function runAll(engine: Engine, requests: { prompt: number[]; maxNewTokens
 
 describe("engine scheduler", () => {
   it("admits waiting requests in arrival order up to maxSequences, and decodes every running sequence each step", async () => {
-    await using engine = fakeEngine({ maxSequences: 4, maxBatchTokens: 64, stepDelayMs: 30 });
-    // A first request holds the engine in its first step while the others are queued together.
-    const first = engine.generate(promptOf(8, 0), { maxNewTokens: 1 });
-    await waitFor(() => engine.stats().running === 1, "the first request to run");
+    await using engine = fakeEngine({ maxSequences: 4, maxBatchTokens: 64 });
     const requests = Array.from({ length: 7 }, (_, r) => ({ prompt: promptOf(5 + r, r + 1), maxNewTokens: 3 + (r % 3) }));
-    const log = await runAll(engine, requests);
-    await first;
-    const steps = log.filter((step) => step.chunks.every((chunk) => chunk.id !== 1));
+    const steps = await submitTogether(engine, () => runAll(engine, requests));
     // Admission order is arrival order: each id first appears no earlier than the ids before it.
     const firstStep = new Map<number, number>();
     steps.forEach((step, s) => step.chunks.forEach((chunk) => firstStep.has(chunk.id) || firstStep.set(chunk.id, s)));
     const ids = [...firstStep.keys()].sort((a, b) => a - b);
-    assert.deepEqual(ids, [2, 3, 4, 5, 6, 7, 8]);
+    assert.deepEqual(ids, [1, 2, 3, 4, 5, 6, 7]);
     for (let i = 1; i < ids.length; i++) assert.ok(firstStep.get(ids[i]!)! >= firstStep.get(ids[i - 1]!)!, `id ${ids[i]} admitted before ${ids[i - 1]}`);
     // The first four start together; the others only as running ones finish.
-    assert.deepEqual(steps[0]!.chunks.map((chunk) => chunk.id), [2, 3, 4, 5]);
+    assert.deepEqual(steps[0]!.chunks.map((chunk) => chunk.id), [1, 2, 3, 4]);
     for (const step of steps) assert.ok(new Set(step.chunks.map((chunk) => chunk.id)).size <= 4, "more than maxSequences running");
     // A running sequence is in every step from its admission until its last token.
     const lastStep = new Map<number, number>();
@@ -55,24 +50,26 @@ describe("engine scheduler", () => {
   });
 
   it("chunks a long prompt within maxBatchTokens while a running sequence decodes a token every step", async () => {
-    await using engine = fakeEngine({ maxSequences: 4, maxBatchTokens: 16, stepDelayMs: 5 });
+    await using engine = fakeEngine({ maxSequences: 4, maxBatchTokens: 16 });
     const decoding = { prompt: promptOf(4, 1), maxNewTokens: 40 };
-    let produced = 0;
-    const running = engine.generate(decoding.prompt, { maxNewTokens: decoding.maxNewTokens, stripPrompt: true, onToken: () => produced++ });
-    await waitFor(() => produced >= 3, "the first request to decode");
     const long = { prompt: promptOf(100, 2), maxNewTokens: 2 };
-    const [decoded, chunked] = await Promise.all([running, engine.generate(long.prompt, { maxNewTokens: 2, stripPrompt: true })]);
+    const [decoded, chunked] = await submitTogether(engine, () => Promise.all([
+      engine.generate(decoding.prompt, { maxNewTokens: decoding.maxNewTokens, stripPrompt: true }),
+      engine.generate(long.prompt, { maxNewTokens: 2, stripPrompt: true }),
+    ]));
     assert.deepEqual(Array.from(decoded), fakeGreedy(decoding.prompt, 40, VOCAB));
     assert.deepEqual(Array.from(chunked), fakeGreedy(long.prompt, 2, VOCAB));
     const log = engine.native.stepLog();
     const prefill = log.filter((step) => step.chunks.some((chunk) => chunk.id === 2 && chunk.count > 1));
-    assert.ok(prefill.length >= 7, `a 100-token prompt in ≤ 15-token chunks takes at least 7 steps, took ${prefill.length}`);
+    // 12 tokens beside the first step's 4-token prompt, then 15 beside each decode.
+    assert.deepEqual(prefill.map((step) => step.chunks.find((chunk) => chunk.id === 2)!.count), [12, 15, 15, 15, 15, 15, 13]);
     let next = 0;
     for (const step of prefill) {
       const total = step.chunks.reduce((sum, chunk) => sum + chunk.count, 0);
       assert.ok(total <= 16, `a step of ${total} tokens exceeds maxBatchTokens`);
+      // Request 1 computes its 4-token prompt in the first step, then decodes one token in every step.
       const decode = step.chunks.find((chunk) => chunk.id === 1);
-      assert.ok(decode && decode.count === 1, "the decoding request skipped a step of the prefill");
+      assert.ok(decode && decode.count === (step === prefill[0] ? 4 : 1), "the decoding request skipped a step of the prefill");
       const chunk = step.chunks.find((c) => c.id === 2)!;
       assert.equal(chunk.start, next, "prompt chunks are consecutive");
       next += chunk.count;
@@ -82,9 +79,9 @@ describe("engine scheduler", () => {
 
   it("preempts the youngest running sequence when blocks run out, and its recompute gives the same tokens", async () => {
     // 6 blocks of 16 slots; each request needs up to 4 (20 + 40 − 1 slots): three cannot all run.
-    await using engine = fakeEngine({ numBlocks: 6, maxSequences: 4, maxBatchTokens: 64, prefixCaching: false, stepDelayMs: 1 });
+    await using engine = fakeEngine({ numBlocks: 6, maxSequences: 4, maxBatchTokens: 64, prefixCaching: false });
     const requests = Array.from({ length: 3 }, (_, r) => ({ prompt: promptOf(20, r + 10), maxNewTokens: 40 }));
-    const log = await runAll(engine, requests);
+    const log = await submitTogether(engine, () => runAll(engine, requests));
     const preemptions = log.flatMap((step, s) => step.preempted.map((id) => ({ id, s })));
     assert.ok(preemptions.length > 0, "the pool should have run out");
     for (const { id, s } of preemptions) {
@@ -99,9 +96,9 @@ describe("engine scheduler", () => {
   });
 
   it("preemption with prefix caching: a recompute reuses its own cached blocks and gives the same tokens", async () => {
-    await using engine = fakeEngine({ numBlocks: 6, maxSequences: 4, maxBatchTokens: 64, stepDelayMs: 1 });
+    await using engine = fakeEngine({ numBlocks: 6, maxSequences: 4, maxBatchTokens: 64 });
     const requests = Array.from({ length: 3 }, (_, r) => ({ prompt: promptOf(20, r + 20), maxNewTokens: 40 }));
-    const log = await runAll(engine, requests);
+    const log = await submitTogether(engine, () => runAll(engine, requests));
     assert.ok(log.some((step) => step.preempted.length > 0), "the pool should have run out");
     assert.equal(engine.stats().kvBlocks.used, 0);
   });

@@ -147,6 +147,8 @@ Napi::Function EngineWrap::Define(Napi::Env env) {
                          StaticMethod<&EngineWrap::KvBlockBytes>("kvBlockBytes"),
                          InstanceMethod<&EngineWrap::Submit>("submit"),
                          InstanceMethod<&EngineWrap::Cancel>("cancel"),
+                         InstanceMethod<&EngineWrap::Pause>("pause"),
+                         InstanceMethod<&EngineWrap::Resume>("resume"),
                          InstanceMethod<&EngineWrap::Stats>("stats"),
                          InstanceMethod<&EngineWrap::StepLog>("stepLog"),
                          InstanceMethod<&EngineWrap::Close>("close"),
@@ -306,6 +308,23 @@ Napi::Value EngineWrap::Cancel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const int64_t id = integer_argument(info, 0, "id");
   if (id > 0) engine(env).cancel(uint64_t(id));
+  return env.Undefined();
+}
+
+Napi::Value EngineWrap::Pause(const Napi::CallbackInfo& info) {
+  engine(info.Env()).pause();
+  return info.Env().Undefined();
+}
+
+// resume() or resume(steps)
+Napi::Value EngineWrap::Resume(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t steps = -1;
+  if (info.Length() > 0 && !info[0].IsUndefined()) {
+    steps = integer_argument(info, 0, "steps");
+    if (steps < 0) throw make_error(env, ErrorKind::Input, "steps must be a non-negative integer");
+  }
+  engine(env).resume(steps);
   return env.Undefined();
 }
 

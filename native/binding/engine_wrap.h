@@ -26,6 +26,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   static Napi::Value KvBlockBytes(const Napi::CallbackInfo& info);
   Napi::Value Submit(const Napi::CallbackInfo& info);
   Napi::Value Cancel(const Napi::CallbackInfo& info);
+  Napi::Value Pause(const Napi::CallbackInfo& info);
+  Napi::Value Resume(const Napi::CallbackInfo& info);
   Napi::Value Stats(const Napi::CallbackInfo& info);
   Napi::Value StepLog(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);

@@ -107,6 +107,19 @@ void Engine::cancel(uint64_t request) {
   wake_.notify_one();
 }
 
+void Engine::pause() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  step_allowance_ = 0;
+}
+
+void Engine::resume(int64_t steps) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    step_allowance_ = steps < 0 ? -1 : steps;
+  }
+  wake_.notify_one();
+}
+
 EngineStats Engine::stats() const {
   std::lock_guard<std::mutex> lock(mutex_);
   EngineStats stats = published_;
@@ -269,23 +282,29 @@ void Engine::publish_stats() {
 
 void Engine::run() {
   for (;;) {
+    bool may_step;
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return stopping_ || !submitted_.empty() || !cancelled_.empty() || !scheduler_.idle(); });
+      wake_.wait(lock, [&] {
+        return stopping_ || !submitted_.empty() || !cancelled_.empty() || (step_allowance_ != 0 && !scheduler_.idle());
+      });
       if (stopping_) break;
+      may_step = step_allowance_ != 0;
     }
     std::vector<EngineEvent> events;
     take_inbox(&events);
-    StepPlan plan = scheduler_.schedule();
+    StepPlan plan;
+    if (may_step) plan = scheduler_.schedule();
     publish_stats();  // stats() during a step show the step's sequences as running
     if (!plan.chunks.empty()) {
       run_step(plan, &events);
       std::lock_guard<std::mutex> lock(mutex_);
       ++published_.steps;
+      if (step_allowance_ > 0) --step_allowance_;
     }
     publish_stats();
     if (!events.empty()) sink_(std::move(events));
-    if (plan.chunks.empty()) {
+    if (may_step && plan.chunks.empty()) {
       // Nothing could run (cannot happen with requests that fit): sleep until something changes.
       std::unique_lock<std::mutex> lock(mutex_);
       wake_.wait(lock, [&] { return stopping_ || !submitted_.empty() || !cancelled_.empty(); });

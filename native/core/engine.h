@@ -100,6 +100,13 @@ class Engine {
   // Idempotent; safe from any thread but the engine's.
   void shutdown();
 
+  // Holds the engine between steps: no step starts until resume(); submissions and cancellations are
+  // still taken in (a cancelled request's blocks are freed at once). resume(n) runs n more steps, then
+  // holds again; resume() runs freely. For tests that need a step's composition or a pool's state
+  // without racing the engine thread, and for callers that drain.
+  void pause();
+  void resume(int64_t steps = -1);
+
   EngineStats stats() const;
   std::vector<StepRecord> take_step_log();
   int64_t vocab_size() const { return vocab_size_; }
@@ -140,6 +147,7 @@ class Engine {
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   bool stopping_ = false;
+  int64_t step_allowance_ = -1;  // steps that may still start; -1 = no limit
   uint64_t next_id_ = 1;
   std::vector<std::unique_ptr<Request>> submitted_;
   std::vector<uint64_t> cancelled_;

@@ -61,3 +61,20 @@ export async function waitFor(condition: () => boolean, what: string, timeoutMs 
     await sleep(1);
   }
 }
+
+/** Lets a paused engine run exactly `count` steps (native pause/resume), and waits for them. */
+export async function runSteps(engine: Engine, count: number): Promise<void> {
+  const target = engine.native.stats().steps + count;
+  engine.native.resume(count);
+  await waitFor(() => engine.native.stats().steps >= target, `${count} steps`);
+}
+
+/** Calls `submit` while the engine is held, so everything it submits is there for the next step. */
+export async function submitTogether<T>(engine: Engine, submit: () => T): Promise<T> {
+  engine.native.pause();
+  const submitted = submit();
+  // Requests reach the native engine after a few microtasks (generate awaits the model's readiness).
+  await new Promise((resolve) => setImmediate(resolve));
+  engine.native.resume();
+  return submitted;
+}
