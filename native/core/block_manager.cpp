@@ -14,8 +14,19 @@ BlockManager::BlockManager(int64_t num_blocks, bool prefix_caching)
                  "the KV block table of " + std::to_string(num_blocks) + " blocks");
   entries_.resize(size_t(num_blocks));
   free_list_.reserve(size_t(num_blocks));
+  by_hash_.reserve(size_t(std::min<int64_t>(num_blocks, 1 << 16)));
+  reset();
+}
+
+void BlockManager::reset() {
+  std::fill(entries_.begin(), entries_.end(), Entry());
+  free_list_.clear();
   // Handed out lowest id first.
-  for (int64_t block = num_blocks - 1; block >= 0; --block) free_list_.push_back(int32_t(block));
+  for (int64_t block = num_blocks_ - 1; block >= 0; --block) free_list_.push_back(int32_t(block));
+  by_hash_.clear();
+  lru_head_ = lru_tail_ = kNone;
+  lru_count_ = 0;
+  used_ = 0;
 }
 
 BlockCounts BlockManager::counts() const {

@@ -48,6 +48,8 @@ class BlockManager {
   bool register_block(int32_t block, int32_t parent, const int32_t* tokens);
 
   int64_t num_blocks() const { return num_blocks_; }
+  // Every block free and unregistered (the engine's recovery after a failure outside a step). Allocates nothing.
+  void reset();
 
  private:
   static constexpr int32_t kNone = -1;

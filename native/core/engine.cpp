@@ -17,6 +17,16 @@ constexpr int64_t kMaxRequestTokens = int64_t(1) << 30;
 
 }  // namespace
 
+EngineEvent error_event(uint64_t request, const std::exception& failure) {
+  EngineEvent event;
+  event.request = request;
+  event.finish = FinishReason::Error;
+  if (const auto* error = dynamic_cast<const Error*>(&failure)) event.error_kind = error->kind();
+  const bool out_of_memory = dynamic_cast<const std::bad_alloc*>(&failure) != nullptr;
+  event.error = std::string("the engine step failed: ") + (out_of_memory ? "out of memory" : failure.what());
+  return event;
+}
+
 const char* finish_reason_name(FinishReason reason) {
   switch (reason) {
     case FinishReason::None: return "";
@@ -221,30 +231,13 @@ void Engine::run_step(const StepPlan& plan, std::vector<EngineEvent>* events) {
     step_log_.push_back(std::move(record));
   }
 
-  bool failed = true;
-  std::string failure = "unknown error";
-  ErrorKind failure_kind = ErrorKind::State;
   try {
     ThreadPoolPin pin;  // per step: setNumThreads takes effect at the next step, never under this one
     runner_->run(batch_, logits_.data());
-    failed = false;
-  } catch (const Error& e) {
-    failure = e.what();
-    failure_kind = e.kind();
-  } catch (const std::bad_alloc&) {
-    failure = "out of memory";
   } catch (const std::exception& e) {
-    failure = e.what();
-  }
-  if (failed) {
-    // Every sequence of the failed step: its cache slots may be half written.
+    // Every sequence of the failed step fails: its cache slots may be half written.
     for (const ScheduledChunk& chunk : plan.chunks) {
-      EngineEvent event;
-      event.request = chunk.sequence->id;
-      event.finish = FinishReason::Error;
-      event.error_kind = failure_kind;
-      event.error = "the engine step failed: " + failure;
-      events->push_back(std::move(event));
+      events->push_back(error_event(chunk.sequence->id, e));
       finish(chunk.sequence->id);
     }
     return;
@@ -255,16 +248,20 @@ void Engine::run_step(const StepPlan& plan, std::vector<EngineEvent>* events) {
     const size_t first = events->size();
     try {
       emit_token(request, logits_.data() + row * size_t(vocab_size_), events);
-    } catch (const std::bad_alloc&) {
+    } catch (const std::exception& e) {
       events->resize(first);
-      EngineEvent event;
-      event.request = request.sequence.id;
-      event.finish = FinishReason::Error;
-      event.error = "out of memory";
-      events->push_back(std::move(event));
+      events->push_back(error_event(request.sequence.id, e));
     }
     if (events->back().finish != FinishReason::None) finish(request.sequence.id);
   }
+}
+
+void Engine::fail_all(const std::exception& failure, std::vector<EngineEvent>* events) {
+  // Events already made stay: a request that finished in this round keeps its final event.
+  for (auto& [id, request] : requests_) events->push_back(error_event(id, failure));
+  scheduler_.reset();
+  blocks_.reset();
+  requests_.clear();
 }
 
 void Engine::publish_stats() {
@@ -292,17 +289,24 @@ void Engine::run() {
       may_step = step_allowance_ != 0;
     }
     std::vector<EngineEvent> events;
-    take_inbox(&events);
     StepPlan plan;
-    if (may_step) plan = scheduler_.schedule();
-    publish_stats();  // stats() during a step show the step's sequences as running
-    if (!plan.chunks.empty()) {
-      run_step(plan, &events);
-      std::lock_guard<std::mutex> lock(mutex_);
-      ++published_.steps;
-      if (step_allowance_ > 0) --step_allowance_;
+    try {
+      take_inbox(&events);
+      if (may_step) plan = scheduler_.schedule();
+      publish_stats();  // stats() during a step show the step's sequences as running
+      if (!plan.chunks.empty()) {
+        run_step(plan, &events);
+        std::lock_guard<std::mutex> lock(mutex_);
+        ++published_.steps;
+        if (step_allowance_ > 0) --step_allowance_;
+      }
+      publish_stats();
+    } catch (const std::exception& e) {
+      // Outside a step (bookkeeping out of memory): nothing the engine holds can be trusted to be
+      // consistent, so every request fails rather than the process.
+      fail_all(e, &events);
+      plan = StepPlan();
     }
-    publish_stats();
     if (!events.empty()) sink_(std::move(events));
     if (may_step && plan.chunks.empty()) {
       // Nothing could run (cannot happen with requests that fit): sleep until something changes.

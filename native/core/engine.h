@@ -47,6 +47,9 @@ struct EngineRequest {
 
 enum class FinishReason : uint8_t { None, Stop, Length, Cancelled, Error };
 const char* finish_reason_name(FinishReason reason);
+struct EngineEvent;
+// The Error event of a request that `failure` (an Error, std::bad_alloc or other exception) ended.
+EngineEvent error_event(uint64_t request, const std::exception& failure);
 
 struct EngineEvent {
   uint64_t request = 0;
@@ -128,6 +131,9 @@ class Engine {
   // Samples from a logits row; returns whether the request is finished.
   void emit_token(Request& request, const float* logits, std::vector<EngineEvent>* events);
   void finish(uint64_t id);
+  // Fails every request (an Error event each, after the events already in `events`) and empties the
+  // pool and the queues.
+  void fail_all(const std::exception& failure, std::vector<EngineEvent>* events);
   void publish_stats();
 
   std::unique_ptr<StepRunner> runner_;

@@ -36,6 +36,11 @@ void Scheduler::erase(std::vector<Sequence*>* queue, Sequence* sequence) {
   if (at != queue->end()) queue->erase(at);
 }
 
+void Scheduler::reset() {
+  waiting_.clear();
+  running_.clear();
+}
+
 void Scheduler::add(Sequence* sequence) {
   sequence->running = false;
   insert_by_arrival(&waiting_, sequence);

@@ -64,6 +64,8 @@ class Scheduler {
   // Drops a sequence (finished, cancelled or failed) from the queues and releases its blocks.
   void remove(Sequence* sequence);
   StepPlan schedule();
+  // Forgets every sequence without touching the blocks (the engine resets those itself).
+  void reset();
   // Marks the plan's tokens computed and offers newly full blocks to the prefix cache.
   void complete(const StepPlan& plan);
 
