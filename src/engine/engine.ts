@@ -73,6 +73,10 @@ export interface EngineStats {
   /** Requests queued, not yet admitted (or preempted, to be recomputed). */
   waiting: number;
   running: number;
+  /**
+   * KV blocks of 16 tokens: used by running sequences; cached (unreferenced prefix blocks kept for
+   * reuse, evicted least recently used first when needed); free. New blocks come from free + cached.
+   */
   kvBlocks: { total: number; used: number; free: number; cached: number };
   /** Prompt tokens served from the prefix cache instead of being computed. */
   prefixHitTokens: number;
@@ -251,7 +255,7 @@ export class Engine {
   readonly #host: EngineHost;
   #native: NativeEngine | null;
   readonly #router: EventRouter;
-  /** Set while a real model's engine exists: its native model must be ready before a request runs. */
+  /** Settles once the model's weights are ready (a random initialisation may still run): requests wait for it. */
   readonly #ready: Promise<unknown>;
 
   /** @internal Use lm.engine(). */
