@@ -158,6 +158,7 @@ export interface NativeEngineStats {
   running: number;
   kvBlocks: { total: number; used: number; free: number; cached: number };
   prefixHitTokens: number;
+  preemptions: number;
   generatedTokens: number;
   tokensPerSecond: number;
   steps: number;

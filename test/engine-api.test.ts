@@ -86,7 +86,7 @@ describe("engine.generate with token ids", () => {
 
   it("stats() reports the queue, the KV blocks, prefix hits and generated tokens", () => {
     const stats = engine.stats();
-    assert.deepEqual(Object.keys(stats).sort(), ["generatedTokens", "kvBlocks", "prefixHitTokens", "running", "tokensPerSecond", "waiting"]);
+    assert.deepEqual(Object.keys(stats).sort(), ["generatedTokens", "kvBlocks", "preemptions", "prefixHitTokens", "running", "tokensPerSecond", "waiting"]);
     assert.deepEqual(Object.keys(stats.kvBlocks).sort(), ["cached", "free", "total", "used"]);
     assert.equal(stats.kvBlocks.total, 256);
     assert.ok(stats.generatedTokens > 0);

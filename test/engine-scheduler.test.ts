@@ -84,6 +84,7 @@ describe("engine scheduler", () => {
     const log = await submitTogether(engine, () => runAll(engine, requests));
     const preemptions = log.flatMap((step, s) => step.preempted.map((id) => ({ id, s })));
     assert.ok(preemptions.length > 0, "the pool should have run out");
+    assert.equal(engine.stats().preemptions, preemptions.length);
     for (const { id, s } of preemptions) {
       for (const chunk of log[s]!.chunks) {
         if (chunk.id !== id) assert.ok(chunk.id < id, `step ${s} preempted ${id}, which is older than running ${chunk.id}`);

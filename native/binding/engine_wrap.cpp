@@ -341,6 +341,7 @@ Napi::Value EngineWrap::Stats(const Napi::CallbackInfo& info) {
   blocks.Set("cached", double(stats.blocks.cached));
   result.Set("kvBlocks", blocks);
   result.Set("prefixHitTokens", double(stats.prefix_hit_tokens));
+  result.Set("preemptions", double(stats.preemptions));
   result.Set("generatedTokens", double(stats.generated_tokens));
   result.Set("tokensPerSecond", stats.tokens_per_second);
   result.Set("steps", double(stats.steps));

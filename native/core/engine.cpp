@@ -270,6 +270,7 @@ void Engine::publish_stats() {
   published_.running = scheduler_.running();
   published_.blocks = blocks_.counts();
   published_.prefix_hit_tokens = scheduler_.prefix_hit_tokens();
+  published_.preemptions = scheduler_.preemptions();
   published_.generated_tokens = generated_tokens_;
   // A sample every tenth of a second at most: the window stays small however fast steps run.
   const auto now = std::chrono::steady_clock::now();

@@ -71,6 +71,7 @@ struct EngineStats {
   int64_t running = 0;
   BlockCounts blocks;
   int64_t prefix_hit_tokens = 0;
+  int64_t preemptions = 0;  // running sequences sent back to wait (their tokens recomputed later)
   int64_t generated_tokens = 0;
   double tokens_per_second = 0;  // over the last few seconds
   int64_t steps = 0;

@@ -65,6 +65,7 @@ void Scheduler::preempt(Sequence* sequence, StepPlan* plan) {
   sequence->running = false;
   insert_by_arrival(&waiting_, sequence);
   plan->preempted.push_back(sequence);
+  ++preemptions_;
 }
 
 int64_t Scheduler::rope_length(const Sequence& sequence, int64_t count) const {

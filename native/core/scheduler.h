@@ -73,6 +73,7 @@ class Scheduler {
   int64_t running() const { return int64_t(running_.size()); }
   bool idle() const { return waiting_.empty() && running_.empty(); }
   int64_t prefix_hit_tokens() const { return prefix_hit_tokens_; }
+  int64_t preemptions() const { return preemptions_; }
 
  private:
   // The chunk a running sequence computes next within `budget` tokens (0: none).
@@ -89,6 +90,7 @@ class Scheduler {
   std::vector<Sequence*> waiting_;  // arrival order
   std::vector<Sequence*> running_;  // arrival order
   int64_t prefix_hit_tokens_ = 0;
+  int64_t preemptions_ = 0;
 };
 
 inline int64_t blocks_for_slots(int64_t slots) { return (slots + kKvBlockTokens - 1) / kKvBlockTokens; }

@@ -80,6 +80,8 @@ export interface EngineStats {
   kvBlocks: { total: number; used: number; free: number; cached: number };
   /** Prompt tokens served from the prefix cache instead of being computed. */
   prefixHitTokens: number;
+  /** Running sequences sent back to wait when the pool ran out (their tokens are recomputed, same results). */
+  preemptions: number;
   generatedTokens: number;
   /** Generated tokens per second over the last few seconds. */
   tokensPerSecond: number;
@@ -390,8 +392,8 @@ export class Engine {
   }
 
   stats(): EngineStats {
-    const { waiting, running, kvBlocks, prefixHitTokens, generatedTokens, tokensPerSecond } = callNativeSync(() => this.native.stats());
-    return { waiting, running, kvBlocks, prefixHitTokens, generatedTokens, tokensPerSecond };
+    const { waiting, running, kvBlocks, prefixHitTokens, preemptions, generatedTokens, tokensPerSecond } = callNativeSync(() => this.native.stats());
+    return { waiting, running, kvBlocks, prefixHitTokens, preemptions, generatedTokens, tokensPerSecond };
   }
 
   /**
