@@ -14,6 +14,10 @@
         "native/core/weight_file.cpp",
         "native/core/memory.cpp",
         "native/core/aligned_memory.cpp",
+        "native/core/block_manager.cpp",
+        "native/core/scheduler.cpp",
+        "native/core/engine.cpp",
+        "native/core/fake_step_runner.cpp",
         "native/cpu/cpu_backend.cpp",
         "native/cpu/cpu_features.cpp",
         "native/cpu/probes.cpp",
@@ -31,7 +35,8 @@
         "native/binding/model_wrap.cpp",
         "native/binding/cache_wrap.cpp",
         "native/binding/step_test.cpp",
-        "native/binding/weight_file_wrap.cpp"
+        "native/binding/weight_file_wrap.cpp",
+        "native/binding/engine_wrap.cpp"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       # NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS: a promise settled while its worker thread terminates

@@ -230,6 +230,11 @@ export class FalconBackbone extends NativeResource<NativeModel> {
     await writeKerasPreset(directory, this.#config, await this.nativeModel(), options);
   }
 
+  /** @internal The native model now (its initialisation may still run: calls on it await nativeModel()). */
+  get nativeHandle(): NativeModel {
+    return this.handle;
+  }
+
   /** @internal The native model once its initialisation has finished. */
   async nativeModel(): Promise<NativeModel> {
     await this.#ready;

@@ -7,6 +7,7 @@ import { existsSync } from "node:fs";
 import path from "node:path";
 
 import { FalconBackbone, type CreateCacheOptions, type FalconKvCache, type FromPresetOptions } from "./backbone.js";
+import { createEngine, type Engine, type EngineOptions } from "./engine/engine.js";
 import { describeValue, FalconConfigError, FalconInputError, FalconPresetError } from "./errors.js";
 import { generate, streamPieces, type DecodeContext, type GenerateOptions, type StreamPiece } from "./generate.js";
 import type { BackboneInputs, Tensor, TokenIdsInput } from "./inputs.js";
@@ -202,6 +203,15 @@ export class FalconCausalLM implements DecodeContext {
     return (async function* () {
       for await (const piece of pieces) yield piece.text;
     })();
+  }
+
+  /**
+   * A continuous-batching engine over this model: concurrent engine.generate() / stream() / complete()
+   * calls run together in shared steps over a paged KV pool (see EngineOptions for sizes and defaults).
+   * The engine keeps the model's weights alive until it is closed, even if the model is disposed.
+   */
+  engine(options: EngineOptions = {}): Engine {
+    return createEngine(this, options);
   }
 
   /** Saves the backbone as a keras-hub preset (the LM head is the tied embedding there). */

@@ -86,7 +86,8 @@ function checkCacheSize(config: ResolvedBackboneConfig, batch: number, cacheLeng
 
 const OPTION_KEYS = new Set(["maxNewTokens", "maxLength", "stopTokenIds", "stripPrompt", "sampler", "signal", "onToken"]);
 
-function checkOptions(options: GenerateOptions): void {
+/** @internal Throws FalconInputError for options generate() does not take or values it refuses. */
+export function checkOptions(options: GenerateOptions): void {
   if (typeof options !== "object" || options === null) throw new FalconInputError("generate options must be an object");
   for (const key of Object.keys(options)) {
     if (!OPTION_KEYS.has(key)) throw new FalconInputError(`unknown generate option "${key}" (known: ${[...OPTION_KEYS].join(", ")})`);
@@ -107,7 +108,7 @@ function checkOptions(options: GenerateOptions): void {
 }
 
 /** The AbortError a generate call rejects with (the signal's own reason when that is an AbortError). */
-function abortError(signal: AbortSignal): DOMException {
+export function abortError(signal: AbortSignal): DOMException {
   const reason: unknown = signal.reason;
   if (reason instanceof DOMException && reason.name === "AbortError") return reason;
   const error = new DOMException("generation was aborted", "AbortError");

@@ -2,6 +2,17 @@ export { FalconBackbone, FalconKvCache, TokenEmbedding } from "./backbone.js";
 export { FalconCausalLM } from "./causal-lm.js";
 export type { CausalLMFromPresetOptions, FalconCausalLMOptions } from "./causal-lm.js";
 export type { GenerateOptions, StreamPiece } from "./generate.js";
+export { Engine } from "./engine/engine.js";
+export type {
+  Completion,
+  CompletionLogprob,
+  CompleteOptions,
+  EngineGenerateOptions,
+  EngineOptions,
+  EngineStats,
+  FinishReason,
+  TokenLogprob,
+} from "./engine/engine.js";
 export { FalconCausalLMPreprocessor } from "./preprocessor.js";
 export type {
   CausalLMTrainingBatch,

@@ -107,7 +107,89 @@ export interface NativeWeightFile {
   dispose(): void;
 }
 
+/** Engine options as the native constructor reads them (checked again natively). */
+export interface NativeEngineOptions {
+  /** KV blocks of the pool (a real model's engine; the fake runner takes numBlocks too). */
+  numBlocks: number;
+  maxBatchTokens?: number;
+  maxSequences?: number;
+  prefixCaching?: boolean;
+  /** Keep a log of every step's chunks for stepLog() (tests). */
+  recordSteps?: boolean;
+}
+
+/** The test-only fake step runner (native/core/fake_step_runner.h). */
+export interface NativeFakeRunnerOptions extends NativeEngineOptions {
+  vocabSize: number;
+  /** Each step sleeps this long (deterministic timing in tests). */
+  stepDelayMs?: number;
+  /** A step that feeds this token fails as out of memory. */
+  failToken?: number;
+}
+
+export interface NativeEngineRequest {
+  promptIds: Int32Array | readonly number[];
+  /** At least 1. */
+  maxNewTokens: number;
+  stopTokenIds?: Int32Array | readonly number[];
+  /** Ids at or above it are never sampled; 0 or omitted = the whole vocabulary. */
+  allowedVocabulary?: number;
+  /** A resolved sampler config (src/samplers.ts). */
+  sampler: { type: string; k: number | null; p: number | null; temperature: number; seed: number };
+  /** -1 or omitted: none; n in [0, 20]: the chosen token's logprob and the n most likely. */
+  logprobs?: number;
+  returnLogits?: boolean;
+}
+
+/** One event of a step: a token (token ≥ 0), and with `finish` set, the request's last event. */
+export interface NativeEngineEvent {
+  id: number;
+  /** -1 when the event carries no token (cancelled, error). */
+  token: number;
+  finish: "" | "stop" | "length" | "cancelled" | "error";
+  logprob?: number;
+  top?: { token: number; logprob: number }[];
+  logits?: Float32Array;
+  error?: { code: NativeErrorCode; message: string };
+}
+
+export interface NativeEngineStats {
+  waiting: number;
+  running: number;
+  kvBlocks: { total: number; used: number; free: number; cached: number };
+  prefixHitTokens: number;
+  preemptions: number;
+  generatedTokens: number;
+  tokensPerSecond: number;
+  steps: number;
+}
+
+export interface NativeEngine {
+  /** Validates and queues a request (throws FALCON_INPUT for one that could never fit); returns its id. */
+  submit(request: NativeEngineRequest): number;
+  /** Before the next step: blocks released, a "cancelled" event sent. Unknown ids are ignored. */
+  cancel(id: number): void;
+  /** Holds the engine between steps (requests and cancellations are still taken in; cancelled blocks freed at once). */
+  pause(): void;
+  /** Runs `steps` more steps then holds again, or runs freely without an argument. */
+  resume(steps?: number): void;
+  stats(): NativeEngineStats;
+  /** The steps run since the last call (recordSteps only): each step's chunks and preempted ids. */
+  stepLog(): { chunks: { id: number; start: number; count: number }[]; preempted: number[] }[];
+  /** Stops the engine thread; pending requests get no more events. Idempotent. */
+  close(): void;
+}
+
+export interface NativeEngineConstructor {
+  new (model: NativeModel, options: NativeEngineOptions, onEvents: (events: NativeEngineEvent[]) => void): NativeEngine;
+  /** An engine over the fake step runner, for tests of the policy without a model. */
+  withFakeRunner(options: NativeFakeRunnerOptions, onEvents: (events: NativeEngineEvent[]) => void): NativeEngine;
+  /** Bytes of one KV block (16 tokens, every layer, distinct KV heads, keys and values) of this model. */
+  kvBlockBytes(model: NativeModel): number;
+}
+
 export interface NativeAddon {
+  NativeEngine: NativeEngineConstructor;
   NativeModel: new (config: NativeModelConfig) => NativeModel;
   NativeKvCache: new (model: NativeModel, batchSize: number, maxLength: number) => NativeKvCache;
   NativeWeightFile: new (path: string) => NativeWeightFile;

@@ -12,6 +12,7 @@
 #include "addon_data.h"
 #include "cache_wrap.h"
 #include "step_test.h"
+#include "engine_wrap.h"
 #include "weight_file_wrap.h"
 #include "model_wrap.h"
 #include "napi_util.h"
@@ -201,6 +202,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeModel", model);
   exports.Set("NativeKvCache", cache);
   exports.Set("NativeWeightFile", weight_file);
+  exports.Set("NativeEngine", EngineWrap::Define(env));
   exports.Set("numThreads", Napi::Function::New(env, NumThreads));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("alibiSlopes", Napi::Function::New(env, AlibiSlopes));
