@@ -7,6 +7,7 @@
         "native/core/model_config.cpp",
         "native/core/model.cpp",
         "native/core/kv_cache.cpp",
+        "native/core/sampler.cpp",
         "native/core/backend.cpp",
         "native/core/thread_pool.cpp",
         "native/core/weight_file.cpp",

@@ -149,6 +149,25 @@ export interface NativeAddon {
   modelMemoryBytes(config: NativeModelConfig): number;
   /** Bytes `new NativeKvCache(model, batchSize, maxLength)` allocates; it refuses (FALCON_INPUT) more than memoryAvailable(). */
   cacheMemoryBytes(config: NativeModelConfig, batchSize: number, maxLength: number): number;
+  /**
+   * @internal The engine's native sampler (native/core/sampler.h), for tests against src/samplers.ts:
+   * one SequenceSampler on batch row `stream` samples each of `rows` consecutive rows of `logits` from
+   * its first `allowed` ids (one count for every row, or one per row).
+   */
+  sampleForTest(
+    logits: Float32Array,
+    allowed: number | Int32Array,
+    rows: number,
+    config: { type: string; k: number | null; p: number | null; temperature: number; seed: number },
+    stream: number,
+  ): Int32Array;
+  /** @internal The native token_logprobs over logits[0 .. allowed): `chosen`'s logprob and the `top` best. */
+  tokenLogprobsForTest(
+    logits: Float32Array,
+    allowed: number,
+    chosen: number,
+    top: number,
+  ): { logprob: number; tokens: Int32Array; logprobs: Float32Array };
 }
 
 export type CpuIsa = "scalar" | "avx2" | "avx512";

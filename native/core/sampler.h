@@ -33,7 +33,22 @@ class SequenceSampler {
   int32_t sample(const float* logits, int64_t allowed);
 
  private:
-  // (filled in by the implementation: RNG state, scratch vectors)
+  // src/samplers.ts SeededRandom.next(): a uniform double in [0, 1) with 53 random bits.
+  double next_uniform();
+  // SamplerScratch.ensure: every buffer is replaced by a zeroed one of `size` when it is smaller,
+  // as the TypeScript typed arrays are, because top-p can read a stale scratch id (see sample_top_p).
+  void ensure_scratch(int64_t size);
+
+  SamplerParams params_;
+  uint32_t state_[4] = {0, 0, 0, 0};  // xoshiro128**
+  int64_t scratch_size_ = 0;
+  TrackedVector<int32_t> ids_;
+  TrackedVector<double> weights_;
+  TrackedVector<int32_t> candidates_;
+  TrackedVector<double> probabilities_;
+  TrackedVector<int32_t> selected_;
+  TrackedVector<uint8_t> flags_;
+  TrackedVector<int32_t> order_;  // the sort path of top-k over more than 128 candidates
 };
 
 struct TokenLogprob {
