@@ -36,7 +36,7 @@ class SequenceSampler {
   // src/samplers.ts SeededRandom.next(): a uniform double in [0, 1) with 53 random bits.
   double next_uniform();
   // SamplerScratch.ensure: every buffer is replaced by a zeroed one of `size` when it is smaller,
-  // as the TypeScript typed arrays are, because top-p can read a stale scratch id (see sample_top_p).
+  // as the TypeScript typed arrays are, because top-p can read a stale scratch id (the top-p case of sample()).
   void ensure_scratch(int64_t size);
 
   SamplerParams params_;
@@ -58,7 +58,9 @@ struct TokenLogprob {
 
 // The model's log-probabilities over the first `allowed` logits (before temperature or truncation,
 // as the OpenAI API and vLLM report them): the chosen token's, and the `top` most likely (best first,
-// ties to the lower id) into `top_out`.
+// ties to the lower id) into `top_out`. NaN counts as -Infinity; +Infinity logits share the mass
+// equally; a row with neither a finite nor a +Infinity logit gives id 0 all of it (the samplers'
+// fallback). Throws Error(Input) for a chosen id outside [0, allowed) or a negative `top`.
 float token_logprobs(const float* logits, int64_t allowed, int32_t chosen, int64_t top, std::vector<TokenLogprob>* top_out);
 
 }  // namespace falcon
