@@ -246,8 +246,7 @@ async function runBatchedBench(file) {
   const missing = npl.filter((n) => !rows.some((row) => row.npl === n));
   if (missing.length > 0) throw new Error(`llama-batched-bench skipped npl ${missing.join(",")} (context ${ctx} too small?)`);
   const settings = /n_kv_max = .*$/m.exec(output)?.[0] ?? null;
-  const systemInfo = /system_info: .*$/m.exec(output)?.[0] ?? null;
-  return { command, seconds: (performance.now() - t0) / 1000, otherProcessesCpu, settings, systemInfo, rows };
+  return { command, seconds: (performance.now() - t0) / 1000, otherProcessesCpu, settings, rows };
 }
 
 function cpuModel() {
