@@ -9,6 +9,7 @@
         "native/core/kv_pool.cpp",
         "native/core/kv_cache.cpp",
         "native/core/step_runner.cpp",
+        "native/core/sampler.cpp",
         "native/core/backend.cpp",
         "native/core/thread_pool.cpp",
         "native/core/weight_file.cpp",

@@ -232,12 +232,31 @@ export interface NativeAddon {
   /** Bytes `new NativeKvCache(model, batchSize, maxLength)` allocates; it refuses (FALCON_INPUT) more than memoryAvailable(). */
   cacheMemoryBytes(config: NativeModelConfig, batchSize: number, maxLength: number): number;
   /**
-   * Test-only: one ragged step over the KV pool of `cache` (block ids [0, batchSize · ceil(maxLength / 16))),
+   * @internal Test-only: one ragged step over the KV pool of `cache` (block ids [0, batchSize · ceil(maxLength / 16))),
    * run synchronously; the final hidden states of spec.outputRows, [outputs, hidden].
    */
   runStepForTest(model: NativeModel, cache: NativeKvCache, spec: NativeStepSpec): Float32Array;
-  /** Test-only: a step runner (make_model_step_runner) owning a pool of `numBlocks` KV blocks. */
+  /** @internal Test-only: a step runner (make_model_step_runner) owning a pool of `numBlocks` KV blocks. */
   stepRunnerForTest(model: NativeModel, numBlocks: number): NativeStepRunnerForTest;
+  /**
+   * @internal The engine's native sampler (native/core/sampler.h), for tests against src/samplers.ts:
+   * one SequenceSampler on batch row `stream` samples each of `rows` consecutive rows of `logits` from
+   * its first `allowed` ids (one count for every row, or one per row).
+   */
+  sampleForTest(
+    logits: Float32Array,
+    allowed: number | Int32Array,
+    rows: number,
+    config: { type: string; k: number | null; p: number | null; temperature: number; seed: number },
+    stream: number,
+  ): Int32Array;
+  /** @internal The native token_logprobs over logits[0 .. allowed): `chosen`'s logprob and the `top` best. */
+  tokenLogprobsForTest(
+    logits: Float32Array,
+    allowed: number,
+    chosen: number,
+    top: number,
+  ): { logprob: number; tokens: Int32Array; logprobs: Float32Array };
 }
 
 /** One ragged step (native/core/step.h): sequence i's tokens are the `count` flat entries after those of sequences < i. */

@@ -10,8 +10,7 @@
  * Needs the root build (`npx tsc -p .` and the addon in build/Release) and `npm ci` in bench/compare.
  * GGUF files are cached in bench/.cache/ (keyed by arch, shape, dtype, seed and a weight fingerprint).
  */
-import { createHash } from "node:crypto";
-import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -19,17 +18,15 @@ import { parseArgs } from "node:util";
 
 import { getLlama, LlamaLogLevel, readGgufFileInfo } from "node-llama-cpp";
 
-import { FalconBackbone, FALCON_DTYPES, runtimeInfo, setNumThreads } from "../../dist/src/index.js";
+import { FalconBackbone, runtimeInfo, setNumThreads } from "../../dist/src/index.js";
 import { benchTokens, measureDecode, measurePrefill } from "../../dist/bench/measure.js";
 import { summarize } from "../../dist/bench/stats.js";
 import { bloomReferenceLogits } from "./bloom-reference.mjs";
-import { falconGgufMapping, GGML_TYPE, GGML_TYPE_NAME, writeFalconGguf } from "../../dist/bench/gguf.js";
+import { GGML_TYPE_NAME } from "../../dist/bench/gguf.js";
+import { cachedFalconGguf, DTYPES, modelConfig, PAIRINGS, parseDtypes, SHAPES } from "./falcon-gguf.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const cacheDir = path.resolve(here, "..", ".cache");
 const NODE_LLAMA_CPP_VERSION = JSON.parse(readFileSync(path.join(here, "node_modules", "node-llama-cpp", "package.json"), "utf8")).version;
-/** Bump when the GGUF layout written for a given model changes, so cached files are rewritten. */
-const GGUF_FORMAT_REVISION = 1;
 
 // ------------------------------------------------------------------------------------------------
 // Options
@@ -66,47 +63,11 @@ const seed = Number(args.seed);
 const flashAttention = { auto: "auto", on: true, off: false }[args["flash-attn"]];
 if (flashAttention === undefined) throw new Error("--flash-attn must be auto, on or off");
 
-/**
- * --dtype names → our dtype, the GGUF tensor type, and the dtype of the model the GGUF is written
- * from. q8_0 pairs with falcon-native's int8 (per-row scales) where it exists, built from the same
- * seed: the same weights before quantisation, each side quantising its own way.
- */
-const DTYPES = {
-  f32: { ours: "float32", ggml: GGML_TYPE.F32, source: "float32" },
-  bf16: { ours: "bfloat16", ggml: GGML_TYPE.BF16, source: "bfloat16" },
-  f16: { ours: "float16", ggml: GGML_TYPE.F16, source: "float16" },
-  q8_0: { ours: FALCON_DTYPES.find((d) => /^(q8_0|q8|int8)$/i.test(d)) ?? null, ggml: GGML_TYPE.Q8_0, source: "float32" },
-};
-const DTYPE_ALIASES = { float32: "f32", bfloat16: "bf16", float16: "f16", q8: "q8_0" };
-const dtypes = args.dtype.split(",").map((d) => d.trim().toLowerCase()).filter(Boolean).map((d) => DTYPE_ALIASES[d] ?? d);
-for (const d of dtypes) if (!DTYPES[d]) throw new Error(`unknown --dtype ${d} (use f32, bf16, f16, q8_0)`);
+const dtypes = parseDtypes(args.dtype);
 
-const SHAPES = {
-  "falcon-rw-1b": { vocabularySize: 50304, numLayers: 24, numAttentionHeads: 32, hiddenDim: 2048, intermediateDim: 8192 },
-  small: { vocabularySize: 1024, numLayers: 4, numAttentionHeads: 4, hiddenDim: 256, intermediateDim: 1024 },
-};
 const shapeName = args.small ? "small" : "falcon-rw-1b";
 const shape = SHAPES[shapeName];
 
-const PAIRINGS = {
-  bloom: {
-    name: "falcon-rw ↔ llama.cpp bloom",
-    arch: "bloom",
-    ours: "falcon-rw (ALiBi, MHA, biases, sequential block, GELU)",
-    theirs: "bloom (the same block + a LayerNorm on the token embeddings, initialised to gamma 1 / beta 0)",
-    config: { positionEncoding: "alibi", blockLayout: "sequential", useBias: true, tieWordEmbeddings: true },
-    notes: "not identical math: llama.cpp's bloom adds the embedding LayerNorm and applies ALiBi after the 1/sqrt(d) scale " +
-      "(falcon-rw adds it before), so llama.cpp's logits are checked against a JS model of its bloom graph on the same weights instead",
-  },
-  falcon: {
-    name: "falcon-7b-style ↔ llama.cpp falcon",
-    arch: "falcon",
-    ours: "falcon-7b-style variant (rotary, MHA, parallel block with one LayerNorm, no projection biases)",
-    theirs: "falcon (the same block; n_head_kv = n_head)",
-    config: { positionEncoding: "rotary", blockLayout: "parallel_one_norm", useBias: false, tieWordEmbeddings: true },
-    notes: "identical math up to GELU (ours erf, llama.cpp's ggml_gelu the tanh form) and the f16 KV cache: last-position logits compared",
-  },
-};
 const pairings = args.pairing.split(",").map((p) => p.trim()).filter(Boolean);
 for (const p of pairings) if (!PAIRINGS[p]) throw new Error(`unknown --pairing ${p} (use bloom, falcon)`);
 
@@ -277,12 +238,6 @@ function backgroundLoad(from, to) {
 // ------------------------------------------------------------------------------------------------
 // Run
 
-async function fingerprint(backbone) {
-  const model = await backbone.nativeModel();
-  const weight = await model.getWeight("layers.0.attn_out.weight");
-  return createHash("sha256").update(weight.data).digest("hex").slice(0, 12);
-}
-
 const fmt = (v) => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
 const fmtSummary = (s) => (s ? `${fmt(s.median)} (${fmt(s.min)}–${fmt(s.max)})` : "—");
 
@@ -315,31 +270,12 @@ for (const pairingKey of pairings) {
   for (const dtypeKey of dtypes) {
     const dtype = DTYPES[dtypeKey];
     const label = `${pairing.arch} ${dtypeKey}`;
-    const config = { ...shape, ...pairing.config, numKeyValueHeads: shape.numAttentionHeads, seed };
+    const config = modelConfig(shapeName, pairingKey, seed);
 
     // The source model: its weights go into the GGUF (q8_0: quantised from float32 for llama.cpp).
-    log(`[${label}] building our random ${shapeName} model (${dtype.source})`);
-    const source = new FalconBackbone({ ...config, dtype: dtype.source });
-    const print = await fingerprint(source);
-    const file = path.join(cacheDir, `${pairing.arch}-${shapeName}-${dtypeKey}-seed${seed}-${print}-r${GGUF_FORMAT_REVISION}.gguf`);
-    let mapping;
-    if (existsSync(file)) {
-      log(`[${label}] cached GGUF ${path.relative(process.cwd(), file)}`);
-      mapping = falconGgufMapping(source, (await source.nativeModel()).weightNames(), { arch: pairing.arch, type: dtype.ggml });
-    } else {
-      log(`[${label}] writing GGUF ${path.relative(process.cwd(), file)}`);
-      const t0 = performance.now();
-      let lastReport = 0;
-      ({ mappings: mapping } = await writeFalconGguf(source, file, {
-        arch: pairing.arch, type: dtype.ggml, name: `falcon-native random ${shapeName} (${pairing.ours}), seed ${seed}`,
-      }, (done, total) => {
-        if (performance.now() - lastReport > 5000 || done === total) {
-          lastReport = performance.now();
-          log(`[${label}]   ${done}/${total} tensors`);
-        }
-      }));
-      log(`[${label}] wrote ${(statSync(file).size / 2 ** 30).toFixed(2)} GiB in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
-    }
+    const { file, mapping, source } = await cachedFalconGguf({
+      shapeName, pairingKey, dtypeKey, seed, log: (message) => log(`[${label}] ${message}`),
+    });
     if (!mappings.some((m) => m.arch === pairing.arch)) {
       mappings.push({ arch: pairing.arch, pairing: pairing.name, ours: pairing.ours, theirs: pairing.theirs, notes: pairing.notes, tensors: mapping });
     }

@@ -1,10 +1,18 @@
 // Entry point of the falcon-native addon: registers the native classes and process-wide settings.
 #include <napi.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
 #include "../core/backend.h"
 #include "../core/kv_cache.h"
 #include "../core/memory.h"
 #include "../core/model.h"
+#include "../core/sampler.h"
 #include "../core/thread_pool.h"
 #include "../cpu/cpu_features.h"
 #include "../cpu/ops.h"
@@ -188,6 +196,95 @@ Napi::Value RotaryTables(const Napi::CallbackInfo& info) {
   return result;
 }
 
+// A SamplerParams from { type, k, p, temperature, seed } (a ResolvedSamplerConfig: k and p may be null).
+SamplerParams read_sampler_params(Napi::Env env, const Napi::Value& value) {
+  if (!value.IsObject()) throw make_error(env, ErrorKind::Input, "sampler config must be an object");
+  Napi::Object config = value.As<Napi::Object>();
+  const std::string type = config.Get("type").IsString() ? config.Get("type").As<Napi::String>().Utf8Value() : "";
+  SamplerParams params;
+  if (type == "greedy") params.kind = SamplerKind::Greedy;
+  else if (type == "topK") params.kind = SamplerKind::TopK;
+  else if (type == "topP") params.kind = SamplerKind::TopP;
+  else if (type == "temperature") params.kind = SamplerKind::Temperature;
+  else if (type == "random") params.kind = SamplerKind::Random;
+  else throw make_error(env, ErrorKind::Input, "sampler type must be greedy, topK, topP, temperature or random");
+  auto number = [&](const char* field, double fallback) {
+    Napi::Value field_value = config.Get(field);
+    if (field_value.IsNull() || field_value.IsUndefined()) return fallback;
+    if (!field_value.IsNumber()) throw make_error(env, ErrorKind::Input, std::string("sampler ") + field + " must be a number");
+    return field_value.As<Napi::Number>().DoubleValue();
+  };
+  const double k = number("k", 0);
+  if (!(k == std::floor(k))) throw make_error(env, ErrorKind::Input, "sampler k must be an integer");
+  // Only min(k, allowed) matters: a k past int64 is as good as int64's largest.
+  params.k = k >= 9.2e18 ? std::numeric_limits<int64_t>::max() : k <= -9.2e18 ? -1 : int64_t(k);
+  params.p = number("p", 1);
+  params.temperature = number("temperature", 1);
+  params.seed = number("seed", 0);
+  call_core(env, [&] { validate_sampler_params(params); });
+  return params;
+}
+
+// sampleForTest(logits, allowed, rows, config, stream) → Int32Array[rows]: one SequenceSampler samples
+// each of `rows` consecutive rows of logits (each logits.length / rows long) from its first `allowed` ids.
+// For tests against src/samplers.ts.
+Napi::Value SampleForTest(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Float32Array logits;
+  if (!optional_typed_array(info, 0, "logits", &logits)) throw make_error(env, ErrorKind::Input, "logits are required");
+  const int64_t rows = integer_argument(info, 2, "rows");
+  const int64_t length = int64_t(logits.ElementLength());
+  if (rows <= 0 || length % rows != 0) throw make_error(env, ErrorKind::Input, "rows must be a positive divisor of logits.length");
+  const int64_t row_length = length / rows;
+  // One allowed count for every row, or one per row (an Int32Array), to exercise scratch growth.
+  std::vector<int64_t> allowed(static_cast<size_t>(rows));
+  Napi::Int32Array allowed_per_row;
+  if (info.Length() > 1 && info[1].IsTypedArray()) {
+    optional_typed_array(info, 1, "allowed", &allowed_per_row);
+    if (int64_t(allowed_per_row.ElementLength()) != rows) throw make_error(env, ErrorKind::Input, "allowed needs one count per row");
+    for (int64_t row = 0; row < rows; ++row) allowed[size_t(row)] = allowed_per_row[size_t(row)];
+  } else {
+    std::fill(allowed.begin(), allowed.end(), integer_argument(info, 1, "allowed"));
+  }
+  for (int64_t count : allowed) {
+    if (count <= 0 || count > row_length) throw make_error(env, ErrorKind::Input, "allowed must be in [1, row length]");
+  }
+  const SamplerParams params = read_sampler_params(env, info.Length() > 3 ? info[3] : env.Undefined());
+  const int64_t stream = integer_argument(info, 4, "stream");
+  if (stream < 0 || stream > int64_t(UINT32_MAX)) throw make_error(env, ErrorKind::Input, "stream must be in [0, 2^32)");
+  Napi::Int32Array tokens = Napi::Int32Array::New(env, size_t(rows));
+  call_core(env, [&] {
+    SequenceSampler sampler(params, uint32_t(stream));
+    for (int64_t row = 0; row < rows; ++row) tokens[size_t(row)] = sampler.sample(logits.Data() + row * row_length, allowed[size_t(row)]);
+  });
+  return tokens;
+}
+
+// tokenLogprobsForTest(logits, allowed, chosen, top) → { logprob, tokens: Int32Array, logprobs: Float32Array }
+Napi::Value TokenLogprobsForTest(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Float32Array logits;
+  if (!optional_typed_array(info, 0, "logits", &logits)) throw make_error(env, ErrorKind::Input, "logits are required");
+  const int64_t allowed = integer_argument(info, 1, "allowed");
+  if (allowed > int64_t(logits.ElementLength())) throw make_error(env, ErrorKind::Input, "allowed exceeds logits.length");
+  const int64_t chosen = integer_argument(info, 2, "chosen");
+  if (chosen < 0 || chosen > INT32_MAX) throw make_error(env, ErrorKind::Input, "chosen must be a token id");
+  const int64_t top = integer_argument(info, 3, "top");
+  std::vector<TokenLogprob> best;
+  const float logprob = call_core(env, [&] { return token_logprobs(logits.Data(), allowed, int32_t(chosen), top, &best); });
+  Napi::Int32Array tokens = Napi::Int32Array::New(env, best.size());
+  Napi::Float32Array logprobs = Napi::Float32Array::New(env, best.size());
+  for (size_t i = 0; i < best.size(); ++i) {
+    tokens[i] = best[i].token;
+    logprobs[i] = best[i].logprob;
+  }
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("logprob", Napi::Number::New(env, logprob));
+  result.Set("tokens", tokens);
+  result.Set("logprobs", logprobs);
+  return result;
+}
+
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -217,6 +314,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cacheMemoryBytes", Napi::Function::New(env, CacheMemoryBytes));
   exports.Set("runStepForTest", Napi::Function::New(env, RunStepForTest));
   exports.Set("stepRunnerForTest", Napi::Function::New(env, StepRunnerForTest));
+  exports.Set("sampleForTest", Napi::Function::New(env, SampleForTest));
+  exports.Set("tokenLogprobsForTest", Napi::Function::New(env, TokenLogprobsForTest));
   return exports;
 }
 

@@ -33,7 +33,22 @@ class SequenceSampler {
   int32_t sample(const float* logits, int64_t allowed);
 
  private:
-  // (filled in by the implementation: RNG state, scratch vectors)
+  // src/samplers.ts SeededRandom.next(): a uniform double in [0, 1) with 53 random bits.
+  double next_uniform();
+  // SamplerScratch.ensure: every buffer is replaced by a zeroed one of `size` when it is smaller,
+  // as the TypeScript typed arrays are, because top-p can read a stale scratch id (the top-p case of sample()).
+  void ensure_scratch(int64_t size);
+
+  SamplerParams params_;
+  uint32_t state_[4] = {0, 0, 0, 0};  // xoshiro128**
+  int64_t scratch_size_ = 0;
+  TrackedVector<int32_t> ids_;
+  TrackedVector<double> weights_;
+  TrackedVector<int32_t> candidates_;
+  TrackedVector<double> probabilities_;
+  TrackedVector<int32_t> selected_;
+  TrackedVector<uint8_t> flags_;
+  TrackedVector<int32_t> order_;  // the sort path of top-k over more than 128 candidates
 };
 
 struct TokenLogprob {
@@ -43,7 +58,9 @@ struct TokenLogprob {
 
 // The model's log-probabilities over the first `allowed` logits (before temperature or truncation,
 // as the OpenAI API and vLLM report them): the chosen token's, and the `top` most likely (best first,
-// ties to the lower id) into `top_out`.
+// ties to the lower id) into `top_out`. NaN counts as -Infinity; +Infinity logits share the mass
+// equally; a row with neither a finite nor a +Infinity logit gives id 0 all of it (the samplers'
+// fallback). Throws Error(Input) for a chosen id outside [0, allowed) or a negative `top`.
 float token_logprobs(const float* logits, int64_t allowed, int32_t chosen, int64_t top, std::vector<TokenLogprob>* top_out);
 
 }  // namespace falcon

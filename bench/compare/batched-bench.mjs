@@ -1,0 +1,308 @@
+#!/usr/bin/env node
+/**
+ * llama.cpp's own `llama-batched-bench` on falcon-native's random falcon-rw-1b-shaped model (the
+ * `bloom` pairing of compare.mjs, same GGUF files): aggregate decode tokens/s with 1, 4, 16 and 64
+ * parallel sequences, the baseline of the engine's concurrent-streams benchmark.
+ *
+ *   node bench/compare/batched-bench.mjs [--dtype bf16,q8_0] [--npl 1,4,16,64] [--npp 128] [--ntg 32]
+ *        [--threads 2] [--ctx N] [--batch 2048] [--ubatch 512] [--flash-attn auto|on|off] [--seed 0]
+ *        [--jobs N] [--small] [--json] [--out results.json] [--build-only]
+ *
+ * llama-batched-bench is built once from the llama.cpp source node-llama-cpp ships
+ * (node_modules/node-llama-cpp/llama/gitRelease.bundle): cloned into bench/compare/.llama-build/
+ * (gitignored) and built with CMake for this CPU only (-DGGML_NATIVE=ON, Release, no network
+ * libraries), the one target. It is rebuilt when the bundle's commit or the CMake flags change.
+ * Needs the root build (`npx tsc -p .` and the addon) and `npm ci` in bench/compare, cmake and a C++
+ * compiler. GGUF files are cached in bench/.cache/.
+ */
+import { spawn, spawnSync } from "node:child_process";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+
+import { cachedFalconGguf, DTYPES, PAIRINGS, parseDtypes, SHAPES } from "./falcon-gguf.mjs";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const llamaPackage = path.join(here, "node_modules", "node-llama-cpp", "llama");
+const bundle = path.join(llamaPackage, "gitRelease.bundle");
+const buildRoot = path.join(here, ".llama-build");
+const sourceDir = path.join(buildRoot, "llama.cpp");
+const buildDir = path.join(buildRoot, "build");
+const binary = path.join(buildDir, "bin", "llama-batched-bench");
+const stampFile = path.join(buildRoot, "build-stamp.json");
+
+/**
+ * llama.cpp's logger is asynchronous and never flushed at exit (its singleton is leaked on purpose,
+ * llama.cpp issue #22142), so llama-batched-bench sometimes exits before its last table rows are
+ * written. One line flushes it before the tool returns.
+ */
+const LOG_FLUSH_PATCH = {
+  file: path.join("tools", "batched-bench", "batched-bench.cpp"),
+  anchor: "    llama_backend_free();\n\n    return 0;\n}",
+  replacement: "    llama_backend_free();\n\n    common_log_flush(common_log_main());\n\n    return 0;\n}",
+};
+
+const CMAKE_FLAGS = [
+  "-DCMAKE_BUILD_TYPE=Release",
+  "-DGGML_NATIVE=ON",
+  "-DBUILD_SHARED_LIBS=OFF",
+  "-DLLAMA_CURL=OFF",
+  "-DLLAMA_OPENSSL=OFF",
+  "-DLLAMA_BUILD_TESTS=OFF",
+  "-DLLAMA_BUILD_EXAMPLES=OFF",
+  "-DLLAMA_BUILD_SERVER=OFF",
+  "-DLLAMA_BUILD_APP=OFF",
+  "-DLLAMA_BUILD_TOOLS=ON",
+  "-DLLAMA_USE_PREBUILT_UI=OFF",
+];
+
+const { values: args } = parseArgs({
+  options: {
+    dtype: { type: "string", default: "bf16,q8_0" },
+    npl: { type: "string", default: "1,4,16,64" },
+    npp: { type: "string", default: "128" },
+    ntg: { type: "string", default: "32" },
+    threads: { type: "string", default: "2" },
+    ctx: { type: "string" },
+    batch: { type: "string", default: "2048" },
+    ubatch: { type: "string", default: "512" },
+    "flash-attn": { type: "string", default: "auto" },
+    seed: { type: "string", default: "0" },
+    jobs: { type: "string", default: String(os.availableParallelism()) },
+    small: { type: "boolean", default: false },
+    json: { type: "boolean", default: false },
+    out: { type: "string" },
+    "build-only": { type: "boolean", default: false },
+    help: { type: "boolean", short: "h", default: false },
+  },
+});
+if (args.help) {
+  console.log(readFileSync(fileURLToPath(import.meta.url), "utf8").split("*/")[0]);
+  process.exit(0);
+}
+
+const positiveInt = (value, name) => {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got ${value}`);
+  return n;
+};
+const dtypes = parseDtypes(args.dtype);
+const npl = args.npl.split(",").map((n) => positiveInt(n.trim(), "npl"));
+const npp = positiveInt(args.npp, "npp");
+const ntg = positiveInt(args.ntg, "ntg");
+const threads = positiveInt(args.threads, "threads");
+// Every sequence has its own npp + ntg cells (the prompt is not shared): the largest npl needs them all.
+const ctx = args.ctx === undefined ? Math.max(...npl) * (npp + ntg) : positiveInt(args.ctx, "ctx");
+const batch = positiveInt(args.batch, "batch");
+const ubatch = positiveInt(args.ubatch, "ubatch");
+const jobs = positiveInt(args.jobs, "jobs");
+const seed = Number(args.seed);
+if (!["auto", "on", "off"].includes(args["flash-attn"])) throw new Error("--flash-attn must be auto, on or off");
+const shapeName = args.small ? "small" : "falcon-rw-1b";
+const pairingKey = "bloom";
+
+const log = (...parts) => console.error(...parts);
+
+// ------------------------------------------------------------------------------------------------
+// Build
+
+/** Runs a command with its output appended to `logFile`; throws with the log's tail when it fails. */
+function run(command, commandArgs, { cwd, logFile }) {
+  const fd = openSync(logFile, "a");
+  try {
+    const result = spawnSync(command, commandArgs, { cwd, stdio: ["ignore", fd, fd] });
+    if (result.error) throw result.error;
+    if (result.status !== 0) {
+      const tail = readFileSync(logFile, "utf8").split("\n").slice(-30).join("\n");
+      throw new Error(`${command} ${commandArgs.join(" ")} failed (exit ${result.status}); ${logFile} ends:\n${tail}`);
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function bundleCommit() {
+  const result = spawnSync("git", ["bundle", "list-heads", bundle], { encoding: "utf8" });
+  if (result.status !== 0) throw new Error(`cannot read ${bundle} (run \`npm ci\` in bench/compare): ${result.stderr}`);
+  const head = result.stdout.split("\n").find((line) => / HEAD$/.test(line)) ?? result.stdout.split("\n")[0];
+  return head.split(" ")[0];
+}
+
+/** The llama-batched-bench binary, built now unless the one there came from this commit and these flags. */
+function ensureBinary() {
+  const commit = bundleCommit();
+  const generator = spawnSync("ninja", ["--version"]).status === 0 ? ["-G", "Ninja"] : [];
+  const wanted = { commit, cmakeFlags: CMAKE_FLAGS, generator, patch: LOG_FLUSH_PATCH.replacement };
+  const stamp = existsSync(stampFile) ? JSON.parse(readFileSync(stampFile, "utf8")) : null;
+  if (stamp && existsSync(binary) && JSON.stringify(stamp.wanted) === JSON.stringify(wanted)) {
+    log(`llama-batched-bench: ${path.relative(process.cwd(), binary)} (llama.cpp ${commit.slice(0, 12)}, built in ${stamp.buildSeconds.toFixed(0)} s)`);
+    return { commit, buildSeconds: stamp.buildSeconds, builtNow: false };
+  }
+  mkdirSync(buildRoot, { recursive: true });
+  const logFile = path.join(buildRoot, "build.log");
+  writeFileSync(logFile, "");
+  rmSync(sourceDir, { recursive: true, force: true });
+  rmSync(buildDir, { recursive: true, force: true });
+  rmSync(stampFile, { force: true });
+  log(`llama-batched-bench: cloning llama.cpp ${commit.slice(0, 12)} from node-llama-cpp's bundle into ${path.relative(process.cwd(), sourceDir)}`);
+  run("git", ["-c", "advice.detachedHead=false", "clone", "--quiet", bundle, sourceDir], { cwd: buildRoot, logFile });
+  run("git", ["-c", "advice.detachedHead=false", "checkout", "--quiet", commit], { cwd: sourceDir, logFile });
+  const patched = path.join(sourceDir, LOG_FLUSH_PATCH.file);
+  const source = readFileSync(patched, "utf8");
+  if (!source.includes(LOG_FLUSH_PATCH.anchor)) {
+    throw new Error(`${patched} has changed: update LOG_FLUSH_PATCH (its last rows could be lost otherwise)`);
+  }
+  writeFileSync(patched, source.replace(LOG_FLUSH_PATCH.anchor, LOG_FLUSH_PATCH.replacement));
+  log(`llama-batched-bench: building with ${jobs} jobs (log: ${path.relative(process.cwd(), logFile)}); minutes on 2 cores`);
+  const t0 = performance.now();
+  run("cmake", ["-S", sourceDir, "-B", buildDir, ...generator, ...CMAKE_FLAGS], { cwd: buildRoot, logFile });
+  run("cmake", ["--build", buildDir, "--target", "llama-batched-bench", "--parallel", String(jobs)], { cwd: buildRoot, logFile });
+  const buildSeconds = (performance.now() - t0) / 1000;
+  if (!existsSync(binary)) throw new Error(`the build finished but ${binary} is missing; see ${logFile}`);
+  writeFileSync(stampFile, JSON.stringify({ wanted, buildSeconds, builtAt: new Date().toISOString() }, null, 2));
+  log(`llama-batched-bench: built in ${buildSeconds.toFixed(0)} s`);
+  return { commit, buildSeconds, builtNow: true };
+}
+
+// ------------------------------------------------------------------------------------------------
+// Run and parse
+
+const COLUMNS = ["pp", "tg", "npl", "nKv", "tPp", "sPp", "tTg", "sTg", "t", "s"];
+
+/**
+ * The rows of llama-batched-bench's markdown table:
+ * |    PP |     TG |    B |   N_KV |   T_PP s | S_PP t/s |   T_TG s | S_TG t/s |      T s |    S t/s |
+ * S_TG is B × TG / T_TG: the aggregate decode tokens/s of B sequences decoding together.
+ */
+function parseBatchedBenchTable(output) {
+  const rows = [];
+  for (const line of output.split("\n")) {
+    if (!/^\|\s*\d/.test(line)) continue;
+    const cells = line.split("|").slice(1, -1).map((cell) => Number(cell.trim()));
+    if (cells.length !== COLUMNS.length || cells.some((v) => !Number.isFinite(v))) {
+      throw new Error(`unexpected llama-batched-bench row: ${line}`);
+    }
+    rows.push(Object.fromEntries(COLUMNS.map((name, i) => [name, cells[i]])));
+  }
+  return rows;
+}
+
+const CLOCK_TICKS = 100;  // USER_HZ of /proc/stat and /proc/self/stat on Linux
+
+/** Busy CPU seconds of the whole machine and of this process's finished children (Linux; null elsewhere). */
+function cpuSnapshot() {
+  try {
+    const [user, nice, system, , , irq, softirq, steal] = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+    // /proc/self/stat: fields after the command name; cutime and cstime are the 16th and 17th fields.
+    const self = readFileSync("/proc/self/stat", "utf8");
+    const fields = self.slice(self.lastIndexOf(")") + 2).split(" ").map(Number);
+    const children = (fields[13] + fields[14]) / CLOCK_TICKS;
+    return { busy: (user + nice + system + irq + softirq + steal) / CLOCK_TICKS, children, wall: performance.now() / 1000 };
+  } catch {
+    return null;
+  }
+}
+
+/** Share of the machine's CPUs (0..1) other processes used while llama-batched-bench ran: it needs an idle machine. */
+function otherProcessesLoad(from, to) {
+  if (!from || !to) return null;
+  const others = (to.busy - from.busy) - (to.children - from.children);
+  return Math.max(0, others / ((to.wall - from.wall) * os.cpus().length));
+}
+
+/** Runs the binary, relaying its table rows to stderr as they come; resolves to { status, stdout, stderr }. */
+function runRelayed(command, commandArgs) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, commandArgs, { stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (chunk) => {
+      stdout += chunk;
+      for (const line of chunk.split("\n")) if (line.startsWith("|")) log(`  ${line}`);
+    });
+    child.stderr.setEncoding("utf8").on("data", (chunk) => { stderr += chunk; });
+    child.on("error", reject);
+    child.on("close", (status) => resolve({ status, stdout, stderr }));
+  });
+}
+
+async function runBatchedBench(file) {
+  const commandArgs = [
+    "-m", file, "-c", String(ctx), "-b", String(batch), "-ub", String(ubatch),
+    "-npp", String(npp), "-ntg", String(ntg), "-npl", npl.join(","),
+    "-t", String(threads), "-fa", args["flash-attn"], "--output-format", "md",
+  ];
+  const command = [path.relative(process.cwd(), binary), ...commandArgs].join(" ");
+  log(`running ${command}`);
+  const t0 = performance.now();
+  const before = cpuSnapshot();
+  const result = await runRelayed(binary, commandArgs);
+  const otherProcessesCpu = otherProcessesLoad(before, cpuSnapshot());
+  const output = `${result.stdout}\n${result.stderr}`;
+  if (result.status !== 0) throw new Error(`llama-batched-bench failed (exit ${result.status}):\n${output.split("\n").slice(-30).join("\n")}`);
+  const rows = parseBatchedBenchTable(result.stdout);
+  const missing = npl.filter((n) => !rows.some((row) => row.npl === n));
+  if (missing.length > 0) throw new Error(`llama-batched-bench skipped npl ${missing.join(",")} (context ${ctx} too small?)`);
+  const settings = /n_kv_max = .*$/m.exec(output)?.[0] ?? null;
+  return { command, seconds: (performance.now() - t0) / 1000, otherProcessesCpu, settings, rows };
+}
+
+function cpuModel() {
+  const line = readFileSync("/proc/cpuinfo", "utf8").split("\n").find((l) => l.startsWith("model name"));
+  return line ? line.split(":").slice(1).join(":").trim() : os.cpus()[0]?.model ?? "unknown";
+}
+
+// ------------------------------------------------------------------------------------------------
+// Main
+
+const build = ensureBinary();
+if (args["build-only"]) process.exit(0);
+
+const llamaInfo = JSON.parse(readFileSync(path.join(llamaPackage, "llama.cpp.info.json"), "utf8"));
+const runs = [];
+for (const dtypeKey of dtypes) {
+  const label = `${pairingKey} ${dtypeKey}`;
+  const { file, source } = await cachedFalconGguf({ shapeName, pairingKey, dtypeKey, seed, log: (message) => log(`[${label}] ${message}`) });
+  source.dispose();  // llama.cpp maps the file; our copy of the weights is not needed while it runs
+  const result = await runBatchedBench(file);
+  const decodeTokensPerSecond = Object.fromEntries(result.rows.map((row) => [row.npl, row.sTg]));
+  log(`[${label}] S_TG (aggregate decode tokens/s) by parallel sequences: ` +
+    Object.entries(decodeTokensPerSecond).map(([n, v]) => `${n}: ${v.toFixed(2)}`).join(", ") + ` (${result.seconds.toFixed(0)} s` +
+    (result.otherProcessesCpu === null ? ")" : `; other processes: ${(result.otherProcessesCpu * 100).toFixed(0)}% CPU)`));
+  runs.push({ dtype: dtypeKey, ggmlType: DTYPES[dtypeKey].ggml, file: path.relative(process.cwd(), file), ...result, decodeTokensPerSecond });
+}
+
+const report = {
+  tool: "llama-batched-bench",
+  machine: { cpu: cpuModel(), logicalCpus: os.cpus().length, threads },
+  llamaCpp: {
+    source: "node-llama-cpp's gitRelease.bundle",
+    release: llamaInfo.tag,
+    commit: build.commit,
+    buildSeconds: build.buildSeconds,
+    cmakeFlags: CMAKE_FLAGS,
+  },
+  model: { shape: shapeName, ...SHAPES[shapeName], pairing: PAIRINGS[pairingKey].name, theirs: PAIRINGS[pairingKey].theirs, seed },
+  settings: { npp, ntg, npl, ctx, batch, ubatch, flashAttention: args["flash-attn"], promptShared: false },
+  measure: "S_TG = npl × ntg / T_TG: aggregate decode tokens/s, npl sequences decoding one token each per step after an npp-token prompt each",
+  runs,
+};
+
+if (args.out) writeFileSync(args.out, JSON.stringify(report, null, 2));
+if (args.json) {
+  console.log(JSON.stringify(report, null, 2));
+} else {
+  console.log(`llama-batched-bench (llama.cpp ${llamaInfo.tag}, ${build.commit.slice(0, 12)}), ${report.machine.cpu}, ${threads} threads`);
+  console.log(`model: ${shapeName} as llama.cpp bloom; npp ${npp}, ntg ${ntg}, context ${ctx}, batch ${batch}/${ubatch}, flash attention ${args["flash-attn"]}`);
+  console.log("");
+  console.log(`| dtype | ${npl.map((n) => `${n} seq`).join(" | ")} | other processes |`);
+  console.log(`| --- | ${npl.map(() => "---").join(" | ")} | --- |`);
+  for (const r of runs) {
+    const load = r.otherProcessesCpu === null ? "—" : `${(r.otherProcessesCpu * 100).toFixed(0)}% CPU`;
+    console.log(`| ${r.dtype} | ${npl.map((n) => r.decodeTokensPerSecond[n].toFixed(2)).join(" | ")} | ${load} |`);
+  }
+  console.log("");
+  console.log("aggregate decode tokens/s (S_TG)");
+}

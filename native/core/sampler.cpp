@@ -1,0 +1,458 @@
+// The samplers of src/samplers.ts, branch for branch: the same arithmetic in the same order, in double
+// precision, with V8's exp, so that both pick the same token for the same logits, config and stream.
+#include "sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <string>
+
+#include "error.h"
+
+// Contracting a * b + c into one fused multiply-add rounds once instead of twice and so changes the
+// last bit of exp and of the softmax weights; JavaScript never contracts.
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+namespace falcon {
+namespace {
+
+constexpr double kNegativeInfinity = -std::numeric_limits<double>::infinity();
+constexpr double kPositiveInfinity = std::numeric_limits<double>::infinity();
+// Above this k, top-k selection sorts instead of inserting into a sorted prefix (INSERTION_TOP_K_LIMIT).
+constexpr int64_t kInsertionTopKLimit = 128;
+constexpr double kMaxSafeInteger = 9007199254740991.0;
+
+uint32_t high_word(double x) {
+  uint64_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  return uint32_t(bits >> 32);
+}
+
+double from_words(uint32_t high, uint32_t low) {
+  const uint64_t bits = (uint64_t(high) << 32) | low;
+  double x;
+  std::memcpy(&x, &bits, sizeof x);
+  return x;
+}
+
+// Math.exp as V8 computes it (src/base/ieee754.cc: FreeBSD msun's e_exp.c, from fdlibm). The C
+// library's exp differs from it in the last bit for about one argument in ten, which would shift
+// softmax weights and, now and then, the token a draw lands on.
+double js_exp(double x) {
+  static const double one = 1.0, half[2] = {0.5, -0.5}, o_threshold = 7.09782712893383973096e+02,
+                      u_threshold = -7.45133219101941108420e+02,
+                      ln2_high[2] = {6.93147180369123816490e-01, -6.93147180369123816490e-01},
+                      ln2_low[2] = {1.90821492927058770002e-10, -1.90821492927058770002e-10},
+                      inv_ln2 = 1.44269504088896338700e+00, P1 = 1.66666666666666019037e-01,
+                      P2 = -2.77777777770155933842e-03, P3 = 6.61375632143793436117e-05,
+                      P4 = -1.65339022054652515390e-06, P5 = 4.13813679705723846039e-08, E = 2.718281828459045,
+                      huge = 1.0e+300, two_m1000 = 9.33263618503218878990e-302, two_1023 = 8.988465674311579539e307;
+  double y, hi = 0.0, lo = 0.0, c, t, two_pk;
+  int32_t k = 0;
+  uint32_t hx = high_word(x);
+  const int xsb = int((hx >> 31) & 1);
+  hx &= 0x7FFFFFFF;
+
+  if (hx >= 0x40862E42) {  // |x| >= 709.78...
+    if (hx >= 0x7FF00000) {
+      uint64_t bits;
+      std::memcpy(&bits, &x, sizeof bits);
+      if (((hx & 0xFFFFF) | uint32_t(bits)) != 0) return x + x;  // NaN
+      return xsb == 0 ? x : 0.0;                                  // exp(+-inf) = {inf, 0}
+    }
+    if (x > o_threshold) return huge * huge;
+    if (x < u_threshold) return two_m1000 * two_m1000;
+  }
+
+  if (hx > 0x3FD62E42) {    // |x| > 0.5 ln2
+    if (hx < 0x3FF0A2B2) {  // and |x| < 1.5 ln2
+      if (x == 1.0) return E;
+      hi = x - ln2_high[xsb];
+      lo = ln2_low[xsb];
+      k = 1 - xsb - xsb;
+    } else {
+      k = int32_t(inv_ln2 * x + half[xsb]);
+      t = k;
+      hi = x - t * ln2_high[0];  // exact here
+      lo = t * ln2_low[0];
+    }
+    x = hi - lo;
+  } else if (hx < 0x3E300000) {  // |x| < 2**-28
+    if (huge + x > one) return one + x;
+  } else {
+    k = 0;
+  }
+
+  t = x * x;
+  if (k >= -1021) {
+    two_pk = from_words(0x3FF00000u + (uint32_t(k) << 20), 0);
+  } else {
+    two_pk = from_words(0x3FF00000u + (uint32_t(k + 1000) << 20), 0);
+  }
+  c = x - t * (P1 + t * (P2 + t * (P3 + t * (P4 + t * P5))));
+  if (k == 0) return one - ((x * c) / (c - 2.0) - x);
+  y = one - ((lo - (x * c) / (2.0 - c)) - hi);
+  if (k >= -1021) {
+    if (k == 1024) return y * 2.0 * two_1023;
+    return y * two_pk;
+  }
+  return y * two_pk * two_m1000;
+}
+
+// splitmix32 step: advances `state` and returns the mixed word.
+uint32_t splitmix32(uint32_t* state) {
+  *state += 0x9E3779B9u;
+  uint32_t z = *state;
+  z = (z ^ (z >> 16)) * 0x85EBCA6Bu;
+  z = (z ^ (z >> 13)) * 0xC2B2AE35u;
+  return z ^ (z >> 16);
+}
+
+uint32_t rotl(uint32_t x, int k) { return (x << k) | (x >> (32 - k)); }
+
+std::string describe(double value) {
+  char text[40];
+  std::snprintf(text, sizeof text, "%.17g", value);
+  return text;
+}
+
+void check_row(const float* logits, int64_t allowed) {
+  require(logits != nullptr && allowed > 0 && allowed <= std::numeric_limits<int32_t>::max(), ErrorKind::Input,
+          "a logits row needs between 1 and 2^31 - 1 values, got " + std::to_string(allowed));
+}
+
+// The id of the largest logit; the lowest id wins ties; NaN counts as -Infinity.
+int32_t argmax(const float* logits, int64_t allowed) {
+  int32_t best = 0;
+  double best_value = kNegativeInfinity;
+  for (int64_t i = 0; i < allowed; ++i) {
+    const double value = logits[i];
+    if (value > best_value) {
+      best_value = value;
+      best = int32_t(i);
+    }
+  }
+  return best;
+}
+
+// True when id `a` ranks before id `b`: larger logit first, then the lower id; NaN after everything.
+bool ranks_before(const float* logits, int32_t a, int32_t b) {
+  const float va = logits[a];
+  const float vb = logits[b];
+  return va > vb || (va == vb && a < b) || (std::isnan(vb) && !std::isnan(va));
+}
+
+// The same order as a strict total order (NaN ids last, by id), which ranks_before is on every pair
+// but two NaNs: what the TypeScript sort comparator falls back to with `a - b`.
+bool sorts_before(const float* logits, int32_t a, int32_t b) {
+  const float va = logits[a];
+  const float vb = logits[b];
+  const bool a_nan = std::isnan(va);
+  const bool b_nan = std::isnan(vb);
+  if (a_nan != b_nan) return b_nan;
+  if (!a_nan && va != vb) return va > vb;
+  return a < b;
+}
+
+// The ids of the `count` (≤ allowed) largest logits into best[0 .. count), best first, ties to the
+// lower id. Insertion keeps NaN ids in id order at the end, which is exactly the sort order, so
+// both paths give the same ids in the same order.
+void top_k_indices(const float* logits, int64_t allowed, int64_t count, int32_t* best, TrackedVector<int32_t>* order) {
+  if (count > kInsertionTopKLimit) {
+    if (int64_t(order->size()) < allowed) {
+      require_memory(ByteCount(uint64_t(allowed)) * sizeof(int32_t), ErrorKind::Input, "top-k candidates");
+      order->resize(size_t(allowed));
+    }
+    for (int64_t id = 0; id < allowed; ++id) (*order)[size_t(id)] = int32_t(id);
+    std::partial_sort(order->begin(), order->begin() + count, order->begin() + allowed,
+                      [logits](int32_t a, int32_t b) { return sorts_before(logits, a, b); });
+    std::copy(order->begin(), order->begin() + count, best);
+    return;
+  }
+  int64_t filled = 0;
+  for (int64_t id = 0; id < allowed; ++id) {
+    if (filled == count && !ranks_before(logits, int32_t(id), best[count - 1])) continue;
+    int64_t position = filled < count ? filled++ : count - 1;
+    while (position > 0 && ranks_before(logits, int32_t(id), best[position - 1])) {
+      best[position] = best[position - 1];
+      --position;
+    }
+    best[position] = int32_t(id);
+  }
+}
+
+// Unnormalised probabilities exp((logit − max) / temperature) of `ids` (every allowed id when null)
+// into `weights`; returns their sum. NaN and -Infinity logits get weight 0; when every candidate is
+// -Infinity or NaN, the first one gets everything.
+double softmax_weights(const float* logits, const int32_t* ids, int64_t count, double temperature, double* weights) {
+  double max = kNegativeInfinity;
+  for (int64_t i = 0; i < count; ++i) {
+    const double value = logits[ids ? ids[i] : i];
+    if (value > max) max = value;
+  }
+  if (max == kNegativeInfinity) {
+    std::fill(weights, weights + count, 0.0);
+    weights[0] = 1;
+    return 1;
+  }
+  double sum = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    const double value = logits[ids ? ids[i] : i];
+    const double weight = value > kNegativeInfinity ? js_exp((value - max) / temperature) : 0;
+    weights[i] = weight;
+    sum += weight;
+  }
+  return sum;
+}
+
+// Inverse-CDF draw: the index where the running sum of weights passes u · total. A +Infinity logit
+// makes weights NaN; NaN weights are not skipped (as in TypeScript), so the last one is returned.
+int64_t pick(const double* weights, int64_t count, double total, double u) {
+  const double target = u * total;
+  double running = 0;
+  int64_t last = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    const double weight = weights[i];
+    if (weight <= 0) continue;
+    running += weight;
+    last = i;
+    if (target < running) return i;
+  }
+  return last;
+}
+
+}  // namespace
+
+void validate_sampler_params(const SamplerParams& params) {
+  const bool known = params.kind == SamplerKind::Greedy || params.kind == SamplerKind::TopK ||
+                     params.kind == SamplerKind::TopP || params.kind == SamplerKind::Temperature ||
+                     params.kind == SamplerKind::Random;
+  require(known, ErrorKind::Input, "sampler must be one of greedy, topK, topP, temperature, random");
+  require(std::isfinite(params.temperature) && !(params.temperature < 0), ErrorKind::Input,
+          "sampler temperature must be a finite number ≥ 0, got " + describe(params.temperature));
+  if (params.kind == SamplerKind::TopK) {
+    require(params.k > 0, ErrorKind::Input, "sampler k must be a positive integer, got " + std::to_string(params.k));
+  }
+  if (params.kind == SamplerKind::TopP) {
+    require(params.k >= 0, ErrorKind::Input, "sampler k must be a positive integer, got " + std::to_string(params.k));
+    require(params.p > 0 && params.p <= 1, ErrorKind::Input, "sampler p must be a number in (0, 1], got " + describe(params.p));
+  }
+  require(std::isfinite(params.seed) && params.seed >= 0 && params.seed <= kMaxSafeInteger &&
+              std::floor(params.seed) == params.seed,
+          ErrorKind::Input, "sampler seed must be a non-negative integer, got " + describe(params.seed));
+}
+
+SequenceSampler::SequenceSampler(const SamplerParams& params, uint32_t stream) : params_(params) {
+  validate_sampler_params(params);
+  if (params.kind == SamplerKind::Greedy) return;  // draws nothing: its stream is never made
+  // SeededRandom(seed, stream): the seed's high part and the stream number pick the splitmix32
+  // start, the low 32 bits are mixed into it.
+  const uint64_t seed = uint64_t(params.seed);
+  uint32_t state = uint32_t(seed >> 32) ^ ((stream + 1u) * 0x632BE5ABu);
+  state ^= uint32_t(seed);
+  state_[0] = splitmix32(&state);
+  state_[1] = splitmix32(&state);
+  state_[2] = splitmix32(&state);
+  state_[3] = splitmix32(&state);
+  if ((state_[0] | state_[1] | state_[2] | state_[3]) == 0) state_[0] = 1;
+}
+
+double SequenceSampler::next_uniform() {
+  uint32_t* s = state_;
+  auto next_uint32 = [s] {
+    const uint32_t result = rotl(s[1] * 5u, 7) * 9u;
+    const uint32_t t = s[1] << 9;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 11);
+    return result;
+  };
+  const uint32_t high = next_uint32() >> 5;
+  const uint32_t low = next_uint32() >> 6;
+  return (double(high) * 67108864.0 + double(low)) / 9007199254740992.0;
+}
+
+void SequenceSampler::ensure_scratch(int64_t size) {
+  if (scratch_size_ >= size) return;
+  const uint64_t bytes_per_id = 3 * sizeof(int32_t) + 2 * sizeof(double) + sizeof(uint8_t);
+  require_memory(ByteCount(uint64_t(size)) * bytes_per_id, ErrorKind::Input, "sampler scratch");
+  const size_t n = size_t(size);
+  ids_.assign(n, 0);
+  weights_.assign(n, 0.0);
+  candidates_.assign(n, 0);
+  probabilities_.assign(n, 0.0);
+  selected_.assign(n, 0);
+  flags_.assign(n, 0);
+  scratch_size_ = size;
+}
+
+int32_t SequenceSampler::sample(const float* logits, int64_t allowed) {
+  if (params_.kind == SamplerKind::Greedy) {
+    check_row(logits, allowed);
+    return argmax(logits, allowed);
+  }
+  // TypeScript draws before the sampler runs, even when temperature 0 makes it greedy.
+  const double u = next_uniform();
+  check_row(logits, allowed);
+  const double temperature = params_.temperature;
+  if (temperature == 0) return argmax(logits, allowed);
+
+  switch (params_.kind) {
+    case SamplerKind::TopK: {
+      const int64_t count = std::min(params_.k, allowed);
+      ensure_scratch(count);
+      top_k_indices(logits, allowed, count, ids_.data(), &order_);
+      const double total = softmax_weights(logits, ids_.data(), count, temperature, weights_.data());
+      return ids_[size_t(pick(weights_.data(), count, total, u))];
+    }
+    case SamplerKind::TopP: {
+      // selectNucleus: the nucleus into ids_[0 .. kept) with its probabilities in weights_.
+      const int64_t k = params_.k;
+      const int64_t count = k == 0 ? allowed : std::min(k, allowed);
+      ensure_scratch(allowed);
+      const int32_t* ids = nullptr;
+      if (k != 0 && k < allowed) {
+        top_k_indices(logits, allowed, count, candidates_.data(), &order_);
+        ids = candidates_.data();
+      }
+      double* probabilities = probabilities_.data();
+      const double total = softmax_weights(logits, ids, count, temperature, probabilities);
+      int32_t* work = selected_.data();
+      int64_t size = 0;
+      for (int64_t i = 0; i < count; ++i) {
+        probabilities[i] = probabilities[i] / total;
+        if (probabilities[i] > 0) work[size++] = int32_t(i);
+      }
+      // Candidates are compared by probability, then by their index (id order, or rank with k).
+      auto better = [probabilities](int32_t a, int32_t b) {
+        return probabilities[a] > probabilities[b] || (probabilities[a] == probabilities[b] && a < b);
+      };
+      // Quickselect: work[0 .. lo) is in the nucleus, work[hi .. size) is out, work[lo .. hi) undecided.
+      // The mass is summed in the TypeScript partition order, so the cut falls at the same place.
+      const double p = params_.p;
+      int64_t lo = 0;
+      int64_t hi = size;
+      double mass = 0;
+      while (lo < hi && mass < p) {
+        const int64_t middle = (lo + hi) >> 1;
+        const int32_t pivot = work[middle];
+        work[middle] = work[hi - 1];
+        work[hi - 1] = pivot;
+        int64_t store = lo;
+        double mass_better = 0;
+        for (int64_t j = lo; j < hi - 1; ++j) {
+          const int32_t candidate = work[j];
+          if (better(candidate, pivot)) {
+            work[j] = work[store];
+            work[store++] = candidate;
+            mass_better += probabilities[candidate];
+          }
+        }
+        work[hi - 1] = work[store];
+        work[store] = pivot;
+        if (mass + mass_better >= p) {
+          hi = store;
+        } else {
+          mass += mass_better + probabilities[pivot];
+          lo = store + 1;
+        }
+      }
+      uint8_t* kept = flags_.data();
+      for (int64_t i = 0; i < count; ++i) kept[i] = 0;
+      for (int64_t n = 0; n < lo; ++n) kept[work[n]] = 1;
+      int64_t kept_count = 0;
+      for (int64_t i = 0; i < count; ++i) {
+        if (!kept[i]) continue;
+        ids_[size_t(kept_count)] = ids ? ids[i] : int32_t(i);
+        weights_[size_t(kept_count++)] = probabilities[i];
+      }
+      // sampleTopP. With a +Infinity logit every probability is NaN and nothing is kept: pick returns
+      // 0 and ids_[0] is whatever an earlier call left there (zero in fresh scratch), as in TypeScript.
+      double kept_total = 0;
+      for (int64_t i = 0; i < kept_count; ++i) kept_total += weights_[size_t(i)];
+      return ids_[size_t(pick(weights_.data(), kept_count, kept_total, u))];
+    }
+    case SamplerKind::Temperature:
+    case SamplerKind::Random: {
+      ensure_scratch(allowed);
+      const double total = softmax_weights(logits, nullptr, allowed, temperature, weights_.data());
+      return int32_t(pick(weights_.data(), allowed, total, u));
+    }
+    case SamplerKind::Greedy:
+      break;
+  }
+  return argmax(logits, allowed);
+}
+
+float token_logprobs(const float* logits, int64_t allowed, int32_t chosen, int64_t top, std::vector<TokenLogprob>* top_out) {
+  check_row(logits, allowed);
+  require(chosen >= 0 && chosen < allowed, ErrorKind::Input,
+          "chosen token " + std::to_string(chosen) + " is outside [0, " + std::to_string(allowed) + ")");
+  require(top >= 0, ErrorKind::Input, "top logprobs must be ≥ 0, got " + std::to_string(top));
+  // NaN counts as -Infinity throughout.
+  auto value_of = [logits](int64_t id) {
+    const double value = logits[id];
+    return std::isnan(value) ? kNegativeInfinity : value;
+  };
+  double max = kNegativeInfinity;
+  int64_t infinite = 0;
+  for (int64_t i = 0; i < allowed; ++i) {
+    const double value = value_of(i);
+    if (value > max) max = value;
+    if (value == kPositiveInfinity) ++infinite;
+  }
+  // log softmax. +Infinity logits share the mass equally; a row with no finite or +Infinity logit
+  // gives all of it to id 0, as the samplers' fallback does.
+  double log_sum = 0;
+  if (max != kPositiveInfinity && max != kNegativeInfinity) {
+    double sum = 0;
+    for (int64_t i = 0; i < allowed; ++i) {
+      const double value = value_of(i);
+      if (value > kNegativeInfinity) sum += std::exp(value - max);
+    }
+    log_sum = std::log(sum);
+  }
+  auto logprob_of = [&](int64_t id) -> double {
+    const double value = value_of(id);
+    if (max == kPositiveInfinity) return value == kPositiveInfinity ? -std::log(double(infinite)) : kNegativeInfinity;
+    if (max == kNegativeInfinity) return id == 0 ? 0.0 : kNegativeInfinity;
+    return value > kNegativeInfinity ? (value - max) - log_sum : kNegativeInfinity;
+  };
+
+  if (top_out != nullptr) {
+    top_out->clear();
+    const int64_t wanted = std::min(top, allowed);
+    // Best first: larger logit, then the lower id (logprobs are monotone in the logit). A heap
+    // whose front is the worst kept id.
+    auto better = [&](const TokenLogprob& a, const TokenLogprob& b) {
+      const double va = value_of(a.token);
+      const double vb = value_of(b.token);
+      return va > vb || (va == vb && a.token < b.token);
+    };
+    for (int64_t id = 0; id < allowed && wanted > 0; ++id) {
+      const TokenLogprob entry{int32_t(id), 0.0f};
+      if (int64_t(top_out->size()) < wanted) {
+        top_out->push_back(entry);
+        std::push_heap(top_out->begin(), top_out->end(), better);
+      } else if (better(entry, top_out->front())) {
+        std::pop_heap(top_out->begin(), top_out->end(), better);
+        top_out->back() = entry;
+        std::push_heap(top_out->begin(), top_out->end(), better);
+      }
+    }
+    std::sort_heap(top_out->begin(), top_out->end(), better);
+    for (TokenLogprob& entry : *top_out) entry.logprob = float(logprob_of(entry.token));
+  }
+  return float(logprob_of(chosen));
+}
+
+}  // namespace falcon
