@@ -23,7 +23,7 @@ export interface EngineOptions {
   kvCacheBytes?: number;
   /** Tokens one step computes at most (prompt chunks and decodes together); default 512. */
   maxBatchTokens?: number;
-  /** Sequences running at once at most; default 64, at most maxBatchTokens. */
+  /** Sequences running at once at most; default min(64, maxBatchTokens), at most maxBatchTokens. */
   maxSequences?: number;
   /** Reuse the KV blocks of earlier requests with the same leading tokens (default true; always off for dynamic NTK rotary). */
   prefixCaching?: boolean;
@@ -114,7 +114,8 @@ export function checkEngineOptions(options: EngineOptions): Required<Omit<Engine
     return value;
   };
   const maxBatchTokens = integer(options.maxBatchTokens ?? 512, "maxBatchTokens", 1, 1 << 20);
-  const maxSequences = integer(options.maxSequences ?? 64, "maxSequences", 1, 65536);
+  // The default never exceeds the token budget: every running sequence decodes a token per step.
+  const maxSequences = integer(options.maxSequences ?? Math.min(64, maxBatchTokens), "maxSequences", 1, 65536);
   if (maxSequences > maxBatchTokens) {
     throw new FalconInputError(`maxSequences (${maxSequences}) must be at most maxBatchTokens (${maxBatchTokens}): every running sequence decodes a token per step`);
   }

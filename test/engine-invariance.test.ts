@@ -1,0 +1,158 @@
+/**
+ * The engine's promise: a request's tokens and logits are bit-identical whatever it is batched with and
+ * however its prompt is chunked. For every fixture model (and int8 / bfloat16 casts of two), 32 requests
+ * of different prompt lengths (half of them sharing a prefix longer than a KV block), samplers and seeds
+ * go through one engine concurrently, submitted at staggered times with a small token budget so prompts
+ * are split across steps; each must equal the same request run alone (one sequence per step, its whole
+ * prompt in one chunk, no prefix cache), and the TypeScript generate loop's tokens. Greedy requests on
+ * the HF fixtures' prompts reproduce the fixtures' generate records.
+ */
+import assert from "node:assert/strict";
+import path from "node:path";
+import { setTimeout as delay } from "node:timers/promises";
+import { after, describe, it } from "node:test";
+
+import { FalconCausalLM, type Completion, type FalconDType, type SamplerSpec } from "../src/index.js";
+import { FIXTURES, readJson } from "./helpers/fixtures.js";
+
+interface GenerateRecord {
+  prompt_ids: number[][];
+  attention_mask: number[][];
+  max_new_tokens: number;
+  eos_token_id: number;
+  output_ids_f32: number[][];
+}
+
+const HF_CASES = ["rw_alibi_mha_sequential", "rotary_mha_sequential_bias", "f7b_rotary_mqa_parallel", "f40b_newarch_gqa", "f11b_newarch_1ln"];
+const MODELS: [string, FalconDType | undefined][] = [
+  ...HF_CASES.map((name): [string, undefined] => [name, undefined]),
+  ["rw_alibi_mha_sequential", "int8"],
+  ["f40b_newarch_gqa", "bfloat16"],
+  ["f7b_rotary_mqa_parallel", "int8"],
+];
+const checkpoint = (name: string) => path.join(FIXTURES, "hf", name, "checkpoint");
+
+const loaded: FalconCausalLM[] = [];
+after(() => {
+  for (const lm of loaded) lm.dispose();
+});
+
+async function load(name: string, dtype?: FalconDType): Promise<FalconCausalLM> {
+  const lm = await FalconCausalLM.fromPreset(checkpoint(name), dtype === undefined ? {} : { dtype });
+  loaded.push(lm);
+  return lm;
+}
+
+/** A small deterministic generator for the test's prompts (not the code under test). */
+function lcg(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    return state / 4294967296;
+  };
+}
+
+function samplerFor(i: number): SamplerSpec {
+  switch (i % 5) {
+    case 0: return "greedy";
+    case 1: return { type: "topK", k: 3, seed: 1000 + i };
+    case 2: return { type: "topP", p: 0.9, seed: 2000 + i };
+    case 3: return { type: "temperature", temperature: 0.7, seed: 3000 + i };
+    default: return { type: "random", seed: 4000 + i };
+  }
+}
+
+interface Request {
+  prompt: Int32Array;
+  maxNewTokens: number;
+  sampler: SamplerSpec;
+}
+
+function requestsFor(vocabularySize: number): Request[] {
+  const next = lcg(vocabularySize);
+  const id = () => Math.floor(next() * vocabularySize);
+  const sharedPrefix = Int32Array.from({ length: 21 }, id);
+  return Array.from({ length: 32 }, (_, i) => {
+    const length = 1 + ((i * 7) % 37);
+    const own = Int32Array.from({ length }, id);
+    const prompt = i % 2 === 0 ? Int32Array.from([...sharedPrefix, ...own]) : own;
+    return { prompt, maxNewTokens: 2 + (i % 6), sampler: samplerFor(i) };
+  });
+}
+
+function sameBits(a: Float32Array, b: Float32Array): boolean {
+  return Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer, b.byteOffset, b.byteLength)) === 0;
+}
+
+describe("engine batch invariance: concurrent, chunked, prefix-shared requests equal the same requests alone, bit for bit", () => {
+  for (const [name, dtype] of MODELS) {
+    it(`${name}${dtype ? ` as ${dtype}` : ""}`, async () => {
+      const lm = await load(name, dtype);
+      const requests = requestsFor(lm.backbone.getConfig().vocabularySize);
+      const options = (request: Request) => ({ maxNewTokens: request.maxNewTokens, sampler: request.sampler, stopTokenIds: null, returnLogits: true });
+
+      const alone = lm.engine({ maxSequences: 1, prefixCaching: false });
+      const solo: Completion[] = [];
+      try {
+        for (const request of requests) solo.push(await alone.complete(request.prompt, options(request)));
+      } finally {
+        await alone.close();
+      }
+
+      const together = lm.engine({ maxBatchTokens: 32, maxSequences: 24 });
+      let results: Completion[];
+      try {
+        results = await Promise.all(requests.map(async (request, i) => {
+          await delay(i % 4);
+          return together.complete(request.prompt, options(request));
+        }));
+        assert.ok(together.stats().prefixHitTokens > 0, "the shared prefix was reused");
+      } finally {
+        await together.close();
+      }
+
+      for (const [i, request] of requests.entries()) {
+        const expected = solo[i]!;
+        const actual = results![i]!;
+        assert.equal(actual.tokenIds.length, request.maxNewTokens, `request ${i}: its whole budget`);
+        assert.deepEqual(Array.from(actual.tokenIds), Array.from(expected.tokenIds), `request ${i}: tokens`);
+        assert.equal(actual.logits!.length, expected.logits!.length);
+        for (const [step, row] of actual.logits!.entries()) {
+          assert.ok(sameBits(row, expected.logits![step]!), `request ${i} step ${step}: logits differ in some bit`);
+        }
+        // The TypeScript decoding loop (separate caches, TypeScript samplers) picks the same tokens.
+        if (i < 10) {
+          const generated = await lm.generate(request.prompt, { maxNewTokens: request.maxNewTokens, sampler: request.sampler, stopTokenIds: null, stripPrompt: true });
+          assert.deepEqual(Array.from(actual.tokenIds), Array.from(generated), `request ${i}: lm.generate's tokens`);
+        }
+      }
+    });
+  }
+});
+
+describe("engine greedy decoding reproduces the HF fixtures' generate records", () => {
+  for (const name of HF_CASES) {
+    it(name, async () => {
+      const lm = await load(name);
+      const engine = lm.engine({ maxBatchTokens: 8 });
+      try {
+        const records = readJson<{ generate: GenerateRecord[] }>(path.join(FIXTURES, "hf", name, "manifest.json")).generate;
+        assert.ok(records.length > 0);
+        for (const record of records) {
+          const rows = await Promise.all(record.prompt_ids.map((row, b) => {
+            const prompt = row.filter((_, c) => record.attention_mask[b]![c] === 1);
+            return engine.complete(prompt, { maxNewTokens: record.max_new_tokens, stopTokenIds: [record.eos_token_id], sampler: "greedy" });
+          }));
+          for (const [b, row] of rows.entries()) {
+            const full = record.output_ids_f32[b]!.slice(record.prompt_ids[b]!.length);
+            const end = full.indexOf(record.eos_token_id);
+            const expected = end === -1 ? full : full.slice(0, end + 1);
+            assert.deepEqual(Array.from(row.tokenIds), expected, `record row ${b}`);
+          }
+        }
+      } finally {
+        await engine.close();
+      }
+    });
+  }
+});
