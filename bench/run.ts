@@ -3,14 +3,19 @@
  * random weights (or a preset), per dtype, beside the machine's own ceilings measured in the same run.
  *
  *   npm run bench -- [--small] [--preset DIR] [--dtypes float32,bfloat16,float16,int8] [--reps 5]
- *                    [--threads N] [--json]
+ *                    [--threads N] [--engine-dtypes bfloat16,int8] [--json]
+ *
+ * For the dtypes in --engine-dtypes (that are also measured), the continuous-batching engine's rows
+ * follow (bench/engine.ts): aggregate decode tokens/s at 1, 4, 16 and 64 concurrent streams, and time to
+ * first token of a 264-token prompt with its 256-token prefix cold and cached.
  */
 import { readFileSync } from "node:fs";
 import os from "node:os";
 import { parseArgs } from "node:util";
 
-import { FalconBackbone, runtimeInfo, setNumThreads, type FalconBackboneConfig, type FalconDType } from "../src/index.js";
+import { FalconBackbone, FalconCausalLM, runtimeInfo, setNumThreads, type FalconBackboneConfig, type FalconDType } from "../src/index.js";
 import { native } from "../src/native.js";
+import { measureFirstToken, measureStreams, type FirstTokenMeasure } from "./engine.js";
 import { measureDecode, measurePrefill } from "./measure.js";
 import type { Summary } from "./stats.js";
 
@@ -34,6 +39,12 @@ interface Row {
   floor?: { tokensPerSecond: number; percent: number; limit: string };
 }
 
+/** Time to first token through the engine, cold and with the prefix cached, beside each one's floor. */
+interface FirstTokenRow extends FirstTokenMeasure {
+  dtype: FalconDType;
+  floorSeconds: { cold: number; warm: number };
+}
+
 function cpuModel(): string {
   const match = /model name\s*:\s*(.+)/.exec(readFileSync("/proc/cpuinfo", "utf8"));
   return match ? match[1].trim() : os.cpus()[0]?.model ?? "unknown";
@@ -52,6 +63,7 @@ async function main(): Promise<void> {
     options: {
       small: { type: "boolean", default: false }, preset: { type: "string" }, dtypes: { type: "string" },
       reps: { type: "string", default: "5" }, threads: { type: "string" }, json: { type: "boolean", default: false },
+      "engine-dtypes": { type: "string", default: "bfloat16,int8" },
     },
   });
   if (values.threads) setNumThreads(Number(values.threads));
@@ -60,6 +72,10 @@ async function main(): Promise<void> {
   const promptLengths = values.small ? [16, 64] : [128, 512];
   const generated = values.small ? 16 : 128;
   const batchedSteps = values.small ? 8 : 32;
+  const engineDtypes = new Set(values["engine-dtypes"]!.split(",").filter((name) => name !== ""));
+  // Up to 64 streams of a 1.3B model decode for minutes per repetition: the engine rows take at most 3.
+  const engineReps = Math.min(reps, 3);
+  const engineStreams = [1, 4, 16, 64];
   const log = (line: string) => { if (!values.json) console.log(line); };
 
   const runtime = runtimeInfo();
@@ -79,6 +95,7 @@ async function main(): Promise<void> {
   };
 
   const rows: Row[] = [];
+  const firstTokenRows: FirstTokenRow[] = [];
   for (const dtype of dtypes) {
     const model = values.preset
       ? await FalconBackbone.fromPreset(values.preset, { dtype })
@@ -92,6 +109,13 @@ async function main(): Promise<void> {
     const single = await measureDecode(model, generated, reps);
     const batched = [];
     for (const batch of [4, 16]) batched.push({ batch, result: await measureDecode(model, batchedSteps, reps, batch) });
+    const streams = [];
+    let firstToken: FirstTokenMeasure | undefined;
+    if (engineDtypes.has(dtype)) {
+      const lm = new FalconCausalLM(model);
+      for (const count of engineStreams) streams.push(await measureStreams(lm, count, batchedSteps, engineReps));
+      firstToken = await measureFirstToken(lm, values.small ? 64 : 256, engineReps);
+    }
     const readAfter = await probeReadGBps();
     model.dispose();
 
@@ -120,8 +144,28 @@ async function main(): Promise<void> {
       add(`b${batch}×tg${batchedSteps}`, result, batchFloor, batchFloor === tokenComputeFloor ? "compute" : "bandwidth");
       log(`  ${"".padEnd(10)} ${(result.median / single.median).toFixed(1)}× the single-sequence decode rate`);
     }
+    // The engine: a step of R decode rows can go no faster than the slower of one read of the weights
+    // and R tokens' arithmetic at the measured peak.
+    for (const { streams: count, tokensPerSecond } of streams) {
+      const floor = Math.min(count * decodeFloor, tokenComputeFloor);
+      add(`engine×${count}`, tokensPerSecond, floor, floor === tokenComputeFloor ? "compute" : "bandwidth");
+    }
+    if (firstToken) {
+      // A cold prompt multiplies every layer matrix once per token and the head once; a cached prefix
+      // leaves 8 tokens, which still read every weight once.
+      const ownTokens = firstToken.promptLength - firstToken.prefixLength;
+      const headFlops = 2 * config.vocabularySize * config.hiddenDim;
+      const cold = (2 * layerMatrixParameters(config) * firstToken.promptLength + headFlops) / peak;
+      const warm = Math.max(info.weightBytes / (ceilings.readGBps * 1e9), (2 * layerMatrixParameters(config) * ownTokens + headFlops) / peak);
+      firstTokenRows.push({ dtype, ...firstToken, floorSeconds: { cold, warm } });
+      const line = (label: string, seconds: Summary, floorSeconds: number) =>
+        log(`  ${label.padEnd(10)} ${seconds.median.toFixed(3).padStart(8)} s     (min ${seconds.min.toFixed(3)}, max ${seconds.max.toFixed(3)})   ${((100 * floorSeconds) / seconds.median).toFixed(0)}% of the floor ${floorSeconds.toFixed(3)} s`);
+      line(`ttft${firstToken.promptLength}`, firstToken.cold, cold);
+      line(`  cached`, firstToken.warm, warm);
+      log(`  ${"".padEnd(10)} ${(firstToken.cold.median / firstToken.warm.median).toFixed(1)}× faster with the ${firstToken.prefixLength}-token prefix cached`);
+    }
   }
-  if (values.json) console.log(JSON.stringify({ machine, rows }, null, 2));
+  if (values.json) console.log(JSON.stringify({ machine, rows, firstTokenRows }, null, 2));
 }
 
 await main();
