@@ -13,7 +13,7 @@ import { after, before, describe, it } from "node:test";
 import ts from "typescript";
 
 import * as falcon from "../src/index.js";
-import { FalconBackbone, type Tensor } from "../src/index.js";
+import { FalconBackbone, type Completion, type CompletionLogprob, type EngineStats, type Tensor } from "../src/index.js";
 import { FIXTURES, compareRows, readJson, type Tolerance } from "./helpers/fixtures.js";
 import { readReferenceBin } from "./helpers/greedy-reference.js";
 import { makeTempDir } from "./helpers/gpt2-vocab.js";
@@ -94,9 +94,9 @@ describe("README ts snippets", () => {
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  it("has exactly the three snippets this file runs", () => {
-    assert.equal(snippets.length, 3);
-    for (const marker of ["const tiny = new FalconBackbone(", "FalconCausalLM.fromPreset(\"./falcon-7b\")", "lm.stream(\"The falcon\""]) find(marker);
+  it("has exactly the four snippets this file runs", () => {
+    assert.equal(snippets.length, 4);
+    for (const marker of ["const tiny = new FalconBackbone(", "FalconCausalLM.fromPreset(\"./falcon-7b\")", "lm.stream(\"The falcon\"", "lm.engine({"]) find(marker);
   });
 
   it("the reference forward pass reproduces the keras fixture's sequence_output and lm_logits on every run", () => {
@@ -226,5 +226,33 @@ describe("README ts snippets", () => {
       `streamed ${JSON.stringify(streamed.slice(0, 40))}…`);
     assert.ok(written.every((piece) => !piece.includes("\uFFFD") || piece === written[written.length - 1]));
     assert.deepEqual(ids.map((row) => Array.from(row)), [[35, 92, 67, ...cycle], [30, 65, ...cycle]]);
+  });
+
+  it("the engine: concurrent requests, complete() with logprobs, a stream and stats, on the cycle model", async () => {
+    const { cycle } = writeCycleCheckpoint(path.join(dir, "engine-cycle"));
+    const written: string[] = [];
+    const { story, sampled, finishReason, usage, logprobs, stats } = await runSnippet(find("lm.engine({"), dir, {
+      paths: { "./falcon_refinedweb_1b_en": path.join(dir, "engine-cycle") },
+      given: { process: { stdout: { write: (piece: string) => written.push(piece) } } },
+      results: ["story", "sampled", "finishReason", "usage", "logprobs", "stats"],
+    }) as { story: string; sampled: string; finishReason: string; usage: Completion["usage"]; logprobs: CompletionLogprob[]; stats: EngineStats };
+    // 32 new tokens are four turns of the 8-token cycle; top-k keeps the cycle's next token (its logit leads by tens).
+    assert.equal(story, CYCLE_TEXT.repeat(4));
+    assert.equal(sampled, `The falcon${CYCLE_TEXT.repeat(4)}`);
+    assert.equal(finishReason, "length");
+    // An HF checkpoint's prompt gets no start token: its tokens are the tokenizer's.
+    const promptTokens = falcon.FalconTokenizer.fromPreset(path.join(dir, "engine-cycle")).encode("The falcon").length;
+    assert.deepEqual(usage, { promptTokens, completionTokens: 8, totalTokens: promptTokens + 8 });
+    assert.equal(logprobs.length, 8);
+    for (const [k, entry] of logprobs.entries()) {
+      assert.equal(entry.token, cycle[k % cycle.length]);
+      assert.equal(entry.top.length, 2);
+      assert.equal(entry.top[0]!.token, entry.token, "the chosen token is the likeliest");
+      assert.ok(entry.logprob <= 0 && entry.logprob > -1e-3, `logprob ${entry.logprob}`);
+    }
+    assert.equal(written.join(""), CYCLE_TEXT.repeat(2));
+    assert.equal(stats.running, 0);
+    assert.equal(stats.waiting, 0);
+    assert.equal(stats.kvBlocks.used, 0, "every request's blocks were released");
   });
 });
