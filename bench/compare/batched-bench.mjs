@@ -2,7 +2,9 @@
 /**
  * llama.cpp's own `llama-batched-bench` on falcon-native's random falcon-rw-1b-shaped model (the
  * `bloom` pairing of compare.mjs, same GGUF files): aggregate decode tokens/s with 1, 4, 16 and 64
- * parallel sequences, the baseline of the engine's concurrent-streams benchmark.
+ * parallel sequences, and right after it, in the same run, falcon-native's engine on the same weights
+ * and the same work (npl streams, an npp-token prompt each, ntg tokens each; the decode rate over the
+ * steps where every stream decodes, as S_TG): the ratio ours / llama.cpp per npl.
  *
  *   node bench/compare/batched-bench.mjs [--dtype bf16,q8_0] [--npl 1,4,16,64] [--npp 128] [--ntg 32]
  *        [--threads 2] [--ctx N] [--batch 2048] [--ubatch 512] [--flash-attn auto|on|off] [--seed 0]
@@ -22,7 +24,9 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
-import { cachedFalconGguf, DTYPES, PAIRINGS, parseDtypes, SHAPES } from "./falcon-gguf.mjs";
+import { FalconBackbone, FalconCausalLM, setNumThreads } from "../../dist/src/index.js";
+import { measureStreams } from "../../dist/bench/engine.js";
+import { cachedFalconGguf, DTYPES, modelConfig, PAIRINGS, parseDtypes, SHAPES } from "./falcon-gguf.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const llamaPackage = path.join(here, "node_modules", "node-llama-cpp", "llama");
@@ -254,6 +258,29 @@ function cpuModel() {
   return line ? line.split(":").slice(1).join(":").trim() : os.cpus()[0]?.model ?? "unknown";
 }
 
+/**
+ * falcon-native's engine on the model the GGUF was written from (q8_0: our int8 of the same float32
+ * weights): npl concurrent streams of an npp-token prompt and ntg new tokens each, per npl.
+ */
+async function measureOurEngine(dtypeKey, label) {
+  const ours = DTYPES[dtypeKey].ours;
+  if (ours === null) return null;
+  setNumThreads(threads);
+  const backbone = new FalconBackbone({ ...modelConfig(shapeName, pairingKey, seed), dtype: ours });
+  const lm = new FalconCausalLM(backbone);
+  const decodeTokensPerSecond = {};
+  try {
+    for (const n of npl) {
+      const { tokensPerSecond } = await measureStreams(lm, n, ntg, 1, npp);
+      decodeTokensPerSecond[n] = tokensPerSecond.median;
+      log(`[${label}] falcon-native engine, ${n} streams: ${tokensPerSecond.median.toFixed(2)} decode tokens/s`);
+    }
+  } finally {
+    backbone.dispose();
+  }
+  return { dtype: ours, decodeTokensPerSecond };
+}
+
 // ------------------------------------------------------------------------------------------------
 // Main
 
@@ -267,11 +294,12 @@ for (const dtypeKey of dtypes) {
   const { file, source } = await cachedFalconGguf({ shapeName, pairingKey, dtypeKey, seed, log: (message) => log(`[${label}] ${message}`) });
   source.dispose();  // llama.cpp maps the file; our copy of the weights is not needed while it runs
   const result = await runBatchedBench(file);
+  const ours = await measureOurEngine(dtypeKey, label);
   const decodeTokensPerSecond = Object.fromEntries(result.rows.map((row) => [row.npl, row.sTg]));
   log(`[${label}] S_TG (aggregate decode tokens/s) by parallel sequences: ` +
     Object.entries(decodeTokensPerSecond).map(([n, v]) => `${n}: ${v.toFixed(2)}`).join(", ") + ` (${result.seconds.toFixed(0)} s` +
     (result.otherProcessesCpu === null ? ")" : `; other processes: ${(result.otherProcessesCpu * 100).toFixed(0)}% CPU)`));
-  runs.push({ dtype: dtypeKey, ggmlType: DTYPES[dtypeKey].ggml, file: path.relative(process.cwd(), file), ...result, decodeTokensPerSecond });
+  runs.push({ dtype: dtypeKey, ggmlType: DTYPES[dtypeKey].ggml, file: path.relative(process.cwd(), file), ...result, decodeTokensPerSecond, ours });
 }
 
 const report = {
@@ -297,12 +325,17 @@ if (args.json) {
   console.log(`llama-batched-bench (llama.cpp ${llamaInfo.tag}, ${build.commit.slice(0, 12)}), ${report.machine.cpu}, ${threads} threads`);
   console.log(`model: ${shapeName} as llama.cpp bloom; npp ${npp}, ntg ${ntg}, context ${ctx}, batch ${batch}/${ubatch}, flash attention ${args["flash-attn"]}`);
   console.log("");
-  console.log(`| dtype | ${npl.map((n) => `${n} seq`).join(" | ")} | other processes |`);
+  console.log(`| dtype | ${npl.map((n) => `${n} seq: ours / llama.cpp`).join(" | ")} | other processes (llama.cpp run) |`);
   console.log(`| --- | ${npl.map(() => "---").join(" | ")} | --- |`);
   for (const r of runs) {
     const load = r.otherProcessesCpu === null ? "—" : `${(r.otherProcessesCpu * 100).toFixed(0)}% CPU`;
-    console.log(`| ${r.dtype} | ${npl.map((n) => r.decodeTokensPerSecond[n].toFixed(2)).join(" | ")} | ${load} |`);
+    const cell = (n) => {
+      const theirs = r.decodeTokensPerSecond[n];
+      const mine = r.ours?.decodeTokensPerSecond[n];
+      return mine === undefined ? theirs.toFixed(2) : `${(mine / theirs).toFixed(2)}× (${mine.toFixed(2)} vs ${theirs.toFixed(2)})`;
+    };
+    console.log(`| ${r.dtype}${r.ours ? ` (ours ${r.ours.dtype})` : ""} | ${npl.map(cell).join(" | ")} | ${load} |`);
   }
   console.log("");
-  console.log("aggregate decode tokens/s (S_TG)");
+  console.log("aggregate decode tokens/s (llama.cpp: S_TG; ours: the engine over the same decode steps)");
 }
