@@ -154,9 +154,17 @@ export interface NativeAddon {
    * run synchronously; the final hidden states of spec.outputRows, [outputs, hidden].
    */
   runStepForTest(model: NativeModel, cache: NativeKvCache, spec: NativeStepSpec): Float32Array;
-  /** Test-only: a step runner (make_model_step_runner) owning a pool of `numBlocks` KV blocks. */
-  stepRunnerForTest(model: NativeModel, numBlocks: number): NativeStepRunnerForTest;
+  /**
+   * Test-only: a step runner (make_model_step_runner) owning a pool of `numBlocks` KV blocks that stores
+   * keys and values as `kvDtype` (float32 by default; bfloat16 and float16 round them once when written).
+   */
+  stepRunnerForTest(model: NativeModel, numBlocks: number, kvDtype?: NativeKvDType): NativeStepRunnerForTest;
+  /** Test-only: the bytes one KV block of `model` takes with keys and values stored as `kvDtype` (kv_block_bytes). */
+  kvBlockBytesForTest(model: NativeModel, kvDtype?: NativeKvDType): number;
 }
+
+/** What a KV pool stores keys and values as (native/core/kv_pool.h). */
+export type NativeKvDType = "float32" | "bfloat16" | "float16";
 
 /** One ragged step (native/core/step.h): sequence i's tokens are the `count` flat entries after those of sequences < i. */
 export interface NativeStepSpec {

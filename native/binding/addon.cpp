@@ -215,6 +215,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cacheMemoryBytes", Napi::Function::New(env, CacheMemoryBytes));
   exports.Set("runStepForTest", Napi::Function::New(env, RunStepForTest));
   exports.Set("stepRunnerForTest", Napi::Function::New(env, StepRunnerForTest));
+  exports.Set("kvBlockBytesForTest", Napi::Function::New(env, KvBlockBytesForTest));
   return exports;
 }
 
