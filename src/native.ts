@@ -236,8 +236,13 @@ export interface NativeAddon {
    * run synchronously; the final hidden states of spec.outputRows, [outputs, hidden].
    */
   runStepForTest(model: NativeModel, cache: NativeKvCache, spec: NativeStepSpec): Float32Array;
-  /** @internal Test-only: a step runner (make_model_step_runner) owning a pool of `numBlocks` KV blocks. */
-  stepRunnerForTest(model: NativeModel, numBlocks: number): NativeStepRunnerForTest;
+  /**
+   * @internal Test-only: a step runner (make_model_step_runner) owning a pool of `numBlocks` KV blocks that stores
+   * keys and values as `kvDtype` (float32 by default; bfloat16 and float16 round them once when written).
+   */
+  stepRunnerForTest(model: NativeModel, numBlocks: number, kvDtype?: NativeKvDType): NativeStepRunnerForTest;
+  /** @internal Test-only: the bytes one KV block of `model` takes with keys and values stored as `kvDtype` (kv_block_bytes). */
+  kvBlockBytesForTest(model: NativeModel, kvDtype?: NativeKvDType): number;
   /**
    * @internal The engine's native sampler (native/core/sampler.h), for tests against src/samplers.ts:
    * one SequenceSampler on batch row `stream` samples each of `rows` consecutive rows of `logits` from
@@ -258,6 +263,9 @@ export interface NativeAddon {
     top: number,
   ): { logprob: number; tokens: Int32Array; logprobs: Float32Array };
 }
+
+/** What a KV pool stores keys and values as (native/core/kv_pool.h). */
+export type NativeKvDType = "float32" | "bfloat16" | "float16";
 
 /** One ragged step (native/core/step.h): sequence i's tokens are the `count` flat entries after those of sequences < i. */
 export interface NativeStepSpec {

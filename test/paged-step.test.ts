@@ -10,7 +10,7 @@ import { after, describe, it } from "node:test";
 
 import { FalconBackbone, FalconInputError, runtimeInfo, setIsa, type FalconBackboneConfig, type FalconDType } from "../src/index.js";
 import { resolveBackboneConfig, toNativeConfig } from "../src/config.js";
-import { callNativeSync, native, type NativeKvCache, type NativeModel, type NativeStepSpec } from "../src/native.js";
+import { callNativeSync, native, type NativeKvCache, type NativeKvDType, type NativeModel, type NativeStepSpec } from "../src/native.js";
 import { compareRows, FIXTURES, readJson, type Tolerance } from "./helpers/fixtures.js";
 import { referenceForward, referenceModel } from "./helpers/reference-forward.js";
 
@@ -81,19 +81,24 @@ function makeSequence(next: () => number, vocabulary: number, promptLength: numb
 /** Per step, the sequences that take part and how many of their next tokens. */
 type Schedule = { sequence: number; count: number }[][];
 
+/** One step's output rows, `width` values each: a cache pool's hidden states, or a step runner's logits. */
+type StepFunction = (spec: NativeStepSpec) => Float32Array;
+
+const cacheStep = (model: NativeModel, cache: NativeKvCache): StepFunction => (spec) => native().runStepForTest(model, cache, spec);
+
 /**
- * Runs `schedule` on the pool of `cache` and returns every sequence's hidden states, [tokens, hidden]
- * each: those of the tokens `wanted` asks for (all by default; output rows of their steps), zeros elsewhere.
+ * Runs `schedule` through `step` and returns every sequence's output rows, [tokens, width] each: those
+ * of the tokens `wanted` asks for (all by default; output rows of their steps), zeros elsewhere.
  */
-function runSchedule(model: NativeModel, cache: NativeKvCache, sequences: Sequence[], schedule: Schedule, tables: Int32Array[], hiddenDim: number,
+function runSchedule(step: StepFunction, sequences: Sequence[], schedule: Schedule, tables: Int32Array[], width: number,
   wanted: (sequence: number, token: number) => boolean = () => true): Float32Array[] {
   const done = sequences.map(() => 0);
-  const hidden = sequences.map((sequence) => new Float32Array(sequence.tokens.length * hiddenDim));
+  const rows = sequences.map((sequence) => new Float32Array(sequence.tokens.length * width));
   const positions = sequences.map(positionsOf);
-  for (const step of schedule) {
+  for (const stepSequences of schedule) {
     const spec: NativeStepSpec = { sequences: [], tokenIds: new Int32Array(0), positions: new Int32Array(0), valid: new Uint8Array(0), outputRows: new Int32Array(0) };
     const ids: number[] = [], stepPositions: number[] = [], valid: number[] = [], outputs: number[] = [];
-    for (const { sequence, count } of step) {
+    for (const { sequence, count } of stepSequences) {
       const s = sequences[sequence]!;
       const start = done[sequence]!;
       // Its whole prompt while the prompt is prefilled, its own length after (step.h).
@@ -110,18 +115,18 @@ function runSchedule(model: NativeModel, cache: NativeKvCache, sequences: Sequen
     spec.positions = Int32Array.from(stepPositions);
     spec.valid = Uint8Array.from(valid);
     spec.outputRows = Int32Array.from(outputs);
-    const result = callNativeSync(() => native().runStepForTest(model, cache, spec));
+    const result = callNativeSync(() => step(spec));
     let output = 0;
-    for (const { sequence, count } of step) {
+    for (const { sequence, count } of stepSequences) {
       for (let t = done[sequence]!; t < done[sequence]! + count; t++) {
         if (!wanted(sequence, t)) continue;
-        hidden[sequence]!.set(result.subarray(output * hiddenDim, (output + 1) * hiddenDim), t * hiddenDim);
+        rows[sequence]!.set(result.subarray(output * width, (output + 1) * width), t * width);
         output++;
       }
       done[sequence]! += count;
     }
   }
-  return hidden;
+  return rows;
 }
 
 /** Block tables from a shuffled pool, so no sequence's blocks are contiguous (or in order). */
@@ -183,6 +188,39 @@ async function withModel(config: FalconBackboneConfig, dtype: FalconDType, body:
   }
 }
 
+/**
+ * Runs one sequence X alone, in prompt chunks of 1, 3 and 7, with prompt chunks that want no outputs,
+ * and batched with 1 to 9 others on mixed schedules, through `step` (rows `width` wide), and asserts
+ * every run gives X the bits of the first.
+ */
+function assertInvariant(step: StepFunction, layout: string, config: FalconBackboneConfig, seed: number, width: number): void {
+  const next = random(seed);
+  // 21 prompt tokens cross a block boundary; ALiBi's sequence starts with padding (a query that sees no valid key).
+  const x = makeSequence(next, config.vocabularySize, 21, 4, layout === "alibi MHA" ? 2 : 0);
+  const alone = runSchedule(step, [x], chunkedAlone(x, x.promptLength), assignTables(next, [x]), width)[0]!;
+  for (const chunk of [1, 3, 7]) {
+    const chunked = runSchedule(step, [x], chunkedAlone(x, chunk), assignTables(next, [x]), width)[0]!;
+    assertBitwiseEqual(chunked, alone, width, `chunks of ${chunk}`);
+  }
+  // Prompt chunks that want no outputs still cache every key and value the decode steps read.
+  const decodedOnly = runSchedule(step, [x], chunkedAlone(x, 7), assignTables(next, [x]), width, (_, t) => t >= x.promptLength)[0]!;
+  const decodeRows = (rows: Float32Array) => rows.subarray(x.promptLength * width);
+  assertBitwiseEqual(decodeRows(decodedOnly), decodeRows(alone), width, "decode after prompt chunks without outputs");
+  for (let others = 1; others <= 9; others++) {
+    const sequences = [x];
+    for (let i = 0; i < others; i++) sequences.push(makeSequence(next, config.vocabularySize, integer(next, 1, 20), integer(next, 0, 3)));
+    // Shuffled, so X is not always the first sequence (or the first rows) of a step.
+    sequences.sort(() => next() - 0.5);
+    // The others want only some of their rows, so most steps run their last layer on fewer rows.
+    const wanted = new Set(sequences.map((_, i) => i).filter((i) => sequences[i] === x || next() < 0.5));
+    const rows = runSchedule(step, sequences, mixedSchedule(next, sequences), assignTables(next, sequences), width,
+      (sequence, token) => wanted.has(sequence) || token % 3 === 0);
+    assertBitwiseEqual(rows[sequences.indexOf(x)]!, alone, width, `batched with ${others} others`);
+  }
+}
+
+const KV_DTYPES_16: NativeKvDType[] = ["bfloat16", "float16"];
+
 for (const isa of supportedIsas) {
   describe(`batch invariance, bit for bit (${isa} kernels)`, () => {
     for (const [layout, config] of LAYOUTS) {
@@ -190,30 +228,18 @@ for (const isa of supportedIsas) {
         it(`${layout} ${dtype}: a sequence's hidden states do not depend on its chunking or its batch-mates`, async () => {
           setIsa(isa);
           await withModel(config, dtype, (model, cache) => {
-            const D = config.hiddenDim;
-            const next = random(config.seed! * 7 + DTYPES.indexOf(dtype));
-            // 21 prompt tokens cross a block boundary; ALiBi's sequence starts with padding (a query that sees no valid key).
-            const x = makeSequence(next, config.vocabularySize, 21, 4, layout === "alibi MHA" ? 2 : 0);
-            const alone = runSchedule(model, cache, [x], chunkedAlone(x, x.promptLength), assignTables(next, [x]), D)[0]!;
-            for (const chunk of [1, 3, 7]) {
-              const chunked = runSchedule(model, cache, [x], chunkedAlone(x, chunk), assignTables(next, [x]), D)[0]!;
-              assertBitwiseEqual(chunked, alone, D, `chunks of ${chunk}`);
-            }
-            // Prompt chunks that want no hidden states still cache every key and value the decode steps read.
-            const decodedOnly = runSchedule(model, cache, [x], chunkedAlone(x, 7), assignTables(next, [x]), D, (_, t) => t >= x.promptLength)[0]!;
-            const decodeRows = (hidden: Float32Array) => hidden.subarray(x.promptLength * D);
-            assertBitwiseEqual(decodeRows(decodedOnly), decodeRows(alone), D, "decode after prompt chunks without outputs");
-            for (let others = 1; others <= 9; others++) {
-              const sequences = [x];
-              for (let i = 0; i < others; i++) sequences.push(makeSequence(next, config.vocabularySize, integer(next, 1, 20), integer(next, 0, 3)));
-              // Shuffled, so X is not always the first sequence (or the first rows) of a step.
-              sequences.sort(() => next() - 0.5);
-              // The others want only some of their rows, so most steps run their last layer on fewer rows.
-              const wanted = new Set(sequences.map((_, i) => i).filter((i) => sequences[i] === x || next() < 0.5));
-              const hidden = runSchedule(model, cache, sequences, mixedSchedule(next, sequences), assignTables(next, sequences), D,
-                (sequence, token) => wanted.has(sequence) || token % 3 === 0);
-              assertBitwiseEqual(hidden[sequences.indexOf(x)]!, alone, D, `batched with ${others} others`);
-            }
+            assertInvariant(cacheStep(model, cache), layout, config, config.seed! * 7 + DTYPES.indexOf(dtype), config.hiddenDim);
+          });
+        });
+      }
+      // Keys and values rounded to 16 bits once, widened as attention loads them: the same float32
+      // arithmetic per query as a float32 pool, so the same invariance.
+      for (const kvDtype of KV_DTYPES_16) {
+        it(`${layout}, ${kvDtype} KV pool: a sequence's logits do not depend on its chunking or its batch-mates`, async () => {
+          setIsa(isa);
+          await withModel(config, "float32", (model) => {
+            const runner = callNativeSync(() => native().stepRunnerForTest(model, POOL_BLOCKS, kvDtype));
+            assertInvariant(runner.run, layout, config, config.seed! * 11 + KV_DTYPES_16.indexOf(kvDtype), config.vocabularySize);
           });
         });
       }
@@ -231,7 +257,7 @@ describe("the paged step against references", () => {
       const reference = await referenceModel(backbone);
       const next = random(5);
       const sequences = Array.from({ length: 6 }, (_, i) => makeSequence(next, alibi.vocabularySize, integer(next, 1, 35), integer(next, 0, 5), i % 3));
-      const hidden = runSchedule(model, cache, sequences, mixedSchedule(next, sequences), assignTables(next, sequences), alibi.hiddenDim);
+      const hidden = runSchedule(cacheStep(model, cache), sequences, mixedSchedule(next, sequences), assignTables(next, sequences), alibi.hiddenDim);
       sequences.forEach((sequence, i) => {
         const expected = referenceForward(reference, [sequence.tokens], [sequence.valid]);
         const real = (row: number) => sequence.valid[row] === 1;
@@ -246,7 +272,7 @@ describe("the paged step against references", () => {
         const D = config.hiddenDim;
         const next = random(6);
         const x = makeSequence(next, config.vocabularySize, 19, 3, layout === "alibi MHA" ? 1 : 0);
-        const stepped = runSchedule(model, cache, [x], chunkedAlone(x, 5), assignTables(next, [x]), D)[0]!;
+        const stepped = runSchedule(cacheStep(model, cache), [x], chunkedAlone(x, 5), assignTables(next, [x]), D)[0]!;
         const kerasCache = backbone.createCache({ batchSize: 1, maxLength: 40 });
         const prompt = { tokenIds: [x.tokens.slice(0, x.promptLength)], paddingMask: [x.valid.slice(0, x.promptLength)] };
         const parts = [(await backbone.callWithCache(prompt, kerasCache, 0)).data];
@@ -278,7 +304,7 @@ describe("the paged step against references", () => {
       runner.run(spec(0, 17));
       const logits = runner.run(spec(17, 13));
       assert.equal(logits.length, config.vocabularySize);
-      const hidden = runSchedule(model, cache, [x], [[{ sequence: 0, count: 17 }], [{ sequence: 0, count: 13 }]], [table], config.hiddenDim)[0]!;
+      const hidden = runSchedule(cacheStep(model, cache), [x], [[{ sequence: 0, count: 17 }], [{ sequence: 0, count: 13 }]], [table], config.hiddenDim)[0]!;
       const last = hidden.subarray(29 * config.hiddenDim);
       const expected = await backbone.tokenEmbedding.reverse({ data: Float32Array.from(last), shape: [1, 1, config.hiddenDim] });
       assertBitwiseEqual(logits, expected.data, config.vocabularySize, "logits");

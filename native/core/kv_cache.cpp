@@ -1,6 +1,7 @@
 #include "kv_cache.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "error.h"
 
@@ -41,14 +42,16 @@ KvCache::KvCache(const ModelConfig& config, int64_t batch_size, int64_t max_leng
 void KvCache::zero_unwritten_before(int64_t row, int64_t start) {
   int64_t& written = written_[size_t(row)];
   const int64_t d = pool_.head_dim();
+  const size_t element = dtype_size(pool_.dtype());
   for (int64_t slot = written; slot < start; ++slot) {
     const int32_t block = block_table(row)[slot / kKvBlockTokens];
     const int64_t in_block = slot % kKvBlockTokens;
     for (int64_t layer = 0; layer < pool_.num_layers(); ++layer) {
       for (int64_t head = 0; head < pool_.num_kv_heads(); ++head) {
-        float* keys = pool_.keys(block, layer, head);
-        for (int64_t c = 0; c < d; ++c) keys[c * kKvBlockTokens + in_block] = 0.0f;
-        std::fill_n(pool_.values(block, layer, head) + in_block * d, d, 0.0f);
+        // All-zero bytes are +0 in every KV dtype.
+        auto* keys = static_cast<unsigned char*>(pool_.keys(block, layer, head));
+        for (int64_t c = 0; c < d; ++c) std::memset(keys + size_t(c * kKvBlockTokens + in_block) * element, 0, element);
+        std::memset(static_cast<unsigned char*>(pool_.values(block, layer, head)) + size_t(in_block * d) * element, 0, size_t(d) * element);
       }
     }
   }

@@ -3,10 +3,15 @@
 // KV head, in the layouts the CPU attention kernels read directly (cpu/kernels/kernels.h), so writing a
 // token's keys is the only copy they ever get. Whoever plans the steps owns the block ids (the engine's
 // block manager, or KvCache's fixed tables); the pool only stores.
+// Keys and values are stored as float32, bfloat16 or float16 (the pool's dtype): a 16-bit pool holds
+// twice the tokens in the same bytes. They are rounded to nearest even once, when written, and widened
+// back to float32 (exactly) as attention loads them, so the attention arithmetic is float32 either way.
+// float16 keeps 3 more significant bits than bfloat16 but only magnitudes up to 65504 (beyond, ±inf).
 #include <cstdint>
 #include <memory>
 
 #include "aligned_memory.h"
+#include "dtype.h"
 #include "memory.h"
 #include "model_config.h"
 #include "step.h"
@@ -15,10 +20,11 @@ namespace falcon {
 
 class KvPool {
  public:
-  // Throws Error(Input) for a non-positive block count or one whose bytes the machine does not have.
+  // Throws Error(Input) for a non-positive block count, one whose bytes the machine does not have, or
+  // a dtype other than float32, bfloat16 and float16.
   // Key and value storage is left uninitialised (a slot is always written before it is read); every
   // slot's valid flag and position start at zero.
-  KvPool(const ModelConfig& config, int64_t num_blocks);
+  KvPool(const ModelConfig& config, int64_t num_blocks, DType dtype = DType::Float32);
   KvPool(const KvPool&) = delete;
   KvPool& operator=(const KvPool&) = delete;
 
@@ -26,17 +32,20 @@ class KvPool {
   int64_t num_layers() const { return num_layers_; }
   int64_t num_kv_heads() const { return num_kv_heads_; }
   int64_t head_dim() const { return head_dim_; }
+  // The element type of the keys and values.
+  DType dtype() const { return dtype_; }
   // Whether the pool has the shape `config`'s model writes (layers, KV heads, head dimension).
   bool fits(const ModelConfig& config) const;
   // The bytes of its keys and values.
   size_t byte_size() const { return kv_bytes_; }
 
-  // Keys as [head_dim][kKvBlockTokens]: component c of slot s at c · kKvBlockTokens + s (kernels.h key blocks).
-  float* keys(int64_t block, int64_t layer, int64_t kv_head) { return head_storage(0, block, layer, kv_head); }
-  const float* keys(int64_t block, int64_t layer, int64_t kv_head) const { return head_storage(0, block, layer, kv_head); }
+  // Elements of dtype(), keys as [head_dim][kKvBlockTokens]: component c of slot s at c · kKvBlockTokens + s
+  // (kernels.h key blocks).
+  void* keys(int64_t block, int64_t layer, int64_t kv_head) { return head_storage(0, block, layer, kv_head); }
+  const void* keys(int64_t block, int64_t layer, int64_t kv_head) const { return head_storage(0, block, layer, kv_head); }
   // Values as [kKvBlockTokens][head_dim].
-  float* values(int64_t block, int64_t layer, int64_t kv_head) { return head_storage(1, block, layer, kv_head); }
-  const float* values(int64_t block, int64_t layer, int64_t kv_head) const { return head_storage(1, block, layer, kv_head); }
+  void* values(int64_t block, int64_t layer, int64_t kv_head) { return head_storage(1, block, layer, kv_head); }
+  const void* values(int64_t block, int64_t layer, int64_t kv_head) const { return head_storage(1, block, layer, kv_head); }
   // Per slot of a block: 1 when it holds a real token (0 = padding, never attended to), and the
   // token's position (ALiBi reads it for every cached key).
   uint8_t* valid(int64_t block) { return valid_ + block * kKvBlockTokens; }
@@ -44,31 +53,33 @@ class KvPool {
   int32_t* positions(int64_t block) { return positions_ + block * kKvBlockTokens; }
   const int32_t* positions(int64_t block) const { return positions_ + block * kKvBlockTokens; }
 
-  // The bytes one block takes (every layer, distinct KV heads, keys, values, valid flags, positions).
-  static ByteCount block_bytes(const ModelConfig& config);
+  // The bytes one block takes (every layer, distinct KV heads, keys, values, valid flags, positions),
+  // keys and values stored as `dtype`. Throws Error(Input) for a dtype a pool cannot store.
+  static ByteCount block_bytes(const ModelConfig& config, DType dtype = DType::Float32);
   // The bytes a pool of `num_blocks` allocates (with its allocation's rounding), overflow-checked.
-  static ByteCount memory_bytes(const ModelConfig& config, uint64_t num_blocks);
+  static ByteCount memory_bytes(const ModelConfig& config, uint64_t num_blocks, DType dtype = DType::Float32);
 
  private:
   // Keys (which = 0) or values (1) of one block, layer and KV head.
-  float* head_storage(int64_t which, int64_t block, int64_t layer, int64_t kv_head) const {
+  unsigned char* head_storage(int64_t which, int64_t block, int64_t layer, int64_t kv_head) const {
     return kv_ + ((size_t(which * num_layers_ + layer) * size_t(num_kv_heads_) + size_t(kv_head)) * size_t(num_blocks_) + size_t(block)) *
-                     head_floats_;
+                     head_bytes_;
   }
 
   int64_t num_blocks_;
   int64_t num_layers_;
   int64_t num_kv_heads_;
   int64_t head_dim_;
-  size_t head_floats_;  // kKvBlockTokens · head_dim: one head's keys (or values) in one block
+  DType dtype_;
+  size_t head_bytes_;  // kKvBlockTokens · head_dim elements: one head's keys (or values) in one block
   size_t kv_bytes_;
   std::unique_ptr<void, StreamedDeleter> storage_;
-  // Inside storage_: [keys | values][layers][kv_heads][num_blocks] of head_floats_ each, then positions, then
+  // Inside storage_: [keys | values][layers][kv_heads][num_blocks] of head_bytes_ each, then positions, then
   // valid flags. A layer's head's blocks sit side by side, not a block's layers and heads: a sequence
   // whose block ids run consecutively (a keras-hub cache's rows, fresh engine allocations) then has
   // its keys in one stream the hardware prefetcher follows, instead of one 4 KiB page per block
   // (that way decoding over 512 cached tokens took about 5 % more CPU time per token).
-  float* kv_ = nullptr;
+  unsigned char* kv_ = nullptr;
   int32_t* positions_ = nullptr;
   uint8_t* valid_ = nullptr;
 };

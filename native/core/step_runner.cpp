@@ -9,8 +9,8 @@ namespace {
 
 class ModelStepRunner final : public StepRunner {
  public:
-  ModelStepRunner(std::shared_ptr<const Model> model, std::shared_ptr<Backend> backend, int64_t num_blocks)
-      : model_(std::move(model)), backend_(std::move(backend)), pool_(model_->config(), num_blocks) {}
+  ModelStepRunner(std::shared_ptr<const Model> model, std::shared_ptr<Backend> backend, int64_t num_blocks, DType kv_dtype)
+      : model_(std::move(model)), backend_(std::move(backend)), pool_(model_->config(), num_blocks, kv_dtype) {}
 
   int64_t vocab_size() const override { return model_->config().vocab_size; }
   int64_t num_blocks() const override { return pool_.num_blocks(); }
@@ -36,12 +36,12 @@ class ModelStepRunner final : public StepRunner {
 
 }  // namespace
 
-ByteCount kv_block_bytes(const ModelConfig& config) { return KvPool::block_bytes(config); }
+ByteCount kv_block_bytes(const ModelConfig& config, DType kv_dtype) { return KvPool::block_bytes(config, kv_dtype); }
 
 std::unique_ptr<StepRunner> make_model_step_runner(std::shared_ptr<const Model> model, std::shared_ptr<Backend> backend,
-                                                   int64_t num_blocks) {
+                                                   int64_t num_blocks, DType kv_dtype) {
   require(model != nullptr && backend != nullptr, ErrorKind::State, "a step runner needs a model and a backend");
-  return std::make_unique<ModelStepRunner>(std::move(model), std::move(backend), num_blocks);
+  return std::make_unique<ModelStepRunner>(std::move(model), std::move(backend), num_blocks, kv_dtype);
 }
 
 }  // namespace falcon

@@ -21,12 +21,15 @@ class StepRunner {
   virtual void run(const StepBatch& batch, float* logits_out) = 0;
 };
 
-// The bytes one KV block takes for this model (every layer, distinct KV heads, keys and values).
-ByteCount kv_block_bytes(const ModelConfig& config);
+// The bytes one KV block takes for this model (every layer, distinct KV heads, keys and values stored
+// as `kv_dtype`, and each slot's valid flag and position). Throws Error(Input) for a dtype other than
+// float32, bfloat16 and float16.
+ByteCount kv_block_bytes(const ModelConfig& config, DType kv_dtype = DType::Float32);
 
-// A runner over `model` on `backend` with a pool of `num_blocks` KV blocks; throws Error(Input) when
-// the machine does not have the memory.
+// A runner over `model` on `backend` with a pool of `num_blocks` KV blocks storing keys and values as
+// `kv_dtype` (core/kv_pool.h: float32 attention over keys rounded once to 16 bits, when that is asked
+// for); throws Error(Input) for another dtype or when the machine does not have the memory.
 std::unique_ptr<StepRunner> make_model_step_runner(std::shared_ptr<const Model> model, std::shared_ptr<Backend> backend,
-                                                   int64_t num_blocks);
+                                                   int64_t num_blocks, DType kv_dtype = DType::Float32);
 
 }  // namespace falcon

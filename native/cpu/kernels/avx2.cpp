@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "../../core/dtype.h"
 #include "kernels.h"
@@ -309,15 +310,32 @@ double peak_ops(int64_t iterations, PeakOp op) {
   return double(iterations) * 10 * 8 * 2;
 }
 
+// 8 stored KV elements as float32, exactly: bfloat16 is the top half of a float32, float16 widens by F16C.
+inline __m256 widen8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 widen8(const Bf16* p) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+}
+inline __m256 widen8(const F16* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+// The first min(remaining, 8) elements, zeros after them; reads nothing past them.
+inline __m256 widen8(const float* p, int64_t remaining) { return load_f32(p, remaining); }
+template <typename Element>
+inline __m256 widen8(const Element* p, int64_t remaining) {
+  if (remaining >= 8) return widen8(p);
+  Element lanes[8] = {};
+  std::memcpy(lanes, p, size_t(remaining) * sizeof(Element));
+  return widen8(lanes);
+}
+
 // Value j is row j % kKeyBlock of block j / kKeyBlock; each column's sum runs over j in order.
-void weighted_sum_one(const float* p, const float* const* value_blocks, int64_t count, int64_t d, float* out) {
+template <typename Element>
+void weighted_sum_one(const float* p, const void* const* value_blocks, int64_t count, int64_t d, float* out) {
   for (int64_t c = 0; c < d; c += 8) {
     const int64_t remaining = d - c;
     __m256 a = _mm256_setzero_ps();
     for (int64_t first = 0; first < count; first += kKeyBlock) {
-      const float* block = value_blocks[first / kKeyBlock] + c;
+      const Element* block = static_cast<const Element*>(value_blocks[first / kKeyBlock]) + c;
       const int64_t rows = std::min(kKeyBlock, count - first);
-      for (int64_t r = 0; r < rows; ++r) a = _mm256_fmadd_ps(_mm256_set1_ps(p[first + r]), load_f32(block + r * d, remaining), a);
+      for (int64_t r = 0; r < rows; ++r) a = _mm256_fmadd_ps(_mm256_set1_ps(p[first + r]), widen8(block + r * d, remaining), a);
     }
     if (remaining >= 8) _mm256_storeu_ps(out + c, a);
     else _mm256_maskstore_ps(out + c, lanes_below(remaining), a);
@@ -326,18 +344,18 @@ void weighted_sum_one(const float* p, const float* const* value_blocks, int64_t 
 
 // Block j / kKeyBlock of keys against one query, or two blocks side by side (four accumulator chains
 // either way, so a lone decode query does not wait on one chain of d dependent multiply-adds).
-template <int Blocks>
-void score_one_query(const float* q, const float* const* blocks, int64_t j, int64_t count, int64_t d, float* out) {
-  const float* block0 = blocks[0];
-  const float* block1 = Blocks > 1 ? blocks[1] : block0;
+template <typename Element, int Blocks>
+void score_one_query(const float* q, const void* const* blocks, int64_t j, int64_t count, int64_t d, float* out) {
+  const Element* block0 = static_cast<const Element*>(blocks[0]);
+  const Element* block1 = Blocks > 1 ? static_cast<const Element*>(blocks[1]) : block0;
   __m256 low0 = _mm256_setzero_ps(), high0 = low0, low1 = low0, high1 = low0;
   for (int64_t c = 0; c < d; ++c) {
     const __m256 x = _mm256_set1_ps(q[c]);
-    low0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(block0 + c * kKeyBlock), low0);
-    high0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(block0 + c * kKeyBlock + 8), high0);
+    low0 = _mm256_fmadd_ps(x, widen8(block0 + c * kKeyBlock), low0);
+    high0 = _mm256_fmadd_ps(x, widen8(block0 + c * kKeyBlock + 8), high0);
     if (Blocks > 1) {
-      low1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(block1 + c * kKeyBlock), low1);
-      high1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(block1 + c * kKeyBlock + 8), high1);
+      low1 = _mm256_fmadd_ps(x, widen8(block1 + c * kKeyBlock), low1);
+      high1 = _mm256_fmadd_ps(x, widen8(block1 + c * kKeyBlock + 8), high1);
     }
   }
   _mm256_maskstore_ps(out + j, lanes_below(count - j), low0);
@@ -350,23 +368,24 @@ void score_one_query(const float* q, const float* const* blocks, int64_t j, int6
 
 // Two queries at a time, each block of 16 keys in two vectors per query; a lone query (the last of
 // an odd group) two blocks at a time. A lane's sum is the same chain of multiply-adds either way.
-void key_scores_blocked(const float* q, int64_t q_stride, int64_t queries, const float* const* key_blocks, int64_t count,
+template <typename Element>
+void key_scores_blocked(const float* q, int64_t q_stride, int64_t queries, const void* const* key_blocks, int64_t count,
                         int64_t d, float* scores, int64_t score_stride) {
   for (int64_t g = 0; g < queries; g += 2) {
     const float* q0 = q + g * q_stride;
     float* out0 = scores + g * score_stride;
     if (g + 1 == queries) {
       int64_t j = 0;
-      for (; j + kKeyBlock < count; j += 2 * kKeyBlock) score_one_query<2>(q0, key_blocks + j / kKeyBlock, j, count, d, out0);
-      if (j < count) score_one_query<1>(q0, key_blocks + j / kKeyBlock, j, count, d, out0);
+      for (; j + kKeyBlock < count; j += 2 * kKeyBlock) score_one_query<Element, 2>(q0, key_blocks + j / kKeyBlock, j, count, d, out0);
+      if (j < count) score_one_query<Element, 1>(q0, key_blocks + j / kKeyBlock, j, count, d, out0);
       continue;
     }
     const float* q1 = q0 + q_stride;
     for (int64_t j = 0; j < count; j += kKeyBlock) {
-      const float* block = key_blocks[j / kKeyBlock];
+      const Element* block = static_cast<const Element*>(key_blocks[j / kKeyBlock]);
       __m256 low0 = _mm256_setzero_ps(), high0 = low0, low1 = low0, high1 = low0;
       for (int64_t c = 0; c < d; ++c) {
-        const __m256 key_low = _mm256_loadu_ps(block + c * kKeyBlock), key_high = _mm256_loadu_ps(block + c * kKeyBlock + 8);
+        const __m256 key_low = widen8(block + c * kKeyBlock), key_high = widen8(block + c * kKeyBlock + 8);
         const __m256 x0 = _mm256_set1_ps(q0[c]), x1 = _mm256_set1_ps(q1[c]);
         low0 = _mm256_fmadd_ps(x0, key_low, low0);
         high0 = _mm256_fmadd_ps(x0, key_high, high0);
@@ -382,9 +401,10 @@ void key_scores_blocked(const float* q, int64_t q_stride, int64_t queries, const
   }
 }
 
-void weighted_sum(const float* p, int64_t p_stride, int64_t queries, const float* const* value_blocks, int64_t count,
+template <typename Element>
+void weighted_sum(const float* p, int64_t p_stride, int64_t queries, const void* const* value_blocks, int64_t count,
                   int64_t d, float* out, int64_t out_stride) {
-  for (int64_t g = 0; g < queries; ++g) weighted_sum_one(p + g * p_stride, value_blocks, count, d, out + g * out_stride);
+  for (int64_t g = 0; g < queries; ++g) weighted_sum_one<Element>(p + g * p_stride, value_blocks, count, d, out + g * out_stride);
 }
 
 float exp_sum(float* x, int64_t n, float shift) {
@@ -427,7 +447,9 @@ float stream_sum(const float* data, int64_t n) {
 const KernelTable& avx2_kernels() {
   static const KernelTable table{Isa::Avx2, matmul<FloatTile<F32Panel>>, matmul<Bf16Tile>, matmul<FloatTile<F16Panel>>,
                                  matmul<Int8Tile>, scalar_kernels().quantise_row, scalar_kernels().layer_norm_row,
-                                 key_scores_blocked, weighted_sum,
+                                 {key_scores_blocked<float>, weighted_sum<float>},
+                                 {key_scores_blocked<Bf16>, weighted_sum<Bf16>},
+                                 {key_scores_blocked<F16>, weighted_sum<F16>},
                                  scalar_kernels().mask_scores, exp_sum, peak_ops,
                                  stream_sum};
   return table;

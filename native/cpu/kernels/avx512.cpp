@@ -340,6 +340,19 @@ void quantise_row(const float* x, int64_t cols, int64_t quant_blocks, uint32_t* 
   }
 }
 
+// 16 stored KV elements as float32, exactly: bfloat16 is the top half of a float32, float16 widens by F16C.
+// The masked forms load only the lanes of `mask` (zeros elsewhere) and read nothing past them.
+inline __m512 widen16(const float* p) { return _mm512_loadu_ps(p); }
+inline __m512 widen16(const Bf16* p) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+}
+inline __m512 widen16(const F16* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+inline __m512 widen16(__mmask16 mask, const float* p) { return _mm512_maskz_loadu_ps(mask, p); }
+inline __m512 widen16(__mmask16 mask, const Bf16* p) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, p)), 16));
+}
+inline __m512 widen16(__mmask16 mask, const F16* p) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, p)); }
+
 #define FALCON_EACH_QUERY(op) op(0) op(1) op(2) op(3)
 #define FALCON_ZERO(g) __m512 a##g##0 = _mm512_setzero_ps(), a##g##1 = a##g##0, a##g##2 = a##g##0, a##g##3 = a##g##0;
 // Query g's four accumulators += factor · (x0, x1, x2, x3).
@@ -351,19 +364,19 @@ void quantise_row(const float* x, int64_t cols, int64_t quant_blocks, uint32_t* 
 
 // Each value row is loaded once (64 columns at a time) and multiplied by every query's probability.
 // Value j is row j % kKeyBlock of block j / kKeyBlock; each column's sum runs over j in order.
-template <int Queries>
-void weighted_sum_group(const float* p, int64_t p_stride, const float* const* value_blocks, int64_t count, int64_t d,
+template <typename Element, int Queries>
+void weighted_sum_group(const float* p, int64_t p_stride, const void* const* value_blocks, int64_t count, int64_t d,
                         float* out, int64_t out_stride) {
   int64_t c = 0;
   for (; c + 64 <= d; c += 64) {
     FALCON_EACH_QUERY(FALCON_ZERO)
     for (int64_t first = 0; first < count; first += kKeyBlock) {
-      const float* block = value_blocks[first / kKeyBlock] + c;
+      const Element* block = static_cast<const Element*>(value_blocks[first / kKeyBlock]) + c;
       const int64_t rows = std::min(kKeyBlock, count - first);
       for (int64_t r = 0; r < rows; ++r) {
-        const float* row = block + r * d;
+        const Element* row = block + r * d;
         const int64_t j = first + r;
-        const __m512 v0 = _mm512_loadu_ps(row), v1 = _mm512_loadu_ps(row + 16), v2 = _mm512_loadu_ps(row + 32), v3 = _mm512_loadu_ps(row + 48);
+        const __m512 v0 = widen16(row), v1 = widen16(row + 16), v2 = widen16(row + 32), v3 = widen16(row + 48);
 #define FALCON_ACCUMULATE(g)                               \
   if (Queries > g) {                                       \
     const __m512 pj = _mm512_set1_ps(p[g * p_stride + j]); \
@@ -389,10 +402,10 @@ void weighted_sum_group(const float* p, int64_t p_stride, const float* const* va
     for (int g = 0; g < Queries; ++g) {
       __m512 a = _mm512_setzero_ps();
       for (int64_t first = 0; first < count; first += kKeyBlock) {
-        const float* block = value_blocks[first / kKeyBlock] + c;
+        const Element* block = static_cast<const Element*>(value_blocks[first / kKeyBlock]) + c;
         const int64_t rows = std::min(kKeyBlock, count - first);
         for (int64_t r = 0; r < rows; ++r) {
-          a = _mm512_fmadd_ps(_mm512_set1_ps(p[g * p_stride + first + r]), _mm512_maskz_loadu_ps(mask, block + r * d), a);
+          a = _mm512_fmadd_ps(_mm512_set1_ps(p[g * p_stride + first + r]), widen16(mask, block + r * d), a);
         }
       }
       _mm512_mask_storeu_ps(out + g * out_stride + c, mask, a);
@@ -406,20 +419,22 @@ void weighted_sum_group(const float* p, int64_t p_stride, const float* const* va
 // One vector per query for each block of 16 keys, one multiply-add per query and head dimension.
 // One or two queries score four or two blocks side by side: a lone decode query would otherwise wait
 // on a single chain of d dependent multiply-adds. A lane's sum is the same chain either way.
-template <int Queries>
-void key_scores_blocked_group(const float* q, int64_t q_stride, const float* const* key_blocks, int64_t count, int64_t d,
+template <typename Element, int Queries>
+void key_scores_blocked_group(const float* q, int64_t q_stride, const void* const* key_blocks, int64_t count, int64_t d,
                               float* scores, int64_t score_stride) {
+  const auto key_block = [key_blocks](int64_t index) { return static_cast<const Element*>(key_blocks[index]); };
   int64_t j = 0;
   if constexpr (Queries == 1) {
     for (; j + 3 * kKeyBlock < count; j += 4 * kKeyBlock) {
-      const float* const* blocks = key_blocks + j / kKeyBlock;
+      const Element* block0 = key_block(j / kKeyBlock);
+      const Element *block1 = key_block(j / kKeyBlock + 1), *block2 = key_block(j / kKeyBlock + 2), *block3 = key_block(j / kKeyBlock + 3);
       __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
       for (int64_t c = 0; c < d; ++c) {
         const __m512 x = _mm512_set1_ps(q[c]);
-        a0 = _mm512_fmadd_ps(x, _mm512_loadu_ps(blocks[0] + c * kKeyBlock), a0);
-        a1 = _mm512_fmadd_ps(x, _mm512_loadu_ps(blocks[1] + c * kKeyBlock), a1);
-        a2 = _mm512_fmadd_ps(x, _mm512_loadu_ps(blocks[2] + c * kKeyBlock), a2);
-        a3 = _mm512_fmadd_ps(x, _mm512_loadu_ps(blocks[3] + c * kKeyBlock), a3);
+        a0 = _mm512_fmadd_ps(x, widen16(block0 + c * kKeyBlock), a0);
+        a1 = _mm512_fmadd_ps(x, widen16(block1 + c * kKeyBlock), a1);
+        a2 = _mm512_fmadd_ps(x, widen16(block2 + c * kKeyBlock), a2);
+        a3 = _mm512_fmadd_ps(x, widen16(block3 + c * kKeyBlock), a3);
       }
       _mm512_storeu_ps(scores + j, a0);
       _mm512_storeu_ps(scores + j + kKeyBlock, a1);
@@ -428,10 +443,10 @@ void key_scores_blocked_group(const float* q, int64_t q_stride, const float* con
     }
   } else if constexpr (Queries == 2) {
     for (; j + kKeyBlock < count; j += 2 * kKeyBlock) {
-      const float* const* blocks = key_blocks + j / kKeyBlock;
+      const Element *block0 = key_block(j / kKeyBlock), *block1 = key_block(j / kKeyBlock + 1);
       __m512 a00 = _mm512_setzero_ps(), a01 = a00, a10 = a00, a11 = a00;  // a<query><block>
       for (int64_t c = 0; c < d; ++c) {
-        const __m512 key0 = _mm512_loadu_ps(blocks[0] + c * kKeyBlock), key1 = _mm512_loadu_ps(blocks[1] + c * kKeyBlock);
+        const __m512 key0 = widen16(block0 + c * kKeyBlock), key1 = widen16(block1 + c * kKeyBlock);
         const __m512 x0 = _mm512_set1_ps(q[c]), x1 = _mm512_set1_ps(q[q_stride + c]);
         a00 = _mm512_fmadd_ps(x0, key0, a00);
         a01 = _mm512_fmadd_ps(x0, key1, a01);
@@ -446,10 +461,10 @@ void key_scores_blocked_group(const float* q, int64_t q_stride, const float* con
     }
   }
   for (; j < count; j += kKeyBlock) {
-    const float* block = key_blocks[j / kKeyBlock];
+    const Element* block = key_block(j / kKeyBlock);
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (int64_t c = 0; c < d; ++c) {
-      const __m512 key = _mm512_loadu_ps(block + c * kKeyBlock);
+      const __m512 key = widen16(block + c * kKeyBlock);
       a0 = _mm512_fmadd_ps(_mm512_set1_ps(q[c]), key, a0);
       if (Queries > 1) a1 = _mm512_fmadd_ps(_mm512_set1_ps(q[q_stride + c]), key, a1);
       if (Queries > 2) a2 = _mm512_fmadd_ps(_mm512_set1_ps(q[2 * q_stride + c]), key, a2);
@@ -463,18 +478,20 @@ void key_scores_blocked_group(const float* q, int64_t q_stride, const float* con
   }
 }
 
-void key_scores_blocked(const float* q, int64_t q_stride, int64_t queries, const float* const* key_blocks, int64_t count,
+template <typename Element>
+void key_scores_blocked(const float* q, int64_t q_stride, int64_t queries, const void* const* key_blocks, int64_t count,
                         int64_t d, float* scores, int64_t score_stride) {
   static_assert(kKeyBlock == 16, "one AVX-512 vector per key block");
   with_count<kAttentionQueries>(queries, [&](auto group) {
-    key_scores_blocked_group<decltype(group)::value>(q, q_stride, key_blocks, count, d, scores, score_stride);
+    key_scores_blocked_group<Element, decltype(group)::value>(q, q_stride, key_blocks, count, d, scores, score_stride);
   });
 }
 
-void weighted_sum(const float* p, int64_t p_stride, int64_t queries, const float* const* value_blocks, int64_t count,
+template <typename Element>
+void weighted_sum(const float* p, int64_t p_stride, int64_t queries, const void* const* value_blocks, int64_t count,
                   int64_t d, float* out, int64_t out_stride) {
   with_count<kAttentionQueries>(queries, [&](auto group) {
-    weighted_sum_group<decltype(group)::value>(p, p_stride, value_blocks, count, d, out, out_stride);
+    weighted_sum_group<Element, decltype(group)::value>(p, p_stride, value_blocks, count, d, out, out_stride);
   });
 }
 
@@ -571,7 +588,8 @@ const KernelTable& avx512_kernels() {
     const KernelTable& avx2 = avx2_kernels();
     return KernelTable{Isa::Avx512, matmul<FloatTile<F32Panel>>, features.avx512_bf16 ? matmul<Bf16Tile> : avx2.matmul_bf16,
                        matmul<FloatTile<F16Panel>>, features.avx512_vnni ? matmul<Int8Tile> : avx2.matmul_i8, quantise_row, layer_norm_row,
-                       key_scores_blocked, weighted_sum, mask_scores, exp_sum, peak_ops, stream_sum};
+                       {key_scores_blocked<float>, weighted_sum<float>}, {key_scores_blocked<Bf16>, weighted_sum<Bf16>},
+                       {key_scores_blocked<F16>, weighted_sum<F16>}, mask_scores, exp_sum, peak_ops, stream_sum};
   }();
   return table;
 }

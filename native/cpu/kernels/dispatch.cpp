@@ -20,4 +20,12 @@ MatmulKernel matmul_kernel(const KernelTable& table, DType dtype) {
   }
 }
 
+const AttentionKernels& attention_kernels(const KernelTable& table, DType kv_dtype) {
+  switch (kv_dtype) {
+    case DType::BFloat16: return table.attention_bf16;
+    case DType::Float16: return table.attention_f16;
+    default: return table.attention_f32;
+  }
+}
+
 }  // namespace falcon::cpu

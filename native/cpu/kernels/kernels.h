@@ -60,6 +60,31 @@ using MatmulKernel = void (*)(const PackedRows& x, const WeightMatrix& w, int64_
 // bf16 pair dot product (bfloat16), the int8 quad dot product (int8).
 enum class PeakOp { F32Fma, Bf16Dot, Int8Dot };
 
+// Attention for up to kAttentionQueries queries of one head at a time, so each key and value is
+// loaded once per group, over key and value blocks of one element type (the KV pool's dtype: float32,
+// or bfloat16 / float16 widened exactly to float32 as they are loaded, so the arithmetic is the same
+// float32 chain for every storage type). Query g is at q + g · q_stride; key_blocks and value_blocks
+// list the sequence's blocks (kKeyBlock above), slots past `count` are never read (but the last
+// block's unused key lanes may be loaded). A query's results never depend on the other queries of
+// its call, nor on `count` beyond the keys it covers: the step's batch invariance rests on this.
+// The 16-bit KV elements as distinct types, for the kernels templated on what they load.
+struct Bf16 {
+  uint16_t bits;
+};
+struct F16 {
+  uint16_t bits;
+};
+static_assert(sizeof(Bf16) == 2 && sizeof(F16) == 2, "stored as the bits alone");
+
+struct AttentionKernels {
+  // scores[g · score_stride + j] = dot(query g, key j) for j < count, summed along c in order.
+  void (*key_scores_blocked)(const float* q, int64_t q_stride, int64_t queries, const void* const* key_blocks,
+                             int64_t count, int64_t d, float* scores, int64_t score_stride);
+  // out[g · out_stride + c] = Σ_j p[g · p_stride + j] · value j[c] for c < d, summed over j < count in order.
+  void (*weighted_sum)(const float* p, int64_t p_stride, int64_t queries, const void* const* value_blocks, int64_t count,
+                       int64_t d, float* out, int64_t out_stride);
+};
+
 struct KernelTable {
   Isa isa;
   MatmulKernel matmul_f32;
@@ -74,17 +99,10 @@ struct KernelTable {
   // (population variance), with the statistics accumulated in double: the mean of thousands of
   // activations must not drift with their magnitude.
   void (*layer_norm_row)(const float* in, int64_t dim, const float* gamma, const float* beta, float epsilon, float* out);
-  // Attention for up to kAttentionQueries queries of one head at a time, so each key and value is
-  // loaded once per group. Query g is at q + g · q_stride; key_blocks and value_blocks list the
-  // sequence's blocks (kKeyBlock above), slots past `count` are never read (but the last block's
-  // unused key lanes may be loaded). A query's results never depend on the other queries of its
-  // call, nor on `count` beyond the keys it covers: the step's batch invariance rests on this.
-  // scores[g · score_stride + j] = dot(query g, key j) for j < count, summed along c in order.
-  void (*key_scores_blocked)(const float* q, int64_t q_stride, int64_t queries, const float* const* key_blocks,
-                             int64_t count, int64_t d, float* scores, int64_t score_stride);
-  // out[g · out_stride + c] = Σ_j p[g · p_stride + j] · value j[c] for c < d, summed over j < count in order.
-  void (*weighted_sum)(const float* p, int64_t p_stride, int64_t queries, const float* const* value_blocks, int64_t count,
-                       int64_t d, float* out, int64_t out_stride);
+  // Attention over a KV pool storing float32, bfloat16 and float16 keys and values (attention_kernels).
+  AttentionKernels attention_f32;
+  AttentionKernels attention_bf16;
+  AttentionKernels attention_f16;
   // scores[j] = (scores[j] + slope · position[j]) · scale where valid[j], else −inf, for j < count;
   // returns the largest (−inf when none is valid). Falcon adds ALiBi before the 1/√d scale.
   float (*mask_scores)(float* scores, const uint8_t* valid, const int32_t* position, int64_t count, float slope,
@@ -122,5 +140,7 @@ const KernelTable& kernels();
 
 // The matmul kernel of `table` for weights of `dtype`.
 MatmulKernel matmul_kernel(const KernelTable& table, DType dtype);
+// The attention kernels of `table` for a KV pool storing `kv_dtype` (float32, bfloat16 or float16).
+const AttentionKernels& attention_kernels(const KernelTable& table, DType kv_dtype);
 
 }  // namespace falcon::cpu

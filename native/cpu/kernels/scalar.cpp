@@ -100,26 +100,33 @@ void quantise_row(const float* x, int64_t cols, int64_t quant_blocks, uint32_t* 
   }
 }
 
-void key_scores_blocked(const float* q, int64_t q_stride, int64_t queries, const float* const* key_blocks, int64_t count,
+// A stored key or value component as float32 (exact for every KV element type).
+inline float widen(float x) { return x; }
+inline float widen(Bf16 x) { return bf16_to_f32(x.bits); }
+inline float widen(F16 x) { return f16_to_f32(x.bits); }
+
+template <typename Element>
+void key_scores_blocked(const float* q, int64_t q_stride, int64_t queries, const void* const* key_blocks, int64_t count,
                         int64_t d, float* scores, int64_t score_stride) {
   for (int64_t g = 0; g < queries; ++g) {
     for (int64_t j = 0; j < count; ++j) {
-      const float* key = key_blocks[j / kKeyBlock] + j % kKeyBlock;
+      const Element* key = static_cast<const Element*>(key_blocks[j / kKeyBlock]) + j % kKeyBlock;
       float sum = 0.0f;
-      for (int64_t c = 0; c < d; ++c) sum += q[g * q_stride + c] * key[c * kKeyBlock];
+      for (int64_t c = 0; c < d; ++c) sum += q[g * q_stride + c] * widen(key[c * kKeyBlock]);
       scores[g * score_stride + j] = sum;
     }
   }
 }
 
-void weighted_sum(const float* p, int64_t p_stride, int64_t queries, const float* const* value_blocks, int64_t count,
+template <typename Element>
+void weighted_sum(const float* p, int64_t p_stride, int64_t queries, const void* const* value_blocks, int64_t count,
                   int64_t d, float* out, int64_t out_stride) {
   for (int64_t g = 0; g < queries; ++g) {
     float* row = out + g * out_stride;
     for (int64_t c = 0; c < d; ++c) row[c] = 0.0f;
     for (int64_t j = 0; j < count; ++j) {
-      const float* value = value_blocks[j / kKeyBlock] + j % kKeyBlock * d;
-      for (int64_t c = 0; c < d; ++c) row[c] += p[g * p_stride + j] * value[c];
+      const Element* value = static_cast<const Element*>(value_blocks[j / kKeyBlock]) + j % kKeyBlock * d;
+      for (int64_t c = 0; c < d; ++c) row[c] += p[g * p_stride + j] * widen(value[c]);
     }
   }
 }
@@ -164,7 +171,10 @@ float stream_sum(const float* data, int64_t n) {
 
 const KernelTable& scalar_kernels() {
   static const KernelTable table{Isa::Scalar, matmul, matmul, matmul, matmul, quantise_row, layer_norm_row,
-                                 key_scores_blocked, weighted_sum, mask_scores, exp_sum, peak_ops, stream_sum};
+                                 {key_scores_blocked<float>, weighted_sum<float>},
+                                 {key_scores_blocked<Bf16>, weighted_sum<Bf16>},
+                                 {key_scores_blocked<F16>, weighted_sum<F16>},
+                                 mask_scores, exp_sum, peak_ops, stream_sum};
   return table;
 }
 

@@ -39,11 +39,11 @@ struct QueryGroup {
 // queries share its group (and so however the prompt was chunked, or the step batched). Scores of
 // keys past a query's own (those of later tokens in the group) become probabilities of exactly 0,
 // which leave the value sums bit for bit unchanged.
-void attend(const KernelTable& table, const QueryGroup& group, const PagedSequence& seq, const float* const* key_blocks,
-            const float* const* value_blocks, int64_t d, float scale, TrackedVector<float>& scores) {
+void attend(const KernelTable& table, const AttentionKernels& kv, const QueryGroup& group, const PagedSequence& seq,
+            const void* const* key_blocks, const void* const* value_blocks, int64_t d, float scale, TrackedVector<float>& scores) {
   const int64_t key_count = group.first_visible + (group.queries - 1) * group.visible_step;
   if (scores.size() < size_t(kAttentionQueries * key_count)) scores.resize(size_t(kAttentionQueries * key_count));
-  table.key_scores_blocked(group.q, group.q_stride, group.queries, key_blocks, key_count, d, scores.data(), key_count);
+  kv.key_scores_blocked(group.q, group.q_stride, group.queries, key_blocks, key_count, d, scores.data(), key_count);
   float inverse_totals[kAttentionQueries];
   for (int64_t g = 0; g < group.queries; ++g) {
     float* query_scores = scores.data() + g * key_count;
@@ -58,7 +58,7 @@ void attend(const KernelTable& table, const QueryGroup& group, const PagedSequen
     }
     inverse_totals[g] = 1.0f / table.exp_sum(query_scores, visible, max_score);
   }
-  table.weighted_sum(scores.data(), key_count, group.queries, value_blocks, key_count, d, group.out, group.out_stride);
+  kv.weighted_sum(scores.data(), key_count, group.queries, value_blocks, key_count, d, group.out, group.out_stride);
   for (int64_t g = 0; g < group.queries; ++g) {
     for (int64_t c = 0; c < d; ++c) group.out[g * group.out_stride + c] *= inverse_totals[g];
   }
@@ -100,6 +100,7 @@ void attention(const ModelConfig& config, int64_t layer, const KvPool& pool, con
                const TrackedVector<AttentionItem>& items, const float* qkv, int64_t qkv_cols,
                const std::vector<float>& alibi_slopes, float* out) {
   const KernelTable& table = kernels();
+  const AttentionKernels& kv = attention_kernels(table, pool.dtype());
   const int64_t H = config.num_heads;
   const int64_t d = config.head_dim();
   const int64_t heads_per_kv = H / config.num_kv_heads;
@@ -109,7 +110,7 @@ void attention(const ModelConfig& config, int64_t layer, const KvPool& pool, con
   current_thread_pool()->parallel_for(int64_t(items.size()), 1, [&](int64_t first, int64_t end) {
     // This worker's own score rows and block lists, kept for later calls unless a long context grew them.
     thread_local TrackedVector<float> scores = thread_scratch<float>();
-    thread_local TrackedVector<const float*> blocks = thread_scratch<const float*>();
+    thread_local TrackedVector<const void*> blocks = thread_scratch<const void*>();
     // Consecutive items often read the same sequence's KV head: its block lists are gathered once.
     int64_t listed_sequence = -1, listed_kv_head = -1, listed_blocks = 0;
     for (int64_t index = first; index < end; ++index) {
@@ -127,13 +128,13 @@ void attention(const ModelConfig& config, int64_t layer, const KvPool& pool, con
         listed_kv_head = kv_head;
         listed_blocks = needed;
       }
-      const float* const* key_blocks = blocks.data();
-      const float* const* value_blocks = blocks.data() + listed_blocks;
+      const void* const* key_blocks = blocks.data();
+      const void* const* value_blocks = blocks.data() + listed_blocks;
       if (seq.count == 1 && heads_per_kv > 1) {  // plan_attention's decode groups
         const int64_t row = seq.first_row;
         const QueryGroup group{qkv + row * qkv_cols + item.head * d, d, out + row * H * d + item.head * d, d, item.heads,
                                seq.start + 1, 0, slopes == nullptr ? nullptr : slopes + item.head, 1};
-        attend(table, group, seq, key_blocks, value_blocks, d, scale, scores);
+        attend(table, kv, group, seq, key_blocks, value_blocks, d, scale, scores);
         continue;
       }
       for (int64_t i = item.first_token; i < item.first_token + item.tokens; i += kAttentionQueries) {
@@ -141,7 +142,7 @@ void attention(const ModelConfig& config, int64_t layer, const KvPool& pool, con
         const QueryGroup group{qkv + row * qkv_cols + item.head * d, qkv_cols, out + row * H * d + item.head * d, H * d,
                                std::min(kAttentionQueries, item.first_token + item.tokens - i), seq.start + i + 1, 1,
                                slopes == nullptr ? nullptr : slopes + item.head, 0};
-        attend(table, group, seq, key_blocks, value_blocks, d, scale, scores);
+        attend(table, kv, group, seq, key_blocks, value_blocks, d, scale, scores);
       }
     }
     release_if_large(scores);
