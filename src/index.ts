@@ -9,6 +9,7 @@ export type {
   CompleteOptions,
   EngineGenerateOptions,
   EngineOptions,
+  KvCacheDType,
   EngineStats,
   FinishReason,
   TokenLogprob,

@@ -111,6 +111,8 @@ export interface NativeWeightFile {
 export interface NativeEngineOptions {
   /** KV blocks of the pool (a real model's engine; the fake runner takes numBlocks too). */
   numBlocks: number;
+  /** What the pool stores keys and values as (default float32). */
+  kvDtype?: NativeKvDType;
   maxBatchTokens?: number;
   maxSequences?: number;
   prefixCaching?: boolean;
@@ -185,7 +187,7 @@ export interface NativeEngineConstructor {
   /** An engine over the fake step runner, for tests of the policy without a model. */
   withFakeRunner(options: NativeFakeRunnerOptions, onEvents: (events: NativeEngineEvent[]) => void): NativeEngine;
   /** Bytes of one KV block (16 tokens, every layer, distinct KV heads, keys and values) of this model. */
-  kvBlockBytes(model: NativeModel): number;
+  kvBlockBytes(model: NativeModel, kvDtype?: NativeKvDType): number;
 }
 
 export interface NativeAddon {
@@ -241,8 +243,6 @@ export interface NativeAddon {
    * keys and values as `kvDtype` (float32 by default; bfloat16 and float16 round them once when written).
    */
   stepRunnerForTest(model: NativeModel, numBlocks: number, kvDtype?: NativeKvDType): NativeStepRunnerForTest;
-  /** @internal Test-only: the bytes one KV block of `model` takes with keys and values stored as `kvDtype` (kv_block_bytes). */
-  kvBlockBytesForTest(model: NativeModel, kvDtype?: NativeKvDType): number;
   /**
    * @internal The engine's native sampler (native/core/sampler.h), for tests against src/samplers.ts:
    * one SequenceSampler on batch row `stream` samples each of `rows` consecutive rows of `logits` from

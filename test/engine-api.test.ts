@@ -160,6 +160,32 @@ describe("lm.engine()", () => {
       assert.throws(() => lm.engine({ kvCacheBytes: -1 }), FalconInputError);
       assert.throws(() => lm.engine({ prefixCaching: "yes" } as never), FalconInputError);
       assert.throws(() => lm.engine({ blocks: 3 } as never), /unknown engine option "blocks"/);
+      assert.throws(() => lm.engine({ kvCacheDtype: "int8" } as never), /kvCacheDtype must be one of float32, bfloat16, float16, got string "int8"/);
+    } finally {
+      lm.dispose();
+    }
+  });
+});
+
+describe("lm.engine({ kvCacheDtype })", () => {
+  it("a 16-bit pool holds twice the blocks of a float32 pool in the same bytes", async () => {
+    const backbone = new FalconBackbone({
+      vocabularySize: 64, numLayers: 2, numAttentionHeads: 2, hiddenDim: 32, intermediateDim: 64,
+      layerNormEpsilon: 1e-5, attentionDropoutRate: 0, feedforwardDropoutRate: 0, dtype: "float32", seed: 1,
+    });
+    const lm = new FalconCausalLM(backbone);
+    try {
+      await backbone.nativeModel();
+      // Per block: 2 layers × 2 KV heads × (keys + values) × 16 tokens × head size 16, plus 16 valid flags and 16 positions.
+      const blockBytes = (element: number) => 2 * 2 * 2 * 16 * 16 * element + 16 * (1 + 4);
+      const kvCacheBytes = 10 * blockBytes(4);
+      const totals: Record<string, number> = {};
+      for (const kvCacheDtype of ["float32", "bfloat16", "float16"] as const) {
+        await using engine = lm.engine({ kvCacheBytes, kvCacheDtype });
+        totals[kvCacheDtype] = engine.stats().kvBlocks.total;
+        assert.equal((await engine.generate([1, 2, 3], { maxNewTokens: 4, stopTokenIds: null })).length, 7);
+      }
+      assert.deepEqual(totals, { float32: 10, bfloat16: Math.floor(kvCacheBytes / blockBytes(2)), float16: Math.floor(kvCacheBytes / blockBytes(2)) });
     } finally {
       lm.dispose();
     }

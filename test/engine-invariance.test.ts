@@ -12,7 +12,7 @@ import path from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { after, describe, it } from "node:test";
 
-import { FalconCausalLM, type Completion, type FalconDType, type SamplerSpec } from "../src/index.js";
+import { FalconCausalLM, type Completion, type FalconDType, type KvCacheDType, type SamplerSpec } from "../src/index.js";
 import { FIXTURES, readJson } from "./helpers/fixtures.js";
 
 interface GenerateRecord {
@@ -24,11 +24,14 @@ interface GenerateRecord {
 }
 
 const HF_CASES = ["rw_alibi_mha_sequential", "rotary_mha_sequential_bias", "f7b_rotary_mqa_parallel", "f40b_newarch_gqa", "f11b_newarch_1ln"];
-const MODELS: [string, FalconDType | undefined][] = [
-  ...HF_CASES.map((name): [string, undefined] => [name, undefined]),
-  ["rw_alibi_mha_sequential", "int8"],
-  ["f40b_newarch_gqa", "bfloat16"],
-  ["f7b_rotary_mqa_parallel", "int8"],
+/** [fixture, model dtype (default: the checkpoint's), KV pool dtype (default float32)] */
+const MODELS: [string, FalconDType | undefined, KvCacheDType | undefined][] = [
+  ...HF_CASES.map((name): [string, undefined, undefined] => [name, undefined, undefined]),
+  ["rw_alibi_mha_sequential", "int8", undefined],
+  ["f40b_newarch_gqa", "bfloat16", undefined],
+  ["f7b_rotary_mqa_parallel", "int8", undefined],
+  ["f7b_rotary_mqa_parallel", undefined, "bfloat16"],
+  ["f40b_newarch_gqa", undefined, "float16"],
 ];
 const checkpoint = (name: string) => path.join(FIXTURES, "hf", name, "checkpoint");
 
@@ -85,13 +88,13 @@ function sameBits(a: Float32Array, b: Float32Array): boolean {
 }
 
 describe("engine batch invariance: concurrent, chunked, prefix-shared requests equal the same requests alone, bit for bit", () => {
-  for (const [name, dtype] of MODELS) {
-    it(`${name}${dtype ? ` as ${dtype}` : ""}`, async () => {
+  for (const [name, dtype, kvCacheDtype] of MODELS) {
+    it(`${name}${dtype ? ` as ${dtype}` : ""}${kvCacheDtype ? `, ${kvCacheDtype} KV pool` : ""}`, async () => {
       const lm = await load(name, dtype);
       const requests = requestsFor(lm.backbone.getConfig().vocabularySize);
       const options = (request: Request) => ({ maxNewTokens: request.maxNewTokens, sampler: request.sampler, stopTokenIds: null, returnLogits: true });
 
-      const alone = lm.engine({ maxSequences: 1, prefixCaching: false });
+      const alone = lm.engine({ maxSequences: 1, prefixCaching: false, kvCacheDtype });
       const solo: Completion[] = [];
       try {
         for (const request of requests) solo.push(await alone.complete(request.prompt, options(request)));
@@ -99,7 +102,7 @@ describe("engine batch invariance: concurrent, chunked, prefix-shared requests e
         await alone.close();
       }
 
-      const together = lm.engine({ maxBatchTokens: 32, maxSequences: 24 });
+      const together = lm.engine({ maxBatchTokens: 32, maxSequences: 24, kvCacheDtype });
       let results: Completion[];
       try {
         results = await Promise.all(requests.map(async (request, i) => {
@@ -120,8 +123,8 @@ describe("engine batch invariance: concurrent, chunked, prefix-shared requests e
         for (const [step, row] of actual.logits!.entries()) {
           assert.ok(sameBits(row, expected.logits![step]!), `request ${i} step ${step}: logits differ in some bit`);
         }
-        // The TypeScript decoding loop (separate caches, TypeScript samplers) picks the same tokens.
-        if (i < 10) {
+        // The TypeScript decoding loop (separate float32 caches, TypeScript samplers) picks the same tokens.
+        if (i < 10 && kvCacheDtype === undefined) {
           const generated = await lm.generate(request.prompt, { maxNewTokens: request.maxNewTokens, sampler: request.sampler, stopTokenIds: null, stripPrompt: true });
           assert.deepEqual(Array.from(actual.tokenIds), Array.from(generated), `request ${i}: lm.generate's tokens`);
         }

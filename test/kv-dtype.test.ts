@@ -144,10 +144,10 @@ describe("KV pool dtypes: bytes and refusals", () => {
       const headDim = config.hiddenDim / config.numAttentionHeads;
       // Per block: keys and values of every layer and distinct KV head, then an int32 position and a valid byte per slot.
       const expected = (elementBytes: number) => config.numLayers * config.numKeyValueHeads * 2 * BLOCK * headDim * elementBytes + BLOCK * (4 + 1);
-      assert.equal(callNativeSync(() => native().kvBlockBytesForTest(model)), expected(4), name);
-      assert.equal(callNativeSync(() => native().kvBlockBytesForTest(model, "float32")), expected(4), name);
-      assert.equal(callNativeSync(() => native().kvBlockBytesForTest(model, "bfloat16")), expected(2), name);
-      assert.equal(callNativeSync(() => native().kvBlockBytesForTest(model, "float16")), expected(2), name);
+      assert.equal(callNativeSync(() => native().NativeEngine.kvBlockBytes(model)), expected(4), name);
+      assert.equal(callNativeSync(() => native().NativeEngine.kvBlockBytes(model, "float32")), expected(4), name);
+      assert.equal(callNativeSync(() => native().NativeEngine.kvBlockBytes(model, "bfloat16")), expected(2), name);
+      assert.equal(callNativeSync(() => native().NativeEngine.kvBlockBytes(model, "float16")), expected(2), name);
     }
   });
 
@@ -165,14 +165,14 @@ describe("KV pool dtypes: bytes and refusals", () => {
     for (const dtype of ["int8", "float64"]) {
       const refused = (error: Error) => error instanceof FalconInputError && new RegExp(`float32, bfloat16 or float16, not ${dtype}`).test(error.message);
       assert.throws(() => callNativeSync(() => native().stepRunnerForTest(model, POOL_BLOCKS, dtype as NativeKvDType)), refused, dtype);
-      assert.throws(() => callNativeSync(() => native().kvBlockBytesForTest(model, dtype as NativeKvDType)), refused, dtype);
+      assert.throws(() => callNativeSync(() => native().NativeEngine.kvBlockBytes(model, dtype as NativeKvDType)), refused, dtype);
       // The dtype is refused, not the memory a pool this large would take.
       assert.throws(() => callNativeSync(() => native().stepRunnerForTest(model, 2 ** 31 - 1, dtype as NativeKvDType)), refused, dtype);
     }
     for (const dtype of ["bf16", "", 16, null]) {
       const refused = (error: Error) => error instanceof FalconInputError && /kvDtype must be 'float32', 'bfloat16' or 'float16'/.test(error.message);
       assert.throws(() => callNativeSync(() => native().stepRunnerForTest(model, POOL_BLOCKS, dtype as NativeKvDType)), refused, String(dtype));
-      assert.throws(() => callNativeSync(() => native().kvBlockBytesForTest(model, dtype as NativeKvDType)), refused, String(dtype));
+      assert.throws(() => callNativeSync(() => native().NativeEngine.kvBlockBytes(model, dtype as NativeKvDType)), refused, String(dtype));
     }
   });
 });

@@ -316,7 +316,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("stepRunnerForTest", Napi::Function::New(env, StepRunnerForTest));
   exports.Set("sampleForTest", Napi::Function::New(env, SampleForTest));
   exports.Set("tokenLogprobsForTest", Napi::Function::New(env, TokenLogprobsForTest));
-  exports.Set("kvBlockBytesForTest", Napi::Function::New(env, KvBlockBytesForTest));
   return exports;
 }
 

@@ -177,7 +177,8 @@ EngineWrap::EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Engine
     const ModelConfig& model_config = model->config();
     config.length_dependent_rotary =
         model_config.position_encoding == PositionEncoding::Rotary && model_config.rope_scaling == RopeScaling::Dynamic;
-    runner = call_core(env, [&] { return make_model_step_runner(model, model_wrap->backend(), num_blocks); });
+    const DType kv_dtype = kv_dtype_value(env, options.Get("kvDtype"));
+    runner = call_core(env, [&] { return make_model_step_runner(model, model_wrap->backend(), num_blocks, kv_dtype); });
   }
 
   delivery_ = new Delivery();
@@ -279,7 +280,8 @@ Napi::Value EngineWrap::KvBlockBytes(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto* data = env.GetInstanceData<AddonData>();
   std::shared_ptr<Model> model = unwrap_instance<ModelWrap>(env, info[0], data->model_constructor, "model")->model(env);
-  return Napi::Number::New(env, double(call_core(env, [&] { return kv_block_bytes(model->config()); }).value()));
+  const DType kv_dtype = kv_dtype_value(env, info[1]);
+  return Napi::Number::New(env, double(call_core(env, [&] { return kv_block_bytes(model->config(), kv_dtype); }).value()));
 }
 
 // submit({ promptIds, maxNewTokens, stopTokenIds, allowedVocabulary, sampler, logprobs, returnLogits }) → id

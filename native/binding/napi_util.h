@@ -6,6 +6,7 @@
 #include <new>
 #include <string>
 
+#include "../core/dtype.h"
 #include "../core/error.h"
 #include "../core/memory.h"
 
@@ -50,6 +51,17 @@ inline int64_t integer_argument(const Napi::CallbackInfo& info, size_t index, co
     throw make_error(info.Env(), ErrorKind::Input, std::string(what) + " must be an integer");
   }
   return int64_t(value);
+}
+
+// A KV pool's storage dtype by name, float32 when `value` is undefined. Which dtypes a pool can store
+// is the core's to say (KvPool refuses the others with a typed error).
+inline DType kv_dtype_value(Napi::Env env, Napi::Value value) {
+  if (value.IsUndefined()) return DType::Float32;
+  DType dtype;
+  if (!value.IsString() || !parse_dtype(value.As<Napi::String>().Utf8Value(), &dtype)) {
+    throw make_error(env, ErrorKind::Input, "kvDtype must be 'float32', 'bfloat16' or 'float16'");
+  }
+  return dtype;
 }
 
 template <typename ArrayType> constexpr napi_typedarray_type typed_array_kind();

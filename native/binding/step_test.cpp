@@ -70,16 +70,6 @@ OwnedStep read_step(Napi::Env env, Napi::Value value) {
   return step;
 }
 
-// Argument `index`, a dtype name, float32 when absent; which dtypes a KV pool stores is the core's to say.
-DType kv_dtype_argument(const Napi::CallbackInfo& info, size_t index) {
-  if (info.Length() <= index || info[index].IsUndefined()) return DType::Float32;
-  DType dtype;
-  if (!info[index].IsString() || !parse_dtype(info[index].As<Napi::String>().Utf8Value(), &dtype)) {
-    throw make_error(info.Env(), ErrorKind::Input, "kvDtype must be 'float32', 'bfloat16' or 'float16'");
-  }
-  return dtype;
-}
-
 Napi::Float32Array floats(Napi::Env env, size_t count, const std::string& what) {
   call_core(env, [&] { require_memory(ByteCount(count) * sizeof(float), ErrorKind::Input, what); });
   return Napi::Float32Array::New(env, count);
@@ -112,7 +102,7 @@ Napi::Value StepRunnerForTest(const Napi::CallbackInfo& info) {
   ModelWrap* model_wrap = unwrap_instance<ModelWrap>(env, info[0], data->model_constructor, "model");
   std::shared_ptr<Model> model = model_wrap->model(env);
   const int64_t num_blocks = integer_argument(info, 1, "numBlocks");
-  const DType kv_dtype = kv_dtype_argument(info, 2);
+  const DType kv_dtype = kv_dtype_value(env, info[2]);
   std::shared_ptr<StepRunner> runner = call_core(
       env, [&] { return std::shared_ptr<StepRunner>(make_model_step_runner(model, model_wrap->backend(), num_blocks, kv_dtype)); });
   Napi::Object object = Napi::Object::New(env);
@@ -130,14 +120,6 @@ Napi::Value StepRunnerForTest(const Napi::CallbackInfo& info) {
                return logits;
              }));
   return object;
-}
-
-Napi::Value KvBlockBytesForTest(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto* data = env.GetInstanceData<AddonData>();
-  std::shared_ptr<Model> model = unwrap_instance<ModelWrap>(env, info[0], data->model_constructor, "model")->model(env);
-  const DType kv_dtype = kv_dtype_argument(info, 1);
-  return Napi::Number::New(env, double(call_core(env, [&] { return kv_block_bytes(model->config(), kv_dtype); }).value()));
 }
 
 }  // namespace falcon::binding

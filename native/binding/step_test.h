@@ -10,12 +10,10 @@ namespace falcon::binding {
 //   stepRunnerForTest(model, numBlocks, kvDtype = "float32") → { numBlocks(), vocabSize(), run(spec) →
 //     Float32Array logits [outputs, vocab] }, a runner from make_model_step_runner whose pool stores
 //     keys and values as kvDtype.
-//   kvBlockBytesForTest(model, kvDtype = "float32") → kv_block_bytes of the model's config.
 // spec: { sequences: [{ blockTable: Int32Array, start, count, ropeLength }], tokenIds: Int32Array,
 //         positions: Int32Array, valid: Uint8Array, outputRows: Int32Array }
 // All run synchronously on the calling thread.
 Napi::Value RunStepForTest(const Napi::CallbackInfo& info);
 Napi::Value StepRunnerForTest(const Napi::CallbackInfo& info);
-Napi::Value KvBlockBytesForTest(const Napi::CallbackInfo& info);
 
 }  // namespace falcon::binding

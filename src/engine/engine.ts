@@ -27,7 +27,16 @@ export interface EngineOptions {
   maxSequences?: number;
   /** Reuse the KV blocks of earlier requests with the same leading tokens (default true; always off for dynamic NTK rotary). */
   prefixCaching?: boolean;
+  /**
+   * What the KV pool stores keys and values as: "float32" (default: attention computes in float32), or
+   * "bfloat16" / "float16", half the bytes per block (each key and value rounded once when written).
+   */
+  kvCacheDtype?: KvCacheDType;
 }
+
+/** The storage dtypes of the engine's KV pool. */
+export type KvCacheDType = "float32" | "bfloat16" | "float16";
+const KV_CACHE_DTYPES: readonly KvCacheDType[] = ["float32", "bfloat16", "float16"];
 
 /** lm.generate()'s options, plus stop strings. */
 export interface EngineGenerateOptions extends GenerateOptions {
@@ -99,7 +108,7 @@ export interface EngineHost {
 const STOP_STRINGS_LIMIT = 16;
 /** Tokens per KV block (native/core/step.h kKvBlockTokens). */
 const KV_BLOCK_TOKENS = 16;
-const ENGINE_OPTION_KEYS = new Set(["kvCacheBytes", "maxBatchTokens", "maxSequences", "prefixCaching"]);
+const ENGINE_OPTION_KEYS = new Set(["kvCacheBytes", "maxBatchTokens", "maxSequences", "prefixCaching", "kvCacheDtype"]);
 
 /** Checks lm.engine()'s options (sizes before anything is allocated). */
 export function checkEngineOptions(options: EngineOptions): Required<Omit<EngineOptions, "kvCacheBytes">> & { kvCacheBytes?: number } {
@@ -123,7 +132,11 @@ export function checkEngineOptions(options: EngineOptions): Required<Omit<Engine
     throw new FalconInputError(`prefixCaching must be a boolean, got ${describeValue(options.prefixCaching)}`);
   }
   const kvCacheBytes = options.kvCacheBytes === undefined ? undefined : integer(options.kvCacheBytes, "kvCacheBytes", 1, Number.MAX_SAFE_INTEGER);
-  return { maxBatchTokens, maxSequences, prefixCaching: options.prefixCaching ?? true, kvCacheBytes };
+  const kvCacheDtype = options.kvCacheDtype ?? "float32";
+  if (!KV_CACHE_DTYPES.includes(kvCacheDtype)) {
+    throw new FalconInputError(`kvCacheDtype must be one of ${KV_CACHE_DTYPES.join(", ")}, got ${describeValue(options.kvCacheDtype)}`);
+  }
+  return { maxBatchTokens, maxSequences, prefixCaching: options.prefixCaching ?? true, kvCacheBytes, kvCacheDtype };
 }
 
 /** One request's events as they arrive, read by one consumer. */
@@ -547,7 +560,7 @@ export function createEngine(lm: EngineModel, options: EngineOptions = {}): Engi
   const config = lm.backbone.getConfig();
   const model = lm.backbone.nativeHandle;
   const addon = native();
-  const blockBytes = callNativeSync(() => addon.NativeEngine.kvBlockBytes(model));
+  const blockBytes = callNativeSync(() => addon.NativeEngine.kvBlockBytes(model, settings.kvCacheDtype));
   const context = Math.min(config.maxPositionEmbeddings, DEFAULT_CONTEXT_LIMIT);
   const kvCacheBytes = settings.kvCacheBytes ??
     Math.min(Math.floor(addon.memoryAvailable() / 2), settings.maxSequences * Math.ceil(context / KV_BLOCK_TOKENS) * blockBytes);
@@ -564,6 +577,7 @@ export function createEngine(lm: EngineModel, options: EngineOptions = {}): Engi
   };
   const engineOptions = {
     numBlocks, maxBatchTokens: settings.maxBatchTokens, maxSequences: settings.maxSequences, prefixCaching: settings.prefixCaching,
+    kvDtype: settings.kvCacheDtype,
   };
   return new Engine(host, (onEvents) => new addon.NativeEngine(model, engineOptions, onEvents), ready);
 }
