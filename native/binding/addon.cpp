@@ -196,35 +196,6 @@ Napi::Value RotaryTables(const Napi::CallbackInfo& info) {
   return result;
 }
 
-// A SamplerParams from { type, k, p, temperature, seed } (a ResolvedSamplerConfig: k and p may be null).
-SamplerParams read_sampler_params(Napi::Env env, const Napi::Value& value) {
-  if (!value.IsObject()) throw make_error(env, ErrorKind::Input, "sampler config must be an object");
-  Napi::Object config = value.As<Napi::Object>();
-  const std::string type = config.Get("type").IsString() ? config.Get("type").As<Napi::String>().Utf8Value() : "";
-  SamplerParams params;
-  if (type == "greedy") params.kind = SamplerKind::Greedy;
-  else if (type == "topK") params.kind = SamplerKind::TopK;
-  else if (type == "topP") params.kind = SamplerKind::TopP;
-  else if (type == "temperature") params.kind = SamplerKind::Temperature;
-  else if (type == "random") params.kind = SamplerKind::Random;
-  else throw make_error(env, ErrorKind::Input, "sampler type must be greedy, topK, topP, temperature or random");
-  auto number = [&](const char* field, double fallback) {
-    Napi::Value field_value = config.Get(field);
-    if (field_value.IsNull() || field_value.IsUndefined()) return fallback;
-    if (!field_value.IsNumber()) throw make_error(env, ErrorKind::Input, std::string("sampler ") + field + " must be a number");
-    return field_value.As<Napi::Number>().DoubleValue();
-  };
-  const double k = number("k", 0);
-  if (!(k == std::floor(k))) throw make_error(env, ErrorKind::Input, "sampler k must be an integer");
-  // Only min(k, allowed) matters: a k past int64 is as good as int64's largest.
-  params.k = k >= 9.2e18 ? std::numeric_limits<int64_t>::max() : k <= -9.2e18 ? -1 : int64_t(k);
-  params.p = number("p", 1);
-  params.temperature = number("temperature", 1);
-  params.seed = number("seed", 0);
-  call_core(env, [&] { validate_sampler_params(params); });
-  return params;
-}
-
 // sampleForTest(logits, allowed, rows, config, stream) → Int32Array[rows]: one SequenceSampler samples
 // each of `rows` consecutive rows of logits (each logits.length / rows long) from its first `allowed` ids.
 // For tests against src/samplers.ts.

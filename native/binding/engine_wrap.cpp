@@ -1,5 +1,7 @@
 #include "engine_wrap.h"
 
+#include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -17,6 +19,34 @@ struct EngineWrap::Delivery {
   bool referenced = false;
   napi_threadsafe_function function = nullptr;
 };
+
+SamplerParams read_sampler_params(Napi::Env env, const Napi::Value& value) {
+  if (!value.IsObject()) throw make_error(env, ErrorKind::Input, "sampler config must be an object");
+  Napi::Object config = value.As<Napi::Object>();
+  const std::string type = config.Get("type").IsString() ? config.Get("type").As<Napi::String>().Utf8Value() : "";
+  SamplerParams params;
+  if (type == "greedy") params.kind = SamplerKind::Greedy;
+  else if (type == "topK") params.kind = SamplerKind::TopK;
+  else if (type == "topP") params.kind = SamplerKind::TopP;
+  else if (type == "temperature") params.kind = SamplerKind::Temperature;
+  else if (type == "random") params.kind = SamplerKind::Random;
+  else throw make_error(env, ErrorKind::Input, "sampler type must be greedy, topK, topP, temperature or random");
+  auto number = [&](const char* field, double fallback) {
+    Napi::Value field_value = config.Get(field);
+    if (field_value.IsNull() || field_value.IsUndefined()) return fallback;
+    if (!field_value.IsNumber()) throw make_error(env, ErrorKind::Input, std::string("sampler ") + field + " must be a number");
+    return field_value.As<Napi::Number>().DoubleValue();
+  };
+  const double k = number("k", 0);
+  if (!(k == std::floor(k))) throw make_error(env, ErrorKind::Input, "sampler k must be an integer");
+  // Only min(k, allowed) matters: a k past int64 is as good as int64's largest.
+  params.k = k >= 9.2e18 ? std::numeric_limits<int64_t>::max() : k <= -9.2e18 ? -1 : int64_t(k);
+  params.p = number("p", 1);
+  params.temperature = number("temperature", 1);
+  params.seed = number("seed", 0);
+  call_core(env, [&] { validate_sampler_params(params); });
+  return params;
+}
 
 namespace {
 
@@ -53,34 +83,6 @@ EngineConfig read_engine_config(Napi::Env env, Napi::Object options) {
   config.prefix_caching = boolean_field(env, options, "prefixCaching", true);
   config.record_steps = boolean_field(env, options, "recordSteps", false);
   return config;
-}
-
-SamplerParams read_sampler(Napi::Env env, Napi::Value value) {
-  if (!value.IsObject()) throw make_error(env, ErrorKind::Input, "request.sampler must be a resolved sampler config");
-  Napi::Object object = value.As<Napi::Object>();
-  SamplerParams params;
-  Napi::Value type = object.Get("type");
-  const std::string name = type.IsString() ? type.As<Napi::String>().Utf8Value() : "";
-  if (name == "greedy") params.kind = SamplerKind::Greedy;
-  else if (name == "topK") params.kind = SamplerKind::TopK;
-  else if (name == "topP") params.kind = SamplerKind::TopP;
-  else if (name == "temperature") params.kind = SamplerKind::Temperature;
-  else if (name == "random") params.kind = SamplerKind::Random;
-  else throw make_error(env, ErrorKind::Input, "request.sampler.type must be greedy, topK, topP, temperature or random");
-  auto number = [&](const char* key, double fallback) {
-    Napi::Value field = object.Get(key);
-    if (field.IsUndefined() || field.IsNull()) return fallback;
-    if (!field.IsNumber()) throw make_error(env, ErrorKind::Input, std::string("request.sampler.") + key + " must be a number");
-    return field.As<Napi::Number>().DoubleValue();
-  };
-  const double k = number("k", 0);
-  if (!(k >= 0 && k <= 2147483647.0) || k != double(int64_t(k))) throw make_error(env, ErrorKind::Input, "request.sampler.k must be a non-negative integer");
-  params.k = int64_t(k);
-  params.p = number("p", 1.0);
-  params.temperature = number("temperature", 1.0);
-  params.seed = number("seed", 0);
-  call_core(env, [&] { validate_sampler_params(params); });
-  return params;
 }
 
 // Copies an Int32Array or an array of integers.
@@ -295,7 +297,7 @@ Napi::Value EngineWrap::Submit(const Napi::CallbackInfo& info) {
   Napi::Value stops = object.Get("stopTokenIds");
   if (!stops.IsUndefined()) request.stop_token_ids = read_ids<std::vector<int32_t>>(env, stops, "request.stopTokenIds", 1 << 20);
   request.allowed_vocabulary = integer_field(env, object, "allowedVocabulary", 0, 0, engine.vocab_size());
-  request.sampler = read_sampler(env, object.Get("sampler").IsUndefined() ? Napi::Value(Napi::Object::New(env)) : object.Get("sampler"));
+  request.sampler = read_sampler_params(env, object.Get("sampler"));
   request.top_logprobs = integer_field(env, object, "logprobs", -1, -1, kMaxTopLogprobs);
   request.return_logits = boolean_field(env, object, "returnLogits", false);
   const uint64_t id = call_core(env, [&] { return engine.submit(std::move(request)); });

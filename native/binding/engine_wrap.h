@@ -7,6 +7,10 @@
 
 namespace falcon::binding {
 
+// A SamplerParams from { type, k, p, temperature, seed } (a ResolvedSamplerConfig: k and p may be
+// null); throws a FALCON_INPUT error naming the field.
+SamplerParams read_sampler_params(Napi::Env env, const Napi::Value& value);
+
 // The JavaScript NativeEngine: a falcon::Engine whose events reach a JavaScript callback through a
 // thread-safe function, one call per step. The function holds the event loop open only while
 // requests are outstanding, so an idle engine never keeps a process alive; at environment teardown
