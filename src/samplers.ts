@@ -177,7 +177,8 @@ export function topKIndices(logits: Float32Array, offset: number, allowed: numbe
 
 /**
  * Unnormalised probabilities exp((logit − max) / temperature) of `ids` (or of every allowed id when
- * ids is null) into `weights`; returns their sum. NaN and -Infinity logits get weight 0.
+ * ids is null) into `weights`; returns their sum. NaN and -Infinity logits get weight 0; when some
+ * logits are +Infinity, those share the mass equally.
  */
 function softmaxWeights(
   logits: Float32Array, offset: number, ids: Int32Array | null, count: number, temperature: number, weights: Float64Array,
@@ -192,6 +193,17 @@ function softmaxWeights(
     weights.fill(0, 0, count);
     weights[0] = 1;
     return 1;
+  }
+  if (max === Infinity) {
+    // The limit of the softmax as logits grow without bound: the +Infinity ones share all the mass
+    // (exp(∞ − ∞) would make their weights NaN).
+    let infinite = 0;
+    for (let i = 0; i < count; i++) {
+      const weight = logits[offset + (ids ? ids[i]! : i)]! === Infinity ? 1 : 0;
+      weights[i] = weight;
+      infinite += weight;
+    }
+    return infinite;
   }
   let sum = 0;
   for (let i = 0; i < count; i++) {

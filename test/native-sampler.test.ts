@@ -129,8 +129,7 @@ describe("native sampler equals src/samplers.ts", () => {
   }
 
   it("scratch that grows between rows (allowed per row) picks the same tokens", () => {
-    // A +Infinity row leaves top-p with no candidate, and both samplers then return the id that the
-    // scratch holds: growth must zero it on both sides alike.
+    // Rows of different widths grow the scratch between rows, +Infinity rows among them.
     const rowLength = 400;
     const kinds: RowKind[] = ["gaussian", "positiveInfinity", "ties", "positiveInfinity", "special", "positiveInfinity", "gaussian", "positiveInfinity"];
     const logits = makeRows(kinds.length, rowLength, 7, kinds);

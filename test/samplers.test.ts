@@ -258,6 +258,23 @@ describe("random and temperature sampling", () => {
     const draws = Array.from({ length: 2000 }, () => sampleRandom(logits, 0, 4, 1, random.next()));
     assert.deepEqual([...new Set(draws)].sort(), [1, 3]);
   });
+
+  it("give +Infinity logits all the mass, shared equally (the softmax's limit)", () => {
+    const logits = new Float32Array([3, Infinity, NaN, -Infinity, 50, Infinity, 0]);
+    const random = new SeededRandom(5);
+    for (const sample of [
+      (u: number) => sampleRandom(logits, 0, 7, 1, u),
+      (u: number) => sampleTopK(logits, 0, 7, 4, 0.7, u),
+      (u: number) => sampleTopP(logits, 0, 7, 1, 1, u),
+    ]) {
+      const draws = Array.from({ length: 2000 }, () => sample(random.next()));
+      const ones = draws.filter((id) => id === 1).length;
+      assert.deepEqual([...new Set(draws)].sort(), [1, 5], "only the +Infinity ids");
+      assert.ok(ones > 900 && ones < 1100, `id 1 drawn ${ones} times of 2000`);
+    }
+    // A nucleus that one +Infinity id fills holds that id alone (ties go to the lower id).
+    assert.deepEqual(Array.from(topPNucleus(logits, 0, 7, 0.5, 1).ids), [1]);
+  });
 });
 
 describe("padded vocabulary rows", () => {

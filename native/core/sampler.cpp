@@ -201,6 +201,15 @@ double softmax_weights(const float* logits, const int32_t* ids, int64_t count, d
     weights[0] = 1;
     return 1;
   }
+  if (max == kPositiveInfinity) {
+    // The softmax's limit: the +Infinity logits share all the mass (exp(∞ − ∞) would be NaN).
+    double infinite = 0;
+    for (int64_t i = 0; i < count; ++i) {
+      weights[i] = logits[ids ? ids[i] : i] == kPositiveInfinity ? 1.0 : 0.0;
+      infinite += weights[i];
+    }
+    return infinite;
+  }
   double sum = 0;
   for (int64_t i = 0; i < count; ++i) {
     const double value = logits[ids ? ids[i] : i];
@@ -211,8 +220,7 @@ double softmax_weights(const float* logits, const int32_t* ids, int64_t count, d
   return sum;
 }
 
-// Inverse-CDF draw: the index where the running sum of weights passes u · total. A +Infinity logit
-// makes weights NaN; NaN weights are not skipped (as in TypeScript), so the last one is returned.
+// Inverse-CDF draw: the index where the running sum of weights passes u · total.
 int64_t pick(const double* weights, int64_t count, double total, double u) {
   const double target = u * total;
   double running = 0;
@@ -375,8 +383,7 @@ int32_t SequenceSampler::sample(const float* logits, int64_t allowed) {
         ids_[size_t(kept_count)] = ids ? ids[i] : int32_t(i);
         weights_[size_t(kept_count++)] = probabilities[i];
       }
-      // sampleTopP. With a +Infinity logit every probability is NaN and nothing is kept: pick returns
-      // 0 and ids_[0] is whatever an earlier call left there (zero in fresh scratch), as in TypeScript.
+      // sampleTopP.
       double kept_total = 0;
       for (int64_t i = 0; i < kept_count; ++i) kept_total += weights_[size_t(i)];
       return ids_[size_t(pick(weights_.data(), kept_count, kept_total, u))];

@@ -35,8 +35,7 @@ class SequenceSampler {
  private:
   // src/samplers.ts SeededRandom.next(): a uniform double in [0, 1) with 53 random bits.
   double next_uniform();
-  // SamplerScratch.ensure: every buffer is replaced by a zeroed one of `size` when it is smaller,
-  // as the TypeScript typed arrays are, because top-p can read a stale scratch id (the top-p case of sample()).
+  // SamplerScratch.ensure: every buffer is replaced by one of `size` when it is smaller.
   void ensure_scratch(int64_t size);
 
   SamplerParams params_;
