@@ -14,6 +14,7 @@ import { after, describe, it } from "node:test";
 
 import { FalconCausalLM, type Completion, type FalconDType, type KvCacheDType, type SamplerSpec } from "../src/index.js";
 import { FIXTURES, readJson } from "./helpers/fixtures.js";
+import { seededRandom } from "./helpers/seeded-random.js";
 
 interface GenerateRecord {
   prompt_ids: number[][];
@@ -46,15 +47,6 @@ async function load(name: string, dtype?: FalconDType): Promise<FalconCausalLM> 
   return lm;
 }
 
-/** A small deterministic generator for the test's prompts (not the code under test). */
-function lcg(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
-    return state / 4294967296;
-  };
-}
-
 function samplerFor(i: number): SamplerSpec {
   switch (i % 5) {
     case 0: return "greedy";
@@ -72,7 +64,7 @@ interface Request {
 }
 
 function requestsFor(vocabularySize: number): Request[] {
-  const next = lcg(vocabularySize);
+  const next = seededRandom(vocabularySize);
   const id = () => Math.floor(next() * vocabularySize);
   const sharedPrefix = Int32Array.from({ length: 21 }, id);
   return Array.from({ length: 32 }, (_, i) => {

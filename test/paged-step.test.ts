@@ -13,6 +13,7 @@ import { resolveBackboneConfig, toNativeConfig } from "../src/config.js";
 import { callNativeSync, native, type NativeKvCache, type NativeKvDType, type NativeModel, type NativeStepSpec } from "../src/native.js";
 import { compareRows, FIXTURES, readJson, type Tolerance } from "./helpers/fixtures.js";
 import { referenceForward, referenceModel } from "./helpers/reference-forward.js";
+import { seededRandom } from "./helpers/seeded-random.js";
 
 const { isa: defaultIsa, supportedIsas } = runtimeInfo();
 after(() => setIsa(defaultIsa));
@@ -43,17 +44,6 @@ const LAYOUTS: [string, FalconBackboneConfig][] = [
 ];
 const DTYPES: FalconDType[] = ["float32", "bfloat16", "float16", "int8"];
 
-/** mulberry32: a tiny seeded generator, so every schedule is reproducible. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const integer = (next: () => number, low: number, high: number) => low + Math.floor(next() * (high - low + 1));
 
 /** A sequence to run: its tokens (prompt then the decoded ones fed back), their validity and positions. */
@@ -194,7 +184,7 @@ async function withModel(config: FalconBackboneConfig, dtype: FalconDType, body:
  * every run gives X the bits of the first.
  */
 function assertInvariant(step: StepFunction, layout: string, config: FalconBackboneConfig, seed: number, width: number): void {
-  const next = random(seed);
+  const next = seededRandom(seed);
   // 21 prompt tokens cross a block boundary; ALiBi's sequence starts with padding (a query that sees no valid key).
   const x = makeSequence(next, config.vocabularySize, 21, 4, layout === "alibi MHA" ? 2 : 0);
   const alone = runSchedule(step, [x], chunkedAlone(x, x.promptLength), assignTables(next, [x]), width)[0]!;
@@ -255,7 +245,7 @@ describe("the paged step against references", () => {
   it("a ragged, chunked batch equals the float64 reference forward of each sequence alone, within the keras fixture's tolerance", async () => {
     await withModel(alibi, "float32", async (model, cache, backbone) => {
       const reference = await referenceModel(backbone);
-      const next = random(5);
+      const next = seededRandom(5);
       const sequences = Array.from({ length: 6 }, (_, i) => makeSequence(next, alibi.vocabularySize, integer(next, 1, 35), integer(next, 0, 5), i % 3));
       const hidden = runSchedule(cacheStep(model, cache), sequences, mixedSchedule(next, sequences), assignTables(next, sequences), alibi.hiddenDim);
       sequences.forEach((sequence, i) => {
@@ -270,7 +260,7 @@ describe("the paged step against references", () => {
     for (const [layout, config] of LAYOUTS) {
       await withModel(config, "float32", async (model, cache, backbone) => {
         const D = config.hiddenDim;
-        const next = random(6);
+        const next = seededRandom(6);
         const x = makeSequence(next, config.vocabularySize, 19, 3, layout === "alibi MHA" ? 1 : 0);
         const stepped = runSchedule(cacheStep(model, cache), [x], chunkedAlone(x, 5), assignTables(next, [x]), D)[0]!;
         const kerasCache = backbone.createCache({ batchSize: 1, maxLength: 40 });
@@ -291,7 +281,7 @@ describe("the paged step against references", () => {
       const runner = callNativeSync(() => native().stepRunnerForTest(model, 8));
       assert.equal(runner.numBlocks(), 8);
       assert.equal(runner.vocabSize(), config.vocabularySize);
-      const next = random(7);
+      const next = seededRandom(7);
       const x = makeSequence(next, config.vocabularySize, 30, 0);
       const table = Int32Array.from([5, 2]);
       const spec = (start: number, count: number): NativeStepSpec => ({
@@ -321,7 +311,7 @@ describe("the keras-hub cache API on the paged step", () => {
     for (const [layout, config] of LAYOUTS.filter(([name]) => name !== "dynamic NTK")) {
       await withModel(config, "float32", async (_model, _cache, backbone) => {
         const D = config.hiddenDim;
-        const tokens = makeSequence(random(8), config.vocabularySize, 20, 0).tokens;
+        const tokens = makeSequence(seededRandom(8), config.vocabularySize, 20, 0).tokens;
         const whole = backbone.createCache({ batchSize: 1, maxLength: 20 });
         const full = (await backbone.callWithCache([tokens], whole, 0)).data;
         const split = backbone.createCache({ batchSize: 1, maxLength: 20 });
@@ -375,7 +365,7 @@ describe("the keras-hub cache API on the paged step", () => {
   it("dynamic NTK scales each row to its own length, not to the longest row of the call", async () => {
     const [, config] = LAYOUTS[3]!;
     await withModel(config, "float32", async (_model, _cache, backbone) => {
-      const next = random(9);
+      const next = seededRandom(9);
       const long = makeSequence(next, config.vocabularySize, 30, 0).tokens;
       const short = makeSequence(next, config.vocabularySize, 10, 0).tokens;
       const alone = backbone.createCache({ batchSize: 1, maxLength: 10 });

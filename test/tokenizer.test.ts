@@ -17,6 +17,7 @@ import {
   mergesText,
   writeKerasPreset,
 } from "./helpers/gpt2-vocab.js";
+import { seededRandom } from "./helpers/seeded-random.js";
 
 const tempRoot = makeTempDir("falcon-tokenizer-test-");
 after(() => rmSync(tempRoot, { recursive: true, force: true }));
@@ -79,18 +80,6 @@ const corpus: readonly string[] = [
   "١٢٣ ４５６ 789",
   "สวัสดีครับ",
 ];
-
-/** mulberry32: a tiny seeded PRNG, so the random corpus is the same on every run. */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Strings mixing scripts, emoji, combining marks, every Unicode space, contractions and specials. */
 function randomUnicodeStrings(count: number, seed: number): string[] {
