@@ -6,6 +6,7 @@ import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 
+import type { EngineStats } from "./engine/engine.js";
 import {
   FalconConfigError,
   FalconDisposedError,
@@ -155,14 +156,8 @@ export interface NativeEngineEvent {
   error?: { code: NativeErrorCode; message: string };
 }
 
-export interface NativeEngineStats {
-  waiting: number;
-  running: number;
-  kvBlocks: { total: number; used: number; free: number; cached: number };
-  prefixHitTokens: number;
-  preemptions: number;
-  generatedTokens: number;
-  tokensPerSecond: number;
+/** The public EngineStats (src/engine/engine.ts), plus the steps run. */
+export interface NativeEngineStats extends EngineStats {
   steps: number;
 }
 

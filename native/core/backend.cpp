@@ -23,9 +23,10 @@ void validate_token_ids(const ModelConfig& config, const int32_t* ids, int64_t r
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t c = 0; c < cols; ++c) {
       const int32_t id = ids[r * cols + c];
-      require(id >= 0 && id < config.vocab_size, ErrorKind::Input,
-              "tokenIds[" + std::to_string(r) + "][" + std::to_string(c) + "] = " + std::to_string(id) +
-                  " is out of range [0, " + std::to_string(config.vocab_size) + ")");
+      require(id >= 0 && id < config.vocab_size, ErrorKind::Input, [&] {
+        return "tokenIds[" + std::to_string(r) + "][" + std::to_string(c) + "] = " + std::to_string(id) +
+               " is out of range [0, " + std::to_string(config.vocab_size) + ")";
+      });
     }
   }
 }
@@ -38,10 +39,11 @@ void validate_request(const ModelConfig& config, const ForwardRequest& request) 
           "one cache sequence and one start index are needed per batch row");
   for (int64_t b = 0; b < request.batch; ++b) {
     const int64_t start = request.start[size_t(b)];
-    require(start >= 0 && start <= request.cache->max_length() - request.length, ErrorKind::Input,
-            "row " + std::to_string(b) + ": cache update index " + std::to_string(start) + " + " +
-                std::to_string(request.length) + " new tokens exceeds the cache's maxLength " +
-                std::to_string(request.cache->max_length()));
+    require(start >= 0 && start <= request.cache->max_length() - request.length, ErrorKind::Input, [&] {
+      return "row " + std::to_string(b) + ": cache update index " + std::to_string(start) + " + " +
+             std::to_string(request.length) + " new tokens exceeds the cache's maxLength " +
+             std::to_string(request.cache->max_length());
+    });
   }
   validate_token_ids(config, request.token_ids, request.batch, request.length);
   for (int64_t b = 0; b < request.batch; ++b) {
@@ -49,11 +51,11 @@ void validate_request(const ModelConfig& config, const ForwardRequest& request) 
       const size_t at = size_t(b * request.length + t);
       if (request.padding_mask != nullptr) {
         require(request.padding_mask[at] <= 1, ErrorKind::Input,
-                "paddingMask[" + std::to_string(b) + "][" + std::to_string(t) + "] must be 0 or 1");
+                [&] { return "paddingMask[" + std::to_string(b) + "][" + std::to_string(t) + "] must be 0 or 1"; });
       }
       if (request.position_ids != nullptr) {
         require(request.position_ids[at] >= 0, ErrorKind::Input,
-                "positionIds[" + std::to_string(b) + "][" + std::to_string(t) + "] must be non-negative");
+                [&] { return "positionIds[" + std::to_string(b) + "][" + std::to_string(t) + "] must be non-negative"; });
       }
     }
   }
@@ -63,51 +65,57 @@ void validate_step(const ModelConfig& config, const KvPool& pool, const StepBatc
   require(pool.fits(config), ErrorKind::Input, "the KV pool was made for a model of another shape");
   require(!batch.sequences.empty(), ErrorKind::Input, "a step needs at least one sequence");
   const int64_t tokens = batch.token_count();
-  require(int64_t(batch.positions.size()) == tokens && int64_t(batch.valid.size()) == tokens, ErrorKind::Input,
-          "a step needs one position and one valid flag per token: " + std::to_string(tokens) + " token ids, " +
-              std::to_string(batch.positions.size()) + " positions, " + std::to_string(batch.valid.size()) + " valid flags");
+  require(int64_t(batch.positions.size()) == tokens && int64_t(batch.valid.size()) == tokens, ErrorKind::Input, [&] {
+    return "a step needs one position and one valid flag per token: " + std::to_string(tokens) + " token ids, " +
+           std::to_string(batch.positions.size()) + " positions, " + std::to_string(batch.valid.size()) + " valid flags";
+  });
   int64_t counted = 0;
   std::vector<int32_t> written;  // the blocks this step writes, to find any written twice
   for (size_t i = 0; i < batch.sequences.size(); ++i) {
     const StepSequence& seq = batch.sequences[i];
-    const std::string name = "sequence " + std::to_string(i);
-    require(seq.count > 0, ErrorKind::Input, name + ": count must be positive, got " + std::to_string(seq.count));
-    require(seq.count <= tokens - counted, ErrorKind::Input,
-            name + ": the sequences' counts add up to more than the step's " + std::to_string(tokens) + " token ids");
+    const auto name = [i] { return "sequence " + std::to_string(i); };
+    require(seq.count > 0, ErrorKind::Input, [&] { return name() + ": count must be positive, got " + std::to_string(seq.count); });
+    require(seq.count <= tokens - counted, ErrorKind::Input, [&] {
+      return name() + ": the sequences' counts add up to more than the step's " + std::to_string(tokens) + " token ids";
+    });
     counted += seq.count;
     require(seq.start >= 0 && seq.start <= std::numeric_limits<int32_t>::max() - seq.count, ErrorKind::Input,
-            name + ": start " + std::to_string(seq.start) + " is out of range");
+            [&] { return name() + ": start " + std::to_string(seq.start) + " is out of range"; });
     const int64_t end = seq.start + seq.count;
-    require(seq.rope_length >= end, ErrorKind::Input,
-            name + ": rope_length " + std::to_string(seq.rope_length) + " is shorter than its " + std::to_string(end) + " tokens");
+    require(seq.rope_length >= end, ErrorKind::Input, [&] {
+      return name() + ": rope_length " + std::to_string(seq.rope_length) + " is shorter than its " + std::to_string(end) + " tokens";
+    });
     const int64_t needed = (end - 1) / kKvBlockTokens + 1;
-    require(seq.block_table != nullptr && seq.block_count >= needed, ErrorKind::Input,
-            name + ": its block table has " + std::to_string(seq.block_table == nullptr ? 0 : seq.block_count) +
-                " blocks but slots [0, " + std::to_string(end) + ") need " + std::to_string(needed));
+    require(seq.block_table != nullptr && seq.block_count >= needed, ErrorKind::Input, [&] {
+      return name() + ": its block table has " + std::to_string(seq.block_table == nullptr ? 0 : seq.block_count) +
+             " blocks but slots [0, " + std::to_string(end) + ") need " + std::to_string(needed);
+    });
     for (int64_t k = 0; k < needed; ++k) {
       const int32_t block = seq.block_table[k];
-      require(block >= 0 && block < pool.num_blocks(), ErrorKind::Input,
-              name + ": block table entry " + std::to_string(k) + " = " + std::to_string(block) +
-                  " is outside the pool's " + std::to_string(pool.num_blocks()) + " blocks");
+      require(block >= 0 && block < pool.num_blocks(), ErrorKind::Input, [&] {
+        return name() + ": block table entry " + std::to_string(k) + " = " + std::to_string(block) +
+               " is outside the pool's " + std::to_string(pool.num_blocks()) + " blocks";
+      });
     }
     for (int64_t k = seq.start / kKvBlockTokens; k < needed; ++k) written.push_back(seq.block_table[k]);
   }
-  require(counted == tokens, ErrorKind::Input,
-          "the sequences' counts add up to " + std::to_string(counted) + " but the step has " + std::to_string(tokens) + " token ids");
+  require(counted == tokens, ErrorKind::Input, [&] {
+    return "the sequences' counts add up to " + std::to_string(counted) + " but the step has " + std::to_string(tokens) + " token ids";
+  });
   std::sort(written.begin(), written.end());
   const auto twice = std::adjacent_find(written.begin(), written.end());
-  require(twice == written.end(), ErrorKind::Input,
-          "block " + std::to_string(twice == written.end() ? 0 : *twice) + " is written twice in one step");
+  require(twice == written.end(), ErrorKind::Input, [&] { return "block " + std::to_string(*twice) + " is written twice in one step"; });
   validate_token_ids(config, batch.token_ids.data(), 1, tokens);
   for (int64_t t = 0; t < tokens; ++t) {
-    require(batch.valid[size_t(t)] <= 1, ErrorKind::Input, "valid[" + std::to_string(t) + "] must be 0 or 1");
-    require(batch.positions[size_t(t)] >= 0, ErrorKind::Input, "positions[" + std::to_string(t) + "] must be non-negative");
+    require(batch.valid[size_t(t)] <= 1, ErrorKind::Input, [&] { return "valid[" + std::to_string(t) + "] must be 0 or 1"; });
+    require(batch.positions[size_t(t)] >= 0, ErrorKind::Input, [&] { return "positions[" + std::to_string(t) + "] must be non-negative"; });
   }
   for (size_t i = 0; i < batch.output_rows.size(); ++i) {
     const int64_t row = batch.output_rows[i];
-    require(row >= 0 && row < tokens, ErrorKind::Input,
-            "output_rows[" + std::to_string(i) + "] = " + std::to_string(row) + " is outside the step's " +
-                std::to_string(tokens) + " tokens");
+    require(row >= 0 && row < tokens, ErrorKind::Input, [&] {
+      return "output_rows[" + std::to_string(i) + "] = " + std::to_string(row) + " is outside the step's " + std::to_string(tokens) +
+             " tokens";
+    });
   }
 }
 

@@ -63,7 +63,8 @@ class Backend {
     validate_request(model.config(), request);
     const StepBatch batch = step_for_request(request);
     for (int64_t b = 0; b < request.batch; ++b) request.cache->zero_unwritten_before(b, request.start[size_t(b)]);
-    step(model, request.cache->pool(), batch, workspace, hidden_out);
+    // Valid by construction from a validated request: checked once, not again as a step.
+    run_step(model, request.cache->pool(), batch, workspace, hidden_out);
     for (int64_t b = 0; b < request.batch; ++b) request.cache->mark_written(b, request.start[size_t(b)] + request.length);
   }
   // logits[r] = hidden[r] · headᵀ for `rows` rows.

@@ -203,7 +203,7 @@ void Engine::run_step(const StepPlan& plan, std::vector<EngineEvent>* events) {
   batch_.positions.clear();
   batch_.valid.clear();
   batch_.output_rows.clear();
-  std::vector<Request*> output_requests;
+  output_requests_.clear();
   for (const ScheduledChunk& chunk : plan.chunks) {
     const Sequence& sequence = *chunk.sequence;
     StepSequence step;
@@ -220,7 +220,7 @@ void Engine::run_step(const StepPlan& plan, std::vector<EngineEvent>* events) {
     }
     if (chunk.wants_logits) {
       batch_.output_rows.push_back(batch_.token_count() - 1);
-      output_requests.push_back(requests_.at(sequence.id).get());
+      output_requests_.push_back(requests_.at(sequence.id).get());
     }
   }
   if (config_.record_steps) {
@@ -243,8 +243,8 @@ void Engine::run_step(const StepPlan& plan, std::vector<EngineEvent>* events) {
     return;
   }
   scheduler_.complete(plan);
-  for (size_t row = 0; row < output_requests.size(); ++row) {
-    Request& request = *output_requests[row];
+  for (size_t row = 0; row < output_requests_.size(); ++row) {
+    Request& request = *output_requests_[row];
     const size_t first = events->size();
     try {
       emit_token(request, logits_.data() + row * size_t(vocab_size_), events);

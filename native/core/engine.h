@@ -148,6 +148,7 @@ class Engine {
   Scheduler scheduler_;
   std::map<uint64_t, std::unique_ptr<Request>> requests_;
   StepBatch batch_;
+  std::vector<Request*> output_requests_;  // the request of each of batch_'s output rows
   TrackedVector<float> logits_;
   int64_t generated_tokens_ = 0;
 

@@ -1,6 +1,8 @@
 #pragma once
 #include <stdexcept>
 #include <string>
+#include <type_traits>
+#include <utility>
 
 namespace falcon {
 
@@ -18,6 +20,13 @@ class Error : public std::runtime_error {
 
 inline void require(bool condition, ErrorKind kind, const std::string& message) {
   if (!condition) throw Error(kind, message);
+}
+
+// For checks in loops over tokens or sequences: the message is built only when the check fails, so a
+// valid step allocates nothing for its checks.
+template <typename MakeMessage, typename = std::enable_if_t<std::is_invocable_r_v<std::string, MakeMessage>>>
+inline void require(bool condition, ErrorKind kind, MakeMessage&& make_message) {
+  if (!condition) throw Error(kind, std::forward<MakeMessage>(make_message)());
 }
 
 }  // namespace falcon

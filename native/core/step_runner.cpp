@@ -16,9 +16,10 @@ class ModelStepRunner final : public StepRunner {
   int64_t num_blocks() const override { return pool_.num_blocks(); }
 
   void run(const StepBatch& batch, float* logits_out) override {
-    // Checked before the hidden states are sized from it.
-    validate_step(model_->config(), pool_, batch);
+    // The backend validates the rest of the step; the count the hidden states are sized from is bounded first.
     const size_t outputs = batch.output_rows.size();
+    require(int64_t(outputs) <= batch.token_count(), ErrorKind::Input,
+            "a step asks for more output rows than it has tokens");
     // Grown to the widest step seen, then reused: a decode step allocates nothing.
     const size_t hidden_floats = outputs * size_t(model_->config().hidden_dim);
     if (hidden_.size() < hidden_floats) hidden_.resize(hidden_floats);
