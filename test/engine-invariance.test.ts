@@ -1,13 +1,14 @@
 /**
  * The engine's promise: a request's tokens and logits are bit-identical whatever it is batched with and
- * however its prompt is chunked. For every fixture model (and int8 / bfloat16 casts of two), 32 requests
- * of different prompt lengths (half of them sharing a prefix longer than a KV block), samplers and seeds
- * go through one engine concurrently, submitted at staggered times with a small token budget so prompts
+ * however its prompt is chunked. For every fixture model, HF and keras-hub (and int8 / bfloat16 casts and
+ * 16-bit KV pools of some), 32 requests of different prompt lengths (half of them sharing a prefix longer
+ * than a KV block), samplers and seeds go through one engine concurrently, submitted at staggered times with a small token budget so prompts
  * are split across steps; each must equal the same request run alone (one sequence per step, its whole
  * prompt in one chunk, no prefix cache), and the TypeScript generate loop's tokens. Greedy requests on
  * the HF fixtures' prompts reproduce the fixtures' generate records.
  */
 import assert from "node:assert/strict";
+import { readdirSync } from "node:fs";
 import path from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { after, describe, it } from "node:test";
@@ -25,16 +26,20 @@ interface GenerateRecord {
 }
 
 const HF_CASES = ["rw_alibi_mha_sequential", "rotary_mha_sequential_bias", "f7b_rotary_mqa_parallel", "f40b_newarch_gqa", "f11b_newarch_1ln"];
+/** The keras-hub fixture presets (every dtype policy the fixtures were made with). */
+const KERAS_CASES = readdirSync(path.join(FIXTURES, "keras"), { withFileTypes: true }).filter((entry) => entry.isDirectory()).map((entry) => entry.name).sort();
 /** [fixture, model dtype (default: the checkpoint's), KV pool dtype (default float32)] */
 const MODELS: [string, FalconDType | undefined, KvCacheDType | undefined][] = [
   ...HF_CASES.map((name): [string, undefined, undefined] => [name, undefined, undefined]),
+  ...KERAS_CASES.map((name): [string, undefined, undefined] => [name, undefined, undefined]),
   ["rw_alibi_mha_sequential", "int8", undefined],
   ["f40b_newarch_gqa", "bfloat16", undefined],
   ["f7b_rotary_mqa_parallel", "int8", undefined],
   ["f7b_rotary_mqa_parallel", undefined, "bfloat16"],
   ["f40b_newarch_gqa", undefined, "float16"],
 ];
-const checkpoint = (name: string) => path.join(FIXTURES, "hf", name, "checkpoint");
+const checkpoint = (name: string) =>
+  KERAS_CASES.includes(name) ? path.join(FIXTURES, "keras", name, "preset") : path.join(FIXTURES, "hf", name, "checkpoint");
 
 const loaded: FalconCausalLM[] = [];
 after(() => {
