@@ -14,13 +14,13 @@ import {
   storageDType,
   weightBytes,
   type FalconBackboneConfig,
-  type FalconDType,
   type ResolvedBackboneConfig,
 } from "./config.js";
-import { FalconError } from "./errors.js";
+import { dtypeOption, finiteNumber, idList, nonNegativeInteger, positiveInteger, UsageError } from "./cli-args.js";
 import type { GenerateOptions } from "./generate.js";
 import { checkBatchFits } from "./inputs.js";
 import { readPreset, type Preset } from "./presets/index.js";
+import { SERVE_EXAMPLES, SERVE_HELP, serveCommand } from "./server/serve-command.js";
 import { runtimeInfo, setNumThreads } from "./runtime.js";
 import type { SamplerConfig } from "./samplers.js";
 
@@ -28,11 +28,12 @@ const USAGE = `Usage:
   falcon-native generate --preset DIR [options] [TEXT...]   generate text (or token ids) from a prompt
   falcon-native run [--preset DIR] [options]                run the backbone on random token ids and report
   falcon-native inspect PRESET [--json] [--dtype TYPE]      a preset's configuration, size and the runtime
+  falcon-native serve PRESET [options]                      an OpenAI-compatible HTTP server for many users
   falcon-native COMMAND --help                              one command's options
   falcon-native --version
 `;
 
-type CommandName = "generate" | "run" | "inspect";
+type CommandName = "generate" | "run" | "inspect" | "serve";
 
 const COMMAND_HELP: Record<CommandName, { options: string; examples: string }> = {
   generate: {
@@ -85,6 +86,7 @@ const COMMAND_HELP: Record<CommandName, { options: string; examples: string }> =
     examples: `  falcon-native inspect ./falcon_refinedweb_1b_en
 `,
   },
+  serve: { options: SERVE_HELP, examples: SERVE_EXAMPLES },
 };
 
 const COMMAND_NAMES = Object.keys(COMMAND_HELP) as CommandName[];
@@ -105,44 +107,6 @@ function commandHelp(name: CommandName): string {
 const DEFAULT_MODEL: FalconBackboneConfig = {
   vocabularySize: 1024, numLayers: 4, numAttentionHeads: 8, hiddenDim: 256, intermediateDim: 1024,
 };
-
-/** A usage mistake: the message says what to type instead. */
-class UsageError extends FalconError {}
-
-function positiveInteger(value: string | undefined, fallback: number, flag: string): number {
-  if (value === undefined) return fallback;
-  const parsed = Number(value);
-  if (!Number.isInteger(parsed) || parsed <= 0) throw new UsageError(`${flag} must be a positive integer, got "${value}"`);
-  return parsed;
-}
-
-function nonNegativeInteger(value: string, flag: string): number {
-  const parsed = Number(value);
-  if (value.trim() === "" || !Number.isSafeInteger(parsed) || parsed < 0) {
-    throw new UsageError(`${flag} must be a non-negative integer, got "${value}"`);
-  }
-  return parsed;
-}
-
-function finiteNumber(value: string, flag: string): number {
-  const parsed = Number(value);
-  if (value.trim() === "" || !Number.isFinite(parsed)) throw new UsageError(`${flag} must be a number, got "${value}"`);
-  return parsed;
-}
-
-/** "1,2,3" (spaces allowed) → [1, 2, 3]. */
-function idList(value: string, flag: string): number[] {
-  const parts = value.split(/[\s,]+/).filter((part) => part !== "");
-  if (parts.length === 0) throw new UsageError(`${flag} needs comma-separated token ids, e.g. ${flag} 1,2,3`);
-  return parts.map((part) => nonNegativeInteger(part, flag));
-}
-
-function dtypeOption(value: string | undefined): FalconDType | undefined {
-  if (value !== undefined && !FALCON_DTYPES.includes(value as FalconDType)) {
-    throw new UsageError(`--dtype must be one of ${FALCON_DTYPES.join(", ")}, got "${value}"`);
-  }
-  return value as FalconDType | undefined;
-}
 
 /** Deterministic ids so the checksum is reproducible across runs and machines. */
 function randomIds(count: number, vocabularySize: number, seed: number): Int32Array {
@@ -448,7 +412,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${packageVersion()}\n`);
     return 0;
   }
-  const commands: Record<CommandName, (args: string[]) => Promise<void>> = { generate: generateCommand, run, inspect };
+  const commands: Record<CommandName, (args: string[]) => Promise<void>> = { generate: generateCommand, run, inspect, serve: serveCommand };
   if (!(COMMAND_NAMES as string[]).includes(command)) {
     process.stderr.write(`falcon-native: unknown command "${command}" (commands: ${COMMAND_NAMES.join(", ")})\n\n${HELP}`);
     return 2;

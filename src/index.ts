@@ -7,6 +7,8 @@ export type {
   Completion,
   CompletionLogprob,
   CompleteOptions,
+  CompleteStreamOptions,
+  CompletionChunk,
   EngineGenerateOptions,
   EngineOptions,
   KvCacheDType,

@@ -54,6 +54,9 @@ export interface CompleteOptions extends EngineGenerateOptions {
   returnLogits?: boolean;
 }
 
+/** complete()'s options that make sense for a stream (logits rows are for complete() alone). */
+export type CompleteStreamOptions = Omit<CompleteOptions, "returnLogits">;
+
 export type FinishReason = "stop" | "length";
 
 export interface TokenLogprob {
@@ -76,6 +79,36 @@ export interface Completion {
   usage: { promptTokens: number; completionTokens: number; totalTokens: number };
   logprobs?: CompletionLogprob[];
   logits?: Float32Array[];
+}
+
+/** A piece of a completeStream(): what one engine step added. */
+export interface CompletionChunk {
+  /** Text released since the last chunk (held back while a stop string could still claim it). */
+  text: string;
+  /** Ids generated since the last chunk. */
+  tokenIds: number[];
+  /** Their logprobs, when asked for. */
+  logprobs?: CompletionLogprob[];
+  /** The last chunk only. */
+  finishReason?: FinishReason;
+  usage?: Completion["usage"];
+}
+
+function emptyChunk(withLogprobs: boolean): CompletionChunk {
+  return withLogprobs ? { text: "", tokenIds: [], logprobs: [] } : { text: "", tokenIds: [] };
+}
+
+/** complete()'s own options checked; the rest is checked with the prompt. */
+function checkCompleteOptions(options: CompleteOptions): CompleteOptions {
+  if (typeof options !== "object" || options === null) throw new FalconInputError("complete options must be an object");
+  const { logprobs, returnLogits } = options;
+  if (logprobs !== undefined && (typeof logprobs !== "number" || !Number.isInteger(logprobs) || logprobs < 0 || logprobs > 20)) {
+    throw new FalconInputError(`logprobs must be an integer in [0, 20], got ${describeValue(logprobs)}`);
+  }
+  if (returnLogits !== undefined && typeof returnLogits !== "boolean") {
+    throw new FalconInputError(`returnLogits must be a boolean, got ${describeValue(returnLogits)}`);
+  }
+  return options;
 }
 
 export interface EngineStats {
@@ -332,21 +365,34 @@ export class Engine {
   /** lm.stream() for one prompt: the completion's text as it is generated, never splitting a UTF-8 character. */
   async *stream(prompt: string | readonly number[] | Int32Array, options: EngineGenerateOptions = {}): AsyncGenerator<string, void, undefined> {
     this.#host.preprocessor.requireTokenizer("stream()");
-    const request = this.#prepare(prompt, options);
-    const pieces: string[] = [];
+    for await (const chunk of this.completeStream(prompt, options)) {
+      if (chunk.text !== "") yield chunk.text;
+    }
+  }
+
+  /**
+   * complete() as it is generated: a chunk per engine step with the new token ids (and their logprobs),
+   * and the text no stop string can still take back; the last chunk carries the finish reason and usage.
+   * Breaking out of the loop cancels the request.
+   */
+  async *completeStream(prompt: string | readonly number[] | Int32Array, options: CompleteStreamOptions = {}): AsyncGenerator<CompletionChunk, void, undefined> {
+    const { logprobs, ...generateOptions } = checkCompleteOptions(options);
+    const request = this.#prepare(prompt, generateOptions);
+    const tokenizer = this.#host.preprocessor.tokenizer;
+    const text = tokenizer ? this.#completionText(request.stopStrings) : null;
+    let pending = emptyChunk(logprobs !== undefined);
     let wake: (() => void) | null = null;
-    let settled: { error?: unknown } | null = null;
-    const text = this.#completionText(request.stopStrings);
+    let settled: { outcome: RequestOutcome } | { error: unknown } | null = null;
     // Ends the request when the consumer stops iterating early.
     const consumerGone = new AbortController();
-    const running = this.#run(request, options, {}, text, () => {
-      const piece = text.releasable(false);
-      if (piece !== "") pieces.push(piece);
+    this.#run(request, generateOptions, { logprobs }, text, (token, logprob) => {
+      pending.tokenIds.push(token);
+      if (logprob) pending.logprobs?.push(logprob);
+      if (text) pending.text += text.releasable(false);
       wake?.();
-    }, consumerGone.signal);
-    running.then(
-      () => {
-        settled = {};
+    }, consumerGone.signal).then(
+      (outcome) => {
+        settled = { outcome };
         wake?.();
       },
       (error: unknown) => {
@@ -356,9 +402,10 @@ export class Engine {
     );
     try {
       for (;;) {
-        const piece = pieces.shift();
-        if (piece !== undefined) {
-          yield piece;
+        if (pending.tokenIds.length > 0) {
+          const chunk = pending;
+          pending = emptyChunk(logprobs !== undefined);
+          yield chunk;
           continue;
         }
         if (settled) break;
@@ -368,23 +415,22 @@ export class Engine {
     } finally {
       consumerGone.abort();
     }
-    const end = settled as { error?: unknown };
+    const end = settled as { outcome: RequestOutcome } | { error: unknown };
     if ("error" in end) throw end.error;
-    text.end();
-    const rest = text.releasable(true);
-    if (rest !== "") yield rest;
+    text?.end();
+    const completionTokens = end.outcome.tokens.length;
+    yield {
+      text: text?.releasable(true) ?? "",
+      tokenIds: [],
+      ...(logprobs !== undefined ? { logprobs: [] } : {}),
+      finishReason: end.outcome.finishReason,
+      usage: { promptTokens: request.promptIds.length, completionTokens, totalTokens: request.promptIds.length + completionTokens },
+    };
   }
 
   /** One completion with its finish reason, usage and, on request, logprobs and logits rows. */
   async complete(prompt: string | readonly number[] | Int32Array, options: CompleteOptions = {}): Promise<Completion> {
-    if (typeof options !== "object" || options === null) throw new FalconInputError("complete options must be an object");
-    const { logprobs, returnLogits, ...generateOptions } = options;
-    if (logprobs !== undefined && (typeof logprobs !== "number" || !Number.isInteger(logprobs) || logprobs < 0 || logprobs > 20)) {
-      throw new FalconInputError(`logprobs must be an integer in [0, 20], got ${describeValue(logprobs)}`);
-    }
-    if (returnLogits !== undefined && typeof returnLogits !== "boolean") {
-      throw new FalconInputError(`returnLogits must be a boolean, got ${describeValue(returnLogits)}`);
-    }
+    const { logprobs, returnLogits, ...generateOptions } = checkCompleteOptions(options);
     const request = this.#prepare(prompt, generateOptions);
     const tokenizer = this.#host.preprocessor.tokenizer;
     const text = tokenizer ? this.#completionText(request.stopStrings) : null;
@@ -468,7 +514,7 @@ export class Engine {
   /** Submits the request and follows it to its end (or abort, close, failure). */
   async #run(
     request: PreparedRequest, options: GenerateOptions, extra: { logprobs?: number; returnLogits?: boolean },
-    text: CompletionText | null, onText?: () => void, consumerGone?: AbortSignal,
+    text: CompletionText | null, onStep?: (token: number, logprob: CompletionLogprob | undefined) => void, consumerGone?: AbortSignal,
   ): Promise<RequestOutcome> {
     const { signal, onToken } = options;
     const outcome: RequestOutcome = { tokens: [], finishReason: "length", logprobs: [], logits: [], text };
@@ -510,12 +556,13 @@ export class Engine {
           throw signal?.aborted ? abortError(signal) : new FalconDisposedError("the request was cancelled");
         }
         outcome.tokens.push(event.token);
-        if (event.logprob !== undefined) outcome.logprobs.push({ token: event.token, logprob: event.logprob, top: event.top ?? [] });
+        const logprob = event.logprob === undefined ? undefined : { token: event.token, logprob: event.logprob, top: event.top ?? [] };
+        if (logprob) outcome.logprobs.push(logprob);
         if (event.logits) outcome.logits.push(event.logits);
         onToken?.(event.token, 0);
         if (signal?.aborted) throw abortError(signal);
         text?.push(event.token);
-        onText?.();
+        onStep?.(event.token, logprob);
         if (event.finish !== "") {
           finished = true;
           outcome.finishReason = event.finish === "stop" ? "stop" : "length";

@@ -13,6 +13,7 @@ import { join } from "node:path";
 
 import { FalconTokenizer } from "../../src/tokenizer.js";
 import { END_OF_TEXT_ID, gpt2Vocabulary, hfTokenizerJson, writeKerasPreset } from "./gpt2-vocab.js";
+import { seededRandom } from "./seeded-random.js";
 import { writeSafetensors, type TensorToWrite } from "./safetensors-writer.js";
 
 export const MODEL_VOCABULARY = 50304;
@@ -86,5 +87,41 @@ export function writeCycleCheckpoint(dir: string): { cycle: Int32Array; tokenize
 /** A keras-hub style tokenizer directory (assets/tokenizer/) with the GPT-2 vocabulary. */
 export function writeKerasTokenizer(dir: string): FalconTokenizer {
   writeKerasPreset(dir, gpt2Vocabulary());
+  return FalconTokenizer.fromPreset(dir);
+}
+
+/**
+ * A small random Falcon checkpoint (rotary, 2 layers) with the real GPT-2 tokenizer: prompts lead to
+ * different continuations and sampling spreads over many tokens (weights of a few tenths, so logits
+ * differ by units), for tests where outputs must depend on the prompt and the sampler.
+ */
+export function writeRandomTextCheckpoint(dir: string, seed = 1): FalconTokenizer {
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(hfTokenizerJson(gpt2Vocabulary(), "pair")));
+  const D = HIDDEN;
+  const layers = 2;
+  writeFileSync(join(dir, "config.json"), JSON.stringify({
+    architectures: ["FalconForCausalLM"], model_type: "falcon", alibi: false, bias: false, multi_query: true,
+    new_decoder_architecture: false, parallel_attn: true, num_attention_heads: 4, num_hidden_layers: layers,
+    hidden_size: D, vocab_size: MODEL_VOCABULARY, layer_norm_epsilon: 1e-5, max_position_embeddings: 512,
+    tie_word_embeddings: true, bos_token_id: END_OF_TEXT_ID, eos_token_id: END_OF_TEXT_ID, torch_dtype: "float32",
+  }, null, 2));
+  const random = seededRandom(seed);
+  const uniform = (scale: number) => () => (random() * 2 - 1) * scale;
+  const head = D / 4;
+  const tensors = [tensor("transformer.word_embeddings.weight", [MODEL_VOCABULARY, D], uniform(1))];
+  for (let layer = 0; layer < layers; layer++) {
+    const p = `transformer.h.${layer}.`;
+    tensors.push(
+      tensor(`${p}input_layernorm.weight`, [D], () => 1),
+      tensor(`${p}input_layernorm.bias`, [D]),
+      tensor(`${p}self_attention.query_key_value.weight`, [D + 2 * head, D], uniform(0.3)),
+      tensor(`${p}self_attention.dense.weight`, [D, D], uniform(0.3)),
+      tensor(`${p}mlp.dense_h_to_4h.weight`, [4 * D, D], uniform(0.3)),
+      tensor(`${p}mlp.dense_4h_to_h.weight`, [D, 4 * D], uniform(0.3)),
+    );
+  }
+  tensors.push(tensor("transformer.ln_f.weight", [D], () => 1), tensor("transformer.ln_f.bias", [D]));
+  writeSafetensors(join(dir, "model.safetensors"), tensors);
   return FalconTokenizer.fromPreset(dir);
 }

@@ -1,0 +1,378 @@
+/**
+ * createServer(): an OpenAI-compatible HTTP server over one model's engine (Fastify). This file holds
+ * what every request meets — readiness, the API key, admission (the queue bound), request logs,
+ * shutdown — and the routes; the endpoints shape their answers in completions.ts and chat.ts.
+ */
+import { createHash, timingSafeEqual } from "node:crypto";
+import { createServer as createHttpServer, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+
+import Fastify, { type FastifyInstance, type FastifyRequest } from "fastify";
+
+import type { FalconCausalLM } from "../causal-lm.js";
+import { ChatTemplate, renderChat, type ChatMessage } from "../chat-template.js";
+import { checkEngineOptions, type Engine, type EngineOptions } from "../engine/engine.js";
+import { describeValue, FalconInputError } from "../errors.js";
+import type { FalconTokenizer } from "../tokenizer.js";
+import { handleChatCompletions } from "./chat.js";
+import { handleCompletions } from "./completions.js";
+import { badRequest, HttpError, toHttpError } from "./errors.js";
+import type { GenerationRecord } from "./generation.js";
+import { ServerMetrics } from "./metrics.js";
+import type { ModelLimits } from "./sampling.js";
+import { chatRequestSchema, completionRequestSchema } from "./schemas.js";
+
+export interface ServerOptions {
+  /** Bearer key every /v1 request must carry (/health and /metrics stay open, as in vLLM and llama-server). */
+  apiKey?: string;
+  /** The model's id in /v1/models, which requests name in `model` (default "falcon"). */
+  modelName?: string;
+  /** The engine's options (KV cache size and dtype, batch limits, prefix caching). */
+  engine?: EngineOptions;
+  /** Sequences that may wait beyond the engine's maxSequences before requests get 429 (default 256). */
+  maxQueue?: number;
+  /** Largest request body in bytes (default 1 MiB); larger gets 413. */
+  bodyLimit?: number;
+  /** A client must send its whole request within this (default 30 000 ms), or its connection is closed. */
+  requestTimeoutMs?: number;
+  /** Jinja chat template for /v1/chat/completions instead of the model's own. */
+  chatTemplate?: string;
+  /** Called once per finished request (the CLI prints each as a JSON line). */
+  requestLog?: (entry: RequestLogEntry) => void;
+}
+
+/** One request's log line. */
+export interface RequestLogEntry {
+  id: string;
+  method: string;
+  url: string;
+  status: number;
+  promptTokens?: number;
+  completionTokens?: number;
+  /** Milliseconds from arrival to the first generated token. */
+  timeToFirstTokenMs?: number;
+  durationMs: number;
+  error?: string;
+}
+
+export interface ListenOptions {
+  /** Default 127.0.0.1: loopback only unless asked. */
+  host?: string;
+  /** Default 8080; 0 picks a free port. */
+  port?: number;
+}
+
+export interface FalconServer {
+  /** Starts listening; the model may still be loading (then /health answers 503). */
+  listen(options?: ListenOptions): Promise<{ host: string; port: number; url: string }>;
+  /**
+   * Stops accepting requests (new ones get 503), lets running ones finish within graceMs (default
+   * 30 000), cancels the rest, closes every connection and the engine.
+   */
+  close(options?: { graceMs?: number }): Promise<void>;
+  /** The engine, once the model is ready. */
+  readonly engine: Engine | undefined;
+  /** Settles when the model is ready (rejects if it failed to load). */
+  readonly ready: Promise<void>;
+}
+
+/** A request's arrival and the fields its log line reports, filled as it goes. */
+interface RequestRecord {
+  id: string;
+  arrivedAt: number;
+  logged: boolean;
+  error?: string;
+  generation?: GenerationRecord;
+}
+
+const requestRecords = new WeakMap<FastifyRequest, RequestRecord>();
+
+/** The record onRequest made for `request`. */
+export function recordOf(request: FastifyRequest): RequestRecord {
+  let record = requestRecords.get(request);
+  if (!record) requestRecords.set(request, (record = { id: "", arrivedAt: performance.now(), logged: false }));
+  return record;
+}
+
+const DEFAULTS = { modelName: "falcon", maxQueue: 256, bodyLimit: 1 << 20, requestTimeoutMs: 30_000 };
+
+/** What the endpoints need to serve a request. */
+export class ServingContext {
+  readonly #admitted = { sequences: 0 };
+  readonly #deadlineListeners = new Set<() => void>();
+
+  constructor(
+    readonly lm: FalconCausalLM,
+    readonly engine: Engine,
+    readonly tokenizer: FalconTokenizer,
+    readonly chatTemplate: ChatTemplate,
+    readonly modelName: string,
+    readonly limits: ModelLimits,
+    readonly metrics: ServerMetrics,
+    /** Sequences admitted at most: running + waiting. */
+    readonly capacity: number,
+  ) {}
+
+  checkModel(model: string): void {
+    if (model !== this.modelName) {
+      throw new HttpError(404, `The model \`${model}\` does not exist (this server serves \`${this.modelName}\`)`, "not_found_error", "model", "model_not_found");
+    }
+  }
+
+  /** A prompt as the engine's token ids: text tokenized as lm.generate() does; ids checked against the vocabulary. */
+  promptIds(prompt: string | number[], param: string): Int32Array {
+    const { preprocessor } = this.lm;
+    if (typeof prompt === "string") {
+      // One token past the context: a longer prompt is refused, never truncated.
+      const packed = preprocessor.generatePreprocess(prompt, { sequenceLength: this.limits.contextLength + 1 });
+      return packed.tokenIds.slice(0, packed.lengths[0]!);
+    }
+    const vocabulary = this.lm.backbone.getConfig().vocabularySize;
+    const bad = prompt.findIndex((id) => id >= vocabulary);
+    if (bad >= 0) throw badRequest(`${param}[${bad}] = ${prompt[bad]} is not a token id of this model (vocabulary ${vocabulary})`, param);
+    return Int32Array.from(prompt);
+  }
+
+  renderChat(messages: readonly ChatMessage[]): string {
+    return renderChat(this.chatTemplate, messages);
+  }
+
+  /** Reserves room for `sequences`, or throws 429; the returned function gives it back. */
+  admit(sequences: number): () => void {
+    if (this.#admitted.sequences + sequences > this.capacity) {
+      throw new HttpError(429, `the server is at capacity (${this.capacity} sequences running or queued); retry shortly`, "rate_limit_error", null, "queue_full", { "retry-after": "1" });
+    }
+    this.#admitted.sequences += sequences;
+    let released = false;
+    return () => {
+      if (!released) this.#admitted.sequences -= sequences;
+      released = true;
+    };
+  }
+
+  get admittedSequences(): number {
+    return this.#admitted.sequences;
+  }
+
+  /** Calls `listener` when a shutdown's grace period ends; the returned function unregisters it. */
+  onShutdownDeadline(listener: () => void): () => void {
+    this.#deadlineListeners.add(listener);
+    return () => this.#deadlineListeners.delete(listener);
+  }
+
+  shutdownDeadline(): void {
+    for (const listener of [...this.#deadlineListeners]) listener();
+  }
+}
+
+function checkServerOptions(options: ServerOptions): Required<Pick<ServerOptions, "modelName" | "maxQueue" | "bodyLimit" | "requestTimeoutMs">> {
+  if (typeof options !== "object" || options === null) throw new FalconInputError("server options must be an object");
+  const known = new Set(["apiKey", "modelName", "engine", "maxQueue", "bodyLimit", "requestTimeoutMs", "chatTemplate", "requestLog"]);
+  for (const key of Object.keys(options)) {
+    if (!known.has(key)) throw new FalconInputError(`unknown server option "${key}" (known: ${[...known].join(", ")})`);
+  }
+  const integer = (name: keyof typeof DEFAULTS, low: number, high: number): number => {
+    const value = options[name] ?? DEFAULTS[name];
+    if (typeof value !== "number" || !Number.isInteger(value) || value < low || value > high) {
+      throw new FalconInputError(`${name} must be an integer in [${low}, ${high}], got ${describeValue(value)}`);
+    }
+    return value;
+  };
+  if (options.apiKey !== undefined && (typeof options.apiKey !== "string" || options.apiKey.length === 0)) {
+    throw new FalconInputError("apiKey must be a non-empty string");
+  }
+  const modelName = options.modelName ?? DEFAULTS.modelName;
+  if (typeof modelName !== "string" || modelName.length === 0 || modelName.length > 256) {
+    throw new FalconInputError(`modelName must be a string of 1 to 256 characters, got ${describeValue(modelName)}`);
+  }
+  if (options.chatTemplate !== undefined && typeof options.chatTemplate !== "string") throw new FalconInputError("chatTemplate must be a string");
+  if (options.requestLog !== undefined && typeof options.requestLog !== "function") throw new FalconInputError("requestLog must be a function");
+  return {
+    modelName,
+    maxQueue: integer("maxQueue", 0, 1 << 20),
+    bodyLimit: integer("bodyLimit", 1024, 1 << 30),
+    requestTimeoutMs: integer("requestTimeoutMs", 100, 3_600_000),
+  };
+}
+
+/** sha256 both sides, then a constant-time comparison: the time taken says nothing about the key. */
+function keyMatches(given: string, expected: Buffer): boolean {
+  return timingSafeEqual(createHash("sha256").update(given).digest(), expected);
+}
+
+/**
+ * An OpenAI-compatible server for `lm` (or for the model a promise resolves to: the server can listen
+ * while it loads). See ServerOptions; `listen()` starts it.
+ */
+export function createServer(lm: FalconCausalLM | Promise<FalconCausalLM>, options: ServerOptions = {}): FalconServer {
+  const settings = checkServerOptions(options);
+  const expectedKey = options.apiKey === undefined ? null : createHash("sha256").update(options.apiKey).digest();
+  let context: ServingContext | null = null;
+  let loadError: Error | null = null;
+  let closing = false;
+  const metrics = new ServerMetrics(() => context?.engine.closed === false ? context.engine.stats() : undefined);
+
+  const ready = Promise.resolve(lm).then((model) => {
+    const tokenizer = model.tokenizer;
+    if (!tokenizer) throw new FalconInputError("the server needs a model with a tokenizer (its preset has none)");
+    const engine = model.engine(options.engine);
+    const stats = engine.stats();
+    const { maxSequences } = checkEngineOptions(options.engine ?? {});
+    context = new ServingContext(
+      model, engine, tokenizer, chatTemplate(model, options.chatTemplate), settings.modelName,
+      {
+        contextLength: model.backbone.getConfig().maxPositionEmbeddings,
+        kvPoolTokens: stats.kvBlocks.total * 16,
+        endTokenId: model.preprocessor.endTokenId,
+      },
+      metrics, maxSequences + settings.maxQueue,
+    );
+    if (closing) void engine.close();
+  });
+  ready.catch((error: unknown) => {
+    loadError = error instanceof Error ? error : new Error(String(error));
+  });
+
+  /** The context, or the 503 that says why there is none. */
+  const serving = (): ServingContext => {
+    if (closing) throw new HttpError(503, "the server is shutting down", "server_error");
+    if (context) return context;
+    if (loadError) throw new HttpError(503, `the model failed to load: ${loadError.message}`, "server_error");
+    throw new HttpError(503, "the model is loading", "server_error");
+  };
+
+  const app: FastifyInstance = Fastify({
+    logger: false,
+    bodyLimit: settings.bodyLimit,
+    // Our own server, so slow clients are cut within a second of their deadline (Node checks every 30 s by default).
+    serverFactory: (handler) => createHttpServer({
+      requestTimeout: settings.requestTimeoutMs,
+      headersTimeout: settings.requestTimeoutMs,
+      connectionsCheckingInterval: Math.min(1000, settings.requestTimeoutMs),
+    }, handler),
+    return503OnClosing: false,
+    forceCloseConnections: "idle",
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
+  });
+  // Every body is JSON, whatever its content type says (curl -d sends form encoding).
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser("*", { parseAs: "string", bodyLimit: settings.bodyLimit }, app.getDefaultJsonParser("error", "error"));
+
+  const requestIds = { next: 0 };
+  app.addHook("onRequest", async (request, reply) => {
+    const record = recordOf(request);
+    record.id = `req-${++requestIds.next}`;
+    reply.raw.once("close", () => logRequest(request, reply.raw, record));
+    if (request.url.startsWith("/v1/")) {
+      if (closing) {
+        reply.header("connection", "close");
+        throw new HttpError(503, "the server is shutting down", "server_error");
+      }
+      if (expectedKey) {
+        const header = request.headers.authorization;
+        const given = typeof header === "string" && header.startsWith("Bearer ") ? header.slice(7) : null;
+        if (given === null) throw new HttpError(401, "missing API key: send the header Authorization: Bearer KEY", "authentication_error", null, "invalid_api_key");
+        if (!keyMatches(given, expectedKey)) throw new HttpError(401, "incorrect API key", "authentication_error", null, "invalid_api_key");
+      }
+    }
+  });
+
+  const logRequest = (request: FastifyRequest, response: ServerResponse, record: RequestRecord) => {
+    if (record.logged) return;
+    record.logged = true;
+    const status = response.statusCode;
+    metrics.requests.inc({ endpoint: request.routeOptions.url ?? "unknown", status: String(status) });
+    if (!options.requestLog) return;
+    const entry: RequestLogEntry = {
+      id: record.id, method: request.method, url: request.url, status,
+      durationMs: round(performance.now() - record.arrivedAt),
+    };
+    const generation = record.generation;
+    if (generation) {
+      entry.promptTokens = generation.promptTokens;
+      entry.completionTokens = generation.completionTokens;
+      if (generation.firstTokenAt !== null) entry.timeToFirstTokenMs = round(generation.firstTokenAt - generation.arrivedAt);
+    }
+    if (record.error) entry.error = record.error;
+    else if (!response.writableFinished) entry.error = "the client closed the connection";
+    try {
+      options.requestLog(entry);
+    } catch {
+      // A failing logger must not take a request (or the process) down with it.
+    }
+  };
+
+  app.setErrorHandler((error, request, reply) => {
+    const failure = toHttpError(error);
+    recordOf(request).error = failure.message;
+    void reply.code(failure.status).headers(failure.headers).send(failure.body());
+  });
+  app.setNotFoundHandler((request, reply) => {
+    const failure = new HttpError(404, `no route ${request.method} ${request.url.split("?")[0]}`, "not_found_error", null, "not_found");
+    void reply.code(404).send(failure.body());
+  });
+
+  app.get("/health", async (_request, reply) => {
+    if (closing) return reply.code(503).send({ status: "shutting_down" });
+    if (context) return { status: "ok" };
+    if (loadError) return reply.code(503).send({ status: "error", message: loadError.message });
+    return reply.code(503).send({ status: "loading" });
+  });
+  app.get("/metrics", async (_request, reply) => {
+    const text = await metrics.registry.metrics();
+    return reply.header("content-type", metrics.registry.contentType).send(text);
+  });
+  app.get("/v1/models", async () => {
+    const ctx = serving();
+    return {
+      object: "list",
+      data: [{ id: ctx.modelName, object: "model", created: startTime, owned_by: "falcon-native", max_model_len: ctx.limits.contextLength }],
+    };
+  });
+  app.post("/v1/completions", { schema: { body: completionRequestSchema } }, (request, reply) => handleCompletions(serving(), request, reply));
+  app.post("/v1/chat/completions", { schema: { body: chatRequestSchema } }, (request, reply) => handleChatCompletions(serving(), request, reply));
+  const startTime = Math.floor(Date.now() / 1000);
+
+  let closed: Promise<void> | null = null;
+  return {
+    get engine() {
+      return context?.engine;
+    },
+    ready,
+    async listen(listenOptions: ListenOptions = {}) {
+      const host = listenOptions.host ?? "127.0.0.1";
+      await app.listen({ host, port: listenOptions.port ?? 8080 });
+      const address = (app.server as Server).address() as AddressInfo;
+      const shown = address.family === "IPv6" ? `[${address.address}]` : address.address;
+      return { host: address.address, port: address.port, url: `http://${shown}:${address.port}` };
+    },
+    close({ graceMs = 30_000 }: { graceMs?: number } = {}) {
+      closed ??= (async () => {
+        closing = true;
+        const server = app.server as Server;
+        const stopped = app.close();
+        const drained = async () => {
+          while ((context?.admittedSequences ?? 0) > 0) await new Promise((resolve) => setTimeout(resolve, 20));
+        };
+        await Promise.race([drained(), new Promise((resolve) => setTimeout(resolve, graceMs).unref())]);
+        context?.shutdownDeadline();
+        await drained();
+        server.closeAllConnections();
+        await stopped;
+        await ready.catch(() => undefined);
+        await context?.engine.close();
+      })();
+      return closed;
+    },
+  };
+}
+
+/** The model's chat template, or `source` rendered with the model's special tokens. */
+function chatTemplate(lm: FalconCausalLM, source: string | undefined): ChatTemplate {
+  if (source === undefined) return lm.chatTemplate;
+  return new ChatTemplate(source, { bosToken: lm.chatTemplate.bosToken, eosToken: lm.chatTemplate.eosToken });
+}
+
+function round(milliseconds: number): number {
+  return Math.round(milliseconds * 10) / 10;
+}
