@@ -85,31 +85,35 @@ describe("engine over the fixture models", () => {
     assert.deepEqual(Array.from(await engine.generate(prompt, { maxNewTokens: 40, stopTokenIds: null })), expected);
   });
 
-  it("dynamic NTK rotary: chunked prompts and recomputes after preemption give lm.generate's tokens; no prefix caching", async () => {
-    const backbone = new FalconBackbone({
-      vocabularySize: 97, numLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, hiddenDim: 32, intermediateDim: 64,
-      layerNormEpsilon: 1e-5, attentionDropoutRate: 0, feedforwardDropoutRate: 0, dtype: "float32", seed: 5,
-      positionEncoding: "rotary", ropeScaling: { type: "dynamic", factor: 2 }, maxPositionEmbeddings: 16,
+  // A recompute after preemption runs prompt and generated tokens in one chunk (past the prompt, except
+  // under dynamic NTK, which recomputes generated tokens one by one at their original lengths).
+  for (const dynamic of [true, false]) {
+    it(`${dynamic ? "dynamic NTK" : "plain"} rotary: chunked prompts and recomputes after preemption give lm.generate's tokens${dynamic ? "; no prefix caching" : ""}`, async () => {
+      const backbone = new FalconBackbone({
+        vocabularySize: 97, numLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, hiddenDim: 32, intermediateDim: 64,
+        layerNormEpsilon: 1e-5, attentionDropoutRate: 0, feedforwardDropoutRate: 0, dtype: "float32", seed: 5,
+        positionEncoding: "rotary", maxPositionEmbeddings: 16, ...(dynamic ? { ropeScaling: { type: "dynamic", factor: 2 } as const } : {}),
+      });
+      const lm = new FalconCausalLM(backbone);
+      try {
+        await backbone.nativeModel();
+        // 8 blocks (128 slots) for requests of 39, 69 and 54 slots: the pool runs out.
+        const engine = lm.engine({ kvCacheBytes: 8 * native().NativeEngine.kvBlockBytes(backbone.nativeHandle), maxBatchTokens: 16, maxSequences: 4 });
+        engines.push(engine);
+        const prompts = [10, 40, 25].map((length, r) => Array.from({ length }, (_, i) => (i * (7 + 4 * r) + r) % 97));
+        const options = { maxNewTokens: 30, stopTokenIds: null };
+        const alone: number[][] = [];
+        for (const prompt of prompts) alone.push(Array.from(await lm.generate(prompt, options)));
+        const together = await Promise.all(prompts.map((prompt) => engine.generate(prompt, options)));
+        together.forEach((tokens, r) => assert.deepEqual(Array.from(tokens), alone[r], `request ${r}`));
+        assert.ok(engine.stats().preemptions > 0, "the pool should have run out");
+        assert.deepEqual(Array.from(await engine.generate(prompts[1]!, options)), alone[1]);
+        if (dynamic) assert.equal(engine.stats().prefixHitTokens, 0);
+      } finally {
+        lm.dispose();
+      }
     });
-    const lm = new FalconCausalLM(backbone);
-    try {
-      await backbone.nativeModel();
-      // 8 blocks (128 slots) for requests of 39, 69 and 54 slots: the pool runs out.
-      const engine = lm.engine({ kvCacheBytes: 8 * native().NativeEngine.kvBlockBytes(backbone.nativeHandle), maxBatchTokens: 16, maxSequences: 4 });
-      engines.push(engine);
-      const prompts = [10, 40, 25].map((length, r) => Array.from({ length }, (_, i) => (i * (7 + 4 * r) + r) % 97));
-      const options = { maxNewTokens: 30, stopTokenIds: null };
-      const alone: number[][] = [];
-      for (const prompt of prompts) alone.push(Array.from(await lm.generate(prompt, options)));
-      const together = await Promise.all(prompts.map((prompt) => engine.generate(prompt, options)));
-      together.forEach((tokens, r) => assert.deepEqual(Array.from(tokens), alone[r], `request ${r}`));
-      assert.ok(engine.stats().preemptions > 0, "the pool should have run out");
-      assert.deepEqual(Array.from(await engine.generate(prompts[1]!, options)), alone[1]);
-      assert.equal(engine.stats().prefixHitTokens, 0);
-    } finally {
-      lm.dispose();
-    }
-  });
+  }
 
   it("sizes the default pool from the model (at most maxSequences full contexts)", async () => {
     const lm = await load(CASES[0]!);

@@ -69,7 +69,10 @@ void Scheduler::preempt(Sequence* sequence, StepPlan* plan) {
 }
 
 int64_t Scheduler::rope_length(const Sequence& sequence, int64_t count) const {
-  return sequence.computed < sequence.prompt_length ? sequence.prompt_length : sequence.computed + count;
+  // A prompt chunk sees the whole prompt's length; a recompute after preemption may run past the prompt
+  // in one chunk (never under dynamic NTK: next_chunk stops it at the prompt's end).
+  const int64_t end = sequence.computed + count;
+  return sequence.computed < sequence.prompt_length ? std::max(sequence.prompt_length, end) : end;
 }
 
 int64_t Scheduler::next_chunk(const Sequence& sequence, int64_t budget) const {
