@@ -19,6 +19,8 @@ import { readReferenceBin } from "./helpers/greedy-reference.js";
 import { makeTempDir } from "./helpers/gpt2-vocab.js";
 import { readNpy } from "./helpers/npy.js";
 import { referenceForward, referenceLogits, referenceModel, type ReferenceModel } from "./helpers/reference-forward.js";
+import OpenAI from "openai";
+
 import { CYCLE_TEXT, writeCycleCheckpoint } from "./helpers/text-model.js";
 
 const README = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "README.md");
@@ -45,7 +47,12 @@ async function runSnippet(
     body = body.replaceAll(JSON.stringify(from), JSON.stringify(to));
   }
   body = body.replace(/^import \{([^}]*)\} from "falcon-native";$/gm, "const {$1} = falcon;");
-  assert.ok(!/^import /m.test(body), "every import is from falcon-native");
+  // Default imports of other packages come from `given` (e.g. the openai client).
+  body = body.replace(/^import (\w+) from "[^"]+";$/gm, (line, name: string) => {
+    assert.ok(options.given && name in options.given, `${line}: give ${name}`);
+    return "";
+  });
+  assert.ok(!/^import /m.test(body), "every import is from falcon-native or given");
   const given = Object.keys(options.given ?? {});
   const source = `export default async function (falcon: any, given: any) {
   const { ${given.join(", ")} } = given;
@@ -94,9 +101,9 @@ describe("README ts snippets", () => {
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  it("has exactly the four snippets this file runs", () => {
-    assert.equal(snippets.length, 4);
-    for (const marker of ["const tiny = new FalconBackbone(", "FalconCausalLM.fromPreset(\"./falcon-7b\")", "lm.stream(\"The falcon\"", "lm.engine({"]) find(marker);
+  it("has exactly the five snippets this file runs", () => {
+    assert.equal(snippets.length, 5);
+    for (const marker of ["const tiny = new FalconBackbone(", "FalconCausalLM.fromPreset(\"./falcon-7b\")", "lm.stream(\"The falcon\"", "lm.engine({", "createServer(lm"]) find(marker);
   });
 
   it("the reference forward pass reproduces the keras fixture's sequence_output and lm_logits on every run", () => {
@@ -254,5 +261,17 @@ describe("README ts snippets", () => {
     assert.equal(stats.running, 0);
     assert.equal(stats.waiting, 0);
     assert.equal(stats.kvBlocks.used, 0, "every request's blocks were released");
+  });
+
+  it("the server: the openai client's chat completion against createServer, on the cycle model", async () => {
+    writeCycleCheckpoint(path.join(dir, "server-cycle"));
+    const { answer } = await runSnippet(find("createServer(lm"), dir, {
+      paths: { "./falcon-7b-instruct": path.join(dir, "server-cycle") },
+      given: { process: { env: { PORT: "0" } }, OpenAI },
+      results: ["answer"],
+    }) as { answer: string };
+    // 32 new tokens are four turns of the 8-token cycle, whatever the prompt; sampling at temperature 1
+    // keeps the cycle's next token (its logit leads by tens).
+    assert.equal(answer, CYCLE_TEXT.repeat(4));
   });
 });
