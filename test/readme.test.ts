@@ -10,6 +10,7 @@ import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { after, before, describe, it } from "node:test";
+import OpenAI from "openai";
 import ts from "typescript";
 
 import * as falcon from "../src/index.js";
@@ -19,8 +20,6 @@ import { readReferenceBin } from "./helpers/greedy-reference.js";
 import { makeTempDir } from "./helpers/gpt2-vocab.js";
 import { readNpy } from "./helpers/npy.js";
 import { referenceForward, referenceLogits, referenceModel, type ReferenceModel } from "./helpers/reference-forward.js";
-import OpenAI from "openai";
-
 import { CYCLE_TEXT, writeCycleCheckpoint } from "./helpers/text-model.js";
 
 const README = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "README.md");
