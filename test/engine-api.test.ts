@@ -11,7 +11,7 @@ import path from "node:path";
 import { after, describe, it } from "node:test";
 
 import { FalconBackbone, FalconCausalLM, FalconInputError, FalconTokenizer } from "../src/index.js";
-import { fakeEngine, fakeGreedy, fakeLogits, fakeNextToken, promptOf } from "./helpers/fake-engine.js";
+import { fakeEngine, fakeGreedy, fakeLogits, fakeNextToken, promptOf, waitFor } from "./helpers/fake-engine.js";
 import { END_OF_TEXT_ID, gpt2Vocabulary, hfTokenizerJson, makeTempDir } from "./helpers/gpt2-vocab.js";
 
 const VOCAB = 1000;
@@ -144,6 +144,36 @@ describe("engine with text", () => {
     assert.equal(streamed, full.slice(0, cut));
     // Token-id prompts return every generated id.
     assert.deepEqual(Array.from(await engine.generate(promptIds, { maxNewTokens: 40, stop, stripPrompt: true })), ids.slice(0, through));
+  });
+
+  it("completeStream yields each step's ids, logprobs and released text; the chunks join to complete()'s result", async () => {
+    const ids = expectedIds(40);
+    const full = detokenize(ids);
+    const stop = full.slice(20, 23);
+    for (const options of [{ maxNewTokens: 12, logprobs: 2 }, { maxNewTokens: 40, stop, logprobs: 0 }]) {
+      const whole = await engine.complete(prompt, options);
+      const chunks = [];
+      for await (const chunk of engine.completeStream(prompt, options)) chunks.push(chunk);
+      const last = chunks.at(-1)!;
+      assert.equal(last.finishReason, whole.finishReason);
+      assert.deepEqual(last.usage, whole.usage);
+      assert.ok(chunks.slice(0, -1).every((chunk) => chunk.finishReason === undefined && chunk.usage === undefined));
+      assert.ok(chunks.slice(0, -1).every((chunk) => chunk.tokenIds.length >= 1), "a chunk per step that generated");
+      assert.deepEqual(chunks.flatMap((chunk) => chunk.tokenIds), Array.from(whole.tokenIds));
+      assert.deepEqual(chunks.flatMap((chunk) => chunk.logprobs!), whole.logprobs);
+      assert.equal(chunks.map((chunk) => chunk.text).join(""), whole.text);
+    }
+  });
+
+  it("breaking out of completeStream cancels the request", async () => {
+    const before = engine.stats().generatedTokens;
+    for await (const chunk of engine.completeStream(prompt, { maxNewTokens: 4000, stopTokenIds: null })) {
+      assert.ok(chunk.tokenIds.length > 0);
+      break;
+    }
+    await waitFor(() => engine.stats().running === 0 && engine.stats().kvBlocks.used === 0, "the request to be cancelled");
+    const generated = engine.stats().generatedTokens - before;
+    assert.ok(generated < 4000, `cancelled after ${generated} of 4000 tokens`);
   });
 });
 
