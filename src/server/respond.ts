@@ -76,6 +76,9 @@ export async function respond(ctx: ServingContext, request: FastifyRequest, repl
       } catch (error) {
         if (error instanceof ClientGone) {
           log.error = error.message;
+          // Nobody to answer: tell Fastify the response is handled.
+          reply.hijack();
+          response.destroy();
           return;
         }
         throw error;

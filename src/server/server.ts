@@ -99,6 +99,7 @@ const DEFAULTS = { modelName: "falcon", maxQueue: 256, bodyLimit: 1 << 20, reque
 /** What the endpoints need to serve a request. */
 export class ServingContext {
   readonly #admitted = { sequences: 0 };
+  readonly #idleWaiters: (() => void)[] = [];
   readonly #deadlineListeners = new Set<() => void>();
 
   constructor(
@@ -139,19 +140,27 @@ export class ServingContext {
 
   /** Reserves room for `sequences`, or throws 429; the returned function gives it back. */
   admit(sequences: number): () => void {
+    if (sequences > this.capacity) {
+      // Waiting would never help: refuse it for what it is.
+      throw badRequest(`the request needs ${sequences} sequences (prompts × n); this server admits at most ${this.capacity} at once`, "n");
+    }
     if (this.#admitted.sequences + sequences > this.capacity) {
       throw new HttpError(429, `the server is at capacity (${this.capacity} sequences running or queued); retry shortly`, "rate_limit_error", null, "queue_full", { "retry-after": "1" });
     }
     this.#admitted.sequences += sequences;
     let released = false;
     return () => {
-      if (!released) this.#admitted.sequences -= sequences;
+      if (released) return;
       released = true;
+      this.#admitted.sequences -= sequences;
+      if (this.#admitted.sequences === 0) for (const resolve of this.#idleWaiters.splice(0)) resolve();
     };
   }
 
-  get admittedSequences(): number {
-    return this.#admitted.sequences;
+  /** Settles when no request holds admitted sequences. */
+  whenIdle(): Promise<void> {
+    if (this.#admitted.sequences === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
   /** Calls `listener` when a shutdown's grace period ends; the returned function unregisters it. */
@@ -351,12 +360,11 @@ export function createServer(lm: FalconCausalLM | Promise<FalconCausalLM>, optio
         closing = true;
         const server = app.server as Server;
         const stopped = app.close();
-        const drained = async () => {
-          while ((context?.admittedSequences ?? 0) > 0) await new Promise((resolve) => setTimeout(resolve, 20));
-        };
-        await Promise.race([drained(), new Promise((resolve) => setTimeout(resolve, graceMs).unref())]);
+        let graceTimer: NodeJS.Timeout | undefined;
+        await Promise.race([context?.whenIdle(), new Promise((resolve) => (graceTimer = setTimeout(resolve, graceMs)))]);
+        clearTimeout(graceTimer);
         context?.shutdownDeadline();
-        await drained();
+        await context?.whenIdle();
         server.closeAllConnections();
         await stopped;
         await ready.catch(() => undefined);
