@@ -145,7 +145,7 @@ export class FalconCausalLM implements DecodeContext {
   /**
    * Loads a keras-hub preset or a Hugging Face checkpoint (the format is detected from config.json),
    * and its tokenizer when it has one (assets/tokenizer/ or an HF tokenizer.json). A checkpoint's chat
-   * template comes from its tokenizer_config.json; keras-hub presets get the default Falcon format.
+   * template comes from its chat_template.jinja or tokenizer_config.json; keras-hub presets get the default Falcon format.
    */
   static async fromPreset(pathOrName: string, options: CausalLMFromPresetOptions = {}): Promise<FalconCausalLM> {
     if (typeof options !== "object" || options === null) throw new FalconInputError("fromPreset options must be an object");

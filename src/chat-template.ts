@@ -3,8 +3,8 @@
  * `apply_chat_template` does (Jinja with trim_blocks and lstrip_blocks, the variables `messages`,
  * `add_generation_prompt`, `bos_token`, `eos_token` and `raise_exception`), with @huggingface/jinja.
  *
- * A checkpoint's template comes from its tokenizer_config.json; a checkpoint without one, and every
- * keras-hub preset, gets DEFAULT_CHAT_TEMPLATE, the format of tiiuae/falcon-180B-chat.
+ * A checkpoint's template comes from its chat_template.jinja or tokenizer_config.json; a checkpoint
+ * without one, and every keras-hub preset, gets DEFAULT_CHAT_TEMPLATE, the format of tiiuae/falcon-180B-chat.
  */
 import { existsSync } from "node:fs";
 import path from "node:path";
@@ -12,7 +12,7 @@ import path from "node:path";
 import { Environment as JinjaEnvironment, Interpreter as JinjaInterpreter, Template } from "@huggingface/jinja";
 
 import { describeValue, FalconConfigError, FalconError, FalconInputError, FalconPresetError } from "./errors.js";
-import { readJsonObject } from "./presets/json.js";
+import { readBoundedTextFile, readJsonObject } from "./presets/json.js";
 
 /**
  * The Falcon chat format (tiiuae/falcon-180B-chat): one line per turn, "System: ", "User: " or
@@ -37,13 +37,13 @@ export const MAX_CHAT_TEXT_CHARS = 4 * 1024 * 1024;
  * RangeError, reported as a render failure like any other.
  */
 /**
- * Expressions, statements and loop items one render may evaluate: about a second of interpretation,
- * and a hundred steps for each of MAX_CHAT_MESSAGES (real templates take 15 to 60 per message).
+ * Expressions, statements and loop items one render may evaluate: under a second of interpretation,
+ * and about a hundred steps for each of MAX_CHAT_MESSAGES (ChatML takes 16 per message).
  */
 export const MAX_TEMPLATE_STEPS = 500_000;
 /**
- * Wall-clock bound of one render, for the steps that each cost far more than one evaluation (a loop
- * over a long list with an empty body is a single step). Real templates render in milliseconds.
+ * Wall-clock bound of one render, for steps that each cost far more than one evaluation (a filter
+ * over a long string or list). Real templates render in milliseconds.
  */
 export const MAX_TEMPLATE_RENDER_MS = 2000;
 /** Nesting of evaluation (macro recursion): far below the JavaScript stack's limit. */
@@ -171,25 +171,29 @@ function readTemplateSource(config: Record<string, unknown>, file: string): stri
 }
 
 /**
- * The chat template of a checkpoint directory: `chat_template` of its tokenizer_config.json, rendered
- * with that file's `bos_token` and `eos_token`; DEFAULT_CHAT_TEMPLATE when there is no such file or
- * field. A malformed file or a template that does not parse is a FalconPresetError naming the file.
+ * The chat template of a checkpoint directory: its chat_template.jinja (where transformers 4.43 and
+ * later save it, and which it reads first), else `chat_template` of its tokenizer_config.json, rendered
+ * with that file's `bos_token` and `eos_token`; DEFAULT_CHAT_TEMPLATE when there is neither. A
+ * malformed file or a template that does not parse is a FalconPresetError naming the file.
  */
 export function loadChatTemplate(directory: string): ChatTemplate {
-  const file = path.join(directory, "tokenizer_config.json");
-  if (!existsSync(file)) return defaultChatTemplate();
-  const config = readJsonObject(file);
-  const source = readTemplateSource(config, file);
+  const configFile = path.join(directory, "tokenizer_config.json");
+  const config = existsSync(configFile) ? readJsonObject(configFile) : {};
   const options: ChatTemplateOptions = {};
-  const bosToken = readSpecialToken(config, "bos_token", file);
-  const eosToken = readSpecialToken(config, "eos_token", file);
+  const bosToken = readSpecialToken(config, "bos_token", configFile);
+  const eosToken = readSpecialToken(config, "eos_token", configFile);
   if (bosToken !== undefined) options.bosToken = bosToken;
   if (eosToken !== undefined) options.eosToken = eosToken;
+  const templateFile = path.join(directory, "chat_template.jinja");
+  // UTF-8 takes at least one byte per UTF-16 unit and at most four (three in the BMP, four per surrogate pair).
+  const [source, where] = existsSync(templateFile)
+    ? [readBoundedTextFile(templateFile, 4 * MAX_CHAT_TEMPLATE_CHARS), templateFile]
+    : [readTemplateSource(config, configFile), `${configFile}: "chat_template"`];
   if (source === undefined) return new ChatTemplate(DEFAULT_CHAT_TEMPLATE, options);
   try {
     return new ChatTemplate(source, options);
   } catch (cause) {
-    throw new FalconPresetError(`${file}: "chat_template": ${(cause as Error).message}`, { cause });
+    throw new FalconPresetError(`${where}: ${(cause as Error).message}`, { cause });
   }
 }
 

@@ -334,6 +334,35 @@ describe("tokenizer_config.json", () => {
     });
   }
 
+  it("chat_template.jinja comes before tokenizer_config.json's chat_template, whose special tokens it uses", () => {
+    const dir = withTokenizerConfig({ chat_template: "FROM THE CONFIG", bos_token: "<s>", eos_token: "</s>" });
+    writeFileSync(path.join(dir, "chat_template.jinja"), "{{ bos_token }}{% for message in messages %}[{{ message['content'] }}]{{ eos_token }}{% endfor %}\n");
+    const template = loadChatTemplate(dir);
+    assert.equal(renderChat(template, [user("a"), assistant("b")]), "<s>[a]</s>[b]</s>");
+    const alone = temporaryDirectory();
+    writeFileSync(path.join(alone, "chat_template.jinja"), "{% for message in messages %}{{ message['role'] }} {% endfor %}");
+    assert.equal(renderChat(loadChatTemplate(alone), [user("a"), assistant("b")]), "user assistant ");
+  });
+
+  it("a chat_template.jinja that does not parse, is too large or is not a regular file is a FalconPresetError naming it", () => {
+    const cases: [(file: string) => void, RegExp][] = [
+      [(file) => writeFileSync(file, "{% if messages %}"), /chat_template\.jinja: the chat template does not parse/],
+      [(file) => writeFileSync(file, "x".repeat(4 * MAX_CHAT_TEMPLATE_CHARS + 1)), /chat_template\.jinja: 1048577 bytes exceeds the 1048576-byte limit/],
+      [(file) => writeFileSync(file, "é".repeat(MAX_CHAT_TEMPLATE_CHARS + 1)), /chat_template\.jinja: the chat template has 262145 characters/],
+      [(file) => execFileSync("mkfifo", [file]), /chat_template\.jinja: a FIFO, not a regular file/],
+    ];
+    for (const [write, message] of cases) {
+      const dir = temporaryDirectory();
+      write(path.join(dir, "chat_template.jinja"));
+      assert.throws(() => loadChatTemplate(dir), (error: unknown) => {
+        assert.ok(error instanceof FalconPresetError, String(error));
+        assert.ok(error.message.startsWith(path.join(dir, "chat_template.jinja")), error.message);
+        assert.match(error.message, message);
+        return true;
+      });
+    }
+  });
+
   it("a FIFO named tokenizer_config.json is refused without blocking", () => {
     const dir = temporaryDirectory();
     execFileSync("mkfifo", [path.join(dir, "tokenizer_config.json")]);
