@@ -107,6 +107,13 @@ describe("the default Falcon chat format", () => {
       "System: Answer in French.\nUser: Line one\nline two\nFalcon:",
     );
   });
+
+  it("message text that looks like Jinja is text, never evaluated", () => {
+    assert.equal(
+      renderChat(defaultChatTemplate(), [user("{{ raise_exception('no') }}{% for i in range(9) %}x{% endfor %}")]),
+      "User: {{ raise_exception('no') }}{% for i in range(9) %}x{% endfor %}\nFalcon:",
+    );
+  });
 });
 
 describe("real-world templates", () => {
