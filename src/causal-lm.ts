@@ -7,6 +7,7 @@ import { existsSync } from "node:fs";
 import path from "node:path";
 
 import { FalconBackbone, type CreateCacheOptions, type FalconKvCache, type FromPresetOptions } from "./backbone.js";
+import { ChatTemplate, defaultChatTemplate, loadChatTemplate } from "./chat-template.js";
 import { createEngine, type Engine, type EngineOptions } from "./engine/engine.js";
 import { describeValue, FalconConfigError, FalconInputError, FalconPresetError } from "./errors.js";
 import { generate, streamPieces, type DecodeContext, type GenerateOptions, type StreamPiece } from "./generate.js";
@@ -25,6 +26,8 @@ import { FalconTokenizer, readTokenizerJson } from "./tokenizer.js";
 export interface FalconCausalLMOptions {
   /** A preprocessor, or options for the default one built around the tokenizer. */
   preprocessor?: FalconCausalLMPreprocessor | FalconCausalLMPreprocessorOptions;
+  /** How chat messages become a prompt (default: DEFAULT_CHAT_TEMPLATE, the Falcon chat format). */
+  chatTemplate?: ChatTemplate;
 }
 
 export interface CausalLMFromPresetOptions extends FromPresetOptions {
@@ -101,6 +104,8 @@ function kerasPreprocessorSettings(directory: string): FalconCausalLMPreprocesso
 export class FalconCausalLM implements DecodeContext {
   /** Turns text and id prompts into padded batches, and tokens back into text. */
   readonly preprocessor: FalconCausalLMPreprocessor;
+  /** How chat messages become a prompt for this model (see renderChat). */
+  readonly chatTemplate: ChatTemplate;
 
   constructor(
     readonly backbone: FalconBackbone,
@@ -116,6 +121,10 @@ export class FalconCausalLM implements DecodeContext {
     } else {
       this.preprocessor = new FalconCausalLMPreprocessor(tokenizer, preprocessor);
     }
+    if (options.chatTemplate !== undefined && !(options.chatTemplate instanceof ChatTemplate)) {
+      throw new FalconConfigError(`chatTemplate must be a ChatTemplate, got ${describeValue(options.chatTemplate)}`);
+    }
+    this.chatTemplate = options.chatTemplate ?? defaultChatTemplate();
     const vocabularySize = backbone.getConfig().vocabularySize;
     const tokens = this.preprocessor.tokenizer?.vocabularySize;
     if (tokens !== undefined && tokens > vocabularySize) {
@@ -135,7 +144,8 @@ export class FalconCausalLM implements DecodeContext {
 
   /**
    * Loads a keras-hub preset or a Hugging Face checkpoint (the format is detected from config.json),
-   * and its tokenizer when it has one (assets/tokenizer/ or an HF tokenizer.json).
+   * and its tokenizer when it has one (assets/tokenizer/ or an HF tokenizer.json). A checkpoint's chat
+   * template comes from its chat_template.jinja or tokenizer_config.json; keras-hub presets get the default Falcon format.
    */
   static async fromPreset(pathOrName: string, options: CausalLMFromPresetOptions = {}): Promise<FalconCausalLM> {
     if (typeof options !== "object" || options === null) throw new FalconInputError("fromPreset options must be an object");
@@ -148,9 +158,10 @@ export class FalconCausalLM implements DecodeContext {
     const conventions: FalconCausalLMPreprocessorOptions = preset.format === "huggingface"
       ? { addStartToken: false, ...hfSpecialTokenIds(preset.directory) }
       : kerasPreprocessorSettings(preset.directory);
+    const chatTemplate = preset.format === "huggingface" ? loadChatTemplate(preset.directory) : defaultChatTemplate();
     const backbone = await FalconBackbone.fromPreset(preset.directory, backboneOptions);
     try {
-      return new FalconCausalLM(backbone, tokenizer, { preprocessor: { ...conventions, ...preprocessorOptions } });
+      return new FalconCausalLM(backbone, tokenizer, { preprocessor: { ...conventions, ...preprocessorOptions }, chatTemplate });
     } catch (error) {
       backbone.dispose();
       throw error instanceof FalconConfigError ? new FalconPresetError(`${preset.directory}: ${error.message}`, { cause: error }) : error;

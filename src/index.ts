@@ -1,6 +1,19 @@
 export { FalconBackbone, FalconKvCache, TokenEmbedding } from "./backbone.js";
 export { FalconCausalLM } from "./causal-lm.js";
 export type { CausalLMFromPresetOptions, FalconCausalLMOptions } from "./causal-lm.js";
+export {
+  ChatTemplate,
+  DEFAULT_CHAT_TEMPLATE,
+  FalconChatMessageError,
+  MAX_CHAT_CONTENT_PARTS,
+  MAX_CHAT_MESSAGES,
+  MAX_CHAT_TEMPLATE_CHARS,
+  MAX_CHAT_TEXT_CHARS,
+  defaultChatTemplate,
+  loadChatTemplate,
+  renderChat,
+} from "./chat-template.js";
+export type { ChatMessage, ChatRole, ChatTemplateOptions, ChatTextPart, RenderChatOptions } from "./chat-template.js";
 export type { GenerateOptions, StreamPiece } from "./generate.js";
 export { Engine } from "./engine/engine.js";
 export type {

@@ -54,6 +54,7 @@ const indexJson = Buffer.from(
   }),
 );
 const tokenizerJson = Buffer.from(JSON.stringify({ model: { type: "BPE", vocab: {}, merges: [] } }));
+const chatTemplateJinja = Buffer.from("{% for message in messages %}{{ message['content'] }}{% endfor %}");
 
 const REPOS = new Map<string, Map<string, Buffer>>([
   [
@@ -64,6 +65,7 @@ const REPOS = new Map<string, Map<string, Buffer>>([
       [SHARD_1, shardBytes.get(SHARD_1)!],
       [SHARD_2, shardBytes.get(SHARD_2)!],
       ["tokenizer.json", tokenizerJson],
+      ["chat_template.jinja", chatTemplateJinja],
     ]),
   ],
   [
@@ -270,6 +272,7 @@ describe("resolveHfHandle", () => {
     assert.equal(readlinkSync(join(snapshot, "config.json")), join("..", "..", "blobs", gitBlobSha1(configJson)));
     assert.deepEqual(JSON.parse(readFileSync(join(snapshot, "config.json"), "utf8")), JSON.parse(configJson.toString()));
     assert.ok(existsSync(join(snapshot, "tokenizer.json")));
+    assert.deepEqual(readFileSync(join(snapshot, "chat_template.jinja")), chatTemplateJinja);
     assert.ok(!existsSync(join(snapshot, "tokenizer_config.json")), "a 404 on an optional file is skipped");
     assert.ok(!listBlobs(cacheDir, SHARDED_REPO).some((name) => name.endsWith(".incomplete")));
     assert.ok(

@@ -63,7 +63,7 @@ const CONFIG_FILE = "config.json";
 const WEIGHTS_FILE = "model.safetensors";
 const WEIGHTS_INDEX_FILE = "model.safetensors.index.json";
 /** Fetched when the repository has them; the model loads without them. */
-const OPTIONAL_FILES = ["tokenizer.json", "tokenizer_config.json", "generation_config.json"] as const;
+const OPTIONAL_FILES = ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"] as const;
 const COMMIT_HASH = /^[0-9a-f]{40}$/;
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 const MAX_REDIRECTS = 5;
