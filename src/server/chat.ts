@@ -31,7 +31,7 @@ export async function handleChatCompletions(ctx: ServingContext, request: Fastif
   const prompt = ctx.renderChat(body.messages);
   const promptIds = ctx.promptIds(prompt, "messages");
   const requested = body.max_completion_tokens ?? body.max_tokens;
-  const maxNewTokens = completionBudget(requested, null, promptIds.length, ctx.limits, body.max_completion_tokens !== undefined ? "max_completion_tokens" : "max_tokens");
+  const maxNewTokens = completionBudget(requested, null, promptIds.length, ctx.limits, body.max_completion_tokens !== undefined ? "max_completion_tokens" : "max_tokens", "messages");
   const topLogprobs = body.logprobs ? body.top_logprobs ?? 0 : undefined;
   const n = body.n ?? 1;
   const jobs: ChoiceJob[] = [];

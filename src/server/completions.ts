@@ -39,8 +39,9 @@ export async function handleCompletions(ctx: ServingContext, request: FastifyReq
   const jobs: ChoiceJob[] = [];
   const echoed: string[] = [];
   prompts.forEach((prompt, promptIndex) => {
-    const promptIds = ctx.promptIds(prompt, prompts.length === 1 ? "prompt" : `prompt[${promptIndex}]`);
-    const maxNewTokens = completionBudget(body.max_tokens, DEFAULT_MAX_TOKENS, promptIds.length, ctx.limits, "max_tokens");
+    const promptParam = prompts.length === 1 ? "prompt" : `prompt[${promptIndex}]`;
+    const promptIds = ctx.promptIds(prompt, promptParam);
+    const maxNewTokens = completionBudget(body.max_tokens, DEFAULT_MAX_TOKENS, promptIds.length, ctx.limits, "max_tokens", promptParam);
     for (let i = 0; i < n; i++) {
       jobs.push({ index: promptIndex * n + i, promptIndex, promptIds, maxNewTokens, options: choiceOptions(body, i, ctx.limits, topLogprobs) });
       echoed.push(body.echo ? (typeof prompt === "string" ? prompt : ctx.tokenizer.decode(promptIds)) : "");

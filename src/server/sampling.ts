@@ -58,15 +58,17 @@ function choiceSeed(seed: number, choice: number): number {
 /**
  * New tokens for a prompt of `promptTokens`: the request's max_tokens (checked against the context and
  * the pool: a request that cannot fit is a 400, as in OpenAI's API), or `fallback` (null: the rest of
- * the context).
+ * the context). A prompt too long for any completion is refused naming `promptParam`.
  */
-export function completionBudget(requested: number | null | undefined, fallback: number | null, promptTokens: number, limits: ModelLimits, param: string): number {
+export function completionBudget(
+  requested: number | null | undefined, fallback: number | null, promptTokens: number, limits: ModelLimits, param: string, promptParam: string,
+): number {
   const room = Math.min(limits.contextLength, limits.kvPoolTokens + 1) - promptTokens;
   if (room < 0 || (room === 0 && requested !== 0)) {
     throw badRequest(
       `the prompt has ${promptTokens} tokens; this model's maximum context length is ${limits.contextLength} tokens` +
         (limits.kvPoolTokens + 1 < limits.contextLength ? ` and its KV cache holds ${limits.kvPoolTokens}` : ""),
-      param === "max_tokens" ? "messages" : "prompt", "context_length_exceeded",
+      promptParam, "context_length_exceeded",
     );
   }
   if (requested === undefined || requested === null) return fallback === null ? room : Math.min(fallback, room);
