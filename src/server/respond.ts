@@ -4,6 +4,8 @@
  * (the engine drops them within a step and frees their KV blocks); a shutdown past its grace period
  * ends a stream with an error event, and a pending JSON answer with 503.
  */
+import { defaultMaxListeners, setMaxListeners } from "node:events";
+
 import type { FastifyReply, FastifyRequest } from "fastify";
 
 import type { CompletionChunk } from "../engine/engine.js";
@@ -38,6 +40,8 @@ class ClientGone extends Error {}
 export async function respond(ctx: ServingContext, request: FastifyRequest, reply: FastifyReply, plan: ResponsePlan): Promise<void> {
   const release = ctx.admit(plan.jobs.length);
   const abort = new AbortController();
+  // Every choice's engine request listens on it (up to MAX_PROMPTS × MAX_CHOICES): not a leak to warn of.
+  setMaxListeners(Math.max(defaultMaxListeners, plan.jobs.length), abort.signal);
   const log = recordOf(request);
   const record: GenerationRecord = { arrivedAt: log.arrivedAt, firstTokenAt: null, promptTokens: 0, completionTokens: 0 };
   log.generation = record;
