@@ -124,6 +124,7 @@ export class ServingContext {
   promptIds(prompt: string | number[], param: string): Int32Array {
     const { preprocessor } = this.lm;
     if (typeof prompt === "string") {
+      if (prompt === "") throw badRequest(`${param} is empty: generation needs at least one token`, param);
       // One token past the context: a longer prompt is refused, never truncated.
       const packed = preprocessor.generatePreprocess(prompt, { sequenceLength: this.limits.contextLength + 1 });
       return packed.tokenIds.slice(0, packed.lengths[0]!);
@@ -279,7 +280,8 @@ export function createServer(lm: FalconCausalLM | Promise<FalconCausalLM>, optio
       }
       if (expectedKey) {
         const header = request.headers.authorization;
-        const given = typeof header === "string" && header.startsWith("Bearer ") ? header.slice(7) : null;
+        // The scheme is case-insensitive (RFC 9110 §11.1): some clients send "bearer".
+        const given = typeof header === "string" && /^bearer /i.test(header) ? header.slice(7) : null;
         if (given === null) throw new HttpError(401, "missing API key: send the header Authorization: Bearer KEY", "authentication_error", null, "invalid_api_key");
         if (!keyMatches(given, expectedKey)) throw new HttpError(401, "incorrect API key", "authentication_error", null, "invalid_api_key");
       }
