@@ -94,6 +94,9 @@ export function recordOf(request: FastifyRequest): RequestRecord {
   return record;
 }
 
+/** The longest delay setTimeout honours. */
+const MAX_TIMEOUT_MS = 0x7fffffff;
+
 const DEFAULTS = { modelName: "falcon", maxQueue: 256, bodyLimit: 1 << 20, requestTimeoutMs: 30_000 };
 
 /** What the endpoints need to serve a request. */
@@ -358,12 +361,19 @@ export function createServer(lm: FalconCausalLM | Promise<FalconCausalLM>, optio
       return { host: address.address, port: address.port, url: `http://${shown}:${address.port}` };
     },
     close({ graceMs = 30_000 }: { graceMs?: number } = {}) {
+      if (typeof graceMs !== "number" || !(graceMs >= 0)) {
+        return Promise.reject(new FalconInputError(`graceMs must be a non-negative number of milliseconds (Infinity: wait for every request), got ${describeValue(graceMs)}`));
+      }
       closed ??= (async () => {
         closing = true;
         const server = app.server as Server;
         const stopped = app.close();
+        // setTimeout fires at once past 2^31 - 1 ms: a grace period longer than that waits for every request.
         let graceTimer: NodeJS.Timeout | undefined;
-        await Promise.race([context?.whenIdle(), new Promise((resolve) => (graceTimer = setTimeout(resolve, graceMs)))]);
+        const graceOver = new Promise((resolve) => {
+          if (graceMs <= MAX_TIMEOUT_MS) graceTimer = setTimeout(resolve, graceMs);
+        });
+        await Promise.race([context?.whenIdle(), graceOver]);
         clearTimeout(graceTimer);
         context?.shutdownDeadline();
         await context?.whenIdle();
