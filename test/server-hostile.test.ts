@@ -1,0 +1,457 @@
+/**
+ * The server under hostile HTTP: malformed and mistyped bodies, unknown models and routes, requests too
+ * long for the context, oversized bodies, slow clients, hundreds of abrupt disconnects mid-stream, bad
+ * keys, a full queue, parameters the server does not implement. Each attack gets its status and an error
+ * in OpenAI's shape naming the field at fault, and after each batch a normal request still succeeds.
+ * At the end the engine holds nothing: no sequence running or waiting, no KV block in use.
+ *
+ * The model is a tiny random rotary Falcon with the real GPT-2 tokenizer (context 512).
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+
+import { FalconCausalLM } from "../src/causal-lm.js";
+import { createServer, type FalconServer } from "../src/server/server.js";
+import { makeTempDir } from "./helpers/gpt2-vocab.js";
+import { engineIdle, eventually, expectOpenAIError, postJson, RawClient, rawPost, sseData } from "./helpers/server-http.js";
+import { writeRandomTextCheckpoint } from "./helpers/text-model.js";
+
+const KEY = "sk-hostile-test-key";
+const AUTH = { authorization: `Bearer ${KEY}` };
+const BODY_LIMIT = 16 * 1024;
+const REQUEST_TIMEOUT_MS = 600;
+const CONTEXT = 512;
+
+const completion = (fields: Record<string, unknown> = {}) => ({ model: "falcon", prompt: "The eagle", max_tokens: 4, ...fields });
+const chat = (fields: Record<string, unknown> = {}) => ({ model: "falcon", messages: [{ role: "user", content: "Hello" }], max_tokens: 4, ...fields });
+
+let lm: FalconCausalLM;
+let server: FalconServer;
+let url: string;
+let port: number;
+
+before(async () => {
+  const dir = makeTempDir("falcon-server-hostile-");
+  writeRandomTextCheckpoint(dir);
+  lm = await FalconCausalLM.fromPreset(dir);
+  server = createServer(lm, { apiKey: KEY, bodyLimit: BODY_LIMIT, requestTimeoutMs: REQUEST_TIMEOUT_MS });
+  ({ url, port } = await server.listen({ port: 0 }));
+});
+
+after(async () => {
+  await server.close({ graceMs: 0 });
+  lm.dispose();
+});
+
+/** A normal request of each endpoint, streamed and not, succeeds: the server keeps serving. */
+async function assertServing(): Promise<void> {
+  const plain = await postJson(`${url}/v1/completions`, completion(), AUTH);
+  const text = await plain.text();
+  assert.equal(plain.status, 200, text);
+  const body = JSON.parse(text);
+  assert.equal(body.choices[0].finish_reason, "length");
+  assert.equal(body.usage.completion_tokens, 4);
+  const streamed = await postJson(`${url}/v1/chat/completions`, chat({ stream: true }), AUTH);
+  assert.equal(streamed.status, 200);
+  const events = sseData(await streamed.text());
+  assert.equal(events.at(-1), "[DONE]");
+  assert.equal(JSON.parse(events.at(-2)!).choices[0].finish_reason, "length");
+}
+
+describe("server under hostile HTTP", () => {
+  it("serves a normal request before any attack", assertServing);
+
+  it("answers malformed and empty bodies with 400 in OpenAI's shape", async () => {
+    for (const endpoint of ["/v1/completions", "/v1/chat/completions"]) {
+      for (const body of ["{", "{\"model\": \"falcon\",}", "not json", "\"unterminated", "[1, 2", "{\"a\": NaN}", "\u0000"]) {
+        await expectOpenAIError(await postJson(`${url}${endpoint}`, body, AUTH), 400, { param: null });
+      }
+      // Empty, with and without a JSON content type.
+      await expectOpenAIError(await postJson(`${url}${endpoint}`, "", AUTH), 400);
+      await expectOpenAIError(await fetch(`${url}${endpoint}`, { method: "POST", headers: AUTH }), 400);
+      // Valid JSON that is not an object.
+      for (const body of ["null", "[]", "42", "\"text\"", "true"]) {
+        await expectOpenAIError(await postJson(`${url}${endpoint}`, body, AUTH), 400, { param: null });
+      }
+      // A prototype-pollution attempt is refused, not merged.
+      await expectOpenAIError(await postJson(`${url}${endpoint}`, '{"model":"falcon","prompt":"x","messages":[],"__proto__":{"admin":true}}', AUTH), 400);
+      // A body nested far deeper than any field is refused or ignored, never a crash.
+      const deep = `{"model":"falcon","prompt":"x","messages":[{"role":"user","content":"x"}],"max_tokens":1,"extra":${"[".repeat(5000)}${"]".repeat(5000)}}`;
+      const response = await postJson(`${url}${endpoint}`, deep, AUTH);
+      assert.ok(response.status === 200 || response.status === 400, `status ${response.status}`);
+      if (response.status === 400) await expectOpenAIError(response, 400);
+      else await response.body?.cancel();
+    }
+    await assertServing();
+  });
+
+  it("names the field of every mistyped, missing or out-of-range value of /v1/completions (400)", async () => {
+    const cases: [string, Record<string, unknown>][] = [
+      ["model", { model: 5 }], ["model", { model: null }], ["model", { model: undefined }],
+      ["prompt", { prompt: 5 }], ["prompt", { prompt: { text: "x" } }], ["prompt", { prompt: undefined }], ["prompt", { prompt: null }],
+      ["prompt", { prompt: [] }], ["prompt", { prompt: [1.5] }], ["prompt", { prompt: [-1] }], ["prompt", { prompt: [[]] }],
+      ["prompt", { prompt: [1, "a"] }], ["prompt", { prompt: [[1], ["a"]] }], ["prompt", { prompt: [2 ** 31] }],
+      ["max_tokens", { max_tokens: "16" }], ["max_tokens", { max_tokens: 1.5 }], ["max_tokens", { max_tokens: -1 }], ["max_tokens", { max_tokens: true }],
+      ["temperature", { temperature: "hot" }], ["temperature", { temperature: -0.1 }], ["temperature", { temperature: 2.5 }],
+      ["top_p", { top_p: "1" }], ["top_p", { top_p: 0 }], ["top_p", { top_p: 1.01 }],
+      ["top_k", { top_k: 2.5 }], ["top_k", { top_k: -2 }], ["top_k", { top_k: "5" }],
+      ["n", { n: 0 }], ["n", { n: 17 }], ["n", { n: "2" }], ["n", { n: 1.5 }],
+      ["seed", { seed: "7" }], ["seed", { seed: 0.5 }],
+      ["stop", { stop: 5 }], ["stop", { stop: "" }], ["stop", { stop: ["a", 5] }], ["stop", { stop: Array(17).fill("x") }], ["stop", { stop: "x".repeat(1001) }],
+      ["stop_token_ids", { stop_token_ids: 5 }], ["stop_token_ids[0]", { stop_token_ids: [-1] }], ["stop_token_ids[0]", { stop_token_ids: ["1"] }],
+      ["ignore_eos", { ignore_eos: "yes" }],
+      ["stream", { stream: "true" }], ["stream", { stream: 1 }],
+      ["stream_options", { stream_options: "usage" }], ["stream_options.include_usage", { stream_options: { include_usage: "yes" } }],
+      ["presence_penalty", { presence_penalty: "0" }], ["frequency_penalty", { frequency_penalty: [] }],
+      ["logit_bias", { logit_bias: [1, 2] }], ["logit_bias", { logit_bias: "none" }],
+      ["user", { user: 5 }],
+      ["logprobs", { logprobs: true }], ["logprobs", { logprobs: 21 }], ["logprobs", { logprobs: -1 }],
+      ["echo", { echo: "yes" }],
+      ["best_of", { best_of: 0 }], ["best_of", { best_of: "1" }],
+      ["suffix", { suffix: 5 }],
+    ];
+    for (const [param, fields] of cases) {
+      const body = completion(fields);
+      const error = await expectOpenAIError(await postJson(`${url}/v1/completions`, body, AUTH), 400, { param, code: null });
+      assert.ok(error.message.includes(param), `${JSON.stringify(fields)}: ${error.message}`);
+      // The same attack on a stream gets the same answer, before any event.
+      if (body.model !== undefined && body.prompt !== undefined && !("stream" in fields)) {
+        await expectOpenAIError(await postJson(`${url}/v1/completions`, { ...body, stream: true }, AUTH), 400, { param });
+      }
+    }
+    await assertServing();
+  });
+
+  it("names the field of every mistyped, missing or out-of-range value of /v1/chat/completions (400)", async () => {
+    const cases: [string, Record<string, unknown>][] = [
+      ["model", { model: ["falcon"] }], ["model", { model: undefined }],
+      ["messages", { messages: undefined }], ["messages", { messages: "Hello" }], ["messages", { messages: [] }], ["messages", { messages: {} }],
+      ["messages[0]", { messages: ["Hello"] }],
+      ["messages[0].role", { messages: [{ role: "robot", content: "x" }] }], ["messages[0].role", { messages: [{ content: "x" }] }],
+      ["messages[0].role", { messages: [{ role: 1, content: "x" }] }],
+      ["messages[0].content", { messages: [{ role: "user" }] }], ["messages[0].content", { messages: [{ role: "user", content: 5 }] }],
+      ["messages[0].content", { messages: [{ role: "user", content: { text: "x" } }] }],
+      ["messages[0].content", { messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: "x" } }] }] }],
+      ["messages[1].name", { messages: [{ role: "user", content: "x" }, { role: "user", content: "y", name: 5 }] }],
+      ["max_tokens", { max_tokens: "4" }], ["max_tokens", { max_tokens: -5 }],
+      ["max_completion_tokens", { max_completion_tokens: "4" }], ["max_completion_tokens", { max_completion_tokens: -1 }],
+      ["top_p", { top_p: 2 }], ["temperature", { temperature: {} }], ["top_k", { top_k: [] }], ["n", { n: 100 }], ["seed", { seed: "x" }],
+      ["stop", { stop: [""] }], ["stop_token_ids[0]", { stop_token_ids: [1.5] }], ["ignore_eos", { ignore_eos: 0 }],
+      ["stream", { stream: "yes" }], ["stream_options.include_usage", { stream_options: { include_usage: 1 } }],
+      ["presence_penalty", { presence_penalty: true }], ["frequency_penalty", { frequency_penalty: "0" }],
+      ["logit_bias", { logit_bias: 3 }], ["user", { user: false }],
+      ["logprobs", { logprobs: 5 }], ["logprobs", { logprobs: "true" }],
+      ["top_logprobs", { logprobs: true, top_logprobs: 21 }], ["top_logprobs", { logprobs: true, top_logprobs: "2" }],
+      ["response_format", { response_format: "json" }], ["response_format.type", { response_format: {} }],
+      ["tools", { tools: {} }], ["tools", { tools: "none" }],
+    ];
+    for (const [param, fields] of cases) {
+      const error = await expectOpenAIError(await postJson(`${url}/v1/chat/completions`, chat(fields), AUTH), 400, { param, code: null });
+      assert.ok(error.message.includes(param), `${JSON.stringify(fields)}: ${error.message}`);
+    }
+    await assertServing();
+  });
+
+  it("answers an unknown model and unknown routes with 404", async () => {
+    const unknownModel = { param: "model", code: "model_not_found" };
+    await expectOpenAIError(await postJson(`${url}/v1/completions`, completion({ model: "gpt-4" }), AUTH), 404, unknownModel);
+    await expectOpenAIError(await postJson(`${url}/v1/chat/completions`, chat({ model: "" }), AUTH), 404, unknownModel);
+    await expectOpenAIError(await postJson(`${url}/v1/completions`, completion({ model: "Falcon", stream: true }), AUTH), 404, unknownModel);
+    for (const [method, path] of [["GET", "/v1/engines"], ["POST", "/v1/embeddings"], ["GET", "/v1/completions"], ["DELETE", "/v1/models"], ["GET", "/"], ["GET", "/v1/models/../../etc/passwd"], ["POST", "/health"]] as const) {
+      await expectOpenAIError(await fetch(`${url}${path}`, { method, headers: AUTH }), 404, { param: null, code: "not_found" });
+    }
+    await assertServing();
+  });
+
+  it("refuses huge max_tokens and prompts longer than the context with 400 context_length_exceeded", async () => {
+    const tooLong = "hello ".repeat(CONTEXT + 10);
+    const exceeded = "context_length_exceeded";
+    for (const stream of [false, true]) {
+      await expectOpenAIError(await postJson(`${url}/v1/completions`, completion({ max_tokens: 1e9, stream }), AUTH), 400, { param: "max_tokens", code: exceeded });
+      await expectOpenAIError(await postJson(`${url}/v1/completions`, completion({ max_tokens: 2 ** 53 + 2 }), AUTH), 400, { param: "max_tokens", code: exceeded });
+      // A prompt that alone leaves no room for max_tokens.
+      await expectOpenAIError(await postJson(`${url}/v1/completions`, completion({ prompt: Array(CONTEXT - 2).fill(11), max_tokens: 3, stream }), AUTH), 400, { param: "max_tokens", code: exceeded });
+      await expectOpenAIError(await postJson(`${url}/v1/completions`, completion({ prompt: tooLong, stream }), AUTH), 400, { param: "prompt", code: exceeded });
+      await expectOpenAIError(await postJson(`${url}/v1/completions`, completion({ prompt: Array(CONTEXT + 1).fill(11), max_tokens: 0, stream }), AUTH), 400, { param: "prompt", code: exceeded });
+      await expectOpenAIError(await postJson(`${url}/v1/completions`, completion({ prompt: ["short", tooLong], stream }), AUTH), 400, { param: "prompt[1]", code: exceeded });
+      await expectOpenAIError(await postJson(`${url}/v1/chat/completions`, chat({ max_tokens: 1e12, stream }), AUTH), 400, { param: "max_tokens", code: exceeded });
+      await expectOpenAIError(await postJson(`${url}/v1/chat/completions`, chat({ max_tokens: undefined, max_completion_tokens: 600, stream }), AUTH), 400, { param: "max_completion_tokens", code: exceeded });
+      for (const limit of [{}, { max_completion_tokens: 5 }]) {
+        await expectOpenAIError(await postJson(`${url}/v1/chat/completions`, chat({ messages: [{ role: "user", content: tooLong }], max_tokens: undefined, ...limit, stream }), AUTH), 400, { param: "messages", code: exceeded });
+      }
+    }
+    // Exactly the context fits.
+    const full = await postJson(`${url}/v1/completions`, completion({ prompt: Array(CONTEXT - 3).fill(11), max_tokens: 3, temperature: 0 }), AUTH);
+    assert.equal(full.status, 200, await full.clone().text());
+    assert.equal((await full.json()).usage.total_tokens, CONTEXT);
+    await assertServing();
+  });
+
+  it("refuses token ids outside the vocabulary and requests of more sequences than the server holds (400)", async () => {
+    const vocabulary = lm.backbone.getConfig().vocabularySize;
+    await expectOpenAIError(await postJson(`${url}/v1/completions`, completion({ prompt: [1, vocabulary] }), AUTH), 400, { param: "prompt" });
+    await expectOpenAIError(await postJson(`${url}/v1/completions`, completion({ prompt: [[1], [2, vocabulary + 5]] }), AUTH), 400, { param: "prompt[1]" });
+    // 64 prompts × 16 choices can never be admitted: retrying (429) would never help.
+    const error = await expectOpenAIError(await postJson(`${url}/v1/completions`, completion({ prompt: Array(64).fill("x"), n: 16, max_tokens: 1 }), AUTH), 400, { param: "n" });
+    assert.match(error.message, /1024/);
+    await assertServing();
+  });
+
+  it("runs 16 choices of one request without a listener-leak warning", async () => {
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => warnings.push(`${warning.name}: ${warning.message}`);
+    process.on("warning", onWarning);
+    try {
+      const response = await postJson(`${url}/v1/completions`, completion({ n: 16, max_tokens: 2 }), AUTH);
+      assert.equal(response.status, 200);
+      assert.equal((await response.json()).choices.length, 16);
+      await new Promise((resolve) => setImmediate(resolve));
+    } finally {
+      process.off("warning", onWarning);
+    }
+    assert.deepEqual(warnings, []);
+  });
+
+  it("answers an oversized body with 413, announced or chunked", async () => {
+    const big = JSON.stringify(completion({ prompt: "word ".repeat(BODY_LIMIT / 4) }));
+    assert.ok(big.length > BODY_LIMIT);
+    for (const endpoint of ["/v1/completions", "/v1/chat/completions"]) {
+      await expectOpenAIError(await postJson(`${url}${endpoint}`, big, AUTH), 413, { param: null, code: "request_too_large" });
+      // Without a Content-Length: the server counts as it reads.
+      const chunked = new ReadableStream<Uint8Array>({
+        start(controller) {
+          for (let i = 0; i < 8; i++) controller.enqueue(new TextEncoder().encode(" ".repeat(BODY_LIMIT / 4)));
+          controller.close();
+        },
+      });
+      await expectOpenAIError(await fetch(`${url}${endpoint}`, { method: "POST", headers: { ...AUTH, "content-type": "application/json" }, body: chunked, duplex: "half" } as RequestInit), 413, { code: "request_too_large" });
+    }
+    // A body just under the limit is read and parsed.
+    const fits = JSON.stringify(completion({ prompt: "a b ", stop: ["x".repeat(1000)] }));
+    assert.equal((await postJson(`${url}/v1/completions`, fits + " ".repeat(BODY_LIMIT - fits.length - 1), AUTH)).status, 200);
+    await assertServing();
+  });
+
+  it("cuts slow clients (headers or body sent a byte at a time) within requestTimeoutMs, serving others meanwhile", async () => {
+    const request = rawPost("/v1/completions", JSON.stringify(completion()), AUTH);
+    const headerEnd = request.indexOf("\r\n\r\n") + 4;
+    const slow = async (from: number): Promise<number> => {
+      const client = await RawClient.connect(port);
+      const started = performance.now();
+      await client.write(request.slice(0, from));
+      let next = from;
+      const drip = setInterval(() => {
+        if (next < request.length && !client.socket.destroyed) void client.write(request[next++]!).catch(() => undefined);
+      }, 50);
+      await client.closed;
+      clearInterval(drip);
+      assert.ok(next < request.length, "the slow request was cut before it was sent whole");
+      // Node answers 408 as it cuts the connection, or just cuts it.
+      assert.ok(client.received === "" || client.received.startsWith("HTTP/1.1 408 "), client.received);
+      return performance.now() - started;
+    };
+    const slowClients = [slow(0), slow(20), slow(headerEnd), slow(headerEnd + 5)];
+    await assertServing();
+    const durations = await Promise.all(slowClients);
+    // Node checks the deadline every min(1 s, requestTimeoutMs).
+    for (const duration of durations) assert.ok(duration < 2 * REQUEST_TIMEOUT_MS + 1500, `cut after ${duration} ms`);
+    // A connection that sends nothing at all is cut too.
+    const silent = await RawClient.connect(port);
+    const started = performance.now();
+    await silent.closed;
+    assert.ok(performance.now() - started < 2 * REQUEST_TIMEOUT_MS + 1500);
+    await assertServing();
+  });
+
+  it("keeps a stream that outlasts requestTimeoutMs: the deadline is for receiving the request", async () => {
+    const timeoutMs = 100;
+    const quick = createServer(lm, { requestTimeoutMs: timeoutMs });
+    try {
+      const { url: quickUrl } = await quick.listen({ port: 0 });
+      const started = performance.now();
+      const response = await postJson(`${quickUrl}/v1/completions`, completion({ max_tokens: 500, n: 2, stream: true }));
+      const events = sseData(await response.text());
+      const elapsed = performance.now() - started;
+      assert.ok(elapsed > 4 * timeoutMs, `the stream took ${elapsed} ms: too short to outlast the deadline's check`);
+      assert.equal(events.at(-1), "[DONE]");
+      const finishes = events.slice(0, -1).map((data) => JSON.parse(data).choices[0].finish_reason).filter((reason) => reason !== null);
+      assert.deepEqual(finishes, ["length", "length"]);
+    } finally {
+      await quick.close({ graceMs: 0 });
+    }
+  });
+
+  it("survives 200 abrupt disconnects mid-stream (and before and after headers), cancelling each sequence", async () => {
+    const streamRequest = (index: number) => rawPost(
+      index % 2 === 0 ? "/v1/completions" : "/v1/chat/completions",
+      JSON.stringify(index % 2 === 0
+        ? completion({ prompt: `Client ${index} says`, max_tokens: 400, stream: true, n: 1 + (index % 3) })
+        : chat({ messages: [{ role: "user", content: `Client ${index}` }], max_tokens: 400, stream: true })),
+      AUTH,
+    );
+    let midStream = 0;
+    // Tokens the dropped streams would generate if they ran to their end.
+    let budget = 0;
+    const generatedBefore = server.engine!.stats().generatedTokens;
+    const dropAfterFirstChunk = async (index: number) => {
+      budget += 400 * (index % 2 === 0 ? 1 + (index % 3) : 1);
+      const client = await RawClient.connect(port);
+      await client.write(streamRequest(index));
+      assert.ok(await client.waitFor("data: {"), `no first chunk: ${client.received}`);
+      assert.match(client.received, /^HTTP\/1\.1 200 /);
+      client.destroy();
+      midStream++;
+    };
+    for (let round = 0; round < 20; round++) {
+      await Promise.all(Array.from({ length: 10 }, (_, i) => dropAfterFirstChunk(round * 10 + i)));
+    }
+    assert.equal(midStream, 200);
+    await eventually(() => engineIdle(server.engine!.stats()), 5000, () => JSON.stringify(server.engine!.stats()));
+    const generated = server.engine!.stats().generatedTokens - generatedBefore;
+    assert.ok(generated < budget / 10, `the dropped streams generated ${generated} of their ${budget} tokens: not cancelled`);
+    // Dropped at once after sending, half-closed, and non-streaming requests dropped mid-generation.
+    for (let i = 0; i < 20; i++) {
+      const client = await RawClient.connect(port);
+      await client.write(streamRequest(i));
+      if (i % 2 === 0) client.destroy();
+      else client.socket.end();
+    }
+    await Promise.all(Array.from({ length: 10 }, async (_, i) => {
+      const abort = new AbortController();
+      const pending = postJson(`${url}/v1/completions`, completion({ max_tokens: 500, prompt: `Non-streaming ${i}` }), AUTH, abort.signal);
+      setTimeout(() => abort.abort(), 5 + i * 3);
+      await assert.rejects(pending, { name: "AbortError" });
+    }));
+    // fetch + AbortController after the first chunk.
+    for (let i = 0; i < 10; i++) {
+      const abort = new AbortController();
+      const response = await postJson(`${url}/v1/chat/completions`, chat({ max_tokens: 450, stream: true }), AUTH, abort.signal);
+      const reader = response.body!.getReader();
+      await reader.read();
+      abort.abort();
+    }
+    await eventually(() => engineIdle(server.engine!.stats()), 5000, () => JSON.stringify(server.engine!.stats()));
+    await assertServing();
+  });
+
+  it("answers bad and missing API keys with 401 on /v1/*; /health and /metrics stay open", async () => {
+    const keyError = { param: null, code: "invalid_api_key" };
+    const attempts: (Record<string, string>)[] = [
+      {}, { authorization: "" }, { authorization: "Bearer" }, { authorization: "Bearer " }, { authorization: KEY },
+      { authorization: `Basic ${Buffer.from(`user:${KEY}`).toString("base64")}` }, { authorization: `Bearer ${KEY}x` },
+      { authorization: `Bearer ${KEY.slice(0, -1)}` }, { authorization: `Bearer ${KEY.toUpperCase()}` }, { authorization: `Bearer  ${KEY}` },
+      { authorization: `Bearer ${"k".repeat(8000)}` }, { "x-api-key": KEY }, { authorization: `Bearer ${KEY}\u00e9` },
+    ];
+    for (const headers of attempts) {
+      for (const [method, path, body] of [["POST", "/v1/completions", completion()], ["POST", "/v1/chat/completions", chat({ stream: true })], ["GET", "/v1/models", undefined]] as const) {
+        const init: RequestInit = { method, headers: { "content-type": "application/json", ...headers } };
+        if (body) init.body = JSON.stringify(body);
+        await expectOpenAIError(await fetch(`${url}${path}`, init), 401, keyError);
+      }
+    }
+    // Bad keys do not get a malformed body parsed first: authentication comes before the body.
+    await expectOpenAIError(await postJson(`${url}/v1/completions`, "{", {}), 401, keyError);
+    await expectOpenAIError(await postJson(`${url}/v1/completions`, "x".repeat(BODY_LIMIT * 2), {}), 401, keyError);
+    const health = await fetch(`${url}/health`);
+    assert.equal(health.status, 200);
+    assert.deepEqual(await health.json(), { status: "ok" });
+    const metrics = await fetch(`${url}/metrics`);
+    assert.equal(metrics.status, 200);
+    assert.match(await metrics.text(), /falcon_requests_total\{endpoint="\/v1\/completions",status="401"\} \d+/);
+    // The auth scheme is case-insensitive (RFC 9110 §11.1).
+    assert.equal((await postJson(`${url}/v1/completions`, completion(), { authorization: `bearer ${KEY}` })).status, 200);
+    const models = await fetch(`${url}/v1/models`, { headers: AUTH });
+    assert.equal(models.status, 200);
+    assert.equal((await models.json()).data[0].id, "falcon");
+    await assertServing();
+  });
+
+  it("refuses parameters the server does not implement with 400 naming them", async () => {
+    const completionCases: [string, Record<string, unknown>][] = [
+      ["presence_penalty", { presence_penalty: 0.5 }], ["presence_penalty", { presence_penalty: -2 }],
+      ["frequency_penalty", { frequency_penalty: 1 }], ["logit_bias", { logit_bias: { "50256": -100 } }],
+      ["best_of", { best_of: 2 }], ["best_of", { best_of: 1, n: 3 }], ["suffix", { suffix: "end" }],
+      ["echo", { echo: true, logprobs: 2 }],
+    ];
+    for (const [param, fields] of completionCases) {
+      for (const stream of [false, true]) {
+        await expectOpenAIError(await postJson(`${url}/v1/completions`, completion({ ...fields, stream }), AUTH), 400, { param });
+      }
+    }
+    const chatCases: [string, Record<string, unknown>][] = [
+      ["presence_penalty", { presence_penalty: 0.1 }], ["frequency_penalty", { frequency_penalty: -0.5 }],
+      ["logit_bias", { logit_bias: { "1": 1 } }],
+      ["tools", { tools: [{ type: "function", function: { name: "f", parameters: {} } }] }],
+      ["response_format", { response_format: { type: "json_object" } }],
+      ["top_logprobs", { top_logprobs: 3 }],
+    ];
+    for (const [param, fields] of chatCases) {
+      for (const stream of [false, true]) {
+        await expectOpenAIError(await postJson(`${url}/v1/chat/completions`, chat({ ...fields, stream }), AUTH), 400, { param });
+      }
+    }
+    // Their no-op values are accepted.
+    const noOps = { presence_penalty: 0, frequency_penalty: 0, logit_bias: {} };
+    assert.equal((await postJson(`${url}/v1/completions`, completion({ ...noOps, best_of: 2, n: 2 }), AUTH)).status, 200);
+    assert.equal((await postJson(`${url}/v1/chat/completions`, chat({ ...noOps, tools: [], response_format: { type: "text" } }), AUTH)).status, 200);
+    await assertServing();
+  });
+
+  it("serves odd but valid text: lone surrogates, NULs, control characters, an empty stop list", async () => {
+    for (const prompt of ["\ud800 lone", "nul\u0000nul", "\u001b[31mred\u001b[0m", "🦅".repeat(50), "\ufeffbom"]) {
+      const response = await postJson(`${url}/v1/completions`, completion({ prompt, stop: [] }), AUTH);
+      assert.equal(response.status, 200, await response.clone().text());
+      assert.equal((await response.json()).choices.length, 1);
+    }
+    const chatted = await postJson(`${url}/v1/chat/completions`, chat({ messages: [{ role: "system", content: "" }, { role: "user", content: [{ type: "text", text: "\ud83d" }] }] }), AUTH);
+    assert.equal(chatted.status, 200, await chatted.clone().text());
+    // An empty text prompt has no token to start from.
+    await expectOpenAIError(await postJson(`${url}/v1/completions`, completion({ prompt: "" }), AUTH), 400, { param: "prompt" });
+    await assertServing();
+  });
+
+  it("holds nothing once the attacks are over: no sequence running or waiting, no KV block in use", async () => {
+    await eventually(() => engineIdle(server.engine!.stats()), 5000, () => JSON.stringify(server.engine!.stats()));
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    assert.match(metrics, /^falcon_running_sequences 0$/m);
+    assert.match(metrics, /^falcon_queue_depth 0$/m);
+    assert.match(metrics, /^falcon_kv_blocks\{state="used"\} 0$/m);
+  });
+});
+
+describe("server with a full queue", () => {
+  let busy: FalconServer;
+  let busyUrl: string;
+
+  before(async () => {
+    busy = createServer(lm, { engine: { maxSequences: 1, maxBatchTokens: 64 }, maxQueue: 0 });
+    ({ url: busyUrl } = await busy.listen({ port: 0 }));
+  });
+  after(() => busy.close({ graceMs: 0 }));
+
+  it("answers 429 with Retry-After while one long request holds the only slot, then serves again", async () => {
+    const holder = new AbortController();
+    const long = await postJson(`${busyUrl}/v1/completions`, completion({ max_tokens: 500, logprobs: 20, stream: true }), {}, holder.signal);
+    assert.equal(long.status, 200);
+    const reader = long.body!.getReader();
+    await reader.read();
+    for (const [endpoint, body] of [["/v1/completions", completion()], ["/v1/chat/completions", chat({ stream: true })]] as const) {
+      const response = await postJson(`${busyUrl}${endpoint}`, body);
+      assert.equal(response.headers.get("retry-after"), "1");
+      await expectOpenAIError(response, 429, { param: null, code: "queue_full" });
+    }
+    // More choices than the server ever holds is the request's fault, not a reason to retry.
+    await expectOpenAIError(await postJson(`${busyUrl}/v1/completions`, completion({ n: 2 })), 400, { param: "n" });
+    holder.abort();
+    await eventually(() => engineIdle(busy.engine!.stats()), 5000, () => JSON.stringify(busy.engine!.stats()));
+    // The slot is free again (the holder's admission is released with its connection).
+    let status = 429;
+    for (let attempt = 0; attempt < 100 && status === 429; attempt++) {
+      const response = await postJson(`${busyUrl}/v1/completions`, completion());
+      status = response.status;
+      await response.body?.cancel();
+      if (status === 429) await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    assert.equal(status, 200);
+  });
+});
