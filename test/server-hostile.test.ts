@@ -85,6 +85,28 @@ describe("server under hostile HTTP", () => {
     await assertServing();
   });
 
+  it("answers HTTP-level garbage (bad request lines, huge headers, bad chunking, smuggling) and keeps serving", async () => {
+    const exchange = async (bytes: string): Promise<string> => {
+      const client = await RawClient.connect(port);
+      await client.write(bytes).catch(() => undefined);
+      await client.closed;
+      return client.received;
+    };
+    assert.match(await exchange("GARBAGE\r\n\r\n"), /^HTTP\/1\.1 400 /);
+    assert.match(await exchange("\u0000\u0001\u0002\r\n\r\n"), /^HTTP\/1\.1 400 /);
+    assert.match(await exchange(`GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(20_000)}\r\n\r\n`), /^HTTP\/1\.1 431 /);
+    const chunked = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n";
+    assert.match(await exchange(`${chunked}Authorization: Bearer ${KEY}\r\n\r\nzz\r\n{}\r\n`), /^HTTP\/1\.1 400 /);
+    assert.match(await exchange(`${chunked}Content-Length: 2\r\n\r\n2\r\n{}\r\n0\r\n\r\n`), /^HTTP\/1\.1 400 /);
+    // Two requests in one write (pipelining) get two answers, in order.
+    const client = await RawClient.connect(port);
+    await client.write(rawPost("/v1/completions", JSON.stringify(completion({ max_tokens: 2 })), AUTH) + rawPost("/v1/completions", "{", AUTH));
+    assert.ok(await client.waitFor("not valid JSON"), client.received);
+    assert.match(client.received, /^HTTP\/1\.1 200 [^]*"finish_reason":"length"[^]*HTTP\/1\.1 400 /);
+    client.destroy();
+    await assertServing();
+  });
+
   it("names the field of every mistyped, missing or out-of-range value of /v1/completions (400)", async () => {
     const cases: [string, Record<string, unknown>][] = [
       ["model", { model: 5 }], ["model", { model: null }], ["model", { model: undefined }],
@@ -160,6 +182,10 @@ describe("server under hostile HTTP", () => {
     for (const [method, path] of [["GET", "/v1/engines"], ["POST", "/v1/embeddings"], ["GET", "/v1/completions"], ["DELETE", "/v1/models"], ["GET", "/"], ["GET", "/v1/models/../../etc/passwd"], ["POST", "/health"]] as const) {
       await expectOpenAIError(await fetch(`${url}${path}`, { method, headers: AUTH }), 404, { param: null, code: "not_found" });
     }
+    // Unknown paths share one metrics label: a scan of random URLs cannot grow the metrics without bound.
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    assert.doesNotMatch(metrics, /endpoint="\/v1\/engines"/);
+    assert.match(metrics, /falcon_requests_total\{endpoint="unknown",status="404"\}/);
     await assertServing();
   });
 
@@ -330,7 +356,10 @@ describe("server under hostile HTTP", () => {
       await reader.read();
       abort.abort();
     }
+    budget += 20 * 400 + 10 * 500 + 10 * 450;
     await eventually(() => engineIdle(server.engine!.stats()), 5000, () => JSON.stringify(server.engine!.stats()));
+    const generatedInAll = server.engine!.stats().generatedTokens - generatedBefore;
+    assert.ok(generatedInAll < budget / 10, `the dropped requests generated ${generatedInAll} of their ${budget} tokens: not cancelled`);
     await assertServing();
   });
 
@@ -453,5 +482,30 @@ describe("server with a full queue", () => {
       if (status === 429) await new Promise((resolve) => setTimeout(resolve, 10));
     }
     assert.equal(status, 200);
+  });
+
+  it("lets clients that give up while queued leave the queue", async () => {
+    const queued = createServer(lm, { engine: { maxSequences: 2, maxBatchTokens: 64 }, maxQueue: 6 });
+    try {
+      const { url: queuedUrl } = await queued.listen({ port: 0 });
+      const aborts = Array.from({ length: 8 }, () => new AbortController());
+      // Half stream (answered 200 at once), half JSON (answered when done: never, here).
+      const pending = aborts.map((abort, i) =>
+        postJson(`${queuedUrl}/v1/completions`, completion({ prompt: `Queued ${i}`, max_tokens: 500, stream: i % 2 === 0 }), {}, abort.signal));
+      await eventually(() => queued.engine!.stats().waiting === 6, 5000, () => JSON.stringify(queued.engine!.stats()));
+      await expectOpenAIError(await postJson(`${queuedUrl}/v1/completions`, completion()), 429, { code: "queue_full" });
+      for (const abort of aborts) abort.abort();
+      for (const request of pending) {
+        // A stream was answered before the abort: its body is aborted with it.
+        await request.then((response) => response.body?.cancel().catch(() => undefined), (error: Error) => assert.equal(error.name, "AbortError"));
+      }
+      await eventually(() => engineIdle(queued.engine!.stats()), 5000, () => JSON.stringify(queued.engine!.stats()));
+      // At most the two running requests' budgets: none of the six queued ones ran.
+      assert.ok(queued.engine!.stats().generatedTokens < 2 * 500, JSON.stringify(queued.engine!.stats()));
+      const response = await postJson(`${queuedUrl}/v1/completions`, completion());
+      assert.equal(response.status, 200, await response.clone().text());
+    } finally {
+      await queued.close({ graceMs: 0 });
+    }
   });
 });
