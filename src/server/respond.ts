@@ -54,7 +54,14 @@ export async function respond(ctx: ServingContext, request: FastifyRequest, repl
   try {
     if (plan.stream) {
       reply.hijack();
-      const events = new EventStream(response, () => abort.abort(new ClientGone("the client reads the stream too slowly")));
+      const events = new EventStream(response, () => {
+        const tooSlow = new ClientGone("the client reads the stream too slowly");
+        log.error = tooSlow.message;
+        abort.abort(tooSlow);
+        // Its unread output goes with the connection: nothing more piles up for it, and no stream is left
+        // open without an end.
+        response.destroy();
+      });
       events.open();
       for (const chunk of plan.openingChunks()) events.send(chunk);
       try {
