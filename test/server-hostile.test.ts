@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 
 import { FalconCausalLM } from "../src/causal-lm.js";
-import { createServer, type FalconServer } from "../src/server/server.js";
+import { createServer, type FalconServer, type RequestLogEntry } from "../src/server/server.js";
 import { makeTempDir } from "./helpers/gpt2-vocab.js";
 import { engineIdle, eventually, expectOpenAIError, postJson, RawClient, rawPost, sseData } from "./helpers/server-http.js";
 import { writeRandomTextCheckpoint } from "./helpers/text-model.js";
@@ -361,6 +361,32 @@ describe("server under hostile HTTP", () => {
     const generatedInAll = server.engine!.stats().generatedTokens - generatedBefore;
     assert.ok(generatedInAll < budget / 10, `the dropped requests generated ${generatedInAll} of their ${budget} tokens: not cancelled`);
     await assertServing();
+  });
+
+  it("drops a client that stops reading its stream once 1 MiB waits for it, and logs why", async () => {
+    const entries: RequestLogEntry[] = [];
+    const dropping = createServer(lm, { requestLog: (entry) => entries.push(entry) });
+    try {
+      const { port: droppingPort, url: droppingUrl } = await dropping.listen({ port: 0 });
+      // Echoed prompts of 500 × a 66-character token: 16 prompts × 16 choices open the stream with 8 MB at once.
+      const longestToken = 38093;
+      assert.equal(lm.tokenizer!.decode([longestToken]).length, 66);
+      const body = completion({ prompt: Array.from({ length: 16 }, () => Array(500).fill(longestToken)), n: 16, echo: true, max_tokens: 1, stream: true });
+      const client = await RawClient.connect(droppingPort);
+      client.socket.pause();
+      await client.write(rawPost("/v1/completions", JSON.stringify(body)));
+      await eventually(() => entries.length === 1, 10_000, () => `no log entry; ${client.socket.bytesRead} bytes read`);
+      assert.equal(entries[0]!.error, "the client reads the stream too slowly");
+      // What the kernel had taken still arrives, then the connection ends: no stream left open without an end.
+      client.socket.resume();
+      await client.closed;
+      assert.match(client.received, /^HTTP\/1\.1 200 /);
+      assert.ok(!client.received.includes("[DONE]"));
+      await eventually(() => engineIdle(dropping.engine!.stats()), 5000, () => JSON.stringify(dropping.engine!.stats()));
+      assert.equal((await postJson(`${droppingUrl}/v1/completions`, completion())).status, 200);
+    } finally {
+      await dropping.close({ graceMs: 0 });
+    }
   });
 
   it("answers bad and missing API keys with 401 on /v1/*; /health and /metrics stay open", async () => {
