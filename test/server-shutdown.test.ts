@@ -18,7 +18,7 @@ import { FalconCausalLM } from "../src/causal-lm.js";
 import { FalconInputError } from "../src/errors.js";
 import { createServer } from "../src/server/server.js";
 import { makeTempDir } from "./helpers/gpt2-vocab.js";
-import { checkErrorBody, expectOpenAIError, postJson, RawClient, rawPost, sseData } from "./helpers/server-http.js";
+import { checkErrorBody, eventually, expectOpenAIError, postJson, RawClient, rawPost, sseData } from "./helpers/server-http.js";
 import { writeRandomTextCheckpoint } from "./helpers/text-model.js";
 
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "src", "cli.js");
@@ -64,10 +64,7 @@ describe("close({ graceMs }) with requests in flight", () => {
     for (const response of [...longStreams, ...shortStreams]) assert.equal(response.status, 200);
     const shortDone = shortStreams.map(async (response) => ({ text: await response.text(), at: performance.now() }));
     const longDone = longStreams.map((response) => response.text());
-    await new Promise<void>((resolve) => {
-      const poll = () => (engine.stats().running >= 15 ? resolve() : setTimeout(poll, 5));
-      poll();
-    });
+    await eventually(() => engine.stats().running === 15, 10_000, () => JSON.stringify(engine.stats()));
 
     const closeStarted = performance.now();
     const closed = server.close({ graceMs });
@@ -204,24 +201,46 @@ describe("readiness while the model loads", () => {
   });
 });
 
-describe("falcon-native serve and SIGTERM", () => {
-  it("lets a running stream finish, then exits 0", { timeout: 60_000 }, async () => {
-    const child = spawn(process.execPath, [CLI, "serve", dir, "--port", "0", "--model-name", "falcon"], {
-      env: { ...process.env, FALCON_NUM_THREADS: "2" }, stdio: ["ignore", "pipe", "pipe"],
+/** `falcon-native serve DIR --port 0` in a child process, with its output so far and its exit. */
+function serve() {
+  const child = spawn(process.execPath, [CLI, "serve", dir, "--port", "0", "--model-name", "falcon"], {
+    env: { ...process.env, FALCON_NUM_THREADS: "2" }, stdio: ["ignore", "pipe", "pipe"],
+  });
+  const output = { stdout: "", stderr: "" };
+  child.stdout.on("data", (chunk: Buffer) => void (output.stdout += chunk.toString()));
+  const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on("exit", (code, signal) => resolve([code, signal])));
+  const url = new Promise<string>((resolve, reject) => {
+    child.stderr.on("data", (chunk: Buffer) => {
+      output.stderr += chunk.toString();
+      const match = /listening on (http:\/\/\S+)/.exec(output.stderr);
+      if (match) resolve(match[1]!);
     });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (chunk: Buffer) => void (stdout += chunk.toString()));
-    const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on("exit", (code, signal) => resolve([code, signal])));
+    void exited.then(() => reject(new Error(`serve exited before listening: ${output.stderr}`)));
+  });
+  const kill = () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  };
+  return { child, output, exited, url, kill };
+}
+
+describe("falcon-native serve and SIGTERM", () => {
+  it("exits 0 on SIGTERM while the model loads", { timeout: 60_000 }, async () => {
+    const server = serve();
     try {
-      const url = await new Promise<string>((resolve, reject) => {
-        child.stderr.on("data", (chunk: Buffer) => {
-          stderr += chunk.toString();
-          const match = /listening on (http:\/\/\S+)/.exec(stderr);
-          if (match) resolve(match[1]!);
-        });
-        void exited.then(() => reject(new Error(`serve exited before listening: ${stderr}`)));
-      });
+      await server.url;
+      server.child.kill("SIGTERM");
+      assert.deepEqual(await server.exited, [0, null], server.output.stderr);
+      assert.match(server.output.stderr, /SIGTERM: finishing running requests[^]*stopped/);
+    } finally {
+      server.kill();
+    }
+  });
+
+  it("lets a running stream finish, then exits 0", { timeout: 60_000 }, async () => {
+    const server = serve();
+    const { child, output, exited } = server;
+    try {
+      const url = await server.url;
       for (let attempt = 0; ; attempt++) {
         const health = await fetch(`${url}/health`);
         if (health.status === 200) {
@@ -250,17 +269,16 @@ describe("falcon-native serve and SIGTERM", () => {
       assert.deepEqual(finishReasons(events), ["length", "length", "length", "length"]);
       const tokens = events.slice(0, -1).map((data) => JSON.parse(data).choices[0]).filter((choice) => choice.finish_reason === null).length;
       assert.ok(tokens > 0);
-      assert.deepEqual(await exited, [0, null], stderr);
-      assert.match(stderr, /SIGTERM: finishing running requests/);
-      assert.match(stderr, /stopped/);
-      const logs = stdout.trim().split("\n").map((line) => JSON.parse(line));
+      assert.deepEqual(await exited, [0, null], output.stderr);
+      assert.match(output.stderr, /SIGTERM: finishing running requests[^]*stopped/);
+      const logs = output.stdout.trim().split("\n").map((line) => JSON.parse(line));
       const streamLog = logs.find((entry) => entry.url === "/v1/completions");
-      assert.ok(streamLog, stdout);
+      assert.ok(streamLog, output.stdout);
       assert.equal(streamLog.status, 200);
       assert.equal(streamLog.completionTokens, 4 * 300);
       assert.equal(streamLog.error, undefined);
     } finally {
-      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      server.kill();
     }
   });
 });
