@@ -23,7 +23,7 @@ import type { ModelLimits } from "./sampling.js";
 import { chatRequestSchema, completionRequestSchema } from "./schemas.js";
 
 export interface ServerOptions {
-  /** Bearer key every /v1 request must carry (/health and /metrics stay open, as in vLLM and llama-server). */
+  /** Bearer key every request must carry but those of /health and /metrics (open, as in vLLM and llama-server). */
   apiKey?: string;
   /** The model's id in /v1/models, which requests name in `model` (default "falcon"). */
   modelName?: string;
@@ -276,7 +276,10 @@ export function createServer(lm: FalconCausalLM | Promise<FalconCausalLM>, optio
     const record = recordOf(request);
     record.id = `req-${++requestIds.next}`;
     reply.raw.once("close", () => logRequest(request, reply.raw, record));
-    if (request.url.startsWith("/v1/")) {
+    // Decided by the route the request reaches, never by its raw target: "/%761/completions" and
+    // "http://host/v1/completions" reach /v1/completions too. Only /health and /metrics stay open.
+    const route = request.routeOptions.url;
+    if (route !== "/health" && route !== "/metrics") {
       if (closing) {
         reply.header("connection", "close");
         throw new HttpError(503, "the server is shutting down", "server_error");
