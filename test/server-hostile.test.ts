@@ -58,6 +58,14 @@ async function assertServing(): Promise<void> {
   assert.equal(JSON.parse(events.at(-2)!).choices[0].finish_reason, "length");
 }
 
+/** Sends `bytes` on a new connection and returns all the server sends until it closes the connection. */
+async function exchange(bytes: string): Promise<string> {
+  const client = await RawClient.connect(port);
+  await client.write(bytes).catch(() => undefined);
+  await client.closed;
+  return client.received;
+}
+
 describe("server under hostile HTTP", () => {
   it("serves a normal request before any attack", assertServing);
 
@@ -88,12 +96,6 @@ describe("server under hostile HTTP", () => {
   });
 
   it("answers HTTP-level garbage (bad request lines, huge headers, bad chunking, smuggling) and keeps serving", async () => {
-    const exchange = async (bytes: string): Promise<string> => {
-      const client = await RawClient.connect(port);
-      await client.write(bytes).catch(() => undefined);
-      await client.closed;
-      return client.received;
-    };
     assert.match(await exchange("GARBAGE\r\n\r\n"), /^HTTP\/1\.1 400 /);
     assert.match(await exchange("\u0000\u0001\u0002\r\n\r\n"), /^HTTP\/1\.1 400 /);
     assert.match(await exchange(`GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(20_000)}\r\n\r\n`), /^HTTP\/1\.1 431 /);
@@ -405,6 +407,15 @@ describe("server under hostile HTTP", () => {
         if (body) init.body = JSON.stringify(body);
         await expectOpenAIError(await fetch(`${url}${path}`, init), 401, keyError);
       }
+    }
+    // The key guards the route a request reaches, however its target spells it: without the right key,
+    // never an answer from the route.
+    for (const target of ["/%761/completions", `http://127.0.0.1:${port}/v1/completions`, "/v1/completions?debug=1", "/v1/./completions", "/%76%31/models"]) {
+      const send = (headers: Record<string, string>) => exchange(rawPost(target, JSON.stringify(completion()), { Connection: "close", ...headers }));
+      for (const headers of [{}, { Authorization: "Bearer wrong" }] as Record<string, string>[]) {
+        assert.match(await send(headers), /^HTTP\/1\.1 (401|404) /, `${target} ${JSON.stringify(headers)}`);
+      }
+      assert.match(await send(AUTH), /^HTTP\/1\.1 (200|404) /, target);
     }
     // Bad keys do not get a malformed body parsed first: authentication comes before the body.
     await expectOpenAIError(await postJson(`${url}/v1/completions`, "{", {}), 401, keyError);
