@@ -191,8 +191,10 @@ function checkServerOptions(options: ServerOptions): Required<Pick<ServerOptions
     }
     return value;
   };
-  if (options.apiKey !== undefined && (typeof options.apiKey !== "string" || options.apiKey.length === 0)) {
-    throw new FalconInputError("apiKey must be a non-empty string");
+  // What a client can send in a header field (visible ASCII or Latin-1, spaces inside: HTTP trims the
+  // ends); any other key could never match.
+  if (options.apiKey !== undefined && (typeof options.apiKey !== "string" || !/^[\x21-\x7e\x80-\xff](?:[ \x21-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?$/.test(options.apiKey))) {
+    throw new FalconInputError("apiKey must be a non-empty string of visible ASCII or Latin-1 characters (spaces only inside)");
   }
   const modelName = options.modelName ?? DEFAULTS.modelName;
   if (typeof modelName !== "string" || modelName.length === 0 || modelName.length > 256) {
