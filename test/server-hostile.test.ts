@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 
 import { FalconCausalLM } from "../src/causal-lm.js";
+import { FalconInputError } from "../src/errors.js";
 import { createServer, type FalconServer, type RequestLogEntry } from "../src/server/server.js";
 import { makeTempDir } from "./helpers/gpt2-vocab.js";
 import { engineIdle, eventually, expectOpenAIError, postJson, RawClient, rawPost, sseData } from "./helpers/server-http.js";
@@ -432,6 +433,14 @@ describe("server under hostile HTTP", () => {
     assert.equal(models.status, 200);
     assert.equal((await models.json()).data[0].id, "falcon");
     await assertServing();
+  });
+
+  it("refuses an API key that no client could send in a header", async () => {
+    for (const apiKey of ["ключ", "key\n", " key", "key ", "a\u0000b", ""]) {
+      assert.throws(() => createServer(lm, { apiKey }), FalconInputError, JSON.stringify(apiKey));
+    }
+    // Any visible ASCII or Latin-1, spaces inside.
+    for (const apiKey of ["sk-ABC_123.~!", "two words", "caf\u00e9"]) await createServer(lm, { apiKey }).close({ graceMs: 0 });
   });
 
   it("refuses parameters the server does not implement with 400 naming them", async () => {
