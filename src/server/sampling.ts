@@ -7,7 +7,7 @@
 import type { CompleteStreamOptions } from "../engine/engine.js";
 import type { SamplerConfig } from "../samplers.js";
 import { badRequest } from "./errors.js";
-import type { ChatRequest, CompletionRequest, SamplingRequest } from "./schemas.js";
+import { MAX_STOP_CHARS, type ChatRequest, type CompletionRequest, type SamplingRequest } from "./schemas.js";
 
 /** What a request may ask of this model. */
 export interface ModelLimits {
@@ -90,6 +90,10 @@ export function choiceOptions(body: SamplingRequest, choice: number, limits: Mod
     ...(body.stop_token_ids ?? []),
   ];
   const stop = body.stop ?? undefined;
+  // Checked here, before a stream starts, as the engine counts: astral characters count twice.
+  for (const text of typeof stop === "string" ? [stop] : stop ?? []) {
+    if (text.length > MAX_STOP_CHARS) throw badRequest(`stop strings are at most ${MAX_STOP_CHARS} UTF-16 code units; one has ${text.length}`, "stop");
+  }
   return {
     sampler: samplerFor(body, choice),
     stopTokenIds,

@@ -13,6 +13,8 @@ export const MAX_PROMPTS = 64;
 /** Most top alternatives per token (OpenAI's chat limit; the engine's too). */
 export const MAX_TOP_LOGPROBS = 20;
 export const MAX_STOP_STRINGS = 16;
+/** Longest stop string, in UTF-16 units as the engine counts (the schema's maxLength counts code points). */
+export const MAX_STOP_CHARS = 1000;
 const MAX_STOP_TOKEN_IDS = 64;
 const MAX_PROMPT_TOKENS = 1 << 20;
 const MAX_MESSAGES = 4096;
@@ -32,8 +34,8 @@ const samplingProperties = {
   seed: nullable({ type: "integer" }),
   stop: nullable({
     anyOf: [
-      { type: "string", minLength: 1, maxLength: 1000 },
-      { type: "array", maxItems: MAX_STOP_STRINGS, items: { type: "string", minLength: 1, maxLength: 1000 } },
+      { type: "string", minLength: 1, maxLength: MAX_STOP_CHARS },
+      { type: "array", maxItems: MAX_STOP_STRINGS, items: { type: "string", minLength: 1, maxLength: MAX_STOP_CHARS } },
     ],
   }),
   stop_token_ids: nullable({ type: "array", maxItems: MAX_STOP_TOKEN_IDS, items: tokenId }),
