@@ -125,6 +125,8 @@ describe("server under hostile HTTP", () => {
       ["n", { n: 0 }], ["n", { n: 17 }], ["n", { n: "2" }], ["n", { n: 1.5 }],
       ["seed", { seed: "7" }], ["seed", { seed: 0.5 }],
       ["stop", { stop: 5 }], ["stop", { stop: "" }], ["stop", { stop: ["a", 5] }], ["stop", { stop: Array(17).fill("x") }], ["stop", { stop: "x".repeat(1001) }],
+      // 1000 characters as the engine counts them (UTF-16 units): 600 eagles are 1200.
+      ["stop", { stop: "🦅".repeat(600) }], ["stop", { stop: ["a", "🦅".repeat(501)] }],
       ["stop_token_ids", { stop_token_ids: 5 }], ["stop_token_ids[0]", { stop_token_ids: [-1] }], ["stop_token_ids[0]", { stop_token_ids: ["1"] }],
       ["ignore_eos", { ignore_eos: "yes" }],
       ["stream", { stream: "true" }], ["stream", { stream: 1 }],
@@ -163,7 +165,7 @@ describe("server under hostile HTTP", () => {
       ["max_tokens", { max_tokens: "4" }], ["max_tokens", { max_tokens: -5 }],
       ["max_completion_tokens", { max_completion_tokens: "4" }], ["max_completion_tokens", { max_completion_tokens: -1 }],
       ["top_p", { top_p: 2 }], ["temperature", { temperature: {} }], ["top_k", { top_k: [] }], ["n", { n: 100 }], ["seed", { seed: "x" }],
-      ["stop", { stop: [""] }], ["stop_token_ids[0]", { stop_token_ids: [1.5] }], ["ignore_eos", { ignore_eos: 0 }],
+      ["stop", { stop: [""] }], ["stop", { stop: ["🦅".repeat(501)], stream: true }], ["stop_token_ids[0]", { stop_token_ids: [1.5] }], ["ignore_eos", { ignore_eos: 0 }],
       ["stream", { stream: "yes" }], ["stream_options.include_usage", { stream_options: { include_usage: 1 } }],
       ["presence_penalty", { presence_penalty: true }], ["frequency_penalty", { frequency_penalty: "0" }],
       ["logit_bias", { logit_bias: 3 }], ["user", { user: false }],
