@@ -476,6 +476,21 @@ describe("server under hostile HTTP", () => {
     await assertServing();
   });
 
+  it("streams whole answers for extreme but valid sampling values", async () => {
+    const extremes: Record<string, unknown>[] = [
+      { seed: 2 ** 53 - 1, n: 2 }, { seed: -1e300, n: 3 }, { seed: 1e300 }, { top_k: 2 ** 31 }, { top_k: 1e300 },
+      { top_p: 1e-300 }, { temperature: 1e-300 }, { temperature: 2, top_k: 1 }, { stop_token_ids: Array(64).fill(2 ** 31 - 1) },
+      { stop: Array(16).fill("x".repeat(1000)) }, { logprobs: 20, n: 16 }, { ignore_eos: true, stream_options: { include_usage: true } },
+    ];
+    for (const fields of extremes) {
+      const response = await postJson(`${url}/v1/completions`, completion({ ...fields, stream: true }), AUTH);
+      assert.equal(response.status, 200);
+      const events = sseData(await response.text());
+      assert.equal(events.at(-1), "[DONE]");
+      assert.ok(events.every((data) => !data.includes('"error"')), `${JSON.stringify(fields)}: ${events.join("\n").slice(0, 500)}`);
+    }
+  });
+
   it("serves odd but valid text: lone surrogates, NULs, control characters, an empty stop list", async () => {
     for (const prompt of ["\ud800 lone", "nul\u0000nul", "\u001b[31mred\u001b[0m", "🦅".repeat(50), "\ufeffbom"]) {
       const response = await postJson(`${url}/v1/completions`, completion({ prompt, stop: [] }), AUTH);
