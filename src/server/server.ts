@@ -382,6 +382,9 @@ export function createServer(lm: FalconCausalLM | Promise<FalconCausalLM>, optio
         clearTimeout(graceTimer);
         context?.shutdownDeadline();
         await context?.whenIdle();
+        // A request gives its sequences back before Fastify writes its answer (the 503 of a JSON request
+        // cut at the deadline): those answers are written by the end of this turn, so close after it.
+        await new Promise((resolve) => setImmediate(resolve));
         server.closeAllConnections();
         await stopped;
         await ready.catch(() => undefined);
