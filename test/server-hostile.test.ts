@@ -13,8 +13,9 @@ import { after, before, describe, it } from "node:test";
 import { FalconCausalLM } from "../src/causal-lm.js";
 import { FalconInputError } from "../src/errors.js";
 import { createServer, type FalconServer, type RequestLogEntry } from "../src/server/server.js";
+import { waitFor } from "./helpers/fake-engine.js";
 import { makeTempDir } from "./helpers/gpt2-vocab.js";
-import { engineIdle, eventually, expectOpenAIError, postJson, RawClient, rawPost, sseData } from "./helpers/server-http.js";
+import { untilEngineIdle, expectOpenAIError, postJson, RawClient, rawPost, sseData } from "./helpers/server-http.js";
 import { writeRandomTextCheckpoint } from "./helpers/text-model.js";
 
 const KEY = "sk-hostile-test-key";
@@ -339,7 +340,7 @@ describe("server under hostile HTTP", () => {
       await Promise.all(Array.from({ length: 10 }, (_, i) => dropAfterFirstChunk(round * 10 + i)));
     }
     assert.equal(midStream, 200);
-    await eventually(() => engineIdle(server.engine!.stats()), 5000, () => JSON.stringify(server.engine!.stats()));
+    await untilEngineIdle(server.engine!);
     const generated = server.engine!.stats().generatedTokens - generatedBefore;
     assert.ok(generated < budget / 10, `the dropped streams generated ${generated} of their ${budget} tokens: not cancelled`);
     // Dropped at once after sending, half-closed, and non-streaming requests dropped mid-generation.
@@ -364,7 +365,7 @@ describe("server under hostile HTTP", () => {
       abort.abort();
     }
     budget += 20 * 400 + 10 * 500 + 10 * 450;
-    await eventually(() => engineIdle(server.engine!.stats()), 5000, () => JSON.stringify(server.engine!.stats()));
+    await untilEngineIdle(server.engine!);
     const generatedInAll = server.engine!.stats().generatedTokens - generatedBefore;
     assert.ok(generatedInAll < budget / 10, `the dropped requests generated ${generatedInAll} of their ${budget} tokens: not cancelled`);
     await assertServing();
@@ -382,14 +383,14 @@ describe("server under hostile HTTP", () => {
       const client = await RawClient.connect(droppingPort);
       client.socket.pause();
       await client.write(rawPost("/v1/completions", JSON.stringify(body)));
-      await eventually(() => entries.length === 1, 10_000, () => `no log entry; ${client.socket.bytesRead} bytes read`);
+      await waitFor(() => entries.length === 1, "the dropped request's log entry");
       assert.equal(entries[0]!.error, "the client reads the stream too slowly");
       // What the kernel had taken still arrives, then the connection ends: no stream left open without an end.
       client.socket.resume();
       await client.closed;
       assert.match(client.received, /^HTTP\/1\.1 200 /);
       assert.ok(!client.received.includes("[DONE]"));
-      await eventually(() => engineIdle(dropping.engine!.stats()), 5000, () => JSON.stringify(dropping.engine!.stats()));
+      await untilEngineIdle(dropping.engine!);
       assert.equal((await postJson(`${droppingUrl}/v1/completions`, completion())).status, 200);
     } finally {
       await dropping.close({ graceMs: 0 });
@@ -505,7 +506,7 @@ describe("server under hostile HTTP", () => {
   });
 
   it("holds nothing once the attacks are over: no sequence running or waiting, no KV block in use", async () => {
-    await eventually(() => engineIdle(server.engine!.stats()), 5000, () => JSON.stringify(server.engine!.stats()));
+    await untilEngineIdle(server.engine!);
     const metrics = await (await fetch(`${url}/metrics`)).text();
     assert.match(metrics, /^falcon_running_sequences 0$/m);
     assert.match(metrics, /^falcon_queue_depth 0$/m);
@@ -537,7 +538,7 @@ describe("server with a full queue", () => {
     // More choices than the server ever holds is the request's fault, not a reason to retry.
     await expectOpenAIError(await postJson(`${busyUrl}/v1/completions`, completion({ n: 2 })), 400, { param: "n" });
     holder.abort();
-    await eventually(() => engineIdle(busy.engine!.stats()), 5000, () => JSON.stringify(busy.engine!.stats()));
+    await untilEngineIdle(busy.engine!);
     // The slot is free again (the holder's admission is released with its connection).
     let status = 429;
     for (let attempt = 0; attempt < 100 && status === 429; attempt++) {
@@ -557,14 +558,14 @@ describe("server with a full queue", () => {
       // Half stream (answered 200 at once), half JSON (answered when done: never, here).
       const pending = aborts.map((abort, i) =>
         postJson(`${queuedUrl}/v1/completions`, completion({ prompt: `Queued ${i}`, max_tokens: 500, stream: i % 2 === 0 }), {}, abort.signal));
-      await eventually(() => queued.engine!.stats().waiting === 6, 5000, () => JSON.stringify(queued.engine!.stats()));
+      await waitFor(() => queued.engine!.stats().waiting === 6, "six queued sequences");
       await expectOpenAIError(await postJson(`${queuedUrl}/v1/completions`, completion()), 429, { code: "queue_full" });
       for (const abort of aborts) abort.abort();
       for (const request of pending) {
         // A stream was answered before the abort: its body is aborted with it.
         await request.then((response) => response.body?.cancel().catch(() => undefined), (error: Error) => assert.equal(error.name, "AbortError"));
       }
-      await eventually(() => engineIdle(queued.engine!.stats()), 5000, () => JSON.stringify(queued.engine!.stats()));
+      await untilEngineIdle(queued.engine!);
       // At most the two running requests' budgets: none of the six queued ones ran.
       assert.ok(queued.engine!.stats().generatedTokens < 2 * 500, JSON.stringify(queued.engine!.stats()));
       const response = await postJson(`${queuedUrl}/v1/completions`, completion());

@@ -17,8 +17,9 @@ import { fileURLToPath } from "node:url";
 import { FalconCausalLM } from "../src/causal-lm.js";
 import { FalconInputError } from "../src/errors.js";
 import { createServer } from "../src/server/server.js";
+import { waitFor } from "./helpers/fake-engine.js";
 import { makeTempDir } from "./helpers/gpt2-vocab.js";
-import { checkErrorBody, eventually, expectOpenAIError, postJson, RawClient, rawPost, sseData } from "./helpers/server-http.js";
+import { checkErrorBody, expectOpenAIError, postJson, RawClient, rawPost, sseData } from "./helpers/server-http.js";
 import { writeRandomTextCheckpoint } from "./helpers/text-model.js";
 
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "src", "cli.js");
@@ -64,7 +65,7 @@ describe("close({ graceMs }) with requests in flight", () => {
     for (const response of [...longStreams, ...shortStreams]) assert.equal(response.status, 200);
     const shortDone = shortStreams.map(async (response) => ({ text: await response.text(), at: performance.now() }));
     const longDone = longStreams.map((response) => response.text());
-    await eventually(() => engine.stats().running === 15, 10_000, () => JSON.stringify(engine.stats()));
+    await waitFor(() => engine.stats().running === 15, "all 15 sequences running");
 
     const closeStarted = performance.now();
     const closed = server.close({ graceMs });

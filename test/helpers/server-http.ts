@@ -5,7 +5,8 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 
-import type { EngineStats } from "../../src/engine/engine.js";
+import type { Engine } from "../../src/engine/engine.js";
+import { waitFor } from "./fake-engine.js";
 
 export interface OpenAIError {
   message: string;
@@ -128,16 +129,10 @@ export class RawClient {
   }
 }
 
-/** Resolves once `check` holds, polling every 10 ms; fails with `describe()` after `timeoutMs`. */
-export async function eventually(check: () => boolean, timeoutMs: number, describe: () => string): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!check()) {
-    if (performance.now() > deadline) assert.fail(`not within ${timeoutMs} ms: ${describe()}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
-
-/** Whether an engine holds nothing for any request: no sequence running or waiting, no KV block in use. */
-export function engineIdle(stats: EngineStats): boolean {
-  return stats.running === 0 && stats.waiting === 0 && stats.kvBlocks.used === 0;
+/** Waits until `engine` holds nothing for any request: no sequence running or waiting, no KV block in use. */
+export function untilEngineIdle(engine: Engine, timeoutMs = 5000): Promise<void> {
+  return waitFor(() => {
+    const { running, waiting, kvBlocks } = engine.stats();
+    return running === 0 && waiting === 0 && kvBlocks.used === 0;
+  }, "the engine to hold no sequence and no KV block", timeoutMs);
 }
