@@ -288,12 +288,13 @@ describe("server under hostile HTTP", () => {
     await assertServing();
     const durations = await Promise.all(slowClients);
     // Node checks the deadline every min(1 s, requestTimeoutMs).
-    for (const duration of durations) assert.ok(duration < 2 * REQUEST_TIMEOUT_MS + 1500, `cut after ${duration} ms`);
+    const inTime = (duration: number) => duration > REQUEST_TIMEOUT_MS - 50 && duration < 2 * REQUEST_TIMEOUT_MS + 1500;
+    for (const duration of durations) assert.ok(inTime(duration), `cut after ${duration} ms`);
     // A connection that sends nothing at all is cut too.
     const silent = await RawClient.connect(port);
     const started = performance.now();
     await silent.closed;
-    assert.ok(performance.now() - started < 2 * REQUEST_TIMEOUT_MS + 1500);
+    assert.ok(inTime(performance.now() - started), `cut after ${performance.now() - started} ms`);
     await assertServing();
   });
 
