@@ -134,7 +134,20 @@ export class FalconCausalLMPreprocessor {
     const tokenizer = this.requireTokenizer();
     if (maxLength !== Infinity) checkPositiveInteger(maxLength, "maxLength");
     const start = this.addStartToken ? 1 : 0;
-    const ids = maxLength === Infinity ? tokenizer.encode(text) : tokenizer.encodePrefix(text, Math.max(0, maxLength - start));
+    return this.#withStartToken(maxLength === Infinity ? tokenizer.encode(text) : tokenizer.encodePrefix(text, Math.max(0, maxLength - start)));
+  }
+
+  /**
+   * @internal tokenize(text, maxLength) with the text encoded by `encodePrefix` (the tokenizer's
+   * encodePrefix run elsewhere, e.g. in a worker thread).
+   */
+  async tokenizeWith(text: string, maxLength: number, encodePrefix: (text: string, maxTokens: number) => Promise<Int32Array>): Promise<Int32Array> {
+    this.requireTokenizer();
+    checkPositiveInteger(maxLength, "maxLength");
+    return this.#withStartToken(await encodePrefix(text, Math.max(0, maxLength - (this.addStartToken ? 1 : 0))));
+  }
+
+  #withStartToken(ids: Int32Array): Int32Array {
     if (!this.addStartToken) return ids;
     const withStart = new Int32Array(ids.length + 1);
     withStart[0] = this.startTokenId!;

@@ -625,6 +625,12 @@ function cutsAtGpt2Boundaries(normalizer: unknown, preTokenizer: HfPreTokenizer 
  * Byte-level BPE tokenizer for Falcon. `<|endoftext|>` is the start and end token and is never split
  * by BPE; `encode` adds no special tokens (keras-hub's preprocessor adds the start token).
  */
+/** @internal A tokenizer as data, to rebuild it in a worker thread. */
+export interface TokenizerDefinition {
+  json: object;
+  source: string;
+}
+
 export class FalconTokenizer {
   /** Id of `<|endoftext|>`, which keras-hub prepends to prompts. */
   readonly startTokenId: number;
@@ -636,6 +642,9 @@ export class FalconTokenizer {
   readonly vocabularySize: number;
 
   private readonly encoder: Tokenizer;
+  /** The checked tokenizer.json this tokenizer was built from, and where it came from (for workers). */
+  private readonly json: HfTokenizerJson;
+  private readonly source: string;
   /** Whether encodePrefix may encode a prefix cut at a GPT-2 boundary (see cutsAtGpt2Boundaries). */
   private readonly prefixCutsAtGpt2Boundaries: boolean;
   /** Added tokens are matched before pre-tokenisation: a prefix must not cut one in two. */
@@ -649,6 +658,8 @@ export class FalconTokenizer {
   private readonly utf8Decoder = new TextDecoder("utf-8", { ignoreBOM: true });
 
   private constructor(json: HfTokenizerJson, source: string) {
+    this.json = json;
+    this.source = source;
     const vocabulary = json.model.vocab;
     if (json.model.continuing_subword_prefix || json.model.end_of_word_suffix) {
       throw new FalconPresetError(`${source}: byte-level BPE cannot have subword prefixes or suffixes`);
@@ -823,6 +834,19 @@ export class FalconTokenizer {
       throw new FalconPresetError(`${tokenizerJsonPath} is neither an HF tokenizer.json nor a keras-hub tokenizer config`);
     }
     throw new FalconPresetError(`no tokenizer in ${presetDir}: expected ${KERAS_VOCABULARY_PATH} + ${KERAS_MERGES_PATH} or ${TOKENIZER_JSON}`);
+  }
+
+  /**
+   * @internal What rebuilds this tokenizer in another thread (structured-cloneable): pass it to
+   * FalconTokenizer.fromDefinition there.
+   */
+  get definition(): TokenizerDefinition {
+    return { json: this.json, source: this.source };
+  }
+
+  /** @internal The tokenizer a `definition` describes (already checked where it was made). */
+  static fromDefinition(definition: TokenizerDefinition): FalconTokenizer {
+    return new FalconTokenizer(definition.json as HfTokenizerJson, definition.source);
   }
 
   /** Token ids of `text`, without start or end token. Lone UTF-16 surrogates encode as U+FFFD. */

@@ -576,3 +576,37 @@ describe("server with a full queue", () => {
     }
   });
 });
+
+describe("server with a prompt that is slow to tokenize", () => {
+  let slowServer: FalconServer;
+  let slowUrl: string;
+
+  before(async () => {
+    slowServer = createServer(lm, { apiKey: KEY });
+    ({ url: slowUrl } = await slowServer.listen({ port: 0 }));
+  });
+
+  after(() => slowServer.close({ graceMs: 0 }));
+
+  it("tokenizes it off the event loop: the loop keeps turning meanwhile, and the prompt is refused for its length", async () => {
+    // The server runs in this process: the longest gap between 10 ms ticks is how long its event loop was held.
+    let last = performance.now();
+    let longestGap = 0;
+    const ticker = setInterval(() => {
+      const now = performance.now();
+      longestGap = Math.max(longestGap, now - last);
+      last = now;
+    }, 10);
+    try {
+      // One 300 000-letter run: no pre-token boundary for BPE to cut at, seconds of tokenization.
+      const started = performance.now();
+      const response = await postJson(`${slowUrl}/v1/completions`, completion({ prompt: "a".repeat(300_000) }), AUTH);
+      const ms = performance.now() - started;
+      await expectOpenAIError(response, 400, { param: "prompt", code: "context_length_exceeded" });
+      assert.ok(longestGap < Math.max(250, ms / 4), `the event loop stood still for ${longestGap.toFixed(0)} ms of the prompt's ${ms.toFixed(0)} ms`);
+      assert.equal((await fetch(`${slowUrl}/health`)).status, 200);
+    } finally {
+      clearInterval(ticker);
+    }
+  });
+});

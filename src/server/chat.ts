@@ -28,12 +28,22 @@ export async function handleChatCompletions(ctx: ServingContext, request: Fastif
   if (body.top_logprobs !== undefined && body.top_logprobs !== null && !body.logprobs) {
     throw badRequest("top_logprobs needs logprobs: true", "top_logprobs");
   }
+  const n = body.n ?? 1;
+  // Admitted before tokenizing: a request waiting for its tokens holds its place (and shutdown waits for it).
+  const release = ctx.admit(n);
+  try {
+    await serveChat(ctx, request, reply, body, n);
+  } finally {
+    release();
+  }
+}
+
+async function serveChat(ctx: ServingContext, request: FastifyRequest, reply: FastifyReply, body: ChatRequest, n: number): Promise<void> {
   const prompt = ctx.renderChat(body.messages);
-  const promptIds = ctx.promptIds(prompt, "messages");
+  const promptIds = await ctx.promptIds(prompt, "messages");
   const requested = body.max_completion_tokens ?? body.max_tokens;
   const maxNewTokens = completionBudget(requested, null, promptIds.length, ctx.limits, body.max_completion_tokens !== undefined ? "max_completion_tokens" : "max_tokens", "messages");
   const topLogprobs = body.logprobs ? body.top_logprobs ?? 0 : undefined;
-  const n = body.n ?? 1;
   const jobs: ChoiceJob[] = [];
   for (let i = 0; i < n; i++) {
     jobs.push({ index: i, promptIndex: 0, promptIds, maxNewTokens, options: choiceOptions(body, i, ctx.limits, topLogprobs) });

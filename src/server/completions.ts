@@ -35,18 +35,30 @@ export async function handleCompletions(ctx: ServingContext, request: FastifyReq
   }
   const prompts = promptList(body.prompt);
   const n = body.n ?? 1;
+  // Admitted before tokenizing: a request waiting for its tokens holds its place (and shutdown waits for it).
+  const release = ctx.admit(prompts.length * n);
+  try {
+    await serveCompletions(ctx, request, reply, body, prompts, n);
+  } finally {
+    release();
+  }
+}
+
+async function serveCompletions(
+  ctx: ServingContext, request: FastifyRequest, reply: FastifyReply, body: CompletionRequest, prompts: (string | number[])[], n: number,
+): Promise<void> {
   const topLogprobs = body.logprobs ?? undefined;
   const jobs: ChoiceJob[] = [];
   const echoed: string[] = [];
-  prompts.forEach((prompt, promptIndex) => {
+  for (const [promptIndex, prompt] of prompts.entries()) {
     const promptParam = prompts.length === 1 ? "prompt" : `prompt[${promptIndex}]`;
-    const promptIds = ctx.promptIds(prompt, promptParam);
+    const promptIds = await ctx.promptIds(prompt, promptParam);
     const maxNewTokens = completionBudget(body.max_tokens, DEFAULT_MAX_TOKENS, promptIds.length, ctx.limits, "max_tokens", promptParam);
     for (let i = 0; i < n; i++) {
       jobs.push({ index: promptIndex * n + i, promptIndex, promptIds, maxNewTokens, options: choiceOptions(body, i, ctx.limits, topLogprobs) });
       echoed.push(body.echo ? (typeof prompt === "string" ? prompt : ctx.tokenizer.decode(promptIds)) : "");
     }
-  });
+  }
   const id = `cmpl-${randomUUID()}`;
   const created = Math.floor(Date.now() / 1000);
   const model = ctx.modelName;

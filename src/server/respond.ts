@@ -1,5 +1,5 @@
 /**
- * What both generation endpoints do with a planned request: admit it, run its choices, and answer
+ * What both generation endpoints do with a planned (and admitted) request: run its choices, and answer
  * with one JSON body or a server-sent event stream. A client that goes away cancels its sequences
  * (the engine drops them within a step and frees their KV blocks); a shutdown past its grace period
  * ends a stream with an error event, and a pending JSON answer with 503.
@@ -38,7 +38,6 @@ export interface Usage {
 class ClientGone extends Error {}
 
 export async function respond(ctx: ServingContext, request: FastifyRequest, reply: FastifyReply, plan: ResponsePlan): Promise<void> {
-  const release = ctx.admit(plan.jobs.length);
   const abort = new AbortController();
   // Every choice's engine request listens on it (up to MAX_PROMPTS × MAX_CHOICES): not a leak to warn of.
   setMaxListeners(Math.max(defaultMaxListeners, plan.jobs.length), abort.signal);
@@ -99,7 +98,6 @@ export async function respond(ctx: ServingContext, request: FastifyRequest, repl
   } finally {
     response.off("close", onClose);
     stopOnShutdown();
-    release();
     ctx.metrics.requestDuration.observe((performance.now() - record.arrivedAt) / 1000);
   }
 }

@@ -19,6 +19,7 @@ import { handleCompletions } from "./completions.js";
 import { badRequest, HttpError, toHttpError } from "./errors.js";
 import type { GenerationRecord } from "./generation.js";
 import { ServerMetrics } from "./metrics.js";
+import { TokenizerPool } from "./tokenizer-pool.js";
 import type { ModelLimits } from "./sampling.js";
 import { chatRequestSchema, completionRequestSchema } from "./schemas.js";
 
@@ -97,6 +98,9 @@ export function recordOf(request: FastifyRequest): RequestRecord {
 /** The longest delay setTimeout honours. */
 const MAX_TIMEOUT_MS = 0x7fffffff;
 
+/** Threads that tokenize long prompts: two let a second long prompt start while one is slow. */
+const TOKENIZER_WORKERS = 2;
+
 const DEFAULTS = { modelName: "falcon", maxQueue: 256, bodyLimit: 1 << 20, requestTimeoutMs: 30_000 };
 
 /** What the endpoints need to serve a request. */
@@ -115,7 +119,12 @@ export class ServingContext {
     readonly metrics: ServerMetrics,
     /** Sequences admitted at most: running + waiting. */
     readonly capacity: number,
-  ) {}
+  ) {
+    this.tokenizers = new TokenizerPool(tokenizer, TOKENIZER_WORKERS);
+  }
+
+  /** Where long prompts are tokenized, off the event loop. */
+  readonly tokenizers: TokenizerPool;
 
   checkModel(model: string): void {
     if (model !== this.modelName) {
@@ -124,13 +133,11 @@ export class ServingContext {
   }
 
   /** A prompt as the engine's token ids: text tokenized as lm.generate() does; ids checked against the vocabulary. */
-  promptIds(prompt: string | number[], param: string): Int32Array {
-    const { preprocessor } = this.lm;
+  async promptIds(prompt: string | number[], param: string): Promise<Int32Array> {
     if (typeof prompt === "string") {
       if (prompt === "") throw badRequest(`${param} is empty: generation needs at least one token`, param);
       // One token past the context: a longer prompt is refused, never truncated.
-      const packed = preprocessor.generatePreprocess(prompt, { sequenceLength: this.limits.contextLength + 1 });
-      return packed.tokenIds.slice(0, packed.lengths[0]!);
+      return this.lm.preprocessor.tokenizeWith(prompt, this.limits.contextLength + 1, (text, maxTokens) => this.tokenizers.encodePrefix(text, maxTokens));
     }
     const vocabulary = this.lm.backbone.getConfig().vocabularySize;
     const bad = prompt.findIndex((id) => id >= vocabulary);
@@ -389,6 +396,7 @@ export function createServer(lm: FalconCausalLM | Promise<FalconCausalLM>, optio
         await stopped;
         await ready.catch(() => undefined);
         await context?.engine.close();
+        await context?.tokenizers.close();
       })();
       return closed;
     },
