@@ -63,9 +63,9 @@ const BUILD_FIX = "npx falcon-native build (builds it from the installed sources
 const REBUILD_FIX = `npm rebuild falcon-native (builds from source when no prebuild loads, unless install scripts are off), or ${BUILD_FIX}`;
 const DRIVER_FIX = "install or repair the NVIDIA driver (nvidia-smi should list the GPU), or set FALCON_BACKEND=cpu to run on the CPU";
 
-/** The package holding the CUDA build for a target, where one is made. */
-export function cudaPackageFor(target: string): string | undefined {
-  return target === "linux-x64" ? "@falcon-native/linux-x64-cuda" : undefined;
+/** The package holding the CUDA build for a target and libc, where one is made. */
+export function cudaPackageFor(target: string, libc: string): string | undefined {
+  return target === "linux-x64" && libc === "glibc" ? "@falcon-native/linux-x64-cuda" : undefined;
 }
 
 /** True when the CUDA probe is needed to decide: the package is installed and CUDA may be chosen. */
@@ -87,11 +87,12 @@ export function loadCandidates(facts: LoaderFacts): LoadCandidate[] {
   const choice = backendChoice(facts.backend);
   const candidates: LoadCandidate[] = [];
 
-  const cudaLabel = `CUDA build (${facts.cudaPackage ?? `none made for ${facts.target}`})`;
+  const cudaLabel = `CUDA build (${facts.cudaPackage ?? `none made for ${facts.target}${facts.libc === "musl" ? " musl" : ""}`})`;
   if (choice === "cpu") {
     candidates.push({ label: cudaLabel, unavailable: "not tried: FALCON_BACKEND=cpu", fix: "unset FALCON_BACKEND to use a GPU when one answers" });
   } else if (facts.cudaPackage === undefined) {
-    candidates.push({ label: cudaLabel, unavailable: `no CUDA build is made for ${facts.target}`, fix: "run on the CPU: unset FALCON_BACKEND" });
+    const where = `${facts.target}${facts.libc === "musl" ? " (musl)" : ""}`;
+    candidates.push({ label: cudaLabel, unavailable: `no CUDA build is made for ${where}`, fix: "run on the CPU: unset FALCON_BACKEND" });
   } else if (facts.cudaBinary === undefined) {
     candidates.push({
       label: cudaLabel,
@@ -215,7 +216,8 @@ function libcName(): string {
 /** Reads the environment and the package's files; runs the CUDA probe when it decides something. */
 export function gatherLoaderFacts(packageRoot: string, require: NodeRequire): LoaderFacts {
   const target = `${process.platform}-${process.arch}`;
-  const cudaPackage = cudaPackageFor(target);
+  const libc = libcName();
+  const cudaPackage = cudaPackageFor(target, libc);
   let cudaBinary: string | undefined;
   if (cudaPackage !== undefined) {
     try {
@@ -229,7 +231,7 @@ export function gatherLoaderFacts(packageRoot: string, require: NodeRequire): Lo
   const addonFile = process.env["FALCON_NATIVE_ADDON"] ? path.resolve(process.env["FALCON_NATIVE_ADDON"]) : undefined;
   const facts: Omit<LoaderFacts, "cudaProbe"> = {
     target,
-    libc: libcName(),
+    libc,
     nodeVersion: process.versions.node,
     addonFile,
     backend: process.env["FALCON_BACKEND"],

@@ -4,7 +4,7 @@
  * or answers.
  */
 import assert from "node:assert/strict";
-import { copyFileSync, cpSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
@@ -95,7 +95,9 @@ describe("loader decisions", () => {
 
   it("FALCON_NATIVE_ADDON is the only candidate; targets without a CUDA build say so", () => {
     assert.deepEqual(summary(facts({ addonFile: "/asan.node", backend: "cuda" })), [["FALCON_NATIVE_ADDON", "/asan.node"]]);
-    assert.equal(cudaPackageFor("darwin-arm64"), undefined);
+    assert.equal(cudaPackageFor("darwin-arm64", ""), undefined);
+    assert.equal(cudaPackageFor("linux-x64", "musl"), undefined);
+    assert.equal(cudaPackageFor("linux-x64", "glibc"), "@falcon-native/linux-x64-cuda");
     assert.deepEqual(summary(facts({ target: "darwin-arm64", libc: "", cudaPackage: undefined, prebuild: undefined }))
       .map(([, what]) => what), ["no CUDA build is made for darwin-arm64", "not built", "none for darwin-arm64"]);
   });
@@ -159,7 +161,9 @@ describe("the CUDA probe", () => {
   });
 });
 
-describe("the loader in a copy of the package, in child processes", { skip: `${process.platform}-${process.arch}` !== "linux-x64" && "CUDA packages exist for linux-x64 only" }, () => {
+const LIBC = process.platform === "linux" ? (existsSync("/etc/alpine-release") ? "musl" : "glibc") : "";
+
+describe("the loader in a copy of the package, in child processes", { skip: cudaPackageFor(`${process.platform}-${process.arch}`, LIBC) === undefined && "a CUDA package exists for linux-x64 glibc only" }, () => {
   const dir = makeTempDir("falcon-loader-");
   const pkg = path.join(dir, "falcon-native");
   const nodeModules = path.join(pkg, "node_modules");
@@ -186,7 +190,7 @@ describe("the loader in a copy of the package, in child processes", { skip: `${p
     assert.equal(result.status, 3, describeChild(result));
     assert.equal(result.stderr, [
       "FalconNativeLoadError: could not load the falcon-native addon for linux-x64 " +
-        `(Node ${process.versions.node}, ${process.env["LIBC"] || "glibc"}). Tried, in order:`,
+        `(Node ${process.versions.node}, ${LIBC}). Tried, in order:`,
       "  1. CUDA build (@falcon-native/linux-x64-cuda): @falcon-native/linux-x64-cuda is not installed",
       "     fix: npm install @falcon-native/linux-x64-cuda (the same version as falcon-native; it needs an NVIDIA driver)",
       `  2. local build (${path.join(pkg, "build", "Release", "falcon_native.node")}): not built`,
