@@ -87,11 +87,11 @@ export function loadCandidates(facts: LoaderFacts): LoadCandidate[] {
   const choice = backendChoice(facts.backend);
   const candidates: LoadCandidate[] = [];
 
-  const cudaLabel = `CUDA build (${facts.cudaPackage ?? `none made for ${facts.target}${facts.libc === "musl" ? " musl" : ""}`})`;
+  const where = facts.libc === "musl" ? `${facts.target} (musl)` : facts.target;
+  const cudaLabel = `CUDA build (${facts.cudaPackage ?? `none made for ${where}`})`;
   if (choice === "cpu") {
     candidates.push({ label: cudaLabel, unavailable: "not tried: FALCON_BACKEND=cpu", fix: "unset FALCON_BACKEND to use a GPU when one answers" });
   } else if (facts.cudaPackage === undefined) {
-    const where = `${facts.target}${facts.libc === "musl" ? " (musl)" : ""}`;
     candidates.push({ label: cudaLabel, unavailable: `no CUDA build is made for ${where}`, fix: "run on the CPU: unset FALCON_BACKEND" });
   } else if (facts.cudaBinary === undefined) {
     candidates.push({

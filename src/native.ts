@@ -294,11 +294,12 @@ let loaded: NativeAddon | undefined;
 export function native(): NativeAddon {
   if (loaded) return loaded;
   const require = createRequire(import.meta.url);
-  loaded = loadAddon(
-    gatherLoaderFacts(packageRoot, require),
-    (file) => require(file) as NativeAddon,
-    (message, cause) => new FalconNativeLoadError(message, { cause }),
-  );
+  const facts = gatherLoaderFacts(packageRoot, require);
+  loaded = loadAddon(facts, (file) => require(file) as NativeAddon, (message, cause) => new FalconNativeLoadError(message, { cause }));
+  // Whoever installed the CUDA package expects the GPU: say why it is not used.
+  if (facts.cudaProbe?.usable === false && loaded.defaultBackend() !== "cuda") {
+    process.emitWarning(`${facts.cudaPackage} is installed but no GPU is usable (${facts.cudaProbe.reason}): running on the CPU`, { code: "FALCON_NO_GPU" });
+  }
   return loaded;
 }
 

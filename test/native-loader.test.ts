@@ -215,6 +215,7 @@ describe("the loader in a copy of the package, in child processes", { skip: cuda
     writeCudaPackage(nodeModules, `process.kill(process.pid, "SIGSEGV");`);
     const auto = load();
     assert.deepEqual([auto.status, auto.stdout], [0, "cpu\n"], describeChild(auto));
+    assert.match(auto.stderr, /\[FALCON_NO_GPU\] Warning: @falcon-native\/linux-x64-cuda is installed but no GPU is usable \(loading the CUDA build killed the probe process \(SIGSEGV\)\): running on the CPU/);
     const cuda = load({ FALCON_BACKEND: "cuda" });
     assert.equal(cuda.status, 3, describeChild(cuda));
     assert.match(cuda.stderr, /1\. CUDA build \(@falcon-native\/linux-x64-cuda\): no usable GPU: loading the CUDA build killed the probe process \(SIGSEGV\)\n     fix: install or repair the NVIDIA driver/);
@@ -227,7 +228,7 @@ describe("the loader in a copy of the package, in child processes", { skip: cuda
       `require("fs").appendFileSync(${JSON.stringify(calls)}, "x");` +
         `module.exports = { ...require(${JSON.stringify(prebuild)}), defaultBackend: () => "cuda" };`);
     const auto = load();
-    assert.deepEqual([auto.status, auto.stdout], [0, "cuda\n"], describeChild(auto));
+    assert.deepEqual([auto.status, auto.stdout, auto.stderr], [0, "cuda\n", ""], describeChild(auto));
     assert.equal(readFileSync(calls, "utf8"), "xx", "loaded by the probe, then by the process");
     const cpu = load({ FALCON_BACKEND: "cpu" });
     assert.deepEqual([cpu.status, cpu.stdout], [0, "cpu\n"], describeChild(cpu));
