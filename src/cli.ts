@@ -20,6 +20,7 @@ import { dtypeOption, finiteNumber, idList, nonNegativeInteger, positiveInteger,
 import type { GenerateOptions } from "./generate.js";
 import { checkBatchFits } from "./inputs.js";
 import { readPreset, type Preset } from "./presets/index.js";
+import { BUILD_EXAMPLES, BUILD_HELP, buildCommand } from "./build-command.js";
 import { SERVE_EXAMPLES, SERVE_HELP, serveCommand } from "./server/serve-command.js";
 import { runtimeInfo, setNumThreads } from "./runtime.js";
 import type { SamplerConfig } from "./samplers.js";
@@ -29,11 +30,12 @@ const USAGE = `Usage:
   falcon-native run [--preset DIR] [options]                run the backbone on random token ids and report
   falcon-native inspect PRESET [--json] [--dtype TYPE]      a preset's configuration, size and the runtime
   falcon-native serve PRESET [options]                      an OpenAI-compatible HTTP server for many users
+  falcon-native build [--jobs N]                            compile the native addon from the installed sources
   falcon-native COMMAND --help                              one command's options
   falcon-native --version
 `;
 
-type CommandName = "generate" | "run" | "inspect" | "serve";
+type CommandName = "generate" | "run" | "inspect" | "serve" | "build";
 
 const COMMAND_HELP: Record<CommandName, { options: string; examples: string }> = {
   generate: {
@@ -87,6 +89,7 @@ const COMMAND_HELP: Record<CommandName, { options: string; examples: string }> =
 `,
   },
   serve: { options: SERVE_HELP, examples: SERVE_EXAMPLES },
+  build: { options: BUILD_HELP, examples: BUILD_EXAMPLES },
 };
 
 const COMMAND_NAMES = Object.keys(COMMAND_HELP) as CommandName[];
@@ -412,7 +415,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${packageVersion()}\n`);
     return 0;
   }
-  const commands: Record<CommandName, (args: string[]) => Promise<void>> = { generate: generateCommand, run, inspect, serve: serveCommand };
+  const commands: Record<CommandName, (args: string[]) => Promise<void>> = { generate: generateCommand, run, inspect, serve: serveCommand, build: buildCommand };
   if (!(COMMAND_NAMES as string[]).includes(command)) {
     process.stderr.write(`falcon-native: unknown command "${command}" (commands: ${COMMAND_NAMES.join(", ")})\n\n${HELP}`);
     return 2;

@@ -15,6 +15,7 @@ import {
   FalconNativeLoadError,
   FalconPresetError,
 } from "./errors.js";
+import { gatherLoaderFacts, loadAddon } from "./native-loader.js";
 
 export type NativeDType = "float32" | "bfloat16" | "float16" | "int8";
 /** The floating-point formats weights arrive in and are read back as. */
@@ -286,26 +287,18 @@ const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "
 let loaded: NativeAddon | undefined;
 
 /**
- * Loads the addon once: the file FALCON_NATIVE_ADDON names (a sanitizer build, for example), else a
- * prebuild from prebuilds/ or a local build from build/Release.
+ * Loads the addon once, from the first candidate that loads (src/native-loader.ts: FALCON_NATIVE_ADDON,
+ * the CUDA package when its driver answers, a local build, the CPU prebuild); the error lists each
+ * candidate, why it failed and how to fix it.
  */
 export function native(): NativeAddon {
   if (loaded) return loaded;
   const require = createRequire(import.meta.url);
-  try {
-    const override = process.env.FALCON_NATIVE_ADDON;
-    const load = require("node-gyp-build") as (dir: string) => NativeAddon;
-    loaded = override ? (require(path.resolve(override)) as NativeAddon) : load(packageRoot);
-  } catch (cause) {
-    throw new FalconNativeLoadError(
-      `could not load the falcon-native addon for ${process.platform}-${process.arch} (Node ${process.versions.node}).\n` +
-        "Possible solutions:\n" +
-        "  - reinstall so a matching prebuilt binary is picked: npm install falcon-native\n" +
-        "  - build it from source (needs python3, make and a C++17 compiler): npm run build:native\n" +
-        `  - check that ${path.join(packageRoot, "prebuilds")} or ${path.join(packageRoot, "build", "Release")} holds falcon_native.node\n` +
-        `Cause: ${(cause as Error).message}`,
-      { cause },
-    );
+  const facts = gatherLoaderFacts(packageRoot, require);
+  loaded = loadAddon(facts, (file) => require(file) as NativeAddon, (message, cause) => new FalconNativeLoadError(message, { cause }));
+  // Whoever installed the CUDA package expects the GPU: say why it is not used.
+  if (facts.cudaProbe?.usable === false && loaded.defaultBackend() !== "cuda") {
+    process.emitWarning(`${facts.cudaPackage} is installed but no GPU is usable (${facts.cudaProbe.reason}): running on the CPU`, { code: "FALCON_NO_GPU" });
   }
   return loaded;
 }

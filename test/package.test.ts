@@ -167,19 +167,26 @@ describe("the npm package, packed, installed offline and used", { timeout: 120_0
   const installed = path.join(consumer, "node_modules", "falcon-native");
   // Only node on PATH: nothing the package does at install or load time may need a compiler.
   const binDir = path.join(dir, "bin");
-  const env: NodeJS.ProcessEnv = { ...process.env, PATH: binDir, FALCON_NUM_THREADS: "1" };
+  // The loader's overrides cleared: the consumer loads the packed prebuild.
+  const env: NodeJS.ProcessEnv = { ...process.env, PATH: binDir, FALCON_NUM_THREADS: "1", FALCON_NATIVE_ADDON: "", FALCON_BACKEND: "" };
   let packed: PackResult;
   let manifest: Manifest;
 
   before(async () => {
     mkdirSync(binDir);
     symlinkSync(process.execPath, path.join(binDir, "node"));
-    // The prebuild for this platform, as a release would pack it: the local build when none is there.
+    // The prebuild for this platform, as a release would pack it (named as prebuildify --tag-libc
+    // names it): the local build when none is there. CI packs the glibc-baseline linux-x64 prebuild
+    // (npm run prebuild:linux in .ci/run), never the host build.
     const prebuildDir = path.join(ROOT, "prebuilds", `${process.platform}-${process.arch}`);
     const staged = !existsSync(prebuildDir);
+    const libc = process.platform === "linux" ? (existsSync("/etc/alpine-release") ? ".musl" : ".glibc") : "";
+    if (process.env["CI"] && `${process.platform}-${process.arch}${libc}` === "linux-x64.glibc") {
+      assert.ok(existsSync(path.join(prebuildDir, "falcon-native.glibc.node")), "CI packs the baseline prebuild: npm run prebuild:linux first");
+    }
     if (staged) {
       mkdirSync(prebuildDir, { recursive: true });
-      copyFileSync(path.join(ROOT, "build", "Release", "falcon_native.node"), path.join(prebuildDir, "falcon-native.napi.node"));
+      copyFileSync(path.join(ROOT, "build", "Release", "falcon_native.node"), path.join(prebuildDir, `falcon-native${libc}.node`));
     }
     try {
       const pack = await run(process.execPath, [npmCli(), "pack", "--json", "--pack-destination", dir], { cwd: ROOT });
