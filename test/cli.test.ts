@@ -311,7 +311,7 @@ describe("falcon-native CLI", () => {
       [["generate", "--preset", path.join(dir, "missing"), "--ids", "1"], 1, /not found: it is neither a directory nor a built-in preset name/],
       [["generate", "--preset", fixture, "--ids", "1", "--frobnicate"], 2, /Unknown option '--frobnicate'/],
       [["inspect"], 2, /inspect takes one preset directory or name/],
-      [["fly"], 2, /unknown command "fly" \(commands: generate, run, inspect, serve\)/],
+      [["fly"], 2, /unknown command "fly" \(commands: generate, run, inspect, serve, build\)/],
     ];
     const results = await Promise.all(cases.map(([args]) => cli(...args)));
     for (const [i, [args, code, message]] of cases.entries()) {
