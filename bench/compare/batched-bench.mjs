@@ -10,15 +10,13 @@
  *        [--threads 2] [--ctx N] [--batch 2048] [--ubatch 512] [--flash-attn auto|on|off] [--seed 0]
  *        [--jobs N] [--small] [--json] [--out results.json] [--build-only]
  *
- * llama-batched-bench is built once from the llama.cpp source node-llama-cpp ships
- * (node_modules/node-llama-cpp/llama/gitRelease.bundle): cloned into bench/compare/.llama-build/
- * (gitignored) and built with CMake for this CPU only (-DGGML_NATIVE=ON, Release, no network
- * libraries), the one target. It is rebuilt when the bundle's commit or the CMake flags change.
+ * llama-batched-bench is built once from the llama.cpp source node-llama-cpp ships, beside
+ * llama-server (llama-build.mjs: bench/compare/.llama-build/, this CPU only, no network libraries).
  * Needs the root build (`npx tsc -p .` and the addon) and `npm ci` in bench/compare, cmake and a C++
  * compiler. GGUF files are cached in bench/.cache/.
  */
-import { spawn, spawnSync } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -27,40 +25,7 @@ import { parseArgs } from "node:util";
 import { FalconBackbone, FalconCausalLM, setNumThreads } from "../../dist/src/index.js";
 import { measureStreams } from "../../dist/bench/engine.js";
 import { cachedFalconGguf, DTYPES, modelConfig, PAIRINGS, parseDtypes, SHAPES } from "./falcon-gguf.mjs";
-
-const here = path.dirname(fileURLToPath(import.meta.url));
-const llamaPackage = path.join(here, "node_modules", "node-llama-cpp", "llama");
-const bundle = path.join(llamaPackage, "gitRelease.bundle");
-const buildRoot = path.join(here, ".llama-build");
-const sourceDir = path.join(buildRoot, "llama.cpp");
-const buildDir = path.join(buildRoot, "build");
-const binary = path.join(buildDir, "bin", "llama-batched-bench");
-const stampFile = path.join(buildRoot, "build-stamp.json");
-
-/**
- * llama.cpp's logger is asynchronous and never flushed at exit (its singleton is leaked on purpose,
- * llama.cpp issue #22142), so llama-batched-bench sometimes exits before its last table rows are
- * written. One line flushes it before the tool returns.
- */
-const LOG_FLUSH_PATCH = {
-  file: path.join("tools", "batched-bench", "batched-bench.cpp"),
-  anchor: "    llama_backend_free();\n\n    return 0;\n}",
-  replacement: "    llama_backend_free();\n\n    common_log_flush(common_log_main());\n\n    return 0;\n}",
-};
-
-const CMAKE_FLAGS = [
-  "-DCMAKE_BUILD_TYPE=Release",
-  "-DGGML_NATIVE=ON",
-  "-DBUILD_SHARED_LIBS=OFF",
-  "-DLLAMA_CURL=OFF",
-  "-DLLAMA_OPENSSL=OFF",
-  "-DLLAMA_BUILD_TESTS=OFF",
-  "-DLLAMA_BUILD_EXAMPLES=OFF",
-  "-DLLAMA_BUILD_SERVER=OFF",
-  "-DLLAMA_BUILD_APP=OFF",
-  "-DLLAMA_BUILD_TOOLS=ON",
-  "-DLLAMA_USE_PREBUILT_UI=OFF",
-];
+import { CMAKE_FLAGS, ensureLlamaBuild, llamaCppInfo } from "./llama-build.mjs";
 
 const { values: args } = parseArgs({
   options: {
@@ -108,67 +73,6 @@ const shapeName = args.small ? "small" : "falcon-rw-1b";
 const pairingKey = "bloom";
 
 const log = (...parts) => console.error(...parts);
-
-// ------------------------------------------------------------------------------------------------
-// Build
-
-/** Runs a command with its output appended to `logFile`; throws with the log's tail when it fails. */
-function run(command, commandArgs, { cwd, logFile }) {
-  const fd = openSync(logFile, "a");
-  try {
-    const result = spawnSync(command, commandArgs, { cwd, stdio: ["ignore", fd, fd] });
-    if (result.error) throw result.error;
-    if (result.status !== 0) {
-      const tail = readFileSync(logFile, "utf8").split("\n").slice(-30).join("\n");
-      throw new Error(`${command} ${commandArgs.join(" ")} failed (exit ${result.status}); ${logFile} ends:\n${tail}`);
-    }
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function bundleCommit() {
-  const result = spawnSync("git", ["bundle", "list-heads", bundle], { encoding: "utf8" });
-  if (result.status !== 0) throw new Error(`cannot read ${bundle} (run \`npm ci\` in bench/compare): ${result.stderr}`);
-  const head = result.stdout.split("\n").find((line) => / HEAD$/.test(line)) ?? result.stdout.split("\n")[0];
-  return head.split(" ")[0];
-}
-
-/** The llama-batched-bench binary, built now unless the one there came from this commit and these flags. */
-function ensureBinary() {
-  const commit = bundleCommit();
-  const generator = spawnSync("ninja", ["--version"]).status === 0 ? ["-G", "Ninja"] : [];
-  const wanted = { commit, cmakeFlags: CMAKE_FLAGS, generator, patch: LOG_FLUSH_PATCH.replacement };
-  const stamp = existsSync(stampFile) ? JSON.parse(readFileSync(stampFile, "utf8")) : null;
-  if (stamp && existsSync(binary) && JSON.stringify(stamp.wanted) === JSON.stringify(wanted)) {
-    log(`llama-batched-bench: ${path.relative(process.cwd(), binary)} (llama.cpp ${commit.slice(0, 12)}, built in ${stamp.buildSeconds.toFixed(0)} s)`);
-    return { commit, buildSeconds: stamp.buildSeconds, builtNow: false };
-  }
-  mkdirSync(buildRoot, { recursive: true });
-  const logFile = path.join(buildRoot, "build.log");
-  writeFileSync(logFile, "");
-  rmSync(sourceDir, { recursive: true, force: true });
-  rmSync(buildDir, { recursive: true, force: true });
-  rmSync(stampFile, { force: true });
-  log(`llama-batched-bench: cloning llama.cpp ${commit.slice(0, 12)} from node-llama-cpp's bundle into ${path.relative(process.cwd(), sourceDir)}`);
-  run("git", ["-c", "advice.detachedHead=false", "clone", "--quiet", bundle, sourceDir], { cwd: buildRoot, logFile });
-  run("git", ["-c", "advice.detachedHead=false", "checkout", "--quiet", commit], { cwd: sourceDir, logFile });
-  const patched = path.join(sourceDir, LOG_FLUSH_PATCH.file);
-  const source = readFileSync(patched, "utf8");
-  if (!source.includes(LOG_FLUSH_PATCH.anchor)) {
-    throw new Error(`${patched} has changed: update LOG_FLUSH_PATCH (its last rows could be lost otherwise)`);
-  }
-  writeFileSync(patched, source.replace(LOG_FLUSH_PATCH.anchor, LOG_FLUSH_PATCH.replacement));
-  log(`llama-batched-bench: building with ${jobs} jobs (log: ${path.relative(process.cwd(), logFile)}); minutes on 2 cores`);
-  const t0 = performance.now();
-  run("cmake", ["-S", sourceDir, "-B", buildDir, ...generator, ...CMAKE_FLAGS], { cwd: buildRoot, logFile });
-  run("cmake", ["--build", buildDir, "--target", "llama-batched-bench", "--parallel", String(jobs)], { cwd: buildRoot, logFile });
-  const buildSeconds = (performance.now() - t0) / 1000;
-  if (!existsSync(binary)) throw new Error(`the build finished but ${binary} is missing; see ${logFile}`);
-  writeFileSync(stampFile, JSON.stringify({ wanted, buildSeconds, builtAt: new Date().toISOString() }, null, 2));
-  log(`llama-batched-bench: built in ${buildSeconds.toFixed(0)} s`);
-  return { commit, buildSeconds, builtNow: true };
-}
 
 // ------------------------------------------------------------------------------------------------
 // Run and parse
@@ -284,10 +188,11 @@ async function measureOurEngine(dtypeKey, label) {
 // ------------------------------------------------------------------------------------------------
 // Main
 
-const build = ensureBinary();
+const build = ensureLlamaBuild({ jobs, log });
+const binary = build.binaries["llama-batched-bench"];
 if (args["build-only"]) process.exit(0);
 
-const llamaInfo = JSON.parse(readFileSync(path.join(llamaPackage, "llama.cpp.info.json"), "utf8"));
+const llamaInfo = llamaCppInfo();
 const runs = [];
 for (const dtypeKey of dtypes) {
   const label = `${pairingKey} ${dtypeKey}`;

@@ -1,0 +1,150 @@
+/**
+ * llama.cpp's tools built from the llama.cpp source node-llama-cpp ships
+ * (node_modules/node-llama-cpp/llama/gitRelease.bundle), shared by batched-bench.mjs
+ * (llama-batched-bench) and serve-bench.mjs (llama-server): cloned into bench/compare/.llama-build/
+ * (gitignored) and built with CMake for this CPU only (-DGGML_NATIVE=ON, Release, static, no
+ * curl/OpenSSL, no tests or examples, no web UI), both targets at once so one build serves both
+ * scripts. Nothing is downloaded.
+ *
+ * The build is kept (build-stamp.json) until the bundle's commit, the CMake flags, the targets or the
+ * patch change. A checkout already at the bundle's commit with the patch applied is reused and only
+ * reconfigured, so a flag or target change rebuilds what it touches rather than everything.
+ */
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const llamaPackage = path.join(here, "node_modules", "node-llama-cpp", "llama");
+const bundle = path.join(llamaPackage, "gitRelease.bundle");
+export const buildRoot = path.join(here, ".llama-build");
+const sourceDir = path.join(buildRoot, "llama.cpp");
+const buildDir = path.join(buildRoot, "build");
+const stampFile = path.join(buildRoot, "build-stamp.json");
+
+/** The targets built, and where each binary lands. */
+export const LLAMA_TARGETS = ["llama-batched-bench", "llama-server"];
+export const llamaBinary = (target) => path.join(buildDir, "bin", target);
+
+/**
+ * llama.cpp's logger is asynchronous and never flushed at exit (its singleton is leaked on purpose,
+ * llama.cpp issue #22142), so llama-batched-bench sometimes exits before its last table rows are
+ * written. One line flushes it before the tool returns.
+ */
+const LOG_FLUSH_PATCH = {
+  file: path.join("tools", "batched-bench", "batched-bench.cpp"),
+  anchor: "    llama_backend_free();\n\n    return 0;\n}",
+  replacement: "    llama_backend_free();\n\n    common_log_flush(common_log_main());\n\n    return 0;\n}",
+};
+
+export const CMAKE_FLAGS = [
+  "-DCMAKE_BUILD_TYPE=Release",
+  "-DGGML_NATIVE=ON",
+  "-DBUILD_SHARED_LIBS=OFF",
+  "-DLLAMA_CURL=OFF",
+  "-DLLAMA_OPENSSL=OFF",
+  "-DLLAMA_BUILD_TESTS=OFF",
+  "-DLLAMA_BUILD_EXAMPLES=OFF",
+  "-DLLAMA_BUILD_SERVER=ON",
+  "-DLLAMA_BUILD_APP=OFF",
+  "-DLLAMA_BUILD_TOOLS=ON",
+  // The server embeds a web UI; without these it would try npm or a download. It gets none.
+  "-DLLAMA_BUILD_UI=OFF",
+  "-DLLAMA_USE_PREBUILT_UI=OFF",
+];
+
+/** node-llama-cpp's record of the llama.cpp release its bundle holds. */
+export function llamaCppInfo() {
+  return JSON.parse(readFileSync(path.join(llamaPackage, "llama.cpp.info.json"), "utf8"));
+}
+
+/** Runs a command with its output appended to `logFile`; throws with the log's tail when it fails. */
+function run(command, commandArgs, { cwd, logFile }) {
+  const fd = openSync(logFile, "a");
+  try {
+    const result = spawnSync(command, commandArgs, { cwd, stdio: ["ignore", fd, fd] });
+    if (result.error) throw result.error;
+    if (result.status !== 0) {
+      const tail = readFileSync(logFile, "utf8").split("\n").slice(-30).join("\n");
+      throw new Error(`${command} ${commandArgs.join(" ")} failed (exit ${result.status}); ${logFile} ends:\n${tail}`);
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function bundleCommit() {
+  const result = spawnSync("git", ["bundle", "list-heads", bundle], { encoding: "utf8" });
+  if (result.status !== 0) throw new Error(`cannot read ${bundle} (run \`npm ci\` in bench/compare): ${result.stderr}`);
+  const head = result.stdout.split("\n").find((line) => / HEAD$/.test(line)) ?? result.stdout.split("\n")[0];
+  return head.split(" ")[0];
+}
+
+/** Whether sourceDir is a checkout of `commit` with the patch applied (then its build dir can be reused). */
+function checkoutReady(commit) {
+  if (!existsSync(path.join(sourceDir, ".git"))) return false;
+  const head = spawnSync("git", ["rev-parse", "HEAD"], { cwd: sourceDir, encoding: "utf8" });
+  if (head.status !== 0 || head.stdout.trim() !== commit) return false;
+  const patched = path.join(sourceDir, LOG_FLUSH_PATCH.file);
+  return existsSync(patched) && readFileSync(patched, "utf8").includes(LOG_FLUSH_PATCH.replacement);
+}
+
+/** The source directory the build directory was configured for, or null. */
+function configuredSource() {
+  const cache = path.join(buildDir, "CMakeCache.txt");
+  if (!existsSync(cache)) return null;
+  return /^CMAKE_HOME_DIRECTORY:INTERNAL=(.*)$/m.exec(readFileSync(cache, "utf8"))?.[1] ?? null;
+}
+
+function checkOut(commit, logFile, log) {
+  rmSync(sourceDir, { recursive: true, force: true });
+  rmSync(buildDir, { recursive: true, force: true });
+  log(`llama.cpp: cloning ${commit.slice(0, 12)} from node-llama-cpp's bundle into ${path.relative(process.cwd(), sourceDir)}`);
+  run("git", ["-c", "advice.detachedHead=false", "clone", "--quiet", bundle, sourceDir], { cwd: buildRoot, logFile });
+  run("git", ["-c", "advice.detachedHead=false", "checkout", "--quiet", commit], { cwd: sourceDir, logFile });
+  const patched = path.join(sourceDir, LOG_FLUSH_PATCH.file);
+  const source = readFileSync(patched, "utf8");
+  if (!source.includes(LOG_FLUSH_PATCH.anchor)) {
+    throw new Error(`${patched} has changed: update LOG_FLUSH_PATCH (its last rows could be lost otherwise)`);
+  }
+  writeFileSync(patched, source.replace(LOG_FLUSH_PATCH.anchor, LOG_FLUSH_PATCH.replacement));
+}
+
+/**
+ * The binaries of LLAMA_TARGETS, built now unless the ones there came from this commit, these flags
+ * and this patch. Returns { commit, buildSeconds, builtNow, binaries: { target: path } }.
+ */
+export function ensureLlamaBuild({ jobs, log }) {
+  const commit = bundleCommit();
+  const generator = spawnSync("ninja", ["--version"]).status === 0 ? ["-G", "Ninja"] : [];
+  const wanted = { commit, cmakeFlags: CMAKE_FLAGS, generator, targets: LLAMA_TARGETS, patch: LOG_FLUSH_PATCH.replacement };
+  const binaries = Object.fromEntries(LLAMA_TARGETS.map((target) => [target, llamaBinary(target)]));
+  const stamp = existsSync(stampFile) ? JSON.parse(readFileSync(stampFile, "utf8")) : null;
+  if (stamp && Object.values(binaries).every((file) => existsSync(file)) && JSON.stringify(stamp.wanted) === JSON.stringify(wanted)) {
+    log(`llama.cpp ${commit.slice(0, 12)}: ${LLAMA_TARGETS.join(", ")} in ${path.relative(process.cwd(), path.dirname(binaries[LLAMA_TARGETS[0]]))} (built in ${stamp.buildSeconds.toFixed(0)} s)`);
+    return { commit, buildSeconds: stamp.buildSeconds, builtNow: false, binaries };
+  }
+  mkdirSync(buildRoot, { recursive: true });
+  const logFile = path.join(buildRoot, "build.log");
+  writeFileSync(logFile, "");
+  rmSync(stampFile, { force: true });
+  if (checkoutReady(commit)) {
+    log(`llama.cpp: reusing the checkout of ${commit.slice(0, 12)} (flags or targets changed)`);
+    // CMake refuses a build directory configured for another path (a copied or moved .llama-build).
+    if (configuredSource() !== sourceDir) rmSync(buildDir, { recursive: true, force: true });
+  } else {
+    checkOut(commit, logFile, log);
+  }
+  log(`llama.cpp: building ${LLAMA_TARGETS.join(", ")} with ${jobs} jobs (log: ${path.relative(process.cwd(), logFile)}); minutes on 2 cores`);
+  const t0 = performance.now();
+  run("cmake", ["-S", sourceDir, "-B", buildDir, ...generator, ...CMAKE_FLAGS], { cwd: buildRoot, logFile });
+  run("cmake", ["--build", buildDir, "--parallel", String(jobs), "--target", ...LLAMA_TARGETS], { cwd: buildRoot, logFile });
+  const buildSeconds = (performance.now() - t0) / 1000;
+  for (const file of Object.values(binaries)) {
+    if (!existsSync(file)) throw new Error(`the build finished but ${file} is missing; see ${logFile}`);
+  }
+  writeFileSync(stampFile, JSON.stringify({ wanted, buildSeconds, builtAt: new Date().toISOString() }, null, 2));
+  log(`llama.cpp: built in ${buildSeconds.toFixed(0)} s`);
+  return { commit, buildSeconds, builtNow: true, binaries };
+}
