@@ -356,18 +356,25 @@ function gpt2ByteChars(): string[] {
   return chars;
 }
 
-export interface SyntheticVocabulary {
+/** A byte-level BPE vocabulary as GGUF's tokenizer.ggml.* metadata holds it. */
+export interface GgufVocabulary {
+  /** Tokens in id order, one per row of the embedding. */
   tokens: string[];
+  /** llama_token_type per token: 1 normal, 3 control, 5 unused. */
   tokenTypes: Int32Array;
+  /** "left right", in priority order. */
   merges: string[];
+  /** Used for BOS and EOS. */
   eosId: number;
+  /** tokenizer.ggml.pre: llama.cpp's pre-tokenizer ("default", or "gpt-2" for GPT-2's regex). */
+  pre: string;
 }
 
 /**
  * `size` tokens: the 256 byte tokens, then two-byte tokens (each with its BPE merge), and
  * `<|endoftext|>` last as the control token used for BOS and EOS. Real text round-trips.
  */
-export function syntheticGpt2Vocabulary(size: number): SyntheticVocabulary {
+export function syntheticGpt2Vocabulary(size: number): GgufVocabulary {
   const pairs = size - 257;
   if (pairs < 0 || pairs > 256 * 256) throw new Error(`the synthetic vocabulary supports 257..${256 * 256 + 257} tokens, got ${size}`);
   const bytes = gpt2ByteChars();
@@ -383,7 +390,7 @@ export function syntheticGpt2Vocabulary(size: number): SyntheticVocabulary {
   tokens.push("<|endoftext|>");
   const tokenTypes = new Int32Array(size).fill(1); // NORMAL
   tokenTypes[size - 1] = 3; // CONTROL
-  return { tokens, tokenTypes, merges, eosId: size - 1 };
+  return { tokens, tokenTypes, merges, eosId: size - 1, pre: "default" };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -396,6 +403,8 @@ export interface FalconGgufOptions {
   /** ggml type of the matrices (norms and biases stay F32, as llama.cpp's converter writes them). */
   type: GgmlType;
   name?: string;
+  /** Tokenizer metadata; default syntheticGpt2Vocabulary (the model's vocabulary size). */
+  vocabulary?: GgufVocabulary;
 }
 
 export interface TensorMapping {
@@ -503,9 +512,12 @@ function planFalconGguf(config: ReturnType<FalconBackbone["getConfig"]>, names: 
     writer.addFloat32(`${arch}.rope.freq_base`, config.ropeTheta);
     writer.addUint32(`${arch}.rope.dimension_count`, D / H);
   }
-  const vocabulary = syntheticGpt2Vocabulary(config.vocabularySize);
+  const vocabulary = options.vocabulary ?? syntheticGpt2Vocabulary(config.vocabularySize);
+  if (vocabulary.tokens.length !== config.vocabularySize || vocabulary.tokenTypes.length !== config.vocabularySize) {
+    throw new Error(`the GGUF vocabulary has ${vocabulary.tokens.length} tokens, the model ${config.vocabularySize} embedding rows`);
+  }
   writer.addString("tokenizer.ggml.model", "gpt2");
-  writer.addString("tokenizer.ggml.pre", "default");
+  writer.addString("tokenizer.ggml.pre", vocabulary.pre);
   writer.addStringArray("tokenizer.ggml.tokens", vocabulary.tokens);
   writer.addInt32Array("tokenizer.ggml.token_type", vocabulary.tokenTypes);
   writer.addStringArray("tokenizer.ggml.merges", vocabulary.merges);

@@ -20,6 +20,19 @@ export const GGUF_FORMAT_REVISION = 1;
 export const SHAPES = {
   "falcon-rw-1b": { vocabularySize: 50304, numLayers: 24, numAttentionHeads: 32, hiddenDim: 2048, intermediateDim: 8192 },
   small: { vocabularySize: 1024, numLayers: 4, numAttentionHeads: 4, hiddenDim: 256, intermediateDim: 1024 },
+  // The small shape with room for GPT-2's tokenizer (50257 tokens), for the servers of serve-bench.mjs.
+  "small-gpt2": { vocabularySize: 50304, numLayers: 4, numAttentionHeads: 4, hiddenDim: 256, intermediateDim: 1024 },
+};
+
+/**
+ * The GGUF's tokenizer metadata: "synthetic" (byte tokens + printable pairs; compare.mjs and
+ * batched-bench.mjs feed token ids only) or "gpt2", GPT-2's real vocabulary (serve-bench.mjs: the
+ * servers load a tokenizer, and ours has the same one).
+ */
+const VOCABULARIES = {
+  synthetic: { suffix: "", build: async () => undefined },
+  // Imported when used: building GPT-2's merges takes a second, and compare.mjs never needs them.
+  gpt2: { suffix: "-gpt2", build: async (size) => (await import("../../dist/bench/serve-model.js")).gpt2GgufVocabulary(size) },
 };
 
 /**
@@ -68,7 +81,8 @@ export function modelConfig(shapeName, pairingKey, seed) {
   return { ...shape, ...PAIRINGS[pairingKey].config, numKeyValueHeads: shape.numAttentionHeads, seed };
 }
 
-async function fingerprint(backbone) {
+/** A short hash of one weight: cache keys change when the random model does. */
+export async function fingerprint(backbone) {
   const model = await backbone.nativeModel();
   const weight = await model.getWeight("layers.0.attn_out.weight");
   return createHash("sha256").update(weight.data).digest("hex").slice(0, 12);
@@ -78,13 +92,15 @@ async function fingerprint(backbone) {
  * Builds our random model in the dtype the GGUF is written from and writes it as a GGUF file unless
  * the cache has it. Returns the file, the tensor mapping and the source model (the caller disposes it).
  */
-export async function cachedFalconGguf({ shapeName, pairingKey, dtypeKey, seed, log }) {
+export async function cachedFalconGguf({ shapeName, pairingKey, dtypeKey, seed, log, vocabulary = "synthetic" }) {
   const pairing = PAIRINGS[pairingKey];
   const dtype = DTYPES[dtypeKey];
+  const tokenizer = VOCABULARIES[vocabulary];
+  if (!tokenizer) throw new Error(`unknown GGUF vocabulary ${vocabulary} (use ${Object.keys(VOCABULARIES).join(", ")})`);
   log(`building our random ${shapeName} model (${dtype.source})`);
   const source = new FalconBackbone({ ...modelConfig(shapeName, pairingKey, seed), dtype: dtype.source });
   const print = await fingerprint(source);
-  const file = path.join(cacheDir, `${pairing.arch}-${shapeName}-${dtypeKey}-seed${seed}-${print}-r${GGUF_FORMAT_REVISION}.gguf`);
+  const file = path.join(cacheDir, `${pairing.arch}-${shapeName}-${dtypeKey}-seed${seed}-${print}${tokenizer.suffix}-r${GGUF_FORMAT_REVISION}.gguf`);
   if (existsSync(file)) {
     log(`cached GGUF ${path.relative(process.cwd(), file)}`);
     const mapping = falconGgufMapping(source, (await source.nativeModel()).weightNames(), { arch: pairing.arch, type: dtype.ggml });
@@ -95,6 +111,7 @@ export async function cachedFalconGguf({ shapeName, pairingKey, dtypeKey, seed, 
   let lastReport = 0;
   const { mappings: mapping } = await writeFalconGguf(source, file, {
     arch: pairing.arch, type: dtype.ggml, name: `falcon-native random ${shapeName} (${pairing.ours}), seed ${seed}`,
+    vocabulary: await tokenizer.build(SHAPES[shapeName].vocabularySize),
   }, (done, total) => {
     if (performance.now() - lastReport > 5000 || done === total) {
       lastReport = performance.now();
