@@ -103,6 +103,8 @@ export interface LoadReport {
   /** From the first request sent to the last one ended. */
   wallSeconds: number;
   outputTokens: number;
+  /** Prompt tokens the server counted (usage chunks): the same load must give the same sum on every server. */
+  usagePromptTokens: number;
   outputTokensPerSecond: number;
   /** Completed requests per second. */
   requestsPerSecond: number;
@@ -400,6 +402,7 @@ function summarizeLoad(
     short: records.filter((r) => r.outcome === "ok" && r.outputTokens < r.maxTokens).length,
     wallSeconds,
     outputTokens,
+    usagePromptTokens: records.reduce((sum, r) => sum + (r.usage?.promptTokens ?? 0), 0),
     outputTokensPerSecond: wallSeconds > 0 ? outputTokens / wallSeconds : 0,
     requestsPerSecond: wallSeconds > 0 ? completed / wallSeconds : 0,
     ttftMs: percentiles(records.flatMap((r) => (r.ttftMs === null ? [] : [r.ttftMs]))),

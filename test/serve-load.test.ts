@@ -132,6 +132,7 @@ describe("serve-load", () => {
     assert.deepEqual([report.started, report.completed, report.failed, report.cancelled, report.unfinished, report.short], [7, 7, 0, 0, 0, 0]);
     const expectedTokens = report.records.reduce((sum, r) => sum + r.maxTokens, 0);
     assert.equal(report.outputTokens, expectedTokens);
+    assert.equal(report.usagePromptTokens, bodies.reduce((sum, body) => sum + body.prompt.length, 0));
     for (const record of report.records) {
       assert.equal(record.finishReason, "length");
       assert.deepEqual(record.usage, { promptTokens: record.promptTokens, completionTokens: record.maxTokens });

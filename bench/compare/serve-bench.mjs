@@ -373,6 +373,12 @@ function printTable(report) {
       `${ms(o.itlMs, "p50")} / ${ms(o.itlMs, "p99")} | ${ms(l.itlMs, "p50")} / ${ms(l.itlMs, "p99")} | ${o.failed} / ${l.failed} | ` +
       `${(o.peakRssBytes / 2 ** 30).toFixed(2)} / ${(l.peakRssBytes / 2 ** 30).toFixed(2)} |`);
   }
+  for (const r of report.runs) {
+    const [o, l] = [r.ours, r.llamaServer];
+    if (o.completed === o.started && l.completed === l.started && o.usagePromptTokens !== l.usagePromptTokens) {
+      console.log(`\nwarning: ${r.dtype} ${r.load}: the servers counted different prompt tokens (ours ${o.usagePromptTokens}, llama-server ${l.usagePromptTokens})`);
+    }
+  }
   const unfinished = report.runs.filter((r) => r.ours.unfinished + r.llamaServer.unfinished > 0);
   if (unfinished.length > 0) console.log(`\nunfinished at the time bound: ${unfinished.map((r) => `${r.dtype} ${r.load}: ours ${r.ours.unfinished}, llama ${r.llamaServer.unfinished}`).join("; ")}`);
   console.log("");
