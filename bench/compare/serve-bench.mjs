@@ -31,7 +31,8 @@
  * closed loops of each --clients count and open-loop Poisson arrivals at each --rate, each bounded by
  * --requests (default 3 per client or slot, at least 8) and --duration seconds. Output tokens/s,
  * requests/s, time to first token and inter-token latency p50/p90/p99, failures; the server's peak
- * RSS (VmRSS) during the load.
+ * RSS (VmRSS) during the load, and the CPU share the server, the load generator and other processes
+ * took (the comparison needs an otherwise idle machine).
  *
  * The soak: 16 clients against our server for --soak seconds (no request count to speak of), each
  * request aborted mid-stream with probability --disconnect. Reports failures that were not cancels
@@ -269,6 +270,33 @@ async function startServer(side, models, slots, tag) {
   };
 }
 
+const CLOCK_TICKS = 100;  // USER_HZ of /proc/stat and /proc/PID/stat on Linux
+
+/** Busy CPU seconds of the machine, of the server and of this process (the load generator), or null off Linux. */
+function cpuSnapshot(pid) {
+  try {
+    const [user, nice, system, , , irq, softirq, steal] = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ").map(Number);  // utime and stime: the 14th and 15th fields
+    const self = process.cpuUsage();
+    return {
+      busy: (user + nice + system + irq + softirq + steal) / CLOCK_TICKS, server: (fields[11] + fields[12]) / CLOCK_TICKS,
+      generator: (self.user + self.system) / 1e6, wall: performance.now() / 1000,
+    };
+  } catch {
+    return null;
+  }
+}
+
+/** CPU shares (0..1 of the machine) of the server, the load generator and everything else between two snapshots. */
+function cpuShares(from, to) {
+  if (!from || !to) return null;
+  const capacity = (to.wall - from.wall) * os.cpus().length;
+  const server = to.server - from.server;
+  const generator = to.generator - from.generator;
+  return { server: server / capacity, loadGenerator: generator / capacity, otherProcesses: Math.max(0, (to.busy - from.busy - server - generator) / capacity) };
+}
+
 /** Samples a process's VmRSS every `everyMs` until stopped: { stop() → samples [{ seconds, bytes }] }. */
 function sampleRss(pid, everyMs) {
   const samples = [];
@@ -287,17 +315,21 @@ async function measure(side, models, load, tag) {
   const server = await startServer(side, models, load.slots, tag);
   let report;
   let rss;
+  let cpu;
   try {
     const sampler = sampleRss(server.pid, 1000);
+    const before = cpuSnapshot(server.pid);
     report = await runLoad({
       baseUrl: server.baseUrl, model: MODEL_NAME, mode: load.mode, requests: load.requests, durationSeconds,
       promptTokens, outputTokens, promptVocabulary: GPT2_ORDINARY_TOKENS, seed,
     });
+    cpu = cpuShares(before, cpuSnapshot(server.pid));
     rss = sampler.stop();
   } finally {
     server.exit = await server.stop();
   }
   log(describeLoad(report).split("\n").map((line) => `  [${side}] ${line}`).join("\n"));
+  if (cpu) log(`  [${side}] CPU: server ${(cpu.server * 100).toFixed(0)} %, load generator ${(cpu.loadGenerator * 100).toFixed(0)} %, other processes ${(cpu.otherProcesses * 100).toFixed(0)} % of the machine`);
   if (report.failed > 0) log(`  [${side}] server log: ${server.logFile}`);
   const { records, ...summary } = report;
   return {
@@ -306,6 +338,7 @@ async function measure(side, models, load, tag) {
     command: server.commandLine,
     readySeconds: server.readySeconds,
     peakRssBytes: Math.max(...rss.map((s) => s.bytes)),
+    cpu,
     exit: server.exit,
     log: server.logFile,
   };
@@ -356,6 +389,7 @@ function targets(runs) {
 
 const ratio = (a, b) => (b > 0 ? `${(a / b).toFixed(2)}×` : "—");
 const ms = (p, key) => (p ? p[key].toFixed(0) : "—");
+const share = (cpu) => (cpu ? `${(cpu.otherProcesses * 100).toFixed(0)} %` : "—");
 
 function printTable(report) {
   console.log(`falcon-native serve vs llama-server (llama.cpp ${report.llamaCpp.release}, ${report.llamaCpp.commit.slice(0, 12)}), ` +
@@ -363,15 +397,15 @@ function printTable(report) {
   console.log(`model: ${shapeName} (llama.cpp bloom); prompts ${promptTokens.join("–")} tokens, outputs ${outputTokens.join("–")} tokens (ignore_eos), ` +
     `temperature 0, at most ${durationSeconds} s per load`);
   console.log("");
-  console.log("| dtype | load | output tok/s ours / llama (ratio) | req/s ours / llama | TTFT p50 / p99 ms ours | llama | ITL p50 / p99 ms ours | llama | failed ours / llama | peak RSS GiB ours / llama |");
-  console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+  console.log("| dtype | load | output tok/s ours / llama (ratio) | req/s ours / llama | TTFT p50 / p99 ms ours | llama | ITL p50 / p99 ms ours | llama | failed ours / llama | peak RSS GiB ours / llama | other processes' CPU ours / llama |");
+  console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
   for (const r of report.runs) {
     const [o, l] = [r.ours, r.llamaServer];
     const dtype = `${r.dtype} (ours ${r.oursDtype})`;
     console.log(`| ${dtype} | ${r.load} | ${o.outputTokensPerSecond.toFixed(1)} / ${l.outputTokensPerSecond.toFixed(1)} (${ratio(o.outputTokensPerSecond, l.outputTokensPerSecond)}) | ` +
       `${o.requestsPerSecond.toFixed(3)} / ${l.requestsPerSecond.toFixed(3)} | ${ms(o.ttftMs, "p50")} / ${ms(o.ttftMs, "p99")} | ${ms(l.ttftMs, "p50")} / ${ms(l.ttftMs, "p99")} | ` +
       `${ms(o.itlMs, "p50")} / ${ms(o.itlMs, "p99")} | ${ms(l.itlMs, "p50")} / ${ms(l.itlMs, "p99")} | ${o.failed} / ${l.failed} | ` +
-      `${(o.peakRssBytes / 2 ** 30).toFixed(2)} / ${(l.peakRssBytes / 2 ** 30).toFixed(2)} |`);
+      `${(o.peakRssBytes / 2 ** 30).toFixed(2)} / ${(l.peakRssBytes / 2 ** 30).toFixed(2)} | ${share(o.cpu)} / ${share(l.cpu)} |`);
   }
   for (const r of report.runs) {
     const [o, l] = [r.ours, r.llamaServer];
