@@ -6,7 +6,7 @@
  *   node bench/compare/serve-bench.mjs [--dtype bf16,q8_0] [--clients 1,4,16,64] [--rate 0.25]
  *        [--rate-slots 16] [--requests N] [--duration 300] [--prompt-tokens 64-512] [--output-tokens 32-256]
  *        [--threads 2] [--kv-cache-dtype T] [--seed 0] [--jobs N] [--small] [--json] [--out FILE] [--build-only]
- *   node bench/compare/serve-bench.mjs --soak 600 [--soak-clients 16] [--disconnect 0.3] [--dtype bf16] [--small]
+ *   node bench/compare/serve-bench.mjs --soak 600 [--soak-clients 16] [--disconnect 0.3] [--warm-up S] [--dtype bf16] [--small]
  *
  * The model. falcon-native's random falcon-rw-1b-shaped model (the `bloom` pairing of compare.mjs),
  * written once for each side from the same weights: a GGUF for llama-server (bf16, or q8_0 quantised
@@ -36,7 +36,8 @@
  *
  * The soak: 16 clients against our server for --soak seconds (no request count to speak of), each
  * request aborted mid-stream with probability --disconnect. Reports failures that were not cancels
- * (target 0) and VmRSS sampled every 2 s: after warm-up (the first fifth), max / min - 1 (target ≤ 5 %).
+ * (target 0) and VmRSS sampled every 2 s: after warm-up (--warm-up seconds, default the first fifth:
+ * long enough for every block of our KV pool to have been used once), max / min - 1 (target ≤ 5 %).
  * Afterwards /metrics must show no running sequence and no KV block in use, and a normal request
  * must still succeed.
  *
@@ -76,6 +77,7 @@ const { values: args } = parseArgs({
     jobs: { type: "string", default: String(os.availableParallelism()) },
     soak: { type: "string" },
     "soak-clients": { type: "string", default: "16" },
+    "warm-up": { type: "string" },
     disconnect: { type: "string", default: "0.3" },
     small: { type: "boolean", default: false },
     json: { type: "boolean", default: false },
@@ -118,6 +120,8 @@ const seed = Number(args.seed);
 const jobs = positiveInt(args.jobs, "jobs");
 const soakSeconds = args.soak === undefined ? null : positive(args.soak, "soak");
 const soakClients = positiveInt(args["soak-clients"], "soak-clients");
+// Our KV pool's pages become resident as its blocks are first used, so RSS climbs until every block has been.
+const warmUpSeconds = soakSeconds === null ? null : args["warm-up"] === undefined ? soakSeconds / 5 : positive(args["warm-up"], "warm-up");
 const disconnect = Number(args.disconnect);
 if (!(disconnect >= 0 && disconnect <= 1)) throw new Error(`--disconnect must be in [0, 1], got ${args.disconnect}`);
 const shapeName = args.small ? "small-gpt2" : "falcon-rw-1b";
@@ -470,7 +474,6 @@ async function soak() {
   } finally {
     server.exit = await server.stop();
   }
-  const warmUpSeconds = soakSeconds / 5;
   const steady = samples.filter((s) => s.seconds >= warmUpSeconds).map((s) => s.bytes);
   const rssAfterWarmUp = steady.length > 0 ? {
     samples: steady.length, first: steady[0], last: steady[steady.length - 1], min: Math.min(...steady), max: Math.max(...steady),
