@@ -28,8 +28,16 @@ type Script = (body: CompletionBody, res: ServerResponse, req: IncomingMessage) 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 const send = (res: ServerResponse, chunk: unknown) => res.write(`data: ${JSON.stringify(chunk)}\n\n`);
 
-/** Streams max_tokens one-character chunks `gapMs` apart after `firstMs`, then finish, usage and [DONE]. */
-function streamCompletion(firstMs: number, gapMs: number): Script {
+/** Waits until `condition` holds (a busy machine delays the server's close events), at most 10 s. */
+async function eventually(condition: () => boolean): Promise<void> {
+  for (const started = performance.now(); !condition() && performance.now() - started < 10_000;) await sleep(10);
+}
+
+/**
+ * Streams max_tokens one-character chunks `gapMs` apart after `firstMs`, then (after `lastMs`) finish,
+ * usage and [DONE].
+ */
+function streamCompletion(firstMs: number, gapMs: number, lastMs = 0): Script {
   return async (body, res, req) => {
     let closed = false;
     let wake = () => {};
@@ -46,6 +54,8 @@ function streamCompletion(firstMs: number, gapMs: number): Script {
       if (i > 0) await wait(gapMs);
       send(res, { object: "text_completion", choices: [{ index: 0, text: "x", finish_reason: null }] });
     }
+    if (lastMs > 0) await wait(lastMs);
+    if (closed) return;
     send(res, { choices: [{ index: 0, text: "", finish_reason: "length" }] });
     send(res, { choices: [], usage: { prompt_tokens: body.prompt.length, completion_tokens: body.max_tokens } });
     res.end("data: [DONE]\n\n");
@@ -196,19 +206,20 @@ describe("serve-load", () => {
     assert.ok(seconds < 2, `took ${seconds} s`);
     assert.deepEqual([report.started, report.completed, report.failed, report.unfinished], [2, 0, 0, 2]);
     assert.equal(report.outputTokens, 2, "the one token each stream sent still counts");
-    await sleep(50);
+    await eventually(() => clientClosedEarly === 2);
     assert.equal(clientClosedEarly, 2, "the server saw both connections close");
   });
 
   it("planned disconnects are cancelled requests, never failures, and the server sees them", async () => {
-    reset(streamCompletion(0, 5));
+    // The stream's end waits (until the client leaves), so no request can finish before its planned cut.
+    reset(streamCompletion(0, 5, 10_000));
     const report = await runLoad(options({ mode: { kind: "closed", clients: 4 }, requests: 12, outputTokens: [20, 30], disconnectProbability: 1 }));
     assert.deepEqual([report.started, report.completed, report.failed, report.cancelled], [12, 0, 0, 12]);
     for (const record of report.records) {
       const plan = planRequest(record.index, { promptTokens: [3, 6], outputTokens: [20, 30], promptVocabulary: 100, seed: 0, disconnectProbability: 1 });
       assert.equal(record.outputTokens, plan.disconnectAfterChunks, "cut after exactly its planned chunks");
     }
-    await sleep(50);
+    await eventually(() => clientClosedEarly === 12);
     assert.equal(clientClosedEarly, 12);
   });
 
