@@ -29,8 +29,8 @@ export type {
   FinishReason,
   TokenLogprob,
 } from "./engine/engine.js";
-export { createServer } from "./server/server.js";
-export type { FalconServer, ListenOptions, RequestLogEntry, ServerOptions } from "./server/server.js";
+export { createServer } from "./server/index.js";
+export type { FalconServer, ListenOptions, RequestLogEntry, ServerOptions } from "./server/options.js";
 export { FalconCausalLMPreprocessor } from "./preprocessor.js";
 export type {
   CausalLMTrainingBatch,

@@ -168,7 +168,10 @@ describe("the npm package, packed, installed offline and used", { timeout: 120_0
   // Only node on PATH: nothing the package does at install or load time may need a compiler.
   const binDir = path.join(dir, "bin");
   // The loader's overrides cleared: the consumer loads the packed prebuild.
+  // A consumer as a user runs it: the packed prebuild, not the addon or sanitizer runtimes this suite may
+  // be running with (test:sanitize preloads ASan, which the prebuild's private C++ runtime cannot share).
   const env: NodeJS.ProcessEnv = { ...process.env, PATH: binDir, FALCON_NUM_THREADS: "1", FALCON_NATIVE_ADDON: "", FALCON_BACKEND: "" };
+  for (const name of ["LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS"]) delete env[name];
   let packed: PackResult;
   let manifest: Manifest;
 
