@@ -26,6 +26,7 @@ import { FalconBackbone, FalconCausalLM, setNumThreads } from "../../dist/src/in
 import { measureStreams } from "../../dist/bench/engine.js";
 import { cachedFalconGguf, DTYPES, modelConfig, PAIRINGS, parseDtypes, SHAPES } from "./falcon-gguf.mjs";
 import { CMAKE_FLAGS, ensureLlamaBuild, llamaCppInfo } from "./llama-build.mjs";
+import { helpIfAsked, positiveInt } from "./script-args.mjs";
 
 const { values: args } = parseArgs({
   options: {
@@ -47,16 +48,7 @@ const { values: args } = parseArgs({
     help: { type: "boolean", short: "h", default: false },
   },
 });
-if (args.help) {
-  console.log(readFileSync(fileURLToPath(import.meta.url), "utf8").split("*/")[0]);
-  process.exit(0);
-}
-
-const positiveInt = (value, name) => {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got ${value}`);
-  return n;
-};
+helpIfAsked(args, import.meta.url);
 const dtypes = parseDtypes(args.dtype);
 const npl = args.npl.split(",").map((n) => positiveInt(n.trim(), "npl"));
 const npp = positiveInt(args.npp, "npp");

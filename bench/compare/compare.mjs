@@ -24,6 +24,7 @@ import { summarize } from "../../dist/bench/stats.js";
 import { bloomReferenceLogits } from "./bloom-reference.mjs";
 import { GGML_TYPE_NAME } from "../../dist/bench/gguf.js";
 import { cachedFalconGguf, DTYPES, modelConfig, PAIRINGS, parseDtypes, SHAPES } from "./falcon-gguf.mjs";
+import { helpIfAsked, positiveInt } from "./script-args.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const NODE_LLAMA_CPP_VERSION = JSON.parse(readFileSync(path.join(here, "node_modules", "node-llama-cpp", "package.json"), "utf8")).version;
@@ -47,16 +48,7 @@ const { values: args } = parseArgs({
     help: { type: "boolean", short: "h", default: false },
   },
 });
-if (args.help) {
-  console.log(readFileSync(fileURLToPath(import.meta.url), "utf8").split("*/")[0]);
-  process.exit(0);
-}
-
-const positiveInt = (value, name) => {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got ${value}`);
-  return n;
-};
+helpIfAsked(args, import.meta.url);
 const reps = positiveInt(args.reps, "reps");
 const threads = positiveInt(args.threads, "threads");
 const seed = Number(args.seed);

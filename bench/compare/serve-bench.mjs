@@ -56,6 +56,7 @@ import { describeLoad, runLoad } from "../../dist/bench/serve-load.js";
 import { GPT2_ORDINARY_TOKENS, writeServePreset } from "../../dist/bench/serve-model.js";
 import { cacheDir, cachedFalconGguf, DTYPES, fingerprint, PAIRINGS, parseDtypes, SHAPES } from "./falcon-gguf.mjs";
 import { ensureLlamaBuild, llamaCppInfo } from "./llama-build.mjs";
+import { helpIfAsked, positiveInt } from "./script-args.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const cli = path.resolve(here, "..", "..", "dist", "src", "cli.js");
@@ -86,16 +87,7 @@ const { values: args } = parseArgs({
     help: { type: "boolean", short: "h", default: false },
   },
 });
-if (args.help) {
-  console.log(readFileSync(fileURLToPath(import.meta.url), "utf8").split("*/")[0]);
-  process.exit(0);
-}
-
-const positiveInt = (value, name) => {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got ${value}`);
-  return n;
-};
+helpIfAsked(args, import.meta.url);
 const positive = (value, name) => {
   const n = Number(value);
   if (!(n > 0) || !Number.isFinite(n)) throw new Error(`--${name} must be a positive number, got ${value}`);
