@@ -7,11 +7,12 @@ source scripts/arm64-env.sh
 arm64_require_tools
 arm64_fetch_node
 
-# node-gyp always builds into ./build, so it runs from build-arm64/, which sees the sources through
-# links; node-addon-api still resolves from the repository's node_modules above it.
+# node-gyp always builds into ./build, so it runs from build-arm64/, which sees the sources through a
+# link; node-addon-api still resolves from the repository's node_modules above it. binding.gyp is a
+# copy: gyp would resolve a link and regenerate the Makefile with paths relative to the repository.
 mkdir -p build-arm64
 ln -sfn ../native build-arm64/native
-ln -sfn ../binding.gyp build-arm64/binding.gyp
+cmp -s binding.gyp build-arm64/binding.gyp || cp binding.gyp build-arm64/binding.gyp
 
 node_gyp="${npm_config_node_gyp:-$(dirname "$(readlink -f "$(command -v npm)")")/../node_modules/node-gyp/bin/node-gyp.js}"
 cd build-arm64
