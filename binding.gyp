@@ -15,6 +15,7 @@
         "native/core/weight_file.cpp",
         "native/core/memory.cpp",
         "native/core/aligned_memory.cpp",
+        "native/core/platform.cpp",
         "native/core/block_manager.cpp",
         "native/core/scheduler.cpp",
         "native/core/engine.cpp",

@@ -1,13 +1,12 @@
 #include "aligned_memory.h"
 
-#include <sys/mman.h>
-
 #include "memory.h"
+#include "platform.h"
 
 namespace falcon {
 
 void StreamedDeleter::operator()(void* pointer) const {
-  std::free(pointer);
+  platform::free_aligned(pointer);
   count_release(MemoryUse::Owned, bytes);
 }
 
@@ -26,10 +25,10 @@ std::unique_ptr<void, StreamedDeleter> allocate_streamed(size_t bytes) {
   const size_t alignment = streamed_alignment(bytes);
   const uint64_t rounded = streamed_allocation_bytes(bytes);
   if (rounded == UINT64_MAX) return nullptr;
-  void* block = std::aligned_alloc(alignment, rounded);
+  void* block = platform::allocate_aligned(alignment, rounded);
   if (block == nullptr) return std::unique_ptr<void, StreamedDeleter>(nullptr, StreamedDeleter{0});
   count_allocation(MemoryUse::Owned, rounded);
-  if (alignment == kHugePage) madvise(block, rounded, MADV_HUGEPAGE);
+  if (alignment == kHugePage) platform::advise_huge_pages(block, rounded);
   return std::unique_ptr<void, StreamedDeleter>(block, StreamedDeleter{rounded});
 }
 

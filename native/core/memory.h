@@ -80,13 +80,12 @@ class ByteCount {
  public:
   ByteCount(uint64_t value = 0) : value_(value) {}
   uint64_t value() const { return value_; }
+  // Plain comparisons rather than __builtin_*_overflow, which MSVC lacks.
   ByteCount operator+(ByteCount other) const {
-    uint64_t sum;
-    return __builtin_add_overflow(value_, other.value_, &sum) ? ByteCount(kSaturated) : ByteCount(sum);
+    return other.value_ > kSaturated - value_ ? ByteCount(kSaturated) : ByteCount(value_ + other.value_);
   }
   ByteCount operator*(ByteCount other) const {
-    uint64_t product;
-    return __builtin_mul_overflow(value_, other.value_, &product) ? ByteCount(kSaturated) : ByteCount(product);
+    return value_ != 0 && other.value_ > kSaturated / value_ ? ByteCount(kSaturated) : ByteCount(value_ * other.value_);
   }
   ByteCount& operator+=(ByteCount other) { return *this = *this + other; }
 
@@ -95,7 +94,8 @@ class ByteCount {
   uint64_t value_;
 };
 
-// Memory this process can still take: MemAvailable, capped by the cgroup's limit less its usage.
+// Memory this process can still take (platform::available_memory_bytes: on Linux MemAvailable, capped
+// by the cgroup's limit less its usage).
 uint64_t available_memory_bytes();
 
 // Throws Error(kind) "<what> needs N bytes but only M bytes of memory are available" when it would not fit.

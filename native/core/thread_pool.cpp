@@ -8,8 +8,7 @@
 #include <utility>
 
 #include "error.h"
-
-#include <unistd.h>
+#include "platform.h"
 
 namespace falcon {
 
@@ -113,8 +112,7 @@ int default_thread_count() {
     int requested = std::atoi(env);
     if (requested > 0) return requested;
   }
-  long online = sysconf(_SC_NPROCESSORS_ONLN);
-  return online > 0 ? int(online) : 1;
+  return platform::online_cpu_count();
 }
 
 namespace {

@@ -1,12 +1,6 @@
 #include "weight_file.h"
 
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
-
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "error.h"
 #include "memory.h"
@@ -22,38 +16,26 @@ constexpr uint64_t kReadBlockBytes = uint64_t(8) << 20;
 }  // namespace
 
 std::shared_ptr<WeightFile> WeightFile::open(const std::string& path) {
-  // O_NONBLOCK: opening a FIFO must not wait for a writer; a regular file ignores it.
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  require(fd >= 0, ErrorKind::Weights, path + ": cannot open (" + std::strerror(errno) + ")");
-  struct stat info;
-  if (fstat(fd, &info) != 0) {
-    const int error = errno;
-    ::close(fd);
-    throw Error(ErrorKind::Weights, path + ": cannot stat (" + std::strerror(error) + ")");
-  }
-  if (!S_ISREG(info.st_mode)) {
-    ::close(fd);
-    throw Error(ErrorKind::Weights, path + (S_ISDIR(info.st_mode) ? ": is a directory" : ": is not a regular file"));
-  }
-  return std::shared_ptr<WeightFile>(new WeightFile(path, fd, uint64_t(info.st_size)));
+  std::string problem;
+  std::unique_ptr<platform::ReadOnlyFile> file = platform::ReadOnlyFile::open(path, &problem);
+  require(file != nullptr, ErrorKind::Weights, path + ": " + problem);
+  return std::shared_ptr<WeightFile>(new WeightFile(path, std::move(file)));
 }
-
-WeightFile::~WeightFile() { ::close(fd_); }
 
 void WeightFile::read(uint64_t offset, uint64_t length, void* out, const std::string& what) const {
   char* dest = static_cast<char*>(out);
   uint64_t done = 0;
   while (done < length) {
     const size_t request = size_t(std::min<uint64_t>(length - done, uint64_t(1) << 30));
-    const ssize_t got = pread(fd_, dest + done, request, off_t(offset + done));
-    if (got < 0 && errno == EINTR) continue;
+    std::string problem;
+    const int64_t got = file_->read_at(offset + done, dest + done, request, &problem);
     if (got < 0) {
       throw Error(ErrorKind::Weights, path_ + ": " + what + ": cannot read bytes [" + std::to_string(offset) + ", " +
-                                          std::to_string(offset + length) + ") (" + std::strerror(errno) + ")");
+                                          std::to_string(offset + length) + ") (" + problem + ")");
     }
     if (got == 0) {
-      struct stat info;
-      const std::string now = fstat(fd_, &info) == 0 ? std::to_string(info.st_size) : std::string("unknown");
+      const int64_t size_now = file_->current_size();
+      const std::string now = size_now >= 0 ? std::to_string(size_now) : std::string("unknown");
       throw Error(ErrorKind::Weights, path_ + ": " + what + " needs bytes [" + std::to_string(offset) + ", " +
                                           std::to_string(offset + length) + ") but the file ends at byte " +
                                           std::to_string(offset + done) + " (it was " + std::to_string(size_) +

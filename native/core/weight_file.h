@@ -5,10 +5,11 @@
 #include <string>
 
 #include "model.h"
+#include "platform.h"
 
 namespace falcon {
 
-// A weight file opened for reading. Weights are read with pread, in bounded chunks, straight into
+// A weight file opened for reading. Weights are read at offsets (pread), in bounded chunks, straight into
 // the model's repacked layout: never mapped (a file that shrinks while it loads, truncated or
 // rewritten by another process, is then a short read and an error, not a SIGBUS), and never
 // resident twice.
@@ -16,7 +17,6 @@ class WeightFile {
  public:
   // Throws Error(Weights) naming the path when it cannot be opened or is not a regular file.
   static std::shared_ptr<WeightFile> open(const std::string& path);
-  ~WeightFile();
   WeightFile(const WeightFile&) = delete;
   WeightFile& operator=(const WeightFile&) = delete;
 
@@ -30,10 +30,11 @@ class WeightFile {
   void read(uint64_t offset, uint64_t length, void* out, const std::string& what) const;
 
  private:
-  WeightFile(std::string path, int fd, uint64_t size) : path_(std::move(path)), fd_(fd), size_(size) {}
+  WeightFile(std::string path, std::unique_ptr<platform::ReadOnlyFile> file)
+      : path_(std::move(path)), file_(std::move(file)), size_(file_->size()) {}
 
   std::string path_;
-  int fd_;
+  std::unique_ptr<platform::ReadOnlyFile> file_;
   uint64_t size_;
 };
 

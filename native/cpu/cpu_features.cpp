@@ -4,7 +4,10 @@
 #include <cstdlib>
 #include <string>
 
-#if defined(__x86_64__) || defined(__i386__)
+#if FALCON_X86 && defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>
+#include <immintrin.h>
+#elif FALCON_X86
 #include <cpuid.h>
 #endif
 
@@ -14,21 +17,47 @@ namespace falcon::cpu {
 
 namespace {
 
+#if FALCON_X86
+// CPUID leaf `leaf`, subleaf `subleaf` into eax..edx; false when the CPU has no such leaf.
+bool cpuid(unsigned leaf, unsigned subleaf, unsigned* eax, unsigned* ebx, unsigned* ecx, unsigned* edx) {
+#if defined(_MSC_VER) && !defined(__clang__)
+  int registers[4];
+  __cpuid(registers, int(leaf & 0x80000000u));
+  if (unsigned(registers[0]) < leaf) return false;
+  __cpuidex(registers, int(leaf), int(subleaf));
+  *eax = unsigned(registers[0]), *ebx = unsigned(registers[1]), *ecx = unsigned(registers[2]), *edx = unsigned(registers[3]);
+  return true;
+#else
+  return __get_cpuid_count(leaf, subleaf, eax, ebx, ecx, edx);
+#endif
+}
+
+// The low half of XCR0: which register states the OS saves on a context switch. Only valid with OSXSAVE.
+unsigned xcr0_low() {
+#if defined(_MSC_VER) && !defined(__clang__)
+  return unsigned(_xgetbv(0));
+#else
+  unsigned low, high;
+  __asm__ volatile("xgetbv" : "=a"(low), "=d"(high) : "c"(0));
+  return low;
+#endif
+}
+#endif
+
 CpuFeatures detect() {
   CpuFeatures f;
-#if defined(__x86_64__) || defined(__i386__)
+#if FALCON_X86
   unsigned eax, ebx, ecx, edx;
-  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return f;
+  if (!cpuid(1, 0, &eax, &ebx, &ecx, &edx)) return f;
   const bool osxsave = ecx & (1u << 27);
   f.fma = ecx & (1u << 12);
   f.f16c = ecx & (1u << 29);
   if (osxsave) {
-    unsigned xcr0_low, xcr0_high;
-    __asm__ volatile("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0));
-    f.os_saves_ymm = (xcr0_low & 0x6u) == 0x6u;            // SSE and AVX state
-    f.os_saves_zmm = (xcr0_low & 0xe6u) == 0xe6u;          // plus opmask and both ZMM halves
+    const unsigned xcr0 = xcr0_low();
+    f.os_saves_ymm = (xcr0 & 0x6u) == 0x6u;            // SSE and AVX state
+    f.os_saves_zmm = (xcr0 & 0xe6u) == 0xe6u;          // plus opmask and both ZMM halves
   }
-  if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) {
+  if (cpuid(7, 0, &eax, &ebx, &ecx, &edx)) {
     f.avx2 = ebx & (1u << 5);
     f.avx512f = ebx & (1u << 16);
     f.avx512dq = ebx & (1u << 17);
@@ -36,7 +65,7 @@ CpuFeatures detect() {
     f.avx512vl = ebx & (1u << 31);
     f.avx512_vnni = ecx & (1u << 11);
   }
-  if (__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) f.avx512_bf16 = eax & (1u << 5);
+  if (cpuid(7, 1, &eax, &ebx, &ecx, &edx)) f.avx512_bf16 = eax & (1u << 5);
 #endif
   // FALCON_CPU_WITHOUT=avx512_bf16,avx512_vnni hides those extensions, so that the paths taken on
   // AVX-512 CPUs that lack them are tested on CPUs that have them.

@@ -2,6 +2,14 @@
 #include <string>
 #include <vector>
 
+// 1 on x86 and x86-64 (GCC, Clang or MSVC): the only targets the AVX2 and AVX-512 kernels are compiled
+// for. Elsewhere the scalar kernels are the whole table and no x86 feature is ever reported.
+#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64) || defined(_M_IX86)
+#define FALCON_X86 1
+#else
+#define FALCON_X86 0
+#endif
+
 namespace falcon::cpu {
 
 // Kernel families, from slowest to fastest. Every family computes the same results (to float

@@ -1,6 +1,20 @@
 // AVX2 + FMA + F16C kernels. The matmul micro-kernel holds 2 input rows × 32 outputs (one panel)
 // in 8 registers (16 ymm registers in all); bfloat16 pairs are widened to float32 by shifting,
 // since AVX2 has no bf16 dot product.
+#include "../cpu_features.h"
+
+#if FALCON_X86
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+// The target applies after the standard headers: an inline function of theirs compiled here for
+// AVX2 could be the copy the linker keeps for the whole addon, and fault on a CPU without it. The
+// project headers follow it: their templates (with_count) call this file's lambdas, which inline
+// only into functions of the same target.
 #if defined(__GNUC__) && !defined(__clang__)
 // GCC 12's intrinsic headers trip these on _mm*_undefined_*; vector arguments never cross a non-AVX ABI here.
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -10,12 +24,6 @@
 #elif defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
 #endif
-
-#include <immintrin.h>
-
-#include <algorithm>
-#include <cmath>
-#include <cstring>
 
 #include "../../core/dtype.h"
 #include "kernels.h"
@@ -460,3 +468,5 @@ const KernelTable& avx2_kernels() {
 #if defined(__clang__)
 #pragma clang attribute pop
 #endif
+
+#endif  // FALCON_X86

@@ -4,6 +4,19 @@
 // vectors once and multiplies them by each row's broadcast input (16 multiply-adds per 2 loads plus
 // 8 broadcasts), over the whole of k, so every weight byte is read once per 8 rows.
 // This file is compiled for AVX-512 but only called after cpu_features() says the CPU runs it.
+#include "../cpu_features.h"
+
+#if FALCON_X86
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+
+// The target applies after the standard headers: an inline function of theirs compiled here for
+// AVX-512 could be the copy the linker keeps for the whole addon, and fault on a CPU without it. The
+// project headers follow it: their templates (with_count) call this file's lambdas, which inline
+// only into functions of the same target.
 #if defined(__GNUC__) && !defined(__clang__)
 // GCC 12's intrinsic headers trip these on _mm*_undefined_*; vector arguments never cross a non-AVX ABI here.
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -14,12 +27,13 @@
 #pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vnni,fma,f16c"))), apply_to = function)
 #endif
 
-#include <immintrin.h>
-
-#include <algorithm>
-#include <cmath>
-
 #include "kernels.h"
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#define FALCON_NOINLINE __declspec(noinline)
+#else
+#define FALCON_NOINLINE __attribute__((noinline))
+#endif
 
 namespace falcon::cpu {
 namespace {
@@ -135,7 +149,7 @@ struct TileStore {
 
 // Micro-kernels are kept out of line: inlined into their caller, GCC 12 spills accumulators of the 8-row tile.
 template <typename Panel, int Rows>
-__attribute__((noinline)) void micro_float(const float* packed, const typename Panel::Element* panel, int64_t steps, const TileStore& store_row) {
+FALCON_NOINLINE void micro_float(const float* packed, const typename Panel::Element* panel, int64_t steps, const TileStore& store_row) {
   FALCON_ACCUMULATORS
 #define FALCON_ROW(r, a, b)                                                    \
   if (Rows > r) {                                                              \
@@ -155,7 +169,7 @@ __attribute__((noinline)) void micro_float(const float* packed, const typename P
 
 // bf16: each step is a pair of k; vdpbf16ps multiplies the pairs and accumulates in float32.
 template <int Rows>
-__attribute__((noinline)) void micro_bf16(const uint32_t* packed, const uint16_t* panel, int64_t steps, const TileStore& store_row) {
+FALCON_NOINLINE void micro_bf16(const uint32_t* packed, const uint16_t* panel, int64_t steps, const TileStore& store_row) {
   FALCON_ACCUMULATORS
 #define FALCON_ROW(r, a, b)                                                              \
   if (Rows > r) {                                                                        \
@@ -179,7 +193,7 @@ __attribute__((noinline)) void micro_bf16(const uint32_t* packed, const uint16_t
 // stored as w + 128 (dtype.h) and each block's accumulators start at −128 · Σ q, which leaves exactly
 // Σ q · w. After each quantisation block the integer sums are scaled into `tile` in float32.
 template <int Rows>
-__attribute__((noinline)) void micro_i8(const uint32_t* packed, const uint8_t* panel, int64_t steps, const float* block_scales,
+FALCON_NOINLINE void micro_i8(const uint32_t* packed, const uint8_t* panel, int64_t steps, const float* block_scales,
                                         const int32_t* block_sums, int64_t quant_blocks, const TileStore& store_row) {
   // Written by the first block, so never zeroed (zeroing it was 1.5 % of int8 prefill).
   alignas(64) float tile[Rows * kPanelWidth];
@@ -599,3 +613,5 @@ const KernelTable& avx512_kernels() {
 #if defined(__clang__)
 #pragma clang attribute pop
 #endif
+
+#endif  // FALCON_X86

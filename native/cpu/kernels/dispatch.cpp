@@ -4,8 +4,14 @@ namespace falcon::cpu {
 
 const KernelTable& kernels() {
   switch (active_isa()) {
+#if FALCON_X86
     case Isa::Avx512: return avx512_kernels();
     case Isa::Avx2: return avx2_kernels();
+#else
+    // Never active off x86: no x86 feature is reported there, so neither family is supported.
+    case Isa::Avx512:
+    case Isa::Avx2:
+#endif
     case Isa::Scalar: break;
   }
   return scalar_kernels();

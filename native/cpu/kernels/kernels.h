@@ -132,8 +132,10 @@ inline void with_count(int64_t count, Body&& body) {
 }
 
 const KernelTable& scalar_kernels();
+#if FALCON_X86
 const KernelTable& avx2_kernels();
 const KernelTable& avx512_kernels();
+#endif
 
 // The table of the active ISA.
 const KernelTable& kernels();
