@@ -36,7 +36,7 @@ export interface EngineOptions {
 
 /** The storage dtypes of the engine's KV pool. */
 export type KvCacheDType = "float32" | "bfloat16" | "float16";
-const KV_CACHE_DTYPES: readonly KvCacheDType[] = ["float32", "bfloat16", "float16"];
+export const KV_CACHE_DTYPES: readonly KvCacheDType[] = ["float32", "bfloat16", "float16"];
 
 /** lm.generate()'s options, plus stop strings. */
 export interface EngineGenerateOptions extends GenerateOptions {
@@ -140,7 +140,7 @@ export interface EngineHost {
 
 const STOP_STRINGS_LIMIT = 16;
 /** Tokens per KV block (native/core/step.h kKvBlockTokens). */
-const KV_BLOCK_TOKENS = 16;
+export const KV_BLOCK_TOKENS = 16;
 const ENGINE_OPTION_KEYS = new Set(["kvCacheBytes", "maxBatchTokens", "maxSequences", "prefixCaching", "kvCacheDtype"]);
 
 /** Checks lm.engine()'s options (sizes before anything is allocated). */

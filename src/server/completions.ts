@@ -10,7 +10,7 @@ import type { FastifyReply, FastifyRequest } from "fastify";
 
 import type { CompletionChunk, CompletionLogprob } from "../engine/engine.js";
 import { badRequest } from "./errors.js";
-import { tokenText, type ChoiceJob } from "./generation.js";
+import type { ChoiceJob } from "./generation.js";
 import { respond } from "./respond.js";
 import { choiceOptions, completionBudget, rejectUnsupported } from "./sampling.js";
 import type { CompletionRequest } from "./schemas.js";
@@ -67,10 +67,10 @@ async function serveCompletions(
     if (topLogprobs === undefined || !logprobs) return null;
     const out: LegacyLogprobs = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
     for (const entry of logprobs) {
-      const { token } = tokenText(ctx.tokenizer, entry.token);
+      const token = ctx.tokenizer.decode([entry.token]);
       out.tokens.push(token);
       out.token_logprobs.push(entry.logprob);
-      out.top_logprobs.push(Object.fromEntries(entry.top.map((top) => [tokenText(ctx.tokenizer, top.token).token, top.logprob])));
+      out.top_logprobs.push(Object.fromEntries(entry.top.map((top) => [ctx.tokenizer.decode([top.token]), top.logprob])));
       out.text_offset.push(textOffsets[index]!);
       textOffsets[index]! += token.length;
     }

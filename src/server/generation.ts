@@ -14,7 +14,7 @@ export interface ChoiceJob {
   /** Which prompt of the request (choices of one prompt count its tokens once in usage). */
   promptIndex: number;
   promptIds: Int32Array;
-  /** New tokens (0: the choice is only its prompt, e.g. echo with max_tokens 0). */
+  /** New tokens (0: the choice is only its prompt, e.g. echo with max_tokens 0; the engine ends it at once). */
   maxNewTokens: number;
   options: CompleteStreamOptions;
 }
@@ -46,10 +46,6 @@ export async function runChoices(
   metrics.promptTokens.inc(record.promptTokens);
   const runOne = async (job: ChoiceJob): Promise<ChoiceOutcome> => {
     const outcome: ChoiceOutcome = { index: job.index, promptIndex: job.promptIndex, text: "", tokenIds: [], logprobs: [], finishReason: "length", promptTokens: job.promptIds.length };
-    if (job.maxNewTokens === 0) {
-      onChunk?.(job.index, { text: "", tokenIds: [], finishReason: "length" });
-      return outcome;
-    }
     let lastTokenAt: number | null = null;
     for await (const chunk of engine.completeStream(job.promptIds, {
       ...job.options, maxNewTokens: job.maxNewTokens, maxLength: job.promptIds.length + job.maxNewTokens, signal: abort.signal,

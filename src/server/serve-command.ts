@@ -8,7 +8,7 @@ import { parseArgs } from "node:util";
 
 import { FalconCausalLM } from "../causal-lm.js";
 import { dtypeOption, nonNegativeInteger, positiveInteger, UsageError } from "../cli-args.js";
-import type { EngineOptions, KvCacheDType } from "../engine/engine.js";
+import { KV_CACHE_DTYPES, type EngineOptions, type KvCacheDType } from "../engine/engine.js";
 import { setNumThreads } from "../runtime.js";
 import { createServer } from "./server.js";
 
@@ -35,8 +35,6 @@ export const SERVE_HELP = `serve:
 
 export const SERVE_EXAMPLES = `  falcon-native serve ./falcon-7b-instruct --port 8080 --dtype bfloat16 --max-sequences 16
 `;
-
-const KV_CACHE_DTYPES: readonly KvCacheDType[] = ["float32", "bfloat16", "float16"];
 
 export async function serveCommand(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({

@@ -11,7 +11,7 @@ import Fastify, { type FastifyInstance, type FastifyRequest } from "fastify";
 
 import type { FalconCausalLM } from "../causal-lm.js";
 import { ChatTemplate, renderChat, type ChatMessage } from "../chat-template.js";
-import { checkEngineOptions, type Engine } from "../engine/engine.js";
+import { checkEngineOptions, KV_BLOCK_TOKENS, type Engine } from "../engine/engine.js";
 import { describeValue, FalconInputError } from "../errors.js";
 import type { FalconTokenizer } from "../tokenizer.js";
 import { handleChatCompletions } from "./chat.js";
@@ -160,7 +160,7 @@ export function createServer(lm: FalconCausalLM | Promise<FalconCausalLM>, optio
       model, engine, tokenizer, chatTemplate(model, options.chatTemplate), settings.modelName,
       {
         contextLength: model.backbone.getConfig().maxPositionEmbeddings,
-        kvPoolTokens: stats.kvBlocks.total * 16,
+        kvPoolTokens: stats.kvBlocks.total * KV_BLOCK_TOKENS,
         endTokenId: model.preprocessor.endTokenId,
       },
       metrics, maxSequences + settings.maxQueue,
