@@ -1,10 +1,11 @@
 /**
  * llama.cpp's tools built from the llama.cpp source node-llama-cpp ships
  * (node_modules/node-llama-cpp/llama/gitRelease.bundle), shared by batched-bench.mjs
- * (llama-batched-bench) and serve-bench.mjs (llama-server): cloned into bench/compare/.llama-build/
+ * (llama-batched-bench), serve-bench.mjs (llama-server), compare.mjs (llama-bench) and the GGUF
+ * check (llama-quantize): cloned into bench/compare/.llama-build/
  * (gitignored) and built with CMake for this CPU only (-DGGML_NATIVE=ON, Release, static, no
- * curl/OpenSSL, no tests or examples, no web UI), both targets at once so one build serves both
- * scripts. Nothing is downloaded.
+ * curl/OpenSSL, no tests or examples, no web UI), every target at once so one build serves every
+ * script. Nothing is downloaded.
  *
  * The build is kept (build-stamp.json) until the bundle's commit, the CMake flags, the targets or the
  * patch change. A checkout already at the bundle's commit with the patch applied is reused and only
@@ -24,7 +25,7 @@ const buildDir = path.join(buildRoot, "build");
 const stampFile = path.join(buildRoot, "build-stamp.json");
 
 /** The targets built, and where each binary lands. */
-export const LLAMA_TARGETS = ["llama-batched-bench", "llama-server"];
+export const LLAMA_TARGETS = ["llama-batched-bench", "llama-server", "llama-bench", "llama-quantize"];
 export const llamaBinary = (target) => path.join(buildDir, "bin", target);
 
 /**
