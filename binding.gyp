@@ -13,6 +13,7 @@
         "native/core/backend.cpp",
         "native/core/thread_pool.cpp",
         "native/core/weight_file.cpp",
+        "native/core/gguf_dequant.cpp",
         "native/core/memory.cpp",
         "native/core/aligned_memory.cpp",
         "native/core/platform.cpp",

@@ -151,20 +151,23 @@ export class FalconCausalLM implements DecodeContext {
     if (typeof options !== "object" || options === null) throw new FalconInputError("fromPreset options must be an object");
     const { preprocessor: preprocessorOptions, tokenizer: tokenizerOption, ...backboneOptions } = options;
     const preset = await readPreset(pathOrName, backboneOptions);
+    const embedded = preset.embedded;
     const tokenizer = tokenizerOption !== undefined
       ? (tokenizerOption ?? undefined)
+      : embedded ? (embedded.tokenizer() ?? undefined)
       // A keras-hub tokenizer config without its assets is an error FalconTokenizer.fromPreset explains.
       : presetTokenizerFiles(preset.directory) !== null ? FalconTokenizer.fromPreset(preset.directory) : undefined;
-    const conventions: FalconCausalLMPreprocessorOptions = preset.format === "huggingface"
+    const conventions: FalconCausalLMPreprocessorOptions = embedded ? embedded.preprocessor
+      : preset.format === "huggingface"
       ? { addStartToken: false, ...hfSpecialTokenIds(preset.directory) }
       : kerasPreprocessorSettings(preset.directory);
     const chatTemplate = preset.format === "huggingface" ? loadChatTemplate(preset.directory) : defaultChatTemplate();
-    const backbone = await FalconBackbone.fromPreset(preset.directory, backboneOptions);
+    const backbone = await FalconBackbone.fromPreset(preset.location, backboneOptions);
     try {
       return new FalconCausalLM(backbone, tokenizer, { preprocessor: { ...conventions, ...preprocessorOptions }, chatTemplate });
     } catch (error) {
       backbone.dispose();
-      throw error instanceof FalconConfigError ? new FalconPresetError(`${preset.directory}: ${error.message}`, { cause: error }) : error;
+      throw error instanceof FalconConfigError ? new FalconPresetError(`${preset.location}: ${error.message}`, { cause: error }) : error;
     }
   }
 

@@ -19,6 +19,7 @@ import {
 import { dtypeOption, finiteNumber, idList, nonNegativeInteger, positiveInteger, UsageError } from "./cli-args.js";
 import type { GenerateOptions } from "./generate.js";
 import { checkBatchFits } from "./inputs.js";
+import type { GgufWeightConversion } from "./presets/gguf.js";
 import { readPreset, type Preset } from "./presets/index.js";
 import { BUILD_EXAMPLES, BUILD_HELP, buildCommand } from "./build-command.js";
 import { SERVE_EXAMPLES, SERVE_HELP, serveCommand } from "./server/serve-command.js";
@@ -170,10 +171,14 @@ async function run(args: string[]): Promise<void> {
  * The preset's weight files, checked against the config as a load checks them (every tensor present
  * with its shape, sizes within the files) but without reading any tensor bytes.
  */
-async function checkWeightFiles(preset: Preset, config: ResolvedBackboneConfig): Promise<{ files: { file: string; bytes: number }[] }> {
+async function checkWeightFiles(
+  preset: Preset,
+  config: ResolvedBackboneConfig,
+): Promise<{ files: { file: string; bytes: number }[]; conversions?: GgufWeightConversion[] }> {
   const prepared = await preset.prepareWeights(config);
   prepared.dispose();
-  return { files: prepared.files.map((file) => ({ file, bytes: statSync(path.join(preset.directory, file)).size })) };
+  const files = prepared.files.map((file) => ({ file, bytes: statSync(path.join(preset.directory, file)).size }));
+  return prepared.conversions ? { files, conversions: prepared.conversions } : { files };
 }
 
 async function inspect(args: string[]): Promise<void> {
@@ -185,11 +190,11 @@ async function inspect(args: string[]): Promise<void> {
   const dtype = dtypeOption(values.dtype);
   const config = resolveBackboneConfig({ ...preset.config, ...(dtype ? { dtype } : {}) });
   const { variant, description } = describeVariant(config);
-  const tokenizer = presetTokenizerFiles(preset.directory);
+  const tokenizer = preset.embedded ? (preset.embedded.tokenizer() ? "GGUF vocabulary (tokenizer.ggml.*)" : null) : presetTokenizerFiles(preset.directory);
   const weightFiles = await checkWeightFiles(preset, config);
   const runtime = runtimeInfo();
   const report = {
-    preset: preset.directory,
+    preset: preset.location,
     format: preset.format,
     variant,
     description,
@@ -212,7 +217,7 @@ async function inspect(args: string[]): Promise<void> {
   const c = config;
   const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(bytes < 2 ** 20 ? 3 : 1)} MiB`;
   const lines: [string, string][] = [
-    ["preset", `${report.preset} (${preset.format === "keras" ? "keras-hub preset" : "Hugging Face checkpoint"})`],
+    ["preset", `${preset.location} (${preset.format === "keras" ? "keras-hub preset" : preset.format === "gguf" ? "GGUF file" : "Hugging Face checkpoint"})`],
     ["variant", description],
     ["layers", `${c.numLayers} × hidden ${c.hiddenDim}, ${c.numAttentionHeads} heads (${c.numKeyValueHeads} key-value), intermediate ${c.intermediateDim}`],
     ["vocabulary", `${c.vocabularySize} rows`],
@@ -223,6 +228,8 @@ async function inspect(args: string[]): Promise<void> {
     ["dtype", `${c.dtype} (weights stored as ${report.storageDtype})`],
     ["weights", `${mib(report.weightBytes)} (${report.weightBytes.toLocaleString("en-US")} bytes)`],
     ["files", `${weightFiles.files.map(({ file, bytes }) => `${file} (${mib(bytes)})`).join(", ")}: every weight present`],
+    ...(weightFiles.conversions ?? []).map(({ ggmlType, tensors, read, storedAs }): [string, string] =>
+      ["tensors", `${ggmlType} × ${tensors}: ${read}, stored as ${storedAs}`]),
     ["tokenizer", tokenizer ?? "none (generate takes token ids: --ids 1,2,3)"],
     ["runtime", `${report.backend} backend, ${runtime.isa} kernels (supported: ${runtime.supportedIsas.join(", ")}), ${runtime.threads} threads`],
   ];

@@ -77,6 +77,19 @@ export interface NativeModel {
     cols: number,
     inputMajor: boolean,
   ): Promise<void>;
+  /**
+   * Like setWeightFromFile for a block-quantised ggml tensor (GGUF type id `ggmlType`: Q4_0 … Q6_K),
+   * dequantised to float32 with ggml's reference formulas, then stored in the model dtype.
+   */
+  setWeightFromGgml(
+    name: string,
+    rowOffset: number,
+    file: NativeWeightFile,
+    byteOffset: number,
+    ggmlType: number,
+    rows: number,
+    cols: number,
+  ): Promise<void>;
   /** A whole weight: matrices [rows, cols] in the model dtype (int8 dequantised to float32), vectors (cols = 1) as float32. */
   getWeight(name: string): Promise<{ data: Uint8Array; dtype: NativeFloatDType; rows: number; cols: number }>;
   initializeRandom(seed: number): Promise<void>;

@@ -778,7 +778,8 @@ export class FalconTokenizer {
     return FalconTokenizer.fromHfTokenizerObject(readJsonFile(path, "HF tokenizer.json"), path);
   }
 
-  private static fromHfTokenizerObject(parsed: unknown, path: string): FalconTokenizer {
+  /** @internal A parsed tokenizer.json (built by a preset reader, e.g. from a GGUF's vocabulary), checked as a file is. */
+  static fromHfTokenizerObject(parsed: unknown, path: string): FalconTokenizer {
     if (!isPlainObject(parsed) || !isPlainObject(parsed["model"])) {
       throw new FalconPresetError(`${path} is not an HF tokenizer.json (no "model" object)`);
     }

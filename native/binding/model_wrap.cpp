@@ -7,6 +7,7 @@
 #include "cache_wrap.h"
 #include "weight_file_wrap.h"
 #include "napi_util.h"
+#include "../core/gguf_dequant.h"
 #include "../core/thread_pool.h"
 
 namespace falcon::binding {
@@ -143,6 +144,7 @@ Napi::Function ModelWrap::Define(Napi::Env env) {
                      {
                          InstanceMethod<&ModelWrap::SetWeight>("setWeight"),
                          InstanceMethod<&ModelWrap::SetWeightFromFile>("setWeightFromFile"),
+                         InstanceMethod<&ModelWrap::SetWeightFromGgml>("setWeightFromGgml"),
                          InstanceMethod<&ModelWrap::GetWeight>("getWeight"),
                          InstanceMethod<&ModelWrap::InitializeRandom>("initializeRandom"),
                          InstanceMethod<&ModelWrap::RequireComplete>("requireComplete"),
@@ -247,6 +249,41 @@ Napi::Value ModelWrap::SetWeightFromFile(const Napi::CallbackInfo& info) {
   }
   auto work = [model, name, row_offset, source, file, byte_offset] {
     set_weight_from_file(*model, name, row_offset, source, *file, uint64_t(byte_offset));
+  };
+  return queue(new TaskWorker(env, work, nullptr));
+}
+
+// setWeightFromGgml(name, rowOffset, file, byteOffset, ggmlType, rows, cols) → Promise<void>: a block-quantised
+// GGUF tensor, dequantised to float32 then stored in the model dtype.
+Napi::Value ModelWrap::SetWeightFromGgml(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto model = this->model(env);
+  auto* data = env.GetInstanceData<AddonData>();
+  const std::string name = weight_name(info);
+  const int64_t row_offset = integer_argument(info, 1, "rowOffset");
+  std::shared_ptr<WeightFile> file =
+      unwrap_instance<WeightFileWrap>(env, info[2], data->weight_file_constructor, "file")->file(env);
+  const int64_t byte_offset = integer_argument(info, 3, "byteOffset");
+  const int64_t type = integer_argument(info, 4, "ggmlType");
+  const int64_t rows = integer_argument(info, 5, "rows");
+  const int64_t cols = integer_argument(info, 6, "cols");
+  int64_t block_values = 0, block_bytes = 0;
+  if (type < 0 || type > 0xffff || !ggml_quant_block(uint32_t(type), &block_values, &block_bytes)) {
+    throw make_error(env, ErrorKind::Weights, "weight '" + name + "': unsupported ggml type " + std::to_string(type));
+  }
+  if (rows <= 0 || cols <= 0 || rows > (int64_t(1) << 31) || cols > (int64_t(1) << 31) || cols % block_values != 0) {
+    throw make_error(env, ErrorKind::Weights, "weight '" + name + "': bad shape for its ggml type");
+  }
+  const uint64_t bytes = uint64_t(rows) * uint64_t(cols / block_values) * uint64_t(block_bytes);
+  if (byte_offset < 0 || !file->contains(uint64_t(byte_offset), bytes)) {
+    throw make_error(env, ErrorKind::Weights,
+                     file->path() + ": weight '" + name + "' needs bytes [" + std::to_string(byte_offset) + ", " +
+                         std::to_string(uint64_t(byte_offset) + bytes) + ") but the file has " +
+                         std::to_string(file->size()));
+  }
+  const auto quant = GgmlQuantType(uint32_t(type));
+  auto work = [model, name, row_offset, quant, rows, cols, file, byte_offset] {
+    set_weight_from_ggml(*model, name, row_offset, quant, rows, cols, *file, uint64_t(byte_offset));
   };
   return queue(new TaskWorker(env, work, nullptr));
 }

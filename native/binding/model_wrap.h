@@ -24,6 +24,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
  private:
   Napi::Value SetWeight(const Napi::CallbackInfo& info);
   Napi::Value SetWeightFromFile(const Napi::CallbackInfo& info);
+  Napi::Value SetWeightFromGgml(const Napi::CallbackInfo& info);
   Napi::Value GetWeight(const Napi::CallbackInfo& info);
   Napi::Value InitializeRandom(const Napi::CallbackInfo& info);
   Napi::Value RequireComplete(const Napi::CallbackInfo& info);
