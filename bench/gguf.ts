@@ -12,9 +12,10 @@ import { open, rename, mkdir, rm } from "node:fs/promises";
 import path from "node:path";
 
 import type { FalconBackbone } from "../src/index.js";
+import { GGML_TYPES, GGUF_DEFAULT_ALIGNMENT, GGUF_VALUE } from "../src/presets/gguf.js";
 
+export { GGUF_DEFAULT_ALIGNMENT };
 export const GGUF_VERSION = 3;
-export const GGUF_DEFAULT_ALIGNMENT = 32;
 
 /** ggml tensor types written here. */
 export const GGML_TYPE = { F32: 0, F16: 1, Q8_0: 8, BF16: 30 } as const;
@@ -24,27 +25,17 @@ export const GGML_TYPE_NAME: Record<GgmlType, string> = { 0: "F32", 1: "F16", 8:
 /** llama.cpp's llama_ftype for `general.file_type`. */
 const LLAMA_FTYPE: Record<GgmlType, number> = { 0: 0, 1: 1, 8: 7, 30: 32 };
 
-/** Metadata value types. */
-const GGUF_VALUE = {
-  UINT8: 0, INT8: 1, UINT16: 2, INT16: 3, UINT32: 4, INT32: 5, FLOAT32: 6, BOOL: 7, STRING: 8, ARRAY: 9,
-  UINT64: 10, INT64: 11, FLOAT64: 12,
-} as const;
-
 /** Q8_0: blocks of 32 weights, one float16 scale and 32 int8 quants (34 bytes). */
 export const Q8_0_BLOCK = 32;
 const Q8_0_BLOCK_BYTES = 2 + Q8_0_BLOCK;
 
-/** Bytes of a tensor of ggml dims `ne` (ne[0] fastest). */
-export function tensorByteSize(ne: readonly number[], type: GgmlType): number {
+/** Bytes of a tensor of ggml dims `ne` (ne[0] fastest) of any ggml type falcon-native reads (src/presets/gguf.ts). */
+export function tensorByteSize(ne: readonly number[], type: number): number {
+  const info = GGML_TYPES.get(type);
+  if (!info) throw new Error(`ggml type ${type} has no known block size`);
   const elements = ne.reduce((a, b) => a * b, 1);
-  switch (type) {
-    case GGML_TYPE.F32: return elements * 4;
-    case GGML_TYPE.F16:
-    case GGML_TYPE.BF16: return elements * 2;
-    case GGML_TYPE.Q8_0:
-      if (ne[0] % Q8_0_BLOCK !== 0) throw new Error(`Q8_0 needs rows of a multiple of ${Q8_0_BLOCK} values, got ${ne[0]}`);
-      return (elements / Q8_0_BLOCK) * Q8_0_BLOCK_BYTES;
-  }
+  if (ne[0]! % info.blockValues !== 0) throw new Error(`${info.name} needs rows of a multiple of ${info.blockValues} values, got ${ne[0]}`);
+  return (elements / info.blockValues) * info.blockBytes;
 }
 
 const align = (offset: number, alignment: number): number => Math.ceil(offset / alignment) * alignment;
@@ -89,7 +80,8 @@ export interface GgufTensorInfo {
   name: string;
   /** ggml dims, ne[0] (the row length, our `cols`) first. */
   ne: number[];
-  type: GgmlType;
+  /** A GgmlType here; tests also write the other types falcon-native reads. */
+  type: number;
   byteSize: number;
   /** Offset from the start of the data section. */
   offset: number;
@@ -150,7 +142,7 @@ export class GgufWriter {
   }
 
   /** Declares a tensor; its bytes come from write()'s callback, in declaration order. */
-  addTensor(name: string, ne: readonly number[], type: GgmlType): GgufTensorInfo {
+  addTensor(name: string, ne: readonly number[], type: number): GgufTensorInfo {
     if (this.#tensors.some((t) => t.name === name)) throw new Error(`duplicate GGUF tensor ${name}`);
     if (ne.length < 1 || ne.length > 4 || ne.some((n) => !Number.isInteger(n) || n <= 0)) {
       throw new Error(`tensor ${name}: bad dims [${ne.join(", ")}]`);
@@ -559,7 +551,7 @@ export async function writeFalconGguf(
     }
     // Vectors come back as float32 whatever the model dtype.
     const dtype = weight.data.byteLength === weight.rows * weight.cols * 4 ? "float32" : weight.dtype;
-    return convertTensor(weight.data, dtype, tensor.type);
+    return convertTensor(weight.data, dtype, tensor.type as GgmlType);
   });
   return { mappings, bytes: writer.fileSize };
 }

@@ -76,6 +76,8 @@ const MAX_ARRAY_LENGTH = 1 << 24;
 /** Array items of the whole header together, so many large arrays cannot add up to an allocation bomb. */
 const MAX_METADATA_ITEMS = 1 << 25;
 const MAX_DIMS = 4;
+/** One dimension; the product of the dims is then checked against the data section. */
+const MAX_DIM = 2 ** 40;
 const MAX_ALIGNMENT = 1 << 20;
 /** Bytes read per refill of the header window. */
 const WINDOW_BYTES = 1 << 20;
@@ -285,7 +287,7 @@ function parseHeader(cursor: HeaderCursor): GgufHeader {
     if (dims < 1 || dims > MAX_DIMS) cursor.fail(`${field}: n_dims ${dims} is outside 1..${MAX_DIMS}`);
     const ne: number[] = [];
     for (let d = 0; d < dims; d++) {
-      const n = cursor.count(`${field} ne[${d}]`, size);
+      const n = cursor.count(`${field} ne[${d}]`, MAX_DIM);
       if (n === 0) cursor.fail(`${field}: ne[${d}] is 0`);
       ne.push(n);
     }
@@ -308,7 +310,7 @@ function parseHeader(cursor: HeaderCursor): GgufHeader {
     if (ne[0]! % typeInfo.blockValues !== 0) {
       cursor.fail(`${field}: rows of ${ne[0]} values are not whole ${typeInfo.name} blocks of ${typeInfo.blockValues}`);
     }
-    // Each dim is at most the file size; the running product is checked so it never leaves the safe range.
+    // The running product is checked after each dim: it stays below 2^40 × the data bytes, so stays exact enough to compare.
     let elements = 1;
     for (const n of ne) {
       elements *= n;
