@@ -54,11 +54,8 @@ describe("GGUF: the HF fixtures written as F32 llama.cpp falcon files", () => {
       const file = tempFile(fixture);
       await writeGgufModel(reference, file, { matrixType: "F32" });
       const loaded = await FalconBackbone.fromPreset(file);
-      const { layerNormEpsilon: ours, ...config } = loaded.getConfig();
-      const { layerNormEpsilon: theirs, ...expected } = reference.getConfig();
-      assert.deepEqual(config, expected);
-      // GGUF stores the epsilon as a float32.
-      assert.equal(ours, Math.fround(theirs));
+      // GGUF stores the epsilon as a float32; it reads back as the shortest decimal of that float32.
+      assert.deepEqual(loaded.getConfig(), reference.getConfig());
       assertSameValues(await logits(loaded), await logits(reference), fixture);
       loaded.dispose();
       reference.dispose();
@@ -400,6 +397,21 @@ describe("GGUF: hostile headers are typed errors naming the field", () => {
     assert.equal(bytes.readUInt32LE(at), 4); // u32
     bytes.writeUInt32LE(1 << 15, at + 4);
     await rejectsFile(bytes, /falcon\.block_count = 32768, but the file holds tensors of 2 layers/, "layers");
+  });
+
+  it("metadata the falcon graph cannot run is refused: partial rotary, unknown rope scaling, a non-integer count", async () => {
+    const source = new FalconBackbone({ ...BLOCK_CONFIG, numLayers: 1 });
+    const cases: [string, (writer: import("../bench/gguf.js").GgufWriter) => void, RegExp][] = [
+      ["rope-dims", (w) => { w.addUint32("falcon.rope.dimension_count", 32); }, /rope\.dimension_count = 32: Falcon rotates the whole head \(64 dims\)/],
+      ["rope-scaling", (w) => { w.addString("falcon.rope.scaling.type", "yarn"); }, /rope\.scaling\.type "yarn" is not supported/],
+      ["float-count", (w) => { w.addFloat32("falcon.attention.head_count_kv", 2); }, /"falcon\.attention\.head_count_kv" must be an integer, got a f32/],
+    ];
+    for (const [name, extra, message] of cases) {
+      const file = tempFile(name);
+      await writeGgufModel(source, file, { matrixType: "F32", extra, omit: ["falcon.attention.head_count_kv"].filter(() => name === "float-count") });
+      await assert.rejects(FalconBackbone.fromPreset(file), (error: Error) => error instanceof FalconPresetError && message.test(error.message), name);
+    }
+    source.dispose();
   });
 
   it("a tensor the falcon architecture lacks, or a quantised norm vector, is refused", async () => {

@@ -310,7 +310,7 @@ function parseHeader(cursor: HeaderCursor): GgufHeader {
     if (ne[0]! % typeInfo.blockValues !== 0) {
       cursor.fail(`${field}: rows of ${ne[0]} values are not whole ${typeInfo.name} blocks of ${typeInfo.blockValues}`);
     }
-    // The running product is checked after each dim: it stays below 2^40 × the data bytes, so stays exact enough to compare.
+    // Checked after each dim, so the product never grows past 2^40 × the data bytes before it is refused.
     let elements = 1;
     for (const n of ne) {
       elements *= n;
@@ -339,6 +339,18 @@ function parseHeader(cursor: HeaderCursor): GgufHeader {
 
 // ---------------------------------------------------------------------------------------------
 // Typed metadata lookups
+
+/**
+ * The shortest decimal that is the same float32: converters write 1e-5 as the float32 nearest it,
+ * which reads back as 0.000009999999747…; the decimal it was written from is the config's value.
+ */
+function shortestFloat32Decimal(value: number): number {
+  for (let digits = 1; digits < 9; digits++) {
+    const candidate = Number(value.toPrecision(digits));
+    if (Math.fround(candidate) === value) return candidate;
+  }
+  return value;
+}
 
 class GgufFields {
   constructor(readonly header: GgufHeader) {}
@@ -375,7 +387,7 @@ class GgufFields {
     }
     const value = Number(entry.value as number | bigint);
     if (!Number.isFinite(value)) this.fail(`metadata ${quoted(key)} = ${value} is not finite`);
-    return value;
+    return entry.type === GGUF_VALUE.FLOAT32 ? shortestFloat32Decimal(value) : value;
   }
 
   string(key: string, fallback?: string): string {

@@ -18,6 +18,8 @@ export interface GgufModelOptions {
   vocabulary?: GgufVocabulary;
   /** Extra metadata, written after the usual keys (a key written twice is the writer's error). */
   extra?: (writer: GgufWriter) => void;
+  /** Usual keys to leave out (so `extra` can write them differently). */
+  omit?: string[];
 }
 
 export interface WrittenGguf {
@@ -79,6 +81,8 @@ export async function writeGgufModel(backbone: FalconBackbone, file: string, opt
   }
 
   const arch = "falcon";
+  const omitted = new Set(options.omit ?? []);
+  const keep = <T>(key: string, add: (key: string) => T) => (omitted.has(key) ? undefined : add(key));
   writer.addString("general.architecture", arch);
   writer.addString("general.name", "falcon-native test model");
   writer.addUint32(`${arch}.context_length`, config.maxPositionEmbeddings);
@@ -86,7 +90,7 @@ export async function writeGgufModel(backbone: FalconBackbone, file: string, opt
   writer.addUint32(`${arch}.feed_forward_length`, config.intermediateDim);
   writer.addUint32(`${arch}.block_count`, config.numLayers);
   writer.addUint32(`${arch}.attention.head_count`, config.numAttentionHeads);
-  writer.addUint32(`${arch}.attention.head_count_kv`, config.numKeyValueHeads);
+  keep(`${arch}.attention.head_count_kv`, (key) => writer.addUint32(key, config.numKeyValueHeads));
   writer.addFloat32(`${arch}.attention.layer_norm_epsilon`, config.layerNormEpsilon);
   writer.addFloat32(`${arch}.rope.freq_base`, config.ropeTheta);
   writer.addString(`${arch}.tensor_data_layout`, "jploski");
