@@ -4,7 +4,7 @@
  * loaded another way; the dequantisation against an independent JavaScript one; hostile headers.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -73,6 +73,17 @@ describe("GGUF: the HF fixtures written as F32 llama.cpp falcon files", () => {
     assert.equal(preset.format, "gguf");
     assert.equal(preset.location, file);
     lm.dispose();
+
+    // hf://org/name/file.gguf from the Hugging Face cache layout (offline: no network in tests).
+    const commit = "0123456789abcdef0123456789abcdef01234567";
+    const repoDir = path.join(temporary, "hub", "models--acme--falcon-gguf");
+    mkdirSync(path.join(repoDir, "snapshots", commit, "q"), { recursive: true });
+    mkdirSync(path.join(repoDir, "refs"), { recursive: true });
+    writeFileSync(path.join(repoDir, "refs", "main"), commit);
+    copyFileSync(file, path.join(repoDir, "snapshots", commit, "q", "model.gguf"));
+    const fromHub = await FalconBackbone.fromPreset("hf://acme/falcon-gguf/q/model.gguf", { cacheDir: path.join(temporary, "hub"), offline: true });
+    assertSameValues(await logits(fromHub), await logits(reference), "hf:// GGUF");
+    fromHub.dispose();
     reference.dispose();
   });
 });

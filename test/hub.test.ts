@@ -28,6 +28,8 @@ const COMMIT = "0123456789abcdef0123456789abcdef01234567";
 const SHARDED_REPO = "acme/falcon-tiny";
 const SINGLE_FILE_REPO = "acme/falcon-single";
 const PRIVATE_REPO = "acme/falcon-private";
+const GGUF_REPO = "acme/falcon-gguf";
+const GGUF_FILE = "quantised/falcon-tiny.Q4_K_M.gguf";
 const GOOD_TOKEN = "hf_test_token";
 const SHARD_1 = "model-00001-of-00002.safetensors";
 const SHARD_2 = "model-00002-of-00002.safetensors";
@@ -56,7 +58,17 @@ const indexJson = Buffer.from(
 const tokenizerJson = Buffer.from(JSON.stringify({ model: { type: "BPE", vocab: {}, merges: [] } }));
 const chatTemplateJinja = Buffer.from("{% for message in messages %}{{ message['content'] }}{% endfor %}");
 
+const ggufBytes = randomBytes(900_000);
+
 const REPOS = new Map<string, Map<string, Buffer>>([
+  [
+    GGUF_REPO,
+    new Map([
+      ["config.json", configJson],
+      [GGUF_FILE, ggufBytes],
+      ["falcon-tiny.Q8_0.gguf", randomBytes(1000)],
+    ]),
+  ],
   [
     SHARDED_REPO,
     new Map([
@@ -151,7 +163,7 @@ async function startFakeHub(behaviour: FakeHubBehaviour = {}): Promise<FakeHub> 
       response.writeHead(404, { "x-error-code": "EntryNotFound", "x-repo-commit": COMMIT }).end();
       return;
     }
-    if (file.endsWith(".safetensors")) {
+    if (file.endsWith(".safetensors") || file.endsWith(".gguf")) {
       const sha = sha256(bytes);
       response
         .writeHead(302, {
@@ -526,10 +538,43 @@ describe("resolveHfHandle", () => {
     }
   });
 
+  it("hf://org/name/path/file.gguf fetches that one file into the snapshot, then resolves it with no network", async () => {
+    const hub = await startFakeHub();
+    const cacheDir = freshDir("hf-cache");
+    let file: string;
+    try {
+      file = await resolveHfHandle(`hf://${GGUF_REPO}/${GGUF_FILE}`, { ...quiet, cacheDir, endpoint: hub.endpoint });
+    } finally {
+      await hub.close();
+    }
+    assert.equal(file, join(snapshotPath(cacheDir, GGUF_REPO), ...GGUF_FILE.split("/")));
+    assert.equal(fileSha256(file), sha256(ggufBytes));
+    assert.equal(readFileSync(join(cacheDir, "models--acme--falcon-gguf", "refs", "main"), "utf8"), COMMIT);
+    assert.ok(!existsSync(join(snapshotPath(cacheDir, GGUF_REPO), "config.json")), "only the named file is fetched");
+    assert.ok(!existsSync(join(snapshotPath(cacheDir, GGUF_REPO), "falcon-tiny.Q8_0.gguf")));
+    assert.ok(hub.requests.every((request) => request.path.includes(GGUF_FILE) || request.path.startsWith("/cdn/")));
+    assert.equal(await resolveHfHandle(`hf://${GGUF_REPO}/${GGUF_FILE}@main`, { ...quiet, cacheDir, offline: true }), file);
+    await rejectsWithPresetError(
+      resolveHfHandle(`hf://${GGUF_REPO}/falcon-tiny.Q8_0.gguf`, { ...quiet, cacheDir, offline: true }),
+      /not in the Hugging Face cache and downloading is off.*Missing: falcon-tiny\.Q8_0\.gguf/,
+    );
+    const missing = await startFakeHub();
+    try {
+      await rejectsWithPresetError(
+        resolveHfHandle(`hf://${GGUF_REPO}/absent.gguf`, { ...quiet, cacheDir: freshDir("hf-cache"), endpoint: missing.endpoint }),
+        /repository, revision or file not found \(HTTP 404/,
+      );
+    } finally {
+      await missing.close();
+    }
+  });
+
   it("rejects malformed handles", async () => {
     await rejectsWithPresetError(resolveHfHandle("hf://"), /not a Hugging Face handle/);
     await rejectsWithPresetError(resolveHfHandle("hf://acme/../etc"), /not a Hugging Face handle/);
     await rejectsWithPresetError(resolveHfHandle("hf://acme/model@../x"), /not a valid revision/);
+    await rejectsWithPresetError(resolveHfHandle("hf://acme/model/config.json"), /not a Hugging Face handle/);
+    await rejectsWithPresetError(resolveHfHandle("hf://acme/model/../x.gguf"), /not a Hugging Face handle/);
   });
 });
 

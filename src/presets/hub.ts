@@ -64,6 +64,7 @@ const WEIGHTS_FILE = "model.safetensors";
 const WEIGHTS_INDEX_FILE = "model.safetensors.index.json";
 /** Fetched when the repository has them; the model loads without them. */
 const OPTIONAL_FILES = ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"] as const;
+const GGUF_EXTENSION = ".gguf";
 const COMMIT_HASH = /^[0-9a-f]{40}$/;
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 const MAX_REDIRECTS = 5;
@@ -105,21 +106,29 @@ interface HfHandle {
   /** "org/name". */
   repoId: string;
   revision: string;
+  /** A single file of the repository (hf://org/name/dir/model.gguf): only it is fetched. */
+  file?: string;
 }
 
 function parseHfHandle(handle: string): HfHandle {
   const body = handle.slice(HF_SCHEME.length);
   const at = body.indexOf("@");
-  const repoId = at === -1 ? body : body.slice(0, at);
+  const repoPath = at === -1 ? body : body.slice(0, at);
   const revision = at === -1 ? DEFAULT_REVISION : body.slice(at + 1);
-  if (!handle.startsWith(HF_SCHEME) || !isPlainRelativePath(repoId) || repoId.split("/").length > 2) {
-    throw new FalconPresetError(`"${handle}" is not a Hugging Face handle: expected hf://org/name or hf://org/name@revision`);
+  const parts = repoPath.split("/");
+  // hf://org/name/…/file.gguf names one GGUF file of the repository.
+  const file = parts.length > 2 && repoPath.toLowerCase().endsWith(GGUF_EXTENSION) ? parts.slice(2).join("/") : undefined;
+  const repoId = file === undefined ? repoPath : parts.slice(0, 2).join("/");
+  if (!handle.startsWith(HF_SCHEME) || !isPlainRelativePath(repoPath) || repoId.split("/").length > 2) {
+    throw new FalconPresetError(
+      `"${handle}" is not a Hugging Face handle: expected hf://org/name, hf://org/name@revision or hf://org/name/file.gguf[@revision]`,
+    );
   }
   // Branch names may contain "/" (refs/pr/1); each part becomes a directory under refs/.
   if (!isPlainRelativePath(revision)) {
     throw new FalconPresetError(`"${handle}": "${revision}" is not a valid revision (a branch, tag or commit hash)`);
   }
-  return { handle, repoId, revision };
+  return file === undefined ? { handle, repoId, revision } : { handle, repoId, revision, file };
 }
 
 function isEnvFlagOn(name: string): boolean {
@@ -184,14 +193,19 @@ function missingSnapshotFiles(snapshotDir: string): string[] {
  * Resolves `hf://org/name[@revision]` to a snapshot directory in the Hugging Face cache, downloading
  * config.json, the safetensors weights (single or sharded) and the tokenizer files when they are
  * not cached. A complete cached snapshot is returned without any network access.
+ * `hf://org/name/path/file.gguf[@revision]` resolves to that one file in the snapshot, fetched alone.
  */
 export async function resolveHfHandle(handle: string, options: HubOptions = {}): Promise<string> {
   const repo = parseHfHandle(handle);
   const repoDir = path.join(hfCacheRoot(options), `models--${repo.repoId.replaceAll("/", "--")}`);
   const cachedCommit = COMMIT_HASH.test(repo.revision) ? repo.revision : readRef(repoDir, repo.revision);
   const cachedSnapshot = cachedCommit === undefined ? undefined : path.join(repoDir, "snapshots", cachedCommit);
-  const missing = cachedSnapshot === undefined ? undefined : missingSnapshotFiles(cachedSnapshot);
-  if (cachedSnapshot !== undefined && missing?.length === 0) return cachedSnapshot;
+  if (repo.file !== undefined && cachedSnapshot !== undefined && existsSync(localPath(cachedSnapshot, repo.file))) {
+    return localPath(cachedSnapshot, repo.file);
+  }
+  const missing =
+    repo.file !== undefined ? [repo.file] : cachedSnapshot === undefined ? undefined : missingSnapshotFiles(cachedSnapshot);
+  if (repo.file === undefined && cachedSnapshot !== undefined && missing?.length === 0) return cachedSnapshot;
 
   const offline = options.offline ?? isEnvFlagOn("HF_HUB_OFFLINE");
   if (offline) {
@@ -209,7 +223,8 @@ export async function resolveHfHandle(handle: string, options: HubOptions = {}):
         `They belong in ${where}. To download them, ${howToAllow}.`,
     );
   }
-  return new HfSnapshotDownloader(repo, repoDir, options).download();
+  const downloader = new HfSnapshotDownloader(repo, repoDir, options);
+  return repo.file === undefined ? downloader.download() : downloader.downloadOne(repo.file);
 }
 
 /** What the Hub says about one file before it is downloaded. */
@@ -302,6 +317,28 @@ class HfSnapshotDownloader {
     return path.join(this.repoDir, "snapshots", this.commit);
   }
 
+  /** The commit the first file's response names becomes the snapshot's, and the revision's ref points to it. */
+  private async adoptCommit(first: RemoteFile): Promise<void> {
+    // Falls back to the revision string when the server does not name a commit (not the real Hub).
+    if (first.commit !== undefined) this.commit = first.commit;
+    if (this.commit !== this.repo.revision) {
+      const refPath = localPath(path.join(this.repoDir, "refs"), this.repo.revision);
+      await mkdir(path.dirname(refPath), { recursive: true });
+      await writeFile(refPath, this.commit);
+    }
+  }
+
+  /** Downloads one file of the revision (a GGUF) into the snapshot; returns its path there. */
+  async downloadOne(name: string): Promise<string> {
+    const remote = await this.probe(name);
+    if (remote === undefined) {
+      throw new FalconPresetError(`${this.repo.handle}: repository, revision or file not found (HTTP 404 for ${this.resolveUrl(name)})`);
+    }
+    await this.adoptCommit(remote);
+    if (!existsSync(localPath(this.snapshotDir, name))) await this.fetchIntoSnapshot(remote);
+    return localPath(this.snapshotDir, name);
+  }
+
   async download(): Promise<string> {
     const config = await this.probe(CONFIG_FILE);
     if (config === undefined) {
@@ -309,13 +346,7 @@ class HfSnapshotDownloader {
         `${this.repo.handle}: repository or revision not found (HTTP 404 for ${this.resolveUrl(CONFIG_FILE)})`,
       );
     }
-    // Falls back to the revision string when the server does not name a commit (not the real Hub).
-    if (config.commit !== undefined) this.commit = config.commit;
-    if (this.commit !== this.repo.revision) {
-      const refPath = localPath(path.join(this.repoDir, "refs"), this.repo.revision);
-      await mkdir(path.dirname(refPath), { recursive: true });
-      await writeFile(refPath, this.commit);
-    }
+    await this.adoptCommit(config);
     if (!existsSync(path.join(this.snapshotDir, CONFIG_FILE))) await this.fetchIntoSnapshot(config);
 
     if (await this.ensureFile(WEIGHTS_INDEX_FILE)) {
