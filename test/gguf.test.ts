@@ -9,7 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 
-import { float16BitsToFloat32, syntheticGpt2Vocabulary } from "../bench/gguf.js";
+import { float16BitsToFloat32, float32ToFloat16Bits, syntheticGpt2Vocabulary } from "../bench/gguf.js";
 import { FalconBackbone, FalconCausalLM, FalconPresetError, FalconTokenizer } from "../src/index.js";
 import { resolveBackboneConfig, type FalconDType } from "../src/config.js";
 import { GGUF_DEFAULT_DTYPE } from "../src/presets/gguf.js";
@@ -149,6 +149,40 @@ describe("GGUF: every tensor type against the same values loaded as float32", ()
       ],
     );
   });
+});
+
+describe("GGUF: Q8_0 and Q4_0 files of a fixture hold its safetensors weights within ggml's quantisation step", () => {
+  for (const type of ["Q8_0", "Q4_0"] as const) {
+    it(`${type}: every loaded weight within the bound ggml's quantiser implies, block by block`, async () => {
+      const reference = await FalconBackbone.fromPreset(path.join(FIXTURES, "hf", "f40b_newarch_gqa", "checkpoint"));
+      const file = tempFile(`bound-${type}`);
+      const written = await writeGgufModel(reference, file, { matrixType: type });
+      const loaded = await FalconBackbone.fromPreset(file, { dtype: "float32" });
+      for (const name of written.weights.keys()) {
+        const original = await weightValues(reference, name);
+        const held = await weightValues(loaded, name);
+        if (written.weights.get(name)!.cols === 1) {
+          assertSameValues(held, original, `${name} (F32 vector)`);
+          continue;
+        }
+        for (let block = 0; block < original.length / 32; block++) {
+          const values = original.subarray(32 * block, 32 * block + 32);
+          const amax = Math.max(...Array.from(values, Math.abs));
+          // Q8_0: q = round(x / d), d = amax/127 stored as float16 d16: |x − q·d16| ≤ d/2 + 127·|d16 − d|.
+          // Q4_0: d = ∓amax/8, q = min(15, ⌊x/d + 8.5⌋): the clamp at 15 makes the worst case |d| (−max becomes 7·d).
+          const d = type === "Q8_0" ? amax / 127 : amax / 8;
+          const d16 = float16BitsToFloat32(float32ToFloat16Bits(d));
+          const bound = (type === "Q8_0" ? d / 2 + 127 * Math.abs(d16 - d) : d16 * (1 + 2 ** -10)) + 1e-7;
+          for (let j = 0; j < 32; j++) {
+            const i = 32 * block + j;
+            assert.ok(Math.abs(held[i]! - original[i]!) <= bound, `${name}[${i}]: ${held[i]} vs ${original[i]}, bound ${bound}`);
+          }
+        }
+      }
+      loaded.dispose();
+      reference.dispose();
+    });
+  }
 });
 
 describe("GGUF: the JavaScript dequantisation the native one is checked against", () => {
