@@ -109,6 +109,31 @@ describe("README ts snippets", () => {
     for (const marker of ["const tiny = new FalconBackbone(", "FalconCausalLM.fromPreset(\"./falcon-7b\")", "lm.stream(\"The falcon\"", "lm.engine({", "createServer(lm"]) find(marker);
   });
 
+  it("every snippet type-checks as a strict TypeScript module against the package's own types: no undefined names", () => {
+    // Inside the repository, so "falcon-native" resolves to this package by its own name (exports → dist's
+    // declarations) and "openai" to the dev dependency, as in a reader's project.
+    const root = path.dirname(README);
+    const files = new Map(snippets.map((snippet, index) => [path.join(root, "test", `readme-snippet-${index}.ts`), snippet]));
+    const options: ts.CompilerOptions = {
+      strict: true, noEmit: true, skipLibCheck: true, types: ["node"],
+      target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext,
+    };
+    const host = ts.createCompilerHost(options);
+    const { fileExists, readFile, getSourceFile } = host;
+    host.fileExists = (file) => files.has(file) || fileExists.call(host, file);
+    host.readFile = (file) => files.get(file) ?? readFile.call(host, file);
+    host.getSourceFile = (file, language, ...rest) => {
+      const text = files.get(file);
+      return text === undefined ? getSourceFile.call(host, file, language, ...rest) : ts.createSourceFile(file, text, language);
+    };
+    const program = ts.createProgram([...files.keys()], options, host);
+    const problems = ts.getPreEmitDiagnostics(program).filter((diagnostic) => diagnostic.file && files.has(diagnostic.file.fileName)).map((diagnostic) => {
+      const { line } = diagnostic.file!.getLineAndCharacterOfPosition(diagnostic.start ?? 0);
+      return `${path.basename(diagnostic.file!.fileName)}:${line + 1}: ${ts.flattenDiagnosticMessageText(diagnostic.messageText, "\n")}`;
+    });
+    assert.deepEqual(problems, []);
+  });
+
   it("the reference forward pass reproduces the keras fixture's sequence_output and lm_logits on every run", () => {
     const manifest = readJson<{ backbone_runs: { name: string; token_ids: string; padding_mask: string; sequence_output: string; lm_logits: string }[] }>(
       path.join(KERAS_CASE, "manifest.json"));
