@@ -186,11 +186,20 @@ export interface TinyCheckpointSummary {
  * exists and is not an empty directory: nothing of someone's is overwritten.
  */
 export function writeTinyCheckpoint(directory: string): TinyCheckpointSummary {
-  if (existsSync(directory)) {
-    if (!statSync(directory).isDirectory()) throw new FalconPresetError(`${directory}: exists and is not a directory`);
-    if (readdirSync(directory).length > 0) throw new FalconPresetError(`${directory}: directory is not empty; give a new or empty directory`);
+  try {
+    if (existsSync(directory)) {
+      if (!statSync(directory).isDirectory()) throw new FalconPresetError(`${directory}: exists and is not a directory`);
+      if (readdirSync(directory).length > 0) throw new FalconPresetError(`${directory}: directory is not empty; give a new or empty directory`);
+    }
+    mkdirSync(directory, { recursive: true });
+    return writeFiles(directory);
+  } catch (error) {
+    if (error instanceof FalconPresetError) throw error;
+    throw new FalconPresetError(`${directory}: cannot write the checkpoint: ${(error as Error).message}`, { cause: error });
   }
-  mkdirSync(directory, { recursive: true });
+}
+
+function writeFiles(directory: string): TinyCheckpointSummary {
   const vocab = learnTinyVocabulary();
   const tokens = vocab.vocabulary.size;
   writeFileSync(path.join(directory, "tokenizer.json"), `${JSON.stringify(tokenizerJson(vocab), null, 2)}\n`);

@@ -73,7 +73,7 @@ describe("falcon-native run --save: the tiny checkpoint", () => {
     for (const file of readdirSync(preset)) assert.ok(readFileSync(path.join(preset, file)).equals(readFileSync(path.join(again, file))), file);
   });
 
-  it("never writes into a directory that has files, and takes no --preset", async () => {
+  it("never writes into a directory that has files, says why it cannot write, and takes no --preset", async () => {
     const occupied = path.join(dir, "occupied");
     mkdirSync(occupied);
     writeFileSync(path.join(occupied, "notes.txt"), "mine");
@@ -81,6 +81,9 @@ describe("falcon-native run --save: the tiny checkpoint", () => {
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /occupied: directory is not empty; give a new or empty directory/);
     assert.deepEqual(readdirSync(occupied), ["notes.txt"]);
+    const underFile = await cli("run", "--save", path.join(occupied, "notes.txt", "tiny"));
+    assert.equal(underFile.code, 1);
+    assert.match(underFile.stderr, /notes\.txt\/tiny: cannot write the checkpoint: ENOTDIR/);
     const both = await cli("run", "--save", path.join(dir, "other"), "--preset", preset);
     assert.equal(both.code, 2);
     assert.match(both.stderr, /--save writes a new checkpoint and runs it; drop --preset/);
