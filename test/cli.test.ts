@@ -85,7 +85,7 @@ describe("falcon-native CLI", () => {
     const { code, stdout } = await cli("--help");
     assert.equal(code, 0);
     const generateFlags = ["--max-new-tokens", "--sampler", "--stream", "--stop-token-ids", "--json", "stdin"];
-    for (const text of ["generate --preset DIR", "run [--preset DIR]", "inspect PRESET", "--version", "COMMAND --help", "--batch", ...generateFlags]) {
+    for (const text of ["generate --preset DIR", "run [--preset DIR | --save DIR]", "inspect PRESET", "--version", "COMMAND --help", "--batch", ...generateFlags]) {
       assert.ok(stdout.includes(text), `help mentions ${text}`);
     }
     const [generate, run, inspect, afterTerminator] = await Promise.all([
@@ -95,7 +95,7 @@ describe("falcon-native CLI", () => {
     assert.match(generate.stdout, /^Usage:\n {2}falcon-native generate --preset DIR/);
     for (const text of generateFlags) assert.ok(generate.stdout.includes(text), `generate --help mentions ${text}`);
     assert.ok(!generate.stdout.includes("--batch") && !generate.stdout.includes("inspect PRESET"), "generate --help is about generate only");
-    assert.match(run.stdout, /^Usage:\n {2}falcon-native run .*\n[^]*--batch N[^]*--length N/);
+    assert.match(run.stdout, /^Usage:\n {2}falcon-native run .*\n[^]*--save DIR[^]*--batch N[^]*--length N/);
     assert.ok(!run.stdout.includes("--max-new-tokens"));
     assert.match(inspect.stdout, /^Usage:\n {2}falcon-native inspect PRESET[^]*--json/);
     assert.ok(!inspect.stdout.includes("--stream"));

@@ -257,6 +257,21 @@ describe("the npm package, packed, installed offline and used", { timeout: 120_0
     assert.match(cli.stdout, /^output\s+hidden \[1, 4, 256\], logits \[1, 4, 1024\]$/m);
   });
 
+  it("a newcomer's text generation: run --save writes the tiny checkpoint, generate and inspect run on it", async () => {
+    const bin = path.join(consumer, "node_modules", ".bin", "falcon-native");
+    const saved = await run(bin, ["run", "--save", "./tiny-falcon", "--batch", "1", "--length", "4"], { cwd: consumer, env });
+    assert.equal(saved.code, 0, saved.stderr);
+    const [generated, inspected] = await Promise.all([
+      run(bin, ["generate", "--preset", "./tiny-falcon", "The falcon", "--max-new-tokens", "8", "--json"], { cwd: consumer, env }),
+      run(bin, ["inspect", "./tiny-falcon"], { cwd: consumer, env }),
+    ]);
+    assert.equal(generated.code, 0, generated.stderr);
+    const report = JSON.parse(generated.stdout) as { text: string[]; generatedTokens: number };
+    assert.ok(report.text[0]!.startsWith("The falcon") && report.generatedTokens > 0, generated.stdout);
+    assert.equal(inspected.code, 0, inspected.stderr);
+    assert.match(inspected.stdout, /^tokenizer +HF tokenizer\.json$/m);
+  });
+
   it("a strict TypeScript consumer type-checks (node16 CommonJS and ES modules, bundler) and runs", async () => {
     const projects = path.join(consumer, "skip-lib-check");
     writeConsumers(projects, true);

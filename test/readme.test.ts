@@ -6,7 +6,9 @@
  * references, and the text example against a model whose continuation is fixed by construction.
  */
 import assert from "node:assert/strict";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer as createNetServer, type AddressInfo } from "node:net";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { after, before, describe, it } from "node:test";
@@ -21,8 +23,10 @@ import { makeTempDir } from "./helpers/gpt2-vocab.js";
 import { readNpy } from "./helpers/npy.js";
 import { referenceForward, referenceLogits, referenceModel, type ReferenceModel } from "./helpers/reference-forward.js";
 import { CYCLE_TEXT, writeCycleCheckpoint } from "./helpers/text-model.js";
+import { writeTinyCheckpoint } from "../src/tiny-checkpoint.js";
 
 const README = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "README.md");
+const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "src", "cli.js");
 const KERAS_CASE = path.join(FIXTURES, "keras", "falcon_h4_d64_l2");
 const HF = path.join(FIXTURES, "hf");
 
@@ -103,6 +107,31 @@ describe("README ts snippets", () => {
   it("has exactly the five snippets this file runs", () => {
     assert.equal(snippets.length, 5);
     for (const marker of ["const tiny = new FalconBackbone(", "FalconCausalLM.fromPreset(\"./falcon-7b\")", "lm.stream(\"The falcon\"", "lm.engine({", "createServer(lm"]) find(marker);
+  });
+
+  it("every snippet type-checks as a strict TypeScript module against the package's own types: no undefined names", () => {
+    // Inside the repository, so "falcon-native" resolves to this package by its own name (exports → dist's
+    // declarations) and "openai" to the dev dependency, as in a reader's project.
+    const root = path.dirname(README);
+    const files = new Map(snippets.map((snippet, index) => [path.join(root, "test", `readme-snippet-${index}.ts`), snippet]));
+    const options: ts.CompilerOptions = {
+      strict: true, noEmit: true, skipLibCheck: true, types: ["node"],
+      target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext,
+    };
+    const host = ts.createCompilerHost(options);
+    const { fileExists, readFile, getSourceFile } = host;
+    host.fileExists = (file) => files.has(file) || fileExists.call(host, file);
+    host.readFile = (file) => files.get(file) ?? readFile.call(host, file);
+    host.getSourceFile = (file, language, ...rest) => {
+      const text = files.get(file);
+      return text === undefined ? getSourceFile.call(host, file, language, ...rest) : ts.createSourceFile(file, text, language);
+    };
+    const program = ts.createProgram([...files.keys()], options, host);
+    const problems = ts.getPreEmitDiagnostics(program).filter((diagnostic) => diagnostic.file && files.has(diagnostic.file.fileName)).map((diagnostic) => {
+      const { line } = diagnostic.file!.getLineAndCharacterOfPosition(diagnostic.start ?? 0);
+      return `${path.basename(diagnostic.file!.fileName)}:${line + 1}: ${ts.flattenDiagnosticMessageText(diagnostic.messageText, "\n")}`;
+    });
+    assert.deepEqual(problems, []);
   });
 
   it("the reference forward pass reproduces the keras fixture's sequence_output and lm_logits on every run", () => {
@@ -218,7 +247,7 @@ describe("README ts snippets", () => {
     const written: string[] = [];
     // The snippet writes to process.stdout, captured here.
     const { text, texts, ids } = await runSnippet(find("lm.stream(\"The falcon\""), dir, {
-      paths: { "./falcon_refinedweb_1b_en": path.join(dir, "cycle") },
+      paths: { "./tiny-falcon": path.join(dir, "cycle") },
       given: { process: { stdout: { write: (piece: string) => written.push(piece) } } },
       results: ["text", "texts", "ids"],
     }) as { text: string; texts: string[]; ids: Int32Array[] };
@@ -238,7 +267,7 @@ describe("README ts snippets", () => {
     const { cycle } = writeCycleCheckpoint(path.join(dir, "engine-cycle"));
     const written: string[] = [];
     const { story, sampled, finishReason, usage, logprobs, stats } = await runSnippet(find("lm.engine({"), dir, {
-      paths: { "./falcon_refinedweb_1b_en": path.join(dir, "engine-cycle") },
+      paths: { "./tiny-falcon": path.join(dir, "engine-cycle") },
       given: { process: { stdout: { write: (piece: string) => written.push(piece) } } },
       results: ["story", "sampled", "finishReason", "usage", "logprobs", "stats"],
     }) as { story: string; sampled: string; finishReason: string; usage: Completion["usage"]; logprobs: CompletionLogprob[]; stats: EngineStats };
@@ -265,12 +294,220 @@ describe("README ts snippets", () => {
   it("the server: the openai client's chat completion against createServer, on the cycle model", async () => {
     writeCycleCheckpoint(path.join(dir, "server-cycle"));
     const { answer } = await runSnippet(find("createServer(lm"), dir, {
-      paths: { "./falcon-7b-instruct": path.join(dir, "server-cycle") },
+      paths: { "./tiny-falcon": path.join(dir, "server-cycle") },
       given: { process: { env: { PORT: "0" } }, OpenAI },
       results: ["answer"],
     }) as { answer: string };
     // 32 new tokens are four turns of the 8-token cycle, whatever the prompt; sampling at temperature 1
     // keeps the cycle's next token (its logit leads by tens).
     assert.equal(answer, CYCLE_TEXT.repeat(4));
+  });
+
+  it("the text, engine and server snippets also run on the tiny checkpoint they name", async () => {
+    const tiny = path.join(dir, "tiny-falcon");
+    writeTinyCheckpoint(tiny);
+    const tokenizer = falcon.FalconTokenizer.fromPreset(tiny);
+    const stdout = { write: (piece: string) => assert.equal(typeof piece, "string") };
+    const text = await runSnippet(find("lm.stream(\"The falcon\""), dir, {
+      paths: { "./tiny-falcon": tiny }, given: { process: { stdout } }, results: ["text", "texts", "ids"],
+    }) as { text: string; texts: string[]; ids: Int32Array[] };
+    assert.ok(text.text.startsWith("The falcon") && text.text.length > "The falcon".length, text.text);
+    assert.equal(text.texts.length, 2);
+    for (const [row, prompt] of [[35, 92, 67], [30, 65]].entries()) {
+      assert.deepEqual(Array.from(text.ids[row]!.slice(0, prompt.length)), prompt);
+      assert.ok(text.ids[row]!.length > prompt.length && text.ids[row]!.length <= prompt.length + 8);
+    }
+    const engine = await runSnippet(find("lm.engine({"), dir, {
+      paths: { "./tiny-falcon": tiny }, given: { process: { stdout } }, results: ["story", "sampled", "usage", "stats"],
+    }) as { story: string; sampled: string; usage: Completion["usage"]; stats: EngineStats };
+    assert.ok(engine.sampled.startsWith("The falcon"));
+    assert.equal(engine.usage.promptTokens, tokenizer.encode("The falcon").length);
+    assert.equal(engine.stats.kvBlocks.used, 0);
+    const server = await runSnippet(find("createServer(lm"), dir, {
+      paths: { "./tiny-falcon": tiny }, given: { process: { env: { PORT: "0" } }, OpenAI }, results: ["answer"],
+    }) as { answer: string };
+    assert.equal(typeof server.answer, "string");
+  });
+});
+
+/**
+ * The README's ```sh and ```bash lines, in order: each command (continuation lines joined, comments
+ * dropped, `a && b` split) either runs here or is listed in NOT_RUN with the reason. Every
+ * `npx falcon-native …` runs as `node dist/src/cli.js …` in a scratch directory, where the README's own
+ * `npx falcon-native run --save ./tiny-falcon` writes the checkpoint the later lines name; `serve` runs on a
+ * free port instead of 8080 and the `curl` after it is sent by fetch to that port.
+ */
+const NOT_RUN: Record<string, string> = {
+  "npm install": "installs the dependencies and compiles the addon: the suite runs on this checkout's build",
+  "npm test": "the suite itself",
+  "npm install falcon-native": "installs from the registry: package.test.ts installs the packed tarball offline instead",
+  "npm install falcon-native @falcon-native/linux-x64-cuda": "the CUDA package is not published",
+  "npx falcon-native build": "a full node-gyp rebuild of the addon (minutes): build-command.test.ts runs the command on a stub build",
+  "npm rebuild falcon-native": "rebuilds an installed package through npm",
+  "npm install falcon-native --build-from-source": "installs from the registry",
+  "docker build -t falcon-native .": "no docker in the tests (the Dockerfile's command is falcon-native serve, run here)",
+  "docker run --rm -p 8080:8080 -v /srv/models/falcon-7b-instruct:/models/preset:ro falcon-native": "no docker in the tests",
+  "docker run --rm -p 8080:8080 -v /srv/models/falcon-7b-instruct:/models/preset:ro -e FALCON_API_KEY=change-me falcon-native --dtype bfloat16 --max-sequences 16": "no docker in the tests",
+};
+
+/** Splits a shell line into words: single quotes literal, double quotes with \" escapes, nothing else expanded. */
+function shellWords(line: string): string[] {
+  const words: string[] = [];
+  let word: string | undefined;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i]!;
+    if (c === "'") {
+      const end = line.indexOf("'", i + 1);
+      assert.ok(end > i, `unterminated quote in ${line}`);
+      word = (word ?? "") + line.slice(i + 1, end);
+      i = end;
+    } else if (c === '"') {
+      let text = "";
+      for (i++; i < line.length && line[i] !== '"'; i++) text += line[i] === "\\" ? line[++i] : line[i];
+      assert.ok(i < line.length, `unterminated quote in ${line}`);
+      word = (word ?? "") + text;
+    } else if (/\s/.test(c)) {
+      if (word !== undefined) words.push(word);
+      word = undefined;
+    } else {
+      word = (word ?? "") + c;
+    }
+  }
+  if (word !== undefined) words.push(word);
+  return words;
+}
+
+/** A line without its comment: a # at a word's start, outside quotes. */
+function withoutComment(line: string): string {
+  let quote: string | undefined;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i]!;
+    if (quote) {
+      if (c === quote) quote = undefined;
+    } else if (c === "'" || c === '"') {
+      quote = c;
+    } else if (c === "#" && (i === 0 || /\s/.test(line[i - 1]!))) {
+      return line.slice(0, i).trimEnd();
+    }
+  }
+  return line.trimEnd();
+}
+
+/** The commands of the README's sh and bash blocks, in order. */
+function shCommands(): string[] {
+  const commands: string[] = [];
+  for (const [, body] of readFileSync(README, "utf8").matchAll(/^```(?:sh|bash)\n([\s\S]*?)^```$/gm)) {
+    const joined = body!.replace(/\\\n\s*/g, "");
+    for (const line of joined.split("\n")) {
+      const command = withoutComment(line).trim();
+      if (command !== "") commands.push(...command.split(" && ").map((part) => part.trim()));
+    }
+  }
+  return commands;
+}
+
+function runCli(cwd: string, args: string[], stdin: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = execFile(process.execPath, [CLI, ...args], { cwd, timeout: 60_000, env: { ...process.env, FALCON_NUM_THREADS: "2" } }, (error, stdout, stderr) => {
+      resolve({ code: error ? (typeof error.code === "number" ? error.code : -1) : 0, stdout, stderr });
+    });
+    child.stdin!.end(stdin);
+  });
+}
+
+/** A port nothing listens on now. */
+async function freePort(): Promise<number> {
+  const server = createNetServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+describe("README sh commands", () => {
+  const dir = makeTempDir("falcon-readme-sh-");
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const commands = shCommands();
+
+  it("every command not run here is in the README and says why", () => {
+    for (const command of Object.keys(NOT_RUN)) assert.ok(commands.includes(command), `NOT_RUN lists "${command}", which the README no longer has`);
+    for (const command of commands) {
+      assert.ok(command in NOT_RUN || /^(echo "[^"]*" \| )?npx falcon-native /.test(command) || command.startsWith("curl "),
+        `"${command}" neither runs here nor is in NOT_RUN`);
+    }
+  });
+
+  it("every npx falcon-native command runs on the checkpoint the README makes, and the curl reaches serve", async () => {
+    const version = (JSON.parse(readFileSync(path.join(path.dirname(README), "package.json"), "utf8")) as { version: string }).version;
+    let server: { child: ChildProcess; port: number; exited: Promise<number | null> } | undefined;
+    let ran = 0;
+    try {
+      for (const command of commands) {
+        if (command in NOT_RUN) continue;
+        ran++;
+        if (command.startsWith("curl ")) {
+          assert.ok(server, `${command}: no serve command before it`);
+          const words = shellWords(command).slice(1);
+          const headers: Record<string, string> = {};
+          let body: string | undefined;
+          let url: string | undefined;
+          for (let i = 0; i < words.length; i++) {
+            if (words[i] === "-s") continue;
+            if (words[i] === "-H") {
+              const [name, ...value] = words[++i]!.split(":");
+              headers[name!] = value.join(":").trim();
+            } else if (words[i] === "-d") {
+              body = words[++i];
+            } else {
+              url = words[i];
+            }
+          }
+          assert.match(url ?? "", /^localhost:8080\//, command);
+          const response = await fetch(`http://127.0.0.1:${server.port}/${url!.slice("localhost:8080/".length)}`, { method: body ? "POST" : "GET", headers, body });
+          const text = await response.text();
+          assert.equal(response.status, 200, `${command}: ${text}`);
+          assert.match(text, /^data: \{"id":"chatcmpl-/m, command);
+          assert.match(text, /^data: \[DONE\]$/m, command);
+          continue;
+        }
+        const [, echoed, rest] = /^(?:echo ("[^"]*") \| )?npx falcon-native(.*)$/.exec(command)!;
+        const args = shellWords(rest!);
+        const stdin = echoed === undefined ? "" : `${shellWords(echoed)[0]}\n`;
+        if (args[0] === "serve") {
+          const portIndex = args.indexOf("--port");
+          assert.ok(portIndex > 0, `${command}: names its port`);
+          const port = await freePort();
+          args[portIndex + 1] = String(port);
+          const child = spawn(process.execPath, [CLI, ...args], { cwd: dir, stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, FALCON_NUM_THREADS: "2" } });
+          const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+          server = { child, port, exited };
+          for (let waited = 0; ; waited += 50) {
+            const health = await fetch(`http://127.0.0.1:${port}/health`).then((response) => response.status, () => 0);
+            if (health === 200) break;
+            assert.ok(waited < 30_000, `${command}: not ready within 30 s`);
+            await new Promise((resolve) => setTimeout(resolve, 50));
+          }
+          continue;
+        }
+        const result = await runCli(dir, args, stdin);
+        assert.equal(result.code, 0, `${command}\n${result.stderr}`);
+        assert.notEqual(result.stdout, "", command);
+        if (args.includes("--json")) {
+          const report = JSON.parse(result.stdout) as { ids: number[][]; text: string[] };
+          assert.equal(report.text[0]!.startsWith("The falcon"), true, `${command}: ${result.stdout}`);
+        }
+        if (args[0] === "--version") assert.equal(result.stdout, `${version}\n`);
+        if (args[0] === "inspect") assert.match(result.stdout, /^tokenizer +HF tokenizer\.json$/m, command);
+        if (args[0] === "generate" && !args.includes("--help") && !args.includes("--ids") && !args.includes("--json")) {
+          assert.ok(result.stdout.startsWith("The falcon"), `${command}: ${result.stdout}`);
+        }
+      }
+    } finally {
+      if (server) {
+        server.child.kill("SIGTERM");
+        assert.equal(await server.exited, 0, "serve exits 0 on SIGTERM");
+      }
+    }
+    assert.equal(ran, commands.length - Object.keys(NOT_RUN).length);
   });
 });
