@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer as createNetServer, type AddressInfo } from "node:net";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -18,6 +18,7 @@ import ts from "typescript";
 import * as falcon from "../src/index.js";
 import { FalconBackbone, type Completion, type CompletionLogprob, type EngineStats, type Tensor } from "../src/index.js";
 import { FIXTURES, compareRows, readJson, type Tolerance } from "./helpers/fixtures.js";
+import { writeGgufModel } from "./helpers/gguf-model.js";
 import { readReferenceBin } from "./helpers/greedy-reference.js";
 import { makeTempDir } from "./helpers/gpt2-vocab.js";
 import { readNpy } from "./helpers/npy.js";
@@ -415,6 +416,24 @@ function runCli(cwd: string, args: string[], stdin: string): Promise<{ code: num
   });
 }
 
+/**
+ * The GGUF the README's GGUF lines name, written from the tiny checkpoint by the tests' own writer, its
+ * tokenizer as the file's vocabulary: every matrix Q4_0, since the tiny model's widths (448, 64) are
+ * not multiples of the K-quants' 256-value blocks.
+ */
+async function writeTinyGguf(checkpoint: string, file: string): Promise<void> {
+  const tokenizer = JSON.parse(readFileSync(path.join(checkpoint, "tokenizer.json"), "utf8")) as {
+    model: { vocab: Record<string, number>; merges: [string, string][] }; added_tokens: { id: number; content: string }[];
+  };
+  const tokens: string[] = [];
+  for (const [token, id] of Object.entries(tokenizer.model.vocab)) tokens[id] = token;
+  const tokenTypes = new Int32Array(tokens.length).fill(1);
+  for (const added of tokenizer.added_tokens) tokenTypes[added.id] = 3;
+  const eosId = tokenizer.added_tokens[0]!.id;
+  await using backbone = await FalconBackbone.fromPreset(checkpoint);
+  await writeGgufModel(backbone, file, { matrixType: "Q4_0", vocabulary: { tokens, tokenTypes, merges: tokenizer.model.merges.map((pair) => pair.join(" ")), eosId, pre: "falcon" } });
+}
+
 /** A port nothing listens on now. */
 async function freePort(): Promise<number> {
   const server = createNetServer();
@@ -472,6 +491,8 @@ describe("README sh commands", () => {
         }
         const [, echoed, rest] = /^(?:echo ("[^"]*") \| )?npx falcon-native(.*)$/.exec(command)!;
         const args = shellWords(rest!);
+        const gguf = args.find((arg) => arg.endsWith(".gguf"));
+        if (gguf !== undefined && !existsSync(path.join(dir, gguf))) await writeTinyGguf(path.join(dir, "tiny-falcon"), path.join(dir, gguf));
         const stdin = echoed === undefined ? "" : `${shellWords(echoed)[0]}\n`;
         if (args[0] === "serve") {
           const portIndex = args.indexOf("--port");
@@ -497,7 +518,7 @@ describe("README sh commands", () => {
           assert.equal(report.text[0]!.startsWith("The falcon"), true, `${command}: ${result.stdout}`);
         }
         if (args[0] === "--version") assert.equal(result.stdout, `${version}\n`);
-        if (args[0] === "inspect") assert.match(result.stdout, /^tokenizer +HF tokenizer\.json$/m, command);
+        if (args[0] === "inspect") assert.match(result.stdout, gguf ? /^tokenizer +GGUF/m : /^tokenizer +HF tokenizer\.json$/m, command);
         if (args[0] === "generate" && !args.includes("--help") && !args.includes("--ids") && !args.includes("--json")) {
           assert.ok(result.stdout.startsWith("The falcon"), `${command}: ${result.stdout}`);
         }
