@@ -114,7 +114,7 @@ describe("cuda runtime seam", () => {
     const cases: Array<[number, string, RegExp]> = [
       [2, "FALCON_STATE", /out of memory/],
       [3, "FALCON_CONFIG", /driver could not start/],
-      [35, "FALCON_CONFIG", /driver is older than this build's CUDA runtime; update the driver/],
+      [35, "FALCON_CONFIG", /driver is missing, or older than this build's CUDA runtime; install or update the driver/],
       [100, "FALCON_CONFIG", /no CUDA GPU is visible.*device: "cpu"/],
       [101, "FALCON_CONFIG", /no such GPU/],
       [209, "FALCON_CONFIG", /no code this GPU or driver can run/],

@@ -496,6 +496,22 @@ Napi::Value CudaError(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+#if defined(FALCON_CUDA_REAL)
+// realDevice(ordinal) → { name, computeMajor, computeMinor, totalBytes }: opens the real CUDA runtime
+// (builds with nvcc only), for bench/cuda-check.sh; throws the typed error when there is no usable GPU.
+Napi::Value RealDevice(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int64_t ordinal = integer_argument(info, 0, "ordinal");
+  const falcon::cuda::DeviceInfo device = call_core(env, [&] { return falcon::cuda::make_cuda_runtime(int(ordinal))->info(); });
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("name", device.name);
+  result.Set("computeMajor", device.compute_major);
+  result.Set("computeMinor", device.compute_minor);
+  result.Set("totalBytes", double(device.total_bytes));
+  return result;
+}
+#endif
+
 }  // namespace
 
 Napi::Object CudaEmulationForTest(Napi::Env env) {
@@ -512,6 +528,9 @@ Napi::Object CudaEmulationForTest(Napi::Env env) {
   object.Set("misuse", Napi::Function::New(env, Misuse));
   object.Set("graphReplay", Napi::Function::New(env, GraphReplay));
   object.Set("cudaError", Napi::Function::New(env, CudaError));
+#if defined(FALCON_CUDA_REAL)
+  object.Set("realDevice", Napi::Function::New(env, RealDevice));
+#endif
   return object;
 }
 

@@ -14,8 +14,8 @@ Error cuda_error(int code, const std::string& call, const std::string& detail) {
     case CudaErrorCode::InvalidDevice:
       return Error(ErrorKind::Config, what + ": no such GPU; device \"cuda:N\" must name one nvidia-smi lists (from 0)");
     case CudaErrorCode::InsufficientDriver:
-      return Error(ErrorKind::Config, what + ": the NVIDIA driver is older than this build's CUDA runtime; update the driver, "
-                                             "or load with device: \"cpu\"");
+      return Error(ErrorKind::Config, what + ": the NVIDIA driver is missing, or older than this build's CUDA runtime; "
+                                             "install or update the driver, or load with device: \"cpu\"");
     case CudaErrorCode::NoKernelImageForDevice:
     case CudaErrorCode::UnsupportedPtxVersion:
       return Error(ErrorKind::Config, what + ": this build has no code this GPU or driver can run (built for sm_80, sm_86, "
