@@ -43,6 +43,7 @@
         "native/cuda/cuda_errors.cpp",
         "native/cuda/device_runtime_emulated.cpp",
         "native/cuda/emu/cuda_emu.cpp",
+        "native/cuda/emulated/attention.cpp",
         "native/cuda/emulated/elementwise.cpp",
         "native/cuda/emulated/gemm.cpp",
         "native/cuda/emulated/layer_norm.cpp",

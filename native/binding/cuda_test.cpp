@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "../core/kv_pool.h"
 #include "../core/model_config.h"
 #include "../core/weights.h"
 #include "../cpu/ops.h"
@@ -362,6 +363,150 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   });
 }
 
+// attention({ heads, kvHeads, headDim, kvDtype, numBlocks, keys, values: Float32Array [kvHeads · numBlocks
+//             · 16 · headDim] (slot-major: [kv head][block][slot][c]), valid: Uint8Array, positions:
+//             Int32Array [numBlocks · 16], sequences: [{ blockTable: Int32Array, start, count }],
+//             q: Float32Array [rows · heads · headDim] (rows: the sequences' new tokens in order),
+//             slopes?: Float32Array [heads] })
+//   → { gpu, cpu, keys, values }: [rows, heads · headDim] from the split-K kernel over the pool's
+//     blocks uploaded as they are, and from cpu::attention over the same pool; and the keys and values
+//     as the pool stores them (rounded to kvDtype), for the error bounds.
+Napi::Value Attention(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const Napi::Object spec = spec_object(info);
+  ModelConfig config;
+  config.num_layers = 1;
+  config.num_heads = integer(env, spec, "heads", 1, 64);
+  config.num_kv_heads = integer(env, spec, "kvHeads", 1, 64);
+  const int64_t d = integer(env, spec, "headDim", 1, gpu::kAttentionMaxHeadDim);
+  if (config.num_heads % config.num_kv_heads != 0) throw input_error(env, "spec.heads must be a multiple of spec.kvHeads");
+  config.hidden_dim = config.num_heads * d;
+  const int64_t H = config.num_heads, Hkv = config.num_kv_heads;
+  const DType kv_dtype = kv_dtype_value(env, spec.Get("kvDtype"));
+  const int64_t num_blocks = integer(env, spec, "numBlocks", 1, 4096);
+  const int64_t slots = num_blocks * kKvBlockTokens;
+  const std::vector<float> keys = array<Napi::Float32Array>(env, spec, "keys", Hkv * slots * d);
+  const std::vector<float> values = array<Napi::Float32Array>(env, spec, "values", Hkv * slots * d);
+  const std::vector<uint8_t> valid = array<Napi::Uint8Array>(env, spec, "valid", slots);
+  const std::vector<int32_t> positions = array<Napi::Int32Array>(env, spec, "positions", slots);
+  const std::vector<float> slopes = array<Napi::Float32Array>(env, spec, "slopes", H, true);
+  if (!spec.Get("sequences").IsArray()) throw input_error(env, "spec.sequences must be an array");
+  const Napi::Array sequence_specs = spec.Get("sequences").As<Napi::Array>();
+  struct Sequence {
+    std::vector<int32_t> table;
+    int64_t start, count;
+  };
+  std::vector<Sequence> sequences;
+  int64_t rows = 0, max_blocks = 1, max_visible = 1;
+  for (uint32_t i = 0; i < sequence_specs.Length(); ++i) {
+    if (!sequence_specs.Get(i).IsObject()) throw input_error(env, "spec.sequences entries must be objects");
+    const Napi::Object entry = sequence_specs.Get(i).As<Napi::Object>();
+    Sequence sequence{array<Napi::Int32Array>(env, entry, "blockTable", -1), integer(env, entry, "start", 0, 1 << 20),
+                      integer(env, entry, "count", 1, 1 << 20)};
+    if (int64_t(sequence.table.size()) * kKvBlockTokens < sequence.start + sequence.count) throw input_error(env, "a block table is too short");
+    for (int32_t block : sequence.table) {
+      if (block < 0 || block >= num_blocks) throw input_error(env, "block ids must lie in [0, numBlocks)");
+    }
+    rows += sequence.count;
+    max_blocks = std::max(max_blocks, int64_t(sequence.table.size()));
+    max_visible = std::max(max_visible, sequence.start + sequence.count);
+    sequences.push_back(std::move(sequence));
+  }
+  const std::vector<float> q = array<Napi::Float32Array>(env, spec, "q", rows * H * d);
+  return call_core(env, [&] {
+    KvPool pool(config, num_blocks, kv_dtype);
+    for (int64_t h = 0; h < Hkv; ++h) {
+      for (int64_t b = 0; b < num_blocks; ++b) {
+        for (int64_t slot = 0; slot < kKvBlockTokens; ++slot) {
+          for (int64_t c = 0; c < d; ++c) {
+            const size_t from = size_t(((h * num_blocks + b) * kKvBlockTokens + slot) * d + c);
+            store_from_f32(pool.keys(b, 0, h), kv_dtype, size_t(c * kKvBlockTokens + slot), keys[from]);
+            store_from_f32(pool.values(b, 0, h), kv_dtype, size_t(slot * d + c), values[from]);
+          }
+        }
+      }
+    }
+    std::copy(valid.begin(), valid.end(), pool.valid(0));
+    std::copy(positions.begin(), positions.end(), pool.positions(0));
+    std::vector<float> stored_keys(keys.size()), stored_values(values.size());
+    for (int64_t h = 0; h < Hkv; ++h) {
+      for (int64_t b = 0; b < num_blocks; ++b) {
+        for (int64_t slot = 0; slot < kKvBlockTokens; ++slot) {
+          for (int64_t c = 0; c < d; ++c) {
+            const size_t at = size_t(((h * num_blocks + b) * kKvBlockTokens + slot) * d + c);
+            stored_keys[at] = load_as_f32(pool.keys(b, 0, h), kv_dtype, size_t(c * kKvBlockTokens + slot));
+            stored_values[at] = load_as_f32(pool.values(b, 0, h), kv_dtype, size_t(slot * d + c));
+          }
+        }
+      }
+    }
+
+    // The CPU: a step plan over the same blocks, every new token an output row.
+    cpu::StepPlan plan;
+    std::vector<std::vector<uint8_t>> gathered_valid(sequences.size());
+    std::vector<std::vector<int32_t>> gathered_positions(sequences.size());
+    std::vector<int32_t> row_sequence, row_slot;
+    for (size_t s = 0; s < sequences.size(); ++s) {
+      const Sequence& sequence = sequences[s];
+      for (int64_t j = 0; j < sequence.start + sequence.count; ++j) {
+        const int32_t block = sequence.table[size_t(j / kKvBlockTokens)];
+        gathered_valid[s].push_back(pool.valid(block)[j % kKvBlockTokens]);
+        gathered_positions[s].push_back(pool.positions(block)[j % kKvBlockTokens]);
+      }
+      cpu::PagedSequence paged;
+      paged.block_table = sequence.table.data();
+      paged.start = sequence.start;
+      paged.count = sequence.count;
+      paged.first_row = int64_t(row_sequence.size());
+      paged.valid = gathered_valid[s].data();
+      paged.positions = gathered_positions[s].data();
+      plan.sequences.push_back(paged);
+      for (int64_t t = 0; t < sequence.count; ++t) {
+        row_sequence.push_back(int32_t(s));
+        row_slot.push_back(int32_t(sequence.start + t));
+        plan.row_is_output.push_back(1);
+      }
+    }
+    cpu::plan_attention(config, plan);
+    std::vector<float> cpu_out(size_t(rows * H * d), 0.0f);
+    const std::vector<float> cpu_slopes(slopes.begin(), slopes.end());
+    cpu::attention(config, 0, pool, plan, plan.attention_items, q.data(), H * d, cpu_slopes, cpu_out.data());
+
+    // The kernel, over the pool's key and value bytes uploaded as they are.
+    Device device;
+    const size_t element = dtype_size(kv_dtype);
+    const auto* pool_start = static_cast<const unsigned char*>(pool.keys(0, 0, 0));
+    unsigned char* device_pool = device.allocate<unsigned char>(pool.byte_size());
+    device.runtime().copy(device_pool, pool_start, pool.byte_size(), CopyKind::HostToDevice, device.stream());
+    const auto elements_from_start = [&](const void* p) { return int64_t((static_cast<const unsigned char*>(p) - pool_start) / element); };
+    gpu::PagedKv kv;
+    kv.type = element_of(env, kv_dtype);
+    kv.keys = device_pool;
+    kv.values = device_pool + (static_cast<const unsigned char*>(pool.values(0, 0, 0)) - pool_start);
+    kv.block_stride = num_blocks > 1 ? elements_from_start(pool.keys(1, 0, 0)) : 0;
+    kv.head_stride = Hkv > 1 ? elements_from_start(pool.keys(0, 0, 1)) : 0;
+    kv.valid = device.upload(valid);
+    kv.positions = device.upload(positions);
+    std::vector<int32_t> tables(sequences.size() * size_t(max_blocks), 0);
+    for (size_t s = 0; s < sequences.size(); ++s) std::copy(sequences[s].table.begin(), sequences[s].table.end(), tables.begin() + s * size_t(max_blocks));
+    gpu::AttentionRows layout;
+    layout.row_sequence = device.upload(row_sequence);
+    layout.row_slot = device.upload(row_slot);
+    layout.block_tables = device.upload(tables);
+    layout.max_blocks = max_blocks;
+    float* workspace = device.allocate<float>(size_t(gpu::attention_workspace_floats(rows, H, d, max_visible)));
+    float* out = device.allocate<float>(cpu_out.size());
+    gpu::paged_attention(device.upload(q), rows, H * d, H, Hkv, d, slopes.empty() ? nullptr : device.upload(slopes), kv, layout,
+                         max_visible, workspace, out, device.native());
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("gpu", typed(env, device.download(out, cpu_out.size())));
+    result.Set("cpu", typed(env, cpu_out));
+    result.Set("keys", typed(env, stored_keys));
+    result.Set("values", typed(env, stored_values));
+    return result;
+  });
+}
+
 // barrierExchange({ values: Int32Array [blocks · threads], threads }) → Int32Array (probes.h)
 Napi::Value BarrierExchange(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -521,6 +666,7 @@ Napi::Object CudaEmulationForTest(Napi::Env env) {
   object.Set("biasGelu", Napi::Function::New(env, BiasGelu));
   object.Set("rotary", Napi::Function::New(env, Rotary));
   object.Set("matmul", Napi::Function::New(env, Matmul));
+  object.Set("attention", Napi::Function::New(env, Attention));
   object.Set("barrierExchange", Napi::Function::New(env, BarrierExchange));
   object.Set("warpOps", Napi::Function::New(env, WarpOps));
   object.Set("atomics", Napi::Function::New(env, Atomics));

@@ -34,6 +34,24 @@ export interface CudaRotarySpec {
   x: Float32Array;
 }
 
+export interface CudaAttentionSpec {
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  kvDtype: "float32" | "bfloat16" | "float16";
+  numBlocks: number;
+  /** [kvHeads][numBlocks][16 slots][headDim] */
+  keys: Float32Array;
+  values: Float32Array;
+  /** [numBlocks · 16] */
+  valid: Uint8Array;
+  positions: Int32Array;
+  sequences: Array<{ blockTable: Int32Array; start: number; count: number }>;
+  /** [rows][heads · headDim], rows the sequences' new tokens in order */
+  q: Float32Array;
+  slopes?: Float32Array;
+}
+
 export interface CudaEmulation {
   embedding(spec: { table: Float32Array; dim: number; dtype: "float32" | "bfloat16" | "float16"; ids: Int32Array }): { gpu: Float32Array; cpu: Float32Array };
   addLayerNorm(spec: {
@@ -48,6 +66,7 @@ export interface CudaEmulation {
   biasGelu(spec: { x: Float32Array; rows: number; cols: number; bias?: Float32Array }): { gpu: Float32Array; cpu: Float32Array };
   rotary(spec: CudaRotarySpec): { gpuCos: Float32Array; gpuSin: Float32Array; cpuCos: Float32Array; cpuSin: Float32Array; gpuX: Float32Array; cpuX: Float32Array };
   matmul(spec: CudaMatmulSpec): { gpu: Float32Array; cpu: Float32Array; weights: Float32Array };
+  attention(spec: CudaAttentionSpec): { gpu: Float32Array; cpu: Float32Array; keys: Float32Array; values: Float32Array };
   barrierExchange(spec: { values: Int32Array; threads: number }): Int32Array;
   warpOps(spec: { values: Int32Array }): Int32Array;
   atomics(spec: { blocks: number; threads: number }): { count: number; sum: number };

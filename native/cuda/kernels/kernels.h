@@ -71,3 +71,44 @@ void gemv_int8(const float* x, int64_t m, int64_t k, const int8_t* q, const floa
                const GemmEpilogue& epilogue, float* y, cudaStream_t stream);
 
 }  // namespace FALCON_CUDA_NS
+
+namespace FALCON_CUDA_NS {
+
+// One layer's keys and values in the engine's paged KV pool (core/kv_pool.h), as they lie on the
+// device: element (kv_head, block) starts at kv_head · head_stride + block · block_stride elements;
+// a block holds kKvTokens slots, keys transposed ([head_dim][kKvTokens]), values row-major
+// ([kKvTokens][head_dim]). valid and positions are per slot ([blocks][kKvTokens]).
+constexpr int64_t kKvTokens = 16;
+struct PagedKv {
+  const void* keys = nullptr;
+  const void* values = nullptr;
+  Element type = Element::F32;
+  int64_t head_stride = 0;
+  int64_t block_stride = 0;
+  const uint8_t* valid = nullptr;
+  const int32_t* positions = nullptr;
+};
+
+// Which keys each query row attends to: row r belongs to sequence row_sequence[r], whose blocks are
+// block_tables[sequence · max_blocks ..], and sees its slots [0, row_slot[r]] (its own and earlier).
+struct AttentionRows {
+  const int32_t* row_sequence = nullptr;
+  const int32_t* row_slot = nullptr;
+  const int32_t* block_tables = nullptr;
+  int64_t max_blocks = 0;
+};
+
+// Split-K paged attention: every query row against its visible keys, in chunks of
+// kAttentionSplitKeys keys per block (partial softmax sums in `workspace`), then merged. Scores are
+// (q·k + slope[head] · position) / √d over valid slots only (slopes null without ALiBi), exactly the
+// CPU's order of operations; a row with no valid key gets zeros. q: [rows, q_stride], heads of
+// head_dim at column head · head_dim; out: [rows, heads · head_dim]. Query head h reads KV head
+// h / (heads / kv_heads). `max_visible` bounds row_slot + 1 over the rows.
+constexpr int64_t kAttentionSplitKeys = 256;
+constexpr int64_t kAttentionMaxHeadDim = 256;
+int64_t attention_workspace_floats(int64_t rows, int64_t heads, int64_t head_dim, int64_t max_visible);
+void paged_attention(const float* q, int64_t rows, int64_t q_stride, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                     const float* slopes, const PagedKv& kv, const AttentionRows& layout, int64_t max_visible, float* workspace,
+                     float* out, cudaStream_t stream);
+
+}  // namespace FALCON_CUDA_NS
