@@ -1,8 +1,9 @@
 /**
- * The split-K paged attention kernel (native/cuda/kernels/attention.cu), through the host emulation,
- * against cpu::attention over the same KV pool blocks: decode rows over long contexts (several
- * splits), prompts and chunked prompts, padding slots, a fully padded query, MHA / GQA / MQA, ALiBi,
- * and float32, bfloat16 and float16 pools.
+ * The attention kernels (native/cuda/kernels/attention.cu: split-K paged attention and the tiled
+ * flash-attention prefill), through the host emulation, against cpu::attention over the same KV pool
+ * blocks: decode rows over long contexts (several splits, many blocks), prompts longer than one tile
+ * and chunked prompts, padding slots, fully padded queries, MHA / GQA / MQA, ALiBi, and float32,
+ * bfloat16 and float16 pools.
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
@@ -20,7 +21,7 @@ interface Shape {
 }
 
 /** A pool whose blocks the sequences use in shuffled order, with padding, and the queries of their new tokens. */
-function buildSpec(shape: Shape, kvDtype: CudaAttentionSpec["kvDtype"], alibi: boolean, seed: number): CudaAttentionSpec {
+function buildSpec(shape: Shape, kvDtype: CudaAttentionSpec["kvDtype"], alibi: boolean, seed: number, kernel: CudaAttentionSpec["kernel"]): CudaAttentionSpec {
   const random = seededRandom(seed);
   const layout = [
     { start: 300, count: 1, padding: 0 }, // decode over two splits of 256 keys
@@ -63,6 +64,7 @@ function buildSpec(shape: Shape, kvDtype: CudaAttentionSpec["kvDtype"], alibi: b
     sequences,
     q: values(rows * shape.heads * shape.headDim).map((v) => v * 2),
     slopes: alibi ? Float32Array.from({ length: shape.heads }, (_, h) => 2 ** (-(8 * (h + 1)) / shape.heads)) : undefined,
+    kernel,
   };
 }
 
@@ -70,10 +72,14 @@ function buildSpec(shape: Shape, kvDtype: CudaAttentionSpec["kvDtype"], alibi: b
  * Per output (row, head, c): both sides compute the same scores s_j = (q·k_j + slope·position_j)/√d
  * (dot products within γ_d·Σ|q k| plus 2u of the terms, scaled), the same exp (within 4u each, and u
  * of |s_j − m| from the shift), and sum in different orders (γ_n each for the totals and the weighted
- * values), the kernel also merging its splits (exp rescales: within 12u). With δ the largest score
- * error plus the exp's, each side's probabilities are within 2.1δ + γ_n of the exact ones, so each
- * side's output is within (2.1δ + 2γ_n + 12u)·W_c of the exact one, W_c = Σ_j p_j |v_jc|; the two
- * sides within twice that. A query without a valid key gives 0 on both: bound 0.
+ * values). With δ the largest score error plus the exp's, each side's probabilities are within
+ * 2.1δ + γ_n of the exact ones, so each side's output is within (2.1δ + 2γ_n + R)·W_c of the exact one,
+ * W_c = Σ_j p_j |v_jc|, and the two sides within twice that. R is what the kernel's rescaling adds:
+ * merging splits, exp(m_s − m) with 4u and two products, 12u; the flash prefill's online softmax
+ * rescales once per key block (B blocks): each rescale factor is off by 4u (exp) + u·|its shift| and
+ * two products round, so old weights drift by at most 6u·B + u·(score range), both in the output and
+ * in the total: R = 2·(6u·B + u·range) + 4u, and its sums take B more additions (γ_{n+B}).
+ * A query without a valid key gives 0 on both: bound 0.
  */
 function attentionBound(spec: CudaAttentionSpec, keys: Float32Array, values: Float32Array): Float64Array {
   const { heads: H, kvHeads: Hkv, headDim: d } = spec;
@@ -104,10 +110,13 @@ function attentionBound(spec: CudaAttentionSpec, keys: Float32Array, values: Flo
         }
         if (scores.length === 0) continue;
         const largest = Math.max(...scores);
+        const range = largest - Math.min(...scores);
         const delta = Math.max(...scores.map((s, i) => errors[i]! + U32 * Math.abs(s - largest))) + 4 * U32;
         const exps = scores.map((s) => Math.exp(s - largest));
         const total = exps.reduce((a, b) => a + b, 0);
-        const relative = 2 * (2.1 * delta + 2 * gamma(visible) + 12 * U32);
+        const keyBlocks = Math.ceil(visible / BLOCK);
+        const rescaling = spec.kernel === "split" ? 12 * U32 + 2 * gamma(visible) : 2 * (6 * U32 * keyBlocks + U32 * range) + 4 * U32 + 2 * gamma(visible + keyBlocks);
+        const relative = 2 * (2.1 * delta + rescaling);
         for (let c = 0; c < d; c++) {
           let weighted = 0;
           for (let i = 0; i < exps.length; i++) weighted += (exps[i]! / total) * Math.abs(values[(kvHead * spec.numBlocks * BLOCK + slotsOf[i]!) * d + c]!);
@@ -119,37 +128,39 @@ function attentionBound(spec: CudaAttentionSpec, keys: Float32Array, values: Flo
   return bound;
 }
 
-describe("cuda ops: split-K paged attention against cpu::attention", () => {
-  const shapes: Shape[] = [
-    { heads: 4, kvHeads: 4, headDim: 16 },
-    { heads: 6, kvHeads: 2, headDim: 32 },
-    { heads: 4, kvHeads: 1, headDim: 64 },
-  ];
-  let seed = 1;
-  for (const shape of shapes) {
-    for (const kvDtype of ["float32", "bfloat16", "float16"] as const) {
-      // Every shape and every pool dtype runs with and without ALiBi, in alternation.
-      const caseSeed = seed++;
-      const alibi = caseSeed % 2 === 0;
-      it(`${shape.heads} heads over ${shape.kvHeads} KV heads of ${shape.headDim}, ${kvDtype} pool${alibi ? ", ALiBi" : ""}`, () => {
-        const spec = buildSpec(shape, kvDtype, alibi, caseSeed);
-        const { gpu, cpu, keys, values } = cuda.attention(spec);
-        const bound = attentionBound(spec, keys, values);
-        for (let i = 0; i < gpu.length; i++) {
-          const difference = Math.abs(gpu[i]! - cpu[i]!);
-          if (!(difference <= bound[i]!)) assert.fail(`element ${i}: ${gpu[i]} vs the CPU's ${cpu[i]} (difference ${difference} > bound ${bound[i]})`);
-        }
-        // The padded queries (the last sequence's first two tokens) are exactly zero on both sides.
-        const rows = gpu.length / (shape.heads * shape.headDim);
-        const padded = gpu.subarray((rows - 3) * shape.heads * shape.headDim, (rows - 1) * shape.heads * shape.headDim);
-        assert.ok(padded.every((v) => v === 0));
-      });
+for (const kernel of ["split", "flash"] as const) {
+  describe(`cuda ops: ${kernel === "split" ? "split-K paged attention" : "flash-attention prefill"} against cpu::attention`, () => {
+    const shapes: Shape[] = [
+      { heads: 4, kvHeads: 4, headDim: 16 },
+      { heads: 6, kvHeads: 2, headDim: 32 },
+      { heads: 4, kvHeads: 1, headDim: 64 },
+    ];
+    let seed = 1;
+    for (const shape of shapes) {
+      for (const kvDtype of ["float32", "bfloat16", "float16"] as const) {
+        // Every shape and every pool dtype runs with and without ALiBi, in alternation.
+        const caseSeed = seed++;
+        const alibi = caseSeed % 2 === 0;
+        it(`${shape.heads} heads over ${shape.kvHeads} KV heads of ${shape.headDim}, ${kvDtype} pool${alibi ? ", ALiBi" : ""}`, () => {
+          const spec = buildSpec(shape, kvDtype, alibi, caseSeed, kernel);
+          const { gpu, cpu, keys, values } = cuda.attention(spec);
+          const bound = attentionBound(spec, keys, values);
+          for (let i = 0; i < gpu.length; i++) {
+            const difference = Math.abs(gpu[i]! - cpu[i]!);
+            if (!(difference <= bound[i]!)) assert.fail(`element ${i}: ${gpu[i]} vs the CPU's ${cpu[i]} (difference ${difference} > bound ${bound[i]})`);
+          }
+          // The padded queries (the last sequence's first two tokens) are exactly zero on both sides.
+          const rows = gpu.length / (shape.heads * shape.headDim);
+          const padded = gpu.subarray((rows - 3) * shape.heads * shape.headDim, (rows - 1) * shape.heads * shape.headDim);
+          assert.ok(padded.every((v) => v === 0));
+        });
+      }
     }
-  }
 
-  it("refuses a head size past the kernel's and KV heads that do not divide the heads", () => {
-    const spec = buildSpec({ heads: 4, kvHeads: 4, headDim: 16 }, "float32", false, 99);
-    assert.throws(() => cuda.attention({ ...spec, kvHeads: 3 }), { code: "FALCON_INPUT" });
-    assert.throws(() => cuda.attention({ ...spec, headDim: 300 }), { code: "FALCON_INPUT" });
+    it("refuses a head size past the kernel's and KV heads that do not divide the heads", () => {
+      const spec = buildSpec({ heads: 4, kvHeads: 4, headDim: 16 }, "float32", false, 99, kernel);
+      assert.throws(() => cuda.attention({ ...spec, kvHeads: 3 }), { code: "FALCON_INPUT" });
+      assert.throws(() => cuda.attention({ ...spec, headDim: kernel === "split" ? 300 : 129 }), { code: "FALCON_INPUT" });
+    });
   });
-});
+}

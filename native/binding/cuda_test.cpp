@@ -367,8 +367,9 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
 //             · 16 · headDim] (slot-major: [kv head][block][slot][c]), valid: Uint8Array, positions:
 //             Int32Array [numBlocks · 16], sequences: [{ blockTable: Int32Array, start, count }],
 //             q: Float32Array [rows · heads · headDim] (rows: the sequences' new tokens in order),
-//             slopes?: Float32Array [heads] })
-//   → { gpu, cpu, keys, values }: [rows, heads · headDim] from the split-K kernel over the pool's
+//             slopes?: Float32Array [heads], kernel: 'split' | 'flash' })
+//   → { gpu, cpu, keys, values }: [rows, heads · headDim] from the kernel (split-K paged attention, or
+//     the flash prefill over tiles of up to 16 tokens of one sequence) over the pool's
 //     blocks uploaded as they are, and from cpu::attention over the same pool; and the keys and values
 //     as the pool stores them (rounded to kvDtype), for the error bounds.
 Napi::Value Attention(const Napi::CallbackInfo& info) {
@@ -390,6 +391,9 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   const std::vector<uint8_t> valid = array<Napi::Uint8Array>(env, spec, "valid", slots);
   const std::vector<int32_t> positions = array<Napi::Int32Array>(env, spec, "positions", slots);
   const std::vector<float> slopes = array<Napi::Float32Array>(env, spec, "slopes", H, true);
+  const std::string kernel = text(env, spec, "kernel");
+  if (kernel != "split" && kernel != "flash") throw input_error(env, "spec.kernel must be 'split' or 'flash'");
+  if (kernel == "flash" && d > gpu::kFlashMaxHeadDim) throw input_error(env, "the flash kernel takes head sizes up to 128");
   if (!spec.Get("sequences").IsArray()) throw input_error(env, "spec.sequences must be an array");
   const Napi::Array sequence_specs = spec.Get("sequences").As<Napi::Array>();
   struct Sequence {
@@ -494,10 +498,34 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
     layout.row_slot = device.upload(row_slot);
     layout.block_tables = device.upload(tables);
     layout.max_blocks = max_blocks;
-    float* workspace = device.allocate<float>(size_t(gpu::attention_workspace_floats(rows, H, d, max_visible)));
     float* out = device.allocate<float>(cpu_out.size());
-    gpu::paged_attention(device.upload(q), rows, H * d, H, Hkv, d, slopes.empty() ? nullptr : device.upload(slopes), kv, layout,
-                         max_visible, workspace, out, device.native());
+    const float* device_q = device.upload(q);
+    const float* device_slopes = slopes.empty() ? nullptr : device.upload(slopes);
+    if (kernel == "split") {
+      float* workspace = device.allocate<float>(size_t(gpu::attention_workspace_floats(rows, H, d, max_visible)));
+      gpu::paged_attention(device_q, rows, H * d, H, Hkv, d, device_slopes, kv, layout, max_visible, workspace, out, device.native());
+    } else {
+      std::vector<int32_t> tile_sequence, tile_first_row, tile_first_slot, tile_count;
+      int64_t row = 0;
+      for (size_t s = 0; s < sequences.size(); ++s) {
+        for (int64_t t = 0; t < sequences[s].count; t += gpu::kFlashQueries) {
+          tile_sequence.push_back(int32_t(s));
+          tile_first_row.push_back(int32_t(row + t));
+          tile_first_slot.push_back(int32_t(sequences[s].start + t));
+          tile_count.push_back(int32_t(std::min(gpu::kFlashQueries, sequences[s].count - t)));
+        }
+        row += sequences[s].count;
+      }
+      gpu::AttentionTiles tiles;
+      tiles.sequence = device.upload(tile_sequence);
+      tiles.first_row = device.upload(tile_first_row);
+      tiles.first_slot = device.upload(tile_first_slot);
+      tiles.count = device.upload(tile_count);
+      tiles.tiles = int64_t(tile_count.size());
+      tiles.block_tables = layout.block_tables;
+      tiles.max_blocks = max_blocks;
+      gpu::flash_attention_prefill(device_q, H * d, H, Hkv, d, device_slopes, kv, tiles, out, device.native());
+    }
     Napi::Object result = Napi::Object::New(env);
     result.Set("gpu", typed(env, device.download(out, cpu_out.size())));
     result.Set("cpu", typed(env, cpu_out));

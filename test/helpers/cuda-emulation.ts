@@ -50,6 +50,7 @@ export interface CudaAttentionSpec {
   /** [rows][heads · headDim], rows the sequences' new tokens in order */
   q: Float32Array;
   slopes?: Float32Array;
+  kernel: "split" | "flash";
 }
 
 export interface CudaEmulation {

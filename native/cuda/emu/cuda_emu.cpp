@@ -48,7 +48,7 @@ struct WarpState {
 class Stacks {
  public:
   Stacks(size_t count) : page_(size_t(sysconf(_SC_PAGESIZE))), stride_(kFiberStackBytes + page_), count_(count) {
-    base_ = mmap(nullptr, stride_ * count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    base_ = mmap(nullptr, stride_ * count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (base_ == MAP_FAILED) throw Error(ErrorKind::State, "the CUDA emulation could not map its fiber stacks (out of memory)");
     for (size_t i = 0; i < count; ++i) mprotect(static_cast<char*>(base_) + i * stride_, page_, PROT_NONE);
   }

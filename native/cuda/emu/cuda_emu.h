@@ -11,7 +11,8 @@
 // a mask naming lanes that do not exist, an index past a SharedArray's end. A kernel error stops the
 // launch and surfaces as falcon::Error(State) naming the kernel, block and thread.
 // Not modelled: timing, real data races (threads between two barriers run one after another, so a
-// missing barrier between a write and another thread's read may go unnoticed), dynamic shared memory,
+// missing barrier between a write and another thread's read may go unnoticed), reads of shared memory
+// no thread has written (it keeps the previous block's values, not garbage), dynamic shared memory,
 // tensor-core rounding (wmma sums each product, exact in float32, in k order), fast-math intrinsics
 // (__expf is expf).
 //

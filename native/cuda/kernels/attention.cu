@@ -1,4 +1,5 @@
-// Split-K paged attention over the engine's KV blocks (decode, and prefill one query row at a time).
+// Attention over the engine's paged KV blocks: split-K for decode rows (and any row), tiled flash
+// attention for prompts.
 #include "common.cuh"
 #include "kernels.h"
 
@@ -131,6 +132,107 @@ __global__ void __launch_bounds__(kThreads) merge_splits_kernel(AttentionArgs a)
   }
 }
 
+// Block (tile, head) of flash_attention_prefill.
+struct FlashArgs {
+  const float* q;
+  int64_t q_stride, heads, heads_per_kv, head_dim;
+  const float* slopes;
+  float scale;
+  PagedKv kv;
+  AttentionTiles tiles;
+  float* out;
+};
+
+template <Element E>
+__global__ void __launch_bounds__(kThreads) flash_prefill_kernel(FlashArgs a) {
+  constexpr int Q = int(kFlashQueries), K = int(kKvTokens), D = int(kFlashMaxHeadDim);
+  __shared__ SharedArray<float, Q * D> queries;  // [q][c]
+  __shared__ SharedArray<float, D * K> keys;     // [c][k], as the pool stores them
+  __shared__ SharedArray<float, K * D> values;   // [k][c]
+  __shared__ SharedArray<float, Q * D> output;   // [q][c], unnormalised
+  __shared__ SharedArray<float, Q * K> scores;   // [q][k], then the block's weights
+  __shared__ SharedArray<float, K> key_positions;
+  __shared__ SharedArray<int, K> key_valid;
+  __shared__ SharedArray<float, Q> running_max, running_sum, rescale;
+  const int64_t tile = blockIdx.x, head = blockIdx.y;
+  const int d = int(a.head_dim);
+  const int count = a.tiles.count[tile];
+  const int64_t first_row = a.tiles.first_row[tile], first_slot = a.tiles.first_slot[tile];
+  const int32_t* table = a.tiles.block_tables + int64_t(a.tiles.sequence[tile]) * a.tiles.max_blocks;
+  const int64_t kv_head = head / a.heads_per_kv;
+  const float slope = a.slopes != nullptr ? a.slopes[head] : 0.0f;
+  for (int e = int(threadIdx.x); e < count * d; e += kThreads) {
+    queries[e] = a.q[(first_row + e / d) * a.q_stride + head * d + e % d];
+    output[e] = 0.0f;
+  }
+  if (threadIdx.x < unsigned(Q)) {
+    running_max[int(threadIdx.x)] = kMasked;
+    running_sum[int(threadIdx.x)] = 0.0f;
+  }
+  const int64_t blocks = (first_slot + count - 1) / K + 1;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t block = table[b];
+    const int64_t base = kv_head * a.kv.head_stride + block * a.kv.block_stride;
+    for (int e = int(threadIdx.x); e < d * K; e += kThreads) {
+      keys[e] = widen<E>(a.kv.keys, base + e);
+      values[e] = widen<E>(a.kv.values, base + e);
+    }
+    if (threadIdx.x < unsigned(K)) {
+      key_valid[int(threadIdx.x)] = a.kv.valid[block * K + threadIdx.x];
+      key_positions[int(threadIdx.x)] = float(a.kv.positions[block * K + threadIdx.x]);
+    }
+    __syncthreads();
+    for (int e = int(threadIdx.x); e < Q * K; e += kThreads) {
+      const int qi = e / K, k = e % K;
+      float score = kMasked;
+      if (qi < count && b * K + k <= first_slot + qi && key_valid[k]) {
+        float dot = 0.0f;
+        for (int c = 0; c < d; ++c) dot += queries[qi * d + c] * keys[c * K + k];
+        score = (dot + slope * key_positions[k]) * a.scale;
+      }
+      scores[e] = score;
+    }
+    __syncthreads();
+    if (threadIdx.x < unsigned(count)) {
+      const int qi = int(threadIdx.x);
+      float block_max = kMasked;
+      for (int k = 0; k < K; ++k) block_max = fmaxf(block_max, scores[qi * K + k]);
+      const float old_max = running_max[qi];
+      const float new_max = fmaxf(old_max, block_max);
+      if (new_max == kMasked) {  // nothing valid yet: weights 0, nothing to rescale
+        for (int k = 0; k < K; ++k) scores[qi * K + k] = 0.0f;
+        rescale[qi] = 1.0f;
+      } else {
+        const float factor = old_max == kMasked ? 0.0f : expf(old_max - new_max);
+        float sum = running_sum[qi] * factor;
+        for (int k = 0; k < K; ++k) {
+          const float score = scores[qi * K + k];
+          const float weight = score == kMasked ? 0.0f : expf(score - new_max);
+          scores[qi * K + k] = weight;
+          sum += weight;
+        }
+        running_max[qi] = new_max;
+        running_sum[qi] = sum;
+        rescale[qi] = factor;
+      }
+    }
+    __syncthreads();
+    for (int e = int(threadIdx.x); e < count * d; e += kThreads) {
+      const int qi = e / d, c = e % d;
+      float acc = output[e] * rescale[qi];
+      for (int k = 0; k < K; ++k) acc += scores[qi * K + k] * values[k * d + c];
+      output[e] = acc;
+    }
+    __syncthreads();  // before the next block's keys, values and scores overwrite these
+  }
+  for (int e = int(threadIdx.x); e < count * d; e += kThreads) {
+    const int qi = e / d;
+    const float total = running_sum[qi];
+    // A query with no valid key (padding) gets zeros, as on the CPU.
+    a.out[(first_row + qi) * a.heads * d + head * d + e % d] = total > 0.0f ? output[e] * (1.0f / total) : 0.0f;
+  }
+}
+
 int64_t split_count(int64_t max_visible) { return (max_visible + kAttentionSplitKeys - 1) / kAttentionSplitKeys; }
 
 }  // namespace
@@ -164,6 +266,28 @@ void paged_attention(const float* q, int64_t rows, int64_t q_stride, int64_t hea
   }
   const auto merge = &merge_splits_kernel;
   FALCON_LAUNCH("merge_attention_splits", merge, dim3(unsigned(heads), unsigned(rows)), dim3(kThreads), stream, args);
+}
+
+void flash_attention_prefill(const float* q, int64_t q_stride, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                             const float* slopes, const PagedKv& kv, const AttentionTiles& tiles, float* out, cudaStream_t stream) {
+  require_sizes(heads > 0 && heads <= 65535 && kv_heads > 0 && heads % kv_heads == 0, "flash_attention_prefill",
+                "heads up to 65535, a positive multiple of kv_heads");
+  require_sizes(head_dim > 0 && head_dim <= kFlashMaxHeadDim && heads * head_dim <= q_stride, "flash_attention_prefill",
+                "head_dim in [1, 128] and the query heads inside the rows");
+  require_sizes(tiles.tiles >= 0 && tiles.tiles <= 2147483647, "flash_attention_prefill", "too many tiles");
+  if (tiles.tiles == 0) return;
+  FlashArgs args{q, q_stride, heads, heads / kv_heads, head_dim, slopes, float(1.0 / std::sqrt(double(head_dim))), kv, tiles, out};
+  const dim3 grid(unsigned(tiles.tiles), unsigned(heads));
+  if (kv.type == Element::F32) {
+    const auto kernel = &flash_prefill_kernel<Element::F32>;
+    FALCON_LAUNCH("flash_attention_prefill_f32", kernel, grid, dim3(kThreads), stream, args);
+  } else if (kv.type == Element::BF16) {
+    const auto kernel = &flash_prefill_kernel<Element::BF16>;
+    FALCON_LAUNCH("flash_attention_prefill_bf16", kernel, grid, dim3(kThreads), stream, args);
+  } else {
+    const auto kernel = &flash_prefill_kernel<Element::F16>;
+    FALCON_LAUNCH("flash_attention_prefill_f16", kernel, grid, dim3(kThreads), stream, args);
+  }
 }
 
 }  // namespace FALCON_CUDA_NS

@@ -112,3 +112,30 @@ void paged_attention(const float* q, int64_t rows, int64_t q_stride, int64_t hea
                      float* out, cudaStream_t stream);
 
 }  // namespace FALCON_CUDA_NS
+
+namespace FALCON_CUDA_NS {
+
+// Prompt tokens in tiles of up to kFlashQueries consecutive tokens of one sequence: tile t holds
+// count[t] tokens from step row first_row[t], whose own slots start at first_slot[t] (so token i of
+// the tile sees its sequence's slots [0, first_slot[t] + i]).
+constexpr int64_t kFlashQueries = 16;
+constexpr int64_t kFlashMaxHeadDim = 128;
+struct AttentionTiles {
+  const int32_t* sequence = nullptr;
+  const int32_t* first_row = nullptr;
+  const int32_t* first_slot = nullptr;
+  const int32_t* count = nullptr;
+  int64_t tiles = 0;
+  const int32_t* block_tables = nullptr;  // as AttentionRows
+  int64_t max_blocks = 0;
+};
+
+// Tiled flash-attention prefill: per (tile, head), the tile's queries against the key blocks they
+// see, one KV pool block (16 keys) at a time through shared memory, with an online softmax (running
+// maximum and sum, the output rescaled as the maximum grows): no score matrix beyond 16×16. The
+// causal and padding masks and ALiBi are applied inline; rotary is applied before (apply_rotary).
+// Same scores and masking as paged_attention; head_dim at most kFlashMaxHeadDim.
+void flash_attention_prefill(const float* q, int64_t q_stride, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                             const float* slopes, const PagedKv& kv, const AttentionTiles& tiles, float* out, cudaStream_t stream);
+
+}  // namespace FALCON_CUDA_NS
