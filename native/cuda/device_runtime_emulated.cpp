@@ -17,9 +17,9 @@ namespace falcon::cuda {
 struct DeviceStream {
   cuda_emu::Stream emulated;
 };
-struct DeviceEvent {
-  bool recorded = false;
-};
+// Work runs when it is issued, so an event is reached as soon as it is recorded: waiting on one has
+// nothing to wait for.
+struct DeviceEvent {};
 struct DeviceGraph {
   std::vector<std::function<void()>> work;
 };
@@ -95,11 +95,9 @@ class EmulatedRuntime final : public DeviceRuntime {
 
   DeviceEvent* create_event() override { return adopt(events_); }
   void destroy_event(DeviceEvent* event) override { release(events_, event, "cudaEventDestroy"); }
-  void record(DeviceEvent* event, DeviceStream* stream) override {
-    cuda_emu::issue(emulated(stream), [event] { event->recorded = true; });
-  }
-  void wait(DeviceStream* stream, DeviceEvent* event) override {}
-  void synchronize(DeviceEvent* event) override {}
+  void record(DeviceEvent* event, DeviceStream* stream) override { require(event != nullptr, ErrorKind::State, "cudaEventRecord of no event"); }
+  void wait(DeviceStream* stream, DeviceEvent* event) override { require(event != nullptr, ErrorKind::State, "cudaStreamWaitEvent on no event"); }
+  void synchronize(DeviceEvent* event) override { require(event != nullptr, ErrorKind::State, "cudaEventSynchronize of no event"); }
 
   void begin_capture(DeviceStream* stream) override {
     require(stream != nullptr, ErrorKind::State, "cudaStreamBeginCapture needs a created stream, not the default one");
