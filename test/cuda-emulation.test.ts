@@ -95,6 +95,17 @@ describe("cuda emulation: misuse is a typed error, not a crash or a hang", () =>
     assert.throws(() => cuda.misuse("shuffleAfterExit"), { code: "FALCON_STATE", message: /exited while its warp waits for it in __shfl_xor_sync/ });
   });
 
+  it("different warp collectives reached by lanes of one warp", () => {
+    assert.throws(() => cuda.misuse("mixedCollectives"), { code: "FALCON_STATE", message: /__ballot_sync reached while other lanes of the warp wait in __shfl_xor_sync/ });
+  });
+
+  it("a deadlock between a warp collective and a barrier", () => {
+    assert.throws(() => cuda.misuse("warpBarrierDeadlock"), {
+      code: "FALCON_STATE",
+      message: /deadlock: 48 threads wait at __syncthreads\(\); warp 0 waits in __syncwarp/,
+    });
+  });
+
   it("the runtime refuses a copy past a device allocation and reports running out of device memory with the fix", () => {
     assert.throws(() => cuda.misuse("copyOutsideAllocation"), { code: "FALCON_STATE", message: /not inside one device allocation/ });
     assert.throws(() => cuda.misuse("outOfMemory"), { code: "FALCON_STATE", message: /out of memory.*smaller model or dtype/ });

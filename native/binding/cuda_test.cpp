@@ -623,6 +623,10 @@ Napi::Value Misuse(const Napi::CallbackInfo& info) {
       gpu::probe_shuffle_outside_mask(device.native());
     } else if (name == "shuffleAfterExit") {
       gpu::probe_shuffle_after_exit(device.native());
+    } else if (name == "mixedCollectives") {
+      gpu::probe_mixed_collectives(device.native());
+    } else if (name == "warpBarrierDeadlock") {
+      gpu::probe_warp_barrier_deadlock(device.native());
     } else if (name == "copyOutsideAllocation") {
       float* buffer = device.allocate<float>(4);
       std::vector<float> host(8);

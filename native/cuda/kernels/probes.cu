@@ -75,6 +75,23 @@ __global__ void shuffle_after_exit_kernel(int32_t* sink) {
   sink[lane] = __shfl_xor_sync(kFullMask, lane, 1);
 }
 
+__global__ void mixed_collectives_kernel(int32_t* sink) {
+  const int lane = int(threadIdx.x) % 32;
+  if (lane < 16) {
+    sink[lane] = __shfl_xor_sync(kFullMask, lane, 1);
+  } else {
+    sink[lane] = int32_t(__ballot_sync(kFullMask, lane % 2));
+  }
+}
+
+__global__ void warp_barrier_deadlock_kernel() {
+  if (threadIdx.x < 16) {
+    __syncwarp();
+  } else {
+    __syncthreads();
+  }
+}
+
 }  // namespace
 
 void probe_barrier_exchange(const int32_t* values, int64_t blocks, int threads, int32_t* out, cudaStream_t stream) {
@@ -133,6 +150,17 @@ void probe_shuffle_after_exit(cudaStream_t stream) {
   static int32_t sink[32];
   const auto kernel = &shuffle_after_exit_kernel;
   FALCON_LAUNCH("probe_shuffle_after_exit", kernel, dim3(1), dim3(32), stream, sink);
+}
+
+void probe_mixed_collectives(cudaStream_t stream) {
+  static int32_t sink[32];
+  const auto kernel = &mixed_collectives_kernel;
+  FALCON_LAUNCH("probe_mixed_collectives", kernel, dim3(1), dim3(32), stream, sink);
+}
+
+void probe_warp_barrier_deadlock(cudaStream_t stream) {
+  const auto kernel = &warp_barrier_deadlock_kernel;
+  FALCON_LAUNCH("probe_warp_barrier_deadlock", kernel, dim3(1), dim3(64), stream);
 }
 
 }  // namespace FALCON_CUDA_NS

@@ -31,7 +31,12 @@ void probe_shared_index(int index, cudaStream_t stream);
 void probe_divergent_barrier(cudaStream_t stream);
 // lanes 0–15 shuffle among themselves but read lane 20;
 void probe_shuffle_outside_mask(cudaStream_t stream);
-// lanes 16–31 exit, lanes 0–15 shuffle with the full mask.
+// lanes 16–31 exit, lanes 0–15 shuffle with the full mask;
 void probe_shuffle_after_exit(cudaStream_t stream);
+// lanes 0–15 shuffle and lanes 16–31 vote, each with the full mask (divergent warp collectives);
+void probe_mixed_collectives(cudaStream_t stream);
+// in a block of two warps, lanes 0–15 of warp 0 wait in __syncwarp() for lanes 16–31, which wait at
+// __syncthreads() for them (a deadlock).
+void probe_warp_barrier_deadlock(cudaStream_t stream);
 
 }  // namespace FALCON_CUDA_NS
