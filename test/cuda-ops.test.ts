@@ -120,14 +120,15 @@ describe("cuda ops: rotary", () => {
       const tableBound = (table: Float32Array) => (i: number) => 2 * U32 * Math.abs(table[i]!) + 2 ** -36;
       assertWithin(result.gpuCos, result.cpuCos, tableBound(result.cpuCos), "cos table");
       assertWithin(result.gpuSin, result.cpuSin, tableBound(result.cpuSin), "sin table");
-      // v' = a·cos − b·sin (or b·cos + a·sin): three roundings, which a GPU may fuse: 4u of the terms.
+      // v' = a·cos − b·sin (or b·cos + a·sin): three roundings, which a GPU may fuse (4u of the terms),
+      // from tables that may differ by the bound above (each of |a|, |b| times its table's difference).
       const half = spec.headDim / 2;
       const rotationBound = (i: number) => {
         const row = Math.floor(i / (heads * spec.headDim)), c = i % spec.headDim, j = c % half;
         const head = i - c;
-        const a = x[head + j]!, b = x[head + j + half]!;
-        const cos = result.cpuCos[row * half + j]!, sin = result.cpuSin[row * half + j]!;
-        return 4 * U32 * (Math.abs(a * cos) + Math.abs(b * sin)) + 4 * U32 * (Math.abs(a) + Math.abs(b)) * 2 * U32;
+        const a = Math.abs(x[head + j]!), b = Math.abs(x[head + j + half]!);
+        const cos = Math.abs(result.cpuCos[row * half + j]!), sin = Math.abs(result.cpuSin[row * half + j]!);
+        return 4 * U32 * (a * cos + b * sin) + (a + b) * (2 * U32 * Math.max(cos, sin) + 2 ** -36);
       };
       assertWithin(result.gpuX, result.cpuX, rotationBound, "rotated heads");
     });
