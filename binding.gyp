@@ -39,7 +39,17 @@
         "native/binding/cache_wrap.cpp",
         "native/binding/step_test.cpp",
         "native/binding/weight_file_wrap.cpp",
-        "native/binding/engine_wrap.cpp"
+        "native/binding/engine_wrap.cpp",
+        "native/binding/cuda_test.cpp",
+        "native/cuda/cuda_errors.cpp",
+        "native/cuda/device_runtime_emulated.cpp",
+        "native/cuda/emu/cuda_emu.cpp",
+        "native/cuda/emulated/attention.cpp",
+        "native/cuda/emulated/elementwise.cpp",
+        "native/cuda/emulated/gemm.cpp",
+        "native/cuda/emulated/layer_norm.cpp",
+        "native/cuda/emulated/probes.cpp",
+        "native/cuda/emulated/rotary.cpp"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       # NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS: a promise settled while its worker thread terminates

@@ -19,6 +19,7 @@
 #include "../cpu/probes.h"
 #include "addon_data.h"
 #include "cache_wrap.h"
+#include "cuda_test.h"
 #include "step_test.h"
 #include "engine_wrap.h"
 #include "weight_file_wrap.h"
@@ -287,6 +288,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("stepRunnerForTest", Napi::Function::New(env, StepRunnerForTest));
   exports.Set("sampleForTest", Napi::Function::New(env, SampleForTest));
   exports.Set("tokenLogprobsForTest", Napi::Function::New(env, TokenLogprobsForTest));
+  exports.Set("cudaEmulationForTest", CudaEmulationForTest(env));
   return exports;
 }
 

@@ -1,0 +1,715 @@
+#include "cuda_test.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../core/kv_pool.h"
+#include "../core/model_config.h"
+#include "../core/weights.h"
+#include "../cpu/ops.h"
+#include "../cuda/cuda_errors.h"
+#include "../cuda/device_runtime.h"
+#include "../cuda/kernels/kernels.h"
+#include "../cuda/kernels/probes.h"
+#include "../cuda/rotary_scaling.h"
+#include "napi_util.h"
+
+namespace falcon::binding {
+
+namespace {
+
+namespace gpu = falcon::cuda::emulated;
+using falcon::cuda::CopyKind;
+using falcon::cuda::DeviceRuntime;
+using falcon::cuda::DeviceStream;
+
+// Enough for every test shape; small enough that a runaway size is refused, not allocated.
+constexpr uint64_t kEmulatedDeviceBytes = uint64_t(256) << 20;
+
+// An emulated device and a stream on it, for one call.
+class Device {
+ public:
+  explicit Device(uint64_t capacity = kEmulatedDeviceBytes)
+      : runtime_(falcon::cuda::make_emulated_runtime(capacity)), stream_(runtime_->create_stream()) {}
+  // The runtime frees what is still allocated, and a stream left capturing by an error, itself.
+  ~Device() = default;
+  Device(const Device&) = delete;
+  Device& operator=(const Device&) = delete;
+
+  DeviceRuntime& runtime() { return *runtime_; }
+  DeviceStream* stream() { return stream_; }
+  cudaStream_t native() { return static_cast<cudaStream_t>(runtime_->native_stream(stream_)); }
+
+  template <typename T>
+  T* allocate(size_t count) {
+    return static_cast<T*>(runtime_->allocate(count * sizeof(T)));
+  }
+  template <typename T>
+  T* upload(const std::vector<T>& values) {
+    T* pointer = allocate<T>(values.size());
+    runtime_->copy(pointer, values.data(), values.size() * sizeof(T), CopyKind::HostToDevice, stream_);
+    return pointer;
+  }
+  template <typename T>
+  std::vector<T> download(const T* pointer, size_t count) {
+    std::vector<T> values(count);
+    runtime_->copy(values.data(), pointer, count * sizeof(T), CopyKind::DeviceToHost, stream_);
+    runtime_->synchronize(stream_);
+    return values;
+  }
+
+ private:
+  std::unique_ptr<DeviceRuntime> runtime_;
+  DeviceStream* stream_;
+};
+
+Napi::Error input_error(Napi::Env env, const std::string& message) { return make_error(env, ErrorKind::Input, message); }
+
+Napi::Object spec_object(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsObject()) throw input_error(info.Env(), "a spec object is required");
+  return info[0].As<Napi::Object>();
+}
+
+double number(Napi::Env env, const Napi::Object& spec, const char* key) {
+  const Napi::Value value = spec.Get(key);
+  if (!value.IsNumber()) throw input_error(env, std::string("spec.") + key + " must be a number");
+  return value.As<Napi::Number>().DoubleValue();
+}
+
+int64_t integer(Napi::Env env, const Napi::Object& spec, const char* key, int64_t low, int64_t high) {
+  const double value = number(env, spec, key);
+  if (!(value >= double(low) && value <= double(high)) || value != double(int64_t(value))) {
+    throw input_error(env, std::string("spec.") + key + " must be an integer in [" + std::to_string(low) + ", " + std::to_string(high) + "]");
+  }
+  return int64_t(value);
+}
+
+bool flag(const Napi::Object& spec, const char* key) { return spec.Get(key).ToBoolean().Value(); }
+
+std::string text(Napi::Env env, const Napi::Object& spec, const char* key) {
+  const Napi::Value value = spec.Get(key);
+  if (!value.IsString()) throw input_error(env, std::string("spec.") + key + " must be a string");
+  return value.As<Napi::String>().Utf8Value();
+}
+
+// A typed array property copied out, of exactly `count` elements (any count when count < 0);
+// absent or null gives an empty vector when `optional`.
+template <typename ArrayType, typename T = typename std::remove_pointer_t<decltype(std::declval<ArrayType>().Data())>>
+std::vector<T> array(Napi::Env env, const Napi::Object& spec, const char* key, int64_t count, bool optional = false) {
+  const Napi::Value value = spec.Get(key);
+  if (optional && (value.IsUndefined() || value.IsNull())) return {};
+  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != typed_array_kind<ArrayType>()) {
+    throw input_error(env, std::string("spec.") + key + " must be a typed array of the right element type");
+  }
+  const ArrayType typed = value.As<ArrayType>();
+  if (count >= 0 && int64_t(typed.ElementLength()) != count) {
+    throw input_error(env, std::string("spec.") + key + " must have " + std::to_string(count) + " elements");
+  }
+  return std::vector<T>(typed.Data(), typed.Data() + typed.ElementLength());
+}
+
+template <typename T>
+Napi::Value typed(Napi::Env env, const std::vector<T>& values) {
+  if constexpr (std::is_same_v<T, float>) {
+    Napi::Float32Array out = Napi::Float32Array::New(env, values.size());
+    std::copy(values.begin(), values.end(), out.Data());
+    return out;
+  } else {
+    Napi::Int32Array out = Napi::Int32Array::New(env, values.size());
+    std::copy(values.begin(), values.end(), out.Data());
+    return out;
+  }
+}
+
+DType dtype_of(Napi::Env env, const Napi::Object& spec) {
+  DType dtype;
+  if (!parse_dtype(text(env, spec, "dtype"), &dtype) || dtype == DType::Float64) {
+    throw input_error(env, "spec.dtype must be 'float32', 'bfloat16', 'float16' or 'int8'");
+  }
+  return dtype;
+}
+
+gpu::Element element_of(Napi::Env env, DType dtype) {
+  switch (dtype) {
+    case DType::Float32: return gpu::Element::F32;
+    case DType::BFloat16: return gpu::Element::BF16;
+    case DType::Float16: return gpu::Element::F16;
+    default: throw input_error(env, "this kernel takes float32, bfloat16 or float16");
+  }
+}
+
+// Values rounded to a 16-bit dtype, as bits.
+std::vector<uint16_t> half_bits(const std::vector<float>& values, DType dtype) {
+  std::vector<uint16_t> bits(values.size());
+  for (size_t i = 0; i < values.size(); ++i) bits[i] = dtype == DType::BFloat16 ? f32_to_bf16(values[i]) : f32_to_f16(values[i]);
+  return bits;
+}
+
+// A CPU weight matrix [rows, cols] of `dtype` holding `values` (rounded to it; int8 values are the
+// integers q themselves, with per-row `scales`).
+WeightMatrix cpu_matrix(DType dtype, int64_t rows, int64_t cols, const std::vector<float>& values, const std::vector<float>& scales) {
+  WeightMatrix matrix = allocate_matrix(dtype, rows, cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) store_from_f32(matrix.data, dtype, matrix.offset(r, c), values[size_t(r * cols + c)]);
+    if (dtype == DType::Int8) matrix.scales[size_t(r)] = scales[size_t(r)];
+  }
+  return matrix;
+}
+
+// embedding({ table: Float32Array [vocab·dim], dim, dtype, ids: Int32Array }) → { gpu, cpu }
+Napi::Value Embedding(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const Napi::Object spec = spec_object(info);
+  const int64_t dim = integer(env, spec, "dim", 1, 1 << 16);
+  const DType dtype = dtype_of(env, spec);
+  const std::vector<float> table = array<Napi::Float32Array>(env, spec, "table", -1);
+  const std::vector<int32_t> ids = array<Napi::Int32Array>(env, spec, "ids", -1);
+  const int64_t vocab = int64_t(table.size()) / dim;
+  if (vocab * dim != int64_t(table.size()) || vocab == 0) throw input_error(env, "spec.table must hold whole rows of dim values");
+  for (int32_t id : ids) {
+    if (id < 0 || id >= vocab) throw input_error(env, "spec.ids must lie in [0, vocab)");
+  }
+  return call_core(env, [&] {
+    const WeightMatrix cpu_table = cpu_matrix(dtype, vocab, dim, table, {});
+    std::vector<float> cpu_out(ids.size() * size_t(dim));
+    cpu::embedding(cpu_table, ids.data(), int64_t(ids.size()), cpu_out.data());
+    Device device;
+    const void* device_table = dtype == DType::Float32 ? static_cast<const void*>(device.upload(table))
+                                                       : static_cast<const void*>(device.upload(half_bits(table, dtype)));
+    float* out = device.allocate<float>(cpu_out.size());
+    gpu::embedding(device_table, element_of(env, dtype), dim, device.upload(ids), int64_t(ids.size()), out, device.native());
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("gpu", typed(env, device.download(out, cpu_out.size())));
+    result.Set("cpu", typed(env, cpu_out));
+    return result;
+  });
+}
+
+// addLayerNorm({ residual, add?, rows, dim, gamma, beta, epsilon }) → { gpu, gpuResidual, cpu }: the
+// CPU side adds in float32 and runs cpu::layer_norm.
+Napi::Value AddLayerNorm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const Napi::Object spec = spec_object(info);
+  const int64_t rows = integer(env, spec, "rows", 1, 4096), dim = integer(env, spec, "dim", 1, 1 << 16);
+  const std::vector<float> residual = array<Napi::Float32Array>(env, spec, "residual", rows * dim);
+  const std::vector<float> add = array<Napi::Float32Array>(env, spec, "add", rows * dim, true);
+  const std::vector<float> gamma = array<Napi::Float32Array>(env, spec, "gamma", dim);
+  const std::vector<float> beta = array<Napi::Float32Array>(env, spec, "beta", dim);
+  const float epsilon = float(number(env, spec, "epsilon"));
+  return call_core(env, [&] {
+    std::vector<float> summed = residual;
+    for (size_t i = 0; i < add.size(); ++i) summed[i] = residual[i] + add[i];
+    std::vector<int64_t> row_ids(static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r) row_ids[size_t(r)] = r;
+    std::vector<float> cpu_out(summed.size());
+    cpu::layer_norm(summed.data(), row_ids.data(), rows, dim, cpu::LayerNormParams{gamma.data(), beta.data(), epsilon}, cpu_out.data());
+    Device device;
+    float* device_residual = device.upload(residual);
+    float* out = device.allocate<float>(summed.size());
+    gpu::add_layer_norm(device_residual, add.empty() ? nullptr : device.upload(add), rows, dim, device.upload(gamma), device.upload(beta),
+                        epsilon, out, device.native());
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("gpu", typed(env, device.download(out, summed.size())));
+    result.Set("gpuResidual", typed(env, device.download(device_residual, summed.size())));
+    result.Set("cpu", typed(env, cpu_out));
+    return result;
+  });
+}
+
+// biasGelu({ x, rows, cols, bias? }) → { gpu, cpu }: the CPU side is the matmul epilogue (bias, GELU)
+// after a product with the identity, which is exact.
+Napi::Value BiasGelu(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const Napi::Object spec = spec_object(info);
+  const int64_t rows = integer(env, spec, "rows", 1, 4096), cols = integer(env, spec, "cols", 1, 512);
+  const std::vector<float> x = array<Napi::Float32Array>(env, spec, "x", rows * cols);
+  const std::vector<float> bias = array<Napi::Float32Array>(env, spec, "bias", cols, true);
+  return call_core(env, [&] {
+    std::vector<float> identity(size_t(cols * cols), 0.0f);
+    for (int64_t i = 0; i < cols; ++i) identity[size_t(i * cols + i)] = 1.0f;
+    const WeightMatrix eye = cpu_matrix(DType::Float32, cols, cols, identity, {});
+    cpu::PackedActivations packed;
+    cpu::pack_activations(x.data(), rows, cols, DType::Float32, nullptr, packed);
+    std::vector<float> cpu_out(x.size());
+    cpu::matmul(packed, eye, cpu::Epilogue{bias.empty() ? nullptr : bias.data(), true, false}, cpu_out.data());
+    Device device;
+    float* device_x = device.upload(x);
+    gpu::bias_gelu(device_x, rows, cols, bias.empty() ? nullptr : device.upload(bias), device.native());
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("gpu", typed(env, device.download(device_x, x.size())));
+    result.Set("cpu", typed(env, cpu_out));
+    return result;
+  });
+}
+
+// rotary({ headDim, heads, ropeTheta, ropeScaling: 'none' | 'linear' | 'dynamic', factor, maxPositions,
+//          sequenceLength, positions: Int32Array [rows], x: Float32Array [rows · heads · headDim] })
+//   → { gpuCos, gpuSin, cpuCos, cpuSin, gpuX, cpuX }
+Napi::Value Rotary(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const Napi::Object spec = spec_object(info);
+  ModelConfig config;
+  const int64_t head_dim = integer(env, spec, "headDim", 2, 512);
+  const int64_t heads = integer(env, spec, "heads", 1, 64);
+  if (head_dim % 2 != 0) throw input_error(env, "spec.headDim must be even");
+  config.num_heads = heads;
+  config.num_kv_heads = heads;
+  config.hidden_dim = heads * head_dim;
+  config.position_encoding = PositionEncoding::Rotary;
+  config.rope_theta = number(env, spec, "ropeTheta");
+  const std::string scaling = text(env, spec, "ropeScaling");
+  config.rope_scaling = scaling == "linear" ? RopeScaling::Linear : scaling == "dynamic" ? RopeScaling::Dynamic : RopeScaling::None;
+  config.rope_scaling_factor = number(env, spec, "factor");
+  config.max_position_embeddings = integer(env, spec, "maxPositions", 1, 1 << 20);
+  const int64_t sequence_length = integer(env, spec, "sequenceLength", 1, 1 << 20);
+  const std::vector<int32_t> positions = array<Napi::Int32Array>(env, spec, "positions", -1);
+  const int64_t rows = int64_t(positions.size());
+  const std::vector<float> x = array<Napi::Float32Array>(env, spec, "x", rows * heads * head_dim);
+  return call_core(env, [&] {
+    const int64_t half = head_dim / 2;
+    std::vector<float> cpu_cos(size_t(rows * half)), cpu_sin(size_t(rows * half)), cpu_x = x;
+    cpu::rotary_tables(config, positions.data(), rows, sequence_length, cpu_cos.data(), cpu_sin.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      cpu::apply_rotary(cpu_x.data() + r * heads * head_dim, heads, head_dim, cpu_cos.data() + r * half, cpu_sin.data() + r * half);
+    }
+    const falcon::cuda::RotaryScaling folded = falcon::cuda::rotary_scaling(config, sequence_length);
+    Device device;
+    float* cos_table = device.allocate<float>(cpu_cos.size());
+    float* sin_table = device.allocate<float>(cpu_sin.size());
+    gpu::rotary_tables(device.upload(positions), device.upload(std::vector<double>(size_t(rows), folded.base)),
+                       device.upload(std::vector<double>(size_t(rows), folded.position_scale)), rows, head_dim, cos_table, sin_table,
+                       device.native());
+    float* device_x = device.upload(x);
+    gpu::apply_rotary(device_x, rows, heads * head_dim, 0, heads, head_dim, cos_table, sin_table, device.native());
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("gpuCos", typed(env, device.download(cos_table, cpu_cos.size())));
+    result.Set("gpuSin", typed(env, device.download(sin_table, cpu_sin.size())));
+    result.Set("gpuX", typed(env, device.download(device_x, x.size())));
+    result.Set("cpuCos", typed(env, cpu_cos));
+    result.Set("cpuSin", typed(env, cpu_sin));
+    result.Set("cpuX", typed(env, cpu_x));
+    return result;
+  });
+}
+
+// matmul({ x [m·k], m, k, w [n·k] (int8: the integers q), n, dtype, kernel: 'tiled' | 'wmma' | 'gemv',
+//          bias?, gelu, accumulate, y0? [m·n], scales? [n] (int8) })
+//   → { gpu, cpu, weights }: y through the GPU kernel and cpu::matmul, and the weights as stored
+//     (rounded to dtype; int8 as q), for the error bounds.
+Napi::Value Matmul(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const Napi::Object spec = spec_object(info);
+  const int64_t m = integer(env, spec, "m", 1, 1024), k = integer(env, spec, "k", 1, 8192), n = integer(env, spec, "n", 1, 8192);
+  const DType dtype = dtype_of(env, spec);
+  const std::string kernel = text(env, spec, "kernel");
+  const std::vector<float> x = array<Napi::Float32Array>(env, spec, "x", m * k);
+  const std::vector<float> w = array<Napi::Float32Array>(env, spec, "w", n * k);
+  const std::vector<float> bias = array<Napi::Float32Array>(env, spec, "bias", n, true);
+  std::vector<float> y0 = array<Napi::Float32Array>(env, spec, "y0", m * n, true);
+  const std::vector<float> scales = array<Napi::Float32Array>(env, spec, "scales", n, dtype != DType::Int8);
+  const bool gelu = flag(spec, "gelu"), accumulate = flag(spec, "accumulate");
+  if (y0.empty()) y0.assign(size_t(m * n), 0.0f);
+  const bool valid_kernel = (kernel == "tiled" && dtype == DType::Float32) ||
+                            (kernel == "wmma" && (dtype == DType::BFloat16 || dtype == DType::Float16)) ||
+                            (kernel == "gemv" && m <= gpu::kGemvMaxRows);
+  if (!valid_kernel) throw input_error(env, "spec.kernel does not fit the dtype and row count");
+  if (dtype == DType::Int8) {
+    for (float q : w) {
+      if (!(q >= -127.0f && q <= 127.0f) || q != float(int(q))) throw input_error(env, "int8 weights must be integers in [-127, 127]");
+    }
+  }
+  return call_core(env, [&] {
+    const WeightMatrix matrix = cpu_matrix(dtype, n, k, w, scales);
+    cpu::PackedActivations packed;
+    cpu::pack_activations(x.data(), m, k, dtype, nullptr, packed);
+    std::vector<float> cpu_out = y0;
+    const cpu::Epilogue cpu_epilogue{bias.empty() ? nullptr : bias.data(), gelu, accumulate};
+    cpu::matmul(packed, matrix, cpu_epilogue, cpu_out.data());
+    std::vector<float> stored(w.size());
+    for (int64_t r = 0; r < n; ++r) {
+      for (int64_t c = 0; c < k; ++c) {
+        stored[size_t(r * k + c)] = dtype == DType::Int8 ? w[size_t(r * k + c)] : matrix.get(r, c);
+      }
+    }
+
+    Device device;
+    gpu::GemmEpilogue epilogue;
+    epilogue.bias = bias.empty() ? nullptr : device.upload(bias);
+    epilogue.gelu = gelu;
+    epilogue.accumulate = accumulate;
+    const float* device_x = device.upload(x);
+    float* y = device.upload(y0);
+    if (dtype == DType::Int8) {
+      std::vector<int8_t> q(w.size());
+      for (size_t i = 0; i < w.size(); ++i) q[i] = int8_t(w[i]);
+      gpu::gemv_int8(device_x, m, k, device.upload(q), device.upload(scales), n, epilogue, y, device.native());
+    } else if (kernel == "tiled") {
+      gpu::gemm_f32(device_x, m, k, device.upload(w), n, epilogue, y, device.native());
+    } else if (kernel == "wmma") {
+      uint16_t* x_rounded = device.allocate<uint16_t>(x.size());
+      gpu::round_to(device_x, int64_t(x.size()), element_of(env, dtype), x_rounded, device.native());
+      gpu::gemm_wmma(x_rounded, element_of(env, dtype), m, k, device.upload(half_bits(w, dtype)), n, epilogue, y, device.native());
+    } else {
+      const void* weights = dtype == DType::Float32 ? static_cast<const void*>(device.upload(w))
+                                                    : static_cast<const void*>(device.upload(half_bits(w, dtype)));
+      gpu::gemv(device_x, m, k, weights, element_of(env, dtype), n, epilogue, y, device.native());
+    }
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("gpu", typed(env, device.download(y, y0.size())));
+    result.Set("cpu", typed(env, cpu_out));
+    result.Set("weights", typed(env, stored));
+    return result;
+  });
+}
+
+// attention({ heads, kvHeads, headDim, kvDtype, numBlocks, keys, values: Float32Array [kvHeads · numBlocks
+//             · 16 · headDim] (slot-major: [kv head][block][slot][c]), valid: Uint8Array, positions:
+//             Int32Array [numBlocks · 16], sequences: [{ blockTable: Int32Array, start, count }],
+//             q: Float32Array [rows · heads · headDim] (rows: the sequences' new tokens in order),
+//             slopes?: Float32Array [heads], kernel: 'split' | 'flash' })
+//   → { gpu, cpu, keys, values }: [rows, heads · headDim] from the kernel (split-K paged attention, or
+//     the flash prefill over tiles of up to 16 tokens of one sequence) over the pool's
+//     blocks uploaded as they are, and from cpu::attention over the same pool; and the keys and values
+//     as the pool stores them (rounded to kvDtype), for the error bounds.
+Napi::Value Attention(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const Napi::Object spec = spec_object(info);
+  ModelConfig config;
+  config.num_layers = 1;
+  config.num_heads = integer(env, spec, "heads", 1, 64);
+  config.num_kv_heads = integer(env, spec, "kvHeads", 1, 64);
+  const int64_t d = integer(env, spec, "headDim", 1, gpu::kAttentionMaxHeadDim);
+  if (config.num_heads % config.num_kv_heads != 0) throw input_error(env, "spec.heads must be a multiple of spec.kvHeads");
+  config.hidden_dim = config.num_heads * d;
+  const int64_t H = config.num_heads, Hkv = config.num_kv_heads;
+  const DType kv_dtype = kv_dtype_value(env, spec.Get("kvDtype"));
+  const int64_t num_blocks = integer(env, spec, "numBlocks", 1, 4096);
+  const int64_t slots = num_blocks * kKvBlockTokens;
+  const std::vector<float> keys = array<Napi::Float32Array>(env, spec, "keys", Hkv * slots * d);
+  const std::vector<float> values = array<Napi::Float32Array>(env, spec, "values", Hkv * slots * d);
+  const std::vector<uint8_t> valid = array<Napi::Uint8Array>(env, spec, "valid", slots);
+  const std::vector<int32_t> positions = array<Napi::Int32Array>(env, spec, "positions", slots);
+  const std::vector<float> slopes = array<Napi::Float32Array>(env, spec, "slopes", H, true);
+  const std::string kernel = text(env, spec, "kernel");
+  if (kernel != "split" && kernel != "flash") throw input_error(env, "spec.kernel must be 'split' or 'flash'");
+  if (kernel == "flash" && d > gpu::kFlashMaxHeadDim) throw input_error(env, "the flash kernel takes head sizes up to 128");
+  if (!spec.Get("sequences").IsArray()) throw input_error(env, "spec.sequences must be an array");
+  const Napi::Array sequence_specs = spec.Get("sequences").As<Napi::Array>();
+  struct Sequence {
+    std::vector<int32_t> table;
+    int64_t start, count;
+  };
+  std::vector<Sequence> sequences;
+  int64_t rows = 0, max_blocks = 1, max_visible = 1;
+  for (uint32_t i = 0; i < sequence_specs.Length(); ++i) {
+    if (!sequence_specs.Get(i).IsObject()) throw input_error(env, "spec.sequences entries must be objects");
+    const Napi::Object entry = sequence_specs.Get(i).As<Napi::Object>();
+    Sequence sequence{array<Napi::Int32Array>(env, entry, "blockTable", -1), integer(env, entry, "start", 0, 1 << 20),
+                      integer(env, entry, "count", 1, 1 << 20)};
+    if (int64_t(sequence.table.size()) * kKvBlockTokens < sequence.start + sequence.count) throw input_error(env, "a block table is too short");
+    for (int32_t block : sequence.table) {
+      if (block < 0 || block >= num_blocks) throw input_error(env, "block ids must lie in [0, numBlocks)");
+    }
+    rows += sequence.count;
+    max_blocks = std::max(max_blocks, int64_t(sequence.table.size()));
+    max_visible = std::max(max_visible, sequence.start + sequence.count);
+    sequences.push_back(std::move(sequence));
+  }
+  const std::vector<float> q = array<Napi::Float32Array>(env, spec, "q", rows * H * d);
+  return call_core(env, [&] {
+    KvPool pool(config, num_blocks, kv_dtype);
+    for (int64_t h = 0; h < Hkv; ++h) {
+      for (int64_t b = 0; b < num_blocks; ++b) {
+        for (int64_t slot = 0; slot < kKvBlockTokens; ++slot) {
+          for (int64_t c = 0; c < d; ++c) {
+            const size_t from = size_t(((h * num_blocks + b) * kKvBlockTokens + slot) * d + c);
+            store_from_f32(pool.keys(b, 0, h), kv_dtype, size_t(c * kKvBlockTokens + slot), keys[from]);
+            store_from_f32(pool.values(b, 0, h), kv_dtype, size_t(slot * d + c), values[from]);
+          }
+        }
+      }
+    }
+    std::copy(valid.begin(), valid.end(), pool.valid(0));
+    std::copy(positions.begin(), positions.end(), pool.positions(0));
+    std::vector<float> stored_keys(keys.size()), stored_values(values.size());
+    for (int64_t h = 0; h < Hkv; ++h) {
+      for (int64_t b = 0; b < num_blocks; ++b) {
+        for (int64_t slot = 0; slot < kKvBlockTokens; ++slot) {
+          for (int64_t c = 0; c < d; ++c) {
+            const size_t at = size_t(((h * num_blocks + b) * kKvBlockTokens + slot) * d + c);
+            stored_keys[at] = load_as_f32(pool.keys(b, 0, h), kv_dtype, size_t(c * kKvBlockTokens + slot));
+            stored_values[at] = load_as_f32(pool.values(b, 0, h), kv_dtype, size_t(slot * d + c));
+          }
+        }
+      }
+    }
+
+    // The CPU: a step plan over the same blocks, every new token an output row.
+    cpu::StepPlan plan;
+    std::vector<std::vector<uint8_t>> gathered_valid(sequences.size());
+    std::vector<std::vector<int32_t>> gathered_positions(sequences.size());
+    std::vector<int32_t> row_sequence, row_slot;
+    for (size_t s = 0; s < sequences.size(); ++s) {
+      const Sequence& sequence = sequences[s];
+      for (int64_t j = 0; j < sequence.start + sequence.count; ++j) {
+        const int32_t block = sequence.table[size_t(j / kKvBlockTokens)];
+        gathered_valid[s].push_back(pool.valid(block)[j % kKvBlockTokens]);
+        gathered_positions[s].push_back(pool.positions(block)[j % kKvBlockTokens]);
+      }
+      cpu::PagedSequence paged;
+      paged.block_table = sequence.table.data();
+      paged.start = sequence.start;
+      paged.count = sequence.count;
+      paged.first_row = int64_t(row_sequence.size());
+      paged.valid = gathered_valid[s].data();
+      paged.positions = gathered_positions[s].data();
+      plan.sequences.push_back(paged);
+      for (int64_t t = 0; t < sequence.count; ++t) {
+        row_sequence.push_back(int32_t(s));
+        row_slot.push_back(int32_t(sequence.start + t));
+        plan.row_is_output.push_back(1);
+      }
+    }
+    cpu::plan_attention(config, plan);
+    std::vector<float> cpu_out(size_t(rows * H * d), 0.0f);
+    const std::vector<float> cpu_slopes(slopes.begin(), slopes.end());
+    cpu::attention(config, 0, pool, plan, plan.attention_items, q.data(), H * d, cpu_slopes, cpu_out.data());
+
+    // The kernel, over the pool's key and value bytes uploaded as they are.
+    Device device;
+    const size_t element = dtype_size(kv_dtype);
+    const auto* pool_start = static_cast<const unsigned char*>(pool.keys(0, 0, 0));
+    unsigned char* device_pool = device.allocate<unsigned char>(pool.byte_size());
+    device.runtime().copy(device_pool, pool_start, pool.byte_size(), CopyKind::HostToDevice, device.stream());
+    const auto elements_from_start = [&](const void* p) { return int64_t((static_cast<const unsigned char*>(p) - pool_start) / element); };
+    gpu::PagedKv kv;
+    kv.type = element_of(env, kv_dtype);
+    kv.keys = device_pool;
+    kv.values = device_pool + (static_cast<const unsigned char*>(pool.values(0, 0, 0)) - pool_start);
+    kv.block_stride = num_blocks > 1 ? elements_from_start(pool.keys(1, 0, 0)) : 0;
+    kv.head_stride = Hkv > 1 ? elements_from_start(pool.keys(0, 0, 1)) : 0;
+    kv.valid = device.upload(valid);
+    kv.positions = device.upload(positions);
+    std::vector<int32_t> tables(sequences.size() * size_t(max_blocks), 0);
+    for (size_t s = 0; s < sequences.size(); ++s) std::copy(sequences[s].table.begin(), sequences[s].table.end(), tables.begin() + s * size_t(max_blocks));
+    gpu::AttentionRows layout;
+    layout.row_sequence = device.upload(row_sequence);
+    layout.row_slot = device.upload(row_slot);
+    layout.block_tables = device.upload(tables);
+    layout.max_blocks = max_blocks;
+    float* out = device.allocate<float>(cpu_out.size());
+    const float* device_q = device.upload(q);
+    const float* device_slopes = slopes.empty() ? nullptr : device.upload(slopes);
+    if (kernel == "split") {
+      float* workspace = device.allocate<float>(size_t(gpu::attention_workspace_floats(rows, H, d, max_visible)));
+      gpu::paged_attention(device_q, rows, H * d, H, Hkv, d, device_slopes, kv, layout, max_visible, workspace, out, device.native());
+    } else {
+      std::vector<int32_t> tile_sequence, tile_first_row, tile_first_slot, tile_count;
+      int64_t row = 0;
+      for (size_t s = 0; s < sequences.size(); ++s) {
+        for (int64_t t = 0; t < sequences[s].count; t += gpu::kFlashQueries) {
+          tile_sequence.push_back(int32_t(s));
+          tile_first_row.push_back(int32_t(row + t));
+          tile_first_slot.push_back(int32_t(sequences[s].start + t));
+          tile_count.push_back(int32_t(std::min(gpu::kFlashQueries, sequences[s].count - t)));
+        }
+        row += sequences[s].count;
+      }
+      gpu::AttentionTiles tiles;
+      tiles.sequence = device.upload(tile_sequence);
+      tiles.first_row = device.upload(tile_first_row);
+      tiles.first_slot = device.upload(tile_first_slot);
+      tiles.count = device.upload(tile_count);
+      tiles.tiles = int64_t(tile_count.size());
+      tiles.block_tables = layout.block_tables;
+      tiles.max_blocks = max_blocks;
+      gpu::flash_attention_prefill(device_q, H * d, H, Hkv, d, device_slopes, kv, tiles, out, device.native());
+    }
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("gpu", typed(env, device.download(out, cpu_out.size())));
+    result.Set("cpu", typed(env, cpu_out));
+    result.Set("keys", typed(env, stored_keys));
+    result.Set("values", typed(env, stored_values));
+    return result;
+  });
+}
+
+// barrierExchange({ values: Int32Array [blocks · threads], threads }) → Int32Array (probes.h)
+Napi::Value BarrierExchange(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const Napi::Object spec = spec_object(info);
+  const int64_t threads = integer(env, spec, "threads", 1, 256);
+  const std::vector<int32_t> values = array<Napi::Int32Array>(env, spec, "values", -1);
+  const int64_t blocks = int64_t(values.size()) / threads;
+  if (blocks * threads != int64_t(values.size()) || blocks == 0) throw input_error(env, "spec.values must fill whole blocks");
+  return call_core(env, [&] {
+    Device device;
+    int32_t* out = device.allocate<int32_t>(values.size());
+    gpu::probe_barrier_exchange(device.upload(values), blocks, int(threads), out, device.native());
+    return typed(env, device.download(out, values.size()));
+  });
+}
+
+// warpOps({ values: Int32Array [threads] }) → Int32Array [9 · threads] (probes.h)
+Napi::Value WarpOps(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::vector<int32_t> values = array<Napi::Int32Array>(env, spec_object(info), "values", -1);
+  return call_core(env, [&] {
+    Device device;
+    int32_t* out = device.allocate<int32_t>(9 * values.size());
+    gpu::probe_warp_ops(device.upload(values), int(values.size()), out, device.native());
+    return typed(env, device.download(out, 9 * values.size()));
+  });
+}
+
+// atomics({ blocks, threads }) → { count, sum }
+Napi::Value Atomics(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const Napi::Object spec = spec_object(info);
+  const int64_t blocks = integer(env, spec, "blocks", 1, 64), threads = integer(env, spec, "threads", 1, 1024);
+  return call_core(env, [&] {
+    Device device;
+    int32_t* count = device.upload(std::vector<int32_t>{0});
+    float* sum = device.upload(std::vector<float>{0.0f});
+    gpu::probe_atomics(int(blocks), int(threads), count, sum, device.native());
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("count", double(device.download(count, 1)[0]));
+    result.Set("sum", double(device.download(sum, 1)[0]));
+    return result;
+  });
+}
+
+// wmmaTile({ a, b, c: Float32Array [256], dtype: 'bfloat16' | 'float16' }) → { d, a, b }: a and b as
+// rounded to dtype, d = a · b + c from one warp's wmma.
+Napi::Value WmmaTile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const Napi::Object spec = spec_object(info);
+  const DType dtype = dtype_of(env, spec);
+  if (dtype != DType::BFloat16 && dtype != DType::Float16) throw input_error(env, "spec.dtype must be 'bfloat16' or 'float16'");
+  const std::vector<float> a = array<Napi::Float32Array>(env, spec, "a", 256);
+  const std::vector<float> b = array<Napi::Float32Array>(env, spec, "b", 256);
+  const std::vector<float> c = array<Napi::Float32Array>(env, spec, "c", 256);
+  return call_core(env, [&] {
+    const std::vector<uint16_t> a_bits = half_bits(a, dtype), b_bits = half_bits(b, dtype);
+    std::vector<float> a_rounded(256), b_rounded(256);
+    for (size_t i = 0; i < 256; ++i) {
+      a_rounded[i] = dtype == DType::BFloat16 ? bf16_to_f32(a_bits[i]) : f16_to_f32(a_bits[i]);
+      b_rounded[i] = dtype == DType::BFloat16 ? bf16_to_f32(b_bits[i]) : f16_to_f32(b_bits[i]);
+    }
+    Device device;
+    float* d = device.allocate<float>(256);
+    gpu::probe_wmma_tile(device.upload(a_bits), device.upload(b_bits), device.upload(c), dtype == DType::BFloat16, d, device.native());
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("d", typed(env, device.download(d, 256)));
+    result.Set("a", typed(env, a_rounded));
+    result.Set("b", typed(env, b_rounded));
+    return result;
+  });
+}
+
+// misuse(name, index?): runs one of the probes the emulation must refuse (probes.h); throws its error.
+Napi::Value Misuse(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw input_error(env, "misuse needs a probe name");
+  const std::string name = info[0].As<Napi::String>().Utf8Value();
+  call_core(env, [&] {
+    Device device;
+    if (name == "sharedIndex") {
+      gpu::probe_shared_index(int(integer_argument(info, 1, "index")), device.native());
+    } else if (name == "divergentBarrier") {
+      gpu::probe_divergent_barrier(device.native());
+    } else if (name == "shuffleOutsideMask") {
+      gpu::probe_shuffle_outside_mask(device.native());
+    } else if (name == "shuffleAfterExit") {
+      gpu::probe_shuffle_after_exit(device.native());
+    } else if (name == "mixedCollectives") {
+      gpu::probe_mixed_collectives(device.native());
+    } else if (name == "warpBarrierDeadlock") {
+      gpu::probe_warp_barrier_deadlock(device.native());
+    } else if (name == "copyOutsideAllocation") {
+      float* buffer = device.allocate<float>(4);
+      std::vector<float> host(8);
+      device.runtime().copy(buffer, host.data(), 8 * sizeof(float), CopyKind::HostToDevice, device.stream());
+    } else if (name == "outOfMemory") {
+      Device small(1024);
+      small.allocate<float>(512);
+    } else {
+      throw Error(ErrorKind::Input, "no misuse probe " + name);
+    }
+  });
+  return env.Undefined();
+}
+
+// graphReplay({ x, replays }) → { afterCapture, afterReplays }: x[i] += 1 and a copy captured on a
+// stream, then the graph launched `replays` times.
+Napi::Value GraphReplay(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const Napi::Object spec = spec_object(info);
+  const std::vector<float> x = array<Napi::Float32Array>(env, spec, "x", -1);
+  const int64_t replays = integer(env, spec, "replays", 0, 16);
+  return call_core(env, [&] {
+    Device device;
+    float* values = device.upload(x);
+    float* snapshot = device.allocate<float>(x.size());
+    DeviceRuntime& runtime = device.runtime();
+    runtime.begin_capture(device.stream());
+    gpu::probe_add_one(values, int64_t(x.size()), device.native());
+    runtime.copy(snapshot, values, x.size() * sizeof(float), CopyKind::DeviceToDevice, device.stream());
+    falcon::cuda::DeviceGraph* graph = runtime.end_capture(device.stream());
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("afterCapture", typed(env, device.download(values, x.size())));
+    for (int64_t i = 0; i < replays; ++i) runtime.launch_graph(graph, device.stream());
+    runtime.destroy_graph(graph);
+    result.Set("afterReplays", typed(env, device.download(snapshot, x.size())));
+    return result;
+  });
+}
+
+// cudaError(code) throws the falcon error a CUDA runtime failure with that cudaError_t becomes.
+Napi::Value CudaError(const Napi::CallbackInfo& info) {
+  const int64_t code = integer_argument(info, 0, "code");
+  call_core(info.Env(), [&] { throw falcon::cuda::cuda_error(int(code), "cudaTestCall", "the runtime's description"); });
+  return info.Env().Undefined();
+}
+
+#if defined(FALCON_CUDA_REAL)
+// realDevice(ordinal) → { name, computeMajor, computeMinor, totalBytes }: opens the real CUDA runtime
+// (builds with nvcc only), for bench/cuda-check.sh; throws the typed error when there is no usable GPU.
+Napi::Value RealDevice(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int64_t ordinal = integer_argument(info, 0, "ordinal");
+  const falcon::cuda::DeviceInfo device = call_core(env, [&] { return falcon::cuda::make_cuda_runtime(int(ordinal))->info(); });
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("name", device.name);
+  result.Set("computeMajor", device.compute_major);
+  result.Set("computeMinor", device.compute_minor);
+  result.Set("totalBytes", double(device.total_bytes));
+  return result;
+}
+#endif
+
+}  // namespace
+
+Napi::Object CudaEmulationForTest(Napi::Env env) {
+  Napi::Object object = Napi::Object::New(env);
+  object.Set("embedding", Napi::Function::New(env, Embedding));
+  object.Set("addLayerNorm", Napi::Function::New(env, AddLayerNorm));
+  object.Set("biasGelu", Napi::Function::New(env, BiasGelu));
+  object.Set("rotary", Napi::Function::New(env, Rotary));
+  object.Set("matmul", Napi::Function::New(env, Matmul));
+  object.Set("attention", Napi::Function::New(env, Attention));
+  object.Set("barrierExchange", Napi::Function::New(env, BarrierExchange));
+  object.Set("warpOps", Napi::Function::New(env, WarpOps));
+  object.Set("atomics", Napi::Function::New(env, Atomics));
+  object.Set("wmmaTile", Napi::Function::New(env, WmmaTile));
+  object.Set("misuse", Napi::Function::New(env, Misuse));
+  object.Set("graphReplay", Napi::Function::New(env, GraphReplay));
+  object.Set("cudaError", Napi::Function::New(env, CudaError));
+#if defined(FALCON_CUDA_REAL)
+  object.Set("realDevice", Napi::Function::New(env, RealDevice));
+#endif
+  return object;
+}
+
+}  // namespace falcon::binding

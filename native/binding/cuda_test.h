@@ -1,0 +1,13 @@
+#pragma once
+#include <napi.h>
+
+namespace falcon::binding {
+
+// Test-only: the CUDA kernels as the emulation runs them (falcon::cuda::emulated over the emulated
+// DeviceRuntime), each beside the CPU operator it must match (test/cuda-ops.test.ts), and probes of
+// the emulation and runtime seam themselves (test/cuda-emulation.test.ts). Every call makes its own
+// emulated device, uploads its inputs, runs on a stream and downloads the results, synchronously.
+// See cuda_test.cpp for each function's spec object.
+Napi::Object CudaEmulationForTest(Napi::Env env);
+
+}  // namespace falcon::binding

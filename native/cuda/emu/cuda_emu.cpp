@@ -1,0 +1,288 @@
+// The block scheduler of the CUDA emulation (cuda_emu.h): ucontext fibers, one per thread of a block,
+// switched only at barriers and warp collectives.
+#include "cuda_emu.h"
+
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <exception>
+#include <memory>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define FALCON_EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FALCON_EMU_ASAN 1
+#endif
+#endif
+#ifdef FALCON_EMU_ASAN
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+namespace falcon::cuda_emu {
+namespace {
+
+// Kernels keep little on their stacks; a kernel error unwinds on its fiber's stack too.
+constexpr size_t kFiberStackBytes = 256 * 1024;
+
+enum class FiberState { Runnable, AtBarrier, AtWarp, Exited };
+
+struct Fiber {
+  ucontext_t context;
+  FiberState state = FiberState::Runnable;
+  ThreadPlace place;
+};
+
+struct WarpState {
+  unsigned existing = 0;   // lanes the block has in this warp
+  unsigned exited = 0;
+  unsigned arrived = 0;    // lanes waiting in the open collective
+  unsigned mask = 0;       // of the open collective
+  const char* op = nullptr;
+  void* payloads[kWarpSize] = {};
+};
+
+// mmap'd stacks with a guard page below each, reused for every block of a launch.
+class Stacks {
+ public:
+  Stacks(size_t count) : page_(size_t(sysconf(_SC_PAGESIZE))), stride_(kFiberStackBytes + page_), count_(count) {
+    base_ = mmap(nullptr, stride_ * count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base_ == MAP_FAILED) throw Error(ErrorKind::State, "the CUDA emulation could not map its fiber stacks (out of memory)");
+    for (size_t i = 0; i < count; ++i) mprotect(static_cast<char*>(base_) + i * stride_, page_, PROT_NONE);
+  }
+  ~Stacks() { munmap(base_, stride_ * count_); }
+  void* stack(size_t i) const { return static_cast<char*>(base_) + i * stride_ + page_; }
+
+ private:
+  size_t page_, stride_, count_;
+  void* base_;
+};
+
+struct BlockRun {
+  const char* kernel = nullptr;
+  const std::function<void()>* body = nullptr;
+  std::vector<Fiber> fibers;
+  std::vector<WarpState> warps;
+  ucontext_t scheduler;
+  int current = -1;
+  int exited = 0;
+  int at_barrier = 0;
+  std::exception_ptr error;
+  int failed = -1;  // the thread whose error stopped the block
+#ifdef FALCON_EMU_ASAN
+  void* scheduler_fake_stack = nullptr;
+  const void* scheduler_stack_bottom = nullptr;
+  size_t scheduler_stack_size = 0;
+#endif
+};
+
+thread_local BlockRun* running = nullptr;
+
+std::string coordinates(const dim3& d) { return "(" + std::to_string(d.x) + "," + std::to_string(d.y) + "," + std::to_string(d.z) + ")"; }
+
+// Back to the scheduler from the running fiber; returns when the scheduler resumes it.
+void yield_to_scheduler([[maybe_unused]] bool exiting) {
+  BlockRun& run = *running;
+  Fiber& fiber = run.fibers[size_t(run.current)];
+#ifdef FALCON_EMU_ASAN
+  void* fake_stack = nullptr;
+  __sanitizer_start_switch_fiber(exiting ? nullptr : &fake_stack, run.scheduler_stack_bottom, run.scheduler_stack_size);
+#endif
+  swapcontext(&fiber.context, &run.scheduler);
+#ifdef FALCON_EMU_ASAN
+  __sanitizer_finish_switch_fiber(fake_stack, nullptr, nullptr);
+#endif
+}
+
+void fiber_main() {
+  BlockRun& run = *running;
+#ifdef FALCON_EMU_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, &run.scheduler_stack_bottom, &run.scheduler_stack_size);
+#endif
+  try {
+    (*run.body)();
+    Fiber& fiber = run.fibers[size_t(run.current)];
+    WarpState& warp = run.warps[size_t(run.current / kWarpSize)];
+    const unsigned bit = 1u << fiber.place.lane;
+    if (run.at_barrier > 0) kernel_error("this thread exited while " + std::to_string(run.at_barrier) + " others wait at __syncthreads()");
+    if (warp.arrived != 0 && (warp.mask & bit)) kernel_error(std::string("this thread exited while its warp waits for it in ") + warp.op);
+    warp.exited |= bit;
+    fiber.state = FiberState::Exited;
+    ++run.exited;
+  } catch (...) {
+    run.error = std::current_exception();
+    run.failed = run.current;
+  }
+  yield_to_scheduler(true);
+}
+
+class KernelError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Runs one block to completion; throws its first kernel error.
+void run_block(BlockRun& run, const Stacks& stacks, dim3 block_idx, dim3 block_dim, dim3 grid_dim) {
+  const int threads = int(block_dim.x * block_dim.y * block_dim.z);
+  const int num_warps = (threads + kWarpSize - 1) / kWarpSize;
+  run.fibers.assign(size_t(threads), Fiber{});
+  run.warps.assign(size_t(num_warps), WarpState{});
+  run.exited = 0;
+  run.at_barrier = 0;
+  run.error = nullptr;
+  run.failed = -1;
+  for (int w = 0; w < num_warps; ++w) {
+    const int lanes = std::min(kWarpSize, threads - w * kWarpSize);
+    run.warps[size_t(w)].existing = lanes == kWarpSize ? 0xffffffffu : (1u << lanes) - 1u;
+  }
+  for (int t = 0; t < threads; ++t) {
+    Fiber& fiber = run.fibers[size_t(t)];
+    fiber.place.thread_idx = dim3(unsigned(t) % block_dim.x, unsigned(t) / block_dim.x % block_dim.y, unsigned(t) / (block_dim.x * block_dim.y));
+    fiber.place.block_idx = block_idx;
+    fiber.place.block_dim = block_dim;
+    fiber.place.grid_dim = grid_dim;
+    fiber.place.lane = t % kWarpSize;
+    getcontext(&fiber.context);
+    fiber.context.uc_stack.ss_sp = stacks.stack(size_t(t));
+    fiber.context.uc_stack.ss_size = kFiberStackBytes;
+    fiber.context.uc_link = nullptr;
+    makecontext(&fiber.context, fiber_main, 0);
+  }
+  for (;;) {
+    bool progressed = false;
+    for (int t = 0; t < threads; ++t) {
+      if (run.fibers[size_t(t)].state != FiberState::Runnable) continue;
+      progressed = true;
+      run.current = t;
+#ifdef FALCON_EMU_ASAN
+      void* fake_stack = nullptr;
+      __sanitizer_start_switch_fiber(&fake_stack, stacks.stack(size_t(t)), kFiberStackBytes);
+#endif
+      swapcontext(&run.scheduler, &run.fibers[size_t(t)].context);
+#ifdef FALCON_EMU_ASAN
+      __sanitizer_finish_switch_fiber(fake_stack, nullptr, nullptr);
+#endif
+      run.current = -1;
+      if (run.error) std::rethrow_exception(run.error);
+    }
+    if (run.exited == threads) return;
+    if (!progressed) {
+      std::string waiting;
+      for (size_t w = 0; w < run.warps.size(); ++w) {
+        if (run.warps[w].arrived != 0) waiting += "; warp " + std::to_string(w) + " waits in " + run.warps[w].op;
+      }
+      throw KernelError("deadlock: " + std::to_string(run.at_barrier) + " threads wait at __syncthreads()" + waiting +
+                        " (a barrier or warp collective that not every thread reaches)");
+    }
+  }
+}
+
+}  // namespace
+
+const ThreadPlace& place() {
+  if (running == nullptr || running->current < 0) throw Error(ErrorKind::State, "CUDA built-ins used outside an emulated kernel");
+  return running->fibers[size_t(running->current)].place;
+}
+
+void kernel_error(const std::string& message) { throw KernelError(message); }
+
+void syncthreads() {
+  BlockRun& run = *running;
+  if (run.exited > 0) kernel_error("__syncthreads() after " + std::to_string(run.exited) + " threads of the block exited");
+  Fiber& fiber = run.fibers[size_t(run.current)];
+  if (++run.at_barrier == int(run.fibers.size())) {
+    run.at_barrier = 0;
+    for (Fiber& other : run.fibers) {
+      if (other.state == FiberState::AtBarrier) other.state = FiberState::Runnable;
+    }
+    return;
+  }
+  fiber.state = FiberState::AtBarrier;
+  yield_to_scheduler(false);
+}
+
+unsigned active_mask() {
+  const WarpState& warp = running->warps[size_t(running->current / kWarpSize)];
+  return warp.existing & ~warp.exited;
+}
+
+void warp_collective(const char* op, unsigned mask, void* payload, WarpCompletion complete) {
+  BlockRun& run = *running;
+  const int warp_index = run.current / kWarpSize;
+  WarpState& warp = run.warps[size_t(warp_index)];
+  Fiber& fiber = run.fibers[size_t(run.current)];
+  const unsigned bit = 1u << fiber.place.lane;
+  if (!(mask & bit)) kernel_error(std::string(op) + " called by a lane outside its mask");
+  if (mask & ~warp.existing) kernel_error(std::string(op) + " mask names lanes the block does not have");
+  if (mask & warp.exited) kernel_error(std::string(op) + " mask names lanes that have exited");
+  if (warp.arrived != 0 && (warp.mask != mask || std::strcmp(warp.op, op) != 0)) {
+    kernel_error(std::string(op) + " reached while other lanes of the warp wait in " + warp.op + " (divergent warp collectives)");
+  }
+  warp.op = op;
+  warp.mask = mask;
+  warp.payloads[fiber.place.lane] = payload;
+  warp.arrived |= bit;
+  if (warp.arrived == mask) {
+    if (complete != nullptr) complete(warp.payloads, mask);
+    warp.arrived = 0;
+    for (int lane = 0; lane < kWarpSize; ++lane) {
+      if ((mask >> lane & 1u) && lane != fiber.place.lane) run.fibers[size_t(warp_index * kWarpSize + lane)].state = FiberState::Runnable;
+    }
+    return;
+  }
+  fiber.state = FiberState::AtWarp;
+  yield_to_scheduler(false);
+}
+
+void complete_vote(void* const* payloads, unsigned mask) {
+  unsigned ballot = 0;
+  for (int lane = 0; lane < kWarpSize; ++lane) {
+    if ((mask >> lane & 1u) && static_cast<VoteExchange*>(payloads[lane])->predicate) ballot |= 1u << lane;
+  }
+  for (int lane = 0; lane < kWarpSize; ++lane) {
+    if (mask >> lane & 1u) static_cast<VoteExchange*>(payloads[lane])->ballot = ballot;
+  }
+}
+
+void issue(Stream* stream, std::function<void()> work) {
+  if (stream != nullptr && stream->capturing) {
+    stream->captured.push_back(std::move(work));
+    return;
+  }
+  work();
+}
+
+void run_grid(const char* name, dim3 grid, dim3 block, const std::function<void()>& body) {
+  const uint64_t threads = uint64_t(block.x) * block.y * block.z;
+  require(threads >= 1 && threads <= kMaxThreadsPerBlock && block.z <= 64, ErrorKind::State,
+          [&] { return std::string("emulated kernel ") + name + ": invalid block shape " + coordinates(block); });
+  require(grid.x >= 1 && grid.y >= 1 && grid.y <= 65535 && grid.z >= 1 && grid.z <= 65535, ErrorKind::State,
+          [&] { return std::string("emulated kernel ") + name + ": invalid grid shape " + coordinates(grid); });
+  require(running == nullptr, ErrorKind::State, "an emulated kernel cannot launch another (dynamic parallelism is not emulated)");
+  Stacks stacks(threads);
+  BlockRun run;
+  run.kernel = name;
+  run.body = &body;
+  running = &run;
+  struct Reset {
+    ~Reset() { running = nullptr; }
+  } reset;
+  dim3 block_idx;
+  try {
+    for (unsigned z = 0; z < grid.z; ++z) {
+      for (unsigned y = 0; y < grid.y; ++y) {
+        for (unsigned x = 0; x < grid.x; ++x) {
+          block_idx = dim3(x, y, z);
+          run_block(run, stacks, block_idx, block, grid);
+        }
+      }
+    }
+  } catch (const KernelError& e) {
+    const std::string where = run.failed >= 0 ? " thread " + coordinates(run.fibers[size_t(run.failed)].place.thread_idx) : "";
+    throw Error(ErrorKind::State, std::string("emulated kernel ") + name + " block " + coordinates(block_idx) + where + ": " + e.what());
+  }
+}
+
+}  // namespace falcon::cuda_emu

@@ -1,0 +1,3 @@
+// kernels/layer_norm.cu compiled as host C++ through the CUDA emulation (cuda_compat.h), into
+// falcon::cuda::emulated: what the addon and the tests run without a GPU.
+#include "../kernels/layer_norm.cu"

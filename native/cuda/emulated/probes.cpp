@@ -1,0 +1,2 @@
+// kernels/probes.cu compiled as host C++ through the CUDA emulation (cuda_compat.h).
+#include "../kernels/probes.cu"

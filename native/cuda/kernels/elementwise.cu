@@ -1,0 +1,60 @@
+// Embedding gather, bias + GELU, and rounding to 16-bit floats: one thread per element.
+#include "common.cuh"
+#include "kernels.h"
+
+namespace FALCON_CUDA_NS {
+namespace {
+
+constexpr int kThreads = 256;
+
+__global__ void embedding_kernel(const void* table, Element type, int64_t dim, const int32_t* ids, float* out) {
+  const int64_t row = blockIdx.x;
+  const int64_t source = int64_t(ids[row]) * dim;
+  for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) {
+    float value;
+    if (type == Element::F32) {
+      value = static_cast<const float*>(table)[source + c];
+    } else if (type == Element::BF16) {
+      value = bf16_bits_to_float(static_cast<const uint16_t*>(table)[source + c]);
+    } else {
+      value = half_bits_to_float(static_cast<const uint16_t*>(table)[source + c]);
+    }
+    out[row * dim + c] = value;
+  }
+}
+
+__global__ void bias_gelu_kernel(float* x, int64_t count, int64_t cols, const float* bias) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < count) x[i] = gelu_erf(bias != nullptr ? x[i] + bias[i % cols] : x[i]);
+}
+
+__global__ void round_kernel(const float* x, int64_t count, Element type, uint16_t* out) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < count) out[i] = type == Element::BF16 ? float_to_bf16_bits(x[i]) : float_to_half_bits(x[i]);
+}
+
+}  // namespace
+
+void embedding(const void* table, Element type, int64_t dim, const int32_t* ids, int64_t count, float* out, cudaStream_t stream) {
+  require_sizes(dim > 0 && count >= 0, "embedding", "dim must be positive and count non-negative");
+  if (count == 0) return;
+  const auto kernel = &embedding_kernel;
+  FALCON_LAUNCH("embedding", kernel, dim3(grid_blocks(count, 1, "embedding")), dim3(kThreads), stream, table, type, dim, ids, out);
+}
+
+void bias_gelu(float* x, int64_t rows, int64_t cols, const float* bias, cudaStream_t stream) {
+  require_sizes(rows >= 0 && cols > 0, "bias_gelu", "rows must be non-negative and cols positive");
+  if (rows == 0) return;
+  const auto kernel = &bias_gelu_kernel;
+  FALCON_LAUNCH("bias_gelu", kernel, dim3(grid_blocks(rows * cols, kThreads, "bias_gelu")), dim3(kThreads), stream, x, rows * cols,
+                cols, bias);
+}
+
+void round_to(const float* x, int64_t count, Element type, uint16_t* out, cudaStream_t stream) {
+  require_sizes(count >= 0 && type != Element::F32, "round_to", "count must be non-negative and the type 16-bit");
+  if (count == 0) return;
+  const auto kernel = &round_kernel;
+  FALCON_LAUNCH("round_to", kernel, dim3(grid_blocks(count, kThreads, "round_to")), dim3(kThreads), stream, x, count, type, out);
+}
+
+}  // namespace FALCON_CUDA_NS

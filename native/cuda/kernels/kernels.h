@@ -1,0 +1,141 @@
+#pragma once
+// The CUDA kernels' host entry points, declared for the build that includes this header: the real
+// kernels (falcon::cuda, compiled by nvcc) or the emulated ones (falcon::cuda::emulated, compiled as
+// host C++ through emu/cuda_emu.h; emulated_kernels.cpp). All pointers are device pointers; every
+// call is enqueued on `stream` and returns before the work is done (the emulation runs it at once).
+// Matrices are row-major. Weights are [n = outputs, k = inputs], the safetensors layout, unpacked.
+// Preconditions the kernels cannot check on the device (token ids inside the table, pointers of the
+// right sizes) are the caller's; sizes are checked here and refused with Error(Input).
+#include <cstdint>
+
+#include "../cuda_compat.h"
+
+namespace FALCON_CUDA_NS {
+
+// Weight and table element types.
+enum class Element { F32, BF16, F16 };
+
+// What a GEMM does with each output before storing it, in this order (the CPU's Epilogue):
+// × scales[n] (int8 weights), + bias[n], exact erf GELU, and y += instead of y =.
+struct GemmEpilogue {
+  const float* bias = nullptr;
+  bool gelu = false;
+  bool accumulate = false;
+};
+
+// out[i][c] = table[ids[i]][c] widened to float32; table is [*, dim] of `type`.
+void embedding(const void* table, Element type, int64_t dim, const int32_t* ids, int64_t count, float* out, cudaStream_t stream);
+
+// Per row r of `rows`: residual[r] += add[r] (when add is not null), then out[r] = layer_norm(residual[r])
+// with population variance, statistics accumulated in double (as the CPU's layer_norm_row).
+void add_layer_norm(float* residual, const float* add, int64_t rows, int64_t dim, const float* gamma, const float* beta,
+                    float epsilon, float* out, cudaStream_t stream);
+
+// x[r][c] = gelu(x[r][c] + bias[c]) (bias may be null), GELU in its exact erf form.
+void bias_gelu(float* x, int64_t rows, int64_t cols, const float* bias, cudaStream_t stream);
+
+// out[i] = x[i] rounded to nearest even as `type` (BF16 or F16), as bits.
+void round_to(const float* x, int64_t count, Element type, uint16_t* out, cudaStream_t stream);
+
+// Rotary tables [rows, head_dim / 2] of cos and sin: angle = positions[r] · position_scales[r] /
+// bases[r]^(2i / head_dim), in double, rounded once (the CPU's rotary_tables; the host folds each
+// sequence's scaling, linear or dynamic NTK, into its rows' base and position scale).
+void rotary_tables(const int32_t* positions, const double* bases, const double* position_scales, int64_t rows,
+                   int64_t head_dim, float* cos_out, float* sin_out, cudaStream_t stream);
+
+// NeoX rotate-half rotation, in place, of heads [first_head, first_head + heads) of every row of x
+// ([rows, row_stride]; head h at column h · head_dim), with the rows' tables.
+void apply_rotary(float* x, int64_t rows, int64_t row_stride, int64_t first_head, int64_t heads, int64_t head_dim,
+                  const float* cos_table, const float* sin_table, cudaStream_t stream);
+
+// y[m][n] (+)= epilogue(Σ_k x[m][k] · w[n][k]) in float32, every output summed in k order (one
+// multiply-add per step), so the result is within the sequential-summation bound of the CPU's.
+void gemm_f32(const float* x, int64_t m, int64_t k, const float* w, int64_t n, const GemmEpilogue& epilogue, float* y,
+              cudaStream_t stream);
+
+// The same with x and w of 16-bit `type` (BF16 or F16, as bits; x rounded by round_to) on the tensor
+// cores through nvcuda::wmma: products exact, float32 accumulation.
+void gemm_wmma(const uint16_t* x, Element type, int64_t m, int64_t k, const uint16_t* w, int64_t n,
+               const GemmEpilogue& epilogue, float* y, cudaStream_t stream);
+
+// Few-row GEMM (decode): rows m ≤ kGemvMaxRows, every weight read once, one warp per output. x is
+// float32; with BF16 weights it is rounded to bfloat16 first (bfloat16 models multiply in bfloat16,
+// as on the CPU); with F16 weights it stays float32.
+constexpr int64_t kGemvMaxRows = 8;
+void gemv(const float* x, int64_t m, int64_t k, const void* w, Element type, int64_t n, const GemmEpilogue& epilogue, float* y,
+          cudaStream_t stream);
+
+// Int8 weight-only GEMV: y[m][n] (+)= epilogue(scales[n] · Σ_k x[m][k] · q[n][k]), q in [-127, 127]
+// (plain signed bytes), x float32.
+void gemv_int8(const float* x, int64_t m, int64_t k, const int8_t* q, const float* scales, int64_t n,
+               const GemmEpilogue& epilogue, float* y, cudaStream_t stream);
+
+}  // namespace FALCON_CUDA_NS
+
+namespace FALCON_CUDA_NS {
+
+// One layer's keys and values in the engine's paged KV pool (core/kv_pool.h), as they lie on the
+// device: element (kv_head, block) starts at kv_head · head_stride + block · block_stride elements;
+// a block holds kKvTokens slots, keys transposed ([head_dim][kKvTokens]), values row-major
+// ([kKvTokens][head_dim]). valid and positions are per slot ([blocks][kKvTokens]).
+constexpr int64_t kKvTokens = 16;
+struct PagedKv {
+  const void* keys = nullptr;
+  const void* values = nullptr;
+  Element type = Element::F32;
+  int64_t head_stride = 0;
+  int64_t block_stride = 0;
+  const uint8_t* valid = nullptr;
+  const int32_t* positions = nullptr;
+};
+
+// Which keys each query row attends to: row r belongs to sequence row_sequence[r], whose blocks are
+// block_tables[sequence · max_blocks ..], and sees its slots [0, row_slot[r]] (its own and earlier).
+struct AttentionRows {
+  const int32_t* row_sequence = nullptr;
+  const int32_t* row_slot = nullptr;
+  const int32_t* block_tables = nullptr;
+  int64_t max_blocks = 0;
+};
+
+// Split-K paged attention: every query row against its visible keys, in chunks of
+// kAttentionSplitKeys keys per block (partial softmax sums in `workspace`), then merged. Scores are
+// (q·k + slope[head] · position) / √d over valid slots only (slopes null without ALiBi), exactly the
+// CPU's order of operations; a row with no valid key gets zeros. q: [rows, q_stride], heads of
+// head_dim at column head · head_dim; out: [rows, heads · head_dim]. Query head h reads KV head
+// h / (heads / kv_heads). `max_visible` bounds row_slot + 1 over the rows.
+constexpr int64_t kAttentionSplitKeys = 256;
+constexpr int64_t kAttentionMaxHeadDim = 256;
+int64_t attention_workspace_floats(int64_t rows, int64_t heads, int64_t head_dim, int64_t max_visible);
+void paged_attention(const float* q, int64_t rows, int64_t q_stride, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                     const float* slopes, const PagedKv& kv, const AttentionRows& layout, int64_t max_visible, float* workspace,
+                     float* out, cudaStream_t stream);
+
+}  // namespace FALCON_CUDA_NS
+
+namespace FALCON_CUDA_NS {
+
+// Prompt tokens in tiles of up to kFlashQueries consecutive tokens of one sequence: tile t holds
+// count[t] tokens from step row first_row[t], whose own slots start at first_slot[t] (so token i of
+// the tile sees its sequence's slots [0, first_slot[t] + i]).
+constexpr int64_t kFlashQueries = 16;
+constexpr int64_t kFlashMaxHeadDim = 128;
+struct AttentionTiles {
+  const int32_t* sequence = nullptr;
+  const int32_t* first_row = nullptr;
+  const int32_t* first_slot = nullptr;
+  const int32_t* count = nullptr;
+  int64_t tiles = 0;
+  const int32_t* block_tables = nullptr;  // as AttentionRows
+  int64_t max_blocks = 0;
+};
+
+// Tiled flash-attention prefill: per (tile, head), the tile's queries against the key blocks they
+// see, one KV pool block (16 keys) at a time through shared memory, with an online softmax (running
+// maximum and sum, the output rescaled as the maximum grows): no score matrix beyond 16×16. The
+// causal and padding masks and ALiBi are applied inline; rotary is applied before (apply_rotary).
+// Same scores and masking as paged_attention; head_dim at most kFlashMaxHeadDim.
+void flash_attention_prefill(const float* q, int64_t q_stride, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                             const float* slopes, const PagedKv& kv, const AttentionTiles& tiles, float* out, cudaStream_t stream);
+
+}  // namespace FALCON_CUDA_NS

@@ -1,0 +1,258 @@
+/**
+ * The CUDA kernels (native/cuda/kernels), run through the host emulation, against the CPU operators
+ * they stand in for, op by op on small random shapes (as ggml's test-backend-ops). Every tolerance is
+ * derived from the rounding the two sides may do differently (stated at each check); the emulation
+ * runs without FMA contraction, so most of them are met with room, but they are the bounds a GPU
+ * build must meet too.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+
+import { cudaEmulation, gamma, GELU_SLOPE, U32, type CudaMatmulKernel, type CudaWeightDType } from "./helpers/cuda-emulation.js";
+import { seededRandom } from "./helpers/seeded-random.js";
+
+const cuda = cudaEmulation();
+
+function randomArray(random: () => number, count: number, scale = 1, offset = 0): Float32Array {
+  return Float32Array.from({ length: count }, () => offset + (random() * 2 - 1) * scale);
+}
+
+/** Asserts |actual − expected| ≤ bound(i) for every element, naming the first that is not. */
+function assertWithin(actual: Float32Array, expected: Float32Array, bound: (i: number) => number, what: string) {
+  assert.equal(actual.length, expected.length, `${what}: length`);
+  for (let i = 0; i < actual.length; i++) {
+    const difference = Math.abs(actual[i]! - expected[i]!);
+    if (!(difference <= bound(i))) {
+      assert.fail(`${what}: element ${i} is ${actual[i]}, the CPU's ${expected[i]} (difference ${difference} > bound ${bound(i)})`);
+    }
+  }
+}
+
+describe("cuda ops: embedding gather", () => {
+  for (const dtype of ["float32", "bfloat16", "float16"] as const) {
+    it(`widens ${dtype} rows exactly as the CPU does`, () => {
+      const random = seededRandom(11);
+      const vocab = 37, dim = 300;
+      const table = randomArray(random, vocab * dim, 3);
+      const ids = Int32Array.from({ length: 9 }, () => Math.floor(random() * vocab));
+      ids[0] = vocab - 1;
+      const { gpu, cpu } = cuda.embedding({ table, dim, dtype, ids });
+      // Widening a stored element to float32 is exact on both sides.
+      assert.deepEqual(gpu, cpu);
+    });
+  }
+});
+
+describe("cuda ops: residual add + layer norm", () => {
+  for (const [rows, dim, withAdd, offset] of [
+    [1, 1, true, 0],
+    [3, 7, false, 0],
+    [4, 256, true, 0],
+    [2, 1000, true, 100],
+    [2, 4544, false, -3],
+  ] as const) {
+    it(`${rows}×${dim}${withAdd ? " with the residual add" : ""}, mean ${offset}`, () => {
+      const random = seededRandom(rows * 7919 + dim);
+      const residual = randomArray(random, rows * dim, 2, offset);
+      const add = withAdd ? randomArray(random, rows * dim, 1) : undefined;
+      const gammaValues = randomArray(random, dim, 1, 1);
+      const beta = randomArray(random, dim, 0.5);
+      const epsilon = 1e-5;
+      const { gpu, gpuResidual, cpu } = cuda.addLayerNorm({ residual, add, rows, dim, gamma: gammaValues, beta, epsilon });
+      // The residual add is one float32 addition per element on both sides: exact agreement.
+      const summed = Float32Array.from(residual, (value, i) => (add ? value + add[i]! : value));
+      assert.deepEqual(gpuResidual, summed);
+      // Statistics are accumulated in double on both sides, so mean and 1/σ round to the same float32
+      // (or, at a rounding boundary, one ulp apart). y = (h − mean)·inv·γ + β then takes 4 roundings,
+      // which a GPU may fuse into FMAs: within 4u of the magnitudes they combine, plus one ulp of mean
+      // and of inv carried through.
+      const bound = new Float64Array(rows * dim);
+      for (let r = 0; r < rows; r++) {
+        const row = summed.subarray(r * dim, (r + 1) * dim);
+        const mean = row.reduce((s, v) => s + v, 0) / dim;
+        const variance = row.reduce((s, v) => s + (v - mean) ** 2, 0) / dim;
+        const inverse = 1 / Math.sqrt(variance + epsilon);
+        for (let c = 0; c < dim; c++) {
+          bound[r * dim + c] = 4 * U32 * ((Math.abs(row[c]! - mean) + Math.abs(mean)) * inverse * Math.abs(gammaValues[c]!) + Math.abs(beta[c]!));
+        }
+      }
+      assertWithin(gpu, cpu, (i) => bound[i]!, "layer norm");
+    });
+  }
+});
+
+describe("cuda ops: bias + exact GELU", () => {
+  for (const [rows, cols, withBias] of [
+    [1, 1, true],
+    [3, 50, true],
+    [5, 64, false],
+  ] as const) {
+    it(`${rows}×${cols}${withBias ? " with bias" : ""}`, () => {
+      const random = seededRandom(rows * 31 + cols);
+      const x = randomArray(random, rows * cols, 4);
+      const bias = withBias ? randomArray(random, cols, 1) : undefined;
+      const { gpu, cpu } = cuda.biasGelu({ x, rows, cols, bias });
+      // Both compute 0.5·v·(1 + erf(v/√2)) in float32 from the same v = x + b; erff may differ by
+      // 2 ulp between libraries (CUDA's documented bound) and the 4 other roundings may fuse: 8u·|v|.
+      assertWithin(gpu, cpu, (i) => 8 * U32 * Math.abs(x[i]! + (bias ? bias[i % cols]! : 0)), "bias + GELU");
+    });
+  }
+});
+
+describe("cuda ops: rotary", () => {
+  const cases = [
+    { ropeScaling: "none", factor: 1, maxPositions: 2048, sequenceLength: 300, headDim: 64 },
+    { ropeScaling: "linear", factor: 4, maxPositions: 2048, sequenceLength: 300, headDim: 8 },
+    { ropeScaling: "dynamic", factor: 2, maxPositions: 64, sequenceLength: 300, headDim: 16 },
+    { ropeScaling: "dynamic", factor: 2, maxPositions: 512, sequenceLength: 300, headDim: 16 },
+  ] as const;
+  for (const spec of cases) {
+    it(`${spec.ropeScaling} scaling (factor ${spec.factor}, ${spec.sequenceLength} of ${spec.maxPositions} positions), head_dim ${spec.headDim}`, () => {
+      const random = seededRandom(spec.headDim * 13 + spec.maxPositions);
+      const heads = 3;
+      const positions = Int32Array.from({ length: 11 }, () => Math.floor(random() * spec.sequenceLength));
+      positions[0] = 0;
+      positions[1] = spec.sequenceLength - 1;
+      const x = randomArray(random, positions.length * heads * spec.headDim, 2);
+      const result = cuda.rotary({ ...spec, heads, ropeTheta: 10000, positions, x });
+      // Angles, cos and sin in double on both sides, rounded once to float32: equal but at a rounding
+      // boundary (one ulp: 2u relative), or near zero, where a double angle error of position·2⁻⁵² shows.
+      const tableBound = (table: Float32Array) => (i: number) => 2 * U32 * Math.abs(table[i]!) + 2 ** -36;
+      assertWithin(result.gpuCos, result.cpuCos, tableBound(result.cpuCos), "cos table");
+      assertWithin(result.gpuSin, result.cpuSin, tableBound(result.cpuSin), "sin table");
+      // v' = a·cos − b·sin (or b·cos + a·sin): three roundings, which a GPU may fuse (4u of the terms),
+      // from tables that may differ by the bound above (each of |a|, |b| times its table's difference).
+      const half = spec.headDim / 2;
+      const rotationBound = (i: number) => {
+        const row = Math.floor(i / (heads * spec.headDim)), c = i % spec.headDim, j = c % half;
+        const head = i - c;
+        const a = Math.abs(x[head + j]!), b = Math.abs(x[head + j + half]!);
+        const cos = Math.abs(result.cpuCos[row * half + j]!), sin = Math.abs(result.cpuSin[row * half + j]!);
+        return 4 * U32 * (a * cos + b * sin) + (a + b) * (2 * U32 * Math.max(cos, sin) + 2 ** -36);
+      };
+      assertWithin(result.gpuX, result.cpuX, rotationBound, "rotated heads");
+    });
+  }
+});
+
+/** Float32 → bfloat16 → float32, rounding to nearest even (as the CPU and the kernels do). */
+function roundBf16(value: number): number {
+  const bits = new Uint32Array(new Float32Array([value]).buffer)[0]!;
+  const rounded = (bits + 0x7fff + ((bits >>> 16) & 1)) & 0xffff0000;
+  return new Float32Array(new Uint32Array([rounded >>> 0]).buffer)[0]!;
+}
+
+interface MatmulCase {
+  dtype: CudaWeightDType;
+  kernel: CudaMatmulKernel;
+  m: number;
+  k: number;
+  n: number;
+}
+
+const MATMUL_CASES: MatmulCase[] = [
+  ...[[1, 1, 1], [5, 17, 33], [70, 100, 90], [64, 64, 64], [3, 300, 130]].map(([m, k, n]) => ({ dtype: "float32" as const, kernel: "tiled" as const, m: m!, k: k!, n: n! })),
+  ...[[1, 1, 1], [3, 100, 90], [8, 257, 33]].map(([m, k, n]) => ({ dtype: "float32" as const, kernel: "gemv" as const, m: m!, k: k!, n: n! })),
+  ...(["bfloat16", "float16"] as const).flatMap((dtype) => [
+    ...[[1, 16, 1], [17, 40, 70], [70, 100, 65], [64, 64, 64]].map(([m, k, n]) => ({ dtype, kernel: "wmma" as const, m: m!, k: k!, n: n! })),
+    ...[[2, 100, 90], [8, 33, 5]].map(([m, k, n]) => ({ dtype, kernel: "gemv" as const, m: m!, k: k!, n: n! })),
+  ]),
+  ...[[1, 300, 40], [4, 600, 33]].map(([m, k, n]) => ({ dtype: "int8" as const, kernel: "gemv" as const, m: m!, k: k!, n: n! })),
+];
+
+/** The CPU's int8 activation blocks: 256 inputs, each quantised with its block's largest magnitude / 127. */
+const QUANT_BLOCK = 256;
+
+/**
+ * How far the kernel's y may be from the CPU's, per output. Both sides sum the same products (the
+ * CPU's bf16 path also multiplies x rounded to bfloat16; products of 16-bit values are exact in
+ * float32) in different orders, each within γ_k·A of the exact sum (A = Σ|x·w|): 2γ_k·A apart.
+ * float16 through wmma rounds x to float16 (the CPU keeps it float32): + Σ(2⁻¹¹|x| + 2⁻²⁵)|w|.
+ * int8: the CPU quantises x per block (|x − x̃| ≤ s_b(½ + 256u)), the kernel does not; × the row scale.
+ * Then the epilogue: the bias add rounds once per side (2u|v|); GELU moves an input error by at most
+ * GELU_SLOPE and adds 8u|v| of its own; the accumulate add rounds once per side.
+ */
+function matmulBound(c: MatmulCase, x: Float32Array, weights: Float32Array, scales: Float32Array | undefined, bias: Float32Array, y0: Float32Array, gelu: boolean, accumulate: boolean) {
+  const { m, k, n } = c;
+  const bound = new Float64Array(m * n);
+  const blockScales = new Float64Array(m * Math.ceil(k / QUANT_BLOCK));
+  for (let r = 0; r < m; r++) {
+    for (let b = 0; b * QUANT_BLOCK < k; b++) {
+      let largest = 0;
+      for (let i = b * QUANT_BLOCK; i < Math.min(k, (b + 1) * QUANT_BLOCK); i++) largest = Math.max(largest, Math.abs(x[r * k + i]!));
+      blockScales[r * Math.ceil(k / QUANT_BLOCK) + b] = largest / 127;
+    }
+  }
+  for (let r = 0; r < m; r++) {
+    for (let o = 0; o < n; o++) {
+      let a = 0, extra = 0;
+      for (let i = 0; i < k; i++) {
+        const xi = c.dtype === "bfloat16" ? roundBf16(x[r * k + i]!) : x[r * k + i]!;
+        const wi = Math.abs(weights[o * k + i]!);
+        a += Math.abs(xi) * wi;
+        if (c.dtype === "float16" && c.kernel === "wmma") extra += (2 ** -11 * Math.abs(xi) + 2 ** -25) * wi;
+        if (c.dtype === "int8") extra += blockScales[r * Math.ceil(k / QUANT_BLOCK) + Math.floor(i / QUANT_BLOCK)]! * (0.5 + 256 * U32) * wi;
+      }
+      const rowScale = c.dtype === "int8" ? scales![o]! : 1;
+      const v = rowScale * (a + extra) + Math.abs(bias[o]!);
+      let t = rowScale * (2 * gamma(k) * (a + extra) + extra) + 2 * U32 * v;
+      if (gelu) t = GELU_SLOPE * t + 8 * U32 * v;
+      if (accumulate) t += 2 * U32 * (Math.abs(y0[r * n + o]!) + v);
+      bound[r * n + o] = t;
+    }
+  }
+  return bound;
+}
+
+describe("cuda ops: GEMM and GEMV against cpu::matmul", () => {
+  for (const c of MATMUL_CASES) {
+    for (const epilogue of ["plain", "bias + GELU + accumulate"] as const) {
+      it(`${c.kernel} ${c.dtype} m=${c.m} k=${c.k} n=${c.n}, ${epilogue}`, () => {
+        const random = seededRandom(c.m * 1_000_003 + c.k * 1009 + c.n);
+        const x = randomArray(random, c.m * c.k, 1.5);
+        const w = c.dtype === "int8" ? Float32Array.from({ length: c.n * c.k }, () => Math.round((random() * 2 - 1) * 127)) : randomArray(random, c.n * c.k, 0.5);
+        const scales = c.dtype === "int8" ? Float32Array.from({ length: c.n }, () => 0.001 + random() * 0.01) : undefined;
+        const full = epilogue !== "plain";
+        const bias = full ? randomArray(random, c.n, 1) : new Float32Array(c.n);
+        const y0 = full ? randomArray(random, c.m * c.n, 2) : new Float32Array(c.m * c.n);
+        const result = cuda.matmul({ ...c, x, w, scales, bias: full ? bias : undefined, gelu: full, accumulate: full, y0: full ? y0 : undefined });
+        const bound = matmulBound(c, x, result.weights, scales, bias, y0, full, full);
+        assertWithin(result.gpu, result.cpu, (i) => bound[i]!, `${c.kernel} ${c.dtype}`);
+      });
+    }
+  }
+
+  it("int8 weight-only GEMV is within γ_k of the exact weight-only product (no activation quantisation)", () => {
+    const random = seededRandom(99);
+    const m = 3, k = 700, n = 21;
+    const x = randomArray(random, m * k, 2);
+    const w = Float32Array.from({ length: n * k }, () => Math.round((random() * 2 - 1) * 127));
+    const scales = Float32Array.from({ length: n }, () => 0.001 + random() * 0.01);
+    const bias = randomArray(random, n, 1);
+    const { gpu } = cuda.matmul({ x, m, k, w, n, dtype: "int8", kernel: "gemv", scales, bias });
+    for (let r = 0; r < m; r++) {
+      for (let o = 0; o < n; o++) {
+        let exact = 0, a = 0;
+        for (let i = 0; i < k; i++) {
+          exact += x[r * k + i]! * w[o * k + i]!;
+          a += Math.abs(x[r * k + i]! * w[o * k + i]!);
+        }
+        const expected = scales[o]! * exact + bias[o]!;
+        // γ_k·A for the sum, then one rounding each for the scale and the bias.
+        const bound = scales[o]! * gamma(k) * a + 2 * U32 * (scales[o]! * a + Math.abs(bias[o]!));
+        const difference = Math.abs(gpu[r * n + o]! - expected);
+        assert.ok(difference <= bound, `row ${r} output ${o}: ${gpu[r * n + o]} vs exact ${expected} (difference ${difference} > ${bound})`);
+      }
+    }
+  });
+
+  it("refuses shapes and kernels that do not fit, as typed input errors", () => {
+    const x = new Float32Array(4), w = new Float32Array(4);
+    assert.throws(() => cuda.matmul({ x, m: 1, k: 4, w, n: 1, dtype: "float32", kernel: "wmma" }), { code: "FALCON_INPUT" });
+    assert.throws(() => cuda.matmul({ x: new Float32Array(36), m: 9, k: 4, w, n: 1, dtype: "bfloat16", kernel: "gemv" }), { code: "FALCON_INPUT" });
+    assert.throws(() => cuda.matmul({ x, m: 1, k: 4, w: new Float32Array([1, 2, 300, 4]), n: 1, dtype: "int8", kernel: "gemv", scales: new Float32Array(1) }), {
+      code: "FALCON_INPUT",
+    });
+    assert.throws(() => cuda.matmul({ x, m: 2, k: 4, w, n: 1, dtype: "float32", kernel: "tiled" }), { code: "FALCON_INPUT" });
+  });
+});
