@@ -460,6 +460,44 @@ double peak_ops(int64_t iterations, PeakOp op) {
   return double(iterations) * 10 * 8 * 2;
 }
 
+// The scalar reference's quantisation (kernels.h), 8 inputs at a time: the same products, clamps and
+// round-to-nearest-even conversions, so the units, scales and sums are identical to it.
+void quantise_row(const float* x, int64_t cols, int64_t quant_blocks, uint32_t* units, float* scales, int32_t* sums) {
+  const __m256 lowest = _mm256_set1_ps(-127.0f), highest = _mm256_set1_ps(127.0f);
+  const __m256 magnitude_bits = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  for (int64_t block = 0; block < quant_blocks; ++block) {
+    const int64_t k_begin = block * kQuantSteps * 4;
+    const int64_t k_end = std::min(cols, k_begin + kQuantSteps * 4);
+    __m256 largest_lanes = _mm256_setzero_ps();
+    for (int64_t k = k_begin; k < k_end; k += 8) {
+      // Operands in this order, a NaN input is skipped as std::max skips it in the reference.
+      largest_lanes = _mm256_max_ps(_mm256_and_ps(load_f32(x + k, k_end - k), magnitude_bits), largest_lanes);
+    }
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, largest_lanes);
+    const float largest = *std::max_element(lanes, lanes + 8);
+    const __m256 inverse = _mm256_set1_ps(largest > 0.0f ? 127.0f / largest : 0.0f);
+    scales[block] = largest / 127.0f;
+    __m256i total = _mm256_setzero_si256();
+    for (int64_t k = k_begin; k < k_end; k += 8) {
+      const __m256 v = load_f32(x + k, k_end - k);
+      const __m256i q = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(v, inverse), lowest), highest));
+      total = _mm256_add_epi32(total, q);
+      // Within each 128-bit lane: 4 int32 → 4 int16 → 4 int8, so each lane's low 32 bits are one quad.
+      const __m256i words = _mm256_packs_epi32(q, q);
+      const __m256i bytes = _mm256_packs_epi16(words, words);
+      const int64_t first_step = k / 4;
+      units[first_step * kPackedRows] = uint32_t(_mm256_extract_epi32(bytes, 0));
+      if (k + 4 < k_end) units[(first_step + 1) * kPackedRows] = uint32_t(_mm256_extract_epi32(bytes, 4));
+    }
+    alignas(32) int32_t partial_sums[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(partial_sums), total);
+    int32_t sum = 0;
+    for (int32_t value : partial_sums) sum += value;
+    sums[block] = sum;
+  }
+}
+
 // 8 stored KV elements as float32, exactly: bfloat16 is the top half of a float32, float16 widens by F16C.
 inline __m256 widen8(const float* p) { return _mm256_loadu_ps(p); }
 inline __m256 widen8(const Bf16* p) {
@@ -596,7 +634,7 @@ float stream_sum(const float* data, int64_t n) {
 
 const KernelTable& avx2_kernels() {
   static const KernelTable table{Isa::Avx2, matmul<FloatTile<F32Panel>>, matmul<Bf16Tile>, matmul<FloatTile<F16Panel>>,
-                                 matmul<Int8Tile>, scalar_kernels().quantise_row, scalar_kernels().layer_norm_row,
+                                 matmul<Int8Tile>, quantise_row, scalar_kernels().layer_norm_row,
                                  {key_scores_blocked<float>, weighted_sum<float>},
                                  {key_scores_blocked<Bf16>, weighted_sum<Bf16>},
                                  {key_scores_blocked<F16>, weighted_sum<F16>},
