@@ -322,6 +322,8 @@ inline const uint32_t* tile_units(const PackedRows& x, int64_t m) {
 
 // One tile of each weight dtype: run<Rows, Panels>(x, m, panel, panel_stride, pass, out) multiplies
 // rows [m, m + Rows) of x by Panels panels (panel_stride elements apart) over one pass along k.
+// kMaxRows is its tallest tile, passes along k start on multiples of kPassAlign steps (int8's sums
+// are scaled per quantisation block), and kTwoPanels says whether a lone row runs against two panels.
 template <typename Panel>
 struct FloatTile {
   using Element = typename Panel::Element;
@@ -335,7 +337,6 @@ struct FloatTile {
   }
 };
 struct Bf16Tile {
-  using Element = uint16_t;
   static constexpr int kMaxRows = 2;
   static constexpr int64_t kPassAlign = 1;
   static constexpr bool kTwoPanels = true;
@@ -345,7 +346,6 @@ struct Bf16Tile {
   }
 };
 struct Int8Tile {
-  using Element = uint8_t;
   static constexpr int kMaxRows = 2;
   static constexpr int64_t kPassAlign = kQuantSteps;
   static constexpr bool kTwoPanels = false;
