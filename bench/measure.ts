@@ -3,7 +3,7 @@
  * decode throughput, each repeated and summarised. Shared by `npm run bench` and the side-by-side
  * comparison with llama.cpp.
  */
-import type { FalconBackbone } from "../src/index.js";
+import type { FalconBackbone, FalconBackboneConfig } from "../src/index.js";
 import { summarize, type Summary } from "./stats.js";
 
 /** Deterministic token ids in [0, vocabularySize). */
@@ -13,6 +13,14 @@ export function benchTokens(count: number, vocabularySize: number, seed = 1): nu
     state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
     return state % vocabularySize;
   });
+}
+
+/** Parameters multiplied per prompt token: every layer's matrices (the LM head is not run by pp). */
+export function layerMatrixParameters(config: Required<FalconBackboneConfig>): number {
+  const D = config.hiddenDim;
+  const d = D / config.numAttentionHeads;
+  const perLayer = D * (config.numAttentionHeads + 2 * config.numKeyValueHeads) * d + D * D + 2 * D * config.intermediateDim;
+  return config.numLayers * perLayer;
 }
 
 async function timed(run: () => Promise<unknown>): Promise<number> {

@@ -16,7 +16,7 @@ import { parseArgs } from "node:util";
 import { FalconBackbone, FalconCausalLM, runtimeInfo, setNumThreads, type FalconBackboneConfig, type FalconDType } from "../src/index.js";
 import { native } from "../src/native.js";
 import { measureFirstToken, measureStreams, type FirstTokenMeasure } from "./engine.js";
-import { measureDecode, measurePrefill } from "./measure.js";
+import { layerMatrixParameters, measureDecode, measurePrefill } from "./measure.js";
 import type { Summary } from "./stats.js";
 
 export const FALCON_RW_1B: FalconBackboneConfig = {
@@ -48,14 +48,6 @@ interface FirstTokenRow extends FirstTokenMeasure {
 function cpuModel(): string {
   const match = /model name\s*:\s*(.+)/.exec(readFileSync("/proc/cpuinfo", "utf8"));
   return match ? match[1].trim() : os.cpus()[0]?.model ?? "unknown";
-}
-
-/** Parameters multiplied per prompt token: every layer's matrices (the LM head is not run by pp). */
-function layerMatrixParameters(config: Required<FalconBackboneConfig>): number {
-  const D = config.hiddenDim;
-  const d = D / config.numAttentionHeads;
-  const perLayer = D * (config.numAttentionHeads + 2 * config.numKeyValueHeads) * d + D * D + 2 * D * config.intermediateDim;
-  return config.numLayers * perLayer;
 }
 
 async function main(): Promise<void> {

@@ -1,15 +1,18 @@
 #!/usr/bin/env node
 /**
- * falcon-native side by side with llama.cpp (node-llama-cpp 3.21.1's prebuilt CPU binary), on the
- * same random weights, shape and dtype, alternating ours / llama.cpp within one process.
+ * falcon-native side by side with llama.cpp on the same random weights, shape and dtype, alternating
+ * rounds: ours, then llama.cpp built natively for this CPU (`llama-bench`, the main comparison), then
+ * node-llama-cpp 3.21.1's prebuilt CPU binary (the second column), within one run.
  *
  *   node bench/compare/compare.mjs [--dtype f32,bf16[,f16,q8_0]] [--reps 5] [--threads 2]
  *        [--pairing bloom,falcon] [--measures pp128,pp512,tg128] [--seed 0] [--small] [--json]
- *        [--flash-attn auto|on|off] [--no-check] [--out results.json]
+ *        [--sides native,prebuilt] [--jobs N] [--flash-attn auto|on|off] [--no-check] [--out results.json]
  *
  * Needs the root build (`npx tsc -p .` and the addon in build/Release) and `npm ci` in bench/compare.
+ * The native llama.cpp is built once by llama-build.mjs into bench/compare/.llama-build/ (minutes).
  * GGUF files are cached in bench/.cache/ (keyed by arch, shape, dtype, seed and a weight fingerprint).
  */
+import { spawnSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -19,11 +22,13 @@ import { parseArgs } from "node:util";
 import { getLlama, LlamaLogLevel, readGgufFileInfo } from "node-llama-cpp";
 
 import { FalconBackbone, runtimeInfo, setNumThreads } from "../../dist/src/index.js";
-import { benchTokens, measureDecode, measurePrefill } from "../../dist/bench/measure.js";
+import { native } from "../../dist/src/native.js";
+import { benchTokens, layerMatrixParameters, measureDecode, measurePrefill } from "../../dist/bench/measure.js";
 import { summarize } from "../../dist/bench/stats.js";
 import { bloomReferenceLogits } from "./bloom-reference.mjs";
 import { GGML_TYPE_NAME } from "../../dist/bench/gguf.js";
 import { cachedFalconGguf, DTYPES, modelConfig, PAIRINGS, parseDtypes, SHAPES } from "./falcon-gguf.mjs";
+import { CMAKE_FLAGS, ensureLlamaBuild, llamaCppInfo } from "./llama-build.mjs";
 import { helpIfAsked, positiveInt } from "./script-args.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -41,6 +46,8 @@ const { values: args } = parseArgs({
     measures: { type: "string", default: "pp128,pp512,tg128" },
     seed: { type: "string", default: "0" },
     "flash-attn": { type: "string", default: "auto" },
+    sides: { type: "string", default: "native,prebuilt" },
+    jobs: { type: "string", default: String(os.availableParallelism()) },
     small: { type: "boolean", default: false },
     json: { type: "boolean", default: false },
     out: { type: "string" },
@@ -56,6 +63,11 @@ const flashAttention = { auto: "auto", on: true, off: false }[args["flash-attn"]
 if (flashAttention === undefined) throw new Error("--flash-attn must be auto, on or off");
 
 const dtypes = parseDtypes(args.dtype);
+
+const sides = new Set(args.sides.split(",").map((side) => side.trim()).filter(Boolean));
+for (const side of sides) if (side !== "native" && side !== "prebuilt") throw new Error(`unknown --sides ${side} (use native, prebuilt)`);
+if (sides.size === 0) throw new Error("--sides needs native, prebuilt or both");
+const jobs = positiveInt(args.jobs, "jobs");
 
 const shapeName = args.small ? "small" : "falcon-rw-1b";
 const shape = SHAPES[shapeName];
@@ -89,7 +101,7 @@ function cpuModel() {
 // llama.cpp side (node-llama-cpp)
 
 const llamaLogs = [];
-const llama = await getLlama({
+const llama = !sides.has("prebuilt") ? null : await getLlama({
   gpu: false,
   build: "never", // only the prebuilt binary from the @node-llama-cpp/<platform> npm package; never download or compile
   maxThreads: threads,
@@ -103,7 +115,7 @@ const llama = await getLlama({
 /** The ggml CPU backend variant node-llama-cpp loaded (libggml-cpu-<variant>.so), from llama.cpp's logs. */
 await new Promise((resolve) => setTimeout(resolve, 100)); // logs are relayed asynchronously
 const llamaCpuBackend = llamaLogs.map((l) => /libggml-cpu-([\w-]+)\.so/.exec(l)?.[1]).filter(Boolean).at(-1) ?? null;
-llama.logLevel = LlamaLogLevel.warn;
+if (llama) llama.logLevel = LlamaLogLevel.warn;
 
 async function loadTheirs(file) {
   const model = await llama.loadModel({ modelPath: file, gpuLayers: 0, useMmap: true });
@@ -134,6 +146,41 @@ async function theirsDecode(theirs, generated, vocabularySize, rep) {
   const start = performance.now();
   for (let t = 0; t < generated; t++) await theirs.sequence.controlledEvaluate([[steps[t], { generateNext: { token: true } }]]);
   return generated / ((performance.now() - start) / 1000);
+}
+
+// ------------------------------------------------------------------------------------------------
+// llama.cpp side (built natively: llama-bench)
+
+const nativeBuild = sides.has("native") ? ensureLlamaBuild({ jobs, log }) : null;
+
+/**
+ * The x86 vector extensions the native build targets: it is compiled with -march=native
+ * (GGML_NATIVE=ON), so they are what the compiler enables for this CPU. llama-bench prints no ISA line.
+ */
+function nativeIsa() {
+  const cache = readFileSync(path.join(path.dirname(path.dirname(nativeBuild.binaries["llama-bench"])), "CMakeCache.txt"), "utf8");
+  const compiler = /^CMAKE_CXX_COMPILER:\w+=(.*)$/m.exec(cache)?.[1] ?? "c++";
+  const macros = spawnSync(compiler, ["-march=native", "-dM", "-E", "-x", "c++", "/dev/null"], { encoding: "utf8" });
+  if (macros.status !== 0) return "-march=native (its extensions unknown: the compiler did not list them)";
+  const names = [...macros.stdout.matchAll(/#define __(AVX\w*|FMA|F16C|AMX\w*)__ 1/g)].map((m) => m[1]);
+  return `-march=native: ${[...new Set(names)].sort().join(" ") || "no AVX"}`;
+}
+
+/**
+ * One llama-bench run of one measure (pp: -p N -n 0; tg: -p 0 -n N), one repetition after its own
+ * warm-up, on the same threads, batch and flash-attention setting as the other sides. Returns
+ * tokens/s and the model's bytes as llama-bench reports them.
+ */
+function nativeOnce(file, measure) {
+  const commandArgs = [
+    "-m", file, "-p", measure.kind === "pp" ? String(measure.tokens) : "0", "-n", measure.kind === "tg" ? String(measure.tokens) : "0",
+    "-t", String(threads), "-b", String(batchSize), "-ub", String(batchSize), "-fa", args["flash-attn"], "-r", "1", "-o", "json",
+  ];
+  const result = spawnSync(nativeBuild.binaries["llama-bench"], commandArgs, { encoding: "utf8", maxBuffer: 1 << 24 });
+  if (result.status !== 0) throw new Error(`llama-bench ${commandArgs.join(" ")} failed (exit ${result.status}): ${result.stderr.slice(-2000)}`);
+  const [test] = JSON.parse(result.stdout);
+  if (!test?.samples_ts?.length) throw new Error(`llama-bench returned no samples: ${result.stdout.slice(0, 500)}`);
+  return { tokensPerSecond: test.samples_ts[0], modelBytes: test.model_size, command: ["llama-bench", ...commandArgs].join(" ") };
 }
 
 async function oursOnce(ours, measure) {
@@ -218,7 +265,14 @@ function cpuSnapshot() {
     void idle; void iowait;
   } catch { /* not Linux */ }
   const usage = process.cpuUsage();
-  return { busy, ours: (usage.user + usage.system) / 1e6, wall: performance.now() / 1000 };
+  // llama-bench runs as a child: its CPU time (reaped children's, fields 16-17 of /proc/self/stat) is ours too.
+  let children = 0;
+  try {
+    const self = readFileSync("/proc/self/stat", "utf8");
+    const fields = self.slice(self.lastIndexOf(")") + 2).split(" ").map(Number);
+    children = (fields[13] + fields[14]) / CLOCK_TICKS;
+  } catch { /* not Linux */ }
+  return { busy, ours: (usage.user + usage.system) / 1e6 + children, wall: performance.now() / 1000 };
 }
 /** Share of the machine's CPUs (0..1) used by other processes between two snapshots. */
 function backgroundLoad(from, to) {
@@ -235,14 +289,20 @@ const fmtSummary = (s) => (s ? `${fmt(s.median)} (${fmt(s.min)}–${fmt(s.max)})
 
 setNumThreads(threads);
 const runtime = runtimeInfo();
-const llamaRelease = llama.llamaCppRelease;
+const llamaRelease = llama?.llamaCppRelease ?? null;
 const machine = {
   cpu: cpuModel(),
   logicalCpus: os.cpus().length,
   threads,
   oursIsa: runtime.isa,
   oursSupportedIsas: runtime.supportedIsas,
-  llamaCpp: {
+  llamaCppNative: nativeBuild && {
+    release: llamaCppInfo().tag ?? null,
+    commit: nativeBuild.commit,
+    cmakeFlags: CMAKE_FLAGS,
+    isa: nativeIsa(),
+  },
+  llamaCpp: llama && {
     nodeLlamaCpp: NODE_LLAMA_CPP_VERSION,
     release: llamaRelease?.release ?? null,
     buildType: llama.buildType,
@@ -256,6 +316,21 @@ const results = [];
 const checks = [];
 const mappings = [];
 const startedAt = Date.now();
+
+// The machine's floors by falcon-native's own probes, as bench/run.ts takes them: the compute ceilings
+// are the best of every probe in the run; memory bandwidth drifts, so each dtype uses the higher of
+// the probes just before and just after its measures.
+const peaks = { f32Gflops: 0, bf16Gflops: 0, int8Gops: 0 };
+async function probeReadGBps() {
+  const probe = await native().probeMachine(args.small ? 2 ** 28 : 2 ** 31);
+  peaks.f32Gflops = Math.max(peaks.f32Gflops, probe.f32FlopsPerSecond / 1e9);
+  peaks.bf16Gflops = Math.max(peaks.bf16Gflops, probe.bf16FlopsPerSecond / 1e9);
+  peaks.int8Gops = Math.max(peaks.int8Gops, probe.int8OpsPerSecond / 1e9);
+  return probe.readBytesPerSecond / 1e9;
+}
+
+/** Per-round ratios a[i] / b[i], summarised (median, min, max). */
+const roundRatios = (a, b) => (a.length && b.length ? summarize(a.map((v, i) => v / b[i])) : null);
 
 for (const pairingKey of pairings) {
   const pairing = PAIRINGS[pairingKey];
@@ -274,12 +349,16 @@ for (const pairingKey of pairings) {
     const info = await readGgufFileInfo(file, { readTensorInfo: true });
     if (info.metadata.general.architecture !== pairing.arch) throw new Error(`${file}: unexpected architecture`);
 
-    const theirs = await loadTheirs(file);
-    log(`[${label}] llama.cpp context: ${theirs.context.contextSize} tokens, batch ${theirs.context.batchSize}, ` +
-      `${theirs.context.idealThreads} threads, flash attention ${theirs.context.flashAttention}`);
+    const theirs = llama ? await loadTheirs(file) : null;
+    if (theirs) {
+      log(`[${label}] node-llama-cpp context: ${theirs.context.contextSize} tokens, batch ${theirs.context.batchSize}, ` +
+        `${theirs.context.idealThreads} threads, flash attention ${theirs.context.flashAttention}`);
+    }
 
+    // The logits check reads probabilities through node-llama-cpp (llama-bench returns none): the same
+    // GGUF and graph code as the native build, so it validates the file both sides run.
     const check = async (model, referenceLabel) => {
-      if (args["no-check"]) return;
+      if (args["no-check"] || !theirs) return;
       const result = await checkLogits(model, pairing.arch, theirs, shape.vocabularySize);
       checks.push({ pairing: pairing.name, arch: pairing.arch, dtype: dtypeKey, ...result, reference: referenceLabel ?? result.reference });
       log(`[${label}] logits check: max |Δ log-softmax| ${result.maxAbsDiff.toExponential(2)} (logit std ${result.logitStd.toFixed(3)}), ` +
@@ -300,20 +379,28 @@ for (const pairingKey of pairings) {
       await check(ours, dtype.ours === dtype.source ? undefined : `falcon-native ${dtype.ours} (same seed; its own quantisation)`);
     }
 
+    const readBefore = await probeReadGBps();
+    const dtypeRows = [];
     for (const measure of MEASURES) {
-      // One warm-up each, then alternate: ours, llama.cpp, ours, llama.cpp, ...
+      // One warm-up each, then alternating rounds: ours, llama.cpp native, llama.cpp prebuilt, ours, ...
       if (ours) await oursOnce(ours, measure);
-      await theirsOnce(theirs, measure, 0, shape.vocabularySize);
+      if (nativeBuild) nativeOnce(file, measure);
+      if (theirs) await theirsOnce(theirs, measure, 0, shape.vocabularySize);
       const oursRates = [];
-      const theirsRates = [];
+      const nativeRates = [];
+      const prebuiltRates = [];
+      let nativeRun = null;
       const before = cpuSnapshot();
       for (let r = 0; r < reps; r++) {
         if (ours) oursRates.push(await oursOnce(ours, measure));
-        theirsRates.push(await theirsOnce(theirs, measure, r, shape.vocabularySize));
+        if (nativeBuild) {
+          nativeRun = nativeOnce(file, measure);
+          nativeRates.push(nativeRun.tokensPerSecond);
+        }
+        if (theirs) prebuiltRates.push(await theirsOnce(theirs, measure, r, shape.vocabularySize));
       }
       const load = backgroundLoad(before, cpuSnapshot());
-      const oursSummary = ours ? summarize(oursRates) : null;
-      const theirsSummary = summarize(theirsRates);
+      const withSamples = (rates) => (rates.length ? { ...summarize(rates), samples: rates } : null);
       const row = {
         pairing: pairing.name,
         arch: pairing.arch,
@@ -322,23 +409,51 @@ for (const pairingKey of pairings) {
         ggmlType: GGML_TYPE_NAME[dtype.ggml],
         measure: measure.name,
         unit: "tokens/s",
-        ours: oursSummary && { ...oursSummary, samples: oursRates },
-        llamaCpp: { ...theirsSummary, samples: theirsRates },
-        ratio: oursSummary ? oursSummary.median / theirsSummary.median : null,
+        ours: withSamples(oursRates),
+        llamaCppNative: nativeRun && { ...withSamples(nativeRates), command: nativeRun.command, modelBytes: nativeRun.modelBytes },
+        llamaCppPrebuilt: withSamples(prebuiltRates),
+        // Per round: ours / the llama.cpp run right after it.
+        ratioNative: roundRatios(oursRates, nativeRates),
+        ratioPrebuilt: roundRatios(oursRates, prebuiltRates),
         backgroundLoad: load,
       };
+      dtypeRows.push(row);
       results.push(row);
-      log(`[${label}] ${measure.name}: ours ${fmtSummary(oursSummary)}  llama.cpp ${fmtSummary(theirsSummary)}  ` +
-        `ratio ${row.ratio === null ? "—" : row.ratio.toFixed(2)}` +
+      const ratioText = (name, ratio) => (ratio ? `  ${name} ${fmtSummary(ratio)}` : "");
+      log(`[${label}] ${measure.name}: ours ${fmtSummary(row.ours)}  llama.cpp native ${fmtSummary(row.llamaCppNative)}  ` +
+        `prebuilt ${fmtSummary(row.llamaCppPrebuilt)}${ratioText("ours/native", row.ratioNative)}${ratioText("ours/prebuilt", row.ratioPrebuilt)}` +
         (load === null ? "" : `  (other processes: ${(100 * load).toFixed(0)}% CPU)`));
     }
+    const readGBps = Math.max(readBefore, await probeReadGBps());
 
-    await theirs.context.dispose();
-    await theirs.model.dispose();
+    // Floors (bench/run.ts's): prefill multiplies each layer matrix once per token at our dtype's
+    // peak; a decoded token reads every weight byte once (llama.cpp's: its GGUF's tensor bytes).
+    if (ours) {
+      const oursConfig = ours.getConfig();
+      const peak = 1e9 * (dtype.ours === "bfloat16" ? peaks.bf16Gflops : dtype.ours === "int8" ? peaks.int8Gops : peaks.f32Gflops);
+      for (const row of dtypeRows) {
+        const prefill = row.measure.startsWith("pp");
+        const floor = prefill ? peak / (2 * layerMatrixParameters(oursConfig)) : (readGBps * 1e9) / ours.info().weightBytes;
+        const nativeFloor = prefill || !row.llamaCppNative ? floor : (readGBps * 1e9) / row.llamaCppNative.modelBytes;
+        row.floor = {
+          limit: prefill ? "compute" : "bandwidth",
+          tokensPerSecond: floor,
+          readGBps,
+          peakGops: peak / 1e9,
+          oursPercent: (100 * row.ours.median) / floor,
+          nativePercent: row.llamaCppNative ? (100 * row.llamaCppNative.median) / nativeFloor : null,
+        };
+      }
+    }
+
+    if (theirs) {
+      await theirs.context.dispose();
+      await theirs.model.dispose();
+    }
     ours?.dispose();
   }
 }
-await llama.dispose();
+await llama?.dispose();
 
 const setup = {
   shape: shapeName,
@@ -350,7 +465,9 @@ const setup = {
   batchSize,
   flashAttention: args["flash-attn"],
   oursKvCache: "float32",
-  llamaCppKvCache: "f16 (node-llama-cpp default)",
+  llamaCppKvCache: "f16 (llama-bench's and node-llama-cpp's default)",
+  llamaCppNativeApi: `llama-bench -p N -n 0 (pp) or -p 0 -n N (tg), -t ${threads} -b ${batchSize} -ub ${batchSize} ` +
+    `-fa ${args["flash-attn"]} -r 1: one repetition per round after llama-bench's own warm-up run`,
   llamaCppApi: "LlamaContextSequence.controlledEvaluate (pp: prompt in one batch, logits for the last token; " +
     "tg: one token per call with logits + greedy pick; clearHistory() between repetitions)",
   oursApi: "FalconBackbone.callWithCache (pp: prompt into a fresh cache, no LM head; tg: one token per step + LM head)",
@@ -363,13 +480,23 @@ if (args.json) {
   console.log(JSON.stringify(report, null, 2));
 } else {
   const lines = [];
-  lines.push(`machine: ${machine.cpu}, ${machine.logicalCpus} logical CPUs; ${threads} threads each; ` +
-    `falcon-native ISA ${machine.oursIsa}; llama.cpp ${machine.llamaCpp.release ?? "?"} via node-llama-cpp ` +
-    `${machine.llamaCpp.nodeLlamaCpp} (${machine.llamaCpp.buildType}, CPU backend ${machine.llamaCpp.cpuBackend ?? "?"})`);
+  lines.push(`machine: ${machine.cpu}, ${machine.logicalCpus} logical CPUs; ${threads} threads each`);
+  lines.push(`  falcon-native ISA: ${machine.oursIsa} (supported: ${machine.oursSupportedIsas.join(", ")})`);
+  if (machine.llamaCppNative) {
+    lines.push(`  llama.cpp native ISA: ${machine.llamaCppNative.isa} (llama.cpp ${machine.llamaCppNative.commit.slice(0, 12)}, ` +
+      `built here by llama-build.mjs: GGML_NATIVE=ON, Release)`);
+  }
+  if (machine.llamaCpp) {
+    lines.push(`  llama.cpp prebuilt ISA: CPU backend ${machine.llamaCpp.cpuBackend ?? "?"} (llama.cpp ${machine.llamaCpp.release ?? "?"} via ` +
+      `node-llama-cpp ${machine.llamaCpp.nodeLlamaCpp}, ${machine.llamaCpp.buildType}); ${String(machine.llamaCpp.systemInfo).trim()}`);
+  }
   lines.push(`shape: ${shapeName} (vocab ${shape.vocabularySize}, ${shape.numLayers} layers, ${shape.numAttentionHeads} heads, ` +
     `hidden ${shape.hiddenDim}, ffn ${shape.intermediateDim}); ${reps} alternating repetitions after one warm-up each; ` +
-    `tokens/s, median (min–max); ratio = ours / llama.cpp (> 1: ours faster)`);
-  lines.push(`llama.cpp API: ${setup.llamaCppApi}; context ${contextSize}, batch ${batchSize}, flash attention ${args["flash-attn"]}, KV cache f16`);
+    `tokens/s, median (min–max); ratios = ours / llama.cpp per round, median (min–max) (> 1: ours faster)`);
+  if (machine.llamaCppNative) lines.push(`llama.cpp native: ${setup.llamaCppNativeApi}; KV cache f16`);
+  if (machine.llamaCpp) {
+    lines.push(`llama.cpp prebuilt: ${setup.llamaCppApi}; context ${contextSize}, batch ${batchSize}, flash attention ${args["flash-attn"]}, KV cache f16`);
+  }
   lines.push(`ours: ${setup.oursApi}; KV cache float32`);
   lines.push("mappings:");
   for (const m of mappings) {
@@ -384,10 +511,15 @@ if (args.json) {
       "both sides suffer, but not equally (ggml's threads spin at barriers): rerun on an idle machine for numbers to quote.");
   }
   lines.push("");
-  const header = ["pairing", "dtype", "measure", "ours", "llama.cpp", "ours/llama.cpp", "other load"];
+  const fmtRatio = (s) => (s ? `${s.median.toFixed(2)} (${s.min.toFixed(2)}–${s.max.toFixed(2)})` : "—");
+  const header = ["pairing", "dtype", "measure", "ours", "llama.cpp native", "ours/native", "prebuilt", "ours/prebuilt",
+    "floor", "ours", "native", "other load"];
   const rows = results.map((r) => [
     r.pairing, r.dtype, r.measure,
-    fmtSummary(r.ours), fmtSummary(r.llamaCpp), r.ratio === null ? "—" : r.ratio.toFixed(2),
+    fmtSummary(r.ours), fmtSummary(r.llamaCppNative), fmtRatio(r.ratioNative), fmtSummary(r.llamaCppPrebuilt), fmtRatio(r.ratioPrebuilt),
+    r.floor ? `${fmt(r.floor.tokensPerSecond)} (${r.floor.limit})` : "—",
+    r.floor ? `${r.floor.oursPercent.toFixed(0)}%` : "—",
+    r.floor?.nativePercent != null ? `${r.floor.nativePercent.toFixed(0)}%` : "—",
     r.backgroundLoad === null ? "?" : `${(100 * r.backgroundLoad).toFixed(0)}%`,
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
@@ -395,9 +527,16 @@ if (args.json) {
   lines.push(line(header));
   lines.push(widths.map((w) => "-".repeat(w)).join("  "));
   for (const row of rows) lines.push(line(row));
+  const probed = results.find((r) => r.floor)?.floor;
+  if (probed) {
+    lines.push(`floors by falcon-native's probes (${machine.oursIsa} kernels; memory read ${Math.max(...results.filter((r) => r.floor).map((r) => r.floor.readGBps)).toFixed(1)} GB/s, ` +
+      `f32 FMA ${peaks.f32Gflops.toFixed(0)} GFLOP/s, bf16 ${peaks.bf16Gflops.toFixed(0)} GFLOP/s, int8 ${peaks.int8Gops.toFixed(0)} GOP/s): ` +
+      "pp = our dtype's peak / the layer matrices' multiply-adds per token; tg = bandwidth / weight bytes (llama.cpp native's % uses " +
+      "its GGUF's bytes; its pp % is of our compute floor, which is the " + machine.oursIsa + " kernels')");
+  }
   if (checks.length) {
     lines.push("");
-    lines.push("logits check, llama.cpp vs a reference (8-token prompt, last position; node-llama-cpp exposes probabilities, " +
+    lines.push("logits check, llama.cpp (node-llama-cpp) vs a reference (8-token prompt, last position; node-llama-cpp exposes probabilities, " +
       "so log-softmax = logits less their additive constant is compared):");
     for (const c of checks) {
       lines.push(`  ${c.pairing} ${c.dtype} vs ${c.reference}: max |Δ| ${c.maxAbsDiff.toExponential(2)} ` +

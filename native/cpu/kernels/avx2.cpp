@@ -1,6 +1,8 @@
-// AVX2 + FMA + F16C kernels. The matmul micro-kernel holds 2 input rows × 32 outputs (one panel)
-// in 8 registers (16 ymm registers in all); bfloat16 pairs are widened to float32 by shifting,
-// since AVX2 has no bf16 dot product.
+// AVX2 + FMA + F16C kernels. The float32 / float16 matmul micro-kernel holds 3 input rows × 32
+// outputs (one panel) in 12 of the 16 ymm registers, bfloat16 and int8 2 rows (their inputs take
+// more registers); bfloat16 pairs are widened to float32 by shifting, since AVX2 has no bf16 dot
+// product. Many rows run over k in passes whose slice of the panel stays in L1 (matmul below); a
+// lone decode row runs against two panels at once.
 #include "../cpu_features.h"
 
 #if FALCON_X86
@@ -28,10 +30,14 @@
 #include "../../core/dtype.h"
 #include "kernels.h"
 
+#if defined(_MSC_VER) && !defined(__clang__)
+#define FALCON_NOINLINE __declspec(noinline)
+#else
+#define FALCON_NOINLINE __attribute__((noinline))
+#endif
+
 namespace falcon::cpu {
 namespace {
-
-constexpr int kRowsPerTile = 2;
 
 // Lane i is valid when i < remaining.
 inline __m256i lanes_below(int64_t remaining) {
@@ -43,20 +49,6 @@ inline __m256 load_f32(const float* p, int64_t remaining) {
   return remaining >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lanes_below(remaining));
 }
 
-
-// Weight loaders: the 32 weights of one panel step as four float32 vectors.
-struct F32Panel {
-  using Element = float;
-  static void load(const float* p, __m256* w) {
-    for (int i = 0; i < 4; ++i) w[i] = _mm256_loadu_ps(p + 8 * i);
-  }
-};
-struct F16Panel {
-  using Element = uint16_t;
-  static void load(const uint16_t* p, __m256* w) {
-    for (int i = 0; i < 4; ++i) w[i] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8 * i)));
-  }
-};
 
 // exp(x) with relative error about 1e-7; 2^n is built in the exponent bits.
 inline __m256 exp256(__m256 x) {
@@ -103,6 +95,18 @@ struct TileStore {
   const float* scales;
 
   void operator()(const __m256* c, int row) const {
+    float* out = y + row * y_stride + n0;
+    if (outputs == int(kPanelWidth)) {
+      for (int i = 0; i < 4; ++i) {
+        __m256 v = c[i];
+        if (scales != nullptr) v = _mm256_mul_ps(v, _mm256_loadu_ps(scales + n0 + 8 * i));
+        if (epilogue.bias != nullptr) v = _mm256_add_ps(v, _mm256_loadu_ps(epilogue.bias + n0 + 8 * i));
+        if (epilogue.gelu) v = gelu256(v);
+        if (epilogue.accumulate) v = _mm256_add_ps(_mm256_loadu_ps(out + 8 * i), v);
+        _mm256_storeu_ps(out + 8 * i, v);
+      }
+      return;
+    }
     alignas(32) float values[32];
     for (int i = 0; i < 4; ++i) {
       __m256 v = c[i];
@@ -111,85 +115,163 @@ struct TileStore {
       if (epilogue.gelu) v = gelu256(v);
       _mm256_store_ps(values + 8 * i, v);
     }
-    float* out = y + row * y_stride + n0;
     for (int j = 0; j < outputs; ++j) out[j] = epilogue.accumulate ? out[j] + values[j] : values[j];
   }
 };
 
-// Writes the first Rows rows of a tile (row 0 in c00..c03, row 1 in c10..c13).
-template <int Rows>
-void store_rows(const TileStore& store, __m256 c00, __m256 c01, __m256 c02, __m256 c03, __m256 c10, __m256 c11,
-                __m256 c12, __m256 c13) {
-  const __m256 row0[4] = {c00, c01, c02, c03};
-  store(row0, 0);
-  if (Rows > 1) {
-    const __m256 row1[4] = {c10, c11, c12, c13};
-    store(row1, 1);
+// A tile is up to 3 slots of 32 sums (4 registers each, 12 of the 16): slot j is row j of the tile
+// against one panel, or, for a lone decode row, that row against panel j (two panels at once give
+// the row 8 independent chains of multiply-adds instead of 4, which hides their latency).
+struct TileOut {
+  const TileStore* stores;  // one per panel of the tile
+  bool panels;
+  void operator()(int slot, const __m256* c) const {
+    if (panels) stores[slot](c, 0);
+    else stores[0](c, slot);
   }
-}
+};
+
+// One pass of a tile over steps [begin, end) of k. The first pass starts every sum at zero, later
+// ones resume from `partial` (32 floats per slot); the last writes the sums through the epilogue,
+// the others back to `partial`. A resumed sum continues its one chain of multiply-adds in k order, so
+// how k is split into passes changes no result, and no row's result depends on the other rows.
+struct Pass {
+  int64_t begin;
+  int64_t end;
+  bool first;
+  bool last;
+  float* partial;
+};
 
 // Accumulators are named one by one: held in an array, GCC 12 keeps them in memory.
-template <typename Panel, int Rows>
-void micro_float(const float* packed, const typename Panel::Element* panel, int64_t steps, const TileStore& store) {
-  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
-  for (int64_t s = 0; s < steps; ++s) {
-    __m256 w[4];
-    Panel::load(panel + s * kPanelWidth, w);
-    const __m256 x0 = _mm256_broadcast_ss(packed + s * kPackedRows);
-    c00 = _mm256_fmadd_ps(x0, w[0], c00);
-    c01 = _mm256_fmadd_ps(x0, w[1], c01);
-    c02 = _mm256_fmadd_ps(x0, w[2], c02);
-    c03 = _mm256_fmadd_ps(x0, w[3], c03);
-    if (Rows > 1) {
-      const __m256 x1 = _mm256_broadcast_ss(packed + s * kPackedRows + 1);
-      c10 = _mm256_fmadd_ps(x1, w[0], c10);
-      c11 = _mm256_fmadd_ps(x1, w[1], c11);
-      c12 = _mm256_fmadd_ps(x1, w[2], c12);
-      c13 = _mm256_fmadd_ps(x1, w[3], c13);
+#define FALCON_EACH_SLOT(op) op(0, c0a, c0b, c0c, c0d) op(1, c1a, c1b, c1c, c1d) op(2, c2a, c2b, c2c, c2d)
+#define FALCON_RESUME(j, a, b, c, d)                                                                \
+  __m256 a = _mm256_setzero_ps(), b = a, c = a, d = a;                                              \
+  if (Slots > j && !pass.first) {                                                                   \
+    const float* p = pass.partial + j * kPanelWidth;                                                \
+    a = _mm256_load_ps(p), b = _mm256_load_ps(p + 8), c = _mm256_load_ps(p + 16), d = _mm256_load_ps(p + 24); \
+  }
+#define FALCON_FINISH(j, a, b, c, d)                                                                \
+  if (Slots > j) {                                                                                  \
+    const __m256 sums[4] = {a, b, c, d};                                                            \
+    if (pass.last) {                                                                                \
+      out(j, sums);                                                                                 \
+    } else {                                                                                        \
+      float* p = pass.partial + j * kPanelWidth;                                                    \
+      for (int i = 0; i < 4; ++i) _mm256_store_ps(p + 8 * i, sums[i]);                              \
+    }                                                                                               \
+  }
+
+// Weight loaders: 8 weights of one panel step as float32 (float16 widened by F16C, under the FMAs).
+struct F32Panel {
+  using Element = float;
+  static constexpr int kMaxRows = 3;
+  static __m256 load(const float* p) { return _mm256_loadu_ps(p); }
+};
+struct F16Panel {
+  using Element = uint16_t;
+  static constexpr int kMaxRows = 3;
+  static __m256 load(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+};
+
+// Float32 and float16 weights: per step, each of the panel's 4 weight vectors is loaded once and
+// multiplied by every row's broadcast input (12 multiply-adds per 4 loads and 3 broadcasts, in all
+// 16 registers).
+template <typename Panel, int Rows, int Panels>
+FALCON_NOINLINE void micro_float(const float* packed, const typename Panel::Element* panel, int64_t panel_stride,
+                                 const Pass& pass, const TileOut& out) {
+  constexpr int Slots = Rows * Panels;
+  static_assert(Slots <= 3 && (Rows == 1 || Panels == 1), "a tile is rows of one panel or one row of panels");
+  FALCON_EACH_SLOT(FALCON_RESUME)
+  for (int64_t s = pass.begin; s < pass.end; ++s) {
+    const auto* step = panel + s * kPanelWidth;
+    const float* xs = packed + s * kPackedRows;
+    const __m256 x0 = _mm256_broadcast_ss(xs);
+    if (Panels == 1) {
+      const __m256 x1 = Rows > 1 ? _mm256_broadcast_ss(xs + 1) : x0, x2 = Rows > 2 ? _mm256_broadcast_ss(xs + 2) : x0;
+#define FALCON_COLUMN(i, r0, r1, r2)              \
+  {                                               \
+    const __m256 w = Panel::load(step + 8 * i);   \
+    r0 = _mm256_fmadd_ps(x0, w, r0);              \
+    if (Rows > 1) r1 = _mm256_fmadd_ps(x1, w, r1); \
+    if (Rows > 2) r2 = _mm256_fmadd_ps(x2, w, r2); \
+  }
+      FALCON_COLUMN(0, c0a, c1a, c2a) FALCON_COLUMN(1, c0b, c1b, c2b) FALCON_COLUMN(2, c0c, c1c, c2c)
+      FALCON_COLUMN(3, c0d, c1d, c2d)
+#undef FALCON_COLUMN
+    } else {
+#define FALCON_PANEL(j, a, b, c, d)                                                    \
+  if (Slots > j) {                                                                     \
+    const auto* weights = step + j * panel_stride;                                     \
+    a = _mm256_fmadd_ps(x0, Panel::load(weights), a);                                  \
+    b = _mm256_fmadd_ps(x0, Panel::load(weights + 8), b);                              \
+    c = _mm256_fmadd_ps(x0, Panel::load(weights + 16), c);                             \
+    d = _mm256_fmadd_ps(x0, Panel::load(weights + 24), d);                             \
+  }
+      FALCON_EACH_SLOT(FALCON_PANEL)
+#undef FALCON_PANEL
     }
   }
-  store_rows<Rows>(store, c00, c01, c02, c03, c10, c11, c12, c13);
+  FALCON_EACH_SLOT(FALCON_FINISH)
 }
 
-// bf16 pairs: the even and odd k of each output are split into two float32 vectors.
-template <int Rows>
-void micro_bf16(const uint32_t* packed, const uint16_t* panel, int64_t steps, const TileStore& store) {
-  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+// bf16 pairs: the even and odd k of each output are split into two float32 vectors (by shifting:
+// AVX2 has no bf16 dot product), and each output's chain takes the even product, then the odd one.
+// Two slots: the rows' broadcast pairs take 4 registers beside the 8 sums and the widened weights.
+template <int Rows, int Panels>
+FALCON_NOINLINE void micro_bf16(const uint32_t* packed, const uint16_t* panel, int64_t panel_stride, const Pass& pass,
+                                const TileOut& out) {
+  constexpr int Slots = Rows * Panels;
+  static_assert(Slots <= 2 && (Rows == 1 || Panels == 1), "a tile is rows of one panel or one row of panels");
+  FALCON_EACH_SLOT(FALCON_RESUME)
   const __m256i high_half = _mm256_set1_epi32(int(0xffff0000u));
-  for (int64_t s = 0; s < steps; ++s) {
+  for (int64_t s = pass.begin; s < pass.end; ++s) {
     const uint16_t* step = panel + s * 2 * kPanelWidth;
-    const uint32_t unit0 = packed[s * kPackedRows];
-    const __m256 x0_even = _mm256_set1_ps(bf16_to_f32(uint16_t(unit0))), x0_odd = _mm256_set1_ps(bf16_to_f32(uint16_t(unit0 >> 16)));
-    const uint32_t unit1 = Rows > 1 ? packed[s * kPackedRows + 1] : 0;
-    const __m256 x1_even = _mm256_set1_ps(bf16_to_f32(uint16_t(unit1))), x1_odd = _mm256_set1_ps(bf16_to_f32(uint16_t(unit1 >> 16)));
+    const uint16_t* step1 = Panels > 1 ? step + panel_stride : step;
+    const __m256i unit0 = _mm256_set1_epi32(int(packed[s * kPackedRows]));
+    const __m256 x0_even = _mm256_castsi256_ps(_mm256_slli_epi32(unit0, 16)), x0_odd = _mm256_castsi256_ps(_mm256_and_si256(unit0, high_half));
+    const __m256i unit1 = Rows > 1 ? _mm256_set1_epi32(int(packed[s * kPackedRows + 1])) : unit0;
+    const __m256 x1_even = _mm256_castsi256_ps(_mm256_slli_epi32(unit1, 16)), x1_odd = _mm256_castsi256_ps(_mm256_and_si256(unit1, high_half));
 #define FALCON_GROUP(g, c0, c1)                                                                              \
   {                                                                                                          \
     const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(step + 16 * g));               \
     const __m256 even = _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));                                   \
     const __m256 odd = _mm256_castsi256_ps(_mm256_and_si256(pairs, high_half));                              \
     c0 = _mm256_fmadd_ps(x0_odd, odd, _mm256_fmadd_ps(x0_even, even, c0));                                   \
-    if (Rows > 1) c1 = _mm256_fmadd_ps(x1_odd, odd, _mm256_fmadd_ps(x1_even, even, c1));                     \
+    if (Panels > 1) {                                                                                        \
+      const __m256i pairs1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(step1 + 16 * g));           \
+      const __m256 even1 = _mm256_castsi256_ps(_mm256_slli_epi32(pairs1, 16));                               \
+      const __m256 odd1 = _mm256_castsi256_ps(_mm256_and_si256(pairs1, high_half));                          \
+      c1 = _mm256_fmadd_ps(x0_odd, odd1, _mm256_fmadd_ps(x0_even, even1, c1));                               \
+    } else if (Rows > 1) {                                                                                   \
+      c1 = _mm256_fmadd_ps(x1_odd, odd, _mm256_fmadd_ps(x1_even, even, c1));                                 \
+    }                                                                                                        \
   }
-    FALCON_GROUP(0, c00, c10) FALCON_GROUP(1, c01, c11) FALCON_GROUP(2, c02, c12) FALCON_GROUP(3, c03, c13)
+    FALCON_GROUP(0, c0a, c1a) FALCON_GROUP(1, c0b, c1b) FALCON_GROUP(2, c0c, c1c) FALCON_GROUP(3, c0d, c1d)
 #undef FALCON_GROUP
   }
-  store_rows<Rows>(store, c00, c01, c02, c03, c10, c11, c12, c13);
+  FALCON_EACH_SLOT(FALCON_FINISH)
 }
+#undef FALCON_RESUME
+#undef FALCON_FINISH
+#undef FALCON_EACH_SLOT
 
 // int8: the integer dot product of each step's quad, as |x| · (w with x's sign) so that vpmaddubsw's
 // unsigned × signed byte products (at most 2 · 127 · 127 per pair) never saturate; the stored bytes
 // w + 128 (dtype.h) become w by flipping their top bit. After each quantisation block the integer sums
-// are scaled into float32 in `tile`.
-template <int Rows>
-void micro_i8(const uint32_t* packed, const uint8_t* panel, int64_t steps, const float* block_scales,
-              int64_t quant_blocks, const TileStore& store) {
-  __m256 tile[4 * kRowsPerTile];
-  for (__m256& t : tile) t = _mm256_setzero_ps();
+// are scaled into the float32 sums kept in `partial` (passes start and end on block boundaries).
+template <int Rows, int Panels>
+FALCON_NOINLINE void micro_i8(const uint32_t* packed, const uint8_t* panel, const float* block_scales,
+                              int64_t quant_blocks, const Pass& pass, const TileOut& out) {
+  static_assert(Rows <= 2 && Panels == 1, "int8 tiles are up to two rows of one panel");
+  float* tile = pass.partial;
   const __m256i ones = _mm256_set1_epi16(1);
   const __m256i top_bits = _mm256_set1_epi8(char(0x80));
-  for (int64_t block = 0; block < quant_blocks; ++block) {
+  const int64_t first_block = pass.begin / kQuantSteps;
+  const int64_t end_block = (pass.end + kQuantSteps - 1) / kQuantSteps;
+  for (int64_t block = first_block; block < end_block; ++block) {
     __m256i c00 = _mm256_setzero_si256(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
-    const int64_t block_end = std::min(steps, (block + 1) * kQuantSteps);
+    const int64_t block_end = std::min(pass.end, (block + 1) * kQuantSteps);
     for (int64_t s = block * kQuantSteps; s < block_end; ++s) {
       const uint8_t* step = panel + s * 4 * kPanelWidth;
       const __m256i w0 = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(step)), top_bits);
@@ -207,73 +289,133 @@ void micro_i8(const uint32_t* packed, const uint8_t* panel, int64_t steps, const
       }
 #undef FALCON_DOT
     }
-    const __m256 scale0 = _mm256_set1_ps(block_scales[block]);
-    tile[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c00), scale0, tile[0]);
-    tile[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c01), scale0, tile[1]);
-    tile[2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c02), scale0, tile[2]);
-    tile[3] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c03), scale0, tile[3]);
+    // The first block's scaled sums are written, not added: the tile's memory is not zeroed.
+    const bool start = block == 0;
+#define FALCON_SCALE(r, i, c)                                                                              \
+  {                                                                                                        \
+    float* t = tile + r * kPanelWidth + 8 * i;                                                             \
+    const __m256 sums = _mm256_cvtepi32_ps(c);                                                             \
+    _mm256_store_ps(t, start ? _mm256_mul_ps(sums, scale) : _mm256_fmadd_ps(sums, scale, _mm256_load_ps(t))); \
+  }
+    {
+      const __m256 scale = _mm256_set1_ps(block_scales[block]);
+      FALCON_SCALE(0, 0, c00) FALCON_SCALE(0, 1, c01) FALCON_SCALE(0, 2, c02) FALCON_SCALE(0, 3, c03)
+    }
     if (Rows > 1) {
-      const __m256 scale1 = _mm256_set1_ps(block_scales[quant_blocks + block]);
-      tile[4] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c10), scale1, tile[4]);
-      tile[5] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c11), scale1, tile[5]);
-      tile[6] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c12), scale1, tile[6]);
-      tile[7] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c13), scale1, tile[7]);
+      const __m256 scale = _mm256_set1_ps(block_scales[quant_blocks + block]);
+      FALCON_SCALE(1, 0, c10) FALCON_SCALE(1, 1, c11) FALCON_SCALE(1, 2, c12) FALCON_SCALE(1, 3, c13)
     }
+#undef FALCON_SCALE
   }
-  store(tile, 0);
-  if (Rows > 1) store(tile + 4, 1);
-}
-
-// The tile of rows [m, m + tile_rows) of block m / kPackedRows against panel p, for every panel in range.
-template <typename Micro>
-void for_each_tile(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
-                   const Epilogue& epilogue, float* y, int64_t y_stride, Micro micro) {
-  const float* scales = w.dtype == DType::Int8 ? w.scales.data() : nullptr;
-  for (int64_t p = first_panel; p < end_panel; ++p) {
-    const int64_t n0 = p * kPanelWidth;
-    const int outputs = int(std::min<int64_t>(kPanelWidth, w.rows - n0));
-    for (int64_t m = 0; m < x.rows; m += kRowsPerTile) {
-      const TileStore store{y + m * y_stride, y_stride, n0, outputs, epilogue, scales};
-      micro(m, int(std::min<int64_t>(kRowsPerTile, x.rows - m)), w.panel(p), store);
-    }
+  if (!pass.last) return;
+  for (int r = 0; r < Rows; ++r) {
+    const __m256 sums[4] = {_mm256_load_ps(tile + r * kPanelWidth), _mm256_load_ps(tile + r * kPanelWidth + 8),
+                            _mm256_load_ps(tile + r * kPanelWidth + 16), _mm256_load_ps(tile + r * kPanelWidth + 24)};
+    out(r, sums);
   }
 }
 
-// The units of rows [m, m + kRowsPerTile): kRowsPerTile divides kPackedRows, so they share a block.
+// The units of rows [m, m + rows) of x: a tile never crosses a block of kPackedRows rows.
 inline const uint32_t* tile_units(const PackedRows& x, int64_t m) {
   return x.units + (m / kPackedRows) * x.steps * kPackedRows + m % kPackedRows;
 }
 
-// One tile of each weight dtype: run<Rows>(x, m, panel, store) multiplies rows [m, m + Rows) of x by one panel.
+// One tile of each weight dtype: run<Rows, Panels>(x, m, panel, panel_stride, pass, out) multiplies
+// rows [m, m + Rows) of x by Panels panels (panel_stride elements apart) over one pass along k.
+// kMaxRows is its tallest tile, passes along k start on multiples of kPassAlign steps (int8's sums
+// are scaled per quantisation block), and kTwoPanels says whether a lone row runs against two panels.
 template <typename Panel>
 struct FloatTile {
-  template <int Rows>
-  static void run(const PackedRows& x, int64_t m, const void* panel, const TileStore& store) {
-    micro_float<Panel, Rows>(reinterpret_cast<const float*>(tile_units(x, m)), static_cast<const typename Panel::Element*>(panel),
-                             x.steps, store);
+  using Element = typename Panel::Element;
+  static constexpr int kMaxRows = Panel::kMaxRows;
+  static constexpr int64_t kPassAlign = 1;
+  static constexpr bool kTwoPanels = true;
+  template <int Rows, int Panels>
+  static void run(const PackedRows& x, int64_t m, const void* panel, int64_t panel_stride, const Pass& pass, const TileOut& out) {
+    micro_float<Panel, Rows, Panels>(reinterpret_cast<const float*>(tile_units(x, m)), static_cast<const Element*>(panel),
+                                     panel_stride, pass, out);
   }
 };
 struct Bf16Tile {
-  template <int Rows>
-  static void run(const PackedRows& x, int64_t m, const void* panel, const TileStore& store) {
-    micro_bf16<Rows>(tile_units(x, m), static_cast<const uint16_t*>(panel), x.steps, store);
+  static constexpr int kMaxRows = 2;
+  static constexpr int64_t kPassAlign = 1;
+  static constexpr bool kTwoPanels = true;
+  template <int Rows, int Panels>
+  static void run(const PackedRows& x, int64_t m, const void* panel, int64_t panel_stride, const Pass& pass, const TileOut& out) {
+    micro_bf16<Rows, Panels>(tile_units(x, m), static_cast<const uint16_t*>(panel), panel_stride, pass, out);
   }
 };
 struct Int8Tile {
-  template <int Rows>
-  static void run(const PackedRows& x, int64_t m, const void* panel, const TileStore& store) {
-    micro_i8<Rows>(tile_units(x, m), static_cast<const uint8_t*>(panel), x.steps, x.block_scales + m * x.quant_blocks,
-                   x.quant_blocks, store);
+  static constexpr int kMaxRows = 2;
+  static constexpr int64_t kPassAlign = kQuantSteps;
+  static constexpr bool kTwoPanels = false;
+  template <int Rows, int Panels>
+  static void run(const PackedRows& x, int64_t m, const void* panel, int64_t, const Pass& pass, const TileOut& out) {
+    micro_i8<Rows, Panels>(tile_units(x, m), static_cast<const uint8_t*>(panel), x.block_scales + m * x.quant_blocks,
+                           x.quant_blocks, pass, out);
   }
 };
 
+// Rows whose tiles take turns on each pass's slice of a panel, and the bytes of that slice: the
+// slice (half of a 32 KiB L1) is read from L2 once per group instead of once per tile, which is what
+// bounded a whole-k tile on float32 weights (a panel step of 128 bytes per 8 multiply-adds).
+constexpr int64_t kGroupRows = 64;
+constexpr int64_t kPassBytes = 16384;
+
+// The rows of the next tile of a block with `remaining` rows left: 3-row tiles split 8 as 3 + 3 + 2
+// and never leave a lone row while a 2 + 2 split exists.
+inline int next_tile_rows(int64_t remaining, int max_rows) {
+  if (max_rows == 3 && remaining > 3 && remaining % 3 == 1) return 2;
+  return int(std::min<int64_t>(remaining, max_rows));
+}
+
+// Panels outer; for many rows, groups of kGroupRows rows, each over k in passes of kPassBytes of a
+// panel, every tile of the group per pass. A lone row (decode) streams two panels at once, over all of k.
 template <typename Tile>
 void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel, const Epilogue& epilogue,
             float* y, int64_t y_stride) {
-  for_each_tile(x, w, first_panel, end_panel, epilogue, y, y_stride,
-                [&](int64_t m, int tile_rows, const void* panel, const TileStore& store) {
-                  with_count<kRowsPerTile>(tile_rows, [&](auto rows) { Tile::template run<decltype(rows)::value>(x, m, panel, store); });
-                });
+  const float* scales = w.dtype == DType::Int8 ? w.scales.data() : nullptr;
+  const int64_t panel_stride = w.stored_cols() * kPanelWidth;  // elements
+  alignas(32) float partial[kGroupRows * kPanelWidth];
+  auto store_for = [&](int64_t p, int64_t m) {
+    const int64_t n0 = p * kPanelWidth;
+    return TileStore{y + m * y_stride, y_stride, n0, int(std::min<int64_t>(kPanelWidth, w.rows - n0)), epilogue, scales};
+  };
+  if constexpr (Tile::kTwoPanels) {
+    if (x.rows == 1) {
+      const Pass pass{0, x.steps, true, true, partial};
+      int64_t p = first_panel;
+      for (; p + 1 < end_panel; p += 2) {
+        const TileStore stores[2] = {store_for(p, 0), store_for(p + 1, 0)};
+        Tile::template run<1, 2>(x, 0, w.panel(p), panel_stride, pass, TileOut{stores, true});
+      }
+      if (p < end_panel) {
+        const TileStore store = store_for(p, 0);
+        Tile::template run<1, 1>(x, 0, w.panel(p), panel_stride, pass, TileOut{&store, false});
+      }
+      return;
+    }
+  }
+  const int64_t step_bytes = kPanelWidth * w.k_group() * int64_t(dtype_size(w.dtype));
+  const int64_t pass_steps = x.rows > Tile::kMaxRows
+      ? std::max<int64_t>(1, kPassBytes / step_bytes / Tile::kPassAlign) * Tile::kPassAlign : x.steps;
+  for (int64_t p = first_panel; p < end_panel; ++p) {
+    for (int64_t group = 0; group < x.rows; group += kGroupRows) {
+      const int64_t group_end = std::min(x.rows, group + kGroupRows);
+      for (int64_t begin = 0; begin < x.steps; begin += pass_steps) {
+        const int64_t end = std::min(x.steps, begin + pass_steps);
+        for (int64_t m = group; m < group_end;) {
+          const int tile_rows = next_tile_rows(std::min(group_end, (m / kPackedRows + 1) * kPackedRows) - m, Tile::kMaxRows);
+          const Pass pass{begin, end, begin == 0, end == x.steps, partial + (m - group) * kPanelWidth};
+          const TileStore store = store_for(p, m);
+          with_count<Tile::kMaxRows>(tile_rows, [&](auto rows) {
+            Tile::template run<decltype(rows)::value, 1>(x, m, w.panel(p), panel_stride, pass, TileOut{&store, false});
+          });
+          m += tile_rows;
+        }
+      }
+    }
+  }
 }
 
 double peak_ops(int64_t iterations, PeakOp op) {
@@ -316,6 +458,44 @@ double peak_ops(int64_t iterations, PeakOp op) {
   volatile float sink = lanes[0];
   (void)sink;
   return double(iterations) * 10 * 8 * 2;
+}
+
+// The scalar reference's quantisation (kernels.h), 8 inputs at a time: the same products, clamps and
+// round-to-nearest-even conversions, so the units, scales and sums are identical to it.
+void quantise_row(const float* x, int64_t cols, int64_t quant_blocks, uint32_t* units, float* scales, int32_t* sums) {
+  const __m256 lowest = _mm256_set1_ps(-127.0f), highest = _mm256_set1_ps(127.0f);
+  const __m256 magnitude_bits = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  for (int64_t block = 0; block < quant_blocks; ++block) {
+    const int64_t k_begin = block * kQuantSteps * 4;
+    const int64_t k_end = std::min(cols, k_begin + kQuantSteps * 4);
+    __m256 largest_lanes = _mm256_setzero_ps();
+    for (int64_t k = k_begin; k < k_end; k += 8) {
+      // Operands in this order, a NaN input is skipped as std::max skips it in the reference.
+      largest_lanes = _mm256_max_ps(_mm256_and_ps(load_f32(x + k, k_end - k), magnitude_bits), largest_lanes);
+    }
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, largest_lanes);
+    const float largest = *std::max_element(lanes, lanes + 8);
+    const __m256 inverse = _mm256_set1_ps(largest > 0.0f ? 127.0f / largest : 0.0f);
+    scales[block] = largest / 127.0f;
+    __m256i total = _mm256_setzero_si256();
+    for (int64_t k = k_begin; k < k_end; k += 8) {
+      const __m256 v = load_f32(x + k, k_end - k);
+      const __m256i q = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(v, inverse), lowest), highest));
+      total = _mm256_add_epi32(total, q);
+      // Within each 128-bit lane: 4 int32 → 4 int16 → 4 int8, so each lane's low 32 bits are one quad.
+      const __m256i words = _mm256_packs_epi32(q, q);
+      const __m256i bytes = _mm256_packs_epi16(words, words);
+      const int64_t first_step = k / 4;
+      units[first_step * kPackedRows] = uint32_t(_mm256_extract_epi32(bytes, 0));
+      if (k + 4 < k_end) units[(first_step + 1) * kPackedRows] = uint32_t(_mm256_extract_epi32(bytes, 4));
+    }
+    alignas(32) int32_t partial_sums[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(partial_sums), total);
+    int32_t sum = 0;
+    for (int32_t value : partial_sums) sum += value;
+    sums[block] = sum;
+  }
 }
 
 // 8 stored KV elements as float32, exactly: bfloat16 is the top half of a float32, float16 widens by F16C.
@@ -454,7 +634,7 @@ float stream_sum(const float* data, int64_t n) {
 
 const KernelTable& avx2_kernels() {
   static const KernelTable table{Isa::Avx2, matmul<FloatTile<F32Panel>>, matmul<Bf16Tile>, matmul<FloatTile<F16Panel>>,
-                                 matmul<Int8Tile>, scalar_kernels().quantise_row, scalar_kernels().layer_norm_row,
+                                 matmul<Int8Tile>, quantise_row, scalar_kernels().layer_norm_row,
                                  {key_scores_blocked<float>, weighted_sum<float>},
                                  {key_scores_blocked<Bf16>, weighted_sum<Bf16>},
                                  {key_scores_blocked<F16>, weighted_sum<F16>},
