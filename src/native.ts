@@ -17,7 +17,7 @@ import {
 } from "./errors.js";
 import { gatherLoaderFacts, loadAddon } from "./native-loader.js";
 
-export type NativeDType = "float32" | "bfloat16" | "float16" | "int8";
+export type NativeDType = "float32" | "bfloat16" | "float16" | "int8" | "int4";
 /** The floating-point formats weights arrive in and are read back as. */
 export type NativeFloatDType = "float32" | "bfloat16" | "float16";
 export type NativeSourceDType = NativeFloatDType | "float64";
@@ -77,7 +77,7 @@ export interface NativeModel {
     cols: number,
     inputMajor: boolean,
   ): Promise<void>;
-  /** A whole weight: matrices [rows, cols] in the model dtype (int8 dequantised to float32), vectors (cols = 1) as float32. */
+  /** A whole weight: matrices [rows, cols] in the model dtype (int8 and int4 dequantised to float32), vectors (cols = 1) as float32. */
   getWeight(name: string): Promise<{ data: Uint8Array; dtype: NativeFloatDType; rows: number; cols: number }>;
   initializeRandom(seed: number): Promise<void>;
   /** Throws (code FALCON_WEIGHTS) listing every weight never set. */
