@@ -40,6 +40,7 @@
         "native/binding/model_wrap.cpp",
         "native/binding/cache_wrap.cpp",
         "native/binding/step_test.cpp",
+        "native/binding/matmul_test.cpp",
         "native/binding/weight_file_wrap.cpp",
         "native/binding/engine_wrap.cpp"
       ],

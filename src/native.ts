@@ -235,6 +235,21 @@ export interface NativeAddon {
    */
   runStepForTest(model: NativeModel, cache: NativeKvCache, spec: NativeStepSpec): Float32Array;
   /**
+   * @internal Test-only: y [rows, outputs] (+)= epilogue(x · wᵀ) through the active ISA's kernels, with w
+   * [outputs, cols] stored as a model of `dtype` stores it; `y`, when given, is accumulated into.
+   */
+  matmulForTest(
+    dtype: NativeDType,
+    weights: Float32Array,
+    outputs: number,
+    cols: number,
+    x: Float32Array,
+    rows: number,
+    bias: Float32Array | null,
+    gelu: boolean,
+    y: Float32Array | null,
+  ): Float32Array;
+  /**
    * @internal Test-only: a step runner (make_model_step_runner) owning a pool of `numBlocks` KV blocks that stores
    * keys and values as `kvDtype` (float32 by default; bfloat16 and float16 round them once when written).
    */

@@ -14,11 +14,7 @@
 
 namespace falcon {
 
-namespace {
-
-// Writes row n of `m` from float32 values: rounded to the matrix dtype, for int8 quantised
-// symmetrically per row (the largest magnitude maps to ±127), for int4 as Q4_0 blocks (weights.h).
-void store_row(WeightMatrix& m, int64_t n, const float* values) {
+void store_matrix_row(WeightMatrix& m, int64_t n, const float* values) {
   if (m.dtype == DType::Int4) {
     for (int64_t g = 0; g * kInt4Group < m.cols; ++g) {
       float block[kInt4Group] = {};
@@ -40,7 +36,6 @@ void store_row(WeightMatrix& m, int64_t n, const float* values) {
   m.scales[size_t(n)] = scale;
   for (int64_t c = 0; c < m.cols; ++c) store_from_f32(m.data, DType::Int8, m.offset(n, c), std::nearbyint(values[c] / scale));
 }
-}  // namespace
 
 void quantise_int4_block(const float* x, uint8_t* q, uint16_t* scale_bits) {
   float largest_magnitude = 0.0f, largest = 0.0f;
@@ -302,7 +297,7 @@ void Model::set_weight(const std::string& name, int64_t row_offset, const Tensor
             block[size_t(i)] = load_as_f32(source.data, source.dtype, size_t(first * cols + i));
           }
         }
-        for (int64_t r = first; r < last; ++r) store_row(m, row_offset + r, block.data() + (r - first) * cols);
+        for (int64_t r = first; r < last; ++r) store_matrix_row(m, row_offset + r, block.data() + (r - first) * cols);
       }
     });
   } else {
@@ -384,7 +379,7 @@ void Model::initialize_random(uint64_t seed) {
             values[size_t(c)] = kScale * float(int64_t(a >> 32) + int64_t(a & 0xffffffffu) + int64_t(b >> 32) +
                                                int64_t(b & 0xffffffffu) - 4 * int64_t(0x80000000u));
           }
-          store_row(m, r, values.data());
+          store_matrix_row(m, r, values.data());
         }
       });
     } else {

@@ -89,6 +89,9 @@ void quantise_int4_block(const float* x, uint8_t* q, uint16_t* scale_bits);
 // Allocates a matrix, zeroing only its padding slots: the weights themselves are all written at load,
 // so untouched pages cost nothing until then.
 WeightMatrix allocate_matrix(DType dtype, int64_t rows, int64_t cols);
+// Writes row n of `m` from float32 values: rounded to the matrix dtype, for int8 quantised
+// symmetrically per row (the largest magnitude maps to ±127), for int4 as Q4_0 blocks (above).
+void store_matrix_row(WeightMatrix& m, int64_t n, const float* values);
 // What allocate_matrix and the model's bookkeeping take for such a matrix, overflow-checked.
 ByteCount matrix_memory_bytes(DType dtype, int64_t rows, int64_t cols);
 

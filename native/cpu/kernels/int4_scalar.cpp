@@ -31,7 +31,8 @@ void matmul_i4_scalar(const PackedRows& x, const WeightMatrix& w, int64_t first_
         uint16_t scale_bits;
         std::memcpy(&scale_bits, group + kInt4NibbleBytes + size_t(o) * sizeof(uint16_t), sizeof scale_bits);
         const float activation_scale = x.block_scales[m * x.quant_blocks + g * kGroupSteps / kQuantSteps];
-        sum += float(group_sum) * (f16_to_f32(scale_bits) * activation_scale);
+        // Fused, as the vector kernels add each group: the same float32 roundings, group by group.
+        sum = std::fma(float(group_sum), f16_to_f32(scale_bits) * activation_scale, sum);
       }
       if (epilogue.bias != nullptr) sum += epilogue.bias[n];
       if (epilogue.gelu) sum = 0.5f * sum * (1.0f + std::erf(sum * 0.70710678118654752f));
