@@ -11,7 +11,7 @@
 import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
 
-import { FalconBackbone, FalconCausalLM, runtimeInfo, setIsa, type Tensor } from "../src/index.js";
+import { FalconBackbone, FalconCausalLM, parameterCount, runtimeInfo, setIsa, weightBytes, type Tensor } from "../src/index.js";
 import { resolveBackboneConfig, toNativeConfig } from "../src/config.js";
 import { native, type NativeModel } from "../src/native.js";
 import { float32FixtureModels, type FixtureRun } from "./helpers/fixture-runs.js";
@@ -95,6 +95,25 @@ describe("int4 quantisation: ggml Q4_0", () => {
     // Zeros compared as numbers: a zero scale's sign, lost in its block's zeros, is the one thing not kept.
     const unsignedZeros = (values: Float32Array) => values.map((value) => value + 0);
     assert.deepEqual(unsignedZeros(await storedEmbedding(models[1]!, dequantised)), unsignedZeros(dequantised));
+  });
+});
+
+describe("int4 sizes", () => {
+  it("weightBytes (inspect's figure) counts 18 bytes per 32 weights, Q4_0's block, within what the model holds", () => {
+    const config = { vocabularySize: 100, numLayers: 2, numAttentionHeads: 4, hiddenDim: 64, intermediateDim: 256, dtype: "int4" as const, seed: 1 };
+    const model = new FalconBackbone(config);
+    try {
+      // The tied embedding and each layer's qkv, attn_out, ffn_up and ffn_down; the final norm and each layer's
+      // two norms and four biases.
+      const matrices = 100 * 64 + 2 * (3 * 64 * 64 + 64 * 64 + 2 * 64 * 256);
+      const vectors = 2 * 64 + 2 * (4 * 64 + 3 * 64 + 64 + 256 + 64);
+      assert.equal(parameterCount(config), matrices + vectors);
+      assert.equal(weightBytes(config), (matrices * 18) / 32 + vectors * 4);
+      assert.ok(weightBytes(config) <= model.info().weightBytes, `${weightBytes(config)} > native ${model.info().weightBytes}`);
+      assert.ok(model.info().weightBytes < weightBytes({ ...config, dtype: "int8" }));
+    } finally {
+      model.dispose();
+    }
   });
 });
 
