@@ -78,46 +78,59 @@ inline __m256 gelu256(__m256 v) {
 
 // Rows (≤ kPackedRows) of one packed row block times one panel, into tile[Rows][32]. `packed` is the
 // block's units, block_scales and group_sums its first row's (rows quant_blocks and groups apart).
+// A pass covers Quarters quarter panels (8 outputs each) of a group: all 4 for up to 2 rows, so each
+// row's quads are broadcast once a step; one for more rows, whose accumulators would not fit otherwise.
 template <int Rows>
 FALCON_NOINLINE void micro_i4(const uint32_t* packed, const uint8_t* panel, int64_t steps, int64_t groups,
                               const float* block_scales, int64_t quant_blocks, const int32_t* group_sums, float* tile) {
+  constexpr int Quarters = Rows <= 2 ? 4 : 1;
   const __m256i low_nibbles = _mm256_set1_epi8(0x0f);
-  const __m256i ones = _mm256_set1_epi16(1);
   for (int64_t g = 0; g < groups; ++g) {
     const uint8_t* group = panel + size_t(g) * kInt4GroupBytes;
     const int64_t count = std::min(kGroupSteps, steps - g * kGroupSteps);  // 8 but in a short last group
     const uint32_t* units = packed + g * kGroupSteps * kPackedRows;
     const __m256i* nibbles = reinterpret_cast<const __m256i*>(group);
-    for (int quarter = 0; quarter < 4; ++quarter) {
-      __m256i sums[Rows];
+    for (int first_quarter = 0; first_quarter < 4; first_quarter += Quarters) {
+      __m256i sums[Quarters * Rows];  // [quarter][row]
 #pragma GCC unroll 8
-      for (int r = 0; r < Rows; ++r) sums[r] = _mm256_setzero_si256();
+      for (int i = 0; i < Quarters * Rows; ++i) sums[i] = _mm256_setzero_si256();
 #pragma GCC unroll 4
       for (int t = 0; t < 4; ++t) {
-        const __m256i v = _mm256_loadu_si256(nibbles + (2 * t + quarter / 2) * 2 + quarter % 2);
-        const __m256i low = _mm256_and_si256(v, low_nibbles);
-        const __m256i high = _mm256_and_si256(_mm256_srli_epi16(v, 4), low_nibbles);
-        if (t < count) {
+        __m256i low_quads[Rows], high_quads[Rows];
 #pragma GCC unroll 8
-          for (int r = 0; r < Rows; ++r) {
-            sums[r] = _mm256_add_epi16(sums[r], _mm256_maddubs_epi16(low, _mm256_set1_epi32(int(units[t * kPackedRows + r]))));
-          }
+        for (int r = 0; r < Rows; ++r) {
+          low_quads[r] = _mm256_set1_epi32(int(units[t * kPackedRows + r]));
+          high_quads[r] = _mm256_set1_epi32(int(units[(t + 4 < count ? t + 4 : t) * kPackedRows + r]));
         }
-        if (t + 4 < count) {
+#pragma GCC unroll 4
+        for (int q = 0; q < Quarters; ++q) {
+          const int quarter = first_quarter + q;
+          const __m256i v = _mm256_loadu_si256(nibbles + (2 * t + quarter / 2) * 2 + quarter % 2);
+          const __m256i low = _mm256_and_si256(v, low_nibbles);
+          const __m256i high = _mm256_and_si256(_mm256_srli_epi16(v, 4), low_nibbles);
+          if (t < count) {
 #pragma GCC unroll 8
-          for (int r = 0; r < Rows; ++r) {
-            sums[r] = _mm256_add_epi16(sums[r], _mm256_maddubs_epi16(high, _mm256_set1_epi32(int(units[(t + 4) * kPackedRows + r]))));
+            for (int r = 0; r < Rows; ++r) sums[q * Rows + r] = _mm256_add_epi16(sums[q * Rows + r], _mm256_maddubs_epi16(low, low_quads[r]));
+          }
+          if (t + 4 < count) {
+#pragma GCC unroll 8
+            for (int r = 0; r < Rows; ++r) sums[q * Rows + r] = _mm256_add_epi16(sums[q * Rows + r], _mm256_maddubs_epi16(high, high_quads[r]));
           }
         }
       }
-      const __m256 scales = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group + kInt4NibbleBytes) + quarter));
+#pragma GCC unroll 4
+      for (int q = 0; q < Quarters; ++q) {
+        const int quarter = first_quarter + q;
+        const __m256 scales = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group + kInt4NibbleBytes) + quarter));
 #pragma GCC unroll 8
-      for (int r = 0; r < Rows; ++r) {
-        const __m256i exact = _mm256_sub_epi32(_mm256_madd_epi16(sums[r], ones), _mm256_set1_epi32(8 * group_sums[r * groups + g]));
-        const __m256 scale = _mm256_mul_ps(scales, _mm256_set1_ps(block_scales[r * quant_blocks + g * kGroupSteps / kQuantSteps]));
-        float* out = tile + r * kPanelWidth + quarter * 8;
-        const __m256 value = _mm256_cvtepi32_ps(exact);
-        _mm256_store_ps(out, g == 0 ? _mm256_mul_ps(value, scale) : _mm256_fmadd_ps(value, scale, _mm256_load_ps(out)));
+        for (int r = 0; r < Rows; ++r) {
+          const __m256i exact = _mm256_sub_epi32(_mm256_madd_epi16(sums[q * Rows + r], _mm256_set1_epi16(1)),
+                                                 _mm256_set1_epi32(8 * group_sums[r * groups + g]));
+          const __m256 scale = _mm256_mul_ps(scales, _mm256_set1_ps(block_scales[r * quant_blocks + g * kGroupSteps / kQuantSteps]));
+          float* out = tile + r * kPanelWidth + quarter * 8;
+          const __m256 value = _mm256_cvtepi32_ps(exact);
+          _mm256_store_ps(out, g == 0 ? _mm256_mul_ps(value, scale) : _mm256_fmadd_ps(value, scale, _mm256_load_ps(out)));
+        }
       }
     }
   }
