@@ -66,6 +66,16 @@ describe("int4 quantisation: ggml Q4_0", () => {
   originals[2 * D + 9] = 2.5;
   originals[3 * D + 40] = -7;
 
+  it("refuses int4 as a source dtype: it is a format weights are quantised into", async () => {
+    const model = new (native().NativeModel)(config);
+    try {
+      await assert.rejects(async () => model.setWeight("token_embedding", 0, new Uint8Array(V * D), "int4" as never, V, D, false),
+        (error: Error & { code?: string }) => error.code === "FALCON_WEIGHTS" && /unsupported source dtype/.test(error.message));
+    } finally {
+      model.dispose();
+    }
+  });
+
   it("quantises every block as quantize_row_q4_0_ref does (the last padded with zeros)", async () => {
     assert.deepEqual(await storedEmbedding(models[0]!, originals), q4_0Matrix(originals, V, D));
   });
