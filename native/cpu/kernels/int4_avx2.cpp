@@ -96,11 +96,13 @@ FALCON_NOINLINE void micro_i4(const uint32_t* packed, const uint8_t* panel, int6
       for (int i = 0; i < Quarters * Rows; ++i) sums[i] = _mm256_setzero_si256();
 #pragma GCC unroll 4
       for (int t = 0; t < 4; ++t) {
+        // A short last group has neither step t nor t + 4 from here on; the units past it are not ours to read.
+        if (t >= count) break;
         __m256i low_quads[Rows], high_quads[Rows];
 #pragma GCC unroll 8
         for (int r = 0; r < Rows; ++r) {
           low_quads[r] = _mm256_set1_epi32(int(units[t * kPackedRows + r]));
-          high_quads[r] = _mm256_set1_epi32(int(units[(t + 4 < count ? t + 4 : t) * kPackedRows + r]));
+          high_quads[r] = t + 4 < count ? _mm256_set1_epi32(int(units[(t + 4) * kPackedRows + r])) : low_quads[r];
         }
 #pragma GCC unroll 4
         for (int q = 0; q < Quarters; ++q) {
@@ -108,10 +110,8 @@ FALCON_NOINLINE void micro_i4(const uint32_t* packed, const uint8_t* panel, int6
           const __m256i v = _mm256_loadu_si256(nibbles + (2 * t + quarter / 2) * 2 + quarter % 2);
           const __m256i low = _mm256_and_si256(v, low_nibbles);
           const __m256i high = _mm256_and_si256(_mm256_srli_epi16(v, 4), low_nibbles);
-          if (t < count) {
 #pragma GCC unroll 8
-            for (int r = 0; r < Rows; ++r) sums[q * Rows + r] = _mm256_add_epi16(sums[q * Rows + r], _mm256_maddubs_epi16(low, low_quads[r]));
-          }
+          for (int r = 0; r < Rows; ++r) sums[q * Rows + r] = _mm256_add_epi16(sums[q * Rows + r], _mm256_maddubs_epi16(low, low_quads[r]));
           if (t + 4 < count) {
 #pragma GCC unroll 8
             for (int r = 0; r < Rows; ++r) sums[q * Rows + r] = _mm256_add_epi16(sums[q * Rows + r], _mm256_maddubs_epi16(high, high_quads[r]));
