@@ -1,7 +1,8 @@
 /**
- * Where int8's error against float comes from, on the fixture models the float64 reference covers: the
- * int8 scheme switched on for the weights, the activations or both, all at once or one matmul at a time
- * (test/helpers/reference-forward.ts), against the float64 forward pass. Each figure is the worst over the
+ * Where int8's and int4's error against float comes from, on the fixture models the float64 reference
+ * covers: the int8 scheme switched on for the weights, the activations or both, all at once or one matmul
+ * at a time, and the int4 scheme's weights (Q4_0) likewise (test/helpers/reference-forward.ts), against
+ * the float64 forward pass. Each figure is the worst over the
  * fixture's runs of test/int8.test.ts's measure: the largest |Δ logit| over a run's valid positions, over
  * the run's largest |logit| (at least 1), in %.
  *
@@ -10,7 +11,7 @@
 import { FalconBackbone } from "../src/index.js";
 import { float32FixtureModels, isReal } from "../test/helpers/fixture-runs.js";
 import {
-  INT8_EVERYWHERE, MATMULS, referenceCovers, referenceForward, referenceLogits, referenceModel, type Int8Options,
+  INT4_EVERYWHERE, INT8_EVERYWHERE, MATMULS, referenceCovers, referenceForward, referenceLogits, referenceModel, type Int8Options,
 } from "../test/helpers/reference-forward.js";
 
 const settings: [string, Int8Options][] = [
@@ -21,6 +22,10 @@ const settings: [string, Int8Options][] = [
   ...MATMULS.map((site): [string, Int8Options] => [`${site}: weights`, { weights: [site], activations: [] }]),
   ...MATMULS.map((site): [string, Int8Options] => [`${site}: activations`, { weights: [], activations: [site] }]),
   ["embedding lookup: weights", { weights: ["embedding"], activations: [] }],
+  ["everything (the int4 dtype)", INT4_EVERYWHERE],
+  ["all weights int4", { weights: INT4_EVERYWHERE.weights, activations: [], int4Weights: true }],
+  ...MATMULS.map((site): [string, Int8Options] => [`${site}: weights int4`, { weights: [site], activations: [], int4Weights: true }]),
+  ["embedding lookup: weights int4", { weights: ["embedding"], activations: [], int4Weights: true }],
 ];
 
 const columns: string[] = [];
@@ -48,6 +53,6 @@ for (const [label, dir, runs] of float32FixtureModels()) {
   column.forEach((value, i) => worst[i]!.push(value));
 }
 
-console.log(`| int8 on | ${columns.join(" | ")} |`);
+console.log(`| int8 (int4 where said) on | ${columns.join(" | ")} |`);
 console.log(`|---|${columns.map(() => "---:").join("|")}|`);
 settings.forEach(([name], i) => console.log(`| ${name} | ${worst[i]!.map((value) => `${(100 * value).toFixed(2)} %`).join(" | ")} |`));

@@ -2,7 +2,7 @@
  * The benchmark harness (`npm run bench`): llama-bench's measures on a falcon-rw-1b-shaped model with
  * random weights (or a preset), per dtype, beside the machine's own ceilings measured in the same run.
  *
- *   npm run bench -- [--small] [--preset DIR] [--dtypes float32,bfloat16,float16,int8] [--reps 5]
+ *   npm run bench -- [--small] [--preset DIR] [--dtypes float32,bfloat16,float16,int8,int4] [--reps 5]
  *                    [--threads N] [--engine-dtypes bfloat16,int8] [--json]
  *
  * For the dtypes in --engine-dtypes (that are also measured), the continuous-batching engine's rows
@@ -117,7 +117,7 @@ async function main(): Promise<void> {
     // Decode reads every weight byte once per step; prefill multiplies each layer matrix once per token.
     const decodeFloor = (ceilings.readGBps * 1e9) / info.weightBytes;
     const peak = 1e9 * (dtype === "bfloat16" || dtype === "mixed_bfloat16" ? ceilings.bf16Gflops
-      : dtype === "int8" ? ceilings.int8Gops : ceilings.f32Gflops);
+      : dtype === "int8" || dtype === "int4" ? ceilings.int8Gops : ceilings.f32Gflops);
     const prefillFloor = peak / (2 * layerMatrixParameters(config));
     // A decoded token also projects its logits; a batch of b sequences reads the weights once per step.
     const tokenComputeFloor = peak / (2 * (layerMatrixParameters(config) + config.vocabularySize * config.hiddenDim));

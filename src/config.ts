@@ -5,7 +5,7 @@
 import { describeValue, FalconConfigError } from "./errors.js";
 import type { NativeDType, NativeModelConfig } from "./native.js";
 
-export const FALCON_DTYPES = ["float32", "bfloat16", "float16", "mixed_bfloat16", "mixed_float16", "int8"] as const;
+export const FALCON_DTYPES = ["float32", "bfloat16", "float16", "mixed_bfloat16", "mixed_float16", "int8", "int4"] as const;
 export type FalconDType = (typeof FALCON_DTYPES)[number];
 
 export type PositionEncoding = "alibi" | "rotary";
@@ -180,6 +180,8 @@ export function storageDType(dtype: FalconDType): NativeDType {
       return "float16";
     case "int8":
       return "int8";
+    case "int4":
+      return "int4";
   }
 }
 
@@ -204,9 +206,9 @@ export function toNativeConfig(config: ResolvedBackboneConfig): NativeModelConfi
   };
 }
 
-/** Bytes per stored element of a weight matrix. */
+/** Bytes per stored element of a weight matrix: int4 holds 32 nibbles and a float16 scale in 18 bytes (Q4_0's block). */
 function storageBytes(dtype: FalconDType): number {
-  return { float32: 4, bfloat16: 2, float16: 2, int8: 1 }[storageDType(dtype)];
+  return { float32: 4, bfloat16: 2, float16: 2, int8: 1, int4: 18 / 32 }[storageDType(dtype)];
 }
 
 /** Matrix and vector (norm and bias) element counts of a configuration, as the native core allocates them. */
@@ -241,7 +243,7 @@ export function parameterCount(config: FalconBackboneConfig): number {
  */
 export function weightBytes(config: FalconBackboneConfig): number {
   const { matrices, vectors } = weightElementCounts(config);
-  return matrices * storageBytes(config.dtype ?? "float32") + vectors * 4;
+  return Math.ceil(matrices * storageBytes(config.dtype ?? "float32")) + vectors * 4;
 }
 
 export type FalconVariant = "falcon-rw" | "falcon-7b" | "falcon-40b-style" | "falcon2-11b-style" | "custom";

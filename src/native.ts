@@ -17,7 +17,7 @@ import {
 } from "./errors.js";
 import { gatherLoaderFacts, loadAddon } from "./native-loader.js";
 
-export type NativeDType = "float32" | "bfloat16" | "float16" | "int8";
+export type NativeDType = "float32" | "bfloat16" | "float16" | "int8" | "int4";
 /** The floating-point formats weights arrive in and are read back as. */
 export type NativeFloatDType = "float32" | "bfloat16" | "float16";
 export type NativeSourceDType = NativeFloatDType | "float64";
@@ -90,7 +90,7 @@ export interface NativeModel {
     rows: number,
     cols: number,
   ): Promise<void>;
-  /** A whole weight: matrices [rows, cols] in the model dtype (int8 dequantised to float32), vectors (cols = 1) as float32. */
+  /** A whole weight: matrices [rows, cols] in the model dtype (int8 and int4 dequantised to float32), vectors (cols = 1) as float32. */
   getWeight(name: string): Promise<{ data: Uint8Array; dtype: NativeFloatDType; rows: number; cols: number }>;
   initializeRandom(seed: number): Promise<void>;
   /** Throws (code FALCON_WEIGHTS) listing every weight never set. */
@@ -247,6 +247,21 @@ export interface NativeAddon {
    * run synchronously; the final hidden states of spec.outputRows, [outputs, hidden].
    */
   runStepForTest(model: NativeModel, cache: NativeKvCache, spec: NativeStepSpec): Float32Array;
+  /**
+   * @internal Test-only: y [rows, outputs] (+)= epilogue(x · wᵀ) through the active ISA's kernels, with w
+   * [outputs, cols] stored as a model of `dtype` stores it; `y`, when given, is accumulated into.
+   */
+  matmulForTest(
+    dtype: NativeDType,
+    weights: Float32Array,
+    outputs: number,
+    cols: number,
+    x: Float32Array,
+    rows: number,
+    bias: Float32Array | null,
+    gelu: boolean,
+    y: Float32Array | null,
+  ): Float32Array;
   /**
    * @internal Test-only: a step runner (make_model_step_runner) owning a pool of `numBlocks` KV blocks that stores
    * keys and values as `kvDtype` (float32 by default; bfloat16 and float16 round them once when written).

@@ -53,7 +53,7 @@ describe("construction", () => {
     ["hidden not divisible by heads", { hiddenDim: 30, numAttentionHeads: 4 }, /divisible/],
     ["zero layers", { numLayers: 0 }, /numLayers must be a positive integer/],
     ["fractional vocabulary", { vocabularySize: 10.5 }, /vocabularySize/],
-    ["unknown dtype", { dtype: "int4" as never }, /dtype must be one of/],
+    ["unknown dtype", { dtype: "int2" as never }, /dtype must be one of/],
     ["dropout rate 1", { attentionDropoutRate: 1 }, /attentionDropoutRate/],
     ["negative epsilon", { layerNormEpsilon: -1 }, /layerNormEpsilon/],
     ["unknown field", { hidden_dim: 32 }, /unknown config field "hidden_dim"/],

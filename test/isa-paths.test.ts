@@ -1,5 +1,5 @@
 /**
- * Every kernel family this CPU supports against the scalar reference, and the fixture suites (int8's too) run
+ * Every kernel family this CPU supports against the scalar reference, and the fixture suites (int8's and int4's too) run
  * through each non-default family in a child process (FALCON_ISA selects it at startup). On CPUs with
  * AVX-512 BF16 / VNNI, this file runs again in a child with them hidden (FALCON_CPU_WITHOUT), which
  * is how AVX-512 CPUs without them run bfloat16 and int8.
@@ -77,14 +77,14 @@ function childTestsPass(files: string[], env: Record<string, string>): void {
 
 describe("fixture suites through every other kernel family", { skip: hiddenFeatures !== undefined }, () => {
   for (const isa of supportedIsas.filter((name) => name !== defaultIsa)) {
-    it(`FALCON_ISA=${isa}`, () => childTestsPass(["keras-fixtures.test.js", "hf-fixtures.test.js", "int8.test.js"], { FALCON_ISA: isa }));
+    it(`FALCON_ISA=${isa}`, () => childTestsPass(["keras-fixtures.test.js", "hf-fixtures.test.js", "int8.test.js", "int4.test.js"], { FALCON_ISA: isa }));
   }
 });
 
 describe("AVX-512 without BF16 and VNNI", () => {
   if (hiddenFeatures === undefined) {
     it("runs these comparisons and the fixture suites with both hidden", { skip: !supportedIsas.includes("avx512") }, () =>
-      childTestsPass(["isa-paths.test.js", "keras-fixtures.test.js", "hf-fixtures.test.js", "int8.test.js"],
+      childTestsPass(["isa-paths.test.js", "keras-fixtures.test.js", "hf-fixtures.test.js", "int8.test.js", "int4.test.js"],
         { FALCON_CPU_WITHOUT: "avx512_bf16,avx512_vnni", FALCON_ISA: "avx512" }));
   } else {
     it("reports the hidden extensions as absent", () => {

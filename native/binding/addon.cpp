@@ -21,6 +21,7 @@
 #include "cache_wrap.h"
 #include "cuda_test.h"
 #include "step_test.h"
+#include "matmul_test.h"
 #include "engine_wrap.h"
 #include "weight_file_wrap.h"
 #include "model_wrap.h"
@@ -285,6 +286,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("modelMemoryBytes", Napi::Function::New(env, ModelMemoryBytes));
   exports.Set("cacheMemoryBytes", Napi::Function::New(env, CacheMemoryBytes));
   exports.Set("runStepForTest", Napi::Function::New(env, RunStepForTest));
+  exports.Set("matmulForTest", Napi::Function::New(env, MatmulForTest));
   exports.Set("stepRunnerForTest", Napi::Function::New(env, StepRunnerForTest));
   exports.Set("sampleForTest", Napi::Function::New(env, SampleForTest));
   exports.Set("tokenLogprobsForTest", Napi::Function::New(env, TokenLogprobsForTest));

@@ -61,7 +61,7 @@ ModelConfig read_config(const Napi::Env& env, const Napi::Object& object) {
   config.use_bias = boolean("useBias");
   config.tied_head = boolean("tiedHead");
   if (!parse_dtype(text("dtype"), &config.dtype) || config.dtype == DType::Float64) {
-    throw make_error(env, ErrorKind::Config, "config.dtype must be 'float32', 'bfloat16', 'float16' or 'int8'");
+    throw make_error(env, ErrorKind::Config, "config.dtype must be 'float32', 'bfloat16', 'float16', 'int8' or 'int4'");
   }
   return config;
 }
@@ -177,7 +177,7 @@ TensorSource read_source_shape(const Napi::CallbackInfo& info, size_t first, con
   Napi::Env env = info.Env();
   if (!info[first].IsString()) throw make_error(env, ErrorKind::Weights, "weight dtype must be a string");
   TensorSource source;
-  if (!parse_dtype(info[first].As<Napi::String>().Utf8Value(), &source.dtype) || source.dtype == DType::Int8) {
+  if (!parse_dtype(info[first].As<Napi::String>().Utf8Value(), &source.dtype) || is_quantised(source.dtype)) {
     throw make_error(env, ErrorKind::Weights, "weight '" + name + "': unsupported source dtype");
   }
   source.rows = integer_argument(info, first + 1, "rows");

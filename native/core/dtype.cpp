@@ -9,6 +9,7 @@ size_t dtype_size(DType dtype) {
     case DType::Float16: return 2;
     case DType::Float64: return 8;
     case DType::Int8: return 1;
+    case DType::Int4: return 0;
   }
   return 0;
 }
@@ -20,6 +21,7 @@ const char* dtype_name(DType dtype) {
     case DType::Float16: return "float16";
     case DType::Float64: return "float64";
     case DType::Int8: return "int8";
+    case DType::Int4: return "int4";
   }
   return "unknown";
 }
@@ -30,6 +32,7 @@ bool parse_dtype(const std::string& name, DType* out) {
   else if (name == "float16") *out = DType::Float16;
   else if (name == "float64") *out = DType::Float64;
   else if (name == "int8") *out = DType::Int8;
+  else if (name == "int4") *out = DType::Int4;
   else return false;
   return true;
 }
@@ -110,6 +113,7 @@ float load_as_f32(const void* data, DType dtype, size_t index) {
     case DType::Float16: return f16_to_f32(load_unaligned<uint16_t>(data, index));
     case DType::Float64: return float(load_unaligned<double>(data, index));
     case DType::Int8: return float(int(load_unaligned<uint8_t>(data, index)) - 128);
+    case DType::Int4: break;  // nibbles with group scales: WeightMatrix::get reads them
   }
   return 0.0f;
 }
@@ -121,6 +125,7 @@ void store_from_f32(void* data, DType dtype, size_t index, float value) {
     case DType::Float16: store_unaligned<uint16_t>(data, index, f32_to_f16(value)); break;
     case DType::Float64: store_unaligned<double>(data, index, double(value)); break;
     case DType::Int8: store_unaligned<uint8_t>(data, index, uint8_t(int(value) + 128)); break;
+    case DType::Int4: break;  // quantised a group at a time at load (model.cpp)
   }
 }
 

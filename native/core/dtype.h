@@ -5,13 +5,17 @@
 
 namespace falcon {
 
-// Storage types. Float64 exists only as a source format to cast from at load time; Int8 only as a
-// quantised weight-matrix format (with per-row scales), never as a source. An Int8 value q in
-// [-127, 127] is stored offset by 128, as the byte q + 128: the unsigned operand the VNNI byte dot
-// product multiplies, so the kernels use the bytes as they are.
-enum class DType { Float32, BFloat16, Float16, Float64, Int8 };
+// Storage types. Float64 exists only as a source format to cast from at load time; Int8 and Int4 only
+// as quantised weight-matrix formats, never as sources. An Int8 value q in [-127, 127] is stored offset
+// by 128, as the byte q + 128: the unsigned operand the VNNI byte dot product multiplies, so the kernels
+// use the bytes as they are. An Int4 value is a nibble q in [0, 15] standing for (q − 8) · d, with one
+// float16 scale d per group of 32 inputs, as ggml's Q4_0 (weights.h has the layout).
+enum class DType { Float32, BFloat16, Float16, Float64, Int8, Int4 };
 
+// Bytes per element; 0 for Int4, whose elements are half a byte (weights.h sizes its matrices).
 size_t dtype_size(DType dtype);
+// Int8 and Int4: formats a matrix is quantised into, which no element-wise load or store reads.
+inline bool is_quantised(DType dtype) { return dtype == DType::Int8 || dtype == DType::Int4; }
 const char* dtype_name(DType dtype);
 bool parse_dtype(const std::string& name, DType* out);
 

@@ -14,11 +14,18 @@
 
 namespace falcon {
 
-namespace {
-
-// Writes row n of `m` from float32 values: rounded to the matrix dtype, or for int8 quantised
-// symmetrically per row (the largest magnitude maps to ±127).
-void store_row(WeightMatrix& m, int64_t n, const float* values) {
+void store_matrix_row(WeightMatrix& m, int64_t n, const float* values) {
+  if (m.dtype == DType::Int4) {
+    for (int64_t g = 0; g * kInt4Group < m.cols; ++g) {
+      float block[kInt4Group] = {};
+      std::copy(values + g * kInt4Group, values + std::min(m.cols, (g + 1) * kInt4Group), block);
+      uint8_t q[kInt4Group];
+      uint16_t scale_bits;
+      quantise_int4_block(block, q, &scale_bits);
+      m.set_int4_block(n, g, q, scale_bits);
+    }
+    return;
+  }
   if (m.dtype != DType::Int8) {
     for (int64_t c = 0; c < m.cols; ++c) store_from_f32(m.data, m.dtype, m.offset(n, c), values[c]);
     return;
@@ -29,7 +36,31 @@ void store_row(WeightMatrix& m, int64_t n, const float* values) {
   m.scales[size_t(n)] = scale;
   for (int64_t c = 0; c < m.cols; ++c) store_from_f32(m.data, DType::Int8, m.offset(n, c), std::nearbyint(values[c] / scale));
 }
-}  // namespace
+
+void quantise_int4_block(const float* x, uint8_t* q, uint16_t* scale_bits) {
+  float largest_magnitude = 0.0f, largest = 0.0f;
+  for (int64_t j = 0; j < kInt4Group; ++j) {
+    if (largest_magnitude < std::fabs(x[j])) {
+      largest_magnitude = std::fabs(x[j]);
+      largest = x[j];
+    }
+  }
+  const float scale = largest / -8;
+  const float inverse = scale != 0.0f ? 1.0f / scale : 0.0f;
+  *scale_bits = f32_to_f16(scale);
+  for (int64_t j = 0; j < kInt4Group; ++j) {
+    // ggml truncates with an (int8_t) cast; from 0.5 up (where every finite x lands) that is this.
+    const float shifted = x[j] * inverse + 8.5f;
+    q[j] = shifted >= 15.0f ? 15 : shifted > 0.0f ? uint8_t(shifted) : 0;
+  }
+}
+
+void WeightMatrix::set_int4_block(int64_t n, int64_t g, const uint8_t* q, uint16_t scale_bits) {
+  uint8_t* group = int4_group(n, g);
+  const int64_t o = n % kPanelWidth;
+  for (int64_t j = 0; j < kInt4Group / 2; ++j) group[int4_nibble_byte(o, j)] = uint8_t(q[j] | (q[j + kInt4Group / 2] << 4));
+  std::memcpy(group + kInt4NibbleBytes + size_t(o) * sizeof(uint16_t), &scale_bits, sizeof scale_bits);
+}
 
 WeightMatrix allocate_matrix(DType dtype, int64_t rows, int64_t cols) {
   WeightMatrix matrix;
@@ -41,6 +72,16 @@ WeightMatrix allocate_matrix(DType dtype, int64_t rows, int64_t cols) {
                                                           std::to_string(cols) + " weight matrix");
   matrix.owner = data;
   matrix.data = data.get();
+  if (dtype == DType::Int4) {
+    // Every real row's groups are written whole at load (pad inputs quantised as zeros); rows past the
+    // end get zero scales.
+    const uint8_t zeros[kInt4Group] = {8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8,
+                                       8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8};
+    for (int64_t n = rows; n < matrix.panels() * kPanelWidth; ++n) {
+      for (int64_t g = 0; g < matrix.stored_cols() / kInt4Group; ++g) matrix.set_int4_block(n, g, zeros, 0);
+    }
+    return matrix;
+  }
   // The padding rows of the last panel and the pad columns (the last step of every panel, when the
   // width is not a whole number of steps) must hold zero: byte 0, or 128 for int8 (dtype.h).
   const int zero_byte = dtype == DType::Int8 ? 128 : 0;
@@ -76,6 +117,10 @@ ByteCount vector_memory_bytes(int64_t size) {
 ByteCount matrix_memory_bytes(DType dtype, int64_t rows, int64_t cols) {
   const uint64_t group = uint64_t(k_group(dtype));
   const uint64_t panels = (uint64_t(rows) + kPanelWidth - 1) / kPanelWidth;
+  if (dtype == DType::Int4) {
+    const uint64_t groups = (uint64_t(cols) + kInt4Group - 1) / kInt4Group;
+    return ByteCount(panels) * groups * uint64_t(kInt4GroupBytes) + uint64_t(rows) + kSlotOverheadBytes;
+  }
   const uint64_t stored_cols = (uint64_t(cols) + group - 1) / group * group;
   const ByteCount data = ByteCount(panels) * stored_cols * uint64_t(kPanelWidth) * dtype_size(dtype);
   const ByteCount scales = dtype == DType::Int8 ? ByteCount(uint64_t(rows)) * sizeof(float) : ByteCount(0);
@@ -94,6 +139,14 @@ ByteCount model_memory_bytes(const ModelConfig& config) {
 }
 
 float WeightMatrix::get(int64_t n, int64_t k) const {
+  if (dtype == DType::Int4) {
+    const uint8_t* group = int4_group(n, k / kInt4Group);
+    const int64_t j = k % kInt4Group;
+    const int q = (group[int4_nibble_byte(n % kPanelWidth, j % (kInt4Group / 2))] >> (j < kInt4Group / 2 ? 0 : 4)) & 15;
+    uint16_t scale_bits;
+    std::memcpy(&scale_bits, group + kInt4NibbleBytes + size_t(n % kPanelWidth) * sizeof(uint16_t), sizeof scale_bits);
+    return float(q - 8) * f16_to_f32(scale_bits);
+  }
   const float value = load_as_f32(data, dtype, offset(n, k));
   return dtype == DType::Int8 ? value * scales[size_t(n)] : value;
 }
@@ -213,7 +266,7 @@ void Model::set_weight(const std::string& name, int64_t row_offset, const Tensor
     // column, so reads stay contiguous), then each row is quantised or rounded into its panel slots.
     current_thread_pool()->parallel_for(rows, kPanelWidth, [&](int64_t begin, int64_t end) {
       const int64_t count = end - begin;
-      if (!source.input_major && source.dtype == m.dtype && m.dtype != DType::Int8) {
+      if (!source.input_major && source.dtype == m.dtype && !is_quantised(m.dtype)) {
         // Same dtype: move the stored bits into their panel slots without a float round trip.
         const size_t element = dtype_size(m.dtype);
         const char* rows_bytes = static_cast<const char*>(source.data) + size_t(begin) * size_t(cols) * element;
@@ -244,12 +297,12 @@ void Model::set_weight(const std::string& name, int64_t row_offset, const Tensor
             block[size_t(i)] = load_as_f32(source.data, source.dtype, size_t(first * cols + i));
           }
         }
-        for (int64_t r = first; r < last; ++r) store_row(m, row_offset + r, block.data() + (r - first) * cols);
+        for (int64_t r = first; r < last; ++r) store_matrix_row(m, row_offset + r, block.data() + (r - first) * cols);
       }
     });
   } else {
-    // Round through the model dtype so a bfloat16 model's biases hold bfloat16 values (int8 models keep float32 vectors).
-    const DType vector_dtype = config_.dtype == DType::Int8 ? DType::Float32 : config_.dtype;
+    // Round through the model dtype so a bfloat16 model's biases hold bfloat16 values (int8 and int4 models keep float32 vectors).
+    const DType vector_dtype = is_quantised(config_.dtype) ? DType::Float32 : config_.dtype;
     uint32_t scratch = 0;
     for (int64_t r = 0; r < rows; ++r) {
       store_from_f32(&scratch, vector_dtype, 0, load_as_f32(source.data, source.dtype, size_t(r)));
@@ -267,12 +320,12 @@ TrackedVector<uint8_t> Model::read_weight(const std::string& name, DType* dtype,
   *cols = s.cols;
   if (s.matrix != nullptr) {
     const WeightMatrix& m = *s.matrix;
-    *dtype = m.dtype == DType::Int8 ? DType::Float32 : m.dtype;
+    *dtype = is_quantised(m.dtype) ? DType::Float32 : m.dtype;
     TrackedVector<uint8_t> bytes(size_t(m.rows) * size_t(m.cols) * dtype_size(*dtype));
     for (int64_t n = 0; n < m.rows; ++n) {
       for (int64_t k = 0; k < m.cols; ++k) {
         const size_t at = size_t(n) * size_t(m.cols) + size_t(k);
-        if (m.dtype == DType::Int8) {
+        if (is_quantised(m.dtype)) {
           store_from_f32(bytes.data(), DType::Float32, at, m.get(n, k));
         } else {
           std::memcpy(bytes.data() + at * dtype_size(m.dtype), static_cast<const char*>(m.data) + m.offset(n, k) * dtype_size(m.dtype),
@@ -326,7 +379,7 @@ void Model::initialize_random(uint64_t seed) {
             values[size_t(c)] = kScale * float(int64_t(a >> 32) + int64_t(a & 0xffffffffu) + int64_t(b >> 32) +
                                                int64_t(b & 0xffffffffu) - 4 * int64_t(0x80000000u));
           }
-          store_row(m, r, values.data());
+          store_matrix_row(m, r, values.data());
         }
       });
     } else {

@@ -11,8 +11,24 @@ namespace falcon {
 // Outputs per panel: the width of the matmul micro-kernels' register tile (two AVX-512 registers).
 constexpr int64_t kPanelWidth = 32;
 
-// Inputs per step along k for matrices of `dtype` (see WeightMatrix).
-inline int64_t k_group(DType dtype) { return dtype == DType::BFloat16 ? 2 : dtype == DType::Int8 ? 4 : 1; }
+// Inputs per step along k for matrices of `dtype` (see WeightMatrix): int4 matrices multiply the same
+// int8 quads of activations as int8 ones.
+inline int64_t k_group(DType dtype) { return dtype == DType::BFloat16 ? 2 : is_quantised(dtype) ? 4 : 1; }
+
+// int4 (ggml's Q4_0 block): inputs per scale, and the bytes of one group of a panel, 32 outputs × 32
+// inputs: 512 bytes of nibbles, then the 32 outputs' float16 scales.
+constexpr int64_t kInt4Group = 32;
+constexpr size_t kInt4NibbleBytes = size_t(kPanelWidth * kInt4Group / 2);
+constexpr size_t kInt4GroupBytes = kInt4NibbleBytes + size_t(kPanelWidth) * sizeof(uint16_t);
+
+// The byte of a group's nibbles holding inputs j and j + 16 (j < 16) of output o (< 32) of its panel, in
+// the low and high nibble: ggml's Q4_0 byte qs[j] of that output's block, as it is. Bytes are in 64-byte
+// vectors (2t + h)·64, t = j / 4, h = o / 16, so one vector holds steps t (low nibbles) and t + 4 (high)
+// of 16 outputs as the 4-byte quads the byte dot products multiply: masking the low nibbles or shifting
+// down the high ones gives the unsigned operand, one unpack for two steps.
+constexpr size_t int4_nibble_byte(int64_t o, int64_t j) {
+  return size_t((2 * (j / 4) + o / 16) * 64 + (o % 16) * 4 + j % 4);
+}
 
 // A dense matrix of [rows = output features, cols = input features], repacked once at load into
 // panels of kPanelWidth outputs, so a kernel streams every weight byte exactly once, whatever the
@@ -22,6 +38,13 @@ inline int64_t k_group(DType dtype) { return dtype == DType::BFloat16 ? 2 : dtyp
 //   element (n, k) at panel(n)·stored_cols·32 + (k / g)·g·32 + (n % 32)·g + k % g,  g = k_group()
 // stored_cols is cols rounded up to a multiple of g. Rows past `rows` in the last panel, and the pad
 // columns, are zero. int8 matrices carry one float32 scale per row.
+// int4 matrices hold the same panels of 32 outputs, each a run of groups of kInt4Group inputs
+// (stored_cols is cols rounded up to 32): group g of panel p at panel(p) + g · kInt4GroupBytes holds
+// the nibbles q (int4_nibble_byte) and the float16 scales d (output o at byte kInt4NibbleBytes + 2o);
+// (n, k) is (q − 8) · d. A row is quantised 32 inputs at a time exactly as ggml's
+// quantize_row_q4_0_ref does (quantise_int4_block), the last group padded with zeros (q = 8), so a Q4_0
+// tensor's blocks can be placed as they are, and Q4_0 values dequantised to float32 quantise back to
+// the same q and d. Rows past `rows` have d = 0 and q = 8.
 struct WeightMatrix {
   DType dtype = DType::Float32;
   int64_t rows = 0;
@@ -32,22 +55,43 @@ struct WeightMatrix {
 
   int64_t k_group() const { return falcon::k_group(dtype); }
   int64_t panels() const { return (rows + kPanelWidth - 1) / kPanelWidth; }
-  int64_t stored_cols() const { return (cols + k_group() - 1) / k_group() * k_group(); }
-  size_t panel_bytes() const { return size_t(stored_cols()) * kPanelWidth * dtype_size(dtype); }
+  int64_t stored_cols() const {
+    const int64_t align = dtype == DType::Int4 ? kInt4Group : k_group();
+    return (cols + align - 1) / align * align;
+  }
+  size_t panel_bytes() const {
+    if (dtype == DType::Int4) return size_t(stored_cols() / kInt4Group) * kInt4GroupBytes;
+    return size_t(stored_cols()) * kPanelWidth * dtype_size(dtype);
+  }
   size_t byte_size() const { return size_t(panels()) * panel_bytes(); }
+  // Element offset of (n, k) for the dtypes with whole-byte elements (not int4).
   size_t offset(int64_t n, int64_t k) const {
     const int64_t g = k_group();
     const size_t panel_start = size_t(n / kPanelWidth) * size_t(stored_cols()) * size_t(kPanelWidth);
     return panel_start + size_t(k / g) * size_t(g * kPanelWidth) + size_t(n % kPanelWidth) * size_t(g) + size_t(k % g);
   }
-  // Element (n, k) as float32 (int8 values scaled).
+  // Element (n, k) as float32 (int8 and int4 values scaled).
   float get(int64_t n, int64_t k) const;
   const void* panel(int64_t p) const { return static_cast<const char*>(data) + size_t(p) * panel_bytes(); }
+  // int4: the bytes of group g (inputs 32g ..) of the panel holding output n.
+  uint8_t* int4_group(int64_t n, int64_t g) const {
+    return static_cast<uint8_t*>(data) + size_t(n / kPanelWidth) * panel_bytes() + size_t(g) * kInt4GroupBytes;
+  }
+  // int4: writes output n's block g, 32 nibbles q (< 16) of inputs 32g .. 32g + 31 and its scale's bits.
+  void set_int4_block(int64_t n, int64_t g, const uint8_t* q, uint16_t scale_bits);
 };
+
+// ggml's quantize_row_q4_0_ref on one block of kInt4Group values: the value of largest magnitude m
+// (the first, on a tie), d = m / −8, q = min(15, trunc(x / d + 8.5)) (q = 8 where d = 0), d stored as
+// float16. NaN gives q = 0 rather than undefined behaviour.
+void quantise_int4_block(const float* x, uint8_t* q, uint16_t* scale_bits);
 
 // Allocates a matrix, zeroing only its padding slots: the weights themselves are all written at load,
 // so untouched pages cost nothing until then.
 WeightMatrix allocate_matrix(DType dtype, int64_t rows, int64_t cols);
+// Writes row n of `m` from float32 values: rounded to the matrix dtype, for int8 quantised
+// symmetrically per row (the largest magnitude maps to ±127), for int4 as Q4_0 blocks (above).
+void store_matrix_row(WeightMatrix& m, int64_t n, const float* values);
 // What allocate_matrix and the model's bookkeeping take for such a matrix, overflow-checked.
 ByteCount matrix_memory_bytes(DType dtype, int64_t rows, int64_t cols);
 

@@ -23,7 +23,8 @@ struct LayerNormParams {
 class PackedActivations {
  public:
   explicit PackedActivations(MemoryUse use = MemoryUse::Owned)
-      : units_(TrackedAllocator<uint32_t>(use)), block_scales_(TrackedAllocator<float>(use)), block_sums_(TrackedAllocator<int32_t>(use)) {}
+      : units_(TrackedAllocator<uint32_t>(use)), block_scales_(TrackedAllocator<float>(use)), block_sums_(TrackedAllocator<int32_t>(use)),
+        group_sums_(TrackedAllocator<int32_t>(use)) {}
   PackedRows rows() const;
   int64_t cols() const { return cols_; }
   int64_t k_group() const { return k_group_; }
@@ -35,7 +36,8 @@ class PackedActivations {
   TrackedVector<uint32_t> units_;
   TrackedVector<float> block_scales_;
   TrackedVector<int32_t> block_sums_;
-  int64_t rows_ = 0, cols_ = 0, k_group_ = 1, steps_ = 0, quant_blocks_ = 0;
+  TrackedVector<int32_t> group_sums_;  // int4 weights only
+  int64_t rows_ = 0, cols_ = 0, k_group_ = 1, steps_ = 0, quant_blocks_ = 0, int4_groups_ = 0;
 };
 
 // Packs x[rows, cols] for matmuls with weights of `weight_dtype`. With `norm`, each row is layer-normed

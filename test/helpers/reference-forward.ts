@@ -5,6 +5,7 @@
  * it against the fixtures' sequence_output before they lean on it.
  */
 import type { FalconBackbone, ResolvedBackboneConfig } from "../../src/index.js";
+import { q4_0Matrix } from "./q4-0.js";
 
 export interface ReferenceModel {
   numHeads: number;
@@ -99,6 +100,8 @@ export interface Int8Options {
   weights: readonly (Matmul | "embedding")[];
   activations: readonly Matmul[];
   nearTies?: NearTies;
+  /** The int4 dtype's weights instead: each row in ggml Q4_0 blocks of 32 (int4Weight). */
+  int4Weights?: boolean;
 }
 
 /**
@@ -116,6 +119,9 @@ export interface NearTies {
 
 /** The whole int8 scheme, as an int8 model computes it. */
 export const INT8_EVERYWHERE: Int8Options = { weights: [...MATMULS, "embedding"], activations: MATMULS };
+
+/** The whole int4 scheme, as an int4 model computes it: Q4_0 weights, the int8 scheme's activations. */
+export const INT4_EVERYWHERE: Int8Options = { ...INT8_EVERYWHERE, int4Weights: true };
 
 /** Inputs per activation quantisation block (kQuantSteps · 4 in native/cpu/kernels/kernels.h). */
 const ACTIVATION_BLOCK = 256;
@@ -182,9 +188,25 @@ export function int8Weight(model: ReferenceModel, name: string): Float64Array {
   return weight;
 }
 
-/** The weight a site reads: float64, or int8 where `int8` says. */
+const int4Weights = new WeakMap<ReferenceModel, Map<string, Float64Array>>();
+
+/** The matrix `name` as an int4 model stores it ((q − 8) · d per element, test/helpers/q4-0.ts), quantised once per model. */
+export function int4Weight(model: ReferenceModel, name: string): Float64Array {
+  let cache = int4Weights.get(model);
+  if (!cache) int4Weights.set(model, (cache = new Map()));
+  let weight = cache.get(name);
+  if (!weight) {
+    const cols = name.endsWith("ffn_down.weight") ? model.intermediateDim : model.hiddenDim;
+    const values = model.weights.get(name)!;
+    cache.set(name, (weight = Float64Array.from(q4_0Matrix(values, values.length / cols, cols))));
+  }
+  return weight;
+}
+
+/** The weight a site reads: float64, or int8 (int4) where `int8` says. */
 function siteWeight(model: ReferenceModel, name: string, site: Matmul | "embedding", int8: Int8Options | undefined): Float64Array {
-  return int8?.weights.includes(site) ? int8Weight(model, name) : model.weights.get(name)!;
+  if (!int8?.weights.includes(site)) return model.weights.get(name)!;
+  return int8.int4Weights ? int4Weight(model, name) : int8Weight(model, name);
 }
 
 /** Input row `row` (b · length + t) of matmul `site` (of layer `layer`, but the head): float64, or quantised where `int8` says. */

@@ -17,11 +17,29 @@ const KernelTable& kernels() {
   return scalar_kernels();
 }
 
+namespace {
+MatmulKernel int4_matmul(Isa isa) {
+  switch (isa) {
+#if FALCON_X86
+    // As for int8, AVX-512 CPUs without VNNI run the AVX2 kernel.
+    case Isa::Avx512: return cpu_features().avx512_vnni ? matmul_i4_avx512 : matmul_i4_avx2;
+    case Isa::Avx2: return matmul_i4_avx2;
+#else
+    case Isa::Avx512:
+    case Isa::Avx2:
+#endif
+    case Isa::Scalar: break;
+  }
+  return matmul_i4_scalar;
+}
+}  // namespace
+
 MatmulKernel matmul_kernel(const KernelTable& table, DType dtype) {
   switch (dtype) {
     case DType::BFloat16: return table.matmul_bf16;
     case DType::Float16: return table.matmul_f16;
     case DType::Int8: return table.matmul_i8;
+    case DType::Int4: return int4_matmul(table.isa);
     default: return table.matmul_f32;
   }
 }

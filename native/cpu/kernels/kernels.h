@@ -17,7 +17,7 @@ namespace falcon::cpu {
 // A unit is the step's inputs of one row in the form the weights' kernel multiplies:
 //   float32 / float16 weights: one float32 x[m][s]
 //   bfloat16 weights: the pair (x[m][2s], x[m][2s+1]) rounded to bf16 (bf16 models multiply in bf16)
-//   int8 weights: the quad x[m][4s .. 4s+3] quantised to int8, little end first. Each row is quantised
+//   int8 and int4 weights: the quad x[m][4s .. 4s+3] quantised to int8, little end first. Each row is quantised
 //     in blocks of kQuantSteps steps, symmetrically (the block's largest magnitude maps to ±127), so
 //     one outlier costs precision only in its own block; a matmul sums the exact integer products
 //     of each block and then adds them up in float32, scaled by the block's scale.
@@ -41,6 +41,11 @@ struct PackedRows {
   int64_t quant_blocks = 0;
   const float* block_scales = nullptr;  // x ≈ q · scale
   const int32_t* block_sums = nullptr;  // Σ of the block's q (the VNNI kernel, whose weights are stored + 128, subtracts 128 · this)
+  // int4 only, [row][group] for groups of kInt4Group inputs (8 steps; int4_groups per row, the last
+  // holding the steps that are left): Σ of the group's q. int4 weights are nibbles stored + 8
+  // (weights.h), so the kernels multiply those and subtract 8 · this.
+  int64_t int4_groups = 0;
+  const int32_t* group_sums = nullptr;
 };
 
 // What a matmul does with each output before storing it, applied in this order: scale (int8 weights),
@@ -139,6 +144,23 @@ const KernelTable& avx512_kernels();
 
 // The table of the active ISA.
 const KernelTable& kernels();
+
+// int4 matmuls (kernels/int4_*.cpp; not in KernelTable so that family stays in files of its own): per
+// group of 32 inputs, the exact integer sum Σ q_x · (q_w − 8), scaled by the weights' float16 scale
+// times the activation block's scale and added up in float32, group by group.
+void matmul_i4_scalar(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
+                      const Epilogue& epilogue, float* y, int64_t y_stride);
+#if FALCON_X86
+void matmul_i4_avx2(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
+                    const Epilogue& epilogue, float* y, int64_t y_stride);
+// Needs AVX-512 VNNI.
+void matmul_i4_avx512(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
+                      const Epilogue& epilogue, float* y, int64_t y_stride);
+// Writes `rows` rows of a float32 tile [rows][kPanelWidth] to y (row r at y + r · y_stride) through the
+// epilogue, outputs n0 .. n0 + outputs − 1 only. AVX2: the int4 kernels of both families share it.
+void int4_store_tile_avx2(const float* tile, int rows, int64_t n0, int outputs, const Epilogue& epilogue, float* y,
+                          int64_t y_stride);
+#endif
 
 // The matmul kernel of `table` for weights of `dtype`.
 MatmulKernel matmul_kernel(const KernelTable& table, DType dtype);

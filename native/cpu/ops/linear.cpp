@@ -18,6 +18,8 @@ PackedRows PackedActivations::rows() const {
   view.quant_blocks = quant_blocks_;
   view.block_scales = block_scales_.data();
   view.block_sums = block_sums_.data();
+  view.int4_groups = int4_groups_;
+  view.group_sums = group_sums_.data();
   return view;
 }
 
@@ -25,6 +27,7 @@ void PackedActivations::release_if_large() {
   falcon::release_if_large(units_);
   falcon::release_if_large(block_scales_);
   falcon::release_if_large(block_sums_);
+  falcon::release_if_large(group_sums_);
 }
 
 void pack_activations(const float* x, int64_t rows, int64_t cols, DType weight_dtype, const LayerNormParams* norm,
@@ -38,6 +41,10 @@ void pack_activations(const float* x, int64_t rows, int64_t cols, DType weight_d
   out.k_group_ = group;
   out.steps_ = steps;
   out.quant_blocks_ = quant_blocks;
+  const int64_t int4_groups = weight_dtype == DType::Int4 ? (cols + kInt4Group - 1) / kInt4Group : 0;
+  constexpr int64_t kInt4GroupSteps = kInt4Group / 4;
+  out.int4_groups_ = int4_groups;
+  if (out.group_sums_.size() < size_t(rows * int4_groups)) out.group_sums_.resize(size_t(rows * int4_groups));
   // Slots of rows past the end are never read: micro-kernels read only the rows a block has.
   if (out.units_.size() < size_t(blocks * steps * kPackedRows)) out.units_.resize(size_t(blocks * steps * kPackedRows));
   if (out.block_scales_.size() < size_t(rows * quant_blocks)) {
@@ -48,6 +55,7 @@ void pack_activations(const float* x, int64_t rows, int64_t cols, DType weight_d
   uint32_t* units = out.units_.data();
   float* block_scales = out.block_scales_.data();
   int32_t* block_sums = out.block_sums_.data();
+  int32_t* group_sums = out.group_sums_.data();
   current_thread_pool()->parallel_for(rows, 8, [&](int64_t begin, int64_t end) {
     // This worker's own buffer for a normalised row, kept for later calls.
     thread_local TrackedVector<float> normalised = thread_scratch<float>();
@@ -61,6 +69,14 @@ void pack_activations(const float* x, int64_t rows, int64_t cols, DType weight_d
       uint32_t* row_units = units + (m / kPackedRows) * steps * kPackedRows + m % kPackedRows;
       if (group == 4) {
         table.quantise_row(row, cols, quant_blocks, row_units, block_scales + m * quant_blocks, block_sums + m * quant_blocks);
+        for (int64_t g = 0; g < int4_groups; ++g) {
+          int32_t sum = 0;
+          for (int64_t s = g * kInt4GroupSteps; s < std::min(steps, (g + 1) * kInt4GroupSteps); ++s) {
+            const uint32_t unit = row_units[s * kPackedRows];
+            for (int j = 0; j < 4; ++j) sum += int8_t(uint8_t(unit >> (8 * j)));
+          }
+          group_sums[m * int4_groups + g] = sum;
+        }
       } else if (group == 2) {
         for (int64_t s = 0; s < steps; ++s) {
           const uint32_t high = 2 * s + 1 < cols ? f32_to_bf16(row[2 * s + 1]) : 0u;

@@ -135,7 +135,7 @@ async function loadAndGenerate(directory: string): Promise<boolean> {
   return true;
 }
 
-const DTYPE_OVERRIDES = [undefined, undefined, undefined, "bfloat16", "float16", "int8"] as const;
+const DTYPE_OVERRIDES = [undefined, undefined, undefined, "bfloat16", "float16", "int8", "int4"] as const;
 
 // ------------------------------------------------------------------------------------- safetensors
 
