@@ -123,6 +123,12 @@ describe("GGUF: every tensor type against the same values loaded as float32", ()
       const loaded = await FalconBackbone.fromPreset(file);
       const dtype: FalconDType = GGUF_DEFAULT_DTYPE[type]!;
       assert.equal(loaded.getConfig().dtype, dtype);
+      if (dtype === "int4") {
+        // Our int4 is ggml's Q4_0 scheme: the file's blocks are stored as they are, nothing re-rounded.
+        for (const name of ["token_embedding", "lm_head", "layers.1.qkv.weight", "layers.0.ffn_down.weight"]) {
+          assertSameValues(await weightValues(loaded, name), written.weights.get(name)!.data, `${type} ${name} as int4`);
+        }
+      }
       const expected = await modelWithWeights(source, written.weights, dtype);
       assertSameValues(await rawLogits(loaded), await nativeLogits(expected, TOKENS.tokenIds, 2, 6), `${type} as ${dtype}`);
       loaded.dispose();

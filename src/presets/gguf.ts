@@ -59,12 +59,13 @@ export const GGML_TYPES: ReadonlyMap<number, GgmlTypeInfo> = new Map([
 /**
  * The dtype a model loaded from a GGUF runs in by default: the nearest one we run for the file's main
  * matrix type. Q8_0's 32-value blocks become int8's per-row scales (requantised from the exact
- * float32 values); the 4- to 6-bit types run as bfloat16, whose rounding (2^-9 relative) is far below
- * their own quantisation step.
+ * float32 values); Q4_0 runs as int4, which is Q4_0's own scheme, so requantising its exact float32
+ * values gives back the file's nibbles and scales; the other 4- to 6-bit types run as bfloat16, whose
+ * rounding (2^-9 relative) is far below their own quantisation step.
  */
 export const GGUF_DEFAULT_DTYPE: Readonly<Record<string, FalconDType>> = {
   F32: "float32", F16: "float16", BF16: "bfloat16", Q8_0: "int8",
-  Q4_0: "bfloat16", Q4_1: "bfloat16", Q5_0: "bfloat16", Q5_1: "bfloat16", Q4_K: "bfloat16", Q5_K: "bfloat16", Q6_K: "bfloat16",
+  Q4_0: "int4", Q4_1: "bfloat16", Q5_0: "bfloat16", Q5_1: "bfloat16", Q4_K: "bfloat16", Q5_K: "bfloat16", Q6_K: "bfloat16",
 };
 
 // Limits: real files stay far below each (falcon-180b: ~560 tensors, ~30 keys, 65k tokens and merges).
