@@ -5,9 +5,11 @@
  * that CUDA runtime failures become typed errors that say what to do.
  */
 import assert from "node:assert/strict";
+import { createRequire } from "node:module";
+import path from "node:path";
 import { describe, it } from "node:test";
 
-import { cudaEmulation } from "./helpers/cuda-emulation.js";
+import { cudaEmulation, type CudaDevice } from "./helpers/cuda-emulation.js";
 import { seededRandom } from "./helpers/seeded-random.js";
 
 const cuda = cudaEmulation();
@@ -133,5 +135,41 @@ describe("cuda runtime seam", () => {
       [719, "FALCON_STATE", /cudaTestCall failed \(CUDA error 719/],
     ];
     for (const [code, kind, message] of cases) assert.throws(() => cuda.cudaError(code), { code: kind, message }, `cudaError ${code}`);
+  });
+});
+
+describe("cuda kernel timing (bench/cuda-kernels.mjs's entry point)", () => {
+  it("times every op on tiny shapes and refuses unknown ops and sizes as input errors", () => {
+    const shapes = { m: 3, k: 32, n: 20, dtype: "bfloat16", sequences: 2, context: 20, heads: 4, kvHeads: 2, headDim: 16 };
+    for (const op of ["copy", "gemm_wmma", "gemm_f32", "gemv", "gemv_int8", "paged_attention", "flash_prefill"]) {
+      const seconds = cuda.timeKernel({ op, iterations: 2, bytes: 4096, ...shapes });
+      assert.ok(Number.isFinite(seconds) && seconds > 0, `${op}: ${seconds}`);
+    }
+    assert.throws(() => cuda.timeKernel({ op: "nope", iterations: 1 }), { code: "FALCON_INPUT", message: /no op nope/ });
+    assert.throws(() => cuda.timeKernel({ op: "gemv", iterations: 1, ...shapes, m: 9 }), { code: "FALCON_INPUT" });
+    assert.throws(() => cuda.timeKernel({ op: "gemm_wmma", iterations: 1, ...shapes, dtype: "float32" }), { code: "FALCON_INPUT" });
+    assert.throws(() => cuda.timeKernel({ op: "paged_attention", iterations: 1, ...shapes, kvHeads: 3 }), { code: "FALCON_INPUT" });
+    assert.throws(() => cuda.timeKernel({ op: "copy", iterations: 0, bytes: 16 }), { code: "FALCON_INPUT" });
+  });
+});
+
+describe("cuda real kernels without a GPU", () => {
+  // FALCON_TEST_CUDA_ADDON names a CMake build with CUDA (npm run build:cmake where nvcc is found).
+  const addonFile = process.env["FALCON_TEST_CUDA_ADDON"];
+  const addon = addonFile ? (createRequire(import.meta.url)(path.resolve(addonFile)) as { cudaDeviceForTest?: CudaDevice }) : undefined;
+  const device = addon?.cudaDeviceForTest;
+  let gpu: string | undefined;
+  try {
+    gpu = device?.realDevice(0).name;
+  } catch {
+    gpu = undefined;
+  }
+  const skip = !device ? "FALCON_TEST_CUDA_ADDON does not name a CUDA build" : gpu ? `a GPU answers (${gpu})` : undefined;
+  it("every entry point throws the typed no-device error with its fix, not a crash", { skip }, () => {
+    const noDevice = { code: "FALCON_CONFIG", message: /driver|GPU/ };
+    assert.throws(() => device!.realDevice(0), noDevice);
+    assert.throws(() => device!.embedding({ table: new Float32Array(8), dim: 4, dtype: "float32", ids: Int32Array.from([1]) }), noDevice);
+    assert.throws(() => device!.timeKernel({ op: "copy", iterations: 1, bytes: 16 }), noDevice);
+    assert.equal((device as unknown as { misuse?: unknown }).misuse, undefined, "the emulation's misuse probes are not on the real binding");
   });
 });
