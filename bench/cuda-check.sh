@@ -26,7 +26,6 @@ if [ "${1:-}" = "pack" ]; then
   cp -a node_modules/node-api-headers "$CARRY/node-api-headers"
   cp -a node_modules/node-addon-api "$CARRY/node_modules/node-addon-api"
   cp -a dist "$CARRY/dist"
-  grep -qx '/.cuda-carry/' .git/info/exclude 2>/dev/null || echo '/.cuda-carry/' >> "$(git rev-parse --git-path info/exclude)"
   du -sh "$CARRY"
   echo "carry .cuda-carry with the device run; there: bash bench/cuda-check.sh"
   exit 0
@@ -42,7 +41,8 @@ step() {
   local began=$SECONDS
   echo
   echo "=== $name (limit ${limit}s)"
-  timeout --kill-after=10 "$limit" "$@"
+  # Through bash so that the exported functions below (build, torch_reference) run under the limit too.
+  timeout --kill-after=10 "$limit" bash -c '"$@"' step "$@"
   local rc=$?
   local status=pass
   if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then status="FAIL (timed out after ${limit}s)"; elif [ $rc -ne 0 ]; then status="FAIL (exit $rc)"; fi
@@ -80,6 +80,8 @@ build() {
     -DCMAKE_CXX_FLAGS=-DBUILDING_NODE_EXTENSION -DFALCON_CUDA=ON "-DFALCON_CUDA_ARCHITECTURES=$ARCH" &&
     cmake --build build-cmake -j 16
 }
+export -f build
+export ARCH NODE_API_INCLUDE
 if step "build with nvcc (sm_$ARCH)" 200 build; then
   export FALCON_NATIVE_ADDON=$ADDON FALCON_TEST_CUDA_ADDON=$ADDON FALCON_TEST_CUDA_REQUIRE=1
   # 2. The op tests on the emulation and on the GPU, same cases, same bounds.
@@ -111,6 +113,7 @@ x = torch.empty(2**30, dtype=torch.uint8, device="cuda"); y = torch.empty_like(x
 print(f"torch device copy 1 GiB: {rate(lambda: y.copy_(x), 2 * 2**30) / 1e9:.0f} GB/s (bytes read + written)")
 PY
 }
+export -f torch_reference
 if python3 -c "import torch" 2>/dev/null; then
   step "reference rates (PyTorch/cuBLAS)" 60 torch_reference
 else
