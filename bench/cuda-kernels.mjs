@@ -33,11 +33,9 @@ const heads = emulated ? 2 : 32;
 const headDim = hidden / heads;
 const BYTES = { float32: 4, bfloat16: 2, float16: 2, int8: 1 };
 
-/** Seconds per launch: one launch (after the binding's warm-up) sizes a run of about 0.2 s. */
+/** Seconds per launch: the warm-up launch sizes a run of about 0.2 s (at most 200 launches). */
 function time(spec) {
-  const first = kernels.timeKernel({ ...spec, iterations: 1 });
-  const iterations = emulated ? 1 : Math.max(3, Math.min(200, Math.round(0.2 / Math.max(first, 1e-7))));
-  return kernels.timeKernel({ ...spec, iterations });
+  return kernels.timeKernel({ ...spec, iterations: emulated ? 1 : 200, budgetSeconds: emulated ? 0 : 0.2 });
 }
 
 const rows = [];

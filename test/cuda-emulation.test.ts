@@ -150,6 +150,8 @@ describe("cuda kernel timing (bench/cuda-kernels.mjs's entry point)", () => {
     assert.throws(() => cuda.timeKernel({ op: "gemm_wmma", iterations: 1, ...shapes, dtype: "float32" }), { code: "FALCON_INPUT" });
     assert.throws(() => cuda.timeKernel({ op: "paged_attention", iterations: 1, ...shapes, kvHeads: 3 }), { code: "FALCON_INPUT" });
     assert.throws(() => cuda.timeKernel({ op: "copy", iterations: 0, bytes: 16 }), { code: "FALCON_INPUT" });
+    assert.throws(() => cuda.timeKernel({ op: "copy", iterations: 1, bytes: 16, budgetSeconds: -1 }), { code: "FALCON_INPUT" });
+    assert.ok(cuda.timeKernel({ op: "copy", iterations: 3, bytes: 16, budgetSeconds: 0.001 }) > 0);
   });
 });
 

@@ -709,8 +709,10 @@ Napi::Value GraphReplay(const Napi::CallbackInfo& info) {
   });
 }
 
-// timeKernel({ op, iterations, ... }) → seconds per launch, the mean over `iterations` launches on one
-// stream after one warm-up launch, timed on the host around stream synchronisation (bench/cuda-kernels.mjs;
+// timeKernel({ op, iterations, budgetSeconds?, ... }) → seconds per launch, the mean over `iterations`
+// launches on one stream after one warm-up launch (with budgetSeconds: as many as fit in it by the
+// warm-up's time, at most `iterations`, at least one), timed on the host around stream
+// synchronisation (bench/cuda-kernels.mjs;
 // the emulated build runs it too, on tiny shapes, so the driver is tested without a GPU). Inputs hold
 // pseudo-random values (tensor cores run faster on zeros). Ops and their keys:
 //   copy { bytes }: one device-to-device copy (the HBM probe: 2 · bytes moved)
@@ -722,7 +724,10 @@ Napi::Value TimeKernel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const Napi::Object spec = spec_object(info);
   const std::string op = text(env, spec, "op");
-  const int64_t iterations = integer(env, spec, "iterations", 1, 100000);
+  const int64_t most_iterations = integer(env, spec, "iterations", 1, 100000);
+  const Napi::Value budget_value = spec.Get("budgetSeconds");
+  const double budget_seconds = budget_value.IsUndefined() ? 0.0 : number(env, spec, "budgetSeconds");
+  if (!(budget_seconds >= 0.0 && budget_seconds <= 60.0)) throw input_error(env, "spec.budgetSeconds must be in [0, 60]");
   constexpr int64_t kMaxDim = 65536;
   const auto dim = [&](const char* key) { return integer(env, spec, key, 1, kMaxDim); };
   return call_core(env, [&]() -> Napi::Value {
@@ -848,8 +853,12 @@ Napi::Value TimeKernel(const Napi::CallbackInfo& info) {
     } else {
       throw Error(ErrorKind::Input, "timeKernel has no op " + op + " (copy, gemm_wmma, gemm_f32, gemv, gemv_int8, paged_attention, flash_prefill)");
     }
+    const auto warm_up_start = std::chrono::steady_clock::now();
     launch();
     device.runtime().synchronize(device.stream());
+    const std::chrono::duration<double> warm_up = std::chrono::steady_clock::now() - warm_up_start;
+    const int64_t iterations =
+        budget_seconds > 0.0 ? std::clamp(int64_t(budget_seconds / std::max(warm_up.count(), 1e-7)), int64_t(1), most_iterations) : most_iterations;
     const auto start = std::chrono::steady_clock::now();
     for (int64_t i = 0; i < iterations; ++i) launch();
     device.runtime().synchronize(device.stream());

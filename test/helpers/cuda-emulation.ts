@@ -80,7 +80,7 @@ export interface CudaEmulation {
   graphReplay(spec: { x: Float32Array; replays: number }): { afterCapture: Float32Array; afterReplays: Float32Array };
   cudaError(code: number): void;
   /** Seconds per launch of one kernel on pseudo-random inputs (cuda_test.cpp's TimeKernel; bench/cuda-kernels.mjs). */
-  timeKernel(spec: { op: string; iterations: number; [key: string]: number | string }): number;
+  timeKernel(spec: { op: string; iterations: number; budgetSeconds?: number; [key: string]: number | string | undefined }): number;
 }
 
 /** The real kernels' binding (cudaDeviceForTest): the emulation's entry points less its misuse probes. */
