@@ -9,12 +9,15 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import { describe, it } from "node:test";
 
-import { cudaEmulation, type CudaDevice } from "./helpers/cuda-emulation.js";
+import { cudaEmulation, describeOnEach, gamma, reportRealKernels, type CudaDevice } from "./helpers/cuda-emulation.js";
 import { seededRandom } from "./helpers/seeded-random.js";
 
 const cuda = cudaEmulation();
 
-describe("cuda emulation: semantics", () => {
+reportRealKernels(it, "cuda semantics and graphs");
+
+// The same semantics on a GPU, when one answers: the emulation must mean what CUDA means.
+describeOnEach(describe, "cuda emulation: semantics", (cuda, label) => {
   for (const threads of [64, 100, 256]) {
     it(`__syncthreads orders shared-memory writes before other threads' reads (${threads} threads, 3 blocks)`, () => {
       const values = Int32Array.from({ length: 3 * threads }, (_, i) => i * 5 - 7);
@@ -72,8 +75,20 @@ describe("cuda emulation: semantics", () => {
           expected[m * 16 + n] = sum;
         }
       }
-      // The emulation's model of the tensor core, exactly (a GPU may round its sums differently).
-      assert.deepEqual(d, expected);
+      if (label === "emulation") {
+        // The emulation's model of the tensor core, exactly.
+        assert.deepEqual(d, expected);
+      } else {
+        // A GPU's tensor core may add in another order and truncate rather than round: each of its 16
+        // float32 additions errs by at most 2u relative, so γ_32 of the sum of magnitudes bounds its
+        // distance from the exact sum, and γ_16 the emulation's model's: 2·γ_32 covers both.
+        for (let i = 0; i < 256; i++) {
+          const m = Math.floor(i / 16), n = i % 16;
+          let magnitude = Math.abs(c[i]!);
+          for (let k = 0; k < 16; k++) magnitude += Math.abs(a[m * 16 + k]! * b[k * 16 + n]!);
+          assert.ok(Math.abs(d[i]! - expected[i]!) <= 2 * gamma(32) * magnitude, `element ${i}: ${d[i]} vs ${expected[i]}`);
+        }
+      }
     });
   }
 });
@@ -115,13 +130,16 @@ describe("cuda emulation: misuse is a typed error, not a crash or a hang", () =>
   });
 });
 
-describe("cuda runtime seam", () => {
+describeOnEach(describe, "cuda runtime seam: graphs", (cuda) => {
   it("graph capture records work without running it; each replay runs it again, in order", () => {
     const { afterCapture, afterReplays } = cuda.graphReplay({ x: new Float32Array([1, 2, 3]), replays: 2 });
     assert.deepEqual(afterCapture, new Float32Array([1, 2, 3]));
     // Each replay adds 1, then copies the values to the snapshot: two replays leave x + 2 there.
     assert.deepEqual(afterReplays, new Float32Array([3, 4, 5]));
   });
+});
+
+describe("cuda runtime seam", () => {
 
   it("CUDA runtime errors become typed errors that say what to do", () => {
     const cases: Array<[number, string, RegExp]> = [

@@ -152,9 +152,9 @@ export function cudaKernelSets(): CudaKernelSets {
 export function describeOnEach(
   describe: (name: string, body: () => void) => unknown,
   name: string,
-  body: (cuda: CudaKernelSet["kernels"]) => void,
+  body: (cuda: CudaKernelSet["kernels"], label: string) => void,
 ): void {
-  for (const { label, kernels } of cudaKernelSets().sets) describe(`${name} [${label}]`, () => body(kernels));
+  for (const { label, kernels } of cudaKernelSets().sets) describe(`${name} [${label}]`, () => body(kernels, label));
 }
 
 /**
