@@ -4,14 +4,16 @@
  * blocks: decode rows over long contexts (several splits, many blocks), prompts longer than one tile
  * and chunked prompts, padding slots, fully padded queries, MHA / GQA / MQA, ALiBi, and float32,
  * bfloat16 and float16 pools.
+ * Every case runs on the emulation, and again on the real kernels when FALCON_TEST_CUDA_ADDON names
+ * a CUDA build and a GPU answers (helpers/cuda-emulation.ts); a skipped test says when it did not.
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
-import { cudaEmulation, gamma, U32, type CudaAttentionSpec } from "./helpers/cuda-emulation.js";
+import { describeOnEach, reportRealKernels, gamma, U32, type CudaAttentionSpec } from "./helpers/cuda-emulation.js";
 import { seededRandom } from "./helpers/seeded-random.js";
 
-const cuda = cudaEmulation();
+reportRealKernels(it, "cuda attention");
 const BLOCK = 16;
 
 interface Shape {
@@ -129,7 +131,7 @@ function attentionBound(spec: CudaAttentionSpec, keys: Float32Array, values: Flo
 }
 
 for (const kernel of ["split", "flash"] as const) {
-  describe(`cuda ops: ${kernel === "split" ? "split-K paged attention" : "flash-attention prefill"} against cpu::attention`, () => {
+  describeOnEach(describe, `cuda ops: ${kernel === "split" ? "split-K paged attention" : "flash-attention prefill"} against cpu::attention`, (cuda) => {
     const shapes: Shape[] = [
       { heads: 4, kvHeads: 4, headDim: 16 },
       { heads: 6, kvHeads: 2, headDim: 32 },

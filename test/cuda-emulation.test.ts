@@ -5,14 +5,19 @@
  * that CUDA runtime failures become typed errors that say what to do.
  */
 import assert from "node:assert/strict";
+import { createRequire } from "node:module";
+import path from "node:path";
 import { describe, it } from "node:test";
 
-import { cudaEmulation } from "./helpers/cuda-emulation.js";
+import { cudaEmulation, describeOnEach, gamma, reportRealKernels, type CudaDevice } from "./helpers/cuda-emulation.js";
 import { seededRandom } from "./helpers/seeded-random.js";
 
 const cuda = cudaEmulation();
 
-describe("cuda emulation: semantics", () => {
+reportRealKernels(it, "cuda semantics and graphs");
+
+// The same semantics on a GPU, when one answers: the emulation must mean what CUDA means.
+describeOnEach(describe, "cuda emulation: semantics", (cuda, label) => {
   for (const threads of [64, 100, 256]) {
     it(`__syncthreads orders shared-memory writes before other threads' reads (${threads} threads, 3 blocks)`, () => {
       const values = Int32Array.from({ length: 3 * threads }, (_, i) => i * 5 - 7);
@@ -70,8 +75,20 @@ describe("cuda emulation: semantics", () => {
           expected[m * 16 + n] = sum;
         }
       }
-      // The emulation's model of the tensor core, exactly (a GPU may round its sums differently).
-      assert.deepEqual(d, expected);
+      if (label === "emulation") {
+        // The emulation's model of the tensor core, exactly.
+        assert.deepEqual(d, expected);
+      } else {
+        // A GPU's tensor core may add in another order and truncate rather than round: each of its 16
+        // float32 additions errs by at most 2u relative, so γ_32 of the sum of magnitudes bounds its
+        // distance from the exact sum, and γ_16 the emulation's model's: 2·γ_32 covers both.
+        for (let i = 0; i < 256; i++) {
+          const m = Math.floor(i / 16), n = i % 16;
+          let magnitude = Math.abs(c[i]!);
+          for (let k = 0; k < 16; k++) magnitude += Math.abs(a[m * 16 + k]! * b[k * 16 + n]!);
+          assert.ok(Math.abs(d[i]! - expected[i]!) <= 2 * gamma(32) * magnitude, `element ${i}: ${d[i]} vs ${expected[i]}`);
+        }
+      }
     });
   }
 });
@@ -113,13 +130,16 @@ describe("cuda emulation: misuse is a typed error, not a crash or a hang", () =>
   });
 });
 
-describe("cuda runtime seam", () => {
+describeOnEach(describe, "cuda runtime seam: graphs", (cuda) => {
   it("graph capture records work without running it; each replay runs it again, in order", () => {
     const { afterCapture, afterReplays } = cuda.graphReplay({ x: new Float32Array([1, 2, 3]), replays: 2 });
     assert.deepEqual(afterCapture, new Float32Array([1, 2, 3]));
     // Each replay adds 1, then copies the values to the snapshot: two replays leave x + 2 there.
     assert.deepEqual(afterReplays, new Float32Array([3, 4, 5]));
   });
+});
+
+describe("cuda runtime seam", () => {
 
   it("CUDA runtime errors become typed errors that say what to do", () => {
     const cases: Array<[number, string, RegExp]> = [
@@ -133,5 +153,43 @@ describe("cuda runtime seam", () => {
       [719, "FALCON_STATE", /cudaTestCall failed \(CUDA error 719/],
     ];
     for (const [code, kind, message] of cases) assert.throws(() => cuda.cudaError(code), { code: kind, message }, `cudaError ${code}`);
+  });
+});
+
+describe("cuda kernel timing (bench/cuda-kernels.mjs's entry point)", () => {
+  it("times every op on tiny shapes and refuses unknown ops and sizes as input errors", () => {
+    const shapes = { m: 3, k: 32, n: 20, dtype: "bfloat16", sequences: 2, context: 20, heads: 4, kvHeads: 2, headDim: 16 };
+    for (const op of ["copy", "gemm_wmma", "gemm_f32", "gemv", "gemv_int8", "paged_attention", "flash_prefill"]) {
+      const seconds = cuda.timeKernel({ op, iterations: 2, bytes: 4096, ...shapes });
+      assert.ok(Number.isFinite(seconds) && seconds > 0, `${op}: ${seconds}`);
+    }
+    assert.throws(() => cuda.timeKernel({ op: "nope", iterations: 1 }), { code: "FALCON_INPUT", message: /no op nope/ });
+    assert.throws(() => cuda.timeKernel({ op: "gemv", iterations: 1, ...shapes, m: 9 }), { code: "FALCON_INPUT" });
+    assert.throws(() => cuda.timeKernel({ op: "gemm_wmma", iterations: 1, ...shapes, dtype: "float32" }), { code: "FALCON_INPUT" });
+    assert.throws(() => cuda.timeKernel({ op: "paged_attention", iterations: 1, ...shapes, kvHeads: 3 }), { code: "FALCON_INPUT" });
+    assert.throws(() => cuda.timeKernel({ op: "copy", iterations: 0, bytes: 16 }), { code: "FALCON_INPUT" });
+    assert.throws(() => cuda.timeKernel({ op: "copy", iterations: 1, bytes: 16, budgetSeconds: -1 }), { code: "FALCON_INPUT" });
+    assert.ok(cuda.timeKernel({ op: "copy", iterations: 3, bytes: 16, budgetSeconds: 0.001 }) > 0);
+  });
+});
+
+describe("cuda real kernels without a GPU", () => {
+  // FALCON_TEST_CUDA_ADDON names a CMake build with CUDA (npm run build:cmake where nvcc is found).
+  const addonFile = process.env["FALCON_TEST_CUDA_ADDON"];
+  const addon = addonFile ? (createRequire(import.meta.url)(path.resolve(addonFile)) as { cudaDeviceForTest?: CudaDevice }) : undefined;
+  const device = addon?.cudaDeviceForTest;
+  let gpu: string | undefined;
+  try {
+    gpu = device?.realDevice(0).name;
+  } catch {
+    gpu = undefined;
+  }
+  const skip = !device ? "FALCON_TEST_CUDA_ADDON does not name a CUDA build" : gpu ? `a GPU answers (${gpu})` : undefined;
+  it("every entry point throws the typed no-device error with its fix, not a crash", { skip }, () => {
+    const noDevice = { code: "FALCON_CONFIG", message: /driver|GPU/ };
+    assert.throws(() => device!.realDevice(0), noDevice);
+    assert.throws(() => device!.embedding({ table: new Float32Array(8), dim: 4, dtype: "float32", ids: Int32Array.from([1]) }), noDevice);
+    assert.throws(() => device!.timeKernel({ op: "copy", iterations: 1, bytes: 16 }), noDevice);
+    assert.equal((device as unknown as { misuse?: unknown }).misuse, undefined, "the emulation's misuse probes are not on the real binding");
   });
 });

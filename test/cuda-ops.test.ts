@@ -3,15 +3,17 @@
  * they stand in for, op by op on small random shapes (as ggml's test-backend-ops). Every tolerance is
  * derived from the rounding the two sides may do differently (stated at each check); the emulation
  * runs without FMA contraction, so most of them are met with room, but they are the bounds a GPU
- * build must meet too.
+ * build must meet too. Every case runs on the emulation, and again on the real kernels when
+ * FALCON_TEST_CUDA_ADDON names a CUDA build and a GPU answers (helpers/cuda-emulation.ts); a skipped
+ * test says when it did not.
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
-import { cudaEmulation, gamma, GELU_SLOPE, U32, type CudaMatmulKernel, type CudaWeightDType } from "./helpers/cuda-emulation.js";
+import { describeOnEach, reportRealKernels, gamma, GELU_SLOPE, U32, type CudaMatmulKernel, type CudaWeightDType } from "./helpers/cuda-emulation.js";
 import { seededRandom } from "./helpers/seeded-random.js";
 
-const cuda = cudaEmulation();
+reportRealKernels(it, "cuda ops");
 
 function randomArray(random: () => number, count: number, scale = 1, offset = 0): Float32Array {
   return Float32Array.from({ length: count }, () => offset + (random() * 2 - 1) * scale);
@@ -28,7 +30,7 @@ function assertWithin(actual: Float32Array, expected: Float32Array, bound: (i: n
   }
 }
 
-describe("cuda ops: embedding gather", () => {
+describeOnEach(describe, "cuda ops: embedding gather", (cuda) => {
   for (const dtype of ["float32", "bfloat16", "float16"] as const) {
     it(`widens ${dtype} rows exactly as the CPU does`, () => {
       const random = seededRandom(11);
@@ -43,7 +45,7 @@ describe("cuda ops: embedding gather", () => {
   }
 });
 
-describe("cuda ops: residual add + layer norm", () => {
+describeOnEach(describe, "cuda ops: residual add + layer norm", (cuda) => {
   for (const [rows, dim, withAdd, offset] of [
     [1, 1, true, 0],
     [3, 7, false, 0],
@@ -81,7 +83,7 @@ describe("cuda ops: residual add + layer norm", () => {
   }
 });
 
-describe("cuda ops: bias + exact GELU", () => {
+describeOnEach(describe, "cuda ops: bias + exact GELU", (cuda) => {
   for (const [rows, cols, withBias] of [
     [1, 1, true],
     [3, 50, true],
@@ -99,7 +101,7 @@ describe("cuda ops: bias + exact GELU", () => {
   }
 });
 
-describe("cuda ops: rotary", () => {
+describeOnEach(describe, "cuda ops: rotary", (cuda) => {
   const cases = [
     { ropeScaling: "none", factor: 1, maxPositions: 2048, sequenceLength: 300, headDim: 64 },
     { ropeScaling: "linear", factor: 4, maxPositions: 2048, sequenceLength: 300, headDim: 8 },
@@ -204,7 +206,7 @@ function matmulBound(c: MatmulCase, x: Float32Array, weights: Float32Array, scal
   return bound;
 }
 
-describe("cuda ops: GEMM and GEMV against cpu::matmul", () => {
+describeOnEach(describe, "cuda ops: GEMM and GEMV against cpu::matmul", (cuda) => {
   for (const c of MATMUL_CASES) {
     for (const epilogue of ["plain", "bias + GELU + accumulate"] as const) {
       it(`${c.kernel} ${c.dtype} m=${c.m} k=${c.k} n=${c.n}, ${epilogue}`, () => {

@@ -291,6 +291,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sampleForTest", Napi::Function::New(env, SampleForTest));
   exports.Set("tokenLogprobsForTest", Napi::Function::New(env, TokenLogprobsForTest));
   exports.Set("cudaEmulationForTest", CudaEmulationForTest(env));
+#if defined(FALCON_CUDA_REAL)
+  exports.Set("cudaDeviceForTest", CudaDeviceForTest(env));
+#endif
   return exports;
 }
 

@@ -1,5 +1,12 @@
+// Compiled twice: as itself, over the emulated kernels and runtime (cudaEmulationForTest, every
+// build), and by cuda_test_real.cpp with FALCON_CUDA_TEST_REAL, over the real kernels and the CUDA
+// runtime (cudaDeviceForTest, CMake builds with nvcc only). The same spec objects drive both, so the
+// cuda-*.test.ts files run each case on each.
 #include "cuda_test.h"
 
+#include <algorithm>
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,21 +26,51 @@ namespace falcon::binding {
 
 namespace {
 
-namespace gpu = falcon::cuda::emulated;
 using falcon::cuda::CopyKind;
 using falcon::cuda::DeviceRuntime;
 using falcon::cuda::DeviceStream;
 
+#if defined(FALCON_CUDA_TEST_REAL)
+namespace gpu = falcon::cuda;
+
+// The real GPU, device 0; throws Error(Config) with the fix when there is none (no driver, no GPU).
+std::unique_ptr<DeviceRuntime> open_runtime() { return falcon::cuda::make_cuda_runtime(0); }
+#else
+namespace gpu = falcon::cuda::emulated;
+
 // Enough for every test shape; small enough that a runaway size is refused, not allocated.
 constexpr uint64_t kEmulatedDeviceBytes = uint64_t(256) << 20;
 
-// An emulated device and a stream on it, for one call.
+std::unique_ptr<DeviceRuntime> open_runtime(uint64_t capacity = kEmulatedDeviceBytes) {
+  return falcon::cuda::make_emulated_runtime(capacity);
+}
+#endif
+
+// A device and a stream on it, for one call. The real runtime does not track allocations, so the
+// device frees its own (the emulated runtime would free them anyway).
 class Device {
  public:
-  explicit Device(uint64_t capacity = kEmulatedDeviceBytes)
-      : runtime_(falcon::cuda::make_emulated_runtime(capacity)), stream_(runtime_->create_stream()) {}
-  // The runtime frees what is still allocated, and a stream left capturing by an error, itself.
-  ~Device() = default;
+  explicit Device(std::unique_ptr<DeviceRuntime> runtime = open_runtime())
+      : runtime_(std::move(runtime)), stream_(runtime_->create_stream()) {}
+  ~Device() {
+    try {
+      runtime_->synchronize(stream_);
+    } catch (const Error&) {
+      // The call already failed and reports that error; what is left is freed below regardless.
+    }
+    for (void* pointer : allocations_) {
+      try {
+        runtime_->free(pointer);
+      } catch (const Error&) {
+        // A device in an error state keeps its memory until the context goes; nothing to report here.
+      }
+    }
+    try {
+      runtime_->destroy_stream(stream_);
+    } catch (const Error&) {
+      // As above.
+    }
+  }
   Device(const Device&) = delete;
   Device& operator=(const Device&) = delete;
 
@@ -43,7 +80,10 @@ class Device {
 
   template <typename T>
   T* allocate(size_t count) {
-    return static_cast<T*>(runtime_->allocate(count * sizeof(T)));
+    allocations_.reserve(allocations_.size() + 1);
+    T* pointer = static_cast<T*>(runtime_->allocate(count * sizeof(T)));
+    allocations_.push_back(pointer);
+    return pointer;
   }
   template <typename T>
   T* upload(const std::vector<T>& values) {
@@ -62,6 +102,7 @@ class Device {
  private:
   std::unique_ptr<DeviceRuntime> runtime_;
   DeviceStream* stream_;
+  std::vector<void*> allocations_;
 };
 
 Napi::Error input_error(Napi::Env env, const std::string& message) { return make_error(env, ErrorKind::Input, message); }
@@ -608,6 +649,7 @@ Napi::Value WmmaTile(const Napi::CallbackInfo& info) {
   });
 }
 
+#if !defined(FALCON_CUDA_TEST_REAL)
 // misuse(name, index?): runs one of the probes the emulation must refuse (probes.h); throws its error.
 Napi::Value Misuse(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -632,7 +674,7 @@ Napi::Value Misuse(const Napi::CallbackInfo& info) {
       std::vector<float> host(8);
       device.runtime().copy(buffer, host.data(), 8 * sizeof(float), CopyKind::HostToDevice, device.stream());
     } else if (name == "outOfMemory") {
-      Device small(1024);
+      Device small(open_runtime(1024));
       small.allocate<float>(512);
     } else {
       throw Error(ErrorKind::Input, "no misuse probe " + name);
@@ -640,6 +682,7 @@ Napi::Value Misuse(const Napi::CallbackInfo& info) {
   });
   return env.Undefined();
 }
+#endif
 
 // graphReplay({ x, replays }) → { afterCapture, afterReplays }: x[i] += 1 and a copy captured on a
 // stream, then the graph launched `replays` times.
@@ -663,6 +706,164 @@ Napi::Value GraphReplay(const Napi::CallbackInfo& info) {
     runtime.destroy_graph(graph);
     result.Set("afterReplays", typed(env, device.download(snapshot, x.size())));
     return result;
+  });
+}
+
+// timeKernel({ op, iterations, budgetSeconds?, ... }) → seconds per launch, the mean over `iterations`
+// launches on one stream after one warm-up launch (with budgetSeconds: as many as fit in it by the
+// warm-up's time, at most `iterations`, at least one), timed on the host around stream
+// synchronisation (bench/cuda-kernels.mjs;
+// the emulated build runs it too, on tiny shapes, so the driver is tested without a GPU). Inputs hold
+// pseudo-random values (tensor cores run faster on zeros). Ops and their keys:
+//   copy { bytes }: one device-to-device copy (the HBM probe: 2 · bytes moved)
+//   gemm_wmma { m, k, n, dtype: bfloat16 | float16 }, gemm_f32 { m, k, n }, gemv { m, k, n, dtype },
+//   gemv_int8 { m, k, n }: y = x · wᵀ as kernels.h
+//   paged_attention { sequences, context, heads, kvHeads, headDim, dtype }: one decode row per sequence
+//   flash_prefill { sequences, context, heads, kvHeads, headDim, dtype }: every token of each sequence
+Napi::Value TimeKernel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const Napi::Object spec = spec_object(info);
+  const std::string op = text(env, spec, "op");
+  const int64_t most_iterations = integer(env, spec, "iterations", 1, 100000);
+  const Napi::Value budget_value = spec.Get("budgetSeconds");
+  const double budget_seconds = budget_value.IsUndefined() ? 0.0 : number(env, spec, "budgetSeconds");
+  if (!(budget_seconds >= 0.0 && budget_seconds <= 60.0)) throw input_error(env, "spec.budgetSeconds must be in [0, 60]");
+  constexpr int64_t kMaxDim = 65536;
+  const auto dim = [&](const char* key) { return integer(env, spec, key, 1, kMaxDim); };
+  return call_core(env, [&]() -> Napi::Value {
+    Device device;
+    uint64_t state = 0x9E3779B97F4A7C15ull;
+    const auto next_unit = [&] {  // in [-1, 1)
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      return float(int64_t(state >> 40) - (int64_t(1) << 23)) / float(int64_t(1) << 23);
+    };
+    const auto random_floats = [&](size_t count) {
+      std::vector<float> values(count);
+      for (float& value : values) value = next_unit();
+      return device.upload(values);
+    };
+    const auto random_halves = [&](size_t count, DType dtype) {
+      std::vector<float> values(count);
+      for (float& value : values) value = next_unit();
+      return device.upload(half_bits(values, dtype));
+    };
+    const auto random_weights = [&](size_t count, DType dtype) -> void* {
+      if (dtype == DType::Float32) return random_floats(count);
+      return random_halves(count, dtype);
+    };
+    std::function<void()> launch;
+    if (op == "copy") {
+      const int64_t bytes = integer(env, spec, "bytes", 1, int64_t(1) << 36);
+      unsigned char* source = device.allocate<unsigned char>(size_t(bytes));
+      unsigned char* destination = device.allocate<unsigned char>(size_t(bytes));
+      device.runtime().fill_zero(source, size_t(bytes), device.stream());
+      launch = [&device, source, destination, bytes] {
+        device.runtime().copy(destination, source, size_t(bytes), CopyKind::DeviceToDevice, device.stream());
+      };
+    } else if (op == "gemm_wmma" || op == "gemm_f32" || op == "gemv" || op == "gemv_int8") {
+      const int64_t m = dim("m"), k = dim("k"), n = dim("n");
+      float* y = device.allocate<float>(size_t(m * n));
+      const gpu::GemmEpilogue epilogue;
+      if (op == "gemm_wmma") {
+        const DType dtype = dtype_of(env, spec);
+        if (dtype != DType::BFloat16 && dtype != DType::Float16) throw input_error(env, "gemm_wmma takes bfloat16 or float16");
+        const uint16_t* x = random_halves(size_t(m * k), dtype);
+        const uint16_t* w = random_halves(size_t(n * k), dtype);
+        const gpu::Element type = element_of(env, dtype);
+        launch = [=, &device] { gpu::gemm_wmma(x, type, m, k, w, n, epilogue, y, device.native()); };
+      } else if (op == "gemm_f32") {
+        const float* x = random_floats(size_t(m * k));
+        const float* w = random_floats(size_t(n * k));
+        launch = [=, &device] { gpu::gemm_f32(x, m, k, w, n, epilogue, y, device.native()); };
+      } else if (op == "gemv") {
+        const DType dtype = dtype_of(env, spec);
+        const float* x = random_floats(size_t(m * k));
+        const void* w = random_weights(size_t(n * k), dtype);
+        const gpu::Element type = element_of(env, dtype);
+        launch = [=, &device] { gpu::gemv(x, m, k, w, type, n, epilogue, y, device.native()); };
+      } else {
+        std::vector<int8_t> q(size_t(n * k));
+        for (int8_t& value : q) value = int8_t(next_unit() * 127.0f);
+        const int8_t* device_q = device.upload(q);
+        const float* x = random_floats(size_t(m * k));
+        const float* scales = random_floats(size_t(n));
+        launch = [=, &device] { gpu::gemv_int8(x, m, k, device_q, scales, n, epilogue, y, device.native()); };
+      }
+    } else if (op == "paged_attention" || op == "flash_prefill") {
+      const int64_t sequences = dim("sequences"), context = integer(env, spec, "context", 1, 1 << 20);
+      const int64_t heads = integer(env, spec, "heads", 1, 256), kv_heads = integer(env, spec, "kvHeads", 1, 256);
+      const int64_t head_dim = integer(env, spec, "headDim", 1, gpu::kAttentionMaxHeadDim);
+      if (heads % kv_heads != 0) throw input_error(env, "spec.heads must be a multiple of spec.kvHeads");
+      const DType dtype = dtype_of(env, spec);
+      const int64_t blocks_per_sequence = (context + gpu::kKvTokens - 1) / gpu::kKvTokens;
+      const int64_t blocks = sequences * blocks_per_sequence;
+      const size_t elements = size_t(kv_heads * blocks * gpu::kKvTokens * head_dim);
+      gpu::PagedKv kv;
+      kv.type = element_of(env, dtype);
+      kv.keys = random_weights(elements, dtype);
+      kv.values = random_weights(elements, dtype);
+      kv.head_stride = blocks * gpu::kKvTokens * head_dim;
+      kv.block_stride = gpu::kKvTokens * head_dim;
+      std::vector<uint8_t> valid(size_t(blocks * gpu::kKvTokens), 1);
+      std::vector<int32_t> positions(valid.size()), tables(static_cast<size_t>(blocks));
+      for (size_t slot = 0; slot < positions.size(); ++slot) positions[slot] = int32_t(slot % size_t(blocks_per_sequence * gpu::kKvTokens));
+      for (size_t block = 0; block < tables.size(); ++block) tables[block] = int32_t(block);
+      kv.valid = device.upload(valid);
+      kv.positions = device.upload(positions);
+      const int32_t* block_tables = device.upload(tables);
+      if (op == "paged_attention") {
+        std::vector<int32_t> row_sequence(static_cast<size_t>(sequences)), row_slot(static_cast<size_t>(sequences), int32_t(context - 1));
+        for (int64_t s = 0; s < sequences; ++s) row_sequence[size_t(s)] = int32_t(s);
+        gpu::AttentionRows layout;
+        layout.row_sequence = device.upload(row_sequence);
+        layout.row_slot = device.upload(row_slot);
+        layout.block_tables = block_tables;
+        layout.max_blocks = blocks_per_sequence;
+        const float* q = random_floats(size_t(sequences * heads * head_dim));
+        float* workspace = device.allocate<float>(size_t(gpu::attention_workspace_floats(sequences, heads, head_dim, context)));
+        float* out = device.allocate<float>(size_t(sequences * heads * head_dim));
+        launch = [=, &device] {
+          gpu::paged_attention(q, sequences, heads * head_dim, heads, kv_heads, head_dim, nullptr, kv, layout, context, workspace, out,
+                               device.native());
+        };
+      } else {
+        if (head_dim > gpu::kFlashMaxHeadDim) throw input_error(env, "flash_prefill takes headDim up to " + std::to_string(gpu::kFlashMaxHeadDim));
+        std::vector<int32_t> tile_sequence, tile_first_row, tile_first_slot, tile_count;
+        for (int64_t s = 0; s < sequences; ++s) {
+          for (int64_t t = 0; t < context; t += gpu::kFlashQueries) {
+            tile_sequence.push_back(int32_t(s));
+            tile_first_row.push_back(int32_t(s * context + t));
+            tile_first_slot.push_back(int32_t(t));
+            tile_count.push_back(int32_t(std::min(gpu::kFlashQueries, context - t)));
+          }
+        }
+        gpu::AttentionTiles tiles;
+        tiles.sequence = device.upload(tile_sequence);
+        tiles.first_row = device.upload(tile_first_row);
+        tiles.first_slot = device.upload(tile_first_slot);
+        tiles.count = device.upload(tile_count);
+        tiles.tiles = int64_t(tile_count.size());
+        tiles.block_tables = block_tables;
+        tiles.max_blocks = blocks_per_sequence;
+        const int64_t rows = sequences * context;
+        const float* q = random_floats(size_t(rows * heads * head_dim));
+        float* out = device.allocate<float>(size_t(rows * heads * head_dim));
+        launch = [=, &device] { gpu::flash_attention_prefill(q, heads * head_dim, heads, kv_heads, head_dim, nullptr, kv, tiles, out, device.native()); };
+      }
+    } else {
+      throw Error(ErrorKind::Input, "timeKernel has no op " + op + " (copy, gemm_wmma, gemm_f32, gemv, gemv_int8, paged_attention, flash_prefill)");
+    }
+    const auto warm_up_start = std::chrono::steady_clock::now();
+    launch();
+    device.runtime().synchronize(device.stream());
+    const std::chrono::duration<double> warm_up = std::chrono::steady_clock::now() - warm_up_start;
+    const int64_t iterations =
+        budget_seconds > 0.0 ? std::clamp(int64_t(budget_seconds / std::max(warm_up.count(), 1e-7)), int64_t(1), most_iterations) : most_iterations;
+    const auto start = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < iterations; ++i) launch();
+    device.runtime().synchronize(device.stream());
+    const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
+    return Napi::Number::New(env, elapsed.count() / double(iterations));
   });
 }
 
@@ -691,7 +892,11 @@ Napi::Value RealDevice(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+#if defined(FALCON_CUDA_TEST_REAL)
+Napi::Object CudaDeviceForTest(Napi::Env env) {
+#else
 Napi::Object CudaEmulationForTest(Napi::Env env) {
+#endif
   Napi::Object object = Napi::Object::New(env);
   object.Set("embedding", Napi::Function::New(env, Embedding));
   object.Set("addLayerNorm", Napi::Function::New(env, AddLayerNorm));
@@ -703,7 +908,10 @@ Napi::Object CudaEmulationForTest(Napi::Env env) {
   object.Set("warpOps", Napi::Function::New(env, WarpOps));
   object.Set("atomics", Napi::Function::New(env, Atomics));
   object.Set("wmmaTile", Napi::Function::New(env, WmmaTile));
+#if !defined(FALCON_CUDA_TEST_REAL)
   object.Set("misuse", Napi::Function::New(env, Misuse));
+#endif
+  object.Set("timeKernel", Napi::Function::New(env, TimeKernel));
   object.Set("graphReplay", Napi::Function::New(env, GraphReplay));
   object.Set("cudaError", Napi::Function::New(env, CudaError));
 #if defined(FALCON_CUDA_REAL)

@@ -10,4 +10,11 @@ namespace falcon::binding {
 // See cuda_test.cpp for each function's spec object.
 Napi::Object CudaEmulationForTest(Napi::Env env);
 
+#if defined(FALCON_CUDA_REAL)
+// The same entry points (less the emulation's misuse probes) over the real kernels on GPU 0 through
+// the CUDA runtime; each call throws the typed error (FALCON_CONFIG, with the fix) when no driver or
+// GPU answers. CMake builds with nvcc only (cuda_test_real.cpp).
+Napi::Object CudaDeviceForTest(Napi::Env env);
+#endif
+
 }  // namespace falcon::binding

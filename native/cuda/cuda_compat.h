@@ -39,6 +39,14 @@ void check_launch(const char* kernel);
     ::falcon::cuda::check_launch(name);                       \
   } while (0)
 
+#elif defined(FALCON_CUDA_HOST_CALLER)
+// Host C++ (not nvcc) that calls the real kernels (native/binding/cuda_test_real.cpp): the kernel
+// headers declare falcon::cuda's entry points over the CUDA runtime's cudaStream_t, nothing more.
+#include <cuda_runtime_api.h>
+
+#define FALCON_CUDA_NS falcon::cuda
+#define FALCON_CUDA_EMULATED 0
+
 #else
 #include "emu/cuda_emu.h"
 #include "emu/wmma_emu.h"

@@ -1,7 +1,11 @@
 /**
  * The test-only native binding of the CUDA kernels as the host emulation runs them
- * (native/binding/cuda_test.cpp), typed for the cuda-*.test.ts files.
+ * (native/binding/cuda_test.cpp), typed for the cuda-*.test.ts files, and the same entry points over
+ * the real kernels on a GPU when FALCON_TEST_CUDA_ADDON names a CMake build with CUDA.
  */
+import { createRequire } from "node:module";
+import path from "node:path";
+
 import { native } from "../../src/native.js";
 
 export type CudaMatmulKernel = "tiled" | "wmma" | "gemv";
@@ -75,6 +79,13 @@ export interface CudaEmulation {
   misuse(probe: string, index?: number): void;
   graphReplay(spec: { x: Float32Array; replays: number }): { afterCapture: Float32Array; afterReplays: Float32Array };
   cudaError(code: number): void;
+  /** Seconds per launch of one kernel on pseudo-random inputs (cuda_test.cpp's TimeKernel; bench/cuda-kernels.mjs). */
+  timeKernel(spec: { op: string; iterations: number; budgetSeconds?: number; [key: string]: number | string | undefined }): number;
+}
+
+/** The real kernels' binding (cudaDeviceForTest): the emulation's entry points less its misuse probes. */
+export interface CudaDevice extends Omit<CudaEmulation, "misuse"> {
+  realDevice(ordinal: number): { name: string; computeMajor: number; computeMinor: number; totalBytes: number };
 }
 
 export function cudaEmulation(): CudaEmulation {
@@ -92,3 +103,74 @@ export const gamma = (n: number) => (n * U32) / (1 - n * U32);
  * at most this times e.
  */
 export const GELU_SLOPE = 1.13;
+
+/** A set of kernels the op tests run every case on. */
+export interface CudaKernelSet {
+  /** "emulation" or "GPU <name>", put in each test's name. */
+  label: string;
+  kernels: Omit<CudaEmulation, "misuse">;
+}
+
+export interface CudaKernelSets {
+  sets: CudaKernelSet[];
+  /** Why the real kernels are not among the sets (undefined when they are). */
+  realUnavailable?: string;
+}
+
+let kernelSets: CudaKernelSets | undefined;
+
+/**
+ * The emulation, plus the real kernels when FALCON_TEST_CUDA_ADDON names an addon built with CUDA
+ * (npm run build:cmake with nvcc; see bench/cuda-check.sh) and its GPU 0 answers.
+ */
+export function cudaKernelSets(): CudaKernelSets {
+  if (kernelSets) return kernelSets;
+  const sets: CudaKernelSet[] = [{ label: "emulation", kernels: cudaEmulation() }];
+  const addonFile = process.env["FALCON_TEST_CUDA_ADDON"];
+  let realUnavailable: string | undefined;
+  if (!addonFile) {
+    realUnavailable = "FALCON_TEST_CUDA_ADDON is unset (set it to a CUDA build's falcon_native.node to run the real kernels too)";
+  } else {
+    const addon = createRequire(import.meta.url)(path.resolve(addonFile)) as { cudaDeviceForTest?: CudaDevice };
+    const device = addon.cudaDeviceForTest;
+    if (!device) {
+      realUnavailable = `${addonFile} was built without CUDA (no cudaDeviceForTest)`;
+    } else {
+      try {
+        const info = device.realDevice(0);
+        sets.push({ label: `GPU ${info.name} sm_${info.computeMajor}${info.computeMinor}`, kernels: device });
+      } catch (error) {
+        realUnavailable = `${addonFile} has the CUDA kernels but no GPU answered: ${(error as Error).message}`;
+      }
+    }
+  }
+  kernelSets = { sets, realUnavailable };
+  return kernelSets;
+}
+
+/** describe(`${name} [${set label}]`, …) once for each kernel set, the body given that set's kernels. */
+export function describeOnEach(
+  describe: (name: string, body: () => void) => unknown,
+  name: string,
+  body: (cuda: CudaKernelSet["kernels"], label: string) => void,
+): void {
+  for (const { label, kernels } of cudaKernelSets().sets) describe(`${name} [${label}]`, () => body(kernels, label));
+}
+
+/**
+ * Registers the test that says whether the real kernels ran: skipped, with the reason, when only the
+ * emulation ran; failed instead when FALCON_TEST_CUDA_REQUIRE=1 (the GPU check script sets it).
+ */
+export function reportRealKernels(it: (name: string, options: { skip?: string }, body: () => void) => unknown, suite: string): void {
+  const { sets, realUnavailable } = cudaKernelSets();
+  const name = `${suite}: real CUDA kernels`;
+  if (realUnavailable === undefined) {
+    it(`${name} ran (${sets.map((set) => set.label).join(" and ")})`, {}, () => {});
+  } else if (process.env["FALCON_TEST_CUDA_REQUIRE"] === "1") {
+    it(name, {}, () => {
+      throw new Error(`FALCON_TEST_CUDA_REQUIRE=1 but the real kernels did not run: ${realUnavailable}`);
+    });
+  } else {
+    it(name, { skip: `emulation only: ${realUnavailable}` }, () => {});
+  }
+}
