@@ -1,10 +1,8 @@
 #pragma once
 // Vector helpers shared by the AVX2 kernel files (avx2.cpp, int4_avx2.cpp). Include it only from such
-// a file, inside its FALCON_X86 guard, after <immintrin.h>, the file's AVX2 target pragma and kernels.h:
-// these functions take the target of the file that includes them, and each file keeps its own copy.
-#include <algorithm>
-#include <cstdint>
-
+// a file, inside its FALCON_X86 guard, after the file's AVX2 target pragma: these functions take the
+// target of the file that includes them. The standard headers it uses (<immintrin.h>, <algorithm>) are
+// the includer's, before that pragma, as avx2.cpp explains.
 #include "kernels.h"
 
 namespace falcon::cpu {

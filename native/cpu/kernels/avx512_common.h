@@ -1,9 +1,8 @@
 #pragma once
 // Helpers shared by the AVX-512 kernel files (avx512.cpp, int4_avx512.cpp). Include it only from such
-// a file, inside its FALCON_X86 guard, after <immintrin.h>, the file's AVX-512 target pragma and
-// kernels.h: these functions take the target of the file that includes them.
-#include <cstdint>
-
+// a file, inside its FALCON_X86 guard, after the file's AVX-512 target pragma: these functions take the
+// target of the file that includes them. <immintrin.h> is the includer's, before that pragma, as
+// avx512.cpp explains.
 #include "kernels.h"
 
 namespace falcon::cpu {
