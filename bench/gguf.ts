@@ -385,6 +385,17 @@ export function syntheticGpt2Vocabulary(size: number): GgufVocabulary {
   return { tokens, tokenTypes, merges, eosId: size - 1, pre: "default" };
 }
 
+/** `vocabulary` as tokenizer.ggml.* metadata of a GPT-2 BPE tokenizer, its EOS token also BOS. */
+export function addGpt2Vocabulary(writer: GgufWriter, vocabulary: GgufVocabulary): void {
+  writer.addString("tokenizer.ggml.model", "gpt2");
+  writer.addString("tokenizer.ggml.pre", vocabulary.pre);
+  writer.addStringArray("tokenizer.ggml.tokens", vocabulary.tokens);
+  writer.addInt32Array("tokenizer.ggml.token_type", vocabulary.tokenTypes);
+  writer.addStringArray("tokenizer.ggml.merges", vocabulary.merges);
+  writer.addUint32("tokenizer.ggml.bos_token_id", vocabulary.eosId);
+  writer.addUint32("tokenizer.ggml.eos_token_id", vocabulary.eosId);
+}
+
 // ---------------------------------------------------------------------------------------------
 // FalconBackbone → llama.cpp `bloom` / `falcon`
 
@@ -508,13 +519,7 @@ function planFalconGguf(config: ReturnType<FalconBackbone["getConfig"]>, names: 
   if (vocabulary.tokens.length !== config.vocabularySize || vocabulary.tokenTypes.length !== config.vocabularySize) {
     throw new Error(`the GGUF vocabulary has ${vocabulary.tokens.length} tokens, the model ${config.vocabularySize} embedding rows`);
   }
-  writer.addString("tokenizer.ggml.model", "gpt2");
-  writer.addString("tokenizer.ggml.pre", vocabulary.pre);
-  writer.addStringArray("tokenizer.ggml.tokens", vocabulary.tokens);
-  writer.addInt32Array("tokenizer.ggml.token_type", vocabulary.tokenTypes);
-  writer.addStringArray("tokenizer.ggml.merges", vocabulary.merges);
-  writer.addUint32("tokenizer.ggml.bos_token_id", vocabulary.eosId);
-  writer.addUint32("tokenizer.ggml.eos_token_id", vocabulary.eosId);
+  addGpt2Vocabulary(writer, vocabulary);
   writer.addBool("tokenizer.ggml.add_bos_token", false);
   writer.addBool("tokenizer.ggml.add_eos_token", false);
   return { writer, planned, mappings };

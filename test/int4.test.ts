@@ -2,7 +2,7 @@
  * int4 (README "dtype": each output row's weights in groups of 32 inputs with one float16 scale per group,
  * quantised at load exactly as ggml's Q4_0; each matmul's input rows quantised to int8 as int8 does):
  *
- * - the quantiser against ggml's quantize_row_q4_0_ref (test/helpers/q4-0.ts), and the round trip a GGUF
+ * - the quantiser against ggml's quantize_row_q4_0_ref (test/helpers/ggml-quants.ts), and the round trip a GGUF
  *   loader relies on: Q4_0 blocks dequantised to float32 load back as the same nibbles and scales.
  * - the AVX2 and AVX-512 kernels against the scalar reference on identical packed inputs, every epilogue.
  * - the int4 scheme computed in float64 by test/helpers/reference-forward.ts, on the models it covers.
@@ -11,13 +11,12 @@
 import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
 
-import { FalconBackbone, FalconCausalLM, parameterCount, runtimeInfo, setIsa, weightBytes, type Tensor } from "../src/index.js";
+import { FalconBackbone, parameterCount, runtimeInfo, setIsa, weightBytes } from "../src/index.js";
 import { resolveBackboneConfig, toNativeConfig } from "../src/config.js";
 import { native, type NativeModel } from "../src/native.js";
-import { float32FixtureModels, type FixtureRun } from "./helpers/fixture-runs.js";
-import { dequantiseQ4_0, Q4_0_BLOCK, q4_0Matrix, quantiseQ4_0 } from "./helpers/q4-0.js";
-import { assertComputesScheme, assertStoresScheme, float32BoundProblems } from "./helpers/quantised-scheme.js";
-import { INT4_EVERYWHERE, int4Weight, referenceCovers, referenceModel } from "./helpers/reference-forward.js";
+import { BLOCK, dequantize, q4_0Matrix, quantize } from "./helpers/ggml-quants.js";
+import { describeQuantisedFixtureModels, describeRandomQuantisedModel, type QuantisedDtype } from "./helpers/quantised-scheme.js";
+import { INT4_EVERYWHERE, int4Weight } from "./helpers/reference-forward.js";
 import { seededRandom } from "./helpers/seeded-random.js";
 
 /**
@@ -84,18 +83,19 @@ describe("int4 quantisation: ggml Q4_0", () => {
     const dequantised = q4_0Matrix(originals, V, D);
     // The reference itself round-trips: every block of the dequantised matrix quantises to the block it came
     // from, but those whose scale rounds to float16 zero, which dequantise to zeros and quantise to q = 8.
+    const per = BLOCK.Q4_0.values;
     let zeroScales = 0;
     for (let r = 0; r < V; r++) {
-      for (let from = 0; from < D; from += Q4_0_BLOCK) {
-        const block = new Float32Array(Q4_0_BLOCK);
-        block.set(originals.subarray(r * D + from, r * D + Math.min(D, from + Q4_0_BLOCK)));
-        const first = quantiseQ4_0(block);
-        const again = quantiseQ4_0(dequantiseQ4_0(first));
-        if ((first.scaleBits & 0x7fff) === 0) {
+      for (let from = 0; from < D; from += per) {
+        const block = new Float32Array(per);
+        block.set(originals.subarray(r * D + from, r * D + Math.min(D, from + per)));
+        const first = quantize("Q4_0", block);
+        const again = quantize("Q4_0", dequantize("Q4_0", first, per));
+        if (((first[0]! | (first[1]! << 8)) & 0x7fff) === 0) {  // the block's float16 scale, ±0
           zeroScales++;
-          assert.ok(dequantiseQ4_0(again).every((value) => value === 0));
+          assert.ok(dequantize("Q4_0", again, per).every((value) => value === 0));
         } else {
-          assert.deepEqual(again, first, `row ${r} block ${from / Q4_0_BLOCK}`);
+          assert.deepEqual(again, first, `row ${r} block ${from / per}`);
         }
       }
     }
@@ -164,58 +164,10 @@ describe("int4 kernel families against the scalar reference, on identical inputs
   }
 });
 
-describe("a random model whose widths cross quantisation groups and blocks: int4", async () => {
-  // hidden 66 (6 heads of 11; groups of 32, 32 and 2) and intermediate 602 (18 groups and one of 26;
-  // activation blocks of 256, 256 and 90).
-  const config = {
-    vocabularySize: 40, numLayers: 2, numAttentionHeads: 6, hiddenDim: 66, intermediateDim: 602, layerNormEpsilon: 1e-5,
-    attentionDropoutRate: 0, feedforwardDropoutRate: 0, seed: 7,
-  };
-  const full = new FalconBackbone({ ...config, dtype: "float32" });
-  const quantised = new FalconBackbone({ ...config, dtype: "int4" });
-  after(() => [full, quantised].forEach((model) => model.dispose()));
-  const reference = await referenceModel(full);
-  const ids = (length: number, offset: number) => Array.from({ length }, (_, t) => (7 * t + offset) % config.vocabularySize);
-  const runs: FixtureRun[] = [
-    { name: "b1_s20", tokenIds: [ids(20, 3)], paddingMask: null },
-    { name: "b2_s9_padded", tokenIds: [ids(9, 1), ids(9, 5)], paddingMask: [[1, 1, 1, 1, 1, 1, 0, 0, 0], [0, 0, 1, 1, 1, 1, 1, 1, 1]] },
-  ];
+const int4Dtype: QuantisedDtype = { dtype: "int4", scheme: INT4_EVERYWHERE, weightOf: int4Weight, quantisedBy: "Q4_0", float32Error: INT4_ERROR };
 
-  it("stores every matrix as Q4_0 quantises it, bit for bit", () => assertStoresScheme(quantised, reference, "int4", int4Weight));
-  for (const run of runs) {
-    it(`run ${run.name}: the int4 scheme's logits at every valid position`, async () => {
-      const hidden = await quantised.call({ tokenIds: run.tokenIds, paddingMask: run.paddingMask ?? undefined });
-      assertComputesScheme((await quantised.tokenEmbedding.reverse(hidden)).data, reference, run, INT4_EVERYWHERE);
-    });
-  }
-});
+// hidden 66 (6 heads of 11; groups of 32, 32 and 2) and intermediate 602 (18 groups and one of 26;
+// activation blocks of 256, 256 and 90).
+describeRandomQuantisedModel("a random model whose widths cross quantisation groups and blocks: int4", int4Dtype);
 
-const fixtureModels = await Promise.all(float32FixtureModels().map(async ([label, dir, runs]) => {
-  const [full, quantised] = await Promise.all([FalconCausalLM.fromPreset(dir), FalconCausalLM.fromPreset(dir, { dtype: "int4" })]);
-  const reference = referenceCovers(full.backbone.getConfig()) ? await referenceModel(full.backbone) : undefined;
-  return { label, runs, full, quantised, reference };
-}));
-after(() => fixtureModels.forEach(({ full, quantised }) => [full, quantised].forEach((model) => model.dispose())));
-
-for (const { label, runs, full, quantised, reference } of fixtureModels) {
-  describe(`${label}: int4`, () => {
-    if (reference) {
-      it("stores every matrix as Q4_0 quantises it, bit for bit", () => assertStoresScheme(quantised.backbone, reference, "int4", int4Weight));
-    }
-
-    for (const run of runs) {
-      const inputs = { tokenIds: run.tokenIds, paddingMask: run.paddingMask ?? undefined };
-
-      if (reference) {
-        it(`run ${run.name}: the int4 scheme's logits at every valid position`, async () => {
-          assertComputesScheme((await quantised.call(inputs)).data, reference, run, INT4_EVERYWHERE);
-        });
-      }
-
-      it(`run ${run.name}: logits within ${100 * INT4_ERROR} % of float32; its argmax kept wherever float32's top-2 gap exceeds twice that`, async () => {
-        const [a, b]: Tensor[] = await Promise.all([full.call(inputs), quantised.call(inputs)]);
-        assert.deepEqual(float32BoundProblems(a, b, run, INT4_ERROR, "int4"), []);
-      });
-    }
-  });
-}
+await describeQuantisedFixtureModels(int4Dtype);

@@ -8,13 +8,8 @@
  *   the stored weights bit for bit, the logits to float32 accumulation error.
  * - against the float32 model, within the error the scheme itself has on these models (INT8_ERROR below).
  */
-import assert from "node:assert/strict";
-import { after, describe, it } from "node:test";
-
-import { FalconBackbone, FalconCausalLM, type Tensor } from "../src/index.js";
-import { float32FixtureModels, type FixtureRun } from "./helpers/fixture-runs.js";
-import { assertComputesScheme, assertStoresScheme, float32BoundProblems } from "./helpers/quantised-scheme.js";
-import { INT8_EVERYWHERE, int8Weight, referenceCovers, referenceModel } from "./helpers/reference-forward.js";
+import { describeQuantisedFixtureModels, describeRandomQuantisedModel, type QuantisedDtype } from "./helpers/quantised-scheme.js";
+import { INT8_EVERYWHERE, int8Weight } from "./helpers/reference-forward.js";
 
 /**
  * int8 against float32, relative to the run's largest |float32 logit| (at least 1). The scheme's own error,
@@ -28,58 +23,10 @@ import { INT8_EVERYWHERE, int8Weight, referenceCovers, referenceModel } from "./
  */
 const INT8_ERROR = 0.05;
 
-describe("a random model whose widths cross quantisation blocks and are not multiples of 4: int8", async () => {
-  // hidden 66 (6 heads of 11) and intermediate 602 (blocks of 256, 256 and 90 inputs); the fixture models
-  // are 24–256 wide, one block each.
-  const config = {
-    vocabularySize: 40, numLayers: 2, numAttentionHeads: 6, hiddenDim: 66, intermediateDim: 602, layerNormEpsilon: 1e-5,
-    attentionDropoutRate: 0, feedforwardDropoutRate: 0, seed: 7,
-  };
-  const full = new FalconBackbone({ ...config, dtype: "float32" });
-  const quantised = new FalconBackbone({ ...config, dtype: "int8" });
-  after(() => [full, quantised].forEach((model) => model.dispose()));
-  const reference = await referenceModel(full);
-  const ids = (length: number, offset: number) => Array.from({ length }, (_, t) => (7 * t + offset) % config.vocabularySize);
-  const runs: FixtureRun[] = [
-    { name: "b1_s20", tokenIds: [ids(20, 3)], paddingMask: null },
-    { name: "b2_s9_padded", tokenIds: [ids(9, 1), ids(9, 5)], paddingMask: [[1, 1, 1, 1, 1, 1, 0, 0, 0], [0, 0, 1, 1, 1, 1, 1, 1, 1]] },
-  ];
+const int8Dtype: QuantisedDtype = { dtype: "int8", scheme: INT8_EVERYWHERE, weightOf: int8Weight, quantisedBy: "the scheme", float32Error: INT8_ERROR };
 
-  it("stores every matrix as the scheme quantises it, bit for bit", () => assertStoresScheme(quantised, reference, "int8", int8Weight));
-  for (const run of runs) {
-    it(`run ${run.name}: the int8 scheme's logits at every valid position`, async () => {
-      const hidden = await quantised.call({ tokenIds: run.tokenIds, paddingMask: run.paddingMask ?? undefined });
-      assertComputesScheme((await quantised.tokenEmbedding.reverse(hidden)).data, reference, run, INT8_EVERYWHERE);
-    });
-  }
-});
+// hidden 66 (6 heads of 11) and intermediate 602 (blocks of 256, 256 and 90 inputs); the fixture models
+// are 24–256 wide, one block each.
+describeRandomQuantisedModel("a random model whose widths cross quantisation blocks and are not multiples of 4: int8", int8Dtype);
 
-const fixtureModels = await Promise.all(float32FixtureModels().map(async ([label, dir, runs]) => {
-  const [full, quantised] = await Promise.all([FalconCausalLM.fromPreset(dir), FalconCausalLM.fromPreset(dir, { dtype: "int8" })]);
-  const reference = referenceCovers(full.backbone.getConfig()) ? await referenceModel(full.backbone) : undefined;
-  return { label, runs, full, quantised, reference };
-}));
-after(() => fixtureModels.forEach(({ full, quantised }) => [full, quantised].forEach((model) => model.dispose())));
-
-for (const { label, runs, full, quantised, reference } of fixtureModels) {
-  describe(`${label}: int8`, () => {
-    if (reference) {
-      it("stores every matrix as the scheme quantises it, bit for bit", () => assertStoresScheme(quantised.backbone, reference, "int8", int8Weight));
-    }
-
-    for (const run of runs) {
-      const inputs = { tokenIds: run.tokenIds, paddingMask: run.paddingMask ?? undefined };
-
-      if (reference) {
-        it(`run ${run.name}: the int8 scheme's logits at every valid position`, async () => {
-          assertComputesScheme((await quantised.call(inputs)).data, reference, run, INT8_EVERYWHERE);
-        });
-      }
-
-      it(`run ${run.name}: logits within ${100 * INT8_ERROR} % of float32; its argmax kept wherever float32's top-2 gap exceeds twice that`, async () => {
-        const [a, b]: Tensor[] = await Promise.all([full.call(inputs), quantised.call(inputs)]);
-        assert.deepEqual(float32BoundProblems(a, b, run, INT8_ERROR, "int8"), []);
-      });
-    }
-  });
-}
+await describeQuantisedFixtureModels(int8Dtype);

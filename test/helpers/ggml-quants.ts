@@ -218,3 +218,22 @@ export function quantize(type: QuantType, values: Float32Array): Uint8Array {
   }
   return out;
 }
+
+/**
+ * A [rows, cols] matrix as the int4 dtype stores it: each row quantised in Q4_0 blocks, the last padded
+ * with zeros, and dequantised (the pad dropped).
+ */
+export function q4_0Matrix(values: ArrayLike<number>, rows: number, cols: number): Float32Array {
+  const per = BLOCK.Q4_0.values;
+  const out = new Float32Array(rows * cols);
+  const block = new Float32Array(per);
+  for (let r = 0; r < rows; r++) {
+    for (let from = 0; from < cols; from += per) {
+      const count = Math.min(per, cols - from);
+      block.fill(0);
+      for (let j = 0; j < count; j++) block[j] = values[r * cols + from + j]!;
+      out.set(dequantize("Q4_0", quantize("Q4_0", block), per).subarray(0, count), r * cols + from);
+    }
+  }
+  return out;
+}

@@ -3,7 +3,7 @@
  * its matrices in any ggml type falcon-native reads, and returns the float32 values each matrix holds
  * after that type's round trip (dequantised by test/helpers/ggml-quants.ts, not by the code under test).
  */
-import { convertTensor, GGML_TYPE, GgufWriter, toFloat32, type GgufVocabulary } from "../../bench/gguf.js";
+import { addGpt2Vocabulary, convertTensor, GGML_TYPE, GgufWriter, toFloat32, type GgufVocabulary } from "../../bench/gguf.js";
 import { resolveBackboneConfig, toNativeConfig, type FalconDType } from "../../src/config.js";
 import type { FalconBackbone } from "../../src/index.js";
 import { callNativeSync, native, type NativeModel } from "../../src/native.js";
@@ -94,16 +94,7 @@ export async function writeGgufModel(backbone: FalconBackbone, file: string, opt
   writer.addFloat32(`${arch}.attention.layer_norm_epsilon`, config.layerNormEpsilon);
   writer.addFloat32(`${arch}.rope.freq_base`, config.ropeTheta);
   writer.addString(`${arch}.tensor_data_layout`, "jploski");
-  const vocabulary = options.vocabulary;
-  if (vocabulary) {
-    writer.addString("tokenizer.ggml.model", "gpt2");
-    writer.addString("tokenizer.ggml.pre", vocabulary.pre);
-    writer.addStringArray("tokenizer.ggml.tokens", vocabulary.tokens);
-    writer.addInt32Array("tokenizer.ggml.token_type", vocabulary.tokenTypes);
-    writer.addStringArray("tokenizer.ggml.merges", vocabulary.merges);
-    writer.addUint32("tokenizer.ggml.bos_token_id", vocabulary.eosId);
-    writer.addUint32("tokenizer.ggml.eos_token_id", vocabulary.eosId);
-  }
+  if (options.vocabulary) addGpt2Vocabulary(writer, options.vocabulary);
   options.extra?.(writer);
   // Tensors added by `extra` are written as zeros.
   await writer.write(file, async (tensor) => encoded.get(tensor.name) ?? new Uint8Array(tensor.byteSize));

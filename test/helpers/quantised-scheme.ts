@@ -4,10 +4,13 @@
  * the scheme's, and its logits against float32's within a bound.
  */
 import assert from "node:assert/strict";
+import { after, describe, it } from "node:test";
 
-import type { FalconBackbone, Tensor } from "../../src/index.js";
-import { isReal, type FixtureRun } from "./fixture-runs.js";
-import { referenceForward, referenceLogits, type Int8Options, type NearTies, type ReferenceModel } from "./reference-forward.js";
+import { FalconBackbone, FalconCausalLM, type Tensor } from "../../src/index.js";
+import { float32FixtureModels, isReal, type FixtureRun } from "./fixture-runs.js";
+import {
+  referenceCovers, referenceForward, referenceLogits, referenceModel, type Int8Options, type NearTies, type ReferenceModel,
+} from "./reference-forward.js";
 
 /**
  * The implementation against the float64 scheme, relative to the run's largest |logit|: float32
@@ -135,4 +138,87 @@ export function float32BoundProblems(a: Tensor, b: Tensor, run: FixtureRun, boun
     ...(worst / scale < bound ? [] : [`relative error ${worst / scale} ≥ ${bound}`]),
     ...(flipped.length === 0 ? [] : [`argmax changed at ${flipped.length} of the ${guarded} positions the bound guards`, ...flipped]),
   ];
+}
+
+/** A quantised dtype as its tests (test/int8.test.ts, test/int4.test.ts) check it. */
+export interface QuantisedDtype {
+  dtype: "int8" | "int4";
+  /** The scheme's options for test/helpers/reference-forward.ts. */
+  scheme: Int8Options;
+  /** The scheme's quantisation of the float model's matrix `name`. */
+  weightOf: (model: ReferenceModel, name: string) => Float64Array;
+  /** What quantises the stored matrices, as the tests name it. */
+  quantisedBy: string;
+  /** The dtype's logits against float32's, relative to the run's largest |float32 logit| (at least 1). */
+  float32Error: number;
+}
+
+/**
+ * A random model, float32 and `quantised.dtype`, over two runs, one padded: its stored matrices and its
+ * logits against the scheme's. Its widths, hidden 66 (6 heads of 11) and intermediate 602, cross the
+ * quantisation groups and blocks, which the fixture models' (24–256) do not.
+ */
+export function describeRandomQuantisedModel(title: string, quantised: QuantisedDtype) {
+  const { dtype, scheme, weightOf, quantisedBy } = quantised;
+  const config = {
+    vocabularySize: 40, numLayers: 2, numAttentionHeads: 6, hiddenDim: 66, intermediateDim: 602, layerNormEpsilon: 1e-5,
+    attentionDropoutRate: 0, feedforwardDropoutRate: 0, seed: 7,
+  };
+  describe(title, async () => {
+    const full = new FalconBackbone({ ...config, dtype: "float32" });
+    const model = new FalconBackbone({ ...config, dtype });
+    after(() => [full, model].forEach((backbone) => backbone.dispose()));
+    const reference = await referenceModel(full);
+    const ids = (length: number, offset: number) => Array.from({ length }, (_, t) => (7 * t + offset) % config.vocabularySize);
+    const runs: FixtureRun[] = [
+      { name: "b1_s20", tokenIds: [ids(20, 3)], paddingMask: null },
+      { name: "b2_s9_padded", tokenIds: [ids(9, 1), ids(9, 5)], paddingMask: [[1, 1, 1, 1, 1, 1, 0, 0, 0], [0, 0, 1, 1, 1, 1, 1, 1, 1]] },
+    ];
+
+    it(`stores every matrix as ${quantisedBy} quantises it, bit for bit`, () => assertStoresScheme(model, reference, dtype, weightOf));
+    for (const run of runs) {
+      it(`run ${run.name}: the ${dtype} scheme's logits at every valid position`, async () => {
+        const hidden = await model.call({ tokenIds: run.tokenIds, paddingMask: run.paddingMask ?? undefined });
+        assertComputesScheme((await model.tokenEmbedding.reverse(hidden)).data, reference, run, scheme);
+      });
+    }
+  });
+}
+
+/**
+ * Every float32 fixture model loaded as float32 and as `quantised.dtype`, at every run the fixtures hold:
+ * the stored matrices and logits against the scheme's where the reference covers the model, and the
+ * logits against float32's within `quantised.float32Error` everywhere.
+ */
+export async function describeQuantisedFixtureModels(quantised: QuantisedDtype) {
+  const { dtype, scheme, weightOf, quantisedBy, float32Error } = quantised;
+  const fixtureModels = await Promise.all(float32FixtureModels().map(async ([label, dir, runs]) => {
+    const [full, model] = await Promise.all([FalconCausalLM.fromPreset(dir), FalconCausalLM.fromPreset(dir, { dtype })]);
+    const reference = referenceCovers(full.backbone.getConfig()) ? await referenceModel(full.backbone) : undefined;
+    return { label, runs, full, model, reference };
+  }));
+  after(() => fixtureModels.forEach(({ full, model }) => [full, model].forEach((lm) => lm.dispose())));
+
+  for (const { label, runs, full, model, reference } of fixtureModels) {
+    describe(`${label}: ${dtype}`, () => {
+      if (reference) {
+        it(`stores every matrix as ${quantisedBy} quantises it, bit for bit`, () => assertStoresScheme(model.backbone, reference, dtype, weightOf));
+      }
+
+      for (const run of runs) {
+        const inputs = { tokenIds: run.tokenIds, paddingMask: run.paddingMask ?? undefined };
+
+        if (reference) {
+          it(`run ${run.name}: the ${dtype} scheme's logits at every valid position`, async () => {
+            assertComputesScheme((await model.call(inputs)).data, reference, run, scheme);
+          });
+        }
+
+        it(`run ${run.name}: logits within ${100 * float32Error} % of float32; its argmax kept wherever float32's top-2 gap exceeds twice that`, async () => {
+          const [a, b]: Tensor[] = await Promise.all([full.call(inputs), model.call(inputs)]);
+          assert.deepEqual(float32BoundProblems(a, b, run, float32Error, dtype), []);
+        });
+      }
+    });
+  }
 }

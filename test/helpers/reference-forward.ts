@@ -5,7 +5,7 @@
  * it against the fixtures' sequence_output before they lean on it.
  */
 import type { FalconBackbone, ResolvedBackboneConfig } from "../../src/index.js";
-import { q4_0Matrix } from "./q4-0.js";
+import { q4_0Matrix } from "./ggml-quants.js";
 
 export interface ReferenceModel {
   numHeads: number;
@@ -190,7 +190,7 @@ export function int8Weight(model: ReferenceModel, name: string): Float64Array {
 
 const int4Weights = new WeakMap<ReferenceModel, Map<string, Float64Array>>();
 
-/** The matrix `name` as an int4 model stores it ((q − 8) · d per element, test/helpers/q4-0.ts), quantised once per model. */
+/** The matrix `name` as an int4 model stores it ((q − 8) · d per element, test/helpers/ggml-quants.ts), quantised once per model. */
 export function int4Weight(model: ReferenceModel, name: string): Float64Array {
   let cache = int4Weights.get(model);
   if (!cache) int4Weights.set(model, (cache = new Map()));

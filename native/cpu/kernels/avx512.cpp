@@ -28,12 +28,7 @@
 #endif
 
 #include "kernels.h"
-
-#if defined(_MSC_VER) && !defined(__clang__)
-#define FALCON_NOINLINE __declspec(noinline)
-#else
-#define FALCON_NOINLINE __attribute__((noinline))
-#endif
+#include "avx512_common.h"
 
 namespace falcon::cpu {
 namespace {
@@ -77,13 +72,8 @@ inline __m512 gelu512(__m512 v) {
   return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), _mm512_add_ps(one, erf));
 }
 
-// Dot-product accumulation in place. Written as intrinsics, GCC 12 copies (or spills) every
-// accumulator of a long vpdpbusd / vdpbf16ps chain each step; an asm operand tied to the register
-// makes each instruction update its accumulator where it lives.
-// The second factor of each is one 32-bit unit from memory, broadcast to every lane by the instruction.
-inline void dot_bytes(__m512i& accumulator, __m512i unsigned_bytes, const uint32_t& signed_quad) {
-  asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(accumulator) : "v"(unsigned_bytes), "m"(signed_quad));
-}
+// As dot_bytes (avx512_common.h): without the asm operand tied to the accumulator, GCC 12 copies or
+// spills it every step of a vdpbf16ps chain. This one stays here: int4_avx512.cpp is not compiled for BF16.
 inline void dot_bf16(__m512& accumulator, __m512bh a, __m512bh b) {
   asm("vdpbf16ps %2, %1, %0" : "+v"(accumulator) : "v"(a), "v"(b));
 }

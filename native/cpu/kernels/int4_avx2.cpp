@@ -23,58 +23,12 @@
 #endif
 
 #include "kernels.h"
-
-#if defined(_MSC_VER) && !defined(__clang__)
-#define FALCON_NOINLINE __declspec(noinline)
-#else
-#define FALCON_NOINLINE __attribute__((noinline))
-#endif
+#include "avx2_common.h"
 
 namespace falcon::cpu {
 namespace {
 
 constexpr int64_t kGroupSteps = kInt4Group / 4;
-
-inline __m256 load_f32(const float* p, int64_t remaining) {
-  if (remaining >= 8) return _mm256_loadu_ps(p);
-  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(int(std::max<int64_t>(0, remaining))), lanes));
-}
-
-// exp(x) and GELU as avx2.cpp computes them (relative error about 1e-7; erf by Abramowitz & Stegun
-// 7.1.26, absolute error below 1.5e-7).
-inline __m256 exp256(__m256 x) {
-  x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f)), _mm256_set1_ps(-87.3365447504f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256i exponent = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(exponent));
-}
-
-inline __m256 gelu256(__m256 v) {
-  const __m256 one = _mm256_set1_ps(1.0f);
-  const __m256 sign_bit = _mm256_set1_ps(-0.0f);
-  const __m256 z = _mm256_mul_ps(v, _mm256_set1_ps(0.70710678118654752f));
-  const __m256 a = _mm256_andnot_ps(sign_bit, z);
-  const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(a, _mm256_set1_ps(0.3275911f), one));
-  __m256 poly = _mm256_set1_ps(1.061405429f);
-  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-1.453152027f));
-  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(1.421413741f));
-  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-0.284496736f));
-  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(0.254829592f));
-  poly = _mm256_mul_ps(poly, t);
-  const __m256 erf_abs = _mm256_fnmadd_ps(poly, exp256(_mm256_mul_ps(_mm256_xor_ps(a, sign_bit), a)), one);
-  const __m256 erf = _mm256_or_ps(erf_abs, _mm256_and_ps(z, sign_bit));
-  return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v), _mm256_add_ps(one, erf));
-}
 
 // Rows (≤ kPackedRows) of one packed row block times one panel, into tile[Rows][32]. `packed` is the
 // block's units, block_scales and group_sums its first row's (rows quant_blocks and groups apart).

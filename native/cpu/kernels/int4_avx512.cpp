@@ -22,23 +22,12 @@
 #endif
 
 #include "kernels.h"
-
-#if defined(_MSC_VER) && !defined(__clang__)
-#define FALCON_NOINLINE __declspec(noinline)
-#else
-#define FALCON_NOINLINE __attribute__((noinline))
-#endif
+#include "avx512_common.h"
 
 namespace falcon::cpu {
 namespace {
 
 constexpr int64_t kGroupSteps = kInt4Group / 4;
-
-// As in avx512.cpp: an asm operand tied to the accumulator keeps GCC from copying it every step; the
-// quad is broadcast from memory by the instruction.
-inline void dot_bytes(__m512i& accumulator, __m512i unsigned_bytes, const uint32_t& signed_quad) {
-  asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(accumulator) : "v"(unsigned_bytes), "m"(signed_quad));
-}
 
 // Rows (≤ kPackedRows) of one packed row block times one panel, into tile[Rows][32]. `packed` is the
 // block's units, block_scales and group_sums its first row's (rows quant_blocks and groups apart).

@@ -8,6 +8,13 @@
 #include "../../core/weights.h"
 #include "../cpu_features.h"
 
+// Marks the ISA kernel files' micro-kernels, which they keep out of line.
+#if defined(_MSC_VER) && !defined(__clang__)
+#define FALCON_NOINLINE __declspec(noinline)
+#else
+#define FALCON_NOINLINE __attribute__((noinline))
+#endif
+
 namespace falcon::cpu {
 
 // Input rows are packed before a matmul (ops/linear.cpp) into blocks of kPackedRows rows: block b
