@@ -17,11 +17,12 @@
  * token; sampling wanders through its phrases. Everything is deterministic: the files are the same
  * bytes on every run and machine.
  */
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, statSync, writeFileSync, writeSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 
 import { DEFAULT_CHAT_TEMPLATE } from "./chat-template.js";
 import { FalconPresetError } from "./errors.js";
+import { writeSafetensors, type TensorToWrite } from "./presets/safetensors-writer.js";
 import { BYTE_TO_UNICODE, FalconTokenizer } from "./tokenizer.js";
 
 /** The text the tokenizer's merges and the model's bigrams are learned from; paragraphs end with the end token. */
@@ -151,26 +152,10 @@ interface Tensor {
   data: Float32Array;
 }
 
-/** A safetensors file of float32 tensors, header padded to 8 bytes as the reference writer pads it. */
-function writeSafetensors(file: string, tensors: Tensor[]): void {
-  const header: Record<string, unknown> = { __metadata__: { format: "pt" } };
-  let offset = 0;
-  for (const { name, shape, data } of tensors) {
-    header[name] = { dtype: "F32", shape, data_offsets: [offset, offset + data.byteLength] };
-    offset += data.byteLength;
-  }
-  let json = JSON.stringify(header);
-  json += " ".repeat((8 - (json.length % 8)) % 8);
-  const length = Buffer.alloc(8);
-  length.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
-  const fd = openSync(file, "w");
-  try {
-    writeSync(fd, length);
-    writeSync(fd, json);
-    for (const { data } of tensors) writeSync(fd, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-  } finally {
-    closeSync(fd);
-  }
+/** A float32 tensor as the writer streams it. */
+function float32Tensor({ name, shape, data }: Tensor): TensorToWrite {
+  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  return { name, dtype: "F32", shape, byteLength: bytes.byteLength, fill: (out, offset) => out.set(bytes.subarray(offset, offset + out.byteLength)) };
 }
 
 /** The files written, for the CLI's report. */
@@ -243,7 +228,7 @@ function writeFiles(directory: string): TinyCheckpointSummary {
     ones("transformer.ln_f.weight", hidden),
     zeros("transformer.ln_f.bias", hidden),
     { name: "lm_head.weight", shape: [tokens, hidden], data: head },
-  ]);
+  ].map(float32Tensor));
   writeFileSync(path.join(directory, "config.json"), `${JSON.stringify({
     architectures: ["FalconForCausalLM"], model_type: "falcon", alibi: true, bias: false, multi_query: true,
     new_decoder_architecture: false, parallel_attn: false, num_attention_heads: heads, num_hidden_layers: 1,
