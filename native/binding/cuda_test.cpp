@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../core/kv_pool.h"
@@ -336,8 +337,10 @@ Napi::Value Rotary(const Napi::CallbackInfo& info) {
 
 // matmul({ x [m·k], m, k, w [n·k] (int8: the integers q), n, dtype, kernel: 'tiled' | 'wmma' | 'gemv',
 //          bias?, gelu, accumulate, y0? [m·n], scales? [n] (int8) })
-//   → { gpu, cpu, weights }: y through the GPU kernel and cpu::matmul, and the weights as stored
-//     (rounded to dtype; int8 as q), for the error bounds.
+//   → { gpu, cpu, weights }: y through the GPU kernel and the CPU, and the weights as stored (rounded
+//     to dtype; int8 as q), for the error bounds. The CPU side is cpu::matmul over a WeightMatrix of
+//     dtype, except for int8 through the tiled kernel: that kernel keeps x float32 where cpu::matmul
+//     quantises it, so its reference is cpu::matmul in float32 over the dequantised weights q · scale.
 Napi::Value Matmul(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const Napi::Object spec = spec_object(info);
@@ -351,8 +354,7 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   const std::vector<float> scales = array<Napi::Float32Array>(env, spec, "scales", n, dtype != DType::Int8);
   const bool gelu = flag(spec, "gelu"), accumulate = flag(spec, "accumulate");
   if (y0.empty()) y0.assign(size_t(m * n), 0.0f);
-  const bool valid_kernel = (kernel == "tiled" && dtype == DType::Float32) ||
-                            (kernel == "wmma" && (dtype == DType::BFloat16 || dtype == DType::Float16)) ||
+  const bool valid_kernel = kernel == "tiled" || (kernel == "wmma" && (dtype == DType::BFloat16 || dtype == DType::Float16)) ||
                             (kernel == "gemv" && m <= gpu::kGemvMaxRows);
   if (!valid_kernel) throw input_error(env, "spec.kernel does not fit the dtype and row count");
   if (dtype == DType::Int8) {
@@ -360,10 +362,17 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
       if (!(q >= -127.0f && q <= 127.0f) || q != float(int(q))) throw input_error(env, "int8 weights must be integers in [-127, 127]");
     }
   }
+  const bool dequantised_reference = dtype == DType::Int8 && kernel == "tiled";
   return call_core(env, [&] {
-    const WeightMatrix matrix = cpu_matrix(dtype, n, k, w, scales);
+    std::vector<float> dequantised;
+    if (dequantised_reference) {
+      dequantised.resize(w.size());
+      for (size_t i = 0; i < w.size(); ++i) dequantised[i] = w[i] * scales[i / size_t(k)];
+    }
+    const DType cpu_dtype = dequantised_reference ? DType::Float32 : dtype;
+    const WeightMatrix matrix = cpu_matrix(cpu_dtype, n, k, dequantised_reference ? dequantised : w, scales);
     cpu::PackedActivations packed;
-    cpu::pack_activations(x.data(), m, k, dtype, nullptr, packed);
+    cpu::pack_activations(x.data(), m, k, cpu_dtype, nullptr, packed);
     std::vector<float> cpu_out = y0;
     const cpu::Epilogue cpu_epilogue{bias.empty() ? nullptr : bias.data(), gelu, accumulate};
     cpu::matmul(packed, matrix, cpu_epilogue, cpu_out.data());
@@ -384,9 +393,12 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     if (dtype == DType::Int8) {
       std::vector<int8_t> q(w.size());
       for (size_t i = 0; i < w.size(); ++i) q[i] = int8_t(w[i]);
-      gpu::gemv_int8(device_x, m, k, device.upload(q), device.upload(scales), n, epilogue, y, device.native());
-    } else if (kernel == "tiled") {
-      gpu::gemm_f32(device_x, m, k, device.upload(w), n, epilogue, y, device.native());
+      const int8_t* device_q = device.upload(q);
+      if (kernel == "tiled") {
+        gpu::gemm_f32(device_x, m, k, device_q, gpu::Element::I8, device.upload(scales), n, epilogue, y, device.native());
+      } else {
+        gpu::gemv_int8(device_x, m, k, device_q, device.upload(scales), n, epilogue, y, device.native());
+      }
     } else if (kernel == "wmma") {
       uint16_t* x_rounded = device.allocate<uint16_t>(x.size());
       gpu::round_to(device_x, int64_t(x.size()), element_of(env, dtype), x_rounded, device.native());
@@ -394,12 +406,76 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     } else {
       const void* weights = dtype == DType::Float32 ? static_cast<const void*>(device.upload(w))
                                                     : static_cast<const void*>(device.upload(half_bits(w, dtype)));
-      gpu::gemv(device_x, m, k, weights, element_of(env, dtype), n, epilogue, y, device.native());
+      if (kernel == "tiled") {
+        gpu::gemm_f32(device_x, m, k, weights, element_of(env, dtype), nullptr, n, epilogue, y, device.native());
+      } else {
+        gpu::gemv(device_x, m, k, weights, element_of(env, dtype), n, epilogue, y, device.native());
+      }
     }
     Napi::Object result = Napi::Object::New(env);
     result.Set("gpu", typed(env, device.download(y, y0.size())));
     result.Set("cpu", typed(env, cpu_out));
     result.Set("weights", typed(env, stored));
+    return result;
+  });
+}
+
+// kernelRefusals() → [{ call, code, message }]: launchers called with sizes or types they must refuse
+// (kernels.h), each with the error code it threw ("none" when it did not), so a check that goes
+// missing fails a test. Pointers are real buffers large enough for the shapes' valid parts, or null
+// where the refusal is about that pointer.
+Napi::Value KernelRefusals(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return call_core(env, [&] {
+    Device device;
+    float* floats = device.allocate<float>(256);
+    const int8_t* bytes = device.upload(std::vector<int8_t>(256, 0));
+    const int32_t* ints = device.upload(std::vector<int32_t>(64, 0));
+    const gpu::GemmEpilogue none;
+    const cudaStream_t stream = device.native();
+    gpu::PagedKv int8_pool;
+    int8_pool.type = gpu::Element::I8;
+    int8_pool.keys = int8_pool.values = bytes;
+    gpu::AttentionRows rows;
+    rows.row_sequence = rows.row_slot = rows.block_tables = ints;
+    rows.max_blocks = 1;
+    const std::vector<std::pair<const char*, std::function<void()>>> calls = {
+        {"gemm_f32 k = 0", [&] { gpu::gemm_f32(floats, 1, 0, floats, gpu::Element::F32, nullptr, 1, none, floats, stream); }},
+        {"gemm_f32 n = 0", [&] { gpu::gemm_f32(floats, 1, 4, floats, gpu::Element::F32, nullptr, 0, none, floats, stream); }},
+        {"gemm_f32 m < 0", [&] { gpu::gemm_f32(floats, -1, 4, floats, gpu::Element::F32, nullptr, 4, none, floats, stream); }},
+        {"gemm_f32 rows past one launch",
+         [&] { gpu::gemm_f32(floats, int64_t(65536) * 64, 4, floats, gpu::Element::F32, nullptr, 4, none, floats, stream); }},
+        {"gemm_f32 int8 without scales", [&] { gpu::gemm_f32(floats, 1, 4, bytes, gpu::Element::I8, nullptr, 4, none, floats, stream); }},
+        {"gemm_f32 float32 with scales", [&] { gpu::gemm_f32(floats, 1, 4, floats, gpu::Element::F32, floats, 4, none, floats, stream); }},
+        {"gemm_wmma float32", [&] { gpu::gemm_wmma(nullptr, gpu::Element::F32, 1, 16, nullptr, 1, none, floats, stream); }},
+        {"gemm_wmma int8", [&] { gpu::gemm_wmma(nullptr, gpu::Element::I8, 1, 16, nullptr, 1, none, floats, stream); }},
+        {"gemm_wmma k = 0", [&] { gpu::gemm_wmma(nullptr, gpu::Element::BF16, 1, 0, nullptr, 1, none, floats, stream); }},
+        {"gemv m > kGemvMaxRows", [&] { gpu::gemv(floats, gpu::kGemvMaxRows + 1, 4, floats, gpu::Element::F32, 4, none, floats, stream); }},
+        {"gemv int8", [&] { gpu::gemv(floats, 1, 4, bytes, gpu::Element::I8, 4, none, floats, stream); }},
+        {"gemv n = 0", [&] { gpu::gemv(floats, 1, 4, floats, gpu::Element::F32, 0, none, floats, stream); }},
+        {"gemv_int8 without scales", [&] { gpu::gemv_int8(floats, 1, 4, bytes, nullptr, 4, none, floats, stream); }},
+        {"gemv_int8 m > kGemvMaxRows", [&] { gpu::gemv_int8(floats, gpu::kGemvMaxRows + 1, 4, bytes, floats, 4, none, floats, stream); }},
+        {"embedding int8", [&] { gpu::embedding(bytes, gpu::Element::I8, 4, ints, 1, floats, stream); }},
+        {"round_to float32", [&] { gpu::round_to(floats, 4, gpu::Element::F32, nullptr, stream); }},
+        {"round_to int8", [&] { gpu::round_to(floats, 4, gpu::Element::I8, nullptr, stream); }},
+        {"paged_attention int8 pool", [&] { gpu::paged_attention(floats, 1, 4, 1, 1, 4, nullptr, int8_pool, rows, 1, floats, floats, stream); }},
+    };
+    Napi::Array result = Napi::Array::New(env, calls.size());
+    for (size_t i = 0; i < calls.size(); ++i) {
+      std::string code = "none", message;
+      try {
+        calls[i].second();
+        device.runtime().synchronize(device.stream());
+      } catch (const Error& error) {
+        code = error_code(error.kind());
+        message = error.what();
+      }
+      Napi::Object entry = Napi::Object::New(env);
+      entry.Set("call", calls[i].first);
+      entry.Set("code", code);
+      entry.Set("message", message);
+      result.Set(uint32_t(i), entry);
+    }
     return result;
   });
 }
@@ -716,7 +792,8 @@ Napi::Value GraphReplay(const Napi::CallbackInfo& info) {
 // the emulated build runs it too, on tiny shapes, so the driver is tested without a GPU). Inputs hold
 // pseudo-random values (tensor cores run faster on zeros). Ops and their keys:
 //   copy { bytes }: one device-to-device copy (the HBM probe: 2 · bytes moved)
-//   gemm_wmma { m, k, n, dtype: bfloat16 | float16 }, gemm_f32 { m, k, n }, gemv { m, k, n, dtype },
+//   gemm_wmma { m, k, n, dtype: bfloat16 | float16 }, gemm_f32 { m, k, n, dtype? (float32 when absent) },
+//   gemv { m, k, n, dtype },
 //   gemv_int8 { m, k, n }: y = x · wᵀ as kernels.h
 //   paged_attention { sequences, context, heads, kvHeads, headDim, dtype }: one decode row per sequence
 //   flash_prefill { sequences, context, heads, kvHeads, headDim, dtype }: every token of each sequence
@@ -751,6 +828,11 @@ Napi::Value TimeKernel(const Napi::CallbackInfo& info) {
       if (dtype == DType::Float32) return random_floats(count);
       return random_halves(count, dtype);
     };
+    const auto random_int8 = [&](size_t count) {
+      std::vector<int8_t> values(count);
+      for (int8_t& value : values) value = int8_t(next_unit() * 127.0f);
+      return device.upload(values);
+    };
     std::function<void()> launch;
     if (op == "copy") {
       const int64_t bytes = integer(env, spec, "bytes", 1, int64_t(1) << 36);
@@ -772,9 +854,17 @@ Napi::Value TimeKernel(const Napi::CallbackInfo& info) {
         const gpu::Element type = element_of(env, dtype);
         launch = [=, &device] { gpu::gemm_wmma(x, type, m, k, w, n, epilogue, y, device.native()); };
       } else if (op == "gemm_f32") {
+        const DType dtype = spec.Get("dtype").IsUndefined() ? DType::Float32 : dtype_of(env, spec);
         const float* x = random_floats(size_t(m * k));
-        const float* w = random_floats(size_t(n * k));
-        launch = [=, &device] { gpu::gemm_f32(x, m, k, w, n, epilogue, y, device.native()); };
+        if (dtype == DType::Int8) {
+          const int8_t* q = random_int8(size_t(n * k));
+          const float* scales = random_floats(size_t(n));
+          launch = [=, &device] { gpu::gemm_f32(x, m, k, q, gpu::Element::I8, scales, n, epilogue, y, device.native()); };
+        } else {
+          const void* w = random_weights(size_t(n * k), dtype);
+          const gpu::Element type = element_of(env, dtype);
+          launch = [=, &device] { gpu::gemm_f32(x, m, k, w, type, nullptr, n, epilogue, y, device.native()); };
+        }
       } else if (op == "gemv") {
         const DType dtype = dtype_of(env, spec);
         const float* x = random_floats(size_t(m * k));
@@ -782,9 +872,7 @@ Napi::Value TimeKernel(const Napi::CallbackInfo& info) {
         const gpu::Element type = element_of(env, dtype);
         launch = [=, &device] { gpu::gemv(x, m, k, w, type, n, epilogue, y, device.native()); };
       } else {
-        std::vector<int8_t> q(size_t(n * k));
-        for (int8_t& value : q) value = int8_t(next_unit() * 127.0f);
-        const int8_t* device_q = device.upload(q);
+        const int8_t* device_q = random_int8(size_t(n * k));
         const float* x = random_floats(size_t(m * k));
         const float* scales = random_floats(size_t(n));
         launch = [=, &device] { gpu::gemv_int8(x, m, k, device_q, scales, n, epilogue, y, device.native()); };
@@ -903,6 +991,7 @@ Napi::Object CudaEmulationForTest(Napi::Env env) {
   object.Set("biasGelu", Napi::Function::New(env, BiasGelu));
   object.Set("rotary", Napi::Function::New(env, Rotary));
   object.Set("matmul", Napi::Function::New(env, Matmul));
+  object.Set("kernelRefusals", Napi::Function::New(env, KernelRefusals));
   object.Set("attention", Napi::Function::New(env, Attention));
   object.Set("barrierExchange", Napi::Function::New(env, BarrierExchange));
   object.Set("warpOps", Napi::Function::New(env, WarpOps));

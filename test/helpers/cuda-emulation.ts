@@ -71,6 +71,8 @@ export interface CudaEmulation {
   biasGelu(spec: { x: Float32Array; rows: number; cols: number; bias?: Float32Array }): { gpu: Float32Array; cpu: Float32Array };
   rotary(spec: CudaRotarySpec): { gpuCos: Float32Array; gpuSin: Float32Array; cpuCos: Float32Array; cpuSin: Float32Array; gpuX: Float32Array; cpuX: Float32Array };
   matmul(spec: CudaMatmulSpec): { gpu: Float32Array; cpu: Float32Array; weights: Float32Array };
+  /** Launchers called with sizes or types they must refuse, and the error code each threw ("none" if it did not). */
+  kernelRefusals(): Array<{ call: string; code: string; message: string }>;
   attention(spec: CudaAttentionSpec): { gpu: Float32Array; cpu: Float32Array; keys: Float32Array; values: Float32Array };
   barrierExchange(spec: { values: Int32Array; threads: number }): Int32Array;
   warpOps(spec: { values: Int32Array }): Int32Array;

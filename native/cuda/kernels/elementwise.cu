@@ -37,6 +37,7 @@ __global__ void round_kernel(const float* x, int64_t count, Element type, uint16
 
 void embedding(const void* table, Element type, int64_t dim, const int32_t* ids, int64_t count, float* out, cudaStream_t stream) {
   require_sizes(dim > 0 && count >= 0, "embedding", "dim must be positive and count non-negative");
+  require_sizes(type != Element::I8, "embedding", "int8 tables take embedding_int8, with their scales");
   if (count == 0) return;
   const auto kernel = &embedding_kernel;
   FALCON_LAUNCH("embedding", kernel, dim3(grid_blocks(count, 1, "embedding")), dim3(kThreads), stream, table, type, dim, ids, out);
@@ -51,7 +52,8 @@ void bias_gelu(float* x, int64_t rows, int64_t cols, const float* bias, cudaStre
 }
 
 void round_to(const float* x, int64_t count, Element type, uint16_t* out, cudaStream_t stream) {
-  require_sizes(count >= 0 && type != Element::F32, "round_to", "count must be non-negative and the type 16-bit");
+  require_sizes(count >= 0 && (type == Element::BF16 || type == Element::F16), "round_to",
+                "count must be non-negative and the type bfloat16 or float16");
   if (count == 0) return;
   const auto kernel = &round_kernel;
   FALCON_LAUNCH("round_to", kernel, dim3(grid_blocks(count, kThreads, "round_to")), dim3(kThreads), stream, x, count, type, out);

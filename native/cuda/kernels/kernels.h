@@ -12,8 +12,9 @@
 
 namespace FALCON_CUDA_NS {
 
-// Weight and table element types.
-enum class Element { F32, BF16, F16 };
+// Weight and table element types. I8 (plain signed bytes in [-127, 127], with one float32 scale
+// per weight row) is for weights only: gemm_f32 and gemv_int8 take it, everything else refuses it.
+enum class Element { F32, BF16, F16, I8 };
 
 // What a GEMM does with each output before storing it, in this order (the CPU's Epilogue):
 // × scales[n] (int8 weights), + bias[n], exact erf GELU, and y += instead of y =.
@@ -50,8 +51,12 @@ void apply_rotary(float* x, int64_t rows, int64_t row_stride, int64_t first_head
 
 // y[m][n] (+)= epilogue(Σ_k x[m][k] · w[n][k]) in float32, every output summed in k order (one
 // multiply-add per step), so the result is within the sequential-summation bound of the CPU's.
-void gemm_f32(const float* x, int64_t m, int64_t k, const float* w, int64_t n, const GemmEpilogue& epilogue, float* y,
-              cudaStream_t stream);
+// w is [n, k] of `type`, widened exactly as it is staged: F32 as it is; F16 with x float32 (the CPU's
+// float16 matmul); BF16 with x rounded to bfloat16, nearest even (the CPU's bfloat16 matmul: exact
+// products, float32 sums); I8 with the sum × scales[n] before the epilogue (x stays float32, where
+// the CPU quantises it). scales must be given for I8 and only for I8 (else Error(Input)).
+void gemm_f32(const float* x, int64_t m, int64_t k, const void* w, Element type, const float* scales, int64_t n,
+              const GemmEpilogue& epilogue, float* y, cudaStream_t stream);
 
 // The same with x and w of 16-bit `type` (BF16 or F16, as bits; x rounded by round_to) on the tensor
 // cores through nvcuda::wmma: products exact, float32 accumulation.
@@ -60,7 +65,8 @@ void gemm_wmma(const uint16_t* x, Element type, int64_t m, int64_t k, const uint
 
 // Few-row GEMM (decode): rows m ≤ kGemvMaxRows, every weight read once, one warp per output. x is
 // float32; with BF16 weights it is rounded to bfloat16 first (bfloat16 models multiply in bfloat16,
-// as on the CPU); with F16 weights it stays float32.
+// as on the CPU); with F16 weights it stays float32. I8 weights are refused (Error(Input)): they
+// take gemv_int8, which carries their scales.
 constexpr int64_t kGemvMaxRows = 8;
 void gemv(const float* x, int64_t m, int64_t k, const void* w, Element type, int64_t n, const GemmEpilogue& epilogue, float* y,
           cudaStream_t stream);
