@@ -157,6 +157,10 @@ Napi::Value typed(Napi::Env env, const std::vector<T>& values) {
     Napi::Float32Array out = Napi::Float32Array::New(env, values.size());
     std::copy(values.begin(), values.end(), out.Data());
     return out;
+  } else if constexpr (std::is_same_v<T, uint8_t>) {
+    Napi::Uint8Array out = Napi::Uint8Array::New(env, values.size());
+    std::copy(values.begin(), values.end(), out.Data());
+    return out;
   } else {
     Napi::Int32Array out = Napi::Int32Array::New(env, values.size());
     std::copy(values.begin(), values.end(), out.Data());
@@ -420,6 +424,23 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   });
 }
 
+// Where a one-layer KvPool's values and (KV head, block) elements lie relative to its first key
+// element, in elements of its dtype (kernels.h's PagedKv layout); strides that no index uses are 0.
+struct PoolLayout {
+  size_t values_offset_bytes;
+  int64_t head_stride;
+  int64_t block_stride;
+};
+
+PoolLayout pool_layout(const KvPool& pool) {
+  const auto* start = static_cast<const unsigned char*>(pool.keys(0, 0, 0));
+  const size_t element = dtype_size(pool.dtype());
+  const auto elements_from_start = [&](const void* p) { return int64_t(size_t(static_cast<const unsigned char*>(p) - start) / element); };
+  return PoolLayout{size_t(static_cast<const unsigned char*>(pool.values(0, 0, 0)) - start),
+                    pool.num_kv_heads() > 1 ? elements_from_start(pool.keys(0, 0, 1)) : 0,
+                    pool.num_blocks() > 1 ? elements_from_start(pool.keys(1, 0, 0)) : 0};
+}
+
 // kernelRefusals() → [{ call, code, message }]: launchers called with sizes or types they must refuse
 // (kernels.h), each with the error code it threw ("none" when it did not), so a check that goes
 // missing fails a test. Pointers are real buffers large enough for the shapes' valid parts, or null
@@ -436,6 +457,11 @@ Napi::Value KernelRefusals(const Napi::CallbackInfo& info) {
     gpu::PagedKv int8_pool;
     int8_pool.type = gpu::Element::I8;
     int8_pool.keys = int8_pool.values = bytes;
+    const uint8_t* bytes_u8 = device.upload(std::vector<uint8_t>(64, 0));
+    gpu::PagedKvWrite f32_pool;
+    f32_pool.keys = f32_pool.values = floats;
+    gpu::PagedKvWrite int8_write_pool = f32_pool;
+    int8_write_pool.type = gpu::Element::I8;
     gpu::AttentionRows rows;
     rows.row_sequence = rows.row_slot = rows.block_tables = ints;
     rows.max_blocks = 1;
@@ -459,6 +485,10 @@ Napi::Value KernelRefusals(const Napi::CallbackInfo& info) {
         {"round_to float32", [&] { gpu::round_to(floats, 4, gpu::Element::F32, nullptr, stream); }},
         {"round_to int8", [&] { gpu::round_to(floats, 4, gpu::Element::I8, nullptr, stream); }},
         {"paged_attention int8 pool", [&] { gpu::paged_attention(floats, 1, 4, 1, 1, 4, nullptr, int8_pool, rows, 1, floats, floats, stream); }},
+        {"write_kv qkv rows too narrow", [&] { gpu::write_kv(floats, 1, 11, 1, 1, 4, ints, ints, bytes_u8, ints, f32_pool, stream); }},
+        {"write_kv heads not a multiple of kv_heads", [&] { gpu::write_kv(floats, 1, 64, 3, 2, 4, ints, ints, bytes_u8, ints, f32_pool, stream); }},
+        {"write_kv int8 pool", [&] { gpu::write_kv(floats, 1, 12, 1, 1, 4, ints, ints, bytes_u8, ints, int8_write_pool, stream); }},
+        {"write_kv rows < 0", [&] { gpu::write_kv(floats, -1, 12, 1, 1, 4, ints, ints, bytes_u8, ints, f32_pool, stream); }},
     };
     Napi::Array result = Napi::Array::New(env, calls.size());
     for (size_t i = 0; i < calls.size(); ++i) {
@@ -595,17 +625,15 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
 
     // The kernel, over the pool's key and value bytes uploaded as they are.
     Device device;
-    const size_t element = dtype_size(kv_dtype);
-    const auto* pool_start = static_cast<const unsigned char*>(pool.keys(0, 0, 0));
     unsigned char* device_pool = device.allocate<unsigned char>(pool.byte_size());
-    device.runtime().copy(device_pool, pool_start, pool.byte_size(), CopyKind::HostToDevice, device.stream());
-    const auto elements_from_start = [&](const void* p) { return int64_t((static_cast<const unsigned char*>(p) - pool_start) / element); };
+    device.runtime().copy(device_pool, pool.keys(0, 0, 0), pool.byte_size(), CopyKind::HostToDevice, device.stream());
+    const PoolLayout pool_at = pool_layout(pool);
     gpu::PagedKv kv;
     kv.type = element_of(env, kv_dtype);
     kv.keys = device_pool;
-    kv.values = device_pool + (static_cast<const unsigned char*>(pool.values(0, 0, 0)) - pool_start);
-    kv.block_stride = num_blocks > 1 ? elements_from_start(pool.keys(1, 0, 0)) : 0;
-    kv.head_stride = Hkv > 1 ? elements_from_start(pool.keys(0, 0, 1)) : 0;
+    kv.values = device_pool + pool_at.values_offset_bytes;
+    kv.block_stride = pool_at.block_stride;
+    kv.head_stride = pool_at.head_stride;
     kv.valid = device.upload(valid);
     kv.positions = device.upload(positions);
     std::vector<int32_t> tables(sequences.size() * size_t(max_blocks), 0);
@@ -648,6 +676,79 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
     result.Set("cpu", typed(env, cpu_out));
     result.Set("keys", typed(env, stored_keys));
     result.Set("values", typed(env, stored_values));
+    return result;
+  });
+}
+
+// writeKv({ heads, kvHeads, headDim, kvDtype, numBlocks, qkvStride, qkv: Float32Array [rows · qkvStride],
+//           rowBlock, rowSlot: Int32Array [rows], rowValid: Uint8Array [rows], rowPosition: Int32Array [rows] })
+//   → { gpuKv, cpuKv: Uint8Array (the pool's key and value bytes), gpuValid, cpuValid: Uint8Array,
+//       gpuPositions, cpuPositions: Int32Array [numBlocks · 16] }: the rows' keys and values stored by
+//     write_kv and by cpu::write_cache (no rotary) into pools of the same bytes (a fill pattern, so
+//     slots neither side should touch are compared too), and the slots' flags and positions as
+//     write_kv writes them and as the CPU backend sets them beside write_cache.
+Napi::Value WriteKv(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const Napi::Object spec = spec_object(info);
+  ModelConfig config;
+  config.num_layers = 1;
+  config.num_heads = integer(env, spec, "heads", 1, 64);
+  config.num_kv_heads = integer(env, spec, "kvHeads", 1, 64);
+  const int64_t d = integer(env, spec, "headDim", 1, 512);
+  if (config.num_heads % config.num_kv_heads != 0) throw input_error(env, "spec.heads must be a multiple of spec.kvHeads");
+  config.hidden_dim = config.num_heads * d;
+  const int64_t H = config.num_heads, Hkv = config.num_kv_heads;
+  const DType kv_dtype = kv_dtype_value(env, spec.Get("kvDtype"));
+  const int64_t num_blocks = integer(env, spec, "numBlocks", 1, 4096);
+  const int64_t qkv_stride = integer(env, spec, "qkvStride", (H + 2 * Hkv) * d, 1 << 20);
+  const std::vector<int32_t> row_block = array<Napi::Int32Array>(env, spec, "rowBlock", -1);
+  const int64_t rows = int64_t(row_block.size());
+  const std::vector<int32_t> row_slot = array<Napi::Int32Array>(env, spec, "rowSlot", rows);
+  const std::vector<uint8_t> row_valid = array<Napi::Uint8Array>(env, spec, "rowValid", rows);
+  const std::vector<int32_t> row_position = array<Napi::Int32Array>(env, spec, "rowPosition", rows);
+  const std::vector<float> qkv = array<Napi::Float32Array>(env, spec, "qkv", rows * qkv_stride);
+  std::vector<uint8_t> written(size_t(num_blocks * kKvBlockTokens), 0);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int32_t block = row_block[size_t(r)], slot = row_slot[size_t(r)];
+    if (block < 0 || block >= num_blocks || slot < 0 || slot >= kKvBlockTokens) throw input_error(env, "rows must name slots inside the pool");
+    if (written[size_t(block * kKvBlockTokens + slot)]++ != 0) throw input_error(env, "rows must name distinct slots");
+  }
+  return call_core(env, [&] {
+    KvPool pool(config, num_blocks, kv_dtype);
+    auto* pool_bytes = static_cast<uint8_t*>(pool.keys(0, 0, 0));
+    std::fill(pool_bytes, pool_bytes + pool.byte_size(), uint8_t(0xA5));
+    const std::vector<uint8_t> initial(pool_bytes, pool_bytes + pool.byte_size());
+
+    cpu::StepPlan plan;
+    plan.row_blocks.assign(row_block.begin(), row_block.end());
+    plan.row_slots.assign(row_slot.begin(), row_slot.end());
+    std::vector<float> cpu_qkv = qkv;
+    cpu::write_cache(config, 0, pool, plan, rows, cpu_qkv.data(), qkv_stride, nullptr, nullptr);
+    for (int64_t r = 0; r < rows; ++r) {
+      pool.valid(row_block[size_t(r)])[row_slot[size_t(r)]] = row_valid[size_t(r)];
+      pool.positions(row_block[size_t(r)])[row_slot[size_t(r)]] = row_position[size_t(r)];
+    }
+
+    Device device;
+    uint8_t* device_pool = device.upload(initial);
+    const PoolLayout pool_at = pool_layout(pool);
+    gpu::PagedKvWrite kv;
+    kv.type = element_of(env, kv_dtype);
+    kv.keys = device_pool;
+    kv.values = device_pool + pool_at.values_offset_bytes;
+    kv.head_stride = pool_at.head_stride;
+    kv.block_stride = pool_at.block_stride;
+    kv.valid = device.upload(std::vector<uint8_t>(written.size(), 0));
+    kv.positions = device.upload(std::vector<int32_t>(written.size(), 0));
+    gpu::write_kv(device.upload(qkv), rows, qkv_stride, H, Hkv, d, device.upload(row_block), device.upload(row_slot), device.upload(row_valid),
+                  device.upload(row_position), kv, device.native());
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("gpuKv", typed(env, device.download(device_pool, initial.size())));
+    result.Set("cpuKv", typed(env, std::vector<uint8_t>(pool_bytes, pool_bytes + pool.byte_size())));
+    result.Set("gpuValid", typed(env, device.download(kv.valid, written.size())));
+    result.Set("cpuValid", typed(env, std::vector<uint8_t>(pool.valid(0), pool.valid(0) + written.size())));
+    result.Set("gpuPositions", typed(env, device.download(kv.positions, written.size())));
+    result.Set("cpuPositions", typed(env, std::vector<int32_t>(pool.positions(0), pool.positions(0) + written.size())));
     return result;
   });
 }
@@ -993,6 +1094,7 @@ Napi::Object CudaEmulationForTest(Napi::Env env) {
   object.Set("matmul", Napi::Function::New(env, Matmul));
   object.Set("kernelRefusals", Napi::Function::New(env, KernelRefusals));
   object.Set("attention", Napi::Function::New(env, Attention));
+  object.Set("writeKv", Napi::Function::New(env, WriteKv));
   object.Set("barrierExchange", Napi::Function::New(env, BarrierExchange));
   object.Set("warpOps", Napi::Function::New(env, WarpOps));
   object.Set("atomics", Napi::Function::New(env, Atomics));

@@ -57,6 +57,23 @@ export interface CudaAttentionSpec {
   kernel: "split" | "flash";
 }
 
+export interface CudaWriteKvSpec {
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  kvDtype: "float32" | "bfloat16" | "float16";
+  numBlocks: number;
+  /** ≥ (heads + 2 · kvHeads) · headDim */
+  qkvStride: number;
+  /** [rows][qkvStride]: query heads, then key heads, then value heads */
+  qkv: Float32Array;
+  /** Per row: its pool block and slot (distinct), valid flag and position. */
+  rowBlock: Int32Array;
+  rowSlot: Int32Array;
+  rowValid: Uint8Array;
+  rowPosition: Int32Array;
+}
+
 export interface CudaEmulation {
   embedding(spec: { table: Float32Array; dim: number; dtype: "float32" | "bfloat16" | "float16"; ids: Int32Array }): { gpu: Float32Array; cpu: Float32Array };
   addLayerNorm(spec: {
@@ -74,6 +91,15 @@ export interface CudaEmulation {
   /** Launchers called with sizes or types they must refuse, and the error code each threw ("none" if it did not). */
   kernelRefusals(): Array<{ call: string; code: string; message: string }>;
   attention(spec: CudaAttentionSpec): { gpu: Float32Array; cpu: Float32Array; keys: Float32Array; values: Float32Array };
+  /** The pool's key and value bytes and its slots' flags and positions after write_kv and after cpu::write_cache. */
+  writeKv(spec: CudaWriteKvSpec): {
+    gpuKv: Uint8Array;
+    cpuKv: Uint8Array;
+    gpuValid: Uint8Array;
+    cpuValid: Uint8Array;
+    gpuPositions: Int32Array;
+    cpuPositions: Int32Array;
+  };
   barrierExchange(spec: { values: Int32Array; threads: number }): Int32Array;
   warpOps(spec: { values: Int32Array }): Int32Array;
   atomics(spec: { blocks: number; threads: number }): { count: number; sum: number };

@@ -95,6 +95,27 @@ struct PagedKv {
   const int32_t* positions = nullptr;
 };
 
+// The same pool as written: write_kv's destination.
+struct PagedKvWrite {
+  void* keys = nullptr;
+  void* values = nullptr;
+  Element type = Element::F32;
+  int64_t head_stride = 0;
+  int64_t block_stride = 0;
+  uint8_t* valid = nullptr;
+  int32_t* positions = nullptr;
+};
+
+// Stores each row's key and value heads in its pool slot (the CPU's write_cache after rotary, which
+// the caller has applied): row r's key head h is qkv[r][(heads + h) · head_dim ..], its value head
+// qkv[r][(heads + kv_heads + h) · head_dim ..] (qkv is [rows, qkv_stride]); they go to block
+// row_block[r], slot row_slot[r] (< kKvTokens, the caller's precondition), rounded once to nearest
+// even as kv.type (falcon::store_from_f32), and valid[block · kKvTokens + slot] = row_valid[r],
+// positions[block · kKvTokens + slot] = row_position[r]. Rows must name distinct slots.
+void write_kv(const float* qkv, int64_t rows, int64_t qkv_stride, int64_t heads, int64_t kv_heads, int64_t head_dim,
+              const int32_t* row_block, const int32_t* row_slot, const uint8_t* row_valid, const int32_t* row_position,
+              const PagedKvWrite& kv, cudaStream_t stream);
+
 // Which keys each query row attends to: row r belongs to sequence row_sequence[r], whose blocks are
 // block_tables[sequence · max_blocks ..], and sees its slots [0, row_slot[r]] (its own and earlier).
 struct AttentionRows {
