@@ -43,6 +43,22 @@ describeOnEach(describe, "cuda ops: embedding gather", (cuda) => {
       assert.deepEqual(gpu, cpu);
     });
   }
+
+  it("dequantises int8 rows as the CPU does, q · scale bit for bit", () => {
+    const random = seededRandom(12);
+    const vocab = 29, dim = 130;
+    const table = Float32Array.from({ length: vocab * dim }, () => Math.round((random() * 2 - 1) * 127));
+    table[0] = 127;
+    table[1] = -127;
+    const scales = Float32Array.from({ length: vocab }, () => (0.001 + random() * 0.02) * (random() < 0.5 ? 1 : 3.3));
+    const ids = Int32Array.from({ length: 11 }, () => Math.floor(random() * vocab));
+    ids[0] = 0;
+    ids[1] = vocab - 1;
+    const { gpu, cpu } = cuda.embedding({ table, dim, dtype: "int8", ids, scales });
+    // One float32 product of the same integer and scale on both sides.
+    assert.deepEqual(gpu, cpu);
+    assert.equal(gpu[0], Math.fround(127 * scales[0]!));
+  });
 });
 
 describeOnEach(describe, "cuda ops: residual add + layer norm", (cuda) => {

@@ -203,7 +203,9 @@ WeightMatrix cpu_matrix(DType dtype, int64_t rows, int64_t cols, const std::vect
   return matrix;
 }
 
-// embedding({ table: Float32Array [vocab·dim], dim, dtype, ids: Int32Array }) → { gpu, cpu }
+// embedding({ table: Float32Array [vocab·dim] (int8: the integers q), dim, dtype, ids: Int32Array,
+//             scales?: Float32Array [vocab] (int8) }) → { gpu, cpu }: embedding (embedding_int8 for int8)
+//   against cpu::embedding over a WeightMatrix of dtype.
 Napi::Value Embedding(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const Napi::Object spec = spec_object(info);
@@ -216,15 +218,27 @@ Napi::Value Embedding(const Napi::CallbackInfo& info) {
   for (int32_t id : ids) {
     if (id < 0 || id >= vocab) throw input_error(env, "spec.ids must lie in [0, vocab)");
   }
+  const std::vector<float> scales = array<Napi::Float32Array>(env, spec, "scales", vocab, dtype != DType::Int8);
+  if (dtype == DType::Int8) {
+    for (float q : table) {
+      if (!(q >= -127.0f && q <= 127.0f) || q != float(int(q))) throw input_error(env, "int8 tables must hold integers in [-127, 127]");
+    }
+  }
   return call_core(env, [&] {
-    const WeightMatrix cpu_table = cpu_matrix(dtype, vocab, dim, table, {});
+    const WeightMatrix cpu_table = cpu_matrix(dtype, vocab, dim, table, scales);
     std::vector<float> cpu_out(ids.size() * size_t(dim));
     cpu::embedding(cpu_table, ids.data(), int64_t(ids.size()), cpu_out.data());
     Device device;
-    const void* device_table = dtype == DType::Float32 ? static_cast<const void*>(device.upload(table))
-                                                       : static_cast<const void*>(device.upload(half_bits(table, dtype)));
     float* out = device.allocate<float>(cpu_out.size());
-    gpu::embedding(device_table, element_of(env, dtype), dim, device.upload(ids), int64_t(ids.size()), out, device.native());
+    if (dtype == DType::Int8) {
+      std::vector<int8_t> q(table.size());
+      for (size_t i = 0; i < table.size(); ++i) q[i] = int8_t(table[i]);
+      gpu::embedding_int8(device.upload(q), device.upload(scales), dim, device.upload(ids), int64_t(ids.size()), out, device.native());
+    } else {
+      const void* device_table = dtype == DType::Float32 ? static_cast<const void*>(device.upload(table))
+                                                         : static_cast<const void*>(device.upload(half_bits(table, dtype)));
+      gpu::embedding(device_table, element_of(env, dtype), dim, device.upload(ids), int64_t(ids.size()), out, device.native());
+    }
     Napi::Object result = Napi::Object::New(env);
     result.Set("gpu", typed(env, device.download(out, cpu_out.size())));
     result.Set("cpu", typed(env, cpu_out));
@@ -482,6 +496,8 @@ Napi::Value KernelRefusals(const Napi::CallbackInfo& info) {
         {"gemv_int8 without scales", [&] { gpu::gemv_int8(floats, 1, 4, bytes, nullptr, 4, none, floats, stream); }},
         {"gemv_int8 m > kGemvMaxRows", [&] { gpu::gemv_int8(floats, gpu::kGemvMaxRows + 1, 4, bytes, floats, 4, none, floats, stream); }},
         {"embedding int8", [&] { gpu::embedding(bytes, gpu::Element::I8, 4, ints, 1, floats, stream); }},
+        {"embedding_int8 without scales", [&] { gpu::embedding_int8(bytes, nullptr, 4, ints, 1, floats, stream); }},
+        {"embedding_int8 dim = 0", [&] { gpu::embedding_int8(bytes, floats, 0, ints, 1, floats, stream); }},
         {"round_to float32", [&] { gpu::round_to(floats, 4, gpu::Element::F32, nullptr, stream); }},
         {"round_to int8", [&] { gpu::round_to(floats, 4, gpu::Element::I8, nullptr, stream); }},
         {"paged_attention int8 pool", [&] { gpu::paged_attention(floats, 1, 4, 1, 1, 4, nullptr, int8_pool, rows, 1, floats, floats, stream); }},

@@ -75,7 +75,8 @@ export interface CudaWriteKvSpec {
 }
 
 export interface CudaEmulation {
-  embedding(spec: { table: Float32Array; dim: number; dtype: "float32" | "bfloat16" | "float16"; ids: Int32Array }): { gpu: Float32Array; cpu: Float32Array };
+  /** int8: table holds the integers q (in [-127, 127]) and scales one float32 per row. */
+  embedding(spec: { table: Float32Array; dim: number; dtype: CudaWeightDType; ids: Int32Array; scales?: Float32Array }): { gpu: Float32Array; cpu: Float32Array };
   addLayerNorm(spec: {
     residual: Float32Array;
     add?: Float32Array;

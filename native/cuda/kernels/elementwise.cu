@@ -1,4 +1,4 @@
-// Embedding gather, bias + GELU, and rounding to 16-bit floats: one thread per element.
+// Embedding gathers (16-bit, float32 and int8 tables), bias + GELU, and rounding to 16-bit floats.
 #include "common.cuh"
 #include "kernels.h"
 
@@ -23,6 +23,15 @@ __global__ void embedding_kernel(const void* table, Element type, int64_t dim, c
   }
 }
 
+// q · scale in float32, one rounding: the CPU's int8 WeightMatrix::get (its offset-by-128 bytes
+// widen exactly to the same integer q).
+__global__ void embedding_int8_kernel(const int8_t* q, const float* scales, int64_t dim, const int32_t* ids, float* out) {
+  const int64_t row = blockIdx.x;
+  const int64_t id = ids[row];
+  const float scale = scales[id];
+  for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) out[row * dim + c] = float(q[id * dim + c]) * scale;
+}
+
 __global__ void bias_gelu_kernel(float* x, int64_t count, int64_t cols, const float* bias) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < count) x[i] = gelu_erf(bias != nullptr ? x[i] + bias[i % cols] : x[i]);
@@ -41,6 +50,16 @@ void embedding(const void* table, Element type, int64_t dim, const int32_t* ids,
   if (count == 0) return;
   const auto kernel = &embedding_kernel;
   FALCON_LAUNCH("embedding", kernel, dim3(grid_blocks(count, 1, "embedding")), dim3(kThreads), stream, table, type, dim, ids, out);
+}
+
+void embedding_int8(const int8_t* q, const float* scales, int64_t dim, const int32_t* ids, int64_t count, float* out,
+                    cudaStream_t stream) {
+  require_sizes(dim > 0 && count >= 0, "embedding_int8", "dim must be positive and count non-negative");
+  require_sizes(scales != nullptr, "embedding_int8", "int8 tables need their scales");
+  if (count == 0) return;
+  const auto kernel = &embedding_int8_kernel;
+  FALCON_LAUNCH("embedding_int8", kernel, dim3(grid_blocks(count, 1, "embedding_int8")), dim3(kThreads), stream, q, scales, dim, ids,
+                out);
 }
 
 void bias_gelu(float* x, int64_t rows, int64_t cols, const float* bias, cudaStream_t stream) {

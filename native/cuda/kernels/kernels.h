@@ -27,6 +27,11 @@ struct GemmEpilogue {
 // out[i][c] = table[ids[i]][c] widened to float32; table is [*, dim] of `type`.
 void embedding(const void* table, Element type, int64_t dim, const int32_t* ids, int64_t count, float* out, cudaStream_t stream);
 
+// out[i][c] = float(q[ids[i]][c]) · scales[ids[i]], one float32 rounding (the CPU's int8 embedding);
+// q is [*, dim] of plain signed bytes in [-127, 127] (the CPU stores them offset by 128), one scale per row.
+void embedding_int8(const int8_t* q, const float* scales, int64_t dim, const int32_t* ids, int64_t count, float* out,
+                    cudaStream_t stream);
+
 // Per row r of `rows`: residual[r] += add[r] (when add is not null), then out[r] = layer_norm(residual[r])
 // with population variance, statistics accumulated in double (as the CPU's layer_norm_row).
 void add_layer_norm(float* residual, const float* add, int64_t rows, int64_t dim, const float* gamma, const float* beta,
