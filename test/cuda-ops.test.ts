@@ -61,6 +61,23 @@ describeOnEach(describe, "cuda ops: embedding gather", (cuda) => {
   });
 });
 
+describeOnEach(describe, "cuda ops: row gather", (cuda) => {
+  it("copies the named rows, in order, repeats included", () => {
+    const random = seededRandom(13);
+    const sourceRows = 23, dim = 301;
+    const x = randomArray(random, sourceRows * dim, 5);
+    const rows = Int32Array.from([sourceRows - 1, 0, 7, 7, 12, 3]);
+    const out = cuda.gatherRows({ x, dim, rows });
+    assert.equal(out.length, rows.length * dim);
+    rows.forEach((row, i) => assert.deepEqual(out.subarray(i * dim, (i + 1) * dim), x.subarray(row * dim, (row + 1) * dim), `row ${i}`));
+  });
+
+  it("gathers nothing for no rows, and refuses rows outside x", () => {
+    assert.equal(cuda.gatherRows({ x: new Float32Array(8), dim: 4, rows: new Int32Array(0) }).length, 0);
+    assert.throws(() => cuda.gatherRows({ x: new Float32Array(8), dim: 4, rows: Int32Array.from([2]) }), { code: "FALCON_INPUT" });
+  });
+});
+
 describeOnEach(describe, "cuda ops: residual add + layer norm", (cuda) => {
   for (const [rows, dim, withAdd, offset] of [
     [1, 1, true, 0],
@@ -282,7 +299,8 @@ describeOnEach(describe, "cuda ops: GEMM and GEMV against cpu::matmul", (cuda) =
 
   it("every launcher refuses sizes and types it cannot run, as typed input errors naming it", () => {
     const refusals = cuda.kernelRefusals();
-    assert.ok(refusals.length >= 18, `only ${refusals.length} refusal probes ran`);
+    const launchers = [...new Set(refusals.map(({ call }) => call.split(" ")[0]!))].sort();
+    assert.deepEqual(launchers, ["embedding", "embedding_int8", "gather_rows", "gemm_f32", "gemm_wmma", "gemv", "gemv_int8", "paged_attention", "round_to", "write_kv"]);
     for (const { call, code, message } of refusals) {
       assert.equal(code, "FALCON_INPUT", `${call}: ${code} ${message}`);
       assert.ok(message.startsWith(`${call.split(" ")[0]}: `), `${call}: the message "${message}" does not name the kernel`);

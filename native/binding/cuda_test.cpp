@@ -246,6 +246,27 @@ Napi::Value Embedding(const Napi::CallbackInfo& info) {
   });
 }
 
+// gatherRows({ x: Float32Array [sourceRows · dim], dim, rows: Int32Array }) → Float32Array [rows · dim]
+// through gather_rows (there is no CPU operator to compare with; the test checks each row itself).
+Napi::Value GatherRows(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const Napi::Object spec = spec_object(info);
+  const int64_t dim = integer(env, spec, "dim", 1, 1 << 16);
+  const std::vector<float> x = array<Napi::Float32Array>(env, spec, "x", -1);
+  const std::vector<int32_t> rows = array<Napi::Int32Array>(env, spec, "rows", -1);
+  const int64_t source_rows = int64_t(x.size()) / dim;
+  if (source_rows * dim != int64_t(x.size()) || source_rows == 0) throw input_error(env, "spec.x must hold whole rows of dim values");
+  for (int32_t row : rows) {
+    if (row < 0 || row >= source_rows) throw input_error(env, "spec.rows must lie in [0, rows of x)");
+  }
+  return call_core(env, [&] {
+    Device device;
+    float* out = device.allocate<float>(rows.size() * size_t(dim));
+    gpu::gather_rows(device.upload(x), dim, device.upload(rows), int64_t(rows.size()), out, device.native());
+    return typed(env, device.download(out, rows.size() * size_t(dim)));
+  });
+}
+
 // addLayerNorm({ residual, add?, rows, dim, gamma, beta, epsilon }) → { gpu, gpuResidual, cpu }: the
 // CPU side adds in float32 and runs cpu::layer_norm.
 Napi::Value AddLayerNorm(const Napi::CallbackInfo& info) {
@@ -498,6 +519,8 @@ Napi::Value KernelRefusals(const Napi::CallbackInfo& info) {
         {"embedding int8", [&] { gpu::embedding(bytes, gpu::Element::I8, 4, ints, 1, floats, stream); }},
         {"embedding_int8 without scales", [&] { gpu::embedding_int8(bytes, nullptr, 4, ints, 1, floats, stream); }},
         {"embedding_int8 dim = 0", [&] { gpu::embedding_int8(bytes, floats, 0, ints, 1, floats, stream); }},
+        {"gather_rows dim = 0", [&] { gpu::gather_rows(floats, 0, ints, 1, floats, stream); }},
+        {"gather_rows count < 0", [&] { gpu::gather_rows(floats, 4, ints, -1, floats, stream); }},
         {"round_to float32", [&] { gpu::round_to(floats, 4, gpu::Element::F32, nullptr, stream); }},
         {"round_to int8", [&] { gpu::round_to(floats, 4, gpu::Element::I8, nullptr, stream); }},
         {"paged_attention int8 pool", [&] { gpu::paged_attention(floats, 1, 4, 1, 1, 4, nullptr, int8_pool, rows, 1, floats, floats, stream); }},
@@ -1104,6 +1127,7 @@ Napi::Object CudaEmulationForTest(Napi::Env env) {
 #endif
   Napi::Object object = Napi::Object::New(env);
   object.Set("embedding", Napi::Function::New(env, Embedding));
+  object.Set("gatherRows", Napi::Function::New(env, GatherRows));
   object.Set("addLayerNorm", Napi::Function::New(env, AddLayerNorm));
   object.Set("biasGelu", Napi::Function::New(env, BiasGelu));
   object.Set("rotary", Napi::Function::New(env, Rotary));

@@ -77,6 +77,8 @@ export interface CudaWriteKvSpec {
 export interface CudaEmulation {
   /** int8: table holds the integers q (in [-127, 127]) and scales one float32 per row. */
   embedding(spec: { table: Float32Array; dim: number; dtype: CudaWeightDType; ids: Int32Array; scales?: Float32Array }): { gpu: Float32Array; cpu: Float32Array };
+  /** out[i] = x[rows[i]], rows of dim floats. */
+  gatherRows(spec: { x: Float32Array; dim: number; rows: Int32Array }): Float32Array;
   addLayerNorm(spec: {
     residual: Float32Array;
     add?: Float32Array;

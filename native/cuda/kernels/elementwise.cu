@@ -1,4 +1,5 @@
-// Embedding gathers (16-bit, float32 and int8 tables), bias + GELU, and rounding to 16-bit floats.
+// Embedding gathers (16-bit, float32 and int8 tables), row gathers, bias + GELU, and rounding to
+// 16-bit floats.
 #include "common.cuh"
 #include "kernels.h"
 
@@ -32,6 +33,12 @@ __global__ void embedding_int8_kernel(const int8_t* q, const float* scales, int6
   for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) out[row * dim + c] = float(q[id * dim + c]) * scale;
 }
 
+__global__ void gather_rows_kernel(const float* x, int64_t dim, const int32_t* rows, float* out) {
+  const int64_t row = blockIdx.x;
+  const float* source = x + int64_t(rows[row]) * dim;
+  for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) out[row * dim + c] = source[c];
+}
+
 __global__ void bias_gelu_kernel(float* x, int64_t count, int64_t cols, const float* bias) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < count) x[i] = gelu_erf(bias != nullptr ? x[i] + bias[i % cols] : x[i]);
@@ -60,6 +67,13 @@ void embedding_int8(const int8_t* q, const float* scales, int64_t dim, const int
   const auto kernel = &embedding_int8_kernel;
   FALCON_LAUNCH("embedding_int8", kernel, dim3(grid_blocks(count, 1, "embedding_int8")), dim3(kThreads), stream, q, scales, dim, ids,
                 out);
+}
+
+void gather_rows(const float* x, int64_t dim, const int32_t* rows, int64_t count, float* out, cudaStream_t stream) {
+  require_sizes(dim > 0 && count >= 0, "gather_rows", "dim must be positive and count non-negative");
+  if (count == 0) return;
+  const auto kernel = &gather_rows_kernel;
+  FALCON_LAUNCH("gather_rows", kernel, dim3(grid_blocks(count, 1, "gather_rows")), dim3(kThreads), stream, x, dim, rows, out);
 }
 
 void bias_gelu(float* x, int64_t rows, int64_t cols, const float* bias, cudaStream_t stream) {

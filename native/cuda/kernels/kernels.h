@@ -32,6 +32,10 @@ void embedding(const void* table, Element type, int64_t dim, const int32_t* ids,
 void embedding_int8(const int8_t* q, const float* scales, int64_t dim, const int32_t* ids, int64_t count, float* out,
                     cudaStream_t stream);
 
+// out[i] = x[rows[i]] for i < count: rows of dim floats (the step's output rows before the last
+// layer's head, for instance); rows inside x are the caller's precondition.
+void gather_rows(const float* x, int64_t dim, const int32_t* rows, int64_t count, float* out, cudaStream_t stream);
+
 // Per row r of `rows`: residual[r] += add[r] (when add is not null), then out[r] = layer_norm(residual[r])
 // with population variance, statistics accumulated in double (as the CPU's layer_norm_row).
 void add_layer_norm(float* residual, const float* add, int64_t rows, int64_t dim, const float* gamma, const float* beta,
