@@ -53,6 +53,7 @@
         "native/cuda/emulated/cuda_backend.cpp",
         "native/cuda/emulated/elementwise.cpp",
         "native/cuda/emulated/gemm.cpp",
+        "native/cuda/emulated/kv_write.cpp",
         "native/cuda/emulated/layer_norm.cpp",
         "native/cuda/emulated/probes.cpp",
         "native/cuda/emulated/rotary.cpp"

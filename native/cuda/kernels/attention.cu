@@ -250,6 +250,7 @@ void paged_attention(const float* q, int64_t rows, int64_t q_stride, int64_t hea
                 "head_dim in [1, 256] and the query heads inside the rows");
   require_sizes(max_visible > 0 && layout.max_blocks * kKvTokens >= max_visible, "paged_attention",
                 "max_visible must be positive and within the block tables");
+  require_sizes(kv.type != Element::I8, "paged_attention", "the pool holds float32, bfloat16 or float16");
   if (rows == 0) return;
   AttentionArgs args{q, q_stride, heads, heads / kv_heads, head_dim, split_count(max_visible), slopes,
                      float(1.0 / std::sqrt(double(head_dim))), kv, layout, workspace, out};
@@ -275,6 +276,7 @@ void flash_attention_prefill(const float* q, int64_t q_stride, int64_t heads, in
   require_sizes(head_dim > 0 && head_dim <= kFlashMaxHeadDim && heads * head_dim <= q_stride, "flash_attention_prefill",
                 "head_dim in [1, 128] and the query heads inside the rows");
   require_sizes(tiles.tiles >= 0 && tiles.tiles <= 2147483647, "flash_attention_prefill", "too many tiles");
+  require_sizes(kv.type != Element::I8, "flash_attention_prefill", "the pool holds float32, bfloat16 or float16");
   if (tiles.tiles == 0) return;
   FlashArgs args{q, q_stride, heads, heads / kv_heads, head_dim, slopes, float(1.0 / std::sqrt(double(head_dim))), kv, tiles, out};
   const dim3 grid(unsigned(tiles.tiles), unsigned(heads));
