@@ -84,10 +84,12 @@ class DeviceBuffer {
   size_t bytes() const { return bytes_; }
 
   // At least `bytes`, reallocated (contents lost) only when it grows: a decode step allocates nothing.
-  void reserve(const std::shared_ptr<DeviceContext>& context, size_t bytes) {
-    if (bytes <= bytes_ && data_ != nullptr) return;
+  // Returns whether it moved.
+  bool reserve(const std::shared_ptr<DeviceContext>& context, size_t bytes) {
+    if (bytes <= bytes_ && data_ != nullptr) return false;
     reset();
     *this = DeviceBuffer(context, std::max<size_t>(bytes, 1));
+    return true;
   }
 
  private:
@@ -168,8 +170,69 @@ class DeviceKvStorage final : public KvStorage {
   DeviceBuffer kv_, valid_, positions_;
 };
 
+// A decode step's kernels captured as a CUDA graph, and what they were captured for: the same shapes,
+// pool and workspace buffers replay it (the step's tables are uploaded into the same buffers first).
+struct DecodeGraphKey {
+  int64_t rows = 0, outputs = 0, max_blocks = 0, visible_splits = 0;
+  const KvPool* pool = nullptr;
+  uint64_t buffers_generation = 0;
+  bool operator==(const DecodeGraphKey& other) const {
+    return rows == other.rows && outputs == other.outputs && max_blocks == other.max_blocks && visible_splits == other.visible_splits &&
+           pool == other.pool && buffers_generation == other.buffers_generation;
+  }
+};
+
+class DecodeGraph {
+ public:
+  explicit DecodeGraph(std::shared_ptr<DeviceContext> context) : context_(std::move(context)) {}
+  ~DecodeGraph() { reset(); }
+  DecodeGraph(const DecodeGraph&) = delete;
+  DecodeGraph& operator=(const DecodeGraph&) = delete;
+
+  // Runs `enqueue` through the graph for `key`: replayed when it was captured for this key, else
+  // captured first (a capture that fails leaves no graph behind).
+  template <typename Enqueue>
+  void run(const DecodeGraphKey& key, Enqueue&& enqueue) {
+    DeviceRuntime& runtime = *context_->runtime;
+    if (graph_ == nullptr || !(key_ == key)) {
+      reset();
+      runtime.begin_capture(context_->stream);
+      try {
+        enqueue();
+      } catch (...) {
+        try {
+          runtime.destroy_graph(runtime.end_capture(context_->stream));
+        } catch (const Error&) {
+          // The capture is already broken; the kernel's own error is the one to report.
+        }
+        throw;
+      }
+      graph_ = runtime.end_capture(context_->stream);
+      key_ = key;
+    }
+    runtime.launch_graph(graph_, context_->stream);
+  }
+
+ private:
+  void reset() {
+    if (graph_ == nullptr) return;
+    try {
+      context_->runtime->destroy_graph(graph_);
+    } catch (const Error&) {
+      // As DeviceBuffer: it goes with the context.
+    }
+    graph_ = nullptr;
+  }
+
+  std::shared_ptr<DeviceContext> context_;
+  falcon::cuda::DeviceGraph* graph_ = nullptr;
+  DecodeGraphKey key_;
+};
+
 // One cache's or step runner's device activations and step tables, grown to the widest step seen.
 struct CudaWorkspace final : BackendWorkspace {
+  explicit CudaWorkspace(std::shared_ptr<DeviceContext> context) : decode_graph(std::move(context)) {}
+
   // Activations: the residual stream, the two norms' outputs, QKV, attention output, MLP hidden,
   // 16-bit copies of a GEMM input (bfloat16 models' tensor-core GEMMs), rotary tables, attention
   // partial sums, and the output rows before and after the final norm.
@@ -183,6 +246,10 @@ struct CudaWorkspace final : BackendWorkspace {
   std::vector<int32_t> host_row_block, host_row_slot, host_row_sequence, host_row_last_slot, host_block_tables, host_output_rows;
   std::vector<int32_t> host_tile_sequence, host_tile_first_row, host_tile_first_slot, host_tile_count;
   std::vector<double> host_rotary_bases, host_rotary_scales;
+  // Counts the reallocations of the buffers above: a captured graph holds their addresses.
+  uint64_t buffers_generation = 0;
+  // Declared last, destroyed first: the graph refers to the buffers above.
+  DecodeGraph decode_graph;
 };
 
 class CudaBackend final : public Backend {

@@ -175,7 +175,11 @@ __global__ void __launch_bounds__(kThreads) flash_prefill_kernel(FlashArgs a) {
     const int64_t base = kv_head * a.kv.head_stride + block * a.kv.block_stride;
     for (int e = int(threadIdx.x); e < d * K; e += kThreads) {
       keys[e] = widen<E>(a.kv.keys, base + e);
-      values[e] = widen<E>(a.kv.values, base + e);
+      // A slot no query of the tile may see (past its last token, or padding) weighs 0, and its value
+      // may be memory never written: 0 · NaN would poison the sum, so it is staged as 0.
+      const int slot = e / d;
+      const bool seen = b * K + slot < first_slot + count && a.kv.valid[block * K + slot];
+      values[e] = seen ? widen<E>(a.kv.values, base + e) : 0.0f;
     }
     if (threadIdx.x < unsigned(K)) {
       key_valid[int(threadIdx.x)] = a.kv.valid[block * K + threadIdx.x];
