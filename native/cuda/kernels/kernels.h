@@ -119,7 +119,8 @@ struct PagedKvWrite {
 // the caller has applied): row r's key head h is qkv[r][(heads + h) · head_dim ..], its value head
 // qkv[r][(heads + kv_heads + h) · head_dim ..] (qkv is [rows, qkv_stride]); they go to block
 // row_block[r], slot row_slot[r] (< kKvTokens, the caller's precondition), rounded once to nearest
-// even as kv.type (falcon::store_from_f32), and valid[block · kKvTokens + slot] = row_valid[r],
+// even as kv.type (falcon::store_from_f32, bit for bit but for NaN payloads: a NaN stays a NaN),
+// and valid[block · kKvTokens + slot] = row_valid[r],
 // positions[block · kKvTokens + slot] = row_position[r]. Rows must name distinct slots.
 void write_kv(const float* qkv, int64_t rows, int64_t qkv_stride, int64_t heads, int64_t kv_heads, int64_t head_dim,
               const int32_t* row_block, const int32_t* row_slot, const uint8_t* row_valid, const int32_t* row_position,
