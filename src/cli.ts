@@ -248,8 +248,8 @@ async function inspect(args: string[]): Promise<void> {
     ...(weightFiles.conversions ?? []).map(({ ggmlType, tensors, read, storedAs }): [string, string] =>
       ["tensors", `${ggmlType} × ${tensors}: ${read}, stored as ${storedAs}`]),
     ["tokenizer", tokenizer ?? "none (generate takes token ids: --ids 1,2,3)"],
-    ["runtime", `device auto runs on ${report.backend} (${runtime.cudaKernels ? "this binary has CUDA kernels" : "this binary has no CUDA kernels"}); ` +
-      `${runtime.isa} CPU kernels (supported: ${runtime.supportedIsas.join(", ")}), ${runtime.threads} threads`],
+    ["runtime", `${report.backend} backend, ${runtime.isa} kernels (supported: ${runtime.supportedIsas.join(", ")}), ${runtime.threads} threads; ` +
+      `device auto runs on ${report.backend}, and this binary has ${runtime.cudaKernels ? "" : "no "}CUDA kernels`],
   ];
   for (const [key, value] of lines) console.log(`${key.padEnd(11)}${value}`);
 }
