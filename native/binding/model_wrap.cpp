@@ -168,9 +168,10 @@ ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWra
     if (!info[1].IsString()) throw make_error(env, ErrorKind::Input, "device must be a string");
     device = info[1].As<Napi::String>().Utf8Value();
   }
-  // The backend first: a device that cannot be had is refused before the host memory is allocated.
+  // The backend first: a device that cannot be had is refused before any memory is allocated, and
+  // the model's matrices go where the backend keeps them.
   backend_ = call_core(env, [&] { return backend_for_device(device, config); });
-  model_ = call_core(env, [&] { return std::make_shared<Model>(config); });
+  model_ = call_core(env, [&] { return std::make_shared<Model>(config, backend_->weight_sink()); });
 }
 
 std::shared_ptr<Model> ModelWrap::model(Napi::Env env) const {

@@ -54,8 +54,11 @@ class Backend {
   virtual const char* name() const = 0;
   // The device it runs on, for people: "cpu", "cuda:0 (NVIDIA H200, 139 GiB)".
   virtual std::string device() const = 0;
-  // Makes a complete model's weights ready for this backend's kernels, once, before its first call:
-  // the CPU reads the model's packed panels as they are; CUDA uploads them and frees the host copy.
+  // Where the model's matrices go as they load: null for the CPU, whose kernels read the model's own
+  // panels; CUDA's writes them straight to device memory. The model is built with it (Model(config, sink)).
+  virtual std::shared_ptr<WeightSink> weight_sink() = 0;
+  // Makes a complete model's weights ready for this backend's kernels, once, before its first call
+  // (CUDA: uploads the vectors and takes the matrices its sink received).
   virtual void prepare_weights(Model& model) = 0;
   // The keys and values of one KV pool of `num_blocks` blocks (KvPool allocates through this), and
   // whether they are host memory.

@@ -30,11 +30,15 @@ void store_matrix_row(WeightMatrix& m, int64_t n, const float* values) {
     for (int64_t c = 0; c < m.cols; ++c) store_from_f32(m.data, m.dtype, m.offset(n, c), values[c]);
     return;
   }
-  float largest = 0.0f;
-  for (int64_t c = 0; c < m.cols; ++c) largest = std::max(largest, std::fabs(values[c]));
-  const float scale = largest > 0.0f ? largest / 127.0f : 1.0f;
+  const float scale = int8_row_scale(values, m.cols);
   m.scales[size_t(n)] = scale;
   for (int64_t c = 0; c < m.cols; ++c) store_from_f32(m.data, DType::Int8, m.offset(n, c), std::nearbyint(values[c] / scale));
+}
+
+float int8_row_scale(const float* values, int64_t cols) {
+  float largest = 0.0f;
+  for (int64_t c = 0; c < cols; ++c) largest = std::max(largest, std::fabs(values[c]));
+  return largest > 0.0f ? largest / 127.0f : 1.0f;
 }
 
 void quantise_int4_block(const float* x, uint8_t* q, uint16_t* scale_bits) {
@@ -127,14 +131,17 @@ ByteCount matrix_memory_bytes(DType dtype, int64_t rows, int64_t cols) {
   return data + scales + uint64_t(rows) + kSlotOverheadBytes;
 }
 
-ByteCount model_memory_bytes(const ModelConfig& config) {
+ByteCount model_memory_bytes(const ModelConfig& config, bool matrices_on_host) {
   const int64_t D = config.hidden_dim, F = config.ffn_dim;
   const DType dtype = config.dtype;
-  ByteCount layer = matrix_memory_bytes(dtype, config.qkv_rows(), D) + matrix_memory_bytes(dtype, D, D) +
-                    matrix_memory_bytes(dtype, F, D) + matrix_memory_bytes(dtype, D, F) +
+  // A matrix a sink holds costs the host its slot's bookkeeping (one written flag per row) only.
+  const auto matrix = [&](int64_t rows, int64_t cols) {
+    return matrices_on_host ? matrix_memory_bytes(dtype, rows, cols) : ByteCount(uint64_t(rows)) + kSlotOverheadBytes;
+  };
+  ByteCount layer = matrix(config.qkv_rows(), D) + matrix(D, D) + matrix(F, D) + matrix(D, F) +
                     vector_memory_bytes(D) * (config.has_mlp_norm() ? 4 : 2) + sizeof(LayerWeights);
   if (config.use_bias) layer += vector_memory_bytes(config.qkv_rows()) + vector_memory_bytes(F) + vector_memory_bytes(D) * 2;
-  const ByteCount embeddings = matrix_memory_bytes(dtype, config.vocab_size, D) * (config.tied_head ? 1 : 2);
+  const ByteCount embeddings = matrix(config.vocab_size, D) * (config.tied_head ? 1 : 2);
   return embeddings + vector_memory_bytes(D) * 2 + layer * uint64_t(config.num_layers);
 }
 
@@ -167,17 +174,26 @@ std::vector<float> compute_alibi_slopes(int64_t num_heads) {
   return std::vector<float>(slopes.begin(), slopes.end());
 }
 
-Model::Model(const ModelConfig& config) : config_(config) {
+Model::Model(const ModelConfig& config, std::shared_ptr<WeightSink> sink) : config_(config), sink_(std::move(sink)) {
   config_.validate();
-  require_memory(model_memory_bytes(config_), ErrorKind::Config, "a model of this configuration");
+  require_memory(model_memory_bytes(config_, sink_ == nullptr), ErrorKind::Config, "a model of this configuration");
   const int64_t D = config_.hidden_dim;
   const int64_t F = config_.ffn_dim;
   const DType dtype = config_.dtype;
+  // With a sink, the host keeps each matrix's shape only.
+  const auto allocate = [&](int64_t rows, int64_t cols) {
+    if (!sink_) return allocate_matrix(dtype, rows, cols);
+    WeightMatrix shape;
+    shape.dtype = dtype;
+    shape.rows = rows;
+    shape.cols = cols;
+    return shape;
+  };
 
-  token_embedding_ = allocate_matrix(dtype, config_.vocab_size, D);
+  token_embedding_ = allocate(config_.vocab_size, D);
   add_matrix("token_embedding", &token_embedding_, config_.vocab_size, D);
   if (!config_.tied_head) {
-    lm_head_ = allocate_matrix(dtype, config_.vocab_size, D);
+    lm_head_ = allocate(config_.vocab_size, D);
     add_matrix("lm_head", &lm_head_, config_.vocab_size, D);
   }
   add_vector("final_norm.gamma", &final_norm_gamma_, D);
@@ -193,13 +209,13 @@ Model::Model(const ModelConfig& config) : config_(config) {
       add_vector(prefix + "mlp_norm.gamma", &layer.mlp_norm_gamma, D);
       add_vector(prefix + "mlp_norm.beta", &layer.mlp_norm_beta, D);
     }
-    layer.qkv = allocate_matrix(dtype, config_.qkv_rows(), D);
+    layer.qkv = allocate(config_.qkv_rows(), D);
     add_matrix(prefix + "qkv.weight", &layer.qkv, config_.qkv_rows(), D);
-    layer.attn_out = allocate_matrix(dtype, D, D);
+    layer.attn_out = allocate(D, D);
     add_matrix(prefix + "attn_out.weight", &layer.attn_out, D, D);
-    layer.ffn_up = allocate_matrix(dtype, F, D);
+    layer.ffn_up = allocate(F, D);
     add_matrix(prefix + "ffn_up.weight", &layer.ffn_up, F, D);
-    layer.ffn_down = allocate_matrix(dtype, D, F);
+    layer.ffn_down = allocate(D, F);
     add_matrix(prefix + "ffn_down.weight", &layer.ffn_down, D, F);
     if (config_.use_bias) {
       add_vector(prefix + "qkv.bias", &layer.qkv_bias, config_.qkv_rows());
@@ -212,6 +228,7 @@ Model::Model(const ModelConfig& config) : config_(config) {
 }
 
 void Model::add_matrix(const std::string& name, WeightMatrix* target, int64_t rows, int64_t cols) {
+  if (sink_) sink_->add_matrix(name, config_.dtype, rows, cols);
   Slot& s = slots_[name];
   s.matrix = target;
   s.rows = rows;
@@ -256,7 +273,6 @@ void Model::check_weight_target(const std::string& name, int64_t row_offset, int
 void Model::set_weight(const std::string& name, int64_t row_offset, const TensorSource& source) {
   std::lock_guard<std::mutex> lock(slots_mutex_);
   require(source.data != nullptr, ErrorKind::Weights, "weight '" + name + "': no data");
-  require(matrices_moved_to_.empty(), ErrorKind::State, "weight '" + name + "': the model's weights already moved to " + matrices_moved_to_);
   Slot& s = target_slot(name, row_offset, source.rows, source.cols);
 
   const int64_t rows = source.rows;
@@ -265,9 +281,16 @@ void Model::set_weight(const std::string& name, int64_t row_offset, const Tensor
     WeightMatrix& m = *s.matrix;
     // Rows go in blocks: the block is first widened to float32 (for input-major sources, column by
     // column, so reads stay contiguous), then each row is quantised or rounded into its panel slots.
+    if (sink_ && !source.input_major && source.dtype == m.dtype && !is_quantised(m.dtype)) {
+      // Already the sink's encoding: the rows go as they are.
+      sink_->write_rows(name, row_offset, rows, source.data, nullptr);
+      for (int64_t r = row_offset; r < row_offset + rows; ++r) s.row_written[size_t(r)] = 1;
+      s.rows_written += rows;
+      return;
+    }
     current_thread_pool()->parallel_for(rows, kPanelWidth, [&](int64_t begin, int64_t end) {
       const int64_t count = end - begin;
-      if (!source.input_major && source.dtype == m.dtype && !is_quantised(m.dtype)) {
+      if (!sink_ && !source.input_major && source.dtype == m.dtype && !is_quantised(m.dtype)) {
         // Same dtype: move the stored bits into their panel slots without a float round trip.
         const size_t element = dtype_size(m.dtype);
         const char* rows_bytes = static_cast<const char*>(source.data) + size_t(begin) * size_t(cols) * element;
@@ -298,7 +321,11 @@ void Model::set_weight(const std::string& name, int64_t row_offset, const Tensor
             block[size_t(i)] = load_as_f32(source.data, source.dtype, size_t(first * cols + i));
           }
         }
-        for (int64_t r = first; r < last; ++r) store_matrix_row(m, row_offset + r, block.data() + (r - first) * cols);
+        if (sink_) {
+          send_rows(name, row_offset + first, last - first, cols, block.data());
+        } else {
+          for (int64_t r = first; r < last; ++r) store_matrix_row(m, row_offset + r, block.data() + (r - first) * cols);
+        }
       }
     });
   } else {
@@ -320,9 +347,8 @@ TrackedVector<uint8_t> Model::read_weight(const std::string& name, DType* dtype,
   *rows = s.rows;
   *cols = s.cols;
   if (s.matrix != nullptr) {
-    require(matrices_moved_to_.empty(), ErrorKind::State, [&] {
-      return "weight '" + name + "' lives on " + matrices_moved_to_ + " only; load the model on the cpu device to read its weights";
-    });
+    require(sink_ == nullptr, ErrorKind::State,
+            "weight '" + name + "' lives in the backend's device memory only; load the model on device \"cpu\" to read its weights");
     const WeightMatrix& m = *s.matrix;
     *dtype = is_quantised(m.dtype) ? DType::Float32 : m.dtype;
     TrackedVector<uint8_t> bytes(size_t(m.rows) * size_t(m.cols) * dtype_size(*dtype));
@@ -367,25 +393,27 @@ bool ends_with(const std::string& text, const std::string& suffix) {
 }  // namespace
 
 void Model::initialize_random(uint64_t seed) {
-  require(matrices_moved_to_.empty(), ErrorKind::State, "a model whose weights moved to " + matrices_moved_to_ + " cannot be re-initialised");
   for (auto& [name, s] : slots_) {
     const uint64_t stream = seed ^ hash_name(name);
     if (s.matrix != nullptr) {
       WeightMatrix& m = *s.matrix;
       current_thread_pool()->parallel_for(s.rows, 16, [&](int64_t begin, int64_t end) {
-        TrackedVector<float> values(size_t(s.cols));
+        // A sink takes the chunk's rows in one write; the host panels take them row by row.
+        TrackedVector<float> values(size_t(s.cols) * size_t(sink_ ? end - begin : 1));
         for (int64_t r = begin; r < end; ++r) {
+          float* row = values.data() + (sink_ ? size_t(r - begin) * size_t(s.cols) : 0);
           uint64_t state = stream + uint64_t(r) * 0x632be59bd9b4e019ull;
           // A sum of four uniforms (Irwin-Hall, variance 4/12) scaled to standard deviation 0.02: close
           // enough to normal for random weights, and cheap for billions of them.
           constexpr float kScale = 0.02f * 1.7320508075688772f / 4294967296.0f;
           for (int64_t c = 0; c < s.cols; ++c) {
             const uint64_t a = splitmix64(state), b = splitmix64(state);
-            values[size_t(c)] = kScale * float(int64_t(a >> 32) + int64_t(a & 0xffffffffu) + int64_t(b >> 32) +
-                                               int64_t(b & 0xffffffffu) - 4 * int64_t(0x80000000u));
+            row[c] = kScale * float(int64_t(a >> 32) + int64_t(a & 0xffffffffu) + int64_t(b >> 32) + int64_t(b & 0xffffffffu) -
+                                    4 * int64_t(0x80000000u));
           }
-          store_matrix_row(m, r, values.data());
+          if (!sink_) store_matrix_row(m, r, row);
         }
+        if (sink_) send_rows(name, begin, end - begin, s.cols, values.data());
       });
     } else {
       std::fill(s.vector->begin(), s.vector->end(), ends_with(name, ".gamma") ? 1.0f : 0.0f);
@@ -410,16 +438,23 @@ void Model::require_complete() const {
   require(count == 0, ErrorKind::Weights, "weights were never set:" + missing);
 }
 
-void Model::release_host_matrices(const std::string& device) {
-  std::lock_guard<std::mutex> lock(slots_mutex_);
-  for (auto& entry : slots_) {
-    WeightMatrix* m = entry.second.matrix;
-    if (m == nullptr) continue;
-    m->owner.reset();
-    m->data = nullptr;
-    TrackedVector<float>().swap(m->scales);
+void Model::send_rows(const std::string& name, int64_t first, int64_t count, int64_t cols, const float* values) {
+  const DType dtype = config_.dtype;
+  const size_t row_bytes = size_t(cols) * dtype_size(dtype);
+  TrackedVector<uint8_t> encoded(size_t(count) * row_bytes);
+  TrackedVector<float> scales(dtype == DType::Int8 ? size_t(count) : 0);
+  for (int64_t r = 0; r < count; ++r) {
+    const float* row = values + r * cols;
+    uint8_t* out = encoded.data() + size_t(r) * row_bytes;
+    if (dtype == DType::Int8) {
+      const float scale = int8_row_scale(row, cols);
+      scales[size_t(r)] = scale;
+      for (int64_t c = 0; c < cols; ++c) out[c] = uint8_t(int8_t(std::nearbyint(row[c] / scale)));
+    } else {
+      for (int64_t c = 0; c < cols; ++c) store_from_f32(out, dtype, size_t(c), row[c]);
+    }
   }
-  matrices_moved_to_ = device;
+  sink_->write_rows(name, first, count, encoded.data(), scales.empty() ? nullptr : scales.data());
 }
 
 std::vector<std::string> Model::weight_names() const {

@@ -14,9 +14,11 @@ namespace falcon {
 //   token_embedding, lm_head (untied only), final_norm.{gamma,beta},
 //   layers.N.{attn_norm,mlp_norm}.{gamma,beta}, layers.N.{qkv,attn_out,ffn_up,ffn_down}.{weight,bias}
 // Vectors count as [n, 1] so biases can be assembled from parts (e.g. keras' separate q/k/v biases).
+// With a WeightSink (a backend that keeps its own copy), the matrices are never allocated on the host:
+// their rows go to the sink as they are set, and the host keeps only the registry and the vectors.
 class Model {
  public:
-  explicit Model(const ModelConfig& config);
+  explicit Model(const ModelConfig& config, std::shared_ptr<WeightSink> sink = nullptr);
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
 
@@ -34,9 +36,6 @@ class Model {
   void initialize_random(uint64_t seed);
   // Throws Error(Weights) listing the weights (and row ranges) never set.
   void require_complete() const;
-  // Frees the host copy of every matrix once a device backend holds its own (Backend::prepare_weights):
-  // a model's weights are in memory once. `device` names where they went, for read_weight's error.
-  void release_host_matrices(const std::string& device);
 
   std::vector<std::string> weight_names() const;
   int64_t parameter_count() const;
@@ -65,6 +64,8 @@ class Model {
   Slot& slot(const std::string& name);
   // check_weight_target with the slots lock held.
   Slot& target_slot(const std::string& name, int64_t row_offset, int64_t rows, int64_t cols);
+  // Rows [first, first + count) of matrix `name` as float32 (`values`, [count, cols]) to the sink, encoded in the model dtype.
+  void send_rows(const std::string& name, int64_t first, int64_t count, int64_t cols, const float* values);
 
   ModelConfig config_;
   WeightMatrix token_embedding_;
@@ -73,12 +74,13 @@ class Model {
   std::vector<LayerWeights> layers_;
   std::vector<float> alibi_slopes_;
   std::map<std::string, Slot> slots_;
-  std::string matrices_moved_to_;  // empty while the host holds the matrices
+  std::shared_ptr<WeightSink> sink_;
   std::mutex slots_mutex_;  // set_weight may be called from several loader threads
 };
 
-// The bytes a Model of `config` allocates (weights and bookkeeping), overflow-checked.
-ByteCount model_memory_bytes(const ModelConfig& config);
+// The host bytes a Model of `config` allocates (weights and bookkeeping; without the matrices when a
+// WeightSink holds them), overflow-checked.
+ByteCount model_memory_bytes(const ModelConfig& config, bool matrices_on_host = true);
 
 // Slopes of keras-hub / HF Falcon ALiBi (spec §2.4), including non-power-of-two head counts.
 std::vector<float> compute_alibi_slopes(int64_t num_heads);

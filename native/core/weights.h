@@ -1,6 +1,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "dtype.h"
@@ -80,6 +81,23 @@ struct WeightMatrix {
   // int4: writes output n's block g, 32 nibbles q (< 16) of inputs 32g .. 32g + 31 and its scale's bits.
   void set_int4_block(int64_t n, int64_t g, const uint8_t* q, uint16_t scale_bits);
 };
+
+// A backend that keeps the weight matrices itself (CUDA: in device memory) receives them here as they
+// load, instead of the model's host panels, so they are in memory once: each matrix when the model is
+// built, then its rows as they are set (from several loader threads at once), row-major in the model
+// dtype: float32, bfloat16 or float16 bits, or int8 as signed bytes with one float32 scale per row.
+class WeightSink {
+ public:
+  virtual ~WeightSink() = default;
+  // Throws (Error) when the backend cannot hold it, before any row is read.
+  virtual void add_matrix(const std::string& name, DType dtype, int64_t rows, int64_t cols) = 0;
+  // `scales` is null except for int8. The rows are the caller's again once this returns.
+  virtual void write_rows(const std::string& name, int64_t first, int64_t count, const void* rows, const float* scales) = 0;
+};
+
+// The int8 scale of one row of `cols` values: symmetric, the largest magnitude maps to ±127 (scale 1
+// for an all-zero row); a value v is stored as nearbyint(v / scale).
+float int8_row_scale(const float* values, int64_t cols);
 
 // ggml's quantize_row_q4_0_ref on one block of kInt4Group values: the value of largest magnitude m
 // (the first, on a tie), d = m / −8, q = min(15, trunc(x / d + 8.5)) (q = 8 where d = 0), d stored as

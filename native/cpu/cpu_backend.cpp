@@ -104,6 +104,7 @@ class CpuBackend final : public Backend {
   const char* name() const override { return "cpu"; }
   std::string device() const override { return "cpu"; }
   // The model's panels are this backend's layout: nothing to do.
+  std::shared_ptr<WeightSink> weight_sink() override { return nullptr; }
   void prepare_weights(Model&) override {}
   std::unique_ptr<KvStorage> allocate_kv(size_t bytes, int64_t) override { return make_host_kv_storage(bytes); }
   bool kv_on_host() const override { return true; }

@@ -5,11 +5,12 @@
 // with the same arithmetic wherever the fixtures' tolerances need it (cuda_backend.h).
 //
 // What lives on the device: every weight matrix (row-major, the dtype it was loaded in; int8 as signed
-// bytes with a float32 scale per row), the norm and bias vectors (float32), the KV pools' keys and
+// bytes with a float32 scale per row; written there as it loads, never held on the host), the norm and
+// bias vectors (float32), the KV pools' keys and
 // values with a mirror of each slot's valid flag and position, and each workspace's activations. Only
 // the step's small tables (token ids, positions, block tables) go up, and its output rows come back.
 #include <algorithm>
-#include <cstring>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -141,6 +142,52 @@ Element element_of(DType dtype) {
 
 size_t element_bytes(Element type) { return type == Element::F32 ? 4 : type == Element::I8 ? 1 : 2; }
 
+// The model's matrices in device memory, allocated when the model is built and written as they load
+// (core/weights.h WeightSink): the host never holds them.
+class DeviceWeightStore final : public WeightSink {
+ public:
+  explicit DeviceWeightStore(std::shared_ptr<DeviceContext> context) : context_(std::move(context)) {}
+
+  void add_matrix(const std::string& name, DType dtype, int64_t rows, int64_t cols) override {
+    DeviceMatrix matrix;
+    matrix.type = element_of(dtype);
+    matrix.rows = rows;
+    matrix.cols = cols;
+    context_->runtime->bind_thread();
+    matrix.data = DeviceBuffer(context_, size_t(rows) * size_t(cols) * element_bytes(matrix.type));
+    if (matrix.type == Element::I8) matrix.scales = DeviceBuffer(context_, size_t(rows) * sizeof(float));
+    matrices_[name] = std::move(matrix);
+  }
+
+  // Model::set_weight has checked the name and the rows; the map is not changed while rows load.
+  void write_rows(const std::string& name, int64_t first, int64_t count, const void* rows, const float* scales) override {
+    std::lock_guard<std::mutex> lock(context_->mutex);
+    const DeviceMatrix& matrix = find(name);
+    const size_t row_bytes = size_t(matrix.cols) * element_bytes(matrix.type);
+    context_->runtime->bind_thread();
+    context_->upload(matrix.data.get<unsigned char>() + size_t(first) * row_bytes, rows, size_t(count) * row_bytes);
+    if (scales != nullptr) context_->upload(matrix.scales.get<float>() + first, scales, size_t(count) * sizeof(float));
+    context_->runtime->synchronize(context_->stream);  // the rows are the caller's again once this returns
+  }
+
+  // Hands matrix `name` to the backend's weights (prepare_weights).
+  DeviceMatrix take(const std::string& name) {
+    DeviceMatrix matrix = std::move(const_cast<DeviceMatrix&>(find(name)));
+    matrices_.erase(name);
+    return matrix;
+  }
+
+ private:
+  const DeviceMatrix& find(const std::string& name) const {
+    const auto found = matrices_.find(name);
+    require(found != matrices_.end(), ErrorKind::State, "the device holds no weight matrix named '" + name + "'");
+    return found->second;
+  }
+
+  std::shared_ptr<DeviceContext> context_;
+  std::map<std::string, DeviceMatrix> matrices_;
+};
+
 // The keys and values of one KV pool, and the device's copy of its slots' valid flags and positions
 // (the attention kernels read them; the host's copy is what core plans steps from).
 class DeviceKvStorage final : public KvStorage {
@@ -255,11 +302,14 @@ struct CudaWorkspace final : BackendWorkspace {
 class CudaBackend final : public Backend {
  public:
   CudaBackend(std::unique_ptr<DeviceRuntime> runtime, std::string label)
-      : context_(std::make_shared<DeviceContext>(std::move(runtime))), label_(std::move(label)) {}
+      : context_(std::make_shared<DeviceContext>(std::move(runtime))),
+        label_(std::move(label)),
+        store_(std::make_shared<DeviceWeightStore>(context_)) {}
 
   const char* name() const override { return "cuda"; }
   std::string device() const override { return label_; }
   bool kv_on_host() const override { return false; }
+  std::shared_ptr<WeightSink> weight_sink() override { return store_; }
   uint64_t memory_available() override {
     std::lock_guard<std::mutex> lock(context_->mutex);
     context_->runtime->bind_thread();
@@ -271,46 +321,38 @@ class CudaBackend final : public Backend {
     return std::make_unique<DeviceKvStorage>(context_, bytes, num_blocks);
   }
 
-  // Uploads every matrix one slice of rows at a time through a small host buffer, then frees the
-  // model's host copy: the weights are in memory once, on the device.
+  // The matrices are already on the device (the store received them as they loaded): this takes them
+  // and uploads the norm and bias vectors.
   void prepare_weights(Model& model) override {
     const ModelConfig& config = model.config();
-    require_cuda_supported(config);
     std::lock_guard<std::mutex> lock(context_->mutex);
     require(weights_ == nullptr, ErrorKind::State, "this model's weights are already on " + label_);
     context_->runtime->bind_thread();
-    const uint64_t needed = model.weight_bytes();
-    const uint64_t available = context_->runtime->free_bytes();
-    require(needed <= available, ErrorKind::Config, [&] {
-      return "the model's weights need " + std::to_string(needed) + " bytes of device memory but " + label_ + " has " +
-             std::to_string(available) + " free; use a smaller dtype (int8, bfloat16) or another device";
-    });
     auto weights = std::make_unique<DeviceWeights>();
-    weights->token_embedding = upload_matrix(model.token_embedding());
-    if (!config.tied_head) weights->lm_head = upload_matrix(model.head());
+    weights->token_embedding = store_->take("token_embedding");
+    if (!config.tied_head) weights->lm_head = store_->take("lm_head");
     weights->final_norm_gamma = upload_vector(model.final_norm_gamma());
     weights->final_norm_beta = upload_vector(model.final_norm_beta());
     weights->alibi_slopes = upload_vector(model.alibi_slopes());
     weights->layers.resize(size_t(config.num_layers));
     for (int64_t l = 0; l < config.num_layers; ++l) {
       const LayerWeights& w = model.layer(l);
+      const std::string prefix = "layers." + std::to_string(l) + ".";
       DeviceLayer& d = weights->layers[size_t(l)];
       d.attn_norm_gamma = upload_vector(w.attn_norm_gamma);
       d.attn_norm_beta = upload_vector(w.attn_norm_beta);
       d.mlp_norm_gamma = upload_vector(w.mlp_norm_gamma);
       d.mlp_norm_beta = upload_vector(w.mlp_norm_beta);
-      d.qkv = upload_matrix(w.qkv);
-      d.attn_out = upload_matrix(w.attn_out);
-      d.ffn_up = upload_matrix(w.ffn_up);
-      d.ffn_down = upload_matrix(w.ffn_down);
+      d.qkv = store_->take(prefix + "qkv.weight");
+      d.attn_out = store_->take(prefix + "attn_out.weight");
+      d.ffn_up = store_->take(prefix + "ffn_up.weight");
+      d.ffn_down = store_->take(prefix + "ffn_down.weight");
       d.qkv_bias = upload_vector(w.qkv_bias);
       d.attn_out_bias = upload_vector(w.attn_out_bias);
       d.ffn_up_bias = upload_vector(w.ffn_up_bias);
       d.ffn_down_bias = upload_vector(w.ffn_down_bias);
     }
-    context_->runtime->synchronize(context_->stream);
     weights_ = std::move(weights);
-    model.release_host_matrices(label_);
   }
 
   void project_logits(const Model& model, const float* hidden, int64_t rows, float* logits_out) override {
@@ -468,42 +510,6 @@ class CudaBackend final : public Backend {
     return buffer;
   }
 
-  DeviceMatrix upload_matrix(const WeightMatrix& m) {
-    DeviceMatrix out;
-    out.type = element_of(m.dtype);
-    out.rows = m.rows;
-    out.cols = m.cols;
-    const size_t element = element_bytes(out.type);
-    const size_t row_bytes = size_t(m.cols) * element;
-    out.data = DeviceBuffer(context_, size_t(m.rows) * row_bytes);
-    // Slices of about 16 MiB: the panels are unpacked into row-major rows on the host threads, then copied up.
-    const int64_t slice_rows = std::max<int64_t>(1, int64_t((size_t(16) << 20) / row_bytes));
-    TrackedVector<unsigned char> staging(size_t(std::min(slice_rows, m.rows)) * row_bytes);
-    const auto* panels = static_cast<const unsigned char*>(m.data);
-    for (int64_t first = 0; first < m.rows; first += slice_rows) {
-      const int64_t count = std::min(slice_rows, m.rows - first);
-      current_thread_pool()->parallel_for(count, 16, [&](int64_t begin, int64_t end) {
-        for (int64_t r = begin; r < end; ++r) {
-          unsigned char* row = staging.data() + size_t(r) * row_bytes;
-          for (int64_t k = 0; k < m.cols; ++k) {
-            const unsigned char* stored = panels + m.offset(first + r, k) * element;
-            // int8 is stored offset by 128 (dtype.h); the device kernels take plain signed bytes.
-            if (out.type == Element::I8) row[k] = static_cast<unsigned char>(int8_t(int(*stored) - 128));
-            else std::memcpy(row + size_t(k) * element, stored, element);
-          }
-        }
-      });
-      context_->upload(out.data.get<unsigned char>() + size_t(first) * row_bytes, staging.data(), size_t(count) * row_bytes);
-      context_->runtime->synchronize(context_->stream);  // before the staging buffer is refilled
-    }
-    if (out.type == Element::I8) {
-      out.scales = DeviceBuffer(context_, m.scales.size() * sizeof(float));
-      context_->upload(out.scales.get(), m.scales.data(), m.scales.size() * sizeof(float));
-      context_->runtime->synchronize(context_->stream);
-    }
-    return out;
-  }
-
   void embedding(const DeviceMatrix& table, const int32_t* ids, int64_t count, float* out) {
     if (table.type == Element::I8) {
       embedding_int8(table.data.get<int8_t>(), table.scales.get<float>(), table.cols, ids, count, out, context_->native());
@@ -636,6 +642,7 @@ class CudaBackend final : public Backend {
 
   std::shared_ptr<DeviceContext> context_;
   std::string label_;
+  std::shared_ptr<DeviceWeightStore> store_;
   std::unique_ptr<DeviceWeights> weights_;
   // project_logits' and embed's device buffers (those calls have no workspace).
   DeviceBuffer logits_hidden_, logits_, logits_rounded_, embed_ids_;
