@@ -3,17 +3,19 @@
  * random weights (or a preset), per dtype, beside the machine's own ceilings measured in the same run.
  *
  *   npm run bench -- [--small] [--preset DIR] [--dtypes float32,bfloat16,float16,int8,int4] [--reps 5]
- *                    [--threads N] [--engine-dtypes bfloat16,int8] [--json]
+ *                    [--threads N] [--engine-dtypes bfloat16,int8] [--device auto|cpu|cuda|cuda:N]
+ *                    [--prompts 128,512] [--streams 1,4,16,64] [--json]
  *
  * For the dtypes in --engine-dtypes (that are also measured), the continuous-batching engine's rows
- * follow (bench/engine.ts): aggregate decode tokens/s at 1, 4, 16 and 64 concurrent streams, and time to
- * first token of a 264-token prompt with its 256-token prefix cold and cached.
+ * follow (bench/engine.ts): aggregate decode tokens/s at 1, 4, 16 and 64 (--streams) concurrent streams,
+ * and time to first token of a 264-token prompt with its 256-token prefix cold and cached. The floors
+ * are this CPU's; a model on a GPU (--device cuda) is timed without them (bench/cuda-check.sh measures the GPU's).
  */
 import { readFileSync } from "node:fs";
 import os from "node:os";
 import { parseArgs } from "node:util";
 
-import { FalconBackbone, FalconCausalLM, runtimeInfo, setNumThreads, type FalconBackboneConfig, type FalconDType } from "../src/index.js";
+import { FalconBackbone, FalconCausalLM, isFalconDevice, runtimeInfo, setNumThreads, type FalconBackboneConfig, type FalconDType } from "../src/index.js";
 import { native } from "../src/native.js";
 import { measureFirstToken, measureStreams, type FirstTokenMeasure } from "./engine.js";
 import { layerMatrixParameters, measureDecode, measurePrefill } from "./measure.js";
@@ -55,19 +57,27 @@ async function main(): Promise<void> {
     options: {
       small: { type: "boolean", default: false }, preset: { type: "string" }, dtypes: { type: "string" },
       reps: { type: "string", default: "5" }, threads: { type: "string" }, json: { type: "boolean", default: false },
-      "engine-dtypes": { type: "string", default: "bfloat16,int8" },
+      "engine-dtypes": { type: "string", default: "bfloat16,int8" }, device: { type: "string", default: "auto" },
+      prompts: { type: "string" }, streams: { type: "string" },
     },
   });
+  if (!isFalconDevice(values.device)) throw new Error(`--device must be auto, cpu, cuda or cuda:N, got "${values.device}"`);
+  const device = values.device;
   if (values.threads) setNumThreads(Number(values.threads));
   const reps = Math.max(1, Number(values.reps));
   const dtypes = (values.dtypes ?? "float32,bfloat16,float16,int8").split(",") as FalconDType[];
-  const promptLengths = values.small ? [16, 64] : [128, 512];
+  const lengths = (text: string, flag: string) => text.split(",").map((item) => {
+    const value = Number(item);
+    if (!Number.isInteger(value) || value < 1) throw new Error(`${flag} takes positive integers, got "${text}"`);
+    return value;
+  });
+  const promptLengths = values.prompts ? lengths(values.prompts, "--prompts") : values.small ? [16, 64] : [128, 512];
   const generated = values.small ? 16 : 128;
   const batchedSteps = values.small ? 8 : 32;
   const engineDtypes = new Set(values["engine-dtypes"]!.split(",").filter((name) => name !== ""));
   // Up to 64 streams of a 1.3B model decode for minutes per repetition: the engine rows take at most 3.
   const engineReps = Math.min(reps, 3);
-  const engineStreams = [1, 4, 16, 64];
+  const engineStreams = values.streams ? lengths(values.streams, "--streams") : [1, 4, 16, 64];
   const log = (line: string) => { if (!values.json) console.log(line); };
 
   const runtime = runtimeInfo();
@@ -90,8 +100,8 @@ async function main(): Promise<void> {
   const firstTokenRows: FirstTokenRow[] = [];
   for (const dtype of dtypes) {
     const model = values.preset
-      ? await FalconBackbone.fromPreset(values.preset, { dtype })
-      : new FalconBackbone({ ...(values.small ? SMALL : FALCON_RW_1B), dtype, seed: 1 });
+      ? await FalconBackbone.fromPreset(values.preset, { dtype, device })
+      : new FalconBackbone({ ...(values.small ? SMALL : FALCON_RW_1B), dtype, seed: 1 }, { device });
     await model.call({ tokenIds: [[0]] });
     const config = model.getConfig();
     const info = model.info();
@@ -112,7 +122,7 @@ async function main(): Promise<void> {
     model.dispose();
 
     const ceilings: Ceilings = { readGBps: Math.max(readBefore, readAfter), ...peaks };
-    log(`\nmodel      ${values.preset ?? (values.small ? "small random" : "falcon-rw-1b shape, random weights")}: ${info.parameterCount.toLocaleString("en-US")} parameters, ${dtype} (${(info.weightBytes / 2 ** 30).toFixed(2)} GiB of weights)`);
+    log(`\nmodel      ${values.preset ?? (values.small ? "small random" : "falcon-rw-1b shape, random weights")}: ${info.parameterCount.toLocaleString("en-US")} parameters, ${dtype} (${(info.weightBytes / 2 ** 30).toFixed(2)} GiB of weights), on ${info.device}`);
     log(`  ceilings read ${readBefore.toFixed(1)} GB/s before and ${readAfter.toFixed(1)} after these runs, f32 FMA ${peaks.f32Gflops.toFixed(0)} GFLOP/s, bf16 dot ${peaks.bf16Gflops.toFixed(0)} GFLOP/s, int8 dot ${peaks.int8Gops.toFixed(0)} GOP/s`);
     // Decode reads every weight byte once per step; prefill multiplies each layer matrix once per token.
     const decodeFloor = (ceilings.readGBps * 1e9) / info.weightBytes;
@@ -121,9 +131,11 @@ async function main(): Promise<void> {
     const prefillFloor = peak / (2 * layerMatrixParameters(config));
     // A decoded token also projects its logits; a batch of b sequences reads the weights once per step.
     const tokenComputeFloor = peak / (2 * (layerMatrixParameters(config) + config.vocabularySize * config.hiddenDim));
+    // The floors come from this CPU's probes: a model on a GPU is timed without them (bench/cuda-check.sh has the GPU's).
+    const onCpu = info.backend === "cpu";
     const add = (measure: string, tokensPerSecond: Summary, floor?: number, limit?: string) => {
       const row: Row = { dtype, ceilings, measure, tokensPerSecond };
-      if (floor !== undefined) row.floor = { tokensPerSecond: floor, percent: (100 * tokensPerSecond.median) / floor, limit: limit! };
+      if (floor !== undefined && onCpu) row.floor = { tokensPerSecond: floor, percent: (100 * tokensPerSecond.median) / floor, limit: limit! };
       rows.push(row);
       const spread = `(min ${tokensPerSecond.min.toFixed(1)}, max ${tokensPerSecond.max.toFixed(1)})`;
       const floorText = row.floor ? `   ${row.floor.percent.toFixed(0)}% of the ${limit} floor ${floor!.toFixed(1)}` : "";
@@ -151,7 +163,8 @@ async function main(): Promise<void> {
       const warm = Math.max(info.weightBytes / (ceilings.readGBps * 1e9), (2 * layerMatrixParameters(config) * ownTokens + headFlops) / peak);
       firstTokenRows.push({ dtype, ...firstToken, floorSeconds: { cold, warm } });
       const line = (label: string, seconds: Summary, floorSeconds: number) =>
-        log(`  ${label.padEnd(10)} ${seconds.median.toFixed(3).padStart(8)} s     (min ${seconds.min.toFixed(3)}, max ${seconds.max.toFixed(3)})   ${((100 * floorSeconds) / seconds.median).toFixed(0)}% of the floor ${floorSeconds.toFixed(3)} s`);
+        log(`  ${label.padEnd(10)} ${seconds.median.toFixed(3).padStart(8)} s     (min ${seconds.min.toFixed(3)}, max ${seconds.max.toFixed(3)})` +
+          (onCpu ? `   ${((100 * floorSeconds) / seconds.median).toFixed(0)}% of the floor ${floorSeconds.toFixed(3)} s` : ""));
       line(`ttft${firstToken.promptLength}`, firstToken.cold, cold);
       line(`  cached`, firstToken.warm, warm);
       log(`  ${"".padEnd(10)} ${(firstToken.cold.median / firstToken.warm.median).toFixed(1)}× faster with the ${firstToken.prefixLength}-token prefix cached`);

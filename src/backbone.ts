@@ -18,11 +18,35 @@ import type { PresetHandleOptions } from "./presets/hub.js";
 import { readPreset } from "./presets/index.js";
 import { writeKerasPreset, type WriteKerasPresetOptions } from "./presets/keras-export.js";
 
-export interface FromPresetOptions extends PresetHandleOptions {
+/**
+ * Where a model runs: "cpu"; "cuda" (GPU 0) or "cuda:N"; "auto" (the default): GPU 0 when this
+ * binary has the CUDA kernels, a GPU answers and the dtype runs there (int4 is CPU-only), else the CPU.
+ * `info().device` says which. FALCON_CUDA_EMULATE=1 runs "cuda" on a host emulation of the GPU
+ * kernels (slow; for tests and kernel work without a GPU).
+ */
+export type FalconDevice = "auto" | "cpu" | "cuda" | `cuda:${number}`;
+
+export interface FalconBackboneOptions {
+  /** Where the model runs (default "auto"). */
+  device?: FalconDevice;
+}
+
+export interface FromPresetOptions extends PresetHandleOptions, FalconBackboneOptions {
   /** Load the preset's weights (default true); false gives a seeded random initialisation. */
   loadWeights?: boolean;
   /** Override the dtype; weights are cast while they load. */
   dtype?: FalconDType;
+}
+
+export function isFalconDevice(value: unknown): value is FalconDevice {
+  return typeof value === "string" && /^(auto|cpu|cuda|cuda:\d{1,3})$/.test(value);
+}
+
+/** The device option checked: FalconInputError naming the accepted values. */
+function checkDevice(device: unknown): FalconDevice {
+  if (device === undefined) return "auto";
+  if (!isFalconDevice(device)) throw new FalconInputError(`device must be "auto", "cpu", "cuda" or "cuda:N", got ${JSON.stringify(device)}`);
+  return device;
 }
 
 export interface CreateCacheOptions {
@@ -101,20 +125,22 @@ export class FalconBackbone extends NativeResource<NativeModel> {
   readonly #config: ResolvedBackboneConfig;
   #ready: Promise<void>;
 
-  constructor(config: FalconBackboneConfig);
+  constructor(config: FalconBackboneConfig, options?: FalconBackboneOptions);
   /** @internal */
-  constructor(config: FalconBackboneConfig, initialisation: typeof LOADING);
-  constructor(config: FalconBackboneConfig, initialisation?: typeof LOADING) {
+  constructor(config: FalconBackboneConfig, options: FalconBackboneOptions, initialisation: typeof LOADING);
+  constructor(config: FalconBackboneConfig, options: FalconBackboneOptions = {}, initialisation?: typeof LOADING) {
     const resolved = resolveBackboneConfig(config);
-    super(callNativeSync(() => new (native().NativeModel)(toNativeConfig(resolved))), "model");
+    if (typeof options !== "object" || options === null) throw new FalconInputError("FalconBackbone options must be an object");
+    const device = checkDevice(options.device);
+    super(callNativeSync(() => new (native().NativeModel)(toNativeConfig(resolved), device)), "model");
     this.#config = resolved;
     this.tokenEmbedding = new TokenEmbedding(this);
     if (initialisation === LOADING) {
       this.#ready = Promise.resolve();
     } else {
-      // Initialisation runs off the event loop; every call awaits it.
+      // Initialisation (and a device backend's upload) runs off the event loop; every call awaits it.
       const model = this.handle;
-      this.#ready = callNative(() => model.initializeRandom(this.#config.seed));
+      this.#ready = callNative(() => model.initializeRandom(this.#config.seed)).then(() => callNative(() => model.prepareWeights()));
       this.#ready.catch(() => undefined);
     }
   }
@@ -128,18 +154,21 @@ export class FalconBackbone extends NativeResource<NativeModel> {
     const preset = await readPreset(pathOrName, options);
     const config = { ...preset.config };
     if (options.dtype !== undefined) config.dtype = options.dtype;
-    if (options.loadWeights === false) return new FalconBackbone(config);
+    const device = checkDevice(options.device);
+    if (options.loadWeights === false) return new FalconBackbone(config, { device });
     // The files are checked against the config before the model's memory is allocated.
     const weights = await preset.prepareWeights(resolveBackboneConfig(config));
     let backbone: FalconBackbone;
     try {
-      backbone = new FalconBackbone(config, LOADING);
+      backbone = new FalconBackbone(config, { device }, LOADING);
     } catch (error) {
       weights.dispose();
       throw error;
     }
     try {
       await weights.load(backbone.handle);
+      const model = backbone.handle;
+      await callNative(() => model.prepareWeights());
     } catch (error) {
       backbone.dispose();
       throw error;
@@ -152,7 +181,7 @@ export class FalconBackbone extends NativeResource<NativeModel> {
     return { ...this.#config, ropeScaling: this.#config.ropeScaling && { ...this.#config.ropeScaling } };
   }
 
-  /** Parameter count, weight bytes, storage dtype and the backend in use. */
+  /** Parameter count, weight bytes, storage dtype, the backend and device in use. */
   info(): NativeModelInfo {
     return this.handle.info();
   }

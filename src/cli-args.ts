@@ -1,4 +1,5 @@
 /** Command-line argument parsing the commands share: typed numbers, id lists, dtypes; mistakes are UsageErrors. */
+import { isFalconDevice, type FalconDevice } from "./backbone.js";
 import { FALCON_DTYPES, type FalconDType } from "./config.js";
 import { FalconError } from "./errors.js";
 
@@ -31,6 +32,12 @@ export function idList(value: string, flag: string): number[] {
   const parts = value.split(/[\s,]+/).filter((part) => part !== "");
   if (parts.length === 0) throw new UsageError(`${flag} needs comma-separated token ids, e.g. ${flag} 1,2,3`);
   return parts.map((part) => nonNegativeInteger(part, flag));
+}
+
+/** --device: where the model runs (FalconDevice). */
+export function deviceOption(value: string | undefined): FalconDevice | undefined {
+  if (value !== undefined && !isFalconDevice(value)) throw new UsageError(`--device must be auto, cpu, cuda or cuda:N, got "${value}"`);
+  return value;
 }
 
 export function dtypeOption(value: string | undefined): FalconDType | undefined {

@@ -16,7 +16,7 @@ import {
   type FalconBackboneConfig,
   type ResolvedBackboneConfig,
 } from "./config.js";
-import { dtypeOption, finiteNumber, idList, nonNegativeInteger, positiveInteger, UsageError } from "./cli-args.js";
+import { deviceOption, dtypeOption, finiteNumber, idList, nonNegativeInteger, positiveInteger, UsageError } from "./cli-args.js";
 import type { GenerateOptions } from "./generate.js";
 import { checkBatchFits } from "./inputs.js";
 import type { GgufWeightConversion } from "./presets/gguf.js";
@@ -60,6 +60,7 @@ const COMMAND_HELP: Record<CommandName, { options: string; examples: string }> =
   --stream                  print the completion as it is generated (one prompt)
   --json                    print one JSON object: ids and text of every row, token counts and timings
   --dtype TYPE              ${FALCON_DTYPES.join(" | ")} (default: the preset's)
+  --device NAME             auto | cpu | cuda | cuda:N (default auto: a GPU when one is usable)
   --threads N               worker threads (default: all cores, or FALCON_NUM_THREADS)
   --verbose                 timings on stderr
 `,
@@ -76,6 +77,7 @@ const COMMAND_HELP: Record<CommandName, { options: string; examples: string }> =
                     model is a bigram model of a few paragraphs about falcons, for trying generate,
                     inspect and serve without downloading a model
   --dtype TYPE      ${FALCON_DTYPES.join(" | ")} (default float32)
+  --device NAME     auto | cpu | cuda | cuda:N (default auto: a GPU when one is usable)
   --batch N         rows (default 2)
   --length N        tokens per row (default 64)
   --seed N          seed for the random model and the token ids (default 0)
@@ -134,11 +136,12 @@ async function run(args: string[]): Promise<void> {
     args,
     options: {
       preset: { type: "string" }, dtype: { type: "string" }, batch: { type: "string" }, length: { type: "string" },
-      seed: { type: "string" }, threads: { type: "string" }, save: { type: "string" },
+      seed: { type: "string" }, threads: { type: "string" }, save: { type: "string" }, device: { type: "string" },
     },
   });
   if (values.save !== undefined && values.preset !== undefined) throw new UsageError("--save writes a new checkpoint and runs it; drop --preset");
   const dtype = dtypeOption(values.dtype);
+  const device = deviceOption(values.device);
   const batch = positiveInteger(values.batch, 2, "--batch");
   const length = positiveInteger(values.length, 64, "--length");
   const seed = values.seed === undefined ? 0 : nonNegativeInteger(values.seed, "--seed");
@@ -152,8 +155,8 @@ async function run(args: string[]): Promise<void> {
   const presetName = values.save ?? values.preset;
   const loadStart = performance.now();
   const model = presetName
-    ? await FalconBackbone.fromPreset(presetName, { dtype })
-    : new FalconBackbone({ ...DEFAULT_MODEL, dtype, seed });
+    ? await FalconBackbone.fromPreset(presetName, { dtype, device })
+    : new FalconBackbone({ ...DEFAULT_MODEL, dtype, seed }, { device });
   const config = model.getConfig();
   // The ids are made here, before the model's own input checks run: price them with the hidden states the call returns.
   checkBatchFits(batch, length, Int32Array.BYTES_PER_ELEMENT + Float32Array.BYTES_PER_ELEMENT * config.hiddenDim, "run --batch × --length");
@@ -171,7 +174,7 @@ async function run(args: string[]): Promise<void> {
   console.log(`model      ${presetName ?? "random (embedded default)"}: ${config.numLayers} layers, hidden ${config.hiddenDim}, ` +
     `${config.numAttentionHeads} heads, vocab ${config.vocabularySize}, ${info.parameterCount.toLocaleString("en-US")} parameters, ${info.dtype}`);
   const runtime = runtimeInfo();
-  console.log(`backend    ${info.backend} (${runtime.isa} kernels), ${runtime.threads} threads`);
+  console.log(`backend    ${info.backend === "cpu" ? `cpu (${runtime.isa} kernels), ${runtime.threads} threads` : `${info.backend} on ${info.device}`}`);
   console.log(`input      tokenIds [${batch}, ${length}]`);
   console.log(`output     hidden [${hidden.shape.join(", ")}], logits [${logits.shape.join(", ")}]`);
   console.log(`time       load ${loadMs.toFixed(1)} ms, forward ${forwardMs.toFixed(1)} ms (${((batch * length) / (forwardMs / 1000)).toFixed(1)} tokens/s)`);
@@ -218,7 +221,8 @@ async function inspect(args: string[]): Promise<void> {
     weightBytes: weightBytes(config),
     weightFiles,
     tokenizer,
-    backend: runtimeInfo().backend,
+    backend: runtime.backend,
+    cudaKernels: runtime.cudaKernels,
     isa: runtime.isa,
     supportedIsas: runtime.supportedIsas,
     threads: runtime.threads,
@@ -244,7 +248,8 @@ async function inspect(args: string[]): Promise<void> {
     ...(weightFiles.conversions ?? []).map(({ ggmlType, tensors, read, storedAs }): [string, string] =>
       ["tensors", `${ggmlType} × ${tensors}: ${read}, stored as ${storedAs}`]),
     ["tokenizer", tokenizer ?? "none (generate takes token ids: --ids 1,2,3)"],
-    ["runtime", `${report.backend} backend, ${runtime.isa} kernels (supported: ${runtime.supportedIsas.join(", ")}), ${runtime.threads} threads`],
+    ["runtime", `device auto runs on ${report.backend} (${runtime.cudaKernels ? "this binary has CUDA kernels" : "this binary has no CUDA kernels"}); ` +
+      `${runtime.isa} CPU kernels (supported: ${runtime.supportedIsas.join(", ")}), ${runtime.threads} threads`],
   ];
   for (const [key, value] of lines) console.log(`${key.padEnd(11)}${value}`);
 }
@@ -322,6 +327,7 @@ async function generateCommand(args: string[]): Promise<void> {
       "max-length": { type: "string" }, sampler: { type: "string" }, k: { type: "string" }, p: { type: "string" },
       temperature: { type: "string" }, seed: { type: "string" }, "stop-token-ids": { type: "string" },
       "strip-prompt": { type: "boolean" }, stream: { type: "boolean" }, json: { type: "boolean" }, dtype: { type: "string" },
+      device: { type: "string" },
       threads: { type: "string" }, verbose: { type: "boolean" },
     },
   });
@@ -345,10 +351,11 @@ async function generateCommand(args: string[]): Promise<void> {
   const stop = values["stop-token-ids"];
   if (stop !== undefined) options.stopTokenIds = stop === "none" ? null : idList(stop, "--stop-token-ids");
   const dtype = dtypeOption(values.dtype);
+  const device = deviceOption(values.device);
   if (values.threads !== undefined) setNumThreads(positiveInteger(values.threads, 1, "--threads"));
 
   const loadStart = performance.now();
-  const lm = await FalconCausalLM.fromPreset(values.preset, { dtype });
+  const lm = await FalconCausalLM.fromPreset(values.preset, { dtype, device });
   try {
     const loadMs = performance.now() - loadStart;
     if (ids.length === 0 && !lm.tokenizer) {
@@ -405,7 +412,7 @@ async function generateCommand(args: string[]): Promise<void> {
       const runtime = runtimeInfo();
       process.stderr.write(
         `load ${loadMs.toFixed(1)} ms; generated ${generated} tokens in ${ms.toFixed(1)} ms ` +
-          `(${(generated / (ms / 1000)).toFixed(1)} tokens/s); ${lm.backbone.info().backend} backend, ${runtime.isa} kernels, ${runtime.threads} threads\n`,
+          `(${(generated / (ms / 1000)).toFixed(1)} tokens/s); ${lm.backbone.info().device}, ${runtime.isa} kernels, ${runtime.threads} threads\n`,
       );
     }
   } finally {

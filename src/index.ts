@@ -1,4 +1,4 @@
-export { FalconBackbone, FalconKvCache, TokenEmbedding } from "./backbone.js";
+export { FalconBackbone, FalconKvCache, isFalconDevice, TokenEmbedding } from "./backbone.js";
 export { FalconCausalLM } from "./causal-lm.js";
 export type { CausalLMFromPresetOptions, FalconCausalLMOptions } from "./causal-lm.js";
 export {
@@ -54,7 +54,7 @@ export {
 } from "./samplers.js";
 export type { ResolvedSamplerConfig, SamplerConfig, SamplerSpec, SamplerType, StochasticSamplerOptions, TokenSampler } from "./samplers.js";
 export { TokenStreamDecoder } from "./stream-decoder.js";
-export type { CreateCacheOptions, FromPresetOptions } from "./backbone.js";
+export type { CreateCacheOptions, FalconBackboneOptions, FalconDevice, FromPresetOptions } from "./backbone.js";
 export { FALCON_DTYPES, describeVariant, parameterCount, weightBytes } from "./config.js";
 export type { BlockLayout, FalconBackboneConfig, FalconDType, FalconVariant, PositionEncoding, ResolvedBackboneConfig, RopeScaling } from "./config.js";
 export {

@@ -46,7 +46,12 @@ export interface NativeModelInfo {
   parameterCount: number;
   weightBytes: number;
   dtype: NativeDType;
+  /** "cpu" or "cuda". */
   backend: string;
+  /** The device, for people: "cpu", "cuda:0 (NVIDIA H200, sm_90, 139 GiB)", "cuda:0 (emulated on the host)". */
+  device: string;
+  /** Bytes of the device's memory (host memory for the CPU) not in use: what an engine sizes its KV pool from. */
+  memoryAvailable: number;
 }
 
 export interface NativeModel {
@@ -95,6 +100,11 @@ export interface NativeModel {
   initializeRandom(seed: number): Promise<void>;
   /** Throws (code FALCON_WEIGHTS) listing every weight never set. */
   requireComplete(): void;
+  /**
+   * Once every weight is set: puts them where the backend's kernels read them (CUDA: uploads them and
+   * frees the host copy, so getWeight then refuses). Every load and initialisation ends with it.
+   */
+  prepareWeights(): Promise<void>;
   forward(
     tokenIds: Int32Array,
     paddingMask: Uint8Array | null,
@@ -201,7 +211,8 @@ export interface NativeEngineConstructor {
 
 export interface NativeAddon {
   NativeEngine: NativeEngineConstructor;
-  NativeModel: new (config: NativeModelConfig) => NativeModel;
+  /** `device`: "cpu" (default), "auto", "cuda" or "cuda:N" (backend_for_device in native/binding/device_choice.h). */
+  NativeModel: new (config: NativeModelConfig, device?: string) => NativeModel;
   NativeKvCache: new (model: NativeModel, batchSize: number, maxLength: number) => NativeKvCache;
   NativeWeightFile: new (path: string) => NativeWeightFile;
   numThreads(): number;
@@ -209,7 +220,10 @@ export interface NativeAddon {
   /** The kernel family in use, the families this CPU supports, and the raw feature flags. */
   cpuInfo(): { isa: CpuIsa; supportedIsas: CpuIsa[]; features: Record<string, boolean> };
   /** The backend new models run on ("cpu"; a CUDA build reports its own). */
+  /** The backend device "auto" picks: "cuda" when this binary has CUDA kernels and GPU 0 answers, else "cpu". */
   defaultBackend(): string;
+  /** Whether this binary has the real CUDA kernels (without them, device "cuda" needs FALCON_CUDA_EMULATE=1). */
+  cudaKernelsBuilt(): boolean;
   /** Switches the kernel family process-wide (must be supported; FALCON_ISA sets the initial one). */
   setIsa(isa: CpuIsa): void;
   /** Measures read bandwidth over a buffer of `bytes` and the f32 FMA / bf16 dot / int8 dot peaks, on all pool threads. */

@@ -5,8 +5,10 @@ import { callNativeSync, native, type CpuIsa } from "./native.js";
 export type { CpuIsa } from "./native.js";
 
 export interface RuntimeInfo {
-  /** The backend new models run on. */
+  /** The backend models loaded with device "auto" (the default) run on: "cuda" or "cpu". */
   backend: string;
+  /** Whether this binary has the CUDA kernels (device "cuda" needs them, or FALCON_CUDA_EMULATE=1). */
+  cudaKernels: boolean;
   /** The kernel family in use. */
   isa: CpuIsa;
   /** Families this CPU and OS can run (FALCON_ISA picks one at startup). */
@@ -18,7 +20,9 @@ export interface RuntimeInfo {
 
 export function runtimeInfo(): RuntimeInfo {
   const { isa, supportedIsas, features } = native().cpuInfo();
-  return { backend: native().defaultBackend(), isa, supportedIsas, threads: native().numThreads(), features };
+  return {
+    backend: native().defaultBackend(), cudaKernels: native().cudaKernelsBuilt(), isa, supportedIsas, threads: native().numThreads(), features,
+  };
 }
 
 /**

@@ -1,5 +1,6 @@
 /**
- * The attention kernels (native/cuda/kernels/attention.cu: split-K paged attention and the tiled
+ * The KV write kernel (native/cuda/kernels/kv_write.cu) against cpu::write_cache, byte for byte; and
+ * the attention kernels (native/cuda/kernels/attention.cu: split-K paged attention and the tiled
  * flash-attention prefill), through the host emulation, against cpu::attention over the same KV pool
  * blocks: decode rows over long contexts (several splits, many blocks), prompts longer than one tile
  * and chunked prompts, padding slots, fully padded queries, MHA / GQA / MQA, ALiBi, and float32,
@@ -10,7 +11,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
-import { describeOnEach, reportRealKernels, gamma, U32, type CudaAttentionSpec } from "./helpers/cuda-emulation.js";
+import { describeOnEach, reportRealKernels, gamma, U32, type CudaAttentionSpec, type CudaWriteKvSpec } from "./helpers/cuda-emulation.js";
 import { seededRandom } from "./helpers/seeded-random.js";
 
 reportRealKernels(it, "cuda attention");
@@ -166,3 +167,73 @@ for (const kernel of ["split", "flash"] as const) {
     });
   });
 }
+
+/**
+ * A step's rows writing into shuffled slots of a pool, some of them padding, their key and value
+ * heads holding values whose rounding is a corner case: ties to even for bfloat16 (1 + 2⁻⁸ rounds
+ * down, 1 + 3·2⁻⁸ up) and float16 (1 + 2⁻¹¹, 1 + 3·2⁻¹¹), float16 subnormals and underflow, magnitudes
+ * past float16's largest (to ±inf) and infinities; the query heads and the stride's padding hold
+ * values the write must not read.
+ */
+function writeKvSpec(shape: Shape, kvDtype: CudaWriteKvSpec["kvDtype"], seed: number): CudaWriteKvSpec {
+  const random = seededRandom(seed);
+  const { heads, kvHeads, headDim } = shape;
+  const numBlocks = 4, rows = 11;
+  const qkvStride = (heads + 2 * kvHeads) * headDim + 5;
+  const slots = Array.from({ length: numBlocks * BLOCK }, (_, i) => i);
+  for (let i = slots.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [slots[i], slots[j]] = [slots[j]!, slots[i]!];
+  }
+  const chosen = slots.slice(0, rows);
+  const corners = [1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -11, -(1 + 3 * 2 ** -11), 3e-6, -1e-7, 2e-8, 70000, -65520, Infinity, -Infinity, 0, -0];
+  const qkv = Float32Array.from({ length: rows * qkvStride }, () => (random() * 2 - 1) * 8);
+  for (let i = 0; i < corners.length * 3; i++) {
+    const row = Math.floor(random() * rows), column = heads * headDim + Math.floor(random() * 2 * kvHeads * headDim);
+    qkv[row * qkvStride + column] = corners[i % corners.length]!;
+  }
+  return {
+    ...shape,
+    kvDtype,
+    numBlocks,
+    qkvStride,
+    qkv,
+    rowBlock: Int32Array.from(chosen, (slot) => Math.floor(slot / BLOCK)),
+    rowSlot: Int32Array.from(chosen, (slot) => slot % BLOCK),
+    rowValid: Uint8Array.from(chosen, (_, r) => (r % 4 === 3 ? 0 : 1)),
+    rowPosition: Int32Array.from(chosen, () => Math.floor(random() * 5000)),
+  };
+}
+
+describeOnEach(describe, "cuda ops: KV write against cpu::write_cache", (cuda) => {
+  const shapes: Array<Shape & { name: string }> = [
+    { name: "MHA", heads: 4, kvHeads: 4, headDim: 8 },
+    { name: "GQA", heads: 6, kvHeads: 2, headDim: 24 },
+    { name: "MQA", heads: 4, kvHeads: 1, headDim: 130 },
+  ];
+  let seed = 500;
+  for (const shape of shapes) {
+    for (const kvDtype of ["float32", "bfloat16", "float16"] as const) {
+      const caseSeed = seed++;
+      it(`${shape.name} (${shape.heads} heads over ${shape.kvHeads} KV heads of ${shape.headDim}), ${kvDtype} pool: the same bytes, flags and positions`, () => {
+        const spec = writeKvSpec(shape, kvDtype, caseSeed);
+        const result = cuda.writeKv(spec);
+        // Both sides round each float32 once to nearest even: bit-identical pools, untouched slots included.
+        assert.ok(result.cpuKv.some((byte) => byte !== 0xa5), "the CPU wrote nothing");
+        assert.deepEqual(result.gpuKv, result.cpuKv);
+        assert.deepEqual(result.gpuValid, result.cpuValid);
+        assert.deepEqual(result.gpuPositions, result.cpuPositions);
+        assert.equal(
+          result.cpuValid.reduce((a, b) => a + b, 0),
+          spec.rowValid.reduce((a, b) => a + b, 0),
+        );
+      });
+    }
+  }
+
+  it("refuses rows that name slots outside the pool or the same slot twice", () => {
+    const spec = writeKvSpec({ heads: 4, kvHeads: 4, headDim: 8 }, "float32", 1);
+    assert.throws(() => cuda.writeKv({ ...spec, rowSlot: spec.rowSlot.map((slot, r) => (r === 0 ? BLOCK : slot)) }), { code: "FALCON_INPUT" });
+    assert.throws(() => cuda.writeKv({ ...spec, rowBlock: spec.rowBlock.map(() => 0), rowSlot: spec.rowSlot.map(() => 3) }), { code: "FALCON_INPUT" });
+  });
+});

@@ -43,6 +43,39 @@ describeOnEach(describe, "cuda ops: embedding gather", (cuda) => {
       assert.deepEqual(gpu, cpu);
     });
   }
+
+  it("dequantises int8 rows as the CPU does, q · scale bit for bit", () => {
+    const random = seededRandom(12);
+    const vocab = 29, dim = 130;
+    const table = Float32Array.from({ length: vocab * dim }, () => Math.round((random() * 2 - 1) * 127));
+    table[0] = 127;
+    table[1] = -127;
+    const scales = Float32Array.from({ length: vocab }, () => (0.001 + random() * 0.02) * (random() < 0.5 ? 1 : 3.3));
+    const ids = Int32Array.from({ length: 11 }, () => Math.floor(random() * vocab));
+    ids[0] = 0;
+    ids[1] = vocab - 1;
+    const { gpu, cpu } = cuda.embedding({ table, dim, dtype: "int8", ids, scales });
+    // One float32 product of the same integer and scale on both sides.
+    assert.deepEqual(gpu, cpu);
+    assert.equal(gpu[0], Math.fround(127 * scales[0]!));
+  });
+});
+
+describeOnEach(describe, "cuda ops: row gather", (cuda) => {
+  it("copies the named rows, in order, repeats included", () => {
+    const random = seededRandom(13);
+    const sourceRows = 23, dim = 301;
+    const x = randomArray(random, sourceRows * dim, 5);
+    const rows = Int32Array.from([sourceRows - 1, 0, 7, 7, 12, 3]);
+    const out = cuda.gatherRows({ x, dim, rows });
+    assert.equal(out.length, rows.length * dim);
+    rows.forEach((row, i) => assert.deepEqual(out.subarray(i * dim, (i + 1) * dim), x.subarray(row * dim, (row + 1) * dim), `row ${i}`));
+  });
+
+  it("gathers nothing for no rows, and refuses rows outside x", () => {
+    assert.equal(cuda.gatherRows({ x: new Float32Array(8), dim: 4, rows: new Int32Array(0) }).length, 0);
+    assert.throws(() => cuda.gatherRows({ x: new Float32Array(8), dim: 4, rows: Int32Array.from([2]) }), { code: "FALCON_INPUT" });
+  });
 });
 
 describeOnEach(describe, "cuda ops: residual add + layer norm", (cuda) => {
@@ -152,8 +185,19 @@ interface MatmulCase {
   n: number;
 }
 
+/** The strict tiled GEMM with every weight type: one and several 64-row tiles, k off the 16-deep tiles, n off the 64-wide ones. */
+const TILED_SHAPES = [
+  [1, 37, 65],
+  [5, 100, 90],
+  [9, 300, 33],
+  [70, 100, 130],
+];
+
 const MATMUL_CASES: MatmulCase[] = [
   ...[[1, 1, 1], [5, 17, 33], [70, 100, 90], [64, 64, 64], [3, 300, 130]].map(([m, k, n]) => ({ dtype: "float32" as const, kernel: "tiled" as const, m: m!, k: k!, n: n! })),
+  ...(["float32", "bfloat16", "float16", "int8"] as const).flatMap((dtype) =>
+    TILED_SHAPES.map(([m, k, n]) => ({ dtype, kernel: "tiled" as const, m: m!, k: k!, n: n! })),
+  ),
   ...[[1, 1, 1], [3, 100, 90], [8, 257, 33]].map(([m, k, n]) => ({ dtype: "float32" as const, kernel: "gemv" as const, m: m!, k: k!, n: n! })),
   ...(["bfloat16", "float16"] as const).flatMap((dtype) => [
     ...[[1, 16, 1], [17, 40, 70], [70, 100, 65], [64, 64, 64]].map(([m, k, n]) => ({ dtype, kernel: "wmma" as const, m: m!, k: k!, n: n! })),
@@ -170,7 +214,11 @@ const QUANT_BLOCK = 256;
  * CPU's bf16 path also multiplies x rounded to bfloat16; products of 16-bit values are exact in
  * float32) in different orders, each within γ_k·A of the exact sum (A = Σ|x·w|): 2γ_k·A apart.
  * float16 through wmma rounds x to float16 (the CPU keeps it float32): + Σ(2⁻¹¹|x| + 2⁻²⁵)|w|.
- * int8: the CPU quantises x per block (|x − x̃| ≤ s_b(½ + 256u)), the kernel does not; × the row scale.
+ * int8 through gemv: the CPU quantises x per block (|x − x̃| ≤ s_b(½ + 256u)), the kernel does not;
+ * × the row scale. int8 through the tiled kernel is compared with float32 math over the dequantised
+ * weights q·s instead (x float32 on both sides): each side sums within γ_k of its own terms, the
+ * reference's terms carry the rounding of q·s (u each) and the kernel's sum one more for × s, so
+ * 2γ_{k+1}·sA + 2u·sA with A = Σ|x·q|.
  * Then the epilogue: the bias add rounds once per side (2u|v|); GELU moves an input error by at most
  * GELU_SLOPE and adds 8u|v| of its own; the accumulate add rounds once per side.
  */
@@ -193,11 +241,12 @@ function matmulBound(c: MatmulCase, x: Float32Array, weights: Float32Array, scal
         const wi = Math.abs(weights[o * k + i]!);
         a += Math.abs(xi) * wi;
         if (c.dtype === "float16" && c.kernel === "wmma") extra += (2 ** -11 * Math.abs(xi) + 2 ** -25) * wi;
-        if (c.dtype === "int8") extra += blockScales[r * Math.ceil(k / QUANT_BLOCK) + Math.floor(i / QUANT_BLOCK)]! * (0.5 + 256 * U32) * wi;
+        if (c.dtype === "int8" && c.kernel === "gemv") extra += blockScales[r * Math.ceil(k / QUANT_BLOCK) + Math.floor(i / QUANT_BLOCK)]! * (0.5 + 256 * U32) * wi;
       }
       const rowScale = c.dtype === "int8" ? scales![o]! : 1;
       const v = rowScale * (a + extra) + Math.abs(bias[o]!);
-      let t = rowScale * (2 * gamma(k) * (a + extra) + extra) + 2 * U32 * v;
+      const sum = c.dtype === "int8" && c.kernel === "tiled" ? rowScale * (2 * gamma(k + 1) + 2 * U32) * a : rowScale * (2 * gamma(k) * (a + extra) + extra);
+      let t = sum + 2 * U32 * v;
       if (gelu) t = GELU_SLOPE * t + 8 * U32 * v;
       if (accumulate) t += 2 * U32 * (Math.abs(y0[r * n + o]!) + v);
       bound[r * n + o] = t;
@@ -248,9 +297,20 @@ describeOnEach(describe, "cuda ops: GEMM and GEMV against cpu::matmul", (cuda) =
     }
   });
 
+  it("every launcher refuses sizes and types it cannot run, as typed input errors naming it", () => {
+    const refusals = cuda.kernelRefusals();
+    const launchers = [...new Set(refusals.map(({ call }) => call.split(" ")[0]!))].sort();
+    assert.deepEqual(launchers, ["embedding", "embedding_int8", "gather_rows", "gemm_f32", "gemm_wmma", "gemv", "gemv_int8", "paged_attention", "round_to", "write_kv"]);
+    for (const { call, code, message } of refusals) {
+      assert.equal(code, "FALCON_INPUT", `${call}: ${code} ${message}`);
+      assert.ok(message.startsWith(`${call.split(" ")[0]}: `), `${call}: the message "${message}" does not name the kernel`);
+    }
+  });
+
   it("refuses shapes and kernels that do not fit, as typed input errors", () => {
     const x = new Float32Array(4), w = new Float32Array(4);
     assert.throws(() => cuda.matmul({ x, m: 1, k: 4, w, n: 1, dtype: "float32", kernel: "wmma" }), { code: "FALCON_INPUT" });
+    assert.throws(() => cuda.matmul({ x, m: 1, k: 4, w, n: 1, dtype: "int8", kernel: "wmma", scales: new Float32Array(1) }), { code: "FALCON_INPUT" });
     assert.throws(() => cuda.matmul({ x: new Float32Array(36), m: 9, k: 4, w, n: 1, dtype: "bfloat16", kernel: "gemv" }), { code: "FALCON_INPUT" });
     assert.throws(() => cuda.matmul({ x, m: 1, k: 4, w: new Float32Array([1, 2, 300, 4]), n: 1, dtype: "int8", kernel: "gemv", scales: new Float32Array(1) }), {
       code: "FALCON_INPUT",

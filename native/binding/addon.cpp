@@ -20,6 +20,7 @@
 #include "addon_data.h"
 #include "cache_wrap.h"
 #include "cuda_test.h"
+#include "device_choice.h"
 #include "step_test.h"
 #include "matmul_test.h"
 #include "engine_wrap.h"
@@ -102,10 +103,13 @@ Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   return result;
 }
 
-// defaultBackend() → the backend new models run on.
+// defaultBackend() → the backend models loaded with device "auto" run on.
 Napi::Value DefaultBackend(const Napi::CallbackInfo& info) {
-  return Napi::String::New(info.Env(), make_cpu_backend()->name());
+  return Napi::String::New(info.Env(), call_core(info.Env(), [] { return auto_backend_name(); }));
 }
+
+// cudaKernelsBuilt() → whether this binary has the real CUDA kernels (else device "cuda" needs FALCON_CUDA_EMULATE=1).
+Napi::Value CudaKernelsBuilt(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), cuda_kernels_built()); }
 
 // setIsa(name): picks a kernel family this CPU supports (tests run the fixtures through each).
 Napi::Value SetIsa(const Napi::CallbackInfo& info) {
@@ -278,6 +282,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("alibiSlopes", Napi::Function::New(env, AlibiSlopes));
   exports.Set("cpuInfo", Napi::Function::New(env, CpuInfo));
   exports.Set("defaultBackend", Napi::Function::New(env, DefaultBackend));
+  exports.Set("cudaKernelsBuilt", Napi::Function::New(env, CudaKernelsBuilt));
   exports.Set("probeMachine", Napi::Function::New(env, ProbeMachine));
   exports.Set("setIsa", Napi::Function::New(env, SetIsa));
   exports.Set("rotaryTables", Napi::Function::New(env, RotaryTables));

@@ -22,7 +22,8 @@ CacheWrap::CacheWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CacheWra
   auto model = model_wrap->model(env);
   const int64_t batch_size = integer_argument(info, 1, "batchSize");
   const int64_t max_length = integer_argument(info, 2, "maxLength");
-  cache_ = call_core(env, [&] { return std::make_shared<KvCache>(model->config(), batch_size, max_length); });
+  auto backend = model_wrap->backend();
+  cache_ = call_core(env, [&] { return std::make_shared<KvCache>(model->config(), batch_size, max_length, backend.get()); });
   owner_ = model.get();
 }
 

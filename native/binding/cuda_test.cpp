@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../core/kv_pool.h"
@@ -156,6 +157,10 @@ Napi::Value typed(Napi::Env env, const std::vector<T>& values) {
     Napi::Float32Array out = Napi::Float32Array::New(env, values.size());
     std::copy(values.begin(), values.end(), out.Data());
     return out;
+  } else if constexpr (std::is_same_v<T, uint8_t>) {
+    Napi::Uint8Array out = Napi::Uint8Array::New(env, values.size());
+    std::copy(values.begin(), values.end(), out.Data());
+    return out;
   } else {
     Napi::Int32Array out = Napi::Int32Array::New(env, values.size());
     std::copy(values.begin(), values.end(), out.Data());
@@ -198,7 +203,9 @@ WeightMatrix cpu_matrix(DType dtype, int64_t rows, int64_t cols, const std::vect
   return matrix;
 }
 
-// embedding({ table: Float32Array [vocab·dim], dim, dtype, ids: Int32Array }) → { gpu, cpu }
+// embedding({ table: Float32Array [vocab·dim] (int8: the integers q), dim, dtype, ids: Int32Array,
+//             scales?: Float32Array [vocab] (int8) }) → { gpu, cpu }: embedding (embedding_int8 for int8)
+//   against cpu::embedding over a WeightMatrix of dtype.
 Napi::Value Embedding(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const Napi::Object spec = spec_object(info);
@@ -211,19 +218,52 @@ Napi::Value Embedding(const Napi::CallbackInfo& info) {
   for (int32_t id : ids) {
     if (id < 0 || id >= vocab) throw input_error(env, "spec.ids must lie in [0, vocab)");
   }
+  const std::vector<float> scales = array<Napi::Float32Array>(env, spec, "scales", vocab, dtype != DType::Int8);
+  if (dtype == DType::Int8) {
+    for (float q : table) {
+      if (!(q >= -127.0f && q <= 127.0f) || q != float(int(q))) throw input_error(env, "int8 tables must hold integers in [-127, 127]");
+    }
+  }
   return call_core(env, [&] {
-    const WeightMatrix cpu_table = cpu_matrix(dtype, vocab, dim, table, {});
+    const WeightMatrix cpu_table = cpu_matrix(dtype, vocab, dim, table, scales);
     std::vector<float> cpu_out(ids.size() * size_t(dim));
     cpu::embedding(cpu_table, ids.data(), int64_t(ids.size()), cpu_out.data());
     Device device;
-    const void* device_table = dtype == DType::Float32 ? static_cast<const void*>(device.upload(table))
-                                                       : static_cast<const void*>(device.upload(half_bits(table, dtype)));
     float* out = device.allocate<float>(cpu_out.size());
-    gpu::embedding(device_table, element_of(env, dtype), dim, device.upload(ids), int64_t(ids.size()), out, device.native());
+    if (dtype == DType::Int8) {
+      std::vector<int8_t> q(table.size());
+      for (size_t i = 0; i < table.size(); ++i) q[i] = int8_t(table[i]);
+      gpu::embedding_int8(device.upload(q), device.upload(scales), dim, device.upload(ids), int64_t(ids.size()), out, device.native());
+    } else {
+      const void* device_table = dtype == DType::Float32 ? static_cast<const void*>(device.upload(table))
+                                                         : static_cast<const void*>(device.upload(half_bits(table, dtype)));
+      gpu::embedding(device_table, element_of(env, dtype), dim, device.upload(ids), int64_t(ids.size()), out, device.native());
+    }
     Napi::Object result = Napi::Object::New(env);
     result.Set("gpu", typed(env, device.download(out, cpu_out.size())));
     result.Set("cpu", typed(env, cpu_out));
     return result;
+  });
+}
+
+// gatherRows({ x: Float32Array [sourceRows · dim], dim, rows: Int32Array }) → Float32Array [rows · dim]
+// through gather_rows (there is no CPU operator to compare with; the test checks each row itself).
+Napi::Value GatherRows(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const Napi::Object spec = spec_object(info);
+  const int64_t dim = integer(env, spec, "dim", 1, 1 << 16);
+  const std::vector<float> x = array<Napi::Float32Array>(env, spec, "x", -1);
+  const std::vector<int32_t> rows = array<Napi::Int32Array>(env, spec, "rows", -1);
+  const int64_t source_rows = int64_t(x.size()) / dim;
+  if (source_rows * dim != int64_t(x.size()) || source_rows == 0) throw input_error(env, "spec.x must hold whole rows of dim values");
+  for (int32_t row : rows) {
+    if (row < 0 || row >= source_rows) throw input_error(env, "spec.rows must lie in [0, rows of x)");
+  }
+  return call_core(env, [&] {
+    Device device;
+    float* out = device.allocate<float>(rows.size() * size_t(dim));
+    gpu::gather_rows(device.upload(x), dim, device.upload(rows), int64_t(rows.size()), out, device.native());
+    return typed(env, device.download(out, rows.size() * size_t(dim)));
   });
 }
 
@@ -336,8 +376,10 @@ Napi::Value Rotary(const Napi::CallbackInfo& info) {
 
 // matmul({ x [m·k], m, k, w [n·k] (int8: the integers q), n, dtype, kernel: 'tiled' | 'wmma' | 'gemv',
 //          bias?, gelu, accumulate, y0? [m·n], scales? [n] (int8) })
-//   → { gpu, cpu, weights }: y through the GPU kernel and cpu::matmul, and the weights as stored
-//     (rounded to dtype; int8 as q), for the error bounds.
+//   → { gpu, cpu, weights }: y through the GPU kernel and the CPU, and the weights as stored (rounded
+//     to dtype; int8 as q), for the error bounds. The CPU side is cpu::matmul over a WeightMatrix of
+//     dtype, except for int8 through the tiled kernel: that kernel keeps x float32 where cpu::matmul
+//     quantises it, so its reference is cpu::matmul in float32 over the dequantised weights q · scale.
 Napi::Value Matmul(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const Napi::Object spec = spec_object(info);
@@ -351,8 +393,7 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   const std::vector<float> scales = array<Napi::Float32Array>(env, spec, "scales", n, dtype != DType::Int8);
   const bool gelu = flag(spec, "gelu"), accumulate = flag(spec, "accumulate");
   if (y0.empty()) y0.assign(size_t(m * n), 0.0f);
-  const bool valid_kernel = (kernel == "tiled" && dtype == DType::Float32) ||
-                            (kernel == "wmma" && (dtype == DType::BFloat16 || dtype == DType::Float16)) ||
+  const bool valid_kernel = kernel == "tiled" || (kernel == "wmma" && (dtype == DType::BFloat16 || dtype == DType::Float16)) ||
                             (kernel == "gemv" && m <= gpu::kGemvMaxRows);
   if (!valid_kernel) throw input_error(env, "spec.kernel does not fit the dtype and row count");
   if (dtype == DType::Int8) {
@@ -360,10 +401,17 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
       if (!(q >= -127.0f && q <= 127.0f) || q != float(int(q))) throw input_error(env, "int8 weights must be integers in [-127, 127]");
     }
   }
+  const bool dequantised_reference = dtype == DType::Int8 && kernel == "tiled";
   return call_core(env, [&] {
-    const WeightMatrix matrix = cpu_matrix(dtype, n, k, w, scales);
+    std::vector<float> dequantised;
+    if (dequantised_reference) {
+      dequantised.resize(w.size());
+      for (size_t i = 0; i < w.size(); ++i) dequantised[i] = w[i] * scales[i / size_t(k)];
+    }
+    const DType cpu_dtype = dequantised_reference ? DType::Float32 : dtype;
+    const WeightMatrix matrix = cpu_matrix(cpu_dtype, n, k, dequantised_reference ? dequantised : w, scales);
     cpu::PackedActivations packed;
-    cpu::pack_activations(x.data(), m, k, dtype, nullptr, packed);
+    cpu::pack_activations(x.data(), m, k, cpu_dtype, nullptr, packed);
     std::vector<float> cpu_out = y0;
     const cpu::Epilogue cpu_epilogue{bias.empty() ? nullptr : bias.data(), gelu, accumulate};
     cpu::matmul(packed, matrix, cpu_epilogue, cpu_out.data());
@@ -384,9 +432,12 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     if (dtype == DType::Int8) {
       std::vector<int8_t> q(w.size());
       for (size_t i = 0; i < w.size(); ++i) q[i] = int8_t(w[i]);
-      gpu::gemv_int8(device_x, m, k, device.upload(q), device.upload(scales), n, epilogue, y, device.native());
-    } else if (kernel == "tiled") {
-      gpu::gemm_f32(device_x, m, k, device.upload(w), n, epilogue, y, device.native());
+      const int8_t* device_q = device.upload(q);
+      if (kernel == "tiled") {
+        gpu::gemm_f32(device_x, m, k, device_q, gpu::Element::I8, device.upload(scales), n, epilogue, y, device.native());
+      } else {
+        gpu::gemv_int8(device_x, m, k, device_q, device.upload(scales), n, epilogue, y, device.native());
+      }
     } else if (kernel == "wmma") {
       uint16_t* x_rounded = device.allocate<uint16_t>(x.size());
       gpu::round_to(device_x, int64_t(x.size()), element_of(env, dtype), x_rounded, device.native());
@@ -394,12 +445,106 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     } else {
       const void* weights = dtype == DType::Float32 ? static_cast<const void*>(device.upload(w))
                                                     : static_cast<const void*>(device.upload(half_bits(w, dtype)));
-      gpu::gemv(device_x, m, k, weights, element_of(env, dtype), n, epilogue, y, device.native());
+      if (kernel == "tiled") {
+        gpu::gemm_f32(device_x, m, k, weights, element_of(env, dtype), nullptr, n, epilogue, y, device.native());
+      } else {
+        gpu::gemv(device_x, m, k, weights, element_of(env, dtype), n, epilogue, y, device.native());
+      }
     }
     Napi::Object result = Napi::Object::New(env);
     result.Set("gpu", typed(env, device.download(y, y0.size())));
     result.Set("cpu", typed(env, cpu_out));
     result.Set("weights", typed(env, stored));
+    return result;
+  });
+}
+
+// Where a one-layer KvPool's values and (KV head, block) elements lie relative to its first key
+// element, in elements of its dtype (kernels.h's PagedKv layout); strides that no index uses are 0.
+struct PoolLayout {
+  size_t values_offset_bytes;
+  int64_t head_stride;
+  int64_t block_stride;
+};
+
+PoolLayout pool_layout(const KvPool& pool) {
+  const auto* start = static_cast<const unsigned char*>(pool.keys(0, 0, 0));
+  const size_t element = dtype_size(pool.dtype());
+  const auto elements_from_start = [&](const void* p) { return int64_t(size_t(static_cast<const unsigned char*>(p) - start) / element); };
+  return PoolLayout{size_t(static_cast<const unsigned char*>(pool.values(0, 0, 0)) - start),
+                    pool.num_kv_heads() > 1 ? elements_from_start(pool.keys(0, 0, 1)) : 0,
+                    pool.num_blocks() > 1 ? elements_from_start(pool.keys(1, 0, 0)) : 0};
+}
+
+// kernelRefusals() → [{ call, code, message }]: launchers called with sizes or types they must refuse
+// (kernels.h), each with the error code it threw ("none" when it did not), so a check that goes
+// missing fails a test. Pointers are real buffers large enough for the shapes' valid parts, or null
+// where the refusal is about that pointer.
+Napi::Value KernelRefusals(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return call_core(env, [&] {
+    Device device;
+    float* floats = device.allocate<float>(256);
+    const int8_t* bytes = device.upload(std::vector<int8_t>(256, 0));
+    const int32_t* ints = device.upload(std::vector<int32_t>(64, 0));
+    const gpu::GemmEpilogue none;
+    const cudaStream_t stream = device.native();
+    gpu::PagedKv int8_pool;
+    int8_pool.type = gpu::Element::I8;
+    int8_pool.keys = int8_pool.values = bytes;
+    const uint8_t* bytes_u8 = device.upload(std::vector<uint8_t>(64, 0));
+    gpu::PagedKvWrite f32_pool;
+    f32_pool.keys = f32_pool.values = floats;
+    gpu::PagedKvWrite int8_write_pool = f32_pool;
+    int8_write_pool.type = gpu::Element::I8;
+    gpu::AttentionRows rows;
+    rows.row_sequence = rows.row_slot = rows.block_tables = ints;
+    rows.max_blocks = 1;
+    const std::vector<std::pair<const char*, std::function<void()>>> calls = {
+        {"gemm_f32 k = 0", [&] { gpu::gemm_f32(floats, 1, 0, floats, gpu::Element::F32, nullptr, 1, none, floats, stream); }},
+        {"gemm_f32 n = 0", [&] { gpu::gemm_f32(floats, 1, 4, floats, gpu::Element::F32, nullptr, 0, none, floats, stream); }},
+        {"gemm_f32 m < 0", [&] { gpu::gemm_f32(floats, -1, 4, floats, gpu::Element::F32, nullptr, 4, none, floats, stream); }},
+        {"gemm_f32 rows past one launch",
+         [&] { gpu::gemm_f32(floats, int64_t(65536) * 64, 4, floats, gpu::Element::F32, nullptr, 4, none, floats, stream); }},
+        {"gemm_f32 int8 without scales", [&] { gpu::gemm_f32(floats, 1, 4, bytes, gpu::Element::I8, nullptr, 4, none, floats, stream); }},
+        {"gemm_f32 float32 with scales", [&] { gpu::gemm_f32(floats, 1, 4, floats, gpu::Element::F32, floats, 4, none, floats, stream); }},
+        {"gemm_wmma float32", [&] { gpu::gemm_wmma(nullptr, gpu::Element::F32, 1, 16, nullptr, 1, none, floats, stream); }},
+        {"gemm_wmma int8", [&] { gpu::gemm_wmma(nullptr, gpu::Element::I8, 1, 16, nullptr, 1, none, floats, stream); }},
+        {"gemm_wmma k = 0", [&] { gpu::gemm_wmma(nullptr, gpu::Element::BF16, 1, 0, nullptr, 1, none, floats, stream); }},
+        {"gemv m > kGemvMaxRows", [&] { gpu::gemv(floats, gpu::kGemvMaxRows + 1, 4, floats, gpu::Element::F32, 4, none, floats, stream); }},
+        {"gemv int8", [&] { gpu::gemv(floats, 1, 4, bytes, gpu::Element::I8, 4, none, floats, stream); }},
+        {"gemv n = 0", [&] { gpu::gemv(floats, 1, 4, floats, gpu::Element::F32, 0, none, floats, stream); }},
+        {"gemv_int8 without scales", [&] { gpu::gemv_int8(floats, 1, 4, bytes, nullptr, 4, none, floats, stream); }},
+        {"gemv_int8 m > kGemvMaxRows", [&] { gpu::gemv_int8(floats, gpu::kGemvMaxRows + 1, 4, bytes, floats, 4, none, floats, stream); }},
+        {"embedding int8", [&] { gpu::embedding(bytes, gpu::Element::I8, 4, ints, 1, floats, stream); }},
+        {"embedding_int8 without scales", [&] { gpu::embedding_int8(bytes, nullptr, 4, ints, 1, floats, stream); }},
+        {"embedding_int8 dim = 0", [&] { gpu::embedding_int8(bytes, floats, 0, ints, 1, floats, stream); }},
+        {"gather_rows dim = 0", [&] { gpu::gather_rows(floats, 0, ints, 1, floats, stream); }},
+        {"gather_rows count < 0", [&] { gpu::gather_rows(floats, 4, ints, -1, floats, stream); }},
+        {"round_to float32", [&] { gpu::round_to(floats, 4, gpu::Element::F32, nullptr, stream); }},
+        {"round_to int8", [&] { gpu::round_to(floats, 4, gpu::Element::I8, nullptr, stream); }},
+        {"paged_attention int8 pool", [&] { gpu::paged_attention(floats, 1, 4, 1, 1, 4, nullptr, int8_pool, rows, 1, floats, floats, stream); }},
+        {"write_kv qkv rows too narrow", [&] { gpu::write_kv(floats, 1, 11, 1, 1, 4, ints, ints, bytes_u8, ints, f32_pool, stream); }},
+        {"write_kv heads not a multiple of kv_heads", [&] { gpu::write_kv(floats, 1, 64, 3, 2, 4, ints, ints, bytes_u8, ints, f32_pool, stream); }},
+        {"write_kv int8 pool", [&] { gpu::write_kv(floats, 1, 12, 1, 1, 4, ints, ints, bytes_u8, ints, int8_write_pool, stream); }},
+        {"write_kv rows < 0", [&] { gpu::write_kv(floats, -1, 12, 1, 1, 4, ints, ints, bytes_u8, ints, f32_pool, stream); }},
+    };
+    Napi::Array result = Napi::Array::New(env, calls.size());
+    for (size_t i = 0; i < calls.size(); ++i) {
+      std::string code = "none", message;
+      try {
+        calls[i].second();
+        device.runtime().synchronize(device.stream());
+      } catch (const Error& error) {
+        code = error_code(error.kind());
+        message = error.what();
+      }
+      Napi::Object entry = Napi::Object::New(env);
+      entry.Set("call", calls[i].first);
+      entry.Set("code", code);
+      entry.Set("message", message);
+      result.Set(uint32_t(i), entry);
+    }
     return result;
   });
 }
@@ -519,17 +664,15 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
 
     // The kernel, over the pool's key and value bytes uploaded as they are.
     Device device;
-    const size_t element = dtype_size(kv_dtype);
-    const auto* pool_start = static_cast<const unsigned char*>(pool.keys(0, 0, 0));
     unsigned char* device_pool = device.allocate<unsigned char>(pool.byte_size());
-    device.runtime().copy(device_pool, pool_start, pool.byte_size(), CopyKind::HostToDevice, device.stream());
-    const auto elements_from_start = [&](const void* p) { return int64_t((static_cast<const unsigned char*>(p) - pool_start) / element); };
+    device.runtime().copy(device_pool, pool.keys(0, 0, 0), pool.byte_size(), CopyKind::HostToDevice, device.stream());
+    const PoolLayout pool_at = pool_layout(pool);
     gpu::PagedKv kv;
     kv.type = element_of(env, kv_dtype);
     kv.keys = device_pool;
-    kv.values = device_pool + (static_cast<const unsigned char*>(pool.values(0, 0, 0)) - pool_start);
-    kv.block_stride = num_blocks > 1 ? elements_from_start(pool.keys(1, 0, 0)) : 0;
-    kv.head_stride = Hkv > 1 ? elements_from_start(pool.keys(0, 0, 1)) : 0;
+    kv.values = device_pool + pool_at.values_offset_bytes;
+    kv.block_stride = pool_at.block_stride;
+    kv.head_stride = pool_at.head_stride;
     kv.valid = device.upload(valid);
     kv.positions = device.upload(positions);
     std::vector<int32_t> tables(sequences.size() * size_t(max_blocks), 0);
@@ -572,6 +715,79 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
     result.Set("cpu", typed(env, cpu_out));
     result.Set("keys", typed(env, stored_keys));
     result.Set("values", typed(env, stored_values));
+    return result;
+  });
+}
+
+// writeKv({ heads, kvHeads, headDim, kvDtype, numBlocks, qkvStride, qkv: Float32Array [rows · qkvStride],
+//           rowBlock, rowSlot: Int32Array [rows], rowValid: Uint8Array [rows], rowPosition: Int32Array [rows] })
+//   → { gpuKv, cpuKv: Uint8Array (the pool's key and value bytes), gpuValid, cpuValid: Uint8Array,
+//       gpuPositions, cpuPositions: Int32Array [numBlocks · 16] }: the rows' keys and values stored by
+//     write_kv and by cpu::write_cache (no rotary) into pools of the same bytes (a fill pattern, so
+//     slots neither side should touch are compared too), and the slots' flags and positions as
+//     write_kv writes them and as the CPU backend sets them beside write_cache.
+Napi::Value WriteKv(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const Napi::Object spec = spec_object(info);
+  ModelConfig config;
+  config.num_layers = 1;
+  config.num_heads = integer(env, spec, "heads", 1, 64);
+  config.num_kv_heads = integer(env, spec, "kvHeads", 1, 64);
+  const int64_t d = integer(env, spec, "headDim", 1, 512);
+  if (config.num_heads % config.num_kv_heads != 0) throw input_error(env, "spec.heads must be a multiple of spec.kvHeads");
+  config.hidden_dim = config.num_heads * d;
+  const int64_t H = config.num_heads, Hkv = config.num_kv_heads;
+  const DType kv_dtype = kv_dtype_value(env, spec.Get("kvDtype"));
+  const int64_t num_blocks = integer(env, spec, "numBlocks", 1, 4096);
+  const int64_t qkv_stride = integer(env, spec, "qkvStride", (H + 2 * Hkv) * d, 1 << 20);
+  const std::vector<int32_t> row_block = array<Napi::Int32Array>(env, spec, "rowBlock", -1);
+  const int64_t rows = int64_t(row_block.size());
+  const std::vector<int32_t> row_slot = array<Napi::Int32Array>(env, spec, "rowSlot", rows);
+  const std::vector<uint8_t> row_valid = array<Napi::Uint8Array>(env, spec, "rowValid", rows);
+  const std::vector<int32_t> row_position = array<Napi::Int32Array>(env, spec, "rowPosition", rows);
+  const std::vector<float> qkv = array<Napi::Float32Array>(env, spec, "qkv", rows * qkv_stride);
+  std::vector<uint8_t> written(size_t(num_blocks * kKvBlockTokens), 0);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int32_t block = row_block[size_t(r)], slot = row_slot[size_t(r)];
+    if (block < 0 || block >= num_blocks || slot < 0 || slot >= kKvBlockTokens) throw input_error(env, "rows must name slots inside the pool");
+    if (written[size_t(block * kKvBlockTokens + slot)]++ != 0) throw input_error(env, "rows must name distinct slots");
+  }
+  return call_core(env, [&] {
+    KvPool pool(config, num_blocks, kv_dtype);
+    auto* pool_bytes = static_cast<uint8_t*>(pool.keys(0, 0, 0));
+    std::fill(pool_bytes, pool_bytes + pool.byte_size(), uint8_t(0xA5));
+    const std::vector<uint8_t> initial(pool_bytes, pool_bytes + pool.byte_size());
+
+    cpu::StepPlan plan;
+    plan.row_blocks.assign(row_block.begin(), row_block.end());
+    plan.row_slots.assign(row_slot.begin(), row_slot.end());
+    std::vector<float> cpu_qkv = qkv;
+    cpu::write_cache(config, 0, pool, plan, rows, cpu_qkv.data(), qkv_stride, nullptr, nullptr);
+    for (int64_t r = 0; r < rows; ++r) {
+      pool.valid(row_block[size_t(r)])[row_slot[size_t(r)]] = row_valid[size_t(r)];
+      pool.positions(row_block[size_t(r)])[row_slot[size_t(r)]] = row_position[size_t(r)];
+    }
+
+    Device device;
+    uint8_t* device_pool = device.upload(initial);
+    const PoolLayout pool_at = pool_layout(pool);
+    gpu::PagedKvWrite kv;
+    kv.type = element_of(env, kv_dtype);
+    kv.keys = device_pool;
+    kv.values = device_pool + pool_at.values_offset_bytes;
+    kv.head_stride = pool_at.head_stride;
+    kv.block_stride = pool_at.block_stride;
+    kv.valid = device.upload(std::vector<uint8_t>(written.size(), 0));
+    kv.positions = device.upload(std::vector<int32_t>(written.size(), 0));
+    gpu::write_kv(device.upload(qkv), rows, qkv_stride, H, Hkv, d, device.upload(row_block), device.upload(row_slot), device.upload(row_valid),
+                  device.upload(row_position), kv, device.native());
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("gpuKv", typed(env, device.download(device_pool, initial.size())));
+    result.Set("cpuKv", typed(env, std::vector<uint8_t>(pool_bytes, pool_bytes + pool.byte_size())));
+    result.Set("gpuValid", typed(env, device.download(kv.valid, written.size())));
+    result.Set("cpuValid", typed(env, std::vector<uint8_t>(pool.valid(0), pool.valid(0) + written.size())));
+    result.Set("gpuPositions", typed(env, device.download(kv.positions, written.size())));
+    result.Set("cpuPositions", typed(env, std::vector<int32_t>(pool.positions(0), pool.positions(0) + written.size())));
     return result;
   });
 }
@@ -716,7 +932,8 @@ Napi::Value GraphReplay(const Napi::CallbackInfo& info) {
 // the emulated build runs it too, on tiny shapes, so the driver is tested without a GPU). Inputs hold
 // pseudo-random values (tensor cores run faster on zeros). Ops and their keys:
 //   copy { bytes }: one device-to-device copy (the HBM probe: 2 · bytes moved)
-//   gemm_wmma { m, k, n, dtype: bfloat16 | float16 }, gemm_f32 { m, k, n }, gemv { m, k, n, dtype },
+//   gemm_wmma { m, k, n, dtype: bfloat16 | float16 }, gemm_f32 { m, k, n, dtype? (float32 when absent) },
+//   gemv { m, k, n, dtype },
 //   gemv_int8 { m, k, n }: y = x · wᵀ as kernels.h
 //   paged_attention { sequences, context, heads, kvHeads, headDim, dtype }: one decode row per sequence
 //   flash_prefill { sequences, context, heads, kvHeads, headDim, dtype }: every token of each sequence
@@ -751,6 +968,11 @@ Napi::Value TimeKernel(const Napi::CallbackInfo& info) {
       if (dtype == DType::Float32) return random_floats(count);
       return random_halves(count, dtype);
     };
+    const auto random_int8 = [&](size_t count) {
+      std::vector<int8_t> values(count);
+      for (int8_t& value : values) value = int8_t(next_unit() * 127.0f);
+      return device.upload(values);
+    };
     std::function<void()> launch;
     if (op == "copy") {
       const int64_t bytes = integer(env, spec, "bytes", 1, int64_t(1) << 36);
@@ -772,9 +994,17 @@ Napi::Value TimeKernel(const Napi::CallbackInfo& info) {
         const gpu::Element type = element_of(env, dtype);
         launch = [=, &device] { gpu::gemm_wmma(x, type, m, k, w, n, epilogue, y, device.native()); };
       } else if (op == "gemm_f32") {
+        const DType dtype = spec.Get("dtype").IsUndefined() ? DType::Float32 : dtype_of(env, spec);
         const float* x = random_floats(size_t(m * k));
-        const float* w = random_floats(size_t(n * k));
-        launch = [=, &device] { gpu::gemm_f32(x, m, k, w, n, epilogue, y, device.native()); };
+        if (dtype == DType::Int8) {
+          const int8_t* q = random_int8(size_t(n * k));
+          const float* scales = random_floats(size_t(n));
+          launch = [=, &device] { gpu::gemm_f32(x, m, k, q, gpu::Element::I8, scales, n, epilogue, y, device.native()); };
+        } else {
+          const void* w = random_weights(size_t(n * k), dtype);
+          const gpu::Element type = element_of(env, dtype);
+          launch = [=, &device] { gpu::gemm_f32(x, m, k, w, type, nullptr, n, epilogue, y, device.native()); };
+        }
       } else if (op == "gemv") {
         const DType dtype = dtype_of(env, spec);
         const float* x = random_floats(size_t(m * k));
@@ -782,9 +1012,7 @@ Napi::Value TimeKernel(const Napi::CallbackInfo& info) {
         const gpu::Element type = element_of(env, dtype);
         launch = [=, &device] { gpu::gemv(x, m, k, w, type, n, epilogue, y, device.native()); };
       } else {
-        std::vector<int8_t> q(size_t(n * k));
-        for (int8_t& value : q) value = int8_t(next_unit() * 127.0f);
-        const int8_t* device_q = device.upload(q);
+        const int8_t* device_q = random_int8(size_t(n * k));
         const float* x = random_floats(size_t(m * k));
         const float* scales = random_floats(size_t(n));
         launch = [=, &device] { gpu::gemv_int8(x, m, k, device_q, scales, n, epilogue, y, device.native()); };
@@ -899,11 +1127,14 @@ Napi::Object CudaEmulationForTest(Napi::Env env) {
 #endif
   Napi::Object object = Napi::Object::New(env);
   object.Set("embedding", Napi::Function::New(env, Embedding));
+  object.Set("gatherRows", Napi::Function::New(env, GatherRows));
   object.Set("addLayerNorm", Napi::Function::New(env, AddLayerNorm));
   object.Set("biasGelu", Napi::Function::New(env, BiasGelu));
   object.Set("rotary", Napi::Function::New(env, Rotary));
   object.Set("matmul", Napi::Function::New(env, Matmul));
+  object.Set("kernelRefusals", Napi::Function::New(env, KernelRefusals));
   object.Set("attention", Napi::Function::New(env, Attention));
+  object.Set("writeKv", Napi::Function::New(env, WriteKv));
   object.Set("barrierExchange", Napi::Function::New(env, BarrierExchange));
   object.Set("warpOps", Napi::Function::New(env, WarpOps));
   object.Set("atomics", Napi::Function::New(env, Atomics));

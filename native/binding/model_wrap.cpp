@@ -5,6 +5,7 @@
 
 #include "addon_data.h"
 #include "cache_wrap.h"
+#include "device_choice.h"
 #include "weight_file_wrap.h"
 #include "napi_util.h"
 #include "../core/gguf_dequant.h"
@@ -148,6 +149,7 @@ Napi::Function ModelWrap::Define(Napi::Env env) {
                          InstanceMethod<&ModelWrap::GetWeight>("getWeight"),
                          InstanceMethod<&ModelWrap::InitializeRandom>("initializeRandom"),
                          InstanceMethod<&ModelWrap::RequireComplete>("requireComplete"),
+                         InstanceMethod<&ModelWrap::PrepareWeights>("prepareWeights"),
                          InstanceMethod<&ModelWrap::Forward>("forward"),
                          InstanceMethod<&ModelWrap::ProjectLogits>("projectLogits"),
                          InstanceMethod<&ModelWrap::Embed>("embed"),
@@ -161,8 +163,14 @@ ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWra
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) throw make_error(env, ErrorKind::Config, "NativeModel needs a config object");
   ModelConfig config = read_config(env, info[0].As<Napi::Object>());
+  std::string device = "cpu";
+  if (info.Length() > 1 && !info[1].IsUndefined()) {
+    if (!info[1].IsString()) throw make_error(env, ErrorKind::Input, "device must be a string");
+    device = info[1].As<Napi::String>().Utf8Value();
+  }
+  // The backend first: a device that cannot be had is refused before the host memory is allocated.
+  backend_ = call_core(env, [&] { return backend_for_device(device, config); });
   model_ = call_core(env, [&] { return std::make_shared<Model>(config); });
-  backend_ = make_cpu_backend();
 }
 
 std::shared_ptr<Model> ModelWrap::model(Napi::Env env) const {
@@ -325,6 +333,15 @@ Napi::Value ModelWrap::RequireComplete(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// prepareWeights() → Promise<void>: once every weight is set, puts them where the backend's kernels
+// read them (CUDA: uploads them and frees the host copy). Every load ends with it.
+Napi::Value ModelWrap::PrepareWeights(const Napi::CallbackInfo& info) {
+  auto model = this->model(info.Env());
+  call_core(info.Env(), [&] { model->require_complete(); });
+  auto backend = backend_;
+  return queue(new TaskWorker(info.Env(), [model, backend] { backend->prepare_weights(*model); }, nullptr));
+}
+
 // forward(tokenIds, paddingMask | null, positionIds | null, batch, length, cache | null, start | null)
 //   → Promise<Float32Array> of hidden states [batch, length, hidden]
 Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
@@ -382,7 +399,7 @@ Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
   auto backend = backend_;
   auto fill = [=](float* hidden_out) {
     std::shared_ptr<KvCache> active = cache;
-    if (!active) active = std::make_shared<KvCache>(model->config(), batch, length);
+    if (!active) active = std::make_shared<KvCache>(model->config(), batch, length, backend.get());
     ForwardRequest request;
     request.batch = batch;
     request.length = length;
@@ -446,6 +463,8 @@ Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {
   result.Set("weightBytes", Napi::Number::New(env, double(model->weight_bytes())));
   result.Set("dtype", Napi::String::New(env, dtype_name(model->config().dtype)));
   result.Set("backend", Napi::String::New(env, backend_->name()));
+  result.Set("device", Napi::String::New(env, backend_->device()));
+  result.Set("memoryAvailable", Napi::Number::New(env, double(call_core(env, [&] { return backend_->memory_available(); }))));
   return result;
 }
 

@@ -28,6 +28,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value GetWeight(const Napi::CallbackInfo& info);
   Napi::Value InitializeRandom(const Napi::CallbackInfo& info);
   Napi::Value RequireComplete(const Napi::CallbackInfo& info);
+  Napi::Value PrepareWeights(const Napi::CallbackInfo& info);
   Napi::Value Forward(const Napi::CallbackInfo& info);
   Napi::Value ProjectLogits(const Napi::CallbackInfo& info);
   Napi::Value Embed(const Napi::CallbackInfo& info);

@@ -19,6 +19,12 @@ ByteCount forward_memory_bytes(const ModelConfig& config, int64_t batch, int64_t
   return temporary_cache ? activations + cache_memory_bytes(config, batch, length) : activations;
 }
 
+void Backend::require_own_pool(const KvPool& pool) const {
+  require(std::string(pool.storage().backend()) == name(), ErrorKind::Input, [&] {
+    return std::string("this KV cache lives on the ") + pool.storage().backend() + " backend, but the model runs on " + name();
+  });
+}
+
 void validate_token_ids(const ModelConfig& config, const int32_t* ids, int64_t rows, int64_t cols) {
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t c = 0; c < cols; ++c) {

@@ -1,6 +1,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "kv_cache.h"
@@ -41,19 +42,34 @@ StepBatch step_for_request(const ForwardRequest& request);
 // `temporary_cache` the KV cache a call without one uses (overflow-checked).
 ByteCount forward_memory_bytes(const ModelConfig& config, int64_t batch, int64_t length, bool temporary_cache);
 
-// Where the math runs. The CPU backend is the reference; a CUDA backend mirrors the model's weights
-// on the device and implements the same calls.
-// Inputs are validated here, once, so every backend receives only checked requests.
+// Where the math runs, and what lives there: the model's weights in the layout its kernels read, KV
+// storage, per-call workspaces, and the step itself. Core keeps the config, the weight registry and
+// validation: inputs are validated here, once, so every backend receives only checked requests.
+// The CPU backend (cpu/cpu_backend.cpp) is the reference; the CUDA backend (cuda/cuda_backend.cpp)
+// implements the same calls on a GPU.
 class Backend {
  public:
   virtual ~Backend() = default;
+  // "cpu" or "cuda": also the name a KvStorage of this backend reports.
   virtual const char* name() const = 0;
+  // The device it runs on, for people: "cpu", "cuda:0 (NVIDIA H200, 139 GiB)".
+  virtual std::string device() const = 0;
+  // Makes a complete model's weights ready for this backend's kernels, once, before its first call:
+  // the CPU reads the model's packed panels as they are; CUDA uploads them and frees the host copy.
+  virtual void prepare_weights(Model& model) = 0;
+  // The keys and values of one KV pool of `num_blocks` blocks (KvPool allocates through this), and
+  // whether they are host memory.
+  virtual std::unique_ptr<KvStorage> allocate_kv(size_t bytes, int64_t num_blocks) = 0;
+  virtual bool kv_on_host() const = 0;
+  // Bytes of this backend's memory (host or device) not yet in use: what an engine may size its KV pool from.
+  virtual uint64_t memory_available() = 0;
   // One forward step over a ragged batch: writes each token's keys and values into `pool` and the
   // final-norm hidden states of batch.output_rows, in that order, to `hidden_out` ([outputs, hidden]).
   // A token's result depends only on its own sequence (its tokens, the pool's slots before it and its
   // rope_length): bit for bit the same whatever else the step holds and however its prompt was split.
   void step(const Model& model, KvPool& pool, const StepBatch& batch, std::unique_ptr<BackendWorkspace>& workspace,
             float* hidden_out) {
+    require_own_pool(pool);
     validate_step(model.config(), pool, batch);
     run_step(model, pool, batch, workspace, hidden_out);
   }
@@ -61,6 +77,7 @@ class Backend {
   void forward(const Model& model, const ForwardRequest& request, std::unique_ptr<BackendWorkspace>& workspace,
                float* hidden_out) {
     validate_request(model.config(), request);
+    require_own_pool(request.cache->pool());
     const StepBatch batch = step_for_request(request);
     for (int64_t b = 0; b < request.batch; ++b) request.cache->zero_unwritten_before(b, request.start[size_t(b)]);
     // Valid by construction from a validated request: checked once, not again as a step.
@@ -76,6 +93,8 @@ class Backend {
   }
 
  protected:
+  // A pool is read by the kernels of the backend that allocated it, and no other.
+  void require_own_pool(const KvPool& pool) const;
   virtual void run_step(const Model& model, KvPool& pool, const StepBatch& batch,
                         std::unique_ptr<BackendWorkspace>& workspace, float* hidden_out) = 0;
   virtual void run_embed(const Model& model, const int32_t* token_ids, int64_t count, float* out) = 0;

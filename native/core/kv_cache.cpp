@@ -1,8 +1,8 @@
 #include "kv_cache.h"
 
 #include <algorithm>
-#include <cstring>
 
+#include "backend.h"
 #include "error.h"
 
 namespace falcon {
@@ -13,11 +13,14 @@ namespace {
 int64_t blocks_for(int64_t max_length) { return max_length / kKvBlockTokens + (max_length % kKvBlockTokens != 0); }
 
 // Sizes are checked before anything is allocated: the pool's members are built from these.
-int64_t checked_blocks(const ModelConfig& config, int64_t batch_size, int64_t max_length) {
+int64_t checked_blocks(const ModelConfig& config, int64_t batch_size, int64_t max_length, const Backend* backend) {
   require(batch_size > 0, ErrorKind::Input, "cache batchSize must be a positive integer");
   require(max_length > 0, ErrorKind::Input, "cache maxLength must be a positive integer");
-  require_memory(cache_memory_bytes(config, batch_size, max_length), ErrorKind::Input,
-                 "a KV cache of " + std::to_string(batch_size) + " sequences × " + std::to_string(max_length) + " tokens");
+  // A device backend's pool checks its own memory; the host's share is checked here for the CPU.
+  if (backend == nullptr || backend->kv_on_host()) {
+    require_memory(cache_memory_bytes(config, batch_size, max_length), ErrorKind::Input,
+                   "a KV cache of " + std::to_string(batch_size) + " sequences × " + std::to_string(max_length) + " tokens");
+  }
   return batch_size * blocks_for(max_length);
 }
 
@@ -29,11 +32,11 @@ ByteCount cache_memory_bytes(const ModelConfig& config, int64_t batch_size, int6
          sizeof(KvCache);
 }
 
-KvCache::KvCache(const ModelConfig& config, int64_t batch_size, int64_t max_length)
+KvCache::KvCache(const ModelConfig& config, int64_t batch_size, int64_t max_length, Backend* backend)
     : batch_size_(batch_size),
       max_length_(max_length),
       blocks_per_row_(blocks_for(max_length)),
-      pool_(config, checked_blocks(config, batch_size, max_length)) {
+      pool_(config, checked_blocks(config, batch_size, max_length, backend), DType::Float32, backend) {
   block_tables_.resize(size_t(pool_.num_blocks()));
   for (int64_t block = 0; block < pool_.num_blocks(); ++block) block_tables_[size_t(block)] = int32_t(block);
   written_.assign(size_t(batch_size), 0);
@@ -41,20 +44,7 @@ KvCache::KvCache(const ModelConfig& config, int64_t batch_size, int64_t max_leng
 
 void KvCache::zero_unwritten_before(int64_t row, int64_t start) {
   int64_t& written = written_[size_t(row)];
-  const int64_t d = pool_.head_dim();
-  const size_t element = dtype_size(pool_.dtype());
-  for (int64_t slot = written; slot < start; ++slot) {
-    const int32_t block = block_table(row)[slot / kKvBlockTokens];
-    const int64_t in_block = slot % kKvBlockTokens;
-    for (int64_t layer = 0; layer < pool_.num_layers(); ++layer) {
-      for (int64_t head = 0; head < pool_.num_kv_heads(); ++head) {
-        // All-zero bytes are +0 in every KV dtype.
-        auto* keys = static_cast<unsigned char*>(pool_.keys(block, layer, head));
-        for (int64_t c = 0; c < d; ++c) std::memset(keys + size_t(c * kKvBlockTokens + in_block) * element, 0, element);
-        std::memset(static_cast<unsigned char*>(pool_.values(block, layer, head)) + size_t(in_block * d) * element, 0, size_t(d) * element);
-      }
-    }
-  }
+  for (int64_t slot = written; slot < start; ++slot) pool_.zero_slot(block_table(row)[slot / kKvBlockTokens], slot % kKvBlockTokens);
   written = std::max(written, start);
 }
 

@@ -24,8 +24,9 @@ ByteCount cache_memory_bytes(const ModelConfig& config, int64_t batch_size, int6
 // consecutive blocks. Used by one call at a time.
 class KvCache {
  public:
-  // Throws Error(Input) for a non-positive size, or one whose bytes the machine does not have.
-  KvCache(const ModelConfig& config, int64_t batch_size, int64_t max_length);
+  // Throws Error(Input) for a non-positive size, or one whose bytes the machine (or the device) does
+  // not have. The keys and values live where `backend` keeps them (null: host memory, the CPU's).
+  KvCache(const ModelConfig& config, int64_t batch_size, int64_t max_length, Backend* backend = nullptr);
 
   int64_t batch_size() const { return batch_size_; }
   int64_t max_length() const { return max_length_; }

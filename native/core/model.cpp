@@ -256,6 +256,7 @@ void Model::check_weight_target(const std::string& name, int64_t row_offset, int
 void Model::set_weight(const std::string& name, int64_t row_offset, const TensorSource& source) {
   std::lock_guard<std::mutex> lock(slots_mutex_);
   require(source.data != nullptr, ErrorKind::Weights, "weight '" + name + "': no data");
+  require(matrices_moved_to_.empty(), ErrorKind::State, "weight '" + name + "': the model's weights already moved to " + matrices_moved_to_);
   Slot& s = target_slot(name, row_offset, source.rows, source.cols);
 
   const int64_t rows = source.rows;
@@ -319,6 +320,9 @@ TrackedVector<uint8_t> Model::read_weight(const std::string& name, DType* dtype,
   *rows = s.rows;
   *cols = s.cols;
   if (s.matrix != nullptr) {
+    require(matrices_moved_to_.empty(), ErrorKind::State, [&] {
+      return "weight '" + name + "' lives on " + matrices_moved_to_ + " only; load the model on the cpu device to read its weights";
+    });
     const WeightMatrix& m = *s.matrix;
     *dtype = is_quantised(m.dtype) ? DType::Float32 : m.dtype;
     TrackedVector<uint8_t> bytes(size_t(m.rows) * size_t(m.cols) * dtype_size(*dtype));
@@ -363,6 +367,7 @@ bool ends_with(const std::string& text, const std::string& suffix) {
 }  // namespace
 
 void Model::initialize_random(uint64_t seed) {
+  require(matrices_moved_to_.empty(), ErrorKind::State, "a model whose weights moved to " + matrices_moved_to_ + " cannot be re-initialised");
   for (auto& [name, s] : slots_) {
     const uint64_t stream = seed ^ hash_name(name);
     if (s.matrix != nullptr) {
@@ -405,6 +410,18 @@ void Model::require_complete() const {
   require(count == 0, ErrorKind::Weights, "weights were never set:" + missing);
 }
 
+void Model::release_host_matrices(const std::string& device) {
+  std::lock_guard<std::mutex> lock(slots_mutex_);
+  for (auto& entry : slots_) {
+    WeightMatrix* m = entry.second.matrix;
+    if (m == nullptr) continue;
+    m->owner.reset();
+    m->data = nullptr;
+    TrackedVector<float>().swap(m->scales);
+  }
+  matrices_moved_to_ = device;
+}
+
 std::vector<std::string> Model::weight_names() const {
   std::vector<std::string> names;
   for (const auto& entry : slots_) names.push_back(entry.first);
@@ -421,7 +438,8 @@ size_t Model::weight_bytes() const {
   size_t total = 0;
   for (const auto& entry : slots_) {
     const Slot& s = entry.second;
-    total += s.matrix != nullptr ? s.matrix->byte_size() + s.matrix->scales.size() * sizeof(float)
+    // int8 scales counted from the shape: a released matrix (release_host_matrices) has none on the host.
+    total += s.matrix != nullptr ? s.matrix->byte_size() + (s.matrix->dtype == DType::Int8 ? size_t(s.matrix->rows) * sizeof(float) : 0)
                                  : s.vector->size() * sizeof(float);
   }
   return total;

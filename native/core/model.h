@@ -34,6 +34,9 @@ class Model {
   void initialize_random(uint64_t seed);
   // Throws Error(Weights) listing the weights (and row ranges) never set.
   void require_complete() const;
+  // Frees the host copy of every matrix once a device backend holds its own (Backend::prepare_weights):
+  // a model's weights are in memory once. `device` names where they went, for read_weight's error.
+  void release_host_matrices(const std::string& device);
 
   std::vector<std::string> weight_names() const;
   int64_t parameter_count() const;
@@ -70,6 +73,7 @@ class Model {
   std::vector<LayerWeights> layers_;
   std::vector<float> alibi_slopes_;
   std::map<std::string, Slot> slots_;
+  std::string matrices_moved_to_;  // empty while the host holds the matrices
   std::mutex slots_mutex_;  // set_weight may be called from several loader threads
 };
 

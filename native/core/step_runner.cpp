@@ -10,7 +10,7 @@ namespace {
 class ModelStepRunner final : public StepRunner {
  public:
   ModelStepRunner(std::shared_ptr<const Model> model, std::shared_ptr<Backend> backend, int64_t num_blocks, DType kv_dtype)
-      : model_(std::move(model)), backend_(std::move(backend)), pool_(model_->config(), num_blocks, kv_dtype) {}
+      : model_(std::move(model)), backend_(std::move(backend)), pool_(model_->config(), num_blocks, kv_dtype, backend_.get()) {}
 
   int64_t vocab_size() const override { return model_->config().vocab_size; }
   int64_t num_blocks() const override { return pool_.num_blocks(); }

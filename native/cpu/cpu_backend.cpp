@@ -102,6 +102,12 @@ void plan_step(const ModelConfig& config, KvPool& pool, const StepBatch& batch, 
 class CpuBackend final : public Backend {
  public:
   const char* name() const override { return "cpu"; }
+  std::string device() const override { return "cpu"; }
+  // The model's panels are this backend's layout: nothing to do.
+  void prepare_weights(Model&) override {}
+  std::unique_ptr<KvStorage> allocate_kv(size_t bytes, int64_t) override { return make_host_kv_storage(bytes); }
+  bool kv_on_host() const override { return true; }
+  uint64_t memory_available() override { return available_memory_bytes(); }
 
   void project_logits(const Model& model, const float* hidden, int64_t rows, float* logits_out) override {
     cpu::linear(hidden, rows, model.head(), nullptr, logits_out);

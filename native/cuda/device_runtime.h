@@ -30,6 +30,11 @@ class DeviceRuntime {
  public:
   virtual ~DeviceRuntime() = default;
   virtual DeviceInfo info() const = 0;
+  // Makes this device the calling thread's current one (the CUDA runtime's device is per thread, and
+  // a backend is called from the engine's thread and from libuv's).
+  virtual void bind_thread() = 0;
+  // Device memory not yet allocated.
+  virtual uint64_t free_bytes() = 0;
 
   // Throws Error(State) with the fix when the device has not `bytes` free. free(nullptr) does nothing.
   virtual void* allocate(size_t bytes) = 0;

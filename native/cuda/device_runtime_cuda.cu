@@ -48,6 +48,13 @@ class CudaRuntime final : public DeviceRuntime {
     return info;
   }
 
+  void bind_thread() override { check(cudaSetDevice(ordinal_), "cudaSetDevice"); }
+  uint64_t free_bytes() override {
+    size_t free = 0, total = 0;
+    check(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
+    return free;
+  }
+
   void* allocate(size_t bytes) override {
     void* pointer = nullptr;
     check(cudaMalloc(&pointer, bytes), "cudaMalloc");

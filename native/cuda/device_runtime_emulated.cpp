@@ -47,6 +47,12 @@ class EmulatedRuntime final : public DeviceRuntime {
     return info;
   }
 
+  void bind_thread() override {}
+  uint64_t free_bytes() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return capacity_ - used_;
+  }
+
   void* allocate(size_t bytes) override {
     std::lock_guard<std::mutex> lock(mutex_);
     if (bytes > capacity_ - used_) {

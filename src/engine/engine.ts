@@ -16,8 +16,8 @@ import type { FalconTokenizer } from "../tokenizer.js";
 
 export interface EngineOptions {
   /**
-   * Bytes of the paged KV pool. Default: half of the memory available now (nativeMemoryAvailable),
-   * at most what maxSequences sequences of the model's full context (maxPositionEmbeddings, capped
+   * Bytes of the paged KV pool. Default: half of the memory available now on the model's device (the
+   * host's for the CPU, the GPU's for CUDA: `info().memoryAvailable`), at most what maxSequences sequences of the model's full context (maxPositionEmbeddings, capped
    * at 2^20 tokens) need.
    */
   kvCacheBytes?: number;
@@ -610,7 +610,7 @@ export function createEngine(lm: EngineModel, options: EngineOptions = {}): Engi
   const blockBytes = callNativeSync(() => addon.NativeEngine.kvBlockBytes(model, settings.kvCacheDtype));
   const context = Math.min(config.maxPositionEmbeddings, DEFAULT_CONTEXT_LIMIT);
   const kvCacheBytes = settings.kvCacheBytes ??
-    Math.min(Math.floor(addon.memoryAvailable() / 2), settings.maxSequences * Math.ceil(context / KV_BLOCK_TOKENS) * blockBytes);
+    Math.min(Math.floor(callNativeSync(() => model.info()).memoryAvailable / 2), settings.maxSequences * Math.ceil(context / KV_BLOCK_TOKENS) * blockBytes);
   const numBlocks = Math.min(Math.floor(kvCacheBytes / blockBytes), 0x7fffffff);
   if (numBlocks < 1) {
     throw new FalconInputError(`kvCacheBytes (${kvCacheBytes}) is less than one KV block of this model (${blockBytes} bytes)`);

@@ -7,7 +7,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 
 import { FalconCausalLM } from "../causal-lm.js";
-import { dtypeOption, nonNegativeInteger, positiveInteger, UsageError } from "../cli-args.js";
+import { deviceOption, dtypeOption, nonNegativeInteger, positiveInteger, UsageError } from "../cli-args.js";
 import { KV_CACHE_DTYPES, type EngineOptions, type KvCacheDType } from "../engine/engine.js";
 import { setNumThreads } from "../runtime.js";
 import { createServer } from "./server.js";
@@ -20,7 +20,8 @@ export const SERVE_HELP = `serve:
   --api-key KEY             require "Authorization: Bearer KEY" on /v1/* (default: env FALCON_API_KEY, else none)
   --model-name NAME         the model id clients send as "model" (default: the preset directory's name)
   --dtype TYPE              weights dtype (default: the preset's)
-  --kv-cache-bytes N        bytes of the paged KV cache (default: half the free memory, at most what
+  --device NAME             auto | cpu | cuda | cuda:N (default auto: a GPU when one is usable)
+  --kv-cache-bytes N        bytes of the paged KV cache (default: half the device's free memory, at most what
                             --max-sequences full contexts need)
   --kv-cache-dtype TYPE     float32 | bfloat16 | float16 (default float32)
   --max-batch-tokens N      tokens one engine step computes at most (default 512)
@@ -42,7 +43,7 @@ export async function serveCommand(args: string[]): Promise<void> {
     allowPositionals: true,
     options: {
       host: { type: "string" }, port: { type: "string" }, "api-key": { type: "string" }, "model-name": { type: "string" },
-      dtype: { type: "string" }, "kv-cache-bytes": { type: "string" }, "kv-cache-dtype": { type: "string" },
+      dtype: { type: "string" }, device: { type: "string" }, "kv-cache-bytes": { type: "string" }, "kv-cache-dtype": { type: "string" },
       "max-batch-tokens": { type: "string" }, "max-sequences": { type: "string" }, "max-queue": { type: "string" },
       threads: { type: "string" }, "grace-seconds": { type: "string" }, "no-prefix-caching": { type: "boolean" },
     },
@@ -63,11 +64,12 @@ export async function serveCommand(args: string[]): Promise<void> {
   if (port > 65535) throw new UsageError(`--port must be at most 65535, got ${port}`);
   const graceSeconds = values["grace-seconds"] === undefined ? 30 : nonNegativeInteger(values["grace-seconds"], "--grace-seconds");
   const dtype = dtypeOption(values.dtype);
+  const device = deviceOption(values.device);
   if (values.threads !== undefined) setNumThreads(positiveInteger(values.threads, 1, "--threads"));
   const apiKey = values["api-key"] ?? (process.env["FALCON_API_KEY"] || undefined);
   const modelName = values["model-name"] ?? (path.basename(path.resolve(preset)) || "falcon");
 
-  const loading = FalconCausalLM.fromPreset(preset, { dtype });
+  const loading = FalconCausalLM.fromPreset(preset, { dtype, device });
   const server = createServer(loading, {
     engine, modelName,
     ...(apiKey === undefined ? {} : { apiKey }),

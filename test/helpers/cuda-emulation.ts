@@ -57,8 +57,28 @@ export interface CudaAttentionSpec {
   kernel: "split" | "flash";
 }
 
+export interface CudaWriteKvSpec {
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  kvDtype: "float32" | "bfloat16" | "float16";
+  numBlocks: number;
+  /** ≥ (heads + 2 · kvHeads) · headDim */
+  qkvStride: number;
+  /** [rows][qkvStride]: query heads, then key heads, then value heads */
+  qkv: Float32Array;
+  /** Per row: its pool block and slot (distinct), valid flag and position. */
+  rowBlock: Int32Array;
+  rowSlot: Int32Array;
+  rowValid: Uint8Array;
+  rowPosition: Int32Array;
+}
+
 export interface CudaEmulation {
-  embedding(spec: { table: Float32Array; dim: number; dtype: "float32" | "bfloat16" | "float16"; ids: Int32Array }): { gpu: Float32Array; cpu: Float32Array };
+  /** int8: table holds the integers q (in [-127, 127]) and scales one float32 per row. */
+  embedding(spec: { table: Float32Array; dim: number; dtype: CudaWeightDType; ids: Int32Array; scales?: Float32Array }): { gpu: Float32Array; cpu: Float32Array };
+  /** out[i] = x[rows[i]], rows of dim floats. */
+  gatherRows(spec: { x: Float32Array; dim: number; rows: Int32Array }): Float32Array;
   addLayerNorm(spec: {
     residual: Float32Array;
     add?: Float32Array;
@@ -71,7 +91,18 @@ export interface CudaEmulation {
   biasGelu(spec: { x: Float32Array; rows: number; cols: number; bias?: Float32Array }): { gpu: Float32Array; cpu: Float32Array };
   rotary(spec: CudaRotarySpec): { gpuCos: Float32Array; gpuSin: Float32Array; cpuCos: Float32Array; cpuSin: Float32Array; gpuX: Float32Array; cpuX: Float32Array };
   matmul(spec: CudaMatmulSpec): { gpu: Float32Array; cpu: Float32Array; weights: Float32Array };
+  /** Launchers called with sizes or types they must refuse, and the error code each threw ("none" if it did not). */
+  kernelRefusals(): Array<{ call: string; code: string; message: string }>;
   attention(spec: CudaAttentionSpec): { gpu: Float32Array; cpu: Float32Array; keys: Float32Array; values: Float32Array };
+  /** The pool's key and value bytes and its slots' flags and positions after write_kv and after cpu::write_cache. */
+  writeKv(spec: CudaWriteKvSpec): {
+    gpuKv: Uint8Array;
+    cpuKv: Uint8Array;
+    gpuValid: Uint8Array;
+    cpuValid: Uint8Array;
+    gpuPositions: Int32Array;
+    cpuPositions: Int32Array;
+  };
   barrierExchange(spec: { values: Int32Array; threads: number }): Int32Array;
   warpOps(spec: { values: Int32Array }): Int32Array;
   atomics(spec: { blocks: number; threads: number }): { count: number; sum: number };

@@ -175,7 +175,11 @@ __global__ void __launch_bounds__(kThreads) flash_prefill_kernel(FlashArgs a) {
     const int64_t base = kv_head * a.kv.head_stride + block * a.kv.block_stride;
     for (int e = int(threadIdx.x); e < d * K; e += kThreads) {
       keys[e] = widen<E>(a.kv.keys, base + e);
-      values[e] = widen<E>(a.kv.values, base + e);
+      // A slot no query of the tile may see (past its last token, or padding) weighs 0, and its value
+      // may be memory never written: 0 · NaN would poison the sum, so it is staged as 0.
+      const int slot = e / d;
+      const bool seen = b * K + slot < first_slot + count && a.kv.valid[block * K + slot];
+      values[e] = seen ? widen<E>(a.kv.values, base + e) : 0.0f;
     }
     if (threadIdx.x < unsigned(K)) {
       key_valid[int(threadIdx.x)] = a.kv.valid[block * K + threadIdx.x];
@@ -250,6 +254,7 @@ void paged_attention(const float* q, int64_t rows, int64_t q_stride, int64_t hea
                 "head_dim in [1, 256] and the query heads inside the rows");
   require_sizes(max_visible > 0 && layout.max_blocks * kKvTokens >= max_visible, "paged_attention",
                 "max_visible must be positive and within the block tables");
+  require_sizes(kv.type != Element::I8, "paged_attention", "the pool holds float32, bfloat16 or float16");
   if (rows == 0) return;
   AttentionArgs args{q, q_stride, heads, heads / kv_heads, head_dim, split_count(max_visible), slopes,
                      float(1.0 / std::sqrt(double(head_dim))), kv, layout, workspace, out};
@@ -275,6 +280,7 @@ void flash_attention_prefill(const float* q, int64_t q_stride, int64_t heads, in
   require_sizes(head_dim > 0 && head_dim <= kFlashMaxHeadDim && heads * head_dim <= q_stride, "flash_attention_prefill",
                 "head_dim in [1, 128] and the query heads inside the rows");
   require_sizes(tiles.tiles >= 0 && tiles.tiles <= 2147483647, "flash_attention_prefill", "too many tiles");
+  require_sizes(kv.type != Element::I8, "flash_attention_prefill", "the pool holds float32, bfloat16 or float16");
   if (tiles.tiles == 0) return;
   FlashArgs args{q, q_stride, heads, heads / kv_heads, head_dim, slopes, float(1.0 / std::sqrt(double(head_dim))), kv, tiles, out};
   const dim3 grid(unsigned(tiles.tiles), unsigned(heads));

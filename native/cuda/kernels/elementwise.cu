@@ -1,4 +1,5 @@
-// Embedding gather, bias + GELU, and rounding to 16-bit floats: one thread per element.
+// Embedding gathers (16-bit, float32 and int8 tables), row gathers, bias + GELU, and rounding to
+// 16-bit floats.
 #include "common.cuh"
 #include "kernels.h"
 
@@ -23,6 +24,21 @@ __global__ void embedding_kernel(const void* table, Element type, int64_t dim, c
   }
 }
 
+// q · scale in float32, one rounding: the CPU's int8 WeightMatrix::get (its offset-by-128 bytes
+// widen exactly to the same integer q).
+__global__ void embedding_int8_kernel(const int8_t* q, const float* scales, int64_t dim, const int32_t* ids, float* out) {
+  const int64_t row = blockIdx.x;
+  const int64_t id = ids[row];
+  const float scale = scales[id];
+  for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) out[row * dim + c] = float(q[id * dim + c]) * scale;
+}
+
+__global__ void gather_rows_kernel(const float* x, int64_t dim, const int32_t* rows, float* out) {
+  const int64_t row = blockIdx.x;
+  const float* source = x + int64_t(rows[row]) * dim;
+  for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) out[row * dim + c] = source[c];
+}
+
 __global__ void bias_gelu_kernel(float* x, int64_t count, int64_t cols, const float* bias) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < count) x[i] = gelu_erf(bias != nullptr ? x[i] + bias[i % cols] : x[i]);
@@ -37,9 +53,27 @@ __global__ void round_kernel(const float* x, int64_t count, Element type, uint16
 
 void embedding(const void* table, Element type, int64_t dim, const int32_t* ids, int64_t count, float* out, cudaStream_t stream) {
   require_sizes(dim > 0 && count >= 0, "embedding", "dim must be positive and count non-negative");
+  require_sizes(type != Element::I8, "embedding", "int8 tables take embedding_int8, with their scales");
   if (count == 0) return;
   const auto kernel = &embedding_kernel;
   FALCON_LAUNCH("embedding", kernel, dim3(grid_blocks(count, 1, "embedding")), dim3(kThreads), stream, table, type, dim, ids, out);
+}
+
+void embedding_int8(const int8_t* q, const float* scales, int64_t dim, const int32_t* ids, int64_t count, float* out,
+                    cudaStream_t stream) {
+  require_sizes(dim > 0 && count >= 0, "embedding_int8", "dim must be positive and count non-negative");
+  require_sizes(scales != nullptr, "embedding_int8", "int8 tables need their scales");
+  if (count == 0) return;
+  const auto kernel = &embedding_int8_kernel;
+  FALCON_LAUNCH("embedding_int8", kernel, dim3(grid_blocks(count, 1, "embedding_int8")), dim3(kThreads), stream, q, scales, dim, ids,
+                out);
+}
+
+void gather_rows(const float* x, int64_t dim, const int32_t* rows, int64_t count, float* out, cudaStream_t stream) {
+  require_sizes(dim > 0 && count >= 0, "gather_rows", "dim must be positive and count non-negative");
+  if (count == 0) return;
+  const auto kernel = &gather_rows_kernel;
+  FALCON_LAUNCH("gather_rows", kernel, dim3(grid_blocks(count, 1, "gather_rows")), dim3(kThreads), stream, x, dim, rows, out);
 }
 
 void bias_gelu(float* x, int64_t rows, int64_t cols, const float* bias, cudaStream_t stream) {
@@ -51,7 +85,8 @@ void bias_gelu(float* x, int64_t rows, int64_t cols, const float* bias, cudaStre
 }
 
 void round_to(const float* x, int64_t count, Element type, uint16_t* out, cudaStream_t stream) {
-  require_sizes(count >= 0 && type != Element::F32, "round_to", "count must be non-negative and the type 16-bit");
+  require_sizes(count >= 0 && (type == Element::BF16 || type == Element::F16), "round_to",
+                "count must be non-negative and the type bfloat16 or float16");
   if (count == 0) return;
   const auto kernel = &round_kernel;
   FALCON_LAUNCH("round_to", kernel, dim3(grid_blocks(count, kThreads, "round_to")), dim3(kThreads), stream, x, count, type, out);

@@ -1,4 +1,5 @@
-// Tiled GEMMs: strict float32 (every output summed in k order) and bf16/f16 on the tensor cores.
+// Tiled GEMMs: strict float32 (every output summed in k order; float32, bf16, f16 or int8 weights) and
+// bf16/f16 on the tensor cores; and the few-row GEMVs.
 #include "common.cuh"
 #include "kernels.h"
 
@@ -11,14 +12,33 @@ __device__ __forceinline__ float apply_epilogue(float sum, int64_t n, const Gemm
   return epilogue.accumulate ? *y_old + sum : sum;
 }
 
+// The strict GEMM's operands as they are staged into shared memory, float32 either way: x as it is,
+// or rounded to bfloat16 against bfloat16 weights (the CPU's bfloat16 matmul multiplies in bfloat16,
+// whose products are exact in float32); weights widened exactly from their element type.
+template <Element W>
+__device__ __forceinline__ float stage_input(float value) {
+  return W == Element::BF16 ? bf16_bits_to_float(float_to_bf16_bits(value)) : value;
+}
+
+template <Element W>
+__device__ __forceinline__ float stage_weight(const void* w, int64_t i) {
+  if (W == Element::F32) return static_cast<const float*>(w)[i];
+  if (W == Element::BF16) return bf16_bits_to_float(static_cast<const uint16_t*>(w)[i]);
+  if (W == Element::F16) return half_bits_to_float(static_cast<const uint16_t*>(w)[i]);
+  return float(static_cast<const int8_t*>(w)[i]);
+}
+
 // float32: 64×64 outputs per block of 16×16 threads, 4×4 per thread (rows ty + 16i, columns tx + 16j,
-// so a warp's shared reads spread over the banks), k in tiles of 16.
+// so a warp's shared reads spread over the banks), k in tiles of 16. Int8 sums are scaled per output
+// (scales[n]) before the epilogue.
 constexpr int kF32Tile = 64;
 constexpr int kF32Depth = 16;
 constexpr int kF32Threads = 256;
 
+template <Element W>
 __global__ void __launch_bounds__(kF32Threads)
-    gemm_f32_kernel(const float* x, int64_t m, int64_t k, const float* w, int64_t n, GemmEpilogue epilogue, float* y) {
+    gemm_f32_kernel(const float* x, int64_t m, int64_t k, const void* w, const float* scales, int64_t n, GemmEpilogue epilogue,
+                    float* y) {
   __shared__ SharedArray<SharedArray<float, kF32Tile>, kF32Depth> x_tile;  // [k][row]
   __shared__ SharedArray<SharedArray<float, kF32Tile>, kF32Depth> w_tile;  // [k][output]
   const int tx = int(threadIdx.x) % 16, ty = int(threadIdx.x) / 16;
@@ -29,8 +49,8 @@ __global__ void __launch_bounds__(kF32Threads)
     for (int e = int(threadIdx.x); e < kF32Tile * kF32Depth; e += kF32Threads) {
       const int r = e / kF32Depth, kk = e % kF32Depth;
       const int64_t kg = k0 + kk;
-      x_tile[kk][r] = row0 + r < m && kg < k ? x[(row0 + r) * k + kg] : 0.0f;
-      w_tile[kk][r] = col0 + r < n && kg < k ? w[(col0 + r) * k + kg] : 0.0f;
+      x_tile[kk][r] = row0 + r < m && kg < k ? stage_input<W>(x[(row0 + r) * k + kg]) : 0.0f;
+      w_tile[kk][r] = col0 + r < n && kg < k ? stage_weight<W>(w, (col0 + r) * k + kg) : 0.0f;
     }
     __syncthreads();
     const int depth = int(k - k0 < kF32Depth ? k - k0 : kF32Depth);
@@ -47,7 +67,10 @@ __global__ void __launch_bounds__(kF32Threads)
   for (int i = 0; i < 4; ++i) {
     for (int j = 0; j < 4; ++j) {
       const int64_t row = row0 + ty + 16 * i, col = col0 + tx + 16 * j;
-      if (row < m && col < n) y[row * n + col] = apply_epilogue(acc[i][j], col, epilogue, &y[row * n + col]);
+      if (row < m && col < n) {
+        const float sum = W == Element::I8 ? acc[i][j] * scales[col] : acc[i][j];
+        y[row * n + col] = apply_epilogue(sum, col, epilogue, &y[row * n + col]);
+      }
     }
   }
 }
@@ -163,20 +186,32 @@ void check_gemm(const char* kernel, int64_t m, int64_t k, int64_t n) {
 
 }  // namespace
 
-void gemm_f32(const float* x, int64_t m, int64_t k, const float* w, int64_t n, const GemmEpilogue& epilogue, float* y,
-              cudaStream_t stream) {
+void gemm_f32(const float* x, int64_t m, int64_t k, const void* w, Element type, const float* scales, int64_t n,
+              const GemmEpilogue& epilogue, float* y, cudaStream_t stream) {
   check_gemm("gemm_f32", m, k, n);
   require_sizes((m + kF32Tile - 1) / kF32Tile <= 65535, "gemm_f32", "too many rows for one launch");
+  require_sizes((type == Element::I8) == (scales != nullptr), "gemm_f32", "int8 weights need their scales, other types take none");
   if (m == 0) return;
-  const auto kernel = &gemm_f32_kernel;
   const dim3 grid(grid_blocks(n, kF32Tile, "gemm_f32"), unsigned((m + kF32Tile - 1) / kF32Tile));
-  FALCON_LAUNCH("gemm_f32", kernel, grid, dim3(kF32Threads), stream, x, m, k, w, n, epilogue, y);
+  if (type == Element::F32) {
+    const auto kernel = &gemm_f32_kernel<Element::F32>;
+    FALCON_LAUNCH("gemm_f32", kernel, grid, dim3(kF32Threads), stream, x, m, k, w, scales, n, epilogue, y);
+  } else if (type == Element::BF16) {
+    const auto kernel = &gemm_f32_kernel<Element::BF16>;
+    FALCON_LAUNCH("gemm_f32_bf16", kernel, grid, dim3(kF32Threads), stream, x, m, k, w, scales, n, epilogue, y);
+  } else if (type == Element::F16) {
+    const auto kernel = &gemm_f32_kernel<Element::F16>;
+    FALCON_LAUNCH("gemm_f32_f16", kernel, grid, dim3(kF32Threads), stream, x, m, k, w, scales, n, epilogue, y);
+  } else {
+    const auto kernel = &gemm_f32_kernel<Element::I8>;
+    FALCON_LAUNCH("gemm_f32_i8", kernel, grid, dim3(kF32Threads), stream, x, m, k, w, scales, n, epilogue, y);
+  }
 }
 
 void gemm_wmma(const uint16_t* x, Element type, int64_t m, int64_t k, const uint16_t* w, int64_t n,
                const GemmEpilogue& epilogue, float* y, cudaStream_t stream) {
   check_gemm("gemm_wmma", m, k, n);
-  require_sizes(type != Element::F32, "gemm_wmma", "the tensor-core GEMM takes bfloat16 or float16");
+  require_sizes(type == Element::BF16 || type == Element::F16, "gemm_wmma", "the tensor-core GEMM takes bfloat16 or float16");
   require_sizes((m + kWmmaTile - 1) / kWmmaTile <= 65535, "gemm_wmma", "too many rows for one launch");
   if (m == 0) return;
   const dim3 grid(grid_blocks(n, kWmmaTile, "gemm_wmma"), unsigned((m + kWmmaTile - 1) / kWmmaTile));
@@ -193,6 +228,7 @@ void gemv(const float* x, int64_t m, int64_t k, const void* w, Element type, int
           cudaStream_t stream) {
   check_gemm("gemv", m, k, n);
   require_sizes(m <= kGemvMaxRows, "gemv", "at most kGemvMaxRows rows");
+  require_sizes(type != Element::I8, "gemv", "int8 weights go through gemv_int8, with their scales");
   if (m == 0) return;
   const auto kernel = &gemv_kernel;
   FALCON_LAUNCH("gemv", kernel, dim3(grid_blocks(n, kGemvWarps, "gemv")), dim3(kGemvWarps * 32), stream, x, int(m), k, w, type, n,
@@ -203,6 +239,7 @@ void gemv_int8(const float* x, int64_t m, int64_t k, const int8_t* q, const floa
                const GemmEpilogue& epilogue, float* y, cudaStream_t stream) {
   check_gemm("gemv_int8", m, k, n);
   require_sizes(m <= kGemvMaxRows, "gemv_int8", "at most kGemvMaxRows rows");
+  require_sizes(scales != nullptr, "gemv_int8", "int8 weights need their scales");
   if (m == 0) return;
   const auto kernel = &gemv_int8_kernel;
   FALCON_LAUNCH("gemv_int8", kernel, dim3(grid_blocks(n, kGemvWarps, "gemv_int8")), dim3(kGemvWarps * 32), stream, x, int(m), k, q,

@@ -12,8 +12,9 @@
 
 namespace FALCON_CUDA_NS {
 
-// Weight and table element types.
-enum class Element { F32, BF16, F16 };
+// Weight and table element types. I8 (plain signed bytes in [-127, 127], with one float32 scale
+// per weight row) is for weights only: gemm_f32 and gemv_int8 take it, everything else refuses it.
+enum class Element { F32, BF16, F16, I8 };
 
 // What a GEMM does with each output before storing it, in this order (the CPU's Epilogue):
 // × scales[n] (int8 weights), + bias[n], exact erf GELU, and y += instead of y =.
@@ -25,6 +26,15 @@ struct GemmEpilogue {
 
 // out[i][c] = table[ids[i]][c] widened to float32; table is [*, dim] of `type`.
 void embedding(const void* table, Element type, int64_t dim, const int32_t* ids, int64_t count, float* out, cudaStream_t stream);
+
+// out[i][c] = float(q[ids[i]][c]) · scales[ids[i]], one float32 rounding (the CPU's int8 embedding);
+// q is [*, dim] of plain signed bytes in [-127, 127] (the CPU stores them offset by 128), one scale per row.
+void embedding_int8(const int8_t* q, const float* scales, int64_t dim, const int32_t* ids, int64_t count, float* out,
+                    cudaStream_t stream);
+
+// out[i] = x[rows[i]] for i < count: rows of dim floats (the step's output rows before the last
+// layer's head, for instance); rows inside x are the caller's precondition.
+void gather_rows(const float* x, int64_t dim, const int32_t* rows, int64_t count, float* out, cudaStream_t stream);
 
 // Per row r of `rows`: residual[r] += add[r] (when add is not null), then out[r] = layer_norm(residual[r])
 // with population variance, statistics accumulated in double (as the CPU's layer_norm_row).
@@ -50,8 +60,12 @@ void apply_rotary(float* x, int64_t rows, int64_t row_stride, int64_t first_head
 
 // y[m][n] (+)= epilogue(Σ_k x[m][k] · w[n][k]) in float32, every output summed in k order (one
 // multiply-add per step), so the result is within the sequential-summation bound of the CPU's.
-void gemm_f32(const float* x, int64_t m, int64_t k, const float* w, int64_t n, const GemmEpilogue& epilogue, float* y,
-              cudaStream_t stream);
+// w is [n, k] of `type`, widened exactly as it is staged: F32 as it is; F16 with x float32 (the CPU's
+// float16 matmul); BF16 with x rounded to bfloat16, nearest even (the CPU's bfloat16 matmul: exact
+// products, float32 sums); I8 with the sum × scales[n] before the epilogue (x stays float32, where
+// the CPU quantises it). scales must be given for I8 and only for I8 (else Error(Input)).
+void gemm_f32(const float* x, int64_t m, int64_t k, const void* w, Element type, const float* scales, int64_t n,
+              const GemmEpilogue& epilogue, float* y, cudaStream_t stream);
 
 // The same with x and w of 16-bit `type` (BF16 or F16, as bits; x rounded by round_to) on the tensor
 // cores through nvcuda::wmma: products exact, float32 accumulation.
@@ -60,7 +74,8 @@ void gemm_wmma(const uint16_t* x, Element type, int64_t m, int64_t k, const uint
 
 // Few-row GEMM (decode): rows m ≤ kGemvMaxRows, every weight read once, one warp per output. x is
 // float32; with BF16 weights it is rounded to bfloat16 first (bfloat16 models multiply in bfloat16,
-// as on the CPU); with F16 weights it stays float32.
+// as on the CPU); with F16 weights it stays float32. I8 weights are refused (Error(Input)): they
+// take gemv_int8, which carries their scales.
 constexpr int64_t kGemvMaxRows = 8;
 void gemv(const float* x, int64_t m, int64_t k, const void* w, Element type, int64_t n, const GemmEpilogue& epilogue, float* y,
           cudaStream_t stream);
@@ -88,6 +103,27 @@ struct PagedKv {
   const uint8_t* valid = nullptr;
   const int32_t* positions = nullptr;
 };
+
+// The same pool as written: write_kv's destination.
+struct PagedKvWrite {
+  void* keys = nullptr;
+  void* values = nullptr;
+  Element type = Element::F32;
+  int64_t head_stride = 0;
+  int64_t block_stride = 0;
+  uint8_t* valid = nullptr;
+  int32_t* positions = nullptr;
+};
+
+// Stores each row's key and value heads in its pool slot (the CPU's write_cache after rotary, which
+// the caller has applied): row r's key head h is qkv[r][(heads + h) · head_dim ..], its value head
+// qkv[r][(heads + kv_heads + h) · head_dim ..] (qkv is [rows, qkv_stride]); they go to block
+// row_block[r], slot row_slot[r] (< kKvTokens, the caller's precondition), rounded once to nearest
+// even as kv.type (falcon::store_from_f32), and valid[block · kKvTokens + slot] = row_valid[r],
+// positions[block · kKvTokens + slot] = row_position[r]. Rows must name distinct slots.
+void write_kv(const float* qkv, int64_t rows, int64_t qkv_stride, int64_t heads, int64_t kv_heads, int64_t head_dim,
+              const int32_t* row_block, const int32_t* row_slot, const uint8_t* row_valid, const int32_t* row_position,
+              const PagedKvWrite& kv, cudaStream_t stream);
 
 // Which keys each query row attends to: row r belongs to sequence row_sequence[r], whose blocks are
 // block_tables[sequence · max_blocks ..], and sees its slots [0, row_slot[r]] (its own and earlier).

@@ -1,0 +1,645 @@
+#pragma once
+// The CUDA backend, written once over the kernel entry points of whichever build includes it
+// (cuda_compat.h picks FALCON_CUDA_NS): emulated/cuda_backend.cpp over the host emulation,
+// real/cuda_backend.cpp over the real kernels. It mirrors cpu/cpu_backend.cpp's layer loop op for op,
+// with the same arithmetic wherever the fixtures' tolerances need it (cuda_backend.h).
+//
+// What lives on the device: every weight matrix (row-major, the dtype it was loaded in; int8 as signed
+// bytes with a float32 scale per row), the norm and bias vectors (float32), the KV pools' keys and
+// values with a mirror of each slot's valid flag and position, and each workspace's activations. Only
+// the step's small tables (token ids, positions, block tables) go up, and its output rows come back.
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "../core/backend.h"
+#include "../core/error.h"
+#include "../core/thread_pool.h"
+#include "cuda_backend.h"
+#include "cuda_compat.h"
+#include "device_runtime.h"
+#include "kernels/kernels.h"
+#include "rotary_scaling.h"
+
+namespace FALCON_CUDA_NS {
+namespace {
+
+using falcon::cuda::CopyKind;
+using falcon::cuda::DeviceRuntime;
+using falcon::cuda::DeviceStream;
+
+// One device: its runtime, the stream all work goes to, and the lock that serialises callers (the
+// engine's thread, forward calls on libuv threads): a device runs one stream's work in order anyway.
+struct DeviceContext {
+  explicit DeviceContext(std::unique_ptr<DeviceRuntime> device_runtime)
+      : runtime(std::move(device_runtime)), stream(runtime->create_stream()) {}
+  ~DeviceContext() {
+    try {
+      runtime->synchronize(stream);
+      runtime->destroy_stream(stream);
+    } catch (const Error&) {
+      // A device in an error state releases its streams with its context.
+    }
+  }
+  DeviceContext(const DeviceContext&) = delete;
+  DeviceContext& operator=(const DeviceContext&) = delete;
+
+  cudaStream_t native() { return static_cast<cudaStream_t>(runtime->native_stream(stream)); }
+  // Enqueues a host-to-device copy; `host` must stay unchanged until the stream has run it (every
+  // call ends with a synchronize, and what it uploads lives in its workspace until then).
+  void upload(void* device, const void* host, size_t bytes) {
+    if (bytes > 0) runtime->copy(device, host, bytes, CopyKind::HostToDevice, stream);
+  }
+
+  std::unique_ptr<DeviceRuntime> runtime;
+  DeviceStream* stream;
+  std::mutex mutex;
+};
+
+// Device memory with one owner; it keeps its device alive.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(std::shared_ptr<DeviceContext> context, size_t bytes)
+      : context_(std::move(context)), data_(context_->runtime->allocate(bytes)), bytes_(bytes) {}
+  ~DeviceBuffer() { reset(); }
+  DeviceBuffer(DeviceBuffer&& other) noexcept { *this = std::move(other); }
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept {
+    if (this != &other) {
+      reset();
+      context_ = std::move(other.context_);
+      data_ = other.data_;
+      bytes_ = other.bytes_;
+      other.data_ = nullptr;
+      other.bytes_ = 0;
+    }
+    return *this;
+  }
+
+  template <typename T = void>
+  T* get() const { return static_cast<T*>(data_); }
+  size_t bytes() const { return bytes_; }
+
+  // At least `bytes`, reallocated (contents lost) only when it grows: a decode step allocates nothing.
+  // Returns whether it moved.
+  bool reserve(const std::shared_ptr<DeviceContext>& context, size_t bytes) {
+    if (bytes <= bytes_ && data_ != nullptr) return false;
+    reset();
+    *this = DeviceBuffer(context, std::max<size_t>(bytes, 1));
+    return true;
+  }
+
+ private:
+  void reset() {
+    if (data_ == nullptr) return;
+    try {
+      context_->runtime->free(data_);
+    } catch (const Error&) {
+      // As ~DeviceContext: the memory goes with the context.
+    }
+    data_ = nullptr;
+    bytes_ = 0;
+  }
+
+  std::shared_ptr<DeviceContext> context_;
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// A weight matrix as the GEMM kernels read it: [rows = outputs][cols = inputs], row-major.
+struct DeviceMatrix {
+  Element type = Element::F32;
+  int64_t rows = 0, cols = 0;
+  DeviceBuffer data;
+  DeviceBuffer scales;  // int8: one float32 per row
+};
+
+struct DeviceLayer {
+  DeviceBuffer attn_norm_gamma, attn_norm_beta, mlp_norm_gamma, mlp_norm_beta;
+  DeviceMatrix qkv, attn_out, ffn_up, ffn_down;
+  DeviceBuffer qkv_bias, attn_out_bias, ffn_up_bias, ffn_down_bias;
+};
+
+struct DeviceWeights {
+  DeviceMatrix token_embedding, lm_head;
+  DeviceBuffer final_norm_gamma, final_norm_beta, alibi_slopes;
+  std::vector<DeviceLayer> layers;
+};
+
+Element element_of(DType dtype) {
+  switch (dtype) {
+    case DType::Float32: return Element::F32;
+    case DType::BFloat16: return Element::BF16;
+    case DType::Float16: return Element::F16;
+    case DType::Int8: return Element::I8;
+    default: throw Error(ErrorKind::Config, std::string("the CUDA backend has no kernels for ") + dtype_name(dtype) + " weights");
+  }
+}
+
+size_t element_bytes(Element type) { return type == Element::F32 ? 4 : type == Element::I8 ? 1 : 2; }
+
+// The keys and values of one KV pool, and the device's copy of its slots' valid flags and positions
+// (the attention kernels read them; the host's copy is what core plans steps from).
+class DeviceKvStorage final : public KvStorage {
+ public:
+  DeviceKvStorage(std::shared_ptr<DeviceContext> context, size_t bytes, int64_t num_blocks)
+      : context_(context),
+        kv_(context, bytes),
+        valid_(context, size_t(num_blocks) * kKvTokens),
+        positions_(context, size_t(num_blocks) * kKvTokens * sizeof(int32_t)) {
+    std::lock_guard<std::mutex> lock(context_->mutex);
+    context_->runtime->fill_zero(valid_.get(), valid_.bytes(), context_->stream);
+    context_->runtime->fill_zero(positions_.get(), positions_.bytes(), context_->stream);
+    context_->runtime->synchronize(context_->stream);
+  }
+  const char* backend() const override { return "cuda"; }
+  unsigned char* data() override { return kv_.get<unsigned char>(); }
+  void zero(size_t offset, size_t size) override {
+    std::lock_guard<std::mutex> lock(context_->mutex);
+    context_->runtime->fill_zero(kv_.get<unsigned char>() + offset, size, context_->stream);
+    context_->runtime->synchronize(context_->stream);
+  }
+  uint8_t* valid() const { return valid_.get<uint8_t>(); }
+  int32_t* positions() const { return positions_.get<int32_t>(); }
+
+ private:
+  std::shared_ptr<DeviceContext> context_;
+  DeviceBuffer kv_, valid_, positions_;
+};
+
+// A decode step's kernels captured as a CUDA graph, and what they were captured for: the same shapes,
+// pool and workspace buffers replay it (the step's tables are uploaded into the same buffers first).
+struct DecodeGraphKey {
+  int64_t rows = 0, outputs = 0, max_blocks = 0, visible_splits = 0;
+  const KvPool* pool = nullptr;
+  uint64_t buffers_generation = 0;
+  bool operator==(const DecodeGraphKey& other) const {
+    return rows == other.rows && outputs == other.outputs && max_blocks == other.max_blocks && visible_splits == other.visible_splits &&
+           pool == other.pool && buffers_generation == other.buffers_generation;
+  }
+};
+
+class DecodeGraph {
+ public:
+  explicit DecodeGraph(std::shared_ptr<DeviceContext> context) : context_(std::move(context)) {}
+  ~DecodeGraph() { reset(); }
+  DecodeGraph(const DecodeGraph&) = delete;
+  DecodeGraph& operator=(const DecodeGraph&) = delete;
+
+  // Runs `enqueue` through the graph for `key`: replayed when it was captured for this key, else
+  // captured first (a capture that fails leaves no graph behind).
+  template <typename Enqueue>
+  void run(const DecodeGraphKey& key, Enqueue&& enqueue) {
+    DeviceRuntime& runtime = *context_->runtime;
+    if (graph_ == nullptr || !(key_ == key)) {
+      reset();
+      runtime.begin_capture(context_->stream);
+      try {
+        enqueue();
+      } catch (...) {
+        try {
+          runtime.destroy_graph(runtime.end_capture(context_->stream));
+        } catch (const Error&) {
+          // The capture is already broken; the kernel's own error is the one to report.
+        }
+        throw;
+      }
+      graph_ = runtime.end_capture(context_->stream);
+      key_ = key;
+    }
+    runtime.launch_graph(graph_, context_->stream);
+  }
+
+ private:
+  void reset() {
+    if (graph_ == nullptr) return;
+    try {
+      context_->runtime->destroy_graph(graph_);
+    } catch (const Error&) {
+      // As DeviceBuffer: it goes with the context.
+    }
+    graph_ = nullptr;
+  }
+
+  std::shared_ptr<DeviceContext> context_;
+  falcon::cuda::DeviceGraph* graph_ = nullptr;
+  DecodeGraphKey key_;
+};
+
+// One cache's or step runner's device activations and step tables, grown to the widest step seen.
+struct CudaWorkspace final : BackendWorkspace {
+  explicit CudaWorkspace(std::shared_ptr<DeviceContext> context) : decode_graph(std::move(context)) {}
+
+  // Activations: the residual stream, the two norms' outputs, QKV, attention output, MLP hidden,
+  // 16-bit copies of a GEMM input (bfloat16 models' tensor-core GEMMs), rotary tables, attention
+  // partial sums, and the output rows before and after the final norm.
+  DeviceBuffer residual, attn_input, mlp_input, qkv, attention, ffn_hidden, rounded, rotary_cos, rotary_sin;
+  DeviceBuffer attention_partials, output_rows, hidden;
+  // The step's tables, on the device and as they were built on the host.
+  DeviceBuffer token_ids, positions, row_block, row_slot, row_valid, row_sequence, row_last_slot, block_tables;
+  DeviceBuffer rotary_bases, rotary_scales;
+  // Prompt tiles of up to kFlashQueries tokens of one sequence (a decode token is a tile of one).
+  DeviceBuffer tile_sequence, tile_first_row, tile_first_slot, tile_count;
+  std::vector<int32_t> host_row_block, host_row_slot, host_row_sequence, host_row_last_slot, host_block_tables, host_output_rows;
+  std::vector<int32_t> host_tile_sequence, host_tile_first_row, host_tile_first_slot, host_tile_count;
+  std::vector<double> host_rotary_bases, host_rotary_scales;
+  // Counts the reallocations of the buffers above: a captured graph holds their addresses.
+  uint64_t buffers_generation = 0;
+  // Declared last, destroyed first: the graph refers to the buffers above.
+  DecodeGraph decode_graph;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(std::unique_ptr<DeviceRuntime> runtime, std::string label)
+      : context_(std::make_shared<DeviceContext>(std::move(runtime))), label_(std::move(label)) {}
+
+  const char* name() const override { return "cuda"; }
+  std::string device() const override { return label_; }
+  bool kv_on_host() const override { return false; }
+  uint64_t memory_available() override {
+    std::lock_guard<std::mutex> lock(context_->mutex);
+    context_->runtime->bind_thread();
+    return context_->runtime->free_bytes();
+  }
+
+  std::unique_ptr<KvStorage> allocate_kv(size_t bytes, int64_t num_blocks) override {
+    context_->runtime->bind_thread();
+    return std::make_unique<DeviceKvStorage>(context_, bytes, num_blocks);
+  }
+
+  // Uploads every matrix one slice of rows at a time through a small host buffer, then frees the
+  // model's host copy: the weights are in memory once, on the device.
+  void prepare_weights(Model& model) override {
+    const ModelConfig& config = model.config();
+    require_cuda_supported(config);
+    std::lock_guard<std::mutex> lock(context_->mutex);
+    require(weights_ == nullptr, ErrorKind::State, "this model's weights are already on " + label_);
+    context_->runtime->bind_thread();
+    const uint64_t needed = model.weight_bytes();
+    const uint64_t available = context_->runtime->free_bytes();
+    require(needed <= available, ErrorKind::Config, [&] {
+      return "the model's weights need " + std::to_string(needed) + " bytes of device memory but " + label_ + " has " +
+             std::to_string(available) + " free; use a smaller dtype (int8, bfloat16) or another device";
+    });
+    auto weights = std::make_unique<DeviceWeights>();
+    weights->token_embedding = upload_matrix(model.token_embedding());
+    if (!config.tied_head) weights->lm_head = upload_matrix(model.head());
+    weights->final_norm_gamma = upload_vector(model.final_norm_gamma());
+    weights->final_norm_beta = upload_vector(model.final_norm_beta());
+    weights->alibi_slopes = upload_vector(model.alibi_slopes());
+    weights->layers.resize(size_t(config.num_layers));
+    for (int64_t l = 0; l < config.num_layers; ++l) {
+      const LayerWeights& w = model.layer(l);
+      DeviceLayer& d = weights->layers[size_t(l)];
+      d.attn_norm_gamma = upload_vector(w.attn_norm_gamma);
+      d.attn_norm_beta = upload_vector(w.attn_norm_beta);
+      d.mlp_norm_gamma = upload_vector(w.mlp_norm_gamma);
+      d.mlp_norm_beta = upload_vector(w.mlp_norm_beta);
+      d.qkv = upload_matrix(w.qkv);
+      d.attn_out = upload_matrix(w.attn_out);
+      d.ffn_up = upload_matrix(w.ffn_up);
+      d.ffn_down = upload_matrix(w.ffn_down);
+      d.qkv_bias = upload_vector(w.qkv_bias);
+      d.attn_out_bias = upload_vector(w.attn_out_bias);
+      d.ffn_up_bias = upload_vector(w.ffn_up_bias);
+      d.ffn_down_bias = upload_vector(w.ffn_down_bias);
+    }
+    context_->runtime->synchronize(context_->stream);
+    weights_ = std::move(weights);
+    model.release_host_matrices(label_);
+  }
+
+  void project_logits(const Model& model, const float* hidden, int64_t rows, float* logits_out) override {
+    std::lock_guard<std::mutex> lock(context_->mutex);
+    const DeviceWeights& w = prepared();
+    context_->runtime->bind_thread();
+    const ModelConfig& config = model.config();
+    const size_t hidden_bytes = size_t(rows * config.hidden_dim) * sizeof(float);
+    const size_t logits_bytes = size_t(rows * config.vocab_size) * sizeof(float);
+    logits_hidden_.reserve(context_, hidden_bytes);
+    logits_.reserve(context_, logits_bytes);
+    logits_rounded_.reserve(context_, size_t(rows * config.hidden_dim) * sizeof(uint16_t));
+    context_->upload(logits_hidden_.get(), hidden, hidden_bytes);
+    linear(logits_hidden_.get<float>(), rows, config.tied_head ? w.token_embedding : w.lm_head, GemmEpilogue{}, logits_rounded_,
+           logits_.get<float>());
+    download(logits_out, logits_.get(), logits_bytes);
+  }
+
+ protected:
+  void run_embed(const Model& model, const int32_t* token_ids, int64_t count, float* out) override {
+    std::lock_guard<std::mutex> lock(context_->mutex);
+    const DeviceWeights& w = prepared();
+    context_->runtime->bind_thread();
+    const size_t bytes = size_t(count * model.config().hidden_dim) * sizeof(float);
+    embed_ids_.reserve(context_, size_t(count) * sizeof(int32_t));
+    logits_hidden_.reserve(context_, bytes);
+    context_->upload(embed_ids_.get(), token_ids, size_t(count) * sizeof(int32_t));
+    embedding(w.token_embedding, embed_ids_.get<int32_t>(), count, logits_hidden_.get<float>());
+    download(out, logits_hidden_.get(), bytes);
+  }
+
+  // The layer loop, op for op as CpuBackend::run_step (without its last-layer narrowing, which saves
+  // CPU time but changes no result). A decode step's kernels are captured once as a graph and replayed.
+  void run_step(const Model& model, KvPool& pool, const StepBatch& batch, std::unique_ptr<BackendWorkspace>& workspace_slot,
+                float* hidden_out) override {
+    std::lock_guard<std::mutex> lock(context_->mutex);
+    const DeviceWeights& w = prepared();
+    context_->runtime->bind_thread();
+    if (!workspace_slot) workspace_slot = std::make_unique<CudaWorkspace>(context_);
+    auto* workspace = dynamic_cast<CudaWorkspace*>(workspace_slot.get());
+    require(workspace != nullptr, ErrorKind::State, "a CUDA step was given another backend's workspace");
+    CudaWorkspace& ws = *workspace;
+    const ModelConfig& config = model.config();
+    const int64_t rows = batch.token_count();
+    const int64_t outputs = int64_t(batch.output_rows.size());
+    const StepShape shape = plan_step(config, pool, batch, ws);
+    reserve_activations(config, rows, outputs, shape.visible, ws);
+    const auto enqueue = [&] { enqueue_step(config, w, pool, rows, outputs, shape, ws); };
+    // Decode steps (one token per sequence) split each row's keys across blocks and repeat with the
+    // same shapes for many tokens; steps with prompt tokens run the tiled flash kernel instead.
+    if (!shape.flash) {
+      const DecodeGraphKey key{rows, outputs, shape.max_blocks, (shape.visible + kAttentionSplitKeys - 1) / kAttentionSplitKeys, &pool,
+                               ws.buffers_generation};
+      ws.decode_graph.run(key, enqueue);
+    } else {
+      enqueue();
+    }
+    if (outputs > 0) download(hidden_out, ws.hidden.get(), size_t(outputs * config.hidden_dim) * sizeof(float));
+    else context_->runtime->synchronize(context_->stream);
+  }
+
+ private:
+  // What plan_step found: the most slots a sequence sees, the block tables' row stride, and whether
+  // attention runs the flash kernel (the step has prompt tokens and the head fits it).
+  struct StepShape {
+    int64_t visible = 1;
+    int64_t max_blocks = 1;
+    bool flash = false;
+  };
+
+  // Every kernel of one step, in order, on the context's stream (captured or run).
+  void enqueue_step(const ModelConfig& config, const DeviceWeights& w, KvPool& pool, int64_t rows, int64_t outputs, const StepShape& shape,
+                    CudaWorkspace& ws) {
+    auto& kv = static_cast<DeviceKvStorage&>(pool.storage());  // Backend::step checked the pool is this backend's
+    const cudaStream_t stream = context_->native();
+    const int64_t D = config.hidden_dim, d = config.head_dim();
+    const int64_t heads = config.num_heads, kv_heads = config.num_kv_heads;
+    const int64_t qkv_cols = config.qkv_rows();
+    float* x = ws.residual.get<float>();
+    float* attn_input = ws.attn_input.get<float>();
+    float* mlp_input = ws.mlp_input.get<float>();
+    float* qkv = ws.qkv.get<float>();
+    float* attention = ws.attention.get<float>();
+    float* ffn_hidden = ws.ffn_hidden.get<float>();
+    const bool rotary = config.position_encoding == PositionEncoding::Rotary;
+    if (rotary) {
+      rotary_tables(ws.positions.get<int32_t>(), ws.rotary_bases.get<double>(), ws.rotary_scales.get<double>(), rows, d,
+                    ws.rotary_cos.get<float>(), ws.rotary_sin.get<float>(), stream);
+    }
+    embedding(w.token_embedding, ws.token_ids.get<int32_t>(), rows, x);
+
+    const float* slopes = config.position_encoding == PositionEncoding::Alibi ? w.alibi_slopes.get<float>() : nullptr;
+    const Element kv_type = element_of(pool.dtype());
+    const int64_t head_stride = pool.num_blocks() * kKvTokens * d;
+    const AttentionRows attention_rows{ws.row_sequence.get<int32_t>(), ws.row_last_slot.get<int32_t>(), ws.block_tables.get<int32_t>(),
+                                       shape.max_blocks};
+    const AttentionTiles attention_tiles{ws.tile_sequence.get<int32_t>(), ws.tile_first_row.get<int32_t>(), ws.tile_first_slot.get<int32_t>(),
+                                         ws.tile_count.get<int32_t>(), int64_t(ws.host_tile_count.size()), ws.block_tables.get<int32_t>(),
+                                         shape.max_blocks};
+    for (int64_t l = 0; l < config.num_layers; ++l) {
+      const DeviceLayer& layer = w.layers[size_t(l)];
+      add_layer_norm(x, nullptr, rows, D, layer.attn_norm_gamma.get<float>(), layer.attn_norm_beta.get<float>(), config.layer_norm_epsilon,
+                     attn_input, stream);
+      // Parallel blocks read both norms from the block's input, before the residual adds change it.
+      if (config.block_layout == BlockLayout::ParallelTwoNorms) {
+        add_layer_norm(x, nullptr, rows, D, layer.mlp_norm_gamma.get<float>(), layer.mlp_norm_beta.get<float>(), config.layer_norm_epsilon,
+                       mlp_input, stream);
+      }
+      linear(attn_input, rows, layer.qkv, GemmEpilogue{layer.qkv_bias.get<float>(), false, false}, ws.rounded, qkv);
+      if (rotary) apply_rotary(qkv, rows, qkv_cols, 0, heads + kv_heads, d, ws.rotary_cos.get<float>(), ws.rotary_sin.get<float>(), stream);
+      const PagedKvWrite kv_out{pool.keys(0, l, 0), pool.values(0, l, 0), kv_type, head_stride, kKvTokens * d, kv.valid(), kv.positions()};
+      write_kv(qkv, rows, qkv_cols, heads, kv_heads, d, ws.row_block.get<int32_t>(), ws.row_slot.get<int32_t>(), ws.row_valid.get<uint8_t>(),
+               ws.positions.get<int32_t>(), kv_out, stream);
+      const PagedKv kv_in{pool.keys(0, l, 0), pool.values(0, l, 0), kv_type, head_stride, kKvTokens * d, kv.valid(), kv.positions()};
+      if (shape.flash) {
+        flash_attention_prefill(qkv, qkv_cols, heads, kv_heads, d, slopes, kv_in, attention_tiles, attention, stream);
+      } else {
+        paged_attention(qkv, rows, qkv_cols, heads, kv_heads, d, slopes, kv_in, attention_rows, shape.visible,
+                        ws.attention_partials.get<float>(), attention, stream);
+      }
+      // The residual adds happen in the GEMMs' epilogues: x += attention projection, x += MLP output.
+      linear(attention, rows, layer.attn_out, GemmEpilogue{layer.attn_out_bias.get<float>(), false, true}, ws.rounded, x);
+      const float* ffn_input = attn_input;
+      if (config.block_layout == BlockLayout::Sequential) {
+        add_layer_norm(x, nullptr, rows, D, layer.mlp_norm_gamma.get<float>(), layer.mlp_norm_beta.get<float>(), config.layer_norm_epsilon,
+                       mlp_input, stream);
+        ffn_input = mlp_input;
+      } else if (config.block_layout == BlockLayout::ParallelTwoNorms) {
+        ffn_input = mlp_input;
+      }
+      linear(ffn_input, rows, layer.ffn_up, GemmEpilogue{layer.ffn_up_bias.get<float>(), true, false}, ws.rounded, ffn_hidden);
+      linear(ffn_hidden, rows, layer.ffn_down, GemmEpilogue{layer.ffn_down_bias.get<float>(), false, true}, ws.rounded, x);
+    }
+    if (outputs == 0) return;
+    gather_rows(x, D, ws.output_rows.get<int32_t>(), outputs, attn_input, stream);
+    add_layer_norm(attn_input, nullptr, outputs, D, w.final_norm_gamma.get<float>(), w.final_norm_beta.get<float>(), config.layer_norm_epsilon,
+                   ws.hidden.get<float>(), stream);
+  }
+
+  const DeviceWeights& prepared() const {
+    require(weights_ != nullptr, ErrorKind::State, "this model's weights are not on " + label_ + " yet (prepareWeights has not run)");
+    return *weights_;
+  }
+
+  void download(void* host, const void* device, size_t bytes) {
+    context_->runtime->copy(host, device, bytes, CopyKind::DeviceToHost, context_->stream);
+    context_->runtime->synchronize(context_->stream);
+  }
+
+  DeviceBuffer upload_vector(const WeightVector& values) {
+    if (values.empty()) return DeviceBuffer();
+    DeviceBuffer buffer(context_, values.size() * sizeof(float));
+    context_->upload(buffer.get(), values.data(), values.size() * sizeof(float));
+    context_->runtime->synchronize(context_->stream);
+    return buffer;
+  }
+
+  DeviceMatrix upload_matrix(const WeightMatrix& m) {
+    DeviceMatrix out;
+    out.type = element_of(m.dtype);
+    out.rows = m.rows;
+    out.cols = m.cols;
+    const size_t element = element_bytes(out.type);
+    const size_t row_bytes = size_t(m.cols) * element;
+    out.data = DeviceBuffer(context_, size_t(m.rows) * row_bytes);
+    // Slices of about 16 MiB: the panels are unpacked into row-major rows on the host threads, then copied up.
+    const int64_t slice_rows = std::max<int64_t>(1, int64_t((size_t(16) << 20) / row_bytes));
+    TrackedVector<unsigned char> staging(size_t(std::min(slice_rows, m.rows)) * row_bytes);
+    const auto* panels = static_cast<const unsigned char*>(m.data);
+    for (int64_t first = 0; first < m.rows; first += slice_rows) {
+      const int64_t count = std::min(slice_rows, m.rows - first);
+      current_thread_pool()->parallel_for(count, 16, [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+          unsigned char* row = staging.data() + size_t(r) * row_bytes;
+          for (int64_t k = 0; k < m.cols; ++k) {
+            const unsigned char* stored = panels + m.offset(first + r, k) * element;
+            // int8 is stored offset by 128 (dtype.h); the device kernels take plain signed bytes.
+            if (out.type == Element::I8) row[k] = static_cast<unsigned char>(int8_t(int(*stored) - 128));
+            else std::memcpy(row + size_t(k) * element, stored, element);
+          }
+        }
+      });
+      context_->upload(out.data.get<unsigned char>() + size_t(first) * row_bytes, staging.data(), size_t(count) * row_bytes);
+      context_->runtime->synchronize(context_->stream);  // before the staging buffer is refilled
+    }
+    if (out.type == Element::I8) {
+      out.scales = DeviceBuffer(context_, m.scales.size() * sizeof(float));
+      context_->upload(out.scales.get(), m.scales.data(), m.scales.size() * sizeof(float));
+      context_->runtime->synchronize(context_->stream);
+    }
+    return out;
+  }
+
+  void embedding(const DeviceMatrix& table, const int32_t* ids, int64_t count, float* out) {
+    if (table.type == Element::I8) {
+      embedding_int8(table.data.get<int8_t>(), table.scales.get<float>(), table.cols, ids, count, out, context_->native());
+    } else {
+      FALCON_CUDA_NS::embedding(table.data.get(), table.type, table.cols, ids, count, out, context_->native());
+    }
+  }
+
+  // y[m][w.rows] (+)= epilogue(x · wᵀ) with the CPU's arithmetic for w's dtype: float32 sums of
+  // float32 products (float16 weights widened, float32 inputs), bfloat16 inputs and weights on the
+  // tensor cores, int8 weights with float32 inputs and a per-row scale. Few rows go to the GEMV,
+  // which reads each weight once.
+  // `rounded` holds at least m · w.cols 16-bit values (the caller reserves it: a captured graph cannot allocate).
+  void linear(const float* x, int64_t m, const DeviceMatrix& w, const GemmEpilogue& epilogue, const DeviceBuffer& rounded, float* y) {
+    if (m <= kGemvMaxRows) {
+      if (w.type == Element::I8) {
+        gemv_int8(x, m, w.cols, w.data.get<int8_t>(), w.scales.get<float>(), w.rows, epilogue, y, context_->native());
+      } else {
+        gemv(x, m, w.cols, w.data.get(), w.type, w.rows, epilogue, y, context_->native());
+      }
+      return;
+    }
+    if (w.type == Element::BF16) {
+      require(rounded.bytes() >= size_t(m * w.cols) * sizeof(uint16_t), ErrorKind::State, "the 16-bit GEMM input buffer was not reserved");
+      round_to(x, m * w.cols, Element::BF16, rounded.get<uint16_t>(), context_->native());
+      gemm_wmma(rounded.get<uint16_t>(), Element::BF16, m, w.cols, w.data.get<uint16_t>(), w.rows, epilogue, y, context_->native());
+      return;
+    }
+    gemm_f32(x, m, w.cols, w.data.get(), w.type, w.type == Element::I8 ? w.scales.get<float>() : nullptr, w.rows, epilogue, y,
+             context_->native());
+  }
+
+  // Builds the step's tables on the host (recording each new token's validity and position in its
+  // pool slot, as the CPU's plan_step does) and uploads them.
+  StepShape plan_step(const ModelConfig& config, KvPool& pool, const StepBatch& batch, CudaWorkspace& ws) {
+    const size_t rows = size_t(batch.token_count());
+    ws.host_row_block.resize(rows);
+    ws.host_row_slot.resize(rows);
+    ws.host_row_sequence.resize(rows);
+    ws.host_row_last_slot.resize(rows);
+    ws.host_rotary_bases.resize(rows);
+    ws.host_rotary_scales.resize(rows);
+    StepShape shape;
+    for (const StepSequence& seq : batch.sequences) shape.visible = std::max(shape.visible, seq.start + seq.count);
+    shape.flash = batch.token_count() > int64_t(batch.sequences.size()) && config.head_dim() <= kFlashMaxHeadDim;
+    // The tables' stride grows a whole attention split (16 blocks) at a time, so a decode graph
+    // stays valid until a sequence needs one more split.
+    constexpr int64_t kStrideBlocks = kAttentionSplitKeys / kKvTokens;
+    shape.max_blocks = ((shape.visible + kKvTokens - 1) / kKvTokens + kStrideBlocks - 1) / kStrideBlocks * kStrideBlocks;
+    const int64_t max_blocks = shape.max_blocks;
+    ws.host_block_tables.assign(batch.sequences.size() * size_t(max_blocks), 0);
+    ws.host_tile_sequence.clear();
+    ws.host_tile_first_row.clear();
+    ws.host_tile_first_slot.clear();
+    ws.host_tile_count.clear();
+    size_t row = 0;
+    for (size_t i = 0; i < batch.sequences.size(); ++i) {
+      const StepSequence& seq = batch.sequences[i];
+      const falcon::cuda::RotaryScaling scaling = falcon::cuda::rotary_scaling(config, seq.rope_length);
+      const int64_t blocks = (seq.start + seq.count + kKvTokens - 1) / kKvTokens;
+      std::copy_n(seq.block_table, blocks, ws.host_block_tables.begin() + ptrdiff_t(i * size_t(max_blocks)));
+      for (int64_t first = 0; first < seq.count; first += kFlashQueries) {
+        ws.host_tile_sequence.push_back(int32_t(i));
+        ws.host_tile_first_row.push_back(int32_t(row + size_t(first)));
+        ws.host_tile_first_slot.push_back(int32_t(seq.start + first));
+        ws.host_tile_count.push_back(int32_t(std::min(kFlashQueries, seq.count - first)));
+      }
+      for (int64_t t = 0; t < seq.count; ++t, ++row) {
+        const int64_t slot = seq.start + t;
+        const int32_t block = seq.block_table[slot / kKvTokens];
+        const int32_t in_block = int32_t(slot % kKvTokens);
+        pool.valid(block)[in_block] = batch.valid[row];
+        pool.positions(block)[in_block] = batch.positions[row];
+        ws.host_row_block[row] = block;
+        ws.host_row_slot[row] = in_block;
+        ws.host_row_sequence[row] = int32_t(i);
+        ws.host_row_last_slot[row] = int32_t(slot);
+        ws.host_rotary_bases[row] = scaling.base;
+        ws.host_rotary_scales[row] = scaling.position_scale;
+      }
+    }
+    ws.host_output_rows.assign(batch.output_rows.begin(), batch.output_rows.end());
+    upload_table(ws.token_ids, batch.token_ids, ws);
+    upload_table(ws.positions, batch.positions, ws);
+    upload_table(ws.row_valid, batch.valid, ws);
+    upload_table(ws.row_block, ws.host_row_block, ws);
+    upload_table(ws.row_slot, ws.host_row_slot, ws);
+    upload_table(ws.row_sequence, ws.host_row_sequence, ws);
+    upload_table(ws.row_last_slot, ws.host_row_last_slot, ws);
+    upload_table(ws.block_tables, ws.host_block_tables, ws);
+    upload_table(ws.rotary_bases, ws.host_rotary_bases, ws);
+    upload_table(ws.rotary_scales, ws.host_rotary_scales, ws);
+    upload_table(ws.output_rows, ws.host_output_rows, ws);
+    upload_table(ws.tile_sequence, ws.host_tile_sequence, ws);
+    upload_table(ws.tile_first_row, ws.host_tile_first_row, ws);
+    upload_table(ws.tile_first_slot, ws.host_tile_first_slot, ws);
+    upload_table(ws.tile_count, ws.host_tile_count, ws);
+    return shape;
+  }
+
+  template <typename Vector>
+  void upload_table(DeviceBuffer& buffer, const Vector& values, CudaWorkspace& ws) {
+    const size_t bytes = values.size() * sizeof(values[0]);
+    if (buffer.reserve(context_, bytes)) ++ws.buffers_generation;
+    context_->upload(buffer.get(), values.data(), bytes);
+  }
+
+  void reserve_activations(const ModelConfig& config, int64_t rows, int64_t outputs, int64_t visible, CudaWorkspace& ws) {
+    const size_t f = sizeof(float);
+    const size_t D = size_t(config.hidden_dim), half = size_t(config.head_dim() / 2);
+    const size_t widest_input = size_t(std::max(config.hidden_dim, config.ffn_dim));
+    const std::pair<DeviceBuffer*, size_t> sizes[] = {
+        {&ws.residual, size_t(rows) * D * f},
+        {&ws.attn_input, size_t(std::max(rows, outputs)) * D * f},
+        {&ws.mlp_input, size_t(rows) * D * f},
+        {&ws.qkv, size_t(rows * config.qkv_rows()) * f},
+        {&ws.attention, size_t(rows) * D * f},
+        {&ws.ffn_hidden, size_t(rows * config.ffn_dim) * f},
+        // A bfloat16 GEMM's input rounded to 16 bits; reserved here because a captured graph cannot allocate.
+        {&ws.rounded, size_t(rows) * widest_input * sizeof(uint16_t)},
+        {&ws.rotary_cos, size_t(rows) * half * f},
+        {&ws.rotary_sin, size_t(rows) * half * f},
+        {&ws.attention_partials, size_t(attention_workspace_floats(rows, config.num_heads, config.head_dim(), visible)) * f},
+        {&ws.hidden, size_t(std::max<int64_t>(outputs, 1)) * D * f},
+    };
+    for (const auto& [buffer, bytes] : sizes) {
+      if (buffer->reserve(context_, bytes)) ++ws.buffers_generation;
+    }
+  }
+
+  std::shared_ptr<DeviceContext> context_;
+  std::string label_;
+  std::unique_ptr<DeviceWeights> weights_;
+  // project_logits' and embed's device buffers (those calls have no workspace).
+  DeviceBuffer logits_hidden_, logits_, logits_rounded_, embed_ids_;
+};
+
+}  // namespace
+}  // namespace FALCON_CUDA_NS
