@@ -1,0 +1,171 @@
+/**
+ * The continuous-batching engine on a model loaded with `device: "cuda"` (the host emulation of the CUDA
+ * kernels, FALCON_CUDA_EMULATE=1), against the same engine on the CPU model: concurrent greedy requests
+ * give the CPU's tokens, a prompt spanning several KV blocks gives the CPU's tokens and logits, statistics
+ * and KV pool sizing are the CPU engine's. Then device selection's typed errors, and "auto" without CUDA.
+ */
+import assert from "node:assert/strict";
+import path from "node:path";
+import { after, describe, it } from "node:test";
+
+import { FalconCausalLM, FalconConfigError, FalconInputError, type Engine, type EngineStats, type FalconDevice } from "../src/index.js";
+import { native } from "../src/native.js";
+import { FIXTURES, readJson } from "./helpers/fixtures.js";
+import { HF_CASES } from "./helpers/fixture-suites.js";
+
+const EMULATE = "FALCON_CUDA_EMULATE";
+// Read by the native code when a model's device is chosen, i.e. in each fromPreset.
+process.env[EMULATE] = "1";
+
+const checkpoint = (name: string) => path.join(FIXTURES, "hf", name, "checkpoint");
+const load = (name: string, device: FalconDevice) => FalconCausalLM.fromPreset(checkpoint(name), { device });
+/** The manifest's float32 tolerance: max |ours − ref| / max(1, max |ref|). */
+const f32Tolerance = (name: string) => readJson<{ tolerance_hint: { f32: { rel: number } } }>(path.join(FIXTURES, "hf", name, "manifest.json")).tolerance_hint.f32.rel;
+
+/** The CPU and CUDA models of one fixture case, disposed after the test. */
+async function bothDevices(name: string): Promise<{ cpu: FalconCausalLM; cuda: FalconCausalLM } & Disposable> {
+  const [cpu, cuda] = await Promise.all([load(name, "cpu"), load(name, "cuda")]);
+  assert.equal(cpu.backbone.info().backend, "cpu");
+  assert.equal(cuda.backbone.info().backend, "cuda");
+  return { cpu, cuda, [Symbol.dispose]: () => [cpu, cuda].forEach((lm) => lm.dispose()) };
+}
+
+/** Without the tokens-per-second rate, which is timing. */
+function countedStats(engine: Engine): Omit<EngineStats, "tokensPerSecond"> {
+  const { tokensPerSecond: _timing, ...counts } = engine.stats();
+  return counts;
+}
+
+function relativeError(actual: Float32Array[], expected: Float32Array[]): number {
+  let worst = 0;
+  let scale = 1;
+  expected.forEach((row, r) => row.forEach((value, i) => {
+    worst = Math.max(worst, Math.abs(actual[r]![i]! - value));
+    scale = Math.max(scale, Math.abs(value));
+  }));
+  return worst / scale;
+}
+
+/** Greedy requests of 1 to 45 prompt tokens (up to 3 KV blocks) and 3 to 9 new tokens, no stop token. */
+function greedyRequests(vocabularySize: number): { prompt: number[]; maxNewTokens: number }[] {
+  return Array.from({ length: 8 }, (_, r) => ({
+    prompt: Array.from({ length: 1 + ((r * 13) % 45) }, (_, i) => (r * 31 + i * 17) % vocabularySize),
+    maxNewTokens: 3 + (r % 7),
+  }));
+}
+
+describe("cuda engine", () => {
+  const engines: Engine[] = [];
+  after(async () => {
+    for (const engine of engines) await engine.close();
+  });
+  const engineOn = (lm: FalconCausalLM, options: Parameters<FalconCausalLM["engine"]>[0]) => {
+    const engine = lm.engine(options);
+    engines.push(engine);
+    return engine;
+  };
+  const options = { kvCacheBytes: 32 << 20, maxBatchTokens: 32, maxSequences: 8 };
+
+  for (const name of HF_CASES) {
+    it(`${name}: concurrent greedy requests, submitted at staggered times, give the CPU engine's tokens and statistics`, async () => {
+      using models = await bothDevices(name);
+      const requests = greedyRequests(models.cpu.backbone.getConfig().vocabularySize);
+      const run = (engine: Engine) => Promise.all(requests.map(async ({ prompt, maxNewTokens }, r) => {
+        await new Promise((resolve) => setTimeout(resolve, r % 5));
+        return Array.from(await engine.generate(prompt, { maxNewTokens, stopTokenIds: null, sampler: "greedy" }));
+      }));
+      const cpuEngine = engineOn(models.cpu, options);
+      const cudaEngine = engineOn(models.cuda, options);
+      const expected = await run(cpuEngine);
+      const actual = await run(cudaEngine);
+      actual.forEach((tokens, r) => assert.deepEqual(tokens, expected[r], `request ${r}`));
+      const stats = countedStats(cudaEngine);
+      assert.equal(stats.generatedTokens, requests.reduce((sum, { maxNewTokens }) => sum + maxNewTokens, 0));
+      assert.deepEqual([stats.waiting, stats.running, stats.kvBlocks.used], [0, 0, 0], "every request finished and gave its blocks back");
+      // Staggered arrival makes batch composition, and so prefix hits, depend on timing: only the pool's totals must agree.
+      assert.equal(stats.kvBlocks.total, countedStats(cpuEngine).kvBlocks.total);
+      assert.equal(stats.kvBlocks.free + stats.kvBlocks.cached, stats.kvBlocks.total);
+    });
+  }
+
+  it("a 70-token prompt (5 KV blocks, prefilled in chunks of 16) decodes across a block boundary as on the CPU; its cached blocks are reused", async () => {
+    const name = "rw_alibi_mha_sequential";
+    using models = await bothDevices(name);
+    const V = models.cpu.backbone.getConfig().vocabularySize;
+    const prompt = Array.from({ length: 70 }, (_, i) => (i * 37 + 5) % V);
+    const request = { maxNewTokens: 20, stopTokenIds: null, sampler: "greedy", returnLogits: true } as const;
+    const chunked = { kvCacheBytes: 32 << 20, maxBatchTokens: 16, maxSequences: 4 };
+    const cpuEngine = engineOn(models.cpu, chunked);
+    const cudaEngine = engineOn(models.cuda, chunked);
+    const expected = await cpuEngine.complete(prompt, request);
+    const actual = await cudaEngine.complete(prompt, request);
+    assert.deepEqual(Array.from(actual.tokenIds), Array.from(expected.tokenIds));
+    assert.equal(actual.logits!.length, 20);
+    const error = relativeError(actual.logits!, expected.logits!);
+    assert.ok(error <= f32Tolerance(name), `logits rows: error ${error} against the CPU engine's`);
+    // 70 prompt + 19 fed generated tokens = 89 computed: blocks 0..4 are full and go to the prefix cache.
+    const total = cudaEngine.stats().kvBlocks.total;
+    assert.deepEqual(countedStats(cudaEngine).kvBlocks, { total, used: 0, free: total - 5, cached: 5 });
+    // The same prompt again: its 4 blocks wholly inside the prompt (64 tokens) come from the cache.
+    const again = await cudaEngine.complete(prompt, request);
+    assert.deepEqual(Array.from(again.tokenIds), Array.from(expected.tokenIds));
+    assert.equal(cudaEngine.stats().prefixHitTokens, 64);
+    await cpuEngine.complete(prompt, request);
+    assert.deepEqual(countedStats(cudaEngine), countedStats(cpuEngine));
+  });
+
+  it("sizes the KV pool as on the CPU: the same block bytes, kvCacheBytes / block bytes blocks, the default pool bounded by maxSequences contexts", async () => {
+    using models = await bothDevices("f40b_newarch_gqa");
+    const { NativeEngine } = native();
+    const blockBytes = NativeEngine.kvBlockBytes(models.cuda.backbone.nativeHandle);
+    assert.equal(blockBytes, NativeEngine.kvBlockBytes(models.cpu.backbone.nativeHandle));
+    assert.deepEqual(countedStats(engineOn(models.cuda, { kvCacheBytes: 10 * blockBytes + 1 })).kvBlocks, { total: 10, used: 0, free: 10, cached: 0 });
+    assert.throws(() => models.cuda.engine({ kvCacheBytes: blockBytes - 1 }), FalconInputError);
+    const context = Math.min(models.cuda.backbone.getConfig().maxPositionEmbeddings, 1 << 20);
+    const { total } = engineOn(models.cuda, { maxSequences: 4, maxBatchTokens: 64 }).stats().kvBlocks;
+    assert.ok(total >= 1 && total <= 4 * Math.ceil(context / 16), `${total} blocks`);
+  });
+});
+
+describe("cuda device selection", () => {
+  const name = "rw_alibi_mha_sequential";
+
+  it("device cuda:7 on the emulated device, where only cuda:0 exists, is a FalconConfigError naming both", async () => {
+    await assert.rejects(load(name, "cuda:7"), (error: unknown) =>
+      error instanceof FalconConfigError && /cuda:7/.test(error.message) && /cuda:0/.test(error.message));
+  });
+
+  it('device "gpu" is a FalconInputError naming the accepted values', async () => {
+    const requested: string = "gpu";
+    await assert.rejects(FalconCausalLM.fromPreset(checkpoint(name), { device: requested as FalconDevice }), (error: unknown) =>
+      error instanceof FalconInputError && /gpu/.test(error.message) && [/\bauto\b/, /\bcpu\b/, /\bcuda\b/, /\bcuda:/].every((value) => value.test(error.message)));
+  });
+
+  describe(`without ${EMULATE}`, () => {
+    /** Runs `body` with the emulation switched off, then restores it (tests run one at a time, so no load sees the change). */
+    async function withoutEmulation(body: () => Promise<void>): Promise<void> {
+      const saved = process.env[EMULATE];
+      delete process.env[EMULATE];
+      try {
+        await body();
+      } finally {
+        if (saved !== undefined) process.env[EMULATE] = saved;
+      }
+    }
+
+    it('device "cuda" in this build is a FalconConfigError saying it has no CUDA kernels and how to build them', () => withoutEmulation(async () => {
+      await assert.rejects(load(name, "cuda"), (error: unknown) =>
+        error instanceof FalconConfigError && /no CUDA kernels/i.test(error.message) && /nvcc|FALCON_CUDA|build:cmake/.test(error.message));
+    }));
+
+    it('device "auto" picks the CPU', () => withoutEmulation(async () => {
+      const lm = await load(name, "auto");
+      try {
+        const { backend, device } = lm.backbone.info();
+        assert.deepEqual({ backend, device }, { backend: "cpu", device: "cpu" });
+      } finally {
+        lm.dispose();
+      }
+    }));
+  });
+});
