@@ -8,14 +8,15 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import { after, describe, it } from "node:test";
 
-import { FalconCausalLM, FalconConfigError, FalconInputError, type Engine, type EngineStats, type FalconDevice } from "../src/index.js";
-import { native } from "../src/native.js";
+import { FalconBackbone, FalconCausalLM, FalconConfigError, FalconError, FalconInputError, type Engine, type EngineStats, type FalconDevice } from "../src/index.js";
+import { callNative, native } from "../src/native.js";
+import { onRealGpu } from "./helpers/cuda-emulation.js";
 import { FIXTURES, readJson } from "./helpers/fixtures.js";
+import { settledMemoryStats } from "./helpers/native-memory.js";
 import { HF_CASES } from "./helpers/fixture-suites.js";
 
 const EMULATE = "FALCON_CUDA_EMULATE";
-// Read by the native code when a model's device is chosen, i.e. in each fromPreset.
-process.env[EMULATE] = "1";
+const REAL_GPU = onRealGpu();
 
 const checkpoint = (name: string) => path.join(FIXTURES, "hf", name, "checkpoint");
 const load = (name: string, device: FalconDevice) => FalconCausalLM.fromPreset(checkpoint(name), { device });
@@ -127,18 +128,74 @@ describe("cuda engine", () => {
   });
 });
 
+describe("cuda weights", () => {
+  const config = { vocabularySize: 4096, numLayers: 2, numAttentionHeads: 4, hiddenDim: 256, intermediateDim: 512, dtype: "float32" as const, seed: 3 };
+
+  it("a model on device cuda keeps its matrices in device memory only: the host holds the registry and vectors", async () => {
+    const before = await settledMemoryStats();
+    const cuda = new FalconBackbone(config, { device: "cuda" });
+    await cuda.call({ tokenIds: [[1]] });
+    const hostBytes = (await settledMemoryStats()).liveBytes - before.liveBytes;
+    const matrixBytes = cuda.info().weightBytes;
+    try {
+      // Without the sink the host would hold matrixBytes (16 MiB here); the registry, vectors and one
+      // call's workspace are a few hundred KiB.
+      assert.ok(hostBytes < matrixBytes / 8, `${hostBytes} host bytes for ${matrixBytes} bytes of weights`);
+      const model = cuda.nativeHandle;
+      await assert.rejects(callNative(() => model.getWeight("layers.0.qkv.weight")), (error: unknown) =>
+        error instanceof FalconError && /device memory/.test(error.message) && /"cpu"/.test(error.message));
+    } finally {
+      cuda.dispose();
+    }
+  });
+
+  for (const dtype of ["float32", "bfloat16", "float16", "int8"] as const) {
+    it(`${dtype}: a random initialisation written straight to the device is the CPU's: the same hidden states within float32 summation`, async () => {
+      const cpu = new FalconBackbone({ ...config, dtype }, { device: "cpu" });
+      const cuda = new FalconBackbone({ ...config, dtype }, { device: "cuda" });
+      try {
+        const inputs = { tokenIds: [[5, 900, 17, 4000, 33, 2]] };
+        const [expected, actual] = [await cpu.call(inputs), await cuda.call(inputs)];
+        // int8: the CPU quantises activations as well, CUDA multiplies them in float32 (README).
+        const bound = dtype === "int8" ? 5e-2 : 1e-4;
+        assert.ok(relativeError([actual.data], [expected.data]) < bound, `${relativeError([actual.data], [expected.data])}`);
+      } finally {
+        cpu.dispose();
+        cuda.dispose();
+      }
+    });
+  }
+});
+
 describe("cuda device selection", () => {
   const name = "rw_alibi_mha_sequential";
-
-  it("device cuda:7 on the emulated device, where only cuda:0 exists, is a FalconConfigError naming both", async () => {
-    await assert.rejects(load(name, "cuda:7"), (error: unknown) =>
-      error instanceof FalconConfigError && /cuda:7/.test(error.message) && /cuda:0/.test(error.message));
-  });
 
   it('device "gpu" is a FalconInputError naming the accepted values', async () => {
     const requested: string = "gpu";
     await assert.rejects(FalconCausalLM.fromPreset(checkpoint(name), { device: requested as FalconDevice }), (error: unknown) =>
       error instanceof FalconInputError && /gpu/.test(error.message) && [/\bauto\b/, /\bcpu\b/, /\bcuda\b/, /\bcuda:/].every((value) => value.test(error.message)));
+  });
+
+  if (REAL_GPU) {
+    // A GPU run (bench/cuda-check.sh): the CUDA build on a machine with one GPU.
+    it("device cuda:7, a GPU the machine does not have, is a FalconConfigError", async () => {
+      await assert.rejects(load(name, "cuda:7"), FalconConfigError);
+    });
+
+    it('device "auto" picks the GPU', async () => {
+      const lm = await load(name, "auto");
+      try {
+        assert.equal(lm.backbone.info().backend, "cuda");
+      } finally {
+        lm.dispose();
+      }
+    });
+    return;
+  }
+
+  it("device cuda:7 on the emulated device, where only cuda:0 exists, is a FalconConfigError naming both", async () => {
+    await assert.rejects(load(name, "cuda:7"), (error: unknown) =>
+      error instanceof FalconConfigError && /cuda:7/.test(error.message) && /cuda:0/.test(error.message));
   });
 
   describe(`without ${EMULATE}`, () => {
@@ -153,9 +210,11 @@ describe("cuda device selection", () => {
       }
     }
 
-    it('device "cuda" in this build is a FalconConfigError saying it has no CUDA kernels and how to build them', () => withoutEmulation(async () => {
+    it('device "cuda" in a build without CUDA kernels is a FalconConfigError saying so and how to get them; with them and no GPU, one naming the driver or device', () => withoutEmulation(async () => {
+      const hasKernels = native().cudaKernelsBuilt();
       await assert.rejects(load(name, "cuda"), (error: unknown) =>
-        error instanceof FalconConfigError && /no CUDA kernels/i.test(error.message) && /nvcc|FALCON_CUDA|build:cmake/.test(error.message));
+        error instanceof FalconConfigError &&
+        (hasKernels ? /driver|device/i.test(error.message) : /no CUDA kernels/i.test(error.message) && /nvcc|FALCON_CUDA|build:cmake/.test(error.message)));
     }));
 
     it('device "auto" picks the CPU', () => withoutEmulation(async () => {

@@ -1,7 +1,7 @@
 /**
  * Every keras-hub and Hugging Face fixture case again on `device: "cuda"`, through the host emulation of
- * the CUDA kernels (FALCON_CUDA_EMULATE=1; a build without real CUDA has no other), at the manifests'
- * tolerances: the same cases as keras-fixtures and hf-fixtures (test/helpers/fixture-suites.ts), plus a
+ * the CUDA kernels (FALCON_CUDA_EMULATE=1; a build without real CUDA has no other), or on the GPU in a GPU
+ * run (bench/cuda-check.sh; helpers/cuda-emulation.ts onRealGpu), at the manifests' tolerances: the same cases as keras-fixtures and hf-fixtures (test/helpers/fixture-suites.ts), plus a
  * check in each case that every model it loads really runs on the CUDA backend. int4 is CPU-only: asking
  * CUDA for it is a typed error.
  */
@@ -10,11 +10,11 @@ import path from "node:path";
 import { describe, it } from "node:test";
 
 import { FalconBackbone, FalconCausalLM, FalconConfigError } from "../src/index.js";
+import { onRealGpu } from "./helpers/cuda-emulation.js";
 import { FIXTURES } from "./helpers/fixtures.js";
 import { hfFixtureSuite, kerasFixtureSuite, type FixtureSuiteOptions } from "./helpers/fixture-suites.js";
 
-// Read by the native code when a model's device is chosen, i.e. in each fromPreset below.
-process.env["FALCON_CUDA_EMULATE"] = "1";
+onRealGpu();
 
 const onCuda: FixtureSuiteOptions = {
   load: { device: "cuda" },

@@ -205,3 +205,15 @@ export function reportRealKernels(it: (name: string, options: { skip?: string },
     it(name, { skip: `emulation only: ${realUnavailable}` }, () => {});
   }
 }
+
+/**
+ * For the suites that run whole models on device "cuda": true on a GPU run (bench/cuda-check.sh names a
+ * CMake build with CUDA in FALCON_TEST_CUDA_ADDON and loads it as the library's addon through
+ * FALCON_NATIVE_ADDON), where "cuda" is the real GPU; anywhere else this switches device "cuda" to the
+ * host emulation (FALCON_CUDA_EMULATE=1, read by the native code whenever a model's device is chosen).
+ */
+export function onRealGpu(): boolean {
+  const real = process.env["FALCON_TEST_CUDA_ADDON"] !== undefined && native().cudaKernelsBuilt();
+  if (!real) process.env["FALCON_CUDA_EMULATE"] = "1";
+  return real;
+}
