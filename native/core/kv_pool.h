@@ -12,7 +12,6 @@
 // planned and checked; a device backend mirrors them itself.
 #include <cstdint>
 #include <memory>
-#include <vector>
 
 #include "aligned_memory.h"
 #include "dtype.h"
@@ -101,10 +100,11 @@ class KvPool {
   size_t head_bytes_;  // kKvBlockTokens · head_dim elements: one head's keys (or values) in one block
   size_t kv_bytes_;
   std::unique_ptr<KvStorage> storage_;
-  // storage_ holds [keys | values][layers][kv_heads][num_blocks] of head_bytes_ each. A layer's head's blocks sit side by side, not a block's layers and heads: a sequence
-  // whose block ids run consecutively (a keras-hub cache's rows, fresh engine allocations) then has
-  // its keys in one stream the hardware prefetcher follows, instead of one 4 KiB page per block
-  // (that way decoding over 512 cached tokens took about 5 % more CPU time per token).
+  // storage_ holds [keys | values][layers][kv_heads][num_blocks] of head_bytes_ each. A layer's head's
+  // blocks sit side by side, not a block's layers and heads: a sequence whose block ids run
+  // consecutively (a keras-hub cache's rows, fresh engine allocations) then has its keys in one stream
+  // the hardware prefetcher follows, instead of one 4 KiB page per block (that way decoding over 512
+  // cached tokens took about 5 % more CPU time per token).
   unsigned char* kv_ = nullptr;
   TrackedVector<int32_t> positions_;  // [num_blocks][kKvBlockTokens]
   TrackedVector<uint8_t> valid_;

@@ -279,8 +279,6 @@ void Model::set_weight(const std::string& name, int64_t row_offset, const Tensor
   const int64_t cols = source.cols;
   if (s.matrix != nullptr) {
     WeightMatrix& m = *s.matrix;
-    // Rows go in blocks: the block is first widened to float32 (for input-major sources, column by
-    // column, so reads stay contiguous), then each row is quantised or rounded into its panel slots.
     if (sink_ && !source.input_major && source.dtype == m.dtype && !is_quantised(m.dtype)) {
       // Already the sink's encoding: the rows go as they are.
       sink_->write_rows(name, row_offset, rows, source.data, nullptr);
@@ -288,6 +286,9 @@ void Model::set_weight(const std::string& name, int64_t row_offset, const Tensor
       s.rows_written += rows;
       return;
     }
+    // Rows go in blocks: the block is first widened to float32 (for input-major sources, column by
+    // column, so reads stay contiguous), then each row is quantised or rounded into its panel slots
+    // (or encoded for the sink).
     current_thread_pool()->parallel_for(rows, kPanelWidth, [&](int64_t begin, int64_t end) {
       const int64_t count = end - begin;
       if (!sink_ && !source.input_major && source.dtype == m.dtype && !is_quantised(m.dtype)) {
