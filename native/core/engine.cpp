@@ -55,9 +55,10 @@ Engine::Engine(std::unique_ptr<StepRunner> runner, const EngineConfig& config, E
       scheduler_({config.max_batch_tokens, config.max_sequences, config.length_dependent_rotary}, blocks_) {
   require(config.max_batch_tokens <= (int64_t(1) << 20), ErrorKind::Input, "maxBatchTokens must be at most 2^20");
   require(config.max_sequences <= 65536, ErrorKind::Input, "maxSequences must be at most 65536");
-  // Logits come back for at most one row per running sequence.
-  const ByteCount logits_bytes = ByteCount(uint64_t(config.max_sequences)) * uint64_t(vocab_size_) * sizeof(float);
-  require_memory(logits_bytes, ErrorKind::Input,
+  // Logits come back for at most one row per running sequence: whole, or as its ranked candidates.
+  const ByteCount row_bytes = ByteCount(uint64_t(vocab_size_)) * sizeof(float) +
+                              ByteCount(uint64_t(kMaxRankedCandidates)) * (sizeof(int32_t) + sizeof(float)) + sizeof(uint8_t);
+  require_memory(ByteCount(uint64_t(config.max_sequences)) * row_bytes, ErrorKind::Input,
                  "logits for " + std::to_string(config.max_sequences) + " sequences (maxSequences × vocabulary)");
   logits_.resize(size_t(config.max_sequences) * size_t(vocab_size_));
   const size_t rows = size_t(config.max_sequences);
