@@ -341,6 +341,8 @@ function rankingRows(vocab: number, seed: number): Float32Array {
     logits[6 * vocab + i] = 0.25;
     logits[7 * vocab + i] = i % 37 === 5 ? value : NaN;
   }
+  // Where argmax keeps id 0 (nothing beats -Infinity) while the ranking puts a -Infinity id first.
+  logits[4 * vocab] = NaN;
   return logits;
 }
 
