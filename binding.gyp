@@ -56,7 +56,8 @@
         "native/cuda/emulated/kv_write.cpp",
         "native/cuda/emulated/layer_norm.cpp",
         "native/cuda/emulated/probes.cpp",
-        "native/cuda/emulated/rotary.cpp"
+        "native/cuda/emulated/rotary.cpp",
+        "native/cuda/emulated/top_k.cpp"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       # NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS: a promise settled while its worker thread terminates

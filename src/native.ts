@@ -183,6 +183,10 @@ export interface NativeEngineEvent {
 /** The public EngineStats (src/engine/engine.ts), plus the steps run. */
 export interface NativeEngineStats extends EngineStats {
   steps: number;
+  /** Output rows the step runner returned as whole logits rows (on CUDA: copied back from the device). */
+  wholeLogitsRows: number;
+  /** Output rows it returned as their sampler's best candidates only, ranked on the device (never on the CPU). */
+  rankedLogitsRows: number;
 }
 
 export interface NativeEngine {

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import { after, describe, it } from "node:test";
 
-import { FalconBackbone, FalconCausalLM, FalconConfigError, FalconError, FalconInputError, type Engine, type EngineStats, type FalconDevice } from "../src/index.js";
+import { FalconBackbone, FalconCausalLM, FalconConfigError, FalconError, FalconInputError, type CompleteOptions, type Engine, type EngineStats, type FalconDevice } from "../src/index.js";
 import { callNative, native } from "../src/native.js";
 import { onRealGpu } from "./helpers/cuda-emulation.js";
 import { FIXTURES, readJson } from "./helpers/fixtures.js";
@@ -125,6 +125,84 @@ describe("cuda engine", () => {
     const context = Math.min(models.cuda.backbone.getConfig().maxPositionEmbeddings, 1 << 20);
     const { total } = engineOn(models.cuda, { maxSequences: 4, maxBatchTokens: 64 }).stats().kvBlocks;
     assert.ok(total >= 1 && total <= 4 * Math.ceil(context / 16), `${total} blocks`);
+  });
+});
+
+describe("cuda engine: sampling from candidates ranked on the device", () => {
+  const engines: Engine[] = [];
+  after(async () => {
+    for (const engine of engines) await engine.close();
+  });
+  const options = { kvCacheBytes: 32 << 20, maxBatchTokens: 32, maxSequences: 8 };
+  const engineOn = (lm: FalconCausalLM) => {
+    const engine = lm.engine(options);
+    engines.push(engine);
+    return engine;
+  };
+  /** The native step runner's count of output rows returned whole and as ranked candidates (NativeEngineStats). */
+  const logitsRows = (engine: Engine) => {
+    const { wholeLogitsRows, rankedLogitsRows } = engine.native.stats();
+    return { whole: wholeLogitsRows, ranked: rankedLogitsRows };
+  };
+  type Request = { prompt: number[]; options: CompleteOptions };
+  /** Every request at once (batched together), each's tokens in order. */
+  const run = (engine: Engine, requests: Request[]) =>
+    Promise.all(requests.map(async ({ prompt, options }) => Array.from((await engine.complete(prompt, { stopTokenIds: null, ...options })).tokenIds)));
+  const prompt = (r: number, V: number) => Array.from({ length: 3 + ((r * 11) % 30) }, (_, i) => (r * 29 + i * 13) % V);
+
+  // The fixtures' vocabulary is 101 ids: k = 64 is ranked on the device, k = 100 is not (more than its 64).
+  const rankedSamplers: CompleteOptions["sampler"][] = [
+    "greedy",
+    { type: "topK", k: 5, seed: 7 },
+    { type: "topK", k: 64, temperature: 0.8, seed: 2 ** 40 + 3 },
+    { type: "topK", k: 1, seed: 1 },
+    { type: "topP", p: 0.9, k: 20, seed: 11 },
+    { type: "topP", p: 0.6, k: 64, temperature: 1.5, seed: 12 },
+    { type: "topK", k: 40, temperature: 0, seed: 5 },
+    { type: "temperature", temperature: 0, seed: 6 },
+  ];
+  for (const name of ["rw_alibi_mha_sequential", "f7b_rotary_mqa_parallel"]) {
+    it(`${name}: seeded top-k, capped top-p and greedy requests give the CPU engine's tokens, and no whole logits row comes back from the device`, async () => {
+      using models = await bothDevices(name);
+      const V = models.cpu.backbone.getConfig().vocabularySize;
+      const requests = rankedSamplers.map((sampler, r) => ({ prompt: prompt(r, V), options: { maxNewTokens: 4 + (r % 5), sampler } }));
+      const cpuEngine = engineOn(models.cpu);
+      const cudaEngine = engineOn(models.cuda);
+      const expected = await run(cpuEngine, requests);
+      const actual = await run(cudaEngine, requests);
+      actual.forEach((tokens, r) => assert.deepEqual(tokens, expected[r], `request ${r}: ${JSON.stringify(requests[r]!.options.sampler)}`));
+      const generated = requests.reduce((sum, { options }) => sum + options.maxNewTokens!, 0);
+      assert.deepEqual(logitsRows(cudaEngine), { whole: 0, ranked: generated });
+      // The CPU computes whole rows on the host and samples them: nothing to copy, nothing ranked.
+      assert.deepEqual(logitsRows(cpuEngine), { whole: generated, ranked: 0 });
+    });
+  }
+
+  it("temperature, random, uncapped or wide top-p, top-k above 64, logprobs and returned logits still take whole rows, with the CPU's tokens; a mixed batch ranks only the rows that can be", async () => {
+    using models = await bothDevices("f40b_newarch_gqa");
+    const V = models.cpu.backbone.getConfig().vocabularySize;
+    const whole: CompleteOptions[] = [
+      { sampler: { type: "temperature", temperature: 0.9, seed: 3 } },
+      { sampler: { type: "random", seed: 4 } },
+      { sampler: { type: "topP", p: 0.8, seed: 5 } },
+      { sampler: { type: "topP", p: 0.8, k: V, seed: 6 } },
+      { sampler: { type: "topK", k: 100, seed: 8 } },
+      { sampler: "greedy", logprobs: 2 },
+      { sampler: { type: "topK", k: 5, seed: 9 }, returnLogits: true },
+    ];
+    const requests = whole.map((options, r) => ({ prompt: prompt(r, V), options: { ...options, maxNewTokens: 3 } }));
+    const cpuEngine = engineOn(models.cpu);
+    const cudaEngine = engineOn(models.cuda);
+    const expected = await run(cpuEngine, requests);
+    const actual = await run(cudaEngine, requests);
+    actual.forEach((tokens, r) => assert.deepEqual(tokens, expected[r], `request ${r}: ${JSON.stringify(requests[r]!.options)}`));
+    assert.deepEqual(logitsRows(cudaEngine), { whole: 3 * whole.length, ranked: 0 });
+    // One batch of both kinds: each row comes back as its own request needs it.
+    const mixed: Request[] = [...requests, { prompt: prompt(20, V), options: { maxNewTokens: 3, sampler: { type: "topK", k: 5, seed: 9 } } }];
+    const mixedExpected = await run(cpuEngine, mixed);
+    const mixedActual = await run(cudaEngine, mixed);
+    assert.deepEqual(mixedActual, mixedExpected);
+    assert.deepEqual(logitsRows(cudaEngine), { whole: 2 * 3 * whole.length, ranked: 3 });
   });
 });
 

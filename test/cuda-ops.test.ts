@@ -12,6 +12,7 @@ import { describe, it } from "node:test";
 
 import { describeOnEach, reportRealKernels, gamma, GELU_SLOPE, U32, type CudaMatmulKernel, type CudaWeightDType } from "./helpers/cuda-emulation.js";
 import { seededRandom } from "./helpers/seeded-random.js";
+import { resolveSamplerConfig, type SamplerSpec } from "../src/index.js";
 
 reportRealKernels(it, "cuda ops");
 
@@ -300,7 +301,7 @@ describeOnEach(describe, "cuda ops: GEMM and GEMV against cpu::matmul", (cuda) =
   it("every launcher refuses sizes and types it cannot run, as typed input errors naming it", () => {
     const refusals = cuda.kernelRefusals();
     const launchers = [...new Set(refusals.map(({ call }) => call.split(" ")[0]!))].sort();
-    assert.deepEqual(launchers, ["embedding", "embedding_int8", "gather_rows", "gemm_f32", "gemm_wmma", "gemv", "gemv_int8", "paged_attention", "round_to", "write_kv"]);
+    assert.deepEqual(launchers, ["embedding", "embedding_int8", "gather_rows", "gemm_f32", "gemm_wmma", "gemv", "gemv_int8", "paged_attention", "round_to", "top_k", "write_kv"]);
     for (const { call, code, message } of refusals) {
       assert.equal(code, "FALCON_INPUT", `${call}: ${code} ${message}`);
       assert.ok(message.startsWith(`${call.split(" ")[0]}: `), `${call}: the message "${message}" does not name the kernel`);
@@ -317,4 +318,114 @@ describeOnEach(describe, "cuda ops: GEMM and GEMV against cpu::matmul", (cuda) =
     });
     assert.throws(() => cuda.matmul({ x, m: 2, k: 4, w, n: 1, dtype: "float32", kernel: "tiled" }), { code: "FALCON_INPUT" });
   });
+});
+
+/**
+ * Logits rows for ranking: plain values, many ties, NaN and ±Infinity mixed in, all NaN, -Infinity
+ * with NaN, signed zeros with +Infinity, one flat row, and a row with fewer numbers than 64 (the
+ * candidates run into its NaN).
+ */
+function rankingRows(vocab: number, seed: number): Float32Array {
+  const random = seededRandom(seed);
+  const rows = 8;
+  const logits = new Float32Array(rows * vocab);
+  for (let i = 0; i < vocab; i++) {
+    const r = random();
+    const value = (random() * 2 - 1) * 6;
+    logits[0 * vocab + i] = value;
+    logits[1 * vocab + i] = Math.round(value / 2);
+    logits[2 * vocab + i] = r < 0.1 ? NaN : r < 0.2 ? -Infinity : r < 0.25 ? Infinity : value;
+    logits[3 * vocab + i] = NaN;
+    logits[4 * vocab + i] = r < 0.3 ? NaN : -Infinity;
+    logits[5 * vocab + i] = r < 0.02 ? Infinity : r < 0.5 ? -0 : 0;
+    logits[6 * vocab + i] = 0.25;
+    logits[7 * vocab + i] = i % 37 === 5 ? value : NaN;
+  }
+  // Where argmax keeps id 0 (nothing beats -Infinity) while the ranking puts a -Infinity id first.
+  logits[4 * vocab] = NaN;
+  return logits;
+}
+
+/** The first `count` ids of [0, allowed) in the sampler's order, by a plain sort: larger first, ties to the lower id, NaN last by id. */
+function sortedTopK(row: Float32Array, allowed: number, count: number): number[] {
+  const ids = Array.from({ length: allowed }, (_, id) => id);
+  ids.sort((a, b) => {
+    const [va, vb] = [row[a]!, row[b]!];
+    if (Number.isNaN(va) !== Number.isNaN(vb)) return Number.isNaN(va) ? 1 : -1;
+    if (!Number.isNaN(va) && va !== vb) return vb - va > 0 ? 1 : -1;
+    return a - b;
+  });
+  return ids.slice(0, count);
+}
+
+describeOnEach(describe, "cuda ops: top-k candidates", (cuda) => {
+  const vocab = 300;  // more ids than the block has threads
+  const logits = rankingRows(vocab, 31);
+  const rowCount = logits.length / vocab;
+
+  for (const [count, allowed] of [[1, vocab], [64, vocab], [64, 100], [7, 40], [64, 64], [1, 1], [13, 299]] as const) {
+    it(`k = ${count} of the first ${allowed} ids: the sampler's ranking exactly, on rows with ties, NaN, ±Infinity and signed zeros`, () => {
+      const rows = Int32Array.from({ length: rowCount }, (_, r) => r);
+      const { gpuIds, gpuValues, cpuIds, cpuValues } = cuda.topK({
+        logits, vocab, rows, counts: new Int32Array(rowCount).fill(count), allowed: new Int32Array(rowCount).fill(allowed),
+      });
+      assert.deepEqual(Array.from(cpuIds), Array.from(rows).flatMap((r) => sortedTopK(logits.subarray(r * vocab, (r + 1) * vocab), allowed, count)),
+        "core's rank_top_k is the sorted order");
+      assert.deepEqual(Array.from(gpuIds), Array.from(cpuIds));
+      // Object.is per element: NaN equals NaN, -0 differs from 0.
+      assert.deepEqual(Array.from(gpuValues), Array.from(cpuValues));
+      assert.deepEqual(Array.from(gpuValues), Array.from(gpuIds).map((id, i) => logits[rows[Math.floor(i / count)]! * vocab + id]!));
+    });
+  }
+
+  it("ranks each row of one launch with its own k and allowed vocabulary, rows in any order and repeated", () => {
+    const rows = Int32Array.from([7, 2, 2, 0, 5, 1, 3, 4, 6]);
+    const counts = Int32Array.from([64, 1, 64, 10, 3, 64, 2, 5, 64]);
+    const allowed = Int32Array.from([300, 7, 250, 10, 300, 128, 9, 300, 64]);
+    const { gpuIds, gpuValues, cpuIds, cpuValues } = cuda.topK({ logits, vocab, rows, counts, allowed });
+    const expected = Array.from(rows).flatMap((r, i) => sortedTopK(logits.subarray(r * vocab, (r + 1) * vocab), allowed[i]!, counts[i]!));
+    assert.deepEqual(Array.from(cpuIds), expected);
+    assert.deepEqual(Array.from(gpuIds), expected);
+    assert.deepEqual(Array.from(gpuValues), Array.from(cpuValues));
+  });
+
+  it("refuses counts and allowed vocabularies outside the row and the kernel's 64", () => {
+    const base = { logits, vocab, rows: Int32Array.from([0]) };
+    assert.throws(() => cuda.topK({ ...base, counts: Int32Array.from([65]), allowed: Int32Array.from([vocab]) }), { code: "FALCON_INPUT" });
+    assert.throws(() => cuda.topK({ ...base, counts: Int32Array.from([5]), allowed: Int32Array.from([4]) }), { code: "FALCON_INPUT" });
+    assert.throws(() => cuda.topK({ ...base, counts: Int32Array.from([1]), allowed: Int32Array.from([vocab + 1]) }), { code: "FALCON_INPUT" });
+  });
+});
+
+describeOnEach(describe, "cuda ops: sampling from device-ranked candidates", (cuda) => {
+  const vocab = 300;
+  const logits = rankingRows(vocab, 32);
+  const specs: { spec: SamplerSpec; candidates: number; allowed?: number }[] = [
+    { spec: "greedy", candidates: 1 },
+    { spec: { type: "topK", k: 1 }, candidates: 1 },
+    { spec: { type: "topK", k: 5, temperature: 0.7 }, candidates: 5 },
+    { spec: { type: "topK", k: 64, temperature: 1.3 }, candidates: 64 },
+    { spec: { type: "topK", k: 64 }, candidates: 40, allowed: 40 },
+    { spec: { type: "topK", k: 20, temperature: 0 }, candidates: 1 },
+    { spec: { type: "topP", p: 0.9, k: 10 }, candidates: 10 },
+    { spec: { type: "topP", p: 0.5, k: 64, temperature: 2 }, candidates: 64 },
+    { spec: { type: "topP", p: 0.999, k: 3, temperature: 0.5 }, candidates: 3, allowed: 100 },
+    { spec: { type: "temperature", temperature: 0 }, candidates: 1 },
+    // Whole rows: more candidates than the kernel ranks, a cap the vocabulary is within, every id.
+    { spec: { type: "topK", k: 65 }, candidates: 0 },
+    { spec: { type: "topP", p: 0.9, k: 50 }, candidates: 0, allowed: 50 },
+    { spec: { type: "topP", p: 0.9 }, candidates: 0 },
+    { spec: { type: "temperature", temperature: 0.8 }, candidates: 0 },
+    { spec: "random", candidates: 0 },
+  ];
+  for (const { spec, candidates, allowed = vocab } of specs) {
+    it(`${JSON.stringify(spec)} over ${allowed} ids: ${candidates === 0 ? "needs whole rows" : `${candidates} candidates give the whole rows' tokens`}`, () => {
+      for (const [seed, stream] of [[0, 0], [42, 1], [2 ** 40 + 7, 3]] as const) {
+        const config = resolveSamplerConfig(typeof spec === "string" ? (spec === "greedy" ? spec : { type: spec, seed }) : { ...spec, seed } as SamplerSpec);
+        const { whole, ranked, candidates: counts } = cuda.sampleRanked({ logits, vocab, allowed, sampler: config, stream });
+        assert.deepEqual(Array.from(counts), new Array(logits.length / vocab).fill(candidates), `seed ${seed}`);
+        assert.deepEqual(Array.from(ranked), Array.from(whole), `seed ${seed} stream ${stream}`);
+      }
+    });
+  }
 });

@@ -14,6 +14,7 @@
 
 #include "../core/kv_pool.h"
 #include "../core/model_config.h"
+#include "../core/sampler.h"
 #include "../core/weights.h"
 #include "../cpu/ops.h"
 #include "../cuda/cuda_errors.h"
@@ -21,6 +22,7 @@
 #include "../cuda/kernels/kernels.h"
 #include "../cuda/kernels/probes.h"
 #include "../cuda/rotary_scaling.h"
+#include "engine_wrap.h"
 #include "napi_util.h"
 
 namespace falcon::binding {
@@ -487,6 +489,7 @@ Napi::Value KernelRefusals(const Napi::CallbackInfo& info) {
     float* floats = device.allocate<float>(256);
     const int8_t* bytes = device.upload(std::vector<int8_t>(256, 0));
     const int32_t* ints = device.upload(std::vector<int32_t>(64, 0));
+    int32_t* ints_out = device.allocate<int32_t>(64);
     const gpu::GemmEpilogue none;
     const cudaStream_t stream = device.native();
     gpu::PagedKv int8_pool;
@@ -528,6 +531,10 @@ Napi::Value KernelRefusals(const Napi::CallbackInfo& info) {
         {"write_kv heads not a multiple of kv_heads", [&] { gpu::write_kv(floats, 1, 64, 3, 2, 4, ints, ints, bytes_u8, ints, f32_pool, stream); }},
         {"write_kv int8 pool", [&] { gpu::write_kv(floats, 1, 12, 1, 1, 4, ints, ints, bytes_u8, ints, int8_write_pool, stream); }},
         {"write_kv rows < 0", [&] { gpu::write_kv(floats, -1, 12, 1, 1, 4, ints, ints, bytes_u8, ints, f32_pool, stream); }},
+        {"top_k max_k > kTopKMax", [&] { gpu::top_k(floats, 4, ints, ints, ints, 1, gpu::kTopKMax + 1, ints_out, floats, stream); }},
+        {"top_k max_k = 0", [&] { gpu::top_k(floats, 4, ints, ints, ints, 1, 0, ints_out, floats, stream); }},
+        {"top_k vocab = 0", [&] { gpu::top_k(floats, 0, ints, ints, ints, 1, 1, ints_out, floats, stream); }},
+        {"top_k count < 0", [&] { gpu::top_k(floats, 4, ints, ints, ints, -1, 1, ints_out, floats, stream); }},
     };
     Napi::Array result = Napi::Array::New(env, calls.size());
     for (size_t i = 0; i < calls.size(); ++i) {
@@ -545,6 +552,111 @@ Napi::Value KernelRefusals(const Napi::CallbackInfo& info) {
       entry.Set("message", message);
       result.Set(uint32_t(i), entry);
     }
+    return result;
+  });
+}
+
+// topK({ logits: Float32Array [logitsRows · vocab], vocab, rows, counts, allowed: Int32Array [ranked rows] })
+//   → { gpuIds, gpuValues, cpuIds, cpuValues }: each ranked row's counts[i] candidates, rows one after
+//     another, from top_k and from the sampler's own ranking (core/sampler.h rank_top_k).
+Napi::Value TopK(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const Napi::Object spec = spec_object(info);
+  const int64_t vocab = integer(env, spec, "vocab", 1, 1 << 20);
+  const std::vector<float> logits = array<Napi::Float32Array>(env, spec, "logits", -1);
+  const std::vector<int32_t> rows = array<Napi::Int32Array>(env, spec, "rows", -1);
+  const std::vector<int32_t> counts = array<Napi::Int32Array>(env, spec, "counts", int64_t(rows.size()));
+  const std::vector<int32_t> allowed = array<Napi::Int32Array>(env, spec, "allowed", int64_t(rows.size()));
+  const int64_t logits_rows = int64_t(logits.size()) / vocab;
+  if (logits_rows * vocab != int64_t(logits.size()) || logits_rows == 0) throw input_error(env, "spec.logits must hold whole rows of vocab values");
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (rows[i] < 0 || rows[i] >= logits_rows) throw input_error(env, "spec.rows must lie in [0, rows of logits)");
+    if (allowed[i] < 1 || allowed[i] > vocab) throw input_error(env, "spec.allowed must lie in [1, vocab]");
+    if (counts[i] < 1 || counts[i] > std::min<int64_t>(allowed[i], gpu::kTopKMax)) {
+      throw input_error(env, "spec.counts must lie in [1, min(allowed, kTopKMax)]");
+    }
+  }
+  return call_core(env, [&] {
+    std::vector<int32_t> cpu_ids, gpu_ids;
+    std::vector<float> cpu_values, gpu_values;
+    TrackedVector<int32_t> order;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const float* row = logits.data() + int64_t(rows[i]) * vocab;
+      std::vector<int32_t> best(static_cast<size_t>(counts[i]));
+      rank_top_k(row, allowed[i], counts[i], best.data(), &order);
+      for (int32_t id : best) {
+        cpu_ids.push_back(id);
+        cpu_values.push_back(row[id]);
+      }
+    }
+    Device device;
+    const size_t slots = std::max<size_t>(rows.size(), 1) * size_t(gpu::kTopKMax);
+    int32_t* ids = device.allocate<int32_t>(slots);
+    float* values = device.allocate<float>(slots);
+    gpu::top_k(device.upload(logits), vocab, device.upload(rows), device.upload(counts), device.upload(allowed), int64_t(rows.size()),
+               gpu::kTopKMax, ids, values, device.native());
+    const std::vector<int32_t> all_ids = device.download(ids, slots);
+    const std::vector<float> all_values = device.download(values, slots);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const size_t first = i * size_t(gpu::kTopKMax);
+      gpu_ids.insert(gpu_ids.end(), all_ids.begin() + ptrdiff_t(first), all_ids.begin() + ptrdiff_t(first + size_t(counts[i])));
+      gpu_values.insert(gpu_values.end(), all_values.begin() + ptrdiff_t(first), all_values.begin() + ptrdiff_t(first + size_t(counts[i])));
+    }
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("gpuIds", typed(env, gpu_ids));
+    result.Set("gpuValues", typed(env, gpu_values));
+    result.Set("cpuIds", typed(env, cpu_ids));
+    result.Set("cpuValues", typed(env, cpu_values));
+    return result;
+  });
+}
+
+// sampleRanked({ logits: Float32Array [rows · vocab], vocab, allowed, sampler: a resolved sampler config, stream })
+//   → { whole, ranked: Int32Array [rows], candidates: Int32Array [rows] }: the tokens one SequenceSampler
+//     samples from the whole rows, and those a second one (same config and stream) samples from the
+//     candidates top_k ranks on the device (the engine's CUDA path), with the count each row needed
+//     (0: the sampler needs the whole row, and the second sampler samples it whole too).
+Napi::Value SampleRanked(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const Napi::Object spec = spec_object(info);
+  const int64_t vocab = integer(env, spec, "vocab", 1, 1 << 20);
+  const int64_t allowed = integer(env, spec, "allowed", 1, vocab);
+  const uint32_t stream = uint32_t(integer(env, spec, "stream", 0, 1 << 20));
+  const std::vector<float> logits = array<Napi::Float32Array>(env, spec, "logits", -1);
+  const int64_t rows = int64_t(logits.size()) / vocab;
+  if (rows * vocab != int64_t(logits.size()) || rows == 0) throw input_error(env, "spec.logits must hold whole rows of vocab values");
+  const SamplerParams params = read_sampler_params(env, spec.Get("sampler"));
+  return call_core(env, [&] {
+    SequenceSampler whole_sampler(params, stream), ranked_sampler(params, stream);
+    const int64_t needed = ranked_sampler.candidates_needed(allowed);
+    const int64_t candidates = needed <= gpu::kTopKMax ? needed : 0;
+    const size_t row_count = static_cast<size_t>(rows);
+    std::vector<int32_t> whole(row_count), ranked(row_count), counts(row_count, int32_t(candidates));
+    std::vector<int32_t> ids, row_ids(row_count);
+    std::vector<float> values;
+    if (candidates > 0) {
+      for (int64_t r = 0; r < rows; ++r) row_ids[size_t(r)] = int32_t(r);
+      Device device;
+      const size_t slots = size_t(rows * gpu::kTopKMax);
+      int32_t* device_ids = device.allocate<int32_t>(slots);
+      float* device_values = device.allocate<float>(slots);
+      gpu::top_k(device.upload(logits), vocab, device.upload(row_ids), device.upload(counts),
+                 device.upload(std::vector<int32_t>(row_count, int32_t(allowed))), rows, gpu::kTopKMax, device_ids, device_values,
+                 device.native());
+      ids = device.download(device_ids, slots);
+      values = device.download(device_values, slots);
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* row = logits.data() + r * vocab;
+      whole[size_t(r)] = whole_sampler.sample(row, allowed);
+      const size_t first = size_t(r * gpu::kTopKMax);
+      ranked[size_t(r)] = candidates > 0 ? ranked_sampler.sample_candidates(ids.data() + first, values.data() + first, candidates, allowed)
+                                         : ranked_sampler.sample(row, allowed);
+    }
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("whole", typed(env, whole));
+    result.Set("ranked", typed(env, ranked));
+    result.Set("candidates", typed(env, counts));
     return result;
   });
 }
@@ -1133,6 +1245,8 @@ Napi::Object CudaEmulationForTest(Napi::Env env) {
   object.Set("rotary", Napi::Function::New(env, Rotary));
   object.Set("matmul", Napi::Function::New(env, Matmul));
   object.Set("kernelRefusals", Napi::Function::New(env, KernelRefusals));
+  object.Set("topK", Napi::Function::New(env, TopK));
+  object.Set("sampleRanked", Napi::Function::New(env, SampleRanked));
   object.Set("attention", Napi::Function::New(env, Attention));
   object.Set("writeKv", Napi::Function::New(env, WriteKv));
   object.Set("barrierExchange", Napi::Function::New(env, BarrierExchange));

@@ -349,6 +349,8 @@ Napi::Value EngineWrap::Stats(const Napi::CallbackInfo& info) {
   result.Set("generatedTokens", double(stats.generated_tokens));
   result.Set("tokensPerSecond", stats.tokens_per_second);
   result.Set("steps", double(stats.steps));
+  result.Set("wholeLogitsRows", double(stats.whole_logits_rows));
+  result.Set("rankedLogitsRows", double(stats.ranked_logits_rows));
   return result;
 }
 

@@ -1,4 +1,5 @@
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -41,6 +42,27 @@ StepBatch step_for_request(const ForwardRequest& request);
 // The bytes one forward call allocates: its hidden-state result and activations, and with
 // `temporary_cache` the KV cache a call without one uses (overflow-checked).
 ByteCount forward_memory_bytes(const ModelConfig& config, int64_t batch, int64_t length, bool temporary_cache);
+
+// The most candidates a backend ranks per row on its device (core/sampler.h rank_top_k's order); a
+// sampler needing more gets the whole row.
+constexpr int64_t kMaxRankedCandidates = 64;
+
+// What the caller of a step needs of one output row's logits: its `candidates` best ids and their
+// logits among [0, allowed), in rank_top_k's order, or with candidates 0 the whole row.
+struct LogitsWanted {
+  int64_t candidates = 0;  // in [0, kMaxRankedCandidates]
+  int64_t allowed = 0;     // in [1, vocabulary]
+};
+
+// Where a step's output rows go. Row r is either ranked (ranked[r] = 1: its candidates at
+// candidate_ids / candidate_values [r · kMaxRankedCandidates ..]) or whole (ranked[r] = 0: logits
+// [r · vocabulary ..]); a backend may return any row whole.
+struct LogitsOutput {
+  float* logits = nullptr;            // [rows, vocabulary]
+  int32_t* candidate_ids = nullptr;   // [rows, kMaxRankedCandidates]
+  float* candidate_values = nullptr;  // [rows, kMaxRankedCandidates]
+  uint8_t* ranked = nullptr;          // [rows]
+};
 
 // Where the math runs, and what lives there: the model's weights in the layout its kernels read, KV
 // storage, per-call workspaces, and the step itself. Core keeps the config, the weight registry and
@@ -89,6 +111,13 @@ class Backend {
   }
   // logits[r] = hidden[r] · headᵀ for `rows` rows.
   virtual void project_logits(const Model& model, const float* hidden, int64_t rows, float* logits_out) = 0;
+  // The same logits, returned as wanted[r] asks (LogitsOutput). This default returns every row whole,
+  // as project_logits computes them: a host backend has nothing to copy, so ranking first saves nothing.
+  virtual void project_logits_for_sampling(const Model& model, const float* hidden, int64_t rows, const LogitsWanted* wanted,
+                                           const LogitsOutput& out) {
+    project_logits(model, hidden, rows, out.logits);
+    std::fill(out.ranked, out.ranked + rows, uint8_t(0));
+  }
   // Token embedding rows as float32, [count, hidden].
   void embed(const Model& model, const int32_t* token_ids, int64_t count, float* out) {
     validate_token_ids(model.config(), token_ids, 1, count);

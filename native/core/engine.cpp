@@ -27,6 +27,13 @@ EngineEvent error_event(uint64_t request, const std::exception& failure) {
   return event;
 }
 
+Engine::Request::Request(EngineRequest p) : params(std::move(p)), sampler(params.sampler) {
+  // Logprobs and returned logits read the whole row; so does a sampler needing more candidates than a backend ranks.
+  const bool whole = params.top_logprobs >= 0 || params.return_logits;
+  const int64_t candidates = whole ? 0 : sampler.candidates_needed(params.allowed_vocabulary);
+  wanted = LogitsWanted{candidates <= kMaxRankedCandidates ? candidates : 0, params.allowed_vocabulary};
+}
+
 const char* finish_reason_name(FinishReason reason) {
   switch (reason) {
     case FinishReason::None: return "";
@@ -48,11 +55,17 @@ Engine::Engine(std::unique_ptr<StepRunner> runner, const EngineConfig& config, E
       scheduler_({config.max_batch_tokens, config.max_sequences, config.length_dependent_rotary}, blocks_) {
   require(config.max_batch_tokens <= (int64_t(1) << 20), ErrorKind::Input, "maxBatchTokens must be at most 2^20");
   require(config.max_sequences <= 65536, ErrorKind::Input, "maxSequences must be at most 65536");
-  // Logits come back for at most one row per running sequence.
-  const ByteCount logits_bytes = ByteCount(uint64_t(config.max_sequences)) * uint64_t(vocab_size_) * sizeof(float);
-  require_memory(logits_bytes, ErrorKind::Input,
+  // Logits come back for at most one row per running sequence: whole, or as its ranked candidates.
+  const ByteCount row_bytes = ByteCount(uint64_t(vocab_size_)) * sizeof(float) +
+                              ByteCount(uint64_t(kMaxRankedCandidates)) * (sizeof(int32_t) + sizeof(float)) + sizeof(uint8_t);
+  require_memory(ByteCount(uint64_t(config.max_sequences)) * row_bytes, ErrorKind::Input,
                  "logits for " + std::to_string(config.max_sequences) + " sequences (maxSequences × vocabulary)");
   logits_.resize(size_t(config.max_sequences) * size_t(vocab_size_));
+  const size_t rows = size_t(config.max_sequences);
+  wanted_.reserve(rows);
+  candidate_ids_.resize(rows * size_t(kMaxRankedCandidates));
+  candidate_values_.resize(rows * size_t(kMaxRankedCandidates));
+  ranked_.resize(rows);
   {
     std::lock_guard<std::mutex> lock(mutex_);
     published_.blocks = blocks_.counts();
@@ -177,9 +190,15 @@ void Engine::finish(uint64_t id) {
   requests_.erase(found);
 }
 
-void Engine::emit_token(Request& request, const float* logits, std::vector<EngineEvent>* events) {
+void Engine::emit_token(Request& request, size_t row, std::vector<EngineEvent>* events) {
   const EngineRequest& params = request.params;
-  const int32_t token = request.sampler.sample(logits, params.allowed_vocabulary);
+  const float* logits = logits_.data() + row * size_t(vocab_size_);
+  const size_t first_candidate = row * size_t(kMaxRankedCandidates);
+  // A ranked row's whole logits were never returned: its request needs only the candidates.
+  const int32_t token = ranked_[row] ? request.sampler.sample_candidates(candidate_ids_.data() + first_candidate,
+                                                                          candidate_values_.data() + first_candidate,
+                                                                          request.wanted.candidates, params.allowed_vocabulary)
+                                     : request.sampler.sample(logits, params.allowed_vocabulary);
   EngineEvent event;
   event.request = request.sequence.id;
   event.token = token;
@@ -204,6 +223,7 @@ void Engine::run_step(const StepPlan& plan, std::vector<EngineEvent>* events) {
   batch_.valid.clear();
   batch_.output_rows.clear();
   output_requests_.clear();
+  wanted_.clear();
   for (const ScheduledChunk& chunk : plan.chunks) {
     const Sequence& sequence = *chunk.sequence;
     StepSequence step;
@@ -221,6 +241,7 @@ void Engine::run_step(const StepPlan& plan, std::vector<EngineEvent>* events) {
     if (chunk.wants_logits) {
       batch_.output_rows.push_back(batch_.token_count() - 1);
       output_requests_.push_back(requests_.at(sequence.id).get());
+      wanted_.push_back(output_requests_.back()->wanted);
     }
   }
   if (config_.record_steps) {
@@ -233,7 +254,8 @@ void Engine::run_step(const StepPlan& plan, std::vector<EngineEvent>* events) {
 
   try {
     ThreadPoolPin pin;  // per step: setNumThreads takes effect at the next step, never under this one
-    runner_->run(batch_, logits_.data());
+    runner_->run_for_sampling(batch_, wanted_.data(),
+                              LogitsOutput{logits_.data(), candidate_ids_.data(), candidate_values_.data(), ranked_.data()});
   } catch (const std::exception& e) {
     // Every sequence of the failed step fails: its cache slots may be half written.
     for (const ScheduledChunk& chunk : plan.chunks) {
@@ -243,11 +265,12 @@ void Engine::run_step(const StepPlan& plan, std::vector<EngineEvent>* events) {
     return;
   }
   scheduler_.complete(plan);
+  for (size_t row = 0; row < output_requests_.size(); ++row) ++(ranked_[row] ? ranked_logits_rows_ : whole_logits_rows_);
   for (size_t row = 0; row < output_requests_.size(); ++row) {
     Request& request = *output_requests_[row];
     const size_t first = events->size();
     try {
-      emit_token(request, logits_.data() + row * size_t(vocab_size_), events);
+      emit_token(request, row, events);
     } catch (const std::exception& e) {
       events->resize(first);
       events->push_back(error_event(request.sequence.id, e));
@@ -272,6 +295,8 @@ void Engine::publish_stats() {
   published_.prefix_hit_tokens = scheduler_.prefix_hit_tokens();
   published_.preemptions = scheduler_.preemptions();
   published_.generated_tokens = generated_tokens_;
+  published_.whole_logits_rows = whole_logits_rows_;
+  published_.ranked_logits_rows = ranked_logits_rows_;
   // A sample every tenth of a second at most: the window stays small however fast steps run.
   const auto now = std::chrono::steady_clock::now();
   if (rate_window_.empty() || now - rate_window_.back().first >= kRateSampleInterval) rate_window_.emplace_back(now, generated_tokens_);

@@ -75,6 +75,10 @@ struct EngineStats {
   int64_t generated_tokens = 0;
   double tokens_per_second = 0;  // over the last few seconds
   int64_t steps = 0;
+  // Output rows the runner returned as whole logits rows (on CUDA: copied back from the device), and
+  // rows it returned as their best candidates only (ranked on the device; the CPU never does).
+  int64_t whole_logits_rows = 0;
+  int64_t ranked_logits_rows = 0;
 };
 
 struct StepRecordChunk {
@@ -121,16 +125,18 @@ class Engine {
     Sequence sequence;
     EngineRequest params;
     SequenceSampler sampler;
+    // What the sampler (and logprobs, returned logits) needs of each logits row.
+    LogitsWanted wanted;
     int64_t generated = 0;
-    Request(EngineRequest p) : params(std::move(p)), sampler(params.sampler) {}
+    Request(EngineRequest p);
   };
 
   void run();
   // Moves submitted and cancelled requests into the scheduler; appends Cancelled events.
   void take_inbox(std::vector<EngineEvent>* events);
   void run_step(const StepPlan& plan, std::vector<EngineEvent>* events);
-  // Samples from a logits row; returns whether the request is finished.
-  void emit_token(Request& request, const float* logits, std::vector<EngineEvent>* events);
+  // Samples output row `row` of the step just run (whole or ranked) and appends the token's event.
+  void emit_token(Request& request, size_t row, std::vector<EngineEvent>* events);
   void finish(uint64_t id);
   // Fails every request (an Error event each, after the events already in `events`) and empties the
   // pool and the queues.
@@ -149,8 +155,15 @@ class Engine {
   std::map<uint64_t, std::unique_ptr<Request>> requests_;
   StepBatch batch_;
   std::vector<Request*> output_requests_;  // the request of each of batch_'s output rows
+  // The step's output rows, as the runner returned each (backend.h LogitsOutput), and what each wants.
+  std::vector<LogitsWanted> wanted_;
   TrackedVector<float> logits_;
+  TrackedVector<int32_t> candidate_ids_;
+  TrackedVector<float> candidate_values_;
+  TrackedVector<uint8_t> ranked_;
   int64_t generated_tokens_ = 0;
+  int64_t whole_logits_rows_ = 0;
+  int64_t ranked_logits_rows_ = 0;
 
   mutable std::mutex mutex_;
   std::condition_variable wake_;

@@ -160,10 +160,11 @@ bool sorts_before(const float* logits, int32_t a, int32_t b) {
   return a < b;
 }
 
-// The ids of the `count` (≤ allowed) largest logits into best[0 .. count), best first, ties to the
-// lower id. Insertion keeps NaN ids in id order at the end, which is exactly the sort order, so
-// both paths give the same ids in the same order.
-void top_k_indices(const float* logits, int64_t allowed, int64_t count, int32_t* best, TrackedVector<int32_t>* order) {
+}  // namespace
+
+// Insertion keeps NaN ids in id order at the end, which is exactly the sort order, so both paths
+// give the same ids in the same order.
+void rank_top_k(const float* logits, int64_t allowed, int64_t count, int32_t* best, TrackedVector<int32_t>* order) {
   if (count > kInsertionTopKLimit) {
     if (int64_t(order->size()) < allowed) {
       require_memory(ByteCount(uint64_t(allowed)) * sizeof(int32_t), ErrorKind::Input, "top-k candidates");
@@ -187,13 +188,16 @@ void top_k_indices(const float* logits, int64_t allowed, int64_t count, int32_t*
   }
 }
 
-// Unnormalised probabilities exp((logit − max) / temperature) of `ids` (every allowed id when null)
-// into `weights`; returns their sum. NaN and -Infinity logits get weight 0; when every candidate is
-// -Infinity or NaN, the first one gets everything.
-double softmax_weights(const float* logits, const int32_t* ids, int64_t count, double temperature, double* weights) {
+namespace {
+
+// Unnormalised probabilities exp((logit − max) / temperature) of `count` candidates, candidate i's
+// logit being logit_of(i), into `weights`; returns their sum. NaN and -Infinity logits get weight 0;
+// when every candidate is -Infinity or NaN, the first one gets everything.
+template <typename LogitOf>
+double softmax_weights(const LogitOf& logit_of, int64_t count, double temperature, double* weights) {
   double max = kNegativeInfinity;
   for (int64_t i = 0; i < count; ++i) {
-    const double value = logits[ids ? ids[i] : i];
+    const double value = logit_of(i);
     if (value > max) max = value;
   }
   if (max == kNegativeInfinity) {
@@ -205,14 +209,14 @@ double softmax_weights(const float* logits, const int32_t* ids, int64_t count, d
     // The softmax's limit: the +Infinity logits share all the mass (exp(∞ − ∞) would be NaN).
     double infinite = 0;
     for (int64_t i = 0; i < count; ++i) {
-      weights[i] = logits[ids ? ids[i] : i] == kPositiveInfinity ? 1.0 : 0.0;
+      weights[i] = double(logit_of(i)) == kPositiveInfinity ? 1.0 : 0.0;
       infinite += weights[i];
     }
     return infinite;
   }
   double sum = 0;
   for (int64_t i = 0; i < count; ++i) {
-    const double value = logits[ids ? ids[i] : i];
+    const double value = logit_of(i);
     const double weight = value > kNegativeInfinity ? js_exp((value - max) / temperature) : 0;
     weights[i] = weight;
     sum += weight;
@@ -303,6 +307,15 @@ void SequenceSampler::ensure_scratch(int64_t size) {
   scratch_size_ = size;
 }
 
+int64_t SequenceSampler::candidates_needed(int64_t allowed) const {
+  if (params_.kind == SamplerKind::Greedy || params_.temperature == 0) return 1;  // argmax
+  if (params_.kind == SamplerKind::TopK) return std::min(params_.k, allowed);
+  // A cap below the vocabulary ranks its candidates; without one (or one the vocabulary is within)
+  // the nucleus is chosen from every id, in id order.
+  if (params_.kind == SamplerKind::TopP && params_.k != 0 && params_.k < allowed) return params_.k;
+  return 0;
+}
+
 int32_t SequenceSampler::sample(const float* logits, int64_t allowed) {
   if (params_.kind == SamplerKind::Greedy) {
     check_row(logits, allowed);
@@ -311,29 +324,49 @@ int32_t SequenceSampler::sample(const float* logits, int64_t allowed) {
   // TypeScript draws before the sampler runs, even when temperature 0 makes it greedy.
   const double u = next_uniform();
   check_row(logits, allowed);
-  const double temperature = params_.temperature;
-  if (temperature == 0) return argmax(logits, allowed);
+  if (params_.temperature == 0) return argmax(logits, allowed);
+  const int64_t ranked = candidates_needed(allowed);
+  if (ranked == 0) {
+    ensure_scratch(allowed);
+    return sample_ranked([logits](int64_t i) { return logits[i]; }, nullptr, allowed, u);
+  }
+  ensure_scratch(ranked);
+  int32_t* ids = candidates_.data();
+  rank_top_k(logits, allowed, ranked, ids, &order_);
+  return sample_ranked([logits, ids](int64_t i) { return logits[ids[i]]; }, ids, ranked, u);
+}
 
+int32_t SequenceSampler::sample_candidates(const int32_t* ids, const float* values, int64_t count, int64_t allowed) {
+  require(ids != nullptr && values != nullptr && allowed > 0 && allowed <= std::numeric_limits<int32_t>::max(), ErrorKind::Input,
+          "candidates need ids, values and an allowed vocabulary between 1 and 2^31 - 1");
+  const int64_t needed = candidates_needed(allowed);
+  require(needed > 0 && count == needed, ErrorKind::Input, [&] {
+    return "this sampler needs " + (needed == 0 ? std::string("the whole logits row") : std::to_string(needed) + " candidates") +
+           ", got " + std::to_string(count);
+  });
+  // argmax over the row: the best candidate unless no logit beats -Infinity (all -Infinity or NaN),
+  // when argmax keeps id 0.
+  const auto best = [ids, values] { return double(values[0]) > kNegativeInfinity ? ids[0] : 0; };
+  if (params_.kind == SamplerKind::Greedy) return best();
+  const double u = next_uniform();  // drawn as sample() draws it
+  if (params_.temperature == 0) return best();
+  ensure_scratch(count);
+  return sample_ranked([values](int64_t i) { return values[i]; }, ids, count, u);
+}
+
+template <typename LogitOf>
+int32_t SequenceSampler::sample_ranked(const LogitOf& logit_of, const int32_t* ids, int64_t count, double u) {
+  const double temperature = params_.temperature;
+  const auto id_of = [ids](int64_t i) { return ids ? ids[i] : int32_t(i); };
   switch (params_.kind) {
     case SamplerKind::TopK: {
-      const int64_t count = std::min(params_.k, allowed);
-      ensure_scratch(count);
-      top_k_indices(logits, allowed, count, ids_.data(), &order_);
-      const double total = softmax_weights(logits, ids_.data(), count, temperature, weights_.data());
-      return ids_[size_t(pick(weights_.data(), count, total, u))];
+      const double total = softmax_weights(logit_of, count, temperature, weights_.data());
+      return id_of(pick(weights_.data(), count, total, u));
     }
     case SamplerKind::TopP: {
       // selectNucleus: the nucleus into ids_[0 .. kept) with its probabilities in weights_.
-      const int64_t k = params_.k;
-      const int64_t count = k == 0 ? allowed : std::min(k, allowed);
-      ensure_scratch(allowed);
-      const int32_t* ids = nullptr;
-      if (k != 0 && k < allowed) {
-        top_k_indices(logits, allowed, count, candidates_.data(), &order_);
-        ids = candidates_.data();
-      }
       double* probabilities = probabilities_.data();
-      const double total = softmax_weights(logits, ids, count, temperature, probabilities);
+      const double total = softmax_weights(logit_of, count, temperature, probabilities);
       int32_t* work = selected_.data();
       int64_t size = 0;
       for (int64_t i = 0; i < count; ++i) {
@@ -380,7 +413,7 @@ int32_t SequenceSampler::sample(const float* logits, int64_t allowed) {
       int64_t kept_count = 0;
       for (int64_t i = 0; i < count; ++i) {
         if (!kept[i]) continue;
-        ids_[size_t(kept_count)] = ids ? ids[i] : int32_t(i);
+        ids_[size_t(kept_count)] = id_of(i);
         weights_[size_t(kept_count++)] = probabilities[i];
       }
       // sampleTopP.
@@ -390,14 +423,13 @@ int32_t SequenceSampler::sample(const float* logits, int64_t allowed) {
     }
     case SamplerKind::Temperature:
     case SamplerKind::Random: {
-      ensure_scratch(allowed);
-      const double total = softmax_weights(logits, nullptr, allowed, temperature, weights_.data());
-      return int32_t(pick(weights_.data(), allowed, total, u));
+      const double total = softmax_weights(logit_of, count, temperature, weights_.data());
+      return id_of(pick(weights_.data(), count, total, u));
     }
     case SamplerKind::Greedy:
       break;
   }
-  return argmax(logits, allowed);
+  throw Error(ErrorKind::State, "a greedy sampler has no distribution to draw from");
 }
 
 float token_logprobs(const float* logits, int64_t allowed, int32_t chosen, int64_t top, std::vector<TokenLogprob>* top_out) {

@@ -31,8 +31,20 @@ class SequenceSampler {
   explicit SequenceSampler(const SamplerParams& params, uint32_t stream = 0);
   // A token id in [0, allowed) from logits[0 .. allowed).
   int32_t sample(const float* logits, int64_t allowed);
+  // How many of a row's best candidates (rank_top_k's order over [0, allowed)) sample_candidates
+  // needs: 1 for argmax (greedy, temperature 0), the k of top-k, the cap of a top-p capped below
+  // `allowed`; 0 when the sampler needs the whole row (temperature, random, uncapped top-p).
+  int64_t candidates_needed(int64_t allowed) const;
+  // What sample(logits, allowed) gives, and the same draw from the stream, from the row's
+  // candidates_needed(allowed) best ids and their logits, in rank_top_k's order. Throws
+  // Error(Input) when `count` is not what candidates_needed asks for (never 0).
+  int32_t sample_candidates(const int32_t* ids, const float* values, int64_t count, int64_t allowed);
 
  private:
+  // The arithmetic both share: the configured distribution over `count` candidates, candidate i
+  // being id ids[i] (i when ids is null) with logit logit_of(i); `u` is the draw.
+  template <typename LogitOf>
+  int32_t sample_ranked(const LogitOf& logit_of, const int32_t* ids, int64_t count, double u);
   // src/samplers.ts SeededRandom.next(): a uniform double in [0, 1) with 53 random bits.
   double next_uniform();
   // SamplerScratch.ensure: every buffer is replaced by one of `size` when it is smaller.
@@ -49,6 +61,11 @@ class SequenceSampler {
   TrackedVector<uint8_t> flags_;
   TrackedVector<int32_t> order_;  // the sort path of top-k over more than 128 candidates
 };
+
+// The ids of the `count` (≤ allowed) largest of logits[0 .. allowed) into best[0 .. count), best first:
+// larger value first, ties to the lower id, NaN after every number (NaN ids in id order). `order`
+// is scratch for counts above 128 (grown to `allowed` once). The order top-k and capped top-p draw in.
+void rank_top_k(const float* logits, int64_t allowed, int64_t count, int32_t* best, TrackedVector<int32_t>* order);
 
 struct TokenLogprob {
   int32_t token = 0;

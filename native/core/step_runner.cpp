@@ -16,6 +16,18 @@ class ModelStepRunner final : public StepRunner {
   int64_t num_blocks() const override { return pool_.num_blocks(); }
 
   void run(const StepBatch& batch, float* logits_out) override {
+    const int64_t outputs = run_hidden(batch);
+    if (outputs > 0) backend_->project_logits(*model_, hidden_.data(), outputs, logits_out);
+  }
+
+  void run_for_sampling(const StepBatch& batch, const LogitsWanted* wanted, const LogitsOutput& out) override {
+    const int64_t outputs = run_hidden(batch);
+    if (outputs > 0) backend_->project_logits_for_sampling(*model_, hidden_.data(), outputs, wanted, out);
+  }
+
+ private:
+  // Runs the step's layers; the output rows' final hidden states are in hidden_. Returns their count.
+  int64_t run_hidden(const StepBatch& batch) {
     // The backend validates the rest of the step; the count the hidden states are sized from is bounded first.
     const size_t outputs = batch.output_rows.size();
     require(int64_t(outputs) <= batch.token_count(), ErrorKind::Input,
@@ -24,10 +36,9 @@ class ModelStepRunner final : public StepRunner {
     const size_t hidden_floats = outputs * size_t(model_->config().hidden_dim);
     if (hidden_.size() < hidden_floats) hidden_.resize(hidden_floats);
     backend_->step(*model_, pool_, batch, workspace_, hidden_.data());
-    if (outputs > 0) backend_->project_logits(*model_, hidden_.data(), int64_t(outputs), logits_out);
+    return int64_t(outputs);
   }
 
- private:
   std::shared_ptr<const Model> model_;
   std::shared_ptr<Backend> backend_;
   KvPool pool_;

@@ -2,6 +2,7 @@
 // The seam between the engine (scheduler, requests, sampling) and a model on a backend. The engine
 // plans steps over KV block ids it manages; the runner owns the KV storage of those blocks and runs the
 // steps. Tests drive the engine with a fake runner, so the scheduler's policy is tested without a model.
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 
@@ -19,6 +20,12 @@ class StepRunner {
   virtual int64_t num_blocks() const = 0;
   // Runs one step; writes logits [batch.output_rows.size(), vocab_size()] row-major to logits_out.
   virtual void run(const StepBatch& batch, float* logits_out) = 0;
+  // Runs one step and returns each output row as wanted[row] asks, or whole (backend.h LogitsOutput).
+  // This default returns every row whole through run().
+  virtual void run_for_sampling(const StepBatch& batch, const LogitsWanted* wanted, const LogitsOutput& out) {
+    run(batch, out.logits);
+    std::fill(out.ranked, out.ranked + batch.output_rows.size(), uint8_t(0));
+  }
 };
 
 // The bytes one KV block takes for this model (every layer, distinct KV heads, keys and values stored

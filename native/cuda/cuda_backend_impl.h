@@ -357,18 +357,64 @@ class CudaBackend final : public Backend {
 
   void project_logits(const Model& model, const float* hidden, int64_t rows, float* logits_out) override {
     std::lock_guard<std::mutex> lock(context_->mutex);
-    const DeviceWeights& w = prepared();
     context_->runtime->bind_thread();
     const ModelConfig& config = model.config();
-    const size_t hidden_bytes = size_t(rows * config.hidden_dim) * sizeof(float);
-    const size_t logits_bytes = size_t(rows * config.vocab_size) * sizeof(float);
-    logits_hidden_.reserve(context_, hidden_bytes);
-    logits_.reserve(context_, logits_bytes);
-    logits_rounded_.reserve(context_, size_t(rows * config.hidden_dim) * sizeof(uint16_t));
-    context_->upload(logits_hidden_.get(), hidden, hidden_bytes);
-    linear(logits_hidden_.get<float>(), rows, config.tied_head ? w.token_embedding : w.lm_head, GemmEpilogue{}, logits_rounded_,
-           logits_.get<float>());
-    download(logits_out, logits_.get(), logits_bytes);
+    enqueue_logits(config, hidden, rows);
+    download(logits_out, logits_.get(), size_t(rows * config.vocab_size) * sizeof(float));
+  }
+
+  // The logits stay on the device: rows that want candidates are ranked there (top_k) and only their
+  // ids and values come back; only the rows that need the whole row (logprobs, returned logits,
+  // samplers over every id) are copied back whole.
+  void project_logits_for_sampling(const Model& model, const float* hidden, int64_t rows, const LogitsWanted* wanted,
+                                   const LogitsOutput& out) override {
+    static_assert(kMaxRankedCandidates == kTopKMax, "the engine's candidate rows are the kernel's");
+    std::lock_guard<std::mutex> lock(context_->mutex);
+    context_->runtime->bind_thread();
+    const ModelConfig& config = model.config();
+    const int64_t vocab = config.vocab_size;
+    enqueue_logits(config, hidden, rows);
+    ranked_rows_.clear();
+    ranked_counts_.clear();
+    ranked_allowed_.clear();
+    for (int64_t r = 0; r < rows; ++r) {
+      const LogitsWanted& want = wanted[r];
+      const bool ranked = want.candidates >= 1 && want.candidates <= kTopKMax && want.allowed >= want.candidates && want.allowed <= vocab;
+      out.ranked[r] = ranked ? 1 : 0;
+      if (ranked) {
+        ranked_rows_.push_back(int32_t(r));
+        ranked_counts_.push_back(int32_t(want.candidates));
+        ranked_allowed_.push_back(int32_t(want.allowed));
+      } else {
+        context_->runtime->copy(out.logits + r * vocab, logits_.get<float>() + r * vocab, size_t(vocab) * sizeof(float),
+                                CopyKind::DeviceToHost, context_->stream);
+      }
+    }
+    const size_t count = ranked_rows_.size();
+    if (count > 0) {
+      const size_t candidates = count * size_t(kTopKMax);
+      ranked_table_.reserve(context_, 3 * count * sizeof(int32_t));
+      ranked_ids_.reserve(context_, candidates * sizeof(int32_t));
+      ranked_values_.reserve(context_, candidates * sizeof(float));
+      int32_t* table = ranked_table_.get<int32_t>();
+      context_->upload(table, ranked_rows_.data(), count * sizeof(int32_t));
+      context_->upload(table + count, ranked_counts_.data(), count * sizeof(int32_t));
+      context_->upload(table + 2 * count, ranked_allowed_.data(), count * sizeof(int32_t));
+      top_k(logits_.get<float>(), vocab, table, table + count, table + 2 * count, int64_t(count), kTopKMax, ranked_ids_.get<int32_t>(),
+            ranked_values_.get<float>(), context_->native());
+      host_ranked_ids_.resize(candidates);
+      host_ranked_values_.resize(candidates);
+      context_->runtime->copy(host_ranked_ids_.data(), ranked_ids_.get(), candidates * sizeof(int32_t), CopyKind::DeviceToHost,
+                              context_->stream);
+      context_->runtime->copy(host_ranked_values_.data(), ranked_values_.get(), candidates * sizeof(float), CopyKind::DeviceToHost,
+                              context_->stream);
+    }
+    context_->runtime->synchronize(context_->stream);
+    for (size_t i = 0; i < count; ++i) {
+      const size_t from = i * size_t(kTopKMax), to = size_t(ranked_rows_[i]) * size_t(kTopKMax), n = size_t(ranked_counts_[i]);
+      std::copy_n(host_ranked_ids_.data() + from, n, out.candidate_ids + to);
+      std::copy_n(host_ranked_values_.data() + from, n, out.candidate_values + to);
+    }
   }
 
  protected:
@@ -490,6 +536,18 @@ class CudaBackend final : public Backend {
     gather_rows(x, D, ws.output_rows.get<int32_t>(), outputs, attn_input, stream);
     add_layer_norm(attn_input, nullptr, outputs, D, w.final_norm_gamma.get<float>(), w.final_norm_beta.get<float>(), config.layer_norm_epsilon,
                    ws.hidden.get<float>(), stream);
+  }
+
+  // Enqueues logits_ = hidden · headᵀ for `rows` host rows of hidden states (the caller holds the lock).
+  void enqueue_logits(const ModelConfig& config, const float* hidden, int64_t rows) {
+    const DeviceWeights& w = prepared();
+    const size_t hidden_bytes = size_t(rows * config.hidden_dim) * sizeof(float);
+    logits_hidden_.reserve(context_, hidden_bytes);
+    logits_.reserve(context_, size_t(rows * config.vocab_size) * sizeof(float));
+    logits_rounded_.reserve(context_, size_t(rows * config.hidden_dim) * sizeof(uint16_t));
+    context_->upload(logits_hidden_.get(), hidden, hidden_bytes);
+    linear(logits_hidden_.get<float>(), rows, config.tied_head ? w.token_embedding : w.lm_head, GemmEpilogue{}, logits_rounded_,
+           logits_.get<float>());
   }
 
   const DeviceWeights& prepared() const {
@@ -646,6 +704,11 @@ class CudaBackend final : public Backend {
   std::unique_ptr<DeviceWeights> weights_;
   // project_logits' and embed's device buffers (those calls have no workspace).
   DeviceBuffer logits_hidden_, logits_, logits_rounded_, embed_ids_;
+  // project_logits_for_sampling's ranked rows: their step rows, counts and allowed vocabularies (one
+  // table on the device), and their candidates, on the device and back on the host.
+  std::vector<int32_t> ranked_rows_, ranked_counts_, ranked_allowed_, host_ranked_ids_;
+  std::vector<float> host_ranked_values_;
+  DeviceBuffer ranked_table_, ranked_ids_, ranked_values_;
 };
 
 }  // namespace

@@ -7,6 +7,7 @@ import { createRequire } from "node:module";
 import path from "node:path";
 
 import { native } from "../../src/native.js";
+import type { ResolvedSamplerConfig } from "../../src/samplers.js";
 
 export type CudaMatmulKernel = "tiled" | "wmma" | "gemv";
 export type CudaWeightDType = "float32" | "bfloat16" | "float16" | "int8";
@@ -94,6 +95,19 @@ export interface CudaEmulation {
   /** Launchers called with sizes or types they must refuse, and the error code each threw ("none" if it did not). */
   kernelRefusals(): Array<{ call: string; code: string; message: string }>;
   attention(spec: CudaAttentionSpec): { gpu: Float32Array; cpu: Float32Array; keys: Float32Array; values: Float32Array };
+  /** top_k over logits rows[i] (of vocab values) for counts[i] candidates among [0, allowed[i]), and core's rank_top_k on the same rows; each row's candidates one after another. */
+  topK(spec: { logits: Float32Array; vocab: number; rows: Int32Array; counts: Int32Array; allowed: Int32Array }): {
+    gpuIds: Int32Array;
+    gpuValues: Float32Array;
+    cpuIds: Int32Array;
+    cpuValues: Float32Array;
+  };
+  /** One native sampler over whole rows, and one (same config and stream) over top_k's candidates of each row (candidates 0: whole rows). */
+  sampleRanked(spec: { logits: Float32Array; vocab: number; allowed: number; sampler: ResolvedSamplerConfig; stream: number }): {
+    whole: Int32Array;
+    ranked: Int32Array;
+    candidates: Int32Array;
+  };
   /** The pool's key and value bytes and its slots' flags and positions after write_kv and after cpu::write_cache. */
   writeKv(spec: CudaWriteKvSpec): {
     gpuKv: Uint8Array;

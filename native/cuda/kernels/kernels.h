@@ -85,6 +85,15 @@ void gemv(const float* x, int64_t m, int64_t k, const void* w, Element type, int
 void gemv_int8(const float* x, int64_t m, int64_t k, const int8_t* q, const float* scales, int64_t n,
                const GemmEpilogue& epilogue, float* y, cudaStream_t stream);
 
+// Per ranked row i < count: the counts[i] best logits of logits[rows[i]][0 .. allowed[i]) (logits is
+// [*, vocab]) and their ids into values_out / ids_out [i · max_k ..], best first in core/sampler.h
+// rank_top_k's order exactly: larger value first, ties to the lower id, NaN after every number (NaN
+// ids in id order). Rows inside logits, counts in [1, max_k] and allowed in [counts[i], vocab] are the
+// caller's (the kernel clamps counts to max_k and allowed, and allowed to vocab); max_k ≤ kTopKMax.
+constexpr int64_t kTopKMax = 64;
+void top_k(const float* logits, int64_t vocab, const int32_t* rows, const int32_t* counts, const int32_t* allowed, int64_t count,
+           int64_t max_k, int32_t* ids_out, float* values_out, cudaStream_t stream);
+
 }  // namespace FALCON_CUDA_NS
 
 namespace FALCON_CUDA_NS {
