@@ -80,6 +80,8 @@ class EmulatedRuntime final : public DeviceRuntime {
   void copy(void* destination, const void* source, size_t bytes, CopyKind kind, DeviceStream* stream) override {
     if (kind != CopyKind::HostToDevice) check_device_range(source, bytes, "cudaMemcpy source");
     if (kind != CopyKind::DeviceToHost) check_device_range(destination, bytes, "cudaMemcpy destination");
+    // A copy of nothing is legal whatever its pointers (an empty host vector's data() is null).
+    if (bytes == 0) return;
     cuda_emu::issue(emulated(stream), [destination, source, bytes] { std::memmove(destination, source, bytes); });
   }
 
