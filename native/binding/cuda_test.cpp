@@ -478,6 +478,27 @@ PoolLayout pool_layout(const KvPool& pool) {
                     pool.num_blocks() > 1 ? elements_from_start(pool.keys(1, 0, 0)) : 0};
 }
 
+// The one-layer pool an attention or KV-write spec names: { heads, kvHeads, headDim, kvDtype, numBlocks }.
+struct PoolSpec {
+  ModelConfig config;
+  int64_t head_dim;
+  DType kv_dtype;
+  int64_t num_blocks;
+};
+
+PoolSpec read_pool_spec(Napi::Env env, const Napi::Object& spec, int64_t max_head_dim) {
+  PoolSpec pool;
+  pool.config.num_layers = 1;
+  pool.config.num_heads = integer(env, spec, "heads", 1, 64);
+  pool.config.num_kv_heads = integer(env, spec, "kvHeads", 1, 64);
+  pool.head_dim = integer(env, spec, "headDim", 1, max_head_dim);
+  if (pool.config.num_heads % pool.config.num_kv_heads != 0) throw input_error(env, "spec.heads must be a multiple of spec.kvHeads");
+  pool.config.hidden_dim = pool.config.num_heads * pool.head_dim;
+  pool.kv_dtype = kv_dtype_value(env, spec.Get("kvDtype"));
+  pool.num_blocks = integer(env, spec, "numBlocks", 1, 4096);
+  return pool;
+}
+
 // kernelRefusals() → [{ call, code, message }]: launchers called with sizes or types they must refuse
 // (kernels.h), each with the error code it threw ("none" when it did not), so a check that goes
 // missing fails a test. Pointers are real buffers large enough for the shapes' valid parts, or null
@@ -673,16 +694,11 @@ Napi::Value SampleRanked(const Napi::CallbackInfo& info) {
 Napi::Value Attention(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const Napi::Object spec = spec_object(info);
-  ModelConfig config;
-  config.num_layers = 1;
-  config.num_heads = integer(env, spec, "heads", 1, 64);
-  config.num_kv_heads = integer(env, spec, "kvHeads", 1, 64);
-  const int64_t d = integer(env, spec, "headDim", 1, gpu::kAttentionMaxHeadDim);
-  if (config.num_heads % config.num_kv_heads != 0) throw input_error(env, "spec.heads must be a multiple of spec.kvHeads");
-  config.hidden_dim = config.num_heads * d;
+  const PoolSpec pool_spec = read_pool_spec(env, spec, gpu::kAttentionMaxHeadDim);
+  const ModelConfig& config = pool_spec.config;
+  const int64_t d = pool_spec.head_dim, num_blocks = pool_spec.num_blocks;
   const int64_t H = config.num_heads, Hkv = config.num_kv_heads;
-  const DType kv_dtype = kv_dtype_value(env, spec.Get("kvDtype"));
-  const int64_t num_blocks = integer(env, spec, "numBlocks", 1, 4096);
+  const DType kv_dtype = pool_spec.kv_dtype;
   const int64_t slots = num_blocks * kKvBlockTokens;
   const std::vector<float> keys = array<Napi::Float32Array>(env, spec, "keys", Hkv * slots * d);
   const std::vector<float> values = array<Napi::Float32Array>(env, spec, "values", Hkv * slots * d);
@@ -841,16 +857,11 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
 Napi::Value WriteKv(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const Napi::Object spec = spec_object(info);
-  ModelConfig config;
-  config.num_layers = 1;
-  config.num_heads = integer(env, spec, "heads", 1, 64);
-  config.num_kv_heads = integer(env, spec, "kvHeads", 1, 64);
-  const int64_t d = integer(env, spec, "headDim", 1, 512);
-  if (config.num_heads % config.num_kv_heads != 0) throw input_error(env, "spec.heads must be a multiple of spec.kvHeads");
-  config.hidden_dim = config.num_heads * d;
+  const PoolSpec pool_spec = read_pool_spec(env, spec, 512);
+  const ModelConfig& config = pool_spec.config;
+  const int64_t d = pool_spec.head_dim, num_blocks = pool_spec.num_blocks;
   const int64_t H = config.num_heads, Hkv = config.num_kv_heads;
-  const DType kv_dtype = kv_dtype_value(env, spec.Get("kvDtype"));
-  const int64_t num_blocks = integer(env, spec, "numBlocks", 1, 4096);
+  const DType kv_dtype = pool_spec.kv_dtype;
   const int64_t qkv_stride = integer(env, spec, "qkvStride", (H + 2 * Hkv) * d, 1 << 20);
   const std::vector<int32_t> row_block = array<Napi::Int32Array>(env, spec, "rowBlock", -1);
   const int64_t rows = int64_t(row_block.size());

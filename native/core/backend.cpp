@@ -125,6 +125,17 @@ void validate_step(const ModelConfig& config, const KvPool& pool, const StepBatc
   }
 }
 
+void record_slots(KvPool& pool, const StepBatch& batch) {
+  size_t row = 0;
+  for (const StepSequence& seq : batch.sequences) {
+    for (int64_t slot = seq.start; slot < seq.start + seq.count; ++slot, ++row) {
+      const int32_t block = seq.block_table[slot / kKvBlockTokens];
+      pool.valid(block)[slot % kKvBlockTokens] = batch.valid[row];
+      pool.positions(block)[slot % kKvBlockTokens] = batch.positions[row];
+    }
+  }
+}
+
 StepBatch step_for_request(const ForwardRequest& request) {
   const KvCache& cache = *request.cache;
   const KvPool& pool = cache.pool();

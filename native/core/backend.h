@@ -39,6 +39,10 @@ void validate_step(const ModelConfig& config, const KvPool& pool, const StepBatc
 // generation's position_ids do. Every token is an output row, in [batch, length] order.
 StepBatch step_for_request(const ForwardRequest& request);
 
+// Records each new token's validity and position in its pool slot (the host's copy, which later steps
+// plan from and a backend's kernels read or mirror), before a backend runs the step.
+void record_slots(KvPool& pool, const StepBatch& batch);
+
 // The bytes one forward call allocates: its hidden-state result and activations, and with
 // `temporary_cache` the KV cache a call without one uses (overflow-checked).
 ByteCount forward_memory_bytes(const ModelConfig& config, int64_t batch, int64_t length, bool temporary_cache);
@@ -96,6 +100,7 @@ class Backend {
             float* hidden_out) {
     require_own_pool(pool);
     validate_step(model.config(), pool, batch);
+    record_slots(pool, batch);
     run_step(model, pool, batch, workspace, hidden_out);
   }
   // keras-hub's forward: writes the final-norm hidden states [batch, length, hidden] to `hidden_out`.
@@ -106,6 +111,7 @@ class Backend {
     const StepBatch batch = step_for_request(request);
     for (int64_t b = 0; b < request.batch; ++b) request.cache->zero_unwritten_before(b, request.start[size_t(b)]);
     // Valid by construction from a validated request: checked once, not again as a step.
+    record_slots(request.cache->pool(), batch);
     run_step(model, request.cache->pool(), batch, workspace, hidden_out);
     for (int64_t b = 0; b < request.batch; ++b) request.cache->mark_written(b, request.start[size_t(b)] + request.length);
   }

@@ -54,9 +54,9 @@ struct CpuWorkspace : BackendWorkspace {
 
 const float* optional(const WeightVector& vector) { return vector.empty() ? nullptr : vector.data(); }
 
-// Records each new token's validity and position in its slot, and lays out what attention reads of
-// every sequence: its slots' flags and positions gathered end to end, and where each row is stored.
-void plan_step(const ModelConfig& config, KvPool& pool, const StepBatch& batch, CpuWorkspace& ws) {
+// Lays out what attention reads of every sequence: its slots' flags and positions gathered end to end
+// (Backend::step has recorded the new ones in the pool), and where each row is stored.
+void plan_step(const ModelConfig& config, const KvPool& pool, const StepBatch& batch, CpuWorkspace& ws) {
   cpu::StepPlan& plan = ws.plan;
   const size_t rows = size_t(batch.token_count());
   plan.sequences.resize(batch.sequences.size());
@@ -78,8 +78,6 @@ void plan_step(const ModelConfig& config, KvPool& pool, const StepBatch& batch, 
       const int64_t slot = seq.start + t;
       const int32_t block = seq.block_table[slot / kKvBlockTokens];
       const int32_t in_block = int32_t(slot % kKvBlockTokens);
-      pool.valid(block)[in_block] = batch.valid[size_t(row + t)];
-      pool.positions(block)[in_block] = batch.positions[size_t(row + t)];
       plan.row_blocks[size_t(row + t)] = block;
       plan.row_slots[size_t(row + t)] = in_block;
     }

@@ -18,7 +18,6 @@
 
 #include "../core/backend.h"
 #include "../core/error.h"
-#include "../core/thread_pool.h"
 #include "cuda_backend.h"
 #include "cuda_compat.h"
 #include "device_runtime.h"
@@ -162,7 +161,7 @@ class DeviceWeightStore final : public WeightSink {
   // Model::set_weight has checked the name and the rows; the map is not changed while rows load.
   void write_rows(const std::string& name, int64_t first, int64_t count, const void* rows, const float* scales) override {
     std::lock_guard<std::mutex> lock(context_->mutex);
-    const DeviceMatrix& matrix = find(name);
+    const DeviceMatrix& matrix = find(name)->second;
     const size_t row_bytes = size_t(matrix.cols) * element_bytes(matrix.type);
     context_->runtime->bind_thread();
     context_->upload(matrix.data.get<unsigned char>() + size_t(first) * row_bytes, rows, size_t(count) * row_bytes);
@@ -172,16 +171,17 @@ class DeviceWeightStore final : public WeightSink {
 
   // Hands matrix `name` to the backend's weights (prepare_weights).
   DeviceMatrix take(const std::string& name) {
-    DeviceMatrix matrix = std::move(const_cast<DeviceMatrix&>(find(name)));
-    matrices_.erase(name);
+    const auto found = find(name);
+    DeviceMatrix matrix = std::move(found->second);
+    matrices_.erase(found);
     return matrix;
   }
 
  private:
-  const DeviceMatrix& find(const std::string& name) const {
+  std::map<std::string, DeviceMatrix>::iterator find(const std::string& name) {
     const auto found = matrices_.find(name);
     require(found != matrices_.end(), ErrorKind::State, "the device holds no weight matrix named '" + name + "'");
-    return found->second;
+    return found;
   }
 
   std::shared_ptr<DeviceContext> context_;
@@ -204,10 +204,11 @@ class DeviceKvStorage final : public KvStorage {
   }
   const char* backend() const override { return "cuda"; }
   unsigned char* data() override { return kv_.get<unsigned char>(); }
+  // Ordered on the stream before the step that follows: nothing to wait for here.
   void zero(size_t offset, size_t size) override {
     std::lock_guard<std::mutex> lock(context_->mutex);
+    context_->runtime->bind_thread();
     context_->runtime->fill_zero(kv_.get<unsigned char>() + offset, size, context_->stream);
-    context_->runtime->synchronize(context_->stream);
   }
   uint8_t* valid() const { return valid_.get<uint8_t>(); }
   int32_t* positions() const { return positions_.get<int32_t>(); }
@@ -444,7 +445,7 @@ class CudaBackend final : public Backend {
     const ModelConfig& config = model.config();
     const int64_t rows = batch.token_count();
     const int64_t outputs = int64_t(batch.output_rows.size());
-    const StepShape shape = plan_step(config, pool, batch, ws);
+    const StepShape shape = plan_step(config, batch, ws);
     reserve_activations(config, rows, outputs, shape.visible, ws);
     const auto enqueue = [&] { enqueue_step(config, w, pool, rows, outputs, shape, ws); };
     // Decode steps (one token per sequence) split each row's keys across blocks and repeat with the
@@ -600,9 +601,9 @@ class CudaBackend final : public Backend {
              context_->native());
   }
 
-  // Builds the step's tables on the host (recording each new token's validity and position in its
-  // pool slot, as the CPU's plan_step does) and uploads them.
-  StepShape plan_step(const ModelConfig& config, KvPool& pool, const StepBatch& batch, CudaWorkspace& ws) {
+  // Builds the step's tables on the host and uploads them (Backend::step has recorded the new slots'
+  // flags and positions in the pool; write_kv mirrors them on the device).
+  StepShape plan_step(const ModelConfig& config, const StepBatch& batch, CudaWorkspace& ws) {
     const size_t rows = size_t(batch.token_count());
     ws.host_row_block.resize(rows);
     ws.host_row_slot.resize(rows);
@@ -639,8 +640,6 @@ class CudaBackend final : public Backend {
         const int64_t slot = seq.start + t;
         const int32_t block = seq.block_table[slot / kKvTokens];
         const int32_t in_block = int32_t(slot % kKvTokens);
-        pool.valid(block)[in_block] = batch.valid[row];
-        pool.positions(block)[in_block] = batch.positions[row];
         ws.host_row_block[row] = block;
         ws.host_row_slot[row] = in_block;
         ws.host_row_sequence[row] = int32_t(i);
