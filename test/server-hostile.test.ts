@@ -24,8 +24,10 @@ const BODY_LIMIT = 16 * 1024;
 const REQUEST_TIMEOUT_MS = 600;
 const CONTEXT = 512;
 
-const completion = (fields: Record<string, unknown> = {}) => ({ model: "falcon", prompt: "The eagle", max_tokens: 4, ...fields });
-const chat = (fields: Record<string, unknown> = {}) => ({ model: "falcon", messages: [{ role: "user", content: "Hello" }], max_tokens: 4, ...fields });
+// The random model samples at temperature 1, where any token, the end token too, may come next:
+// ignore_eos (vLLM's) leaves max_tokens the only end, so "length" is the one finish reason to expect.
+const completion = (fields: Record<string, unknown> = {}) => ({ model: "falcon", prompt: "The eagle", max_tokens: 4, ignore_eos: true, ...fields });
+const chat = (fields: Record<string, unknown> = {}) => ({ model: "falcon", messages: [{ role: "user", content: "Hello" }], max_tokens: 4, ignore_eos: true, ...fields });
 
 let lm: FalconCausalLM;
 let server: FalconServer;

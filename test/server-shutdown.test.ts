@@ -24,7 +24,9 @@ import { writeRandomTextCheckpoint } from "./helpers/text-model.js";
 
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "src", "cli.js");
 
-const completion = (fields: Record<string, unknown> = {}) => ({ model: "falcon", prompt: "The eagle", max_tokens: 4, ...fields });
+// The random model samples at temperature 1, where any token, the end token too, may come next:
+// ignore_eos (vLLM's) leaves max_tokens the only end, so "length" is the one finish reason to expect.
+const completion = (fields: Record<string, unknown> = {}) => ({ model: "falcon", prompt: "The eagle", max_tokens: 4, ignore_eos: true, ...fields });
 
 let dir: string;
 let lm: FalconCausalLM;
@@ -55,7 +57,7 @@ describe("close({ graceMs }) with requests in flight", () => {
 
     // Long requests: 500 tokens × 4 choices each, far past the grace period.
     const longStreams = await Promise.all([0, 1].map((i) => postJson(`${url}/v1/completions`, completion({ prompt: `Long ${i}`, max_tokens: 500, n: 4, stream: true }))));
-    const longJson = postJson(`${url}/v1/chat/completions`, { model: "falcon", messages: [{ role: "user", content: "Long" }], max_tokens: 500, n: 4 });
+    const longJson = postJson(`${url}/v1/chat/completions`, { model: "falcon", messages: [{ role: "user", content: "Long" }], max_tokens: 500, n: 4, ignore_eos: true });
     // A request that has sent its headers but not yet its body when the server starts closing.
     const late = await RawClient.connect(port);
     const lateRequest = rawPost("/v1/completions", JSON.stringify(completion()));
