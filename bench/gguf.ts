@@ -18,16 +18,19 @@ export { GGUF_DEFAULT_ALIGNMENT };
 export const GGUF_VERSION = 3;
 
 /** ggml tensor types written here. */
-export const GGML_TYPE = { F32: 0, F16: 1, Q8_0: 8, BF16: 30 } as const;
+export const GGML_TYPE = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 8, BF16: 30 } as const;
 export type GgmlType = (typeof GGML_TYPE)[keyof typeof GGML_TYPE];
-export const GGML_TYPE_NAME: Record<GgmlType, string> = { 0: "F32", 1: "F16", 8: "Q8_0", 30: "BF16" };
+export const GGML_TYPE_NAME: Record<GgmlType, string> = { 0: "F32", 1: "F16", 2: "Q4_0", 8: "Q8_0", 30: "BF16" };
 
 /** llama.cpp's llama_ftype for `general.file_type`. */
-const LLAMA_FTYPE: Record<GgmlType, number> = { 0: 0, 1: 1, 8: 7, 30: 32 };
+const LLAMA_FTYPE: Record<GgmlType, number> = { 0: 0, 1: 1, 2: 2, 8: 7, 30: 32 };
 
 /** Q8_0: blocks of 32 weights, one float16 scale and 32 int8 quants (34 bytes). */
 export const Q8_0_BLOCK = 32;
 const Q8_0_BLOCK_BYTES = 2 + Q8_0_BLOCK;
+/** Q4_0: blocks of 32 weights, one float16 scale and 32 4-bit quants, two to a byte (18 bytes). */
+const Q4_0_BLOCK = 32;
+const Q4_0_BLOCK_BYTES = 2 + Q4_0_BLOCK / 2;
 
 /** Bytes of a tensor of ggml dims `ne` (ne[0] fastest) of any ggml type falcon-native reads (src/presets/gguf.ts). */
 export function tensorByteSize(ne: readonly number[], type: number): number {
@@ -319,6 +322,38 @@ export function quantizeQ8_0(values: Float32Array): Uint8Array {
   return out;
 }
 
+/**
+ * ggml's reference Q4_0 quantisation (quantize_row_q4_0_ref), in float32 steps as C computes them:
+ * per block of 32, d = max / -8 with max the value of largest magnitude, q = min(15, trunc(x / d + 8.5));
+ * byte j holds q[j] in its low nibble and q[j + 16] in its high one.
+ */
+export function quantizeQ4_0(values: Float32Array): Uint8Array {
+  if (values.length % Q4_0_BLOCK !== 0) throw new Error(`Q4_0 needs a multiple of ${Q4_0_BLOCK} values`);
+  const blocks = values.length / Q4_0_BLOCK;
+  const out = new Uint8Array(blocks * Q4_0_BLOCK_BYTES);
+  const f = Math.fround;
+  for (let b = 0; b < blocks; b++) {
+    const x = values.subarray(b * Q4_0_BLOCK, (b + 1) * Q4_0_BLOCK);
+    let amax = 0;
+    let max = 0;
+    for (const v of x) {
+      if (Math.abs(v) > amax) {
+        amax = Math.abs(v);
+        max = v;
+      }
+    }
+    const d = f(max / -8);
+    const inverse = d ? f(1 / d) : 0;
+    const at = b * Q4_0_BLOCK_BYTES;
+    const scaleBits = float32ToFloat16Bits(d);
+    out[at] = scaleBits & 0xff;
+    out[at + 1] = scaleBits >>> 8;
+    const q = (v: number) => Math.min(15, Math.trunc(f(f(v * inverse) + 8.5)));
+    for (let j = 0; j < Q4_0_BLOCK / 2; j++) out[at + 2 + j] = q(x[j]!) | (q(x[j + Q4_0_BLOCK / 2]!) << 4);
+  }
+  return out;
+}
+
 /** Converts little-endian `dtype` bytes to the bytes of ggml `type`; a no-op copy-free path when they match. */
 export function convertTensor(bytes: Uint8Array, dtype: SourceDType, type: GgmlType): Uint8Array {
   if ((dtype === "float32" && type === GGML_TYPE.F32) || (dtype === "float16" && type === GGML_TYPE.F16) ||
@@ -331,6 +366,7 @@ export function convertTensor(bytes: Uint8Array, dtype: SourceDType, type: GgmlT
     case GGML_TYPE.F16: return to16Bit(values, float32ToFloat16Bits);
     case GGML_TYPE.BF16: return to16Bit(values, float32ToBfloat16Bits);
     case GGML_TYPE.Q8_0: return quantizeQ8_0(values);
+    case GGML_TYPE.Q4_0: return quantizeQ4_0(values);
   }
 }
 

@@ -9,7 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 
-import { float16BitsToFloat32, float32ToFloat16Bits, syntheticGpt2Vocabulary } from "../bench/gguf.js";
+import { float16BitsToFloat32, float32ToFloat16Bits, GGML_TYPE, syntheticGpt2Vocabulary, writeFalconGguf } from "../bench/gguf.js";
 import { FalconBackbone, FalconCausalLM, FalconPresetError, FalconTokenizer } from "../src/index.js";
 import { resolveBackboneConfig, type FalconDType } from "../src/config.js";
 import { GGUF_DEFAULT_DTYPE } from "../src/presets/gguf.js";
@@ -154,6 +154,26 @@ describe("GGUF: every tensor type against the same values loaded as float32", ()
         "Q8_0 1 dequantised to float32 bfloat16",
       ],
     );
+  });
+
+  it("bench's writer at Q4_0 (bench:compare's q4_0 file) holds exactly the int4 weights of the same seed", async () => {
+    // compare.mjs pairs llama.cpp on this file with our int4 model of the same seed as the same weights.
+    const config = { ...BLOCK_CONFIG, positionEncoding: "rotary", blockLayout: "parallel_one_norm", numKeyValueHeads: 4, tieWordEmbeddings: true } as const;
+    const float = new FalconBackbone({ ...config, dtype: "float32" });
+    const int4 = new FalconBackbone({ ...config, dtype: "int4" });
+    const file = tempFile("bench-q4_0");
+    await writeFalconGguf(float, file, { arch: "falcon", type: GGML_TYPE.Q4_0 });
+    const loaded = await FalconBackbone.fromPreset(file);
+    assert.equal(loaded.getConfig().dtype, "int4");
+    const names = (await int4.nativeModel()).weightNames();
+    assert.deepEqual((await loaded.nativeModel()).weightNames(), names);
+    for (const name of names) {
+      const ours = await (await int4.nativeModel()).getWeight(name);
+      const theirs = await (await loaded.nativeModel()).getWeight(name);
+      assertSameValues(new Float32Array(theirs.data.slice().buffer), new Float32Array(ours.data.slice().buffer), name);
+    }
+    assertSameValues(await logits(loaded), await logits(int4), "logits");
+    for (const model of [float, int4, loaded]) model.dispose();
   });
 });
 

@@ -4,9 +4,14 @@
  * rounds: ours, then llama.cpp built natively for this CPU (`llama-bench`, the main comparison), then
  * node-llama-cpp 3.21.1's prebuilt CPU binary (the second column), within one run.
  *
- *   node bench/compare/compare.mjs [--dtype f32,bf16[,f16,q8_0]] [--reps 5] [--threads 2]
+ *   node bench/compare/compare.mjs [--dtype f32,bf16[,f16,q8_0,q4_0]] [--reps 5] [--threads 2]
  *        [--pairing bloom,falcon] [--measures pp128,pp512,tg128] [--seed 0] [--small] [--json]
- *        [--sides native,prebuilt] [--jobs N] [--flash-attn auto|on|off] [--no-check] [--out results.json]
+ *        [--sides native,prebuilt] [--isa native|avx2] [--jobs N] [--flash-attn auto|on|off] [--no-check]
+ *        [--out results.json]
+ *
+ * --isa avx2 runs our AVX2 kernels beside llama.cpp built for AVX2 without AVX-512 (llama-build.mjs's
+ * "avx2" build): an AVX2-only machine's code on this one. The prebuilt binary picks its own kernels, so
+ * that run has the native side only.
  *
  * Needs the root build (`npx tsc -p .` and the addon in build/Release) and `npm ci` in bench/compare.
  * The native llama.cpp is built once by llama-build.mjs into bench/compare/.llama-build/ (minutes).
@@ -21,14 +26,14 @@ import { parseArgs } from "node:util";
 
 import { getLlama, LlamaLogLevel, readGgufFileInfo } from "node-llama-cpp";
 
-import { FalconBackbone, runtimeInfo, setNumThreads } from "../../dist/src/index.js";
+import { FalconBackbone, runtimeInfo, setIsa, setNumThreads } from "../../dist/src/index.js";
 import { native } from "../../dist/src/native.js";
 import { benchTokens, layerMatrixParameters, measureDecode, measurePrefill } from "../../dist/bench/measure.js";
 import { summarize } from "../../dist/bench/stats.js";
 import { bloomReferenceLogits } from "./bloom-reference.mjs";
 import { GGML_TYPE_NAME } from "../../dist/bench/gguf.js";
 import { cachedFalconGguf, DTYPES, modelConfig, PAIRINGS, parseDtypes, SHAPES } from "./falcon-gguf.mjs";
-import { CMAKE_FLAGS, ensureLlamaBuild, llamaCppInfo } from "./llama-build.mjs";
+import { ensureLlamaBuild, llamaCppInfo } from "./llama-build.mjs";
 import { helpIfAsked, positiveInt } from "./script-args.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -46,7 +51,8 @@ const { values: args } = parseArgs({
     measures: { type: "string", default: "pp128,pp512,tg128" },
     seed: { type: "string", default: "0" },
     "flash-attn": { type: "string", default: "auto" },
-    sides: { type: "string", default: "native,prebuilt" },
+    sides: { type: "string" },
+    isa: { type: "string", default: "native" },
     jobs: { type: "string", default: String(os.availableParallelism()) },
     small: { type: "boolean", default: false },
     json: { type: "boolean", default: false },
@@ -64,9 +70,12 @@ if (flashAttention === undefined) throw new Error("--flash-attn must be auto, on
 
 const dtypes = parseDtypes(args.dtype);
 
-const sides = new Set(args.sides.split(",").map((side) => side.trim()).filter(Boolean));
+const isa = args.isa;
+if (isa !== "native" && isa !== "avx2") throw new Error(`unknown --isa ${isa} (use native, avx2)`);
+const sides = new Set((args.sides ?? (isa === "avx2" ? "native" : "native,prebuilt")).split(",").map((side) => side.trim()).filter(Boolean));
 for (const side of sides) if (side !== "native" && side !== "prebuilt") throw new Error(`unknown --sides ${side} (use native, prebuilt)`);
 if (sides.size === 0) throw new Error("--sides needs native, prebuilt or both");
+if (isa === "avx2" && sides.has("prebuilt")) throw new Error("--isa avx2 runs the native side only: the prebuilt binary picks its own kernels");
 const jobs = positiveInt(args.jobs, "jobs");
 
 const shapeName = args.small ? "small" : "falcon-rw-1b";
@@ -151,19 +160,27 @@ async function theirsDecode(theirs, generated, vocabularySize, rep) {
 // ------------------------------------------------------------------------------------------------
 // llama.cpp side (built natively: llama-bench)
 
-const nativeBuild = sides.has("native") ? ensureLlamaBuild({ jobs, log }) : null;
+const nativeBuild = sides.has("native") ? ensureLlamaBuild({ jobs, log, buildName: isa }) : null;
 
 /**
- * The x86 vector extensions the native build targets: it is compiled with -march=native
- * (GGML_NATIVE=ON), so they are what the compiler enables for this CPU. llama-bench prints no ISA line.
+ * The x86 vector extensions the native build's CPU kernels target: the -m flags its ggml-cpu sources
+ * are compiled with (Ninja's build file; -march=native for GGML_NATIVE=ON), as the compiler expands
+ * them. llama-bench prints no ISA line.
  */
 function nativeIsa() {
-  const cache = readFileSync(path.join(path.dirname(path.dirname(nativeBuild.binaries["llama-bench"])), "CMakeCache.txt"), "utf8");
+  const cache = readFileSync(path.join(nativeBuild.buildDir, "CMakeCache.txt"), "utf8");
   const compiler = /^CMAKE_CXX_COMPILER:\w+=(.*)$/m.exec(cache)?.[1] ?? "c++";
-  const macros = spawnSync(compiler, ["-march=native", "-dM", "-E", "-x", "c++", "/dev/null"], { encoding: "utf8" });
-  if (macros.status !== 0) return "-march=native (its extensions unknown: the compiler did not list them)";
+  let ninja = "";
+  try {
+    ninja = readFileSync(path.join(nativeBuild.buildDir, "build.ninja"), "utf8");
+  } catch { /* another generator */ }
+  const cpuObject = /ggml-cpu\.c\.o:[^\n]*\n(?:  [^\n]*\n)*?  FLAGS = ([^\n]*)/.exec(ninja);
+  if (!cpuObject) return `${nativeBuild.cmakeFlags.filter((f) => /GGML_(NATIVE|AVX|FMA|F16C|BMI2)/.test(f)).join(" ")} (the compile flags unread)`;
+  const machineFlags = cpuObject[1].split(/\s+/).filter((f) => f.startsWith("-m"));
+  const macros = spawnSync(compiler, [...machineFlags, "-dM", "-E", "-x", "c++", "/dev/null"], { encoding: "utf8" });
+  if (macros.status !== 0) return `${machineFlags.join(" ")} (its extensions unknown: the compiler did not list them)`;
   const names = [...macros.stdout.matchAll(/#define __(AVX\w*|FMA|F16C|AMX\w*)__ 1/g)].map((m) => m[1]);
-  return `-march=native: ${[...new Set(names)].sort().join(" ") || "no AVX"}`;
+  return `${machineFlags.join(" ")}: ${[...new Set(names)].sort().join(" ") || "no AVX"}`;
 }
 
 /**
@@ -288,6 +305,7 @@ const fmt = (v) => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed
 const fmtSummary = (s) => (s ? `${fmt(s.median)} (${fmt(s.min)}–${fmt(s.max)})` : "—");
 
 setNumThreads(threads);
+if (isa === "avx2") setIsa("avx2");
 const runtime = runtimeInfo();
 const llamaRelease = llama?.llamaCppRelease ?? null;
 const machine = {
@@ -299,7 +317,7 @@ const machine = {
   llamaCppNative: nativeBuild && {
     release: llamaCppInfo().tag ?? null,
     commit: nativeBuild.commit,
-    cmakeFlags: CMAKE_FLAGS,
+    cmakeFlags: nativeBuild.cmakeFlags,
     isa: nativeIsa(),
   },
   llamaCpp: llama && {
@@ -376,7 +394,8 @@ for (const pairingKey of pairings) {
       if (ours) await ours.nativeModel();
     }
     if (pairing.arch === "falcon" && ours) {
-      await check(ours, dtype.ours === dtype.source ? undefined : `falcon-native ${dtype.ours} (same seed; its own quantisation)`);
+      const quantisation = dtype.sameQuantisation ? "the same quantised weights" : "its own quantisation";
+      await check(ours, dtype.ours === dtype.source ? undefined : `falcon-native ${dtype.ours} (same seed; ${quantisation})`);
     }
 
     const readBefore = await probeReadGBps();
@@ -430,7 +449,9 @@ for (const pairingKey of pairings) {
     // peak; a decoded token reads every weight byte once (llama.cpp's: its GGUF's tensor bytes).
     if (ours) {
       const oursConfig = ours.getConfig();
-      const peak = 1e9 * (dtype.ours === "bfloat16" ? peaks.bf16Gflops : dtype.ours === "int8" ? peaks.int8Gops : peaks.f32Gflops);
+      // int4 multiplies through the int8 dot products (its nibbles widened to bytes).
+      const integer = dtype.ours === "int8" || dtype.ours === "int4";
+      const peak = 1e9 * (dtype.ours === "bfloat16" ? peaks.bf16Gflops : integer ? peaks.int8Gops : peaks.f32Gflops);
       for (const row of dtypeRows) {
         const prefill = row.measure.startsWith("pp");
         const floor = prefill ? peak / (2 * layerMatrixParameters(oursConfig)) : (readGBps * 1e9) / ours.info().weightBytes;
@@ -484,7 +505,7 @@ if (args.json) {
   lines.push(`  falcon-native ISA: ${machine.oursIsa} (supported: ${machine.oursSupportedIsas.join(", ")})`);
   if (machine.llamaCppNative) {
     lines.push(`  llama.cpp native ISA: ${machine.llamaCppNative.isa} (llama.cpp ${machine.llamaCppNative.commit.slice(0, 12)}, ` +
-      `built here by llama-build.mjs: GGML_NATIVE=ON, Release)`);
+      `built here by llama-build.mjs: ${machine.llamaCppNative.cmakeFlags.filter((f) => /GGML_(NATIVE|AVX2|AVX512)=/.test(f)).map((f) => f.slice(2)).join(", ")}, Release)`);
   }
   if (machine.llamaCpp) {
     lines.push(`  llama.cpp prebuilt ISA: CPU backend ${machine.llamaCpp.cpuBackend ?? "?"} (llama.cpp ${machine.llamaCpp.release ?? "?"} via ` +

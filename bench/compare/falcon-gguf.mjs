@@ -38,20 +38,22 @@ const VOCABULARIES = {
 /**
  * --dtype names → our dtype, the GGUF tensor type, and the dtype of the model the GGUF is written
  * from. q8_0 pairs with falcon-native's int8 (per-row scales) where it exists, built from the same
- * seed: the same weights before quantisation, each side quantising its own way.
+ * seed: the same weights before quantisation, each side quantising its own way. q4_0 pairs with
+ * int4, which quantises at load as ggml's Q4_0 does: both sides run the same 4-bit weights.
  */
 export const DTYPES = {
   f32: { ours: "float32", ggml: GGML_TYPE.F32, source: "float32" },
   bf16: { ours: "bfloat16", ggml: GGML_TYPE.BF16, source: "bfloat16" },
   f16: { ours: "float16", ggml: GGML_TYPE.F16, source: "float16" },
   q8_0: { ours: FALCON_DTYPES.find((d) => /^(q8_0|q8|int8)$/i.test(d)) ?? null, ggml: GGML_TYPE.Q8_0, source: "float32" },
+  q4_0: { ours: "int4", ggml: GGML_TYPE.Q4_0, source: "float32", sameQuantisation: true },
 };
-export const DTYPE_ALIASES = { float32: "f32", bfloat16: "bf16", float16: "f16", q8: "q8_0" };
+export const DTYPE_ALIASES = { float32: "f32", bfloat16: "bf16", float16: "f16", q8: "q8_0", int8: "q8_0", int4: "q4_0" };
 
 /** `--dtype` list → DTYPES keys; throws on an unknown name. */
 export function parseDtypes(list) {
   const dtypes = list.split(",").map((d) => d.trim().toLowerCase()).filter(Boolean).map((d) => DTYPE_ALIASES[d] ?? d);
-  for (const d of dtypes) if (!DTYPES[d]) throw new Error(`unknown --dtype ${d} (use f32, bf16, f16, q8_0)`);
+  for (const d of dtypes) if (!DTYPES[d]) throw new Error(`unknown --dtype ${d} (use f32, bf16, f16, q8_0, q4_0)`);
   return dtypes;
 }
 

@@ -3,11 +3,15 @@
  * (node_modules/node-llama-cpp/llama/gitRelease.bundle), shared by batched-bench.mjs
  * (llama-batched-bench), serve-bench.mjs (llama-server), compare.mjs (llama-bench) and the GGUF
  * check (llama-quantize): cloned into bench/compare/.llama-build/
- * (gitignored) and built with CMake for this CPU only (-DGGML_NATIVE=ON, Release, static, no
- * curl/OpenSSL, no tests or examples, no web UI), every target at once so one build serves every
- * script. Nothing is downloaded.
+ * (gitignored) and built with CMake (Release, static, no curl/OpenSSL, no tests or examples, no web
+ * UI). Nothing is downloaded. Two builds share the checkout:
+ * - "native" (build/): for this CPU only (-DGGML_NATIVE=ON), every target at once so one build
+ *   serves every script;
+ * - "avx2" (build-avx2/): llama-bench only, with AVX2, FMA, F16C and BMI2 and no AVX-512, whatever
+ *   this CPU has: compare.mjs --isa avx2 runs it beside our AVX2 kernels, an AVX2-only machine's
+ *   code on an AVX-512 one.
  *
- * The build is kept (build-stamp.json) until the bundle's commit, the CMake flags, the targets or the
+ * A build is kept (its stamp file) until the bundle's commit, the CMake flags, the targets or the
  * patch change. A checkout already at the bundle's commit with the patch applied is reused and only
  * reconfigured, so a flag or target change rebuilds what it touches rather than everything.
  */
@@ -21,12 +25,9 @@ const llamaPackage = path.join(here, "node_modules", "node-llama-cpp", "llama");
 const bundle = path.join(llamaPackage, "gitRelease.bundle");
 export const buildRoot = path.join(here, ".llama-build");
 const sourceDir = path.join(buildRoot, "llama.cpp");
-const buildDir = path.join(buildRoot, "build");
-const stampFile = path.join(buildRoot, "build-stamp.json");
 
-/** The targets built, and where each binary lands. */
-export const LLAMA_TARGETS = ["llama-batched-bench", "llama-server", "llama-bench", "llama-quantize"];
-export const llamaBinary = (target) => path.join(buildDir, "bin", target);
+/** The targets of the native build: every script's. */
+const LLAMA_TARGETS = ["llama-batched-bench", "llama-server", "llama-bench", "llama-quantize"];
 
 /**
  * llama.cpp's logger is asynchronous and never flushed at exit (its singleton is leaked on purpose,
@@ -39,9 +40,9 @@ const LOG_FLUSH_PATCH = {
   replacement: "    llama_backend_free();\n\n    common_log_flush(common_log_main());\n\n    return 0;\n}",
 };
 
-export const CMAKE_FLAGS = [
+/** CMake flags of every build; each build adds its instruction-set flags after the first. */
+const COMMON_FLAGS = [
   "-DCMAKE_BUILD_TYPE=Release",
-  "-DGGML_NATIVE=ON",
   "-DBUILD_SHARED_LIBS=OFF",
   "-DLLAMA_CURL=OFF",
   "-DLLAMA_OPENSSL=OFF",
@@ -54,6 +55,26 @@ export const CMAKE_FLAGS = [
   "-DLLAMA_BUILD_UI=OFF",
   "-DLLAMA_USE_PREBUILT_UI=OFF",
 ];
+
+/** The builds: their directory (under .llama-build/), instruction-set flags and targets. */
+export const LLAMA_BUILDS = {
+  native: { dir: "build", isaFlags: ["-DGGML_NATIVE=ON"], targets: LLAMA_TARGETS },
+  avx2: {
+    dir: "build-avx2",
+    isaFlags: ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON", "-DGGML_BMI2=ON",
+      "-DGGML_AVX_VNNI=OFF", "-DGGML_AVX512=OFF"],
+    targets: ["llama-bench"],
+  },
+};
+
+/** The CMake flags of a build. */
+export function cmakeFlags(buildName) {
+  const [buildType, ...rest] = COMMON_FLAGS;
+  return [buildType, ...LLAMA_BUILDS[buildName].isaFlags, ...rest];
+}
+
+/** The native build's flags (batched-bench.mjs and compare.mjs report them). */
+export const CMAKE_FLAGS = cmakeFlags("native");
 
 /** node-llama-cpp's record of the llama.cpp release its bundle holds. */
 export function llamaCppInfo() {
@@ -91,8 +112,8 @@ function checkoutReady(commit) {
   return existsSync(patched) && readFileSync(patched, "utf8").includes(LOG_FLUSH_PATCH.replacement);
 }
 
-/** The source directory the build directory was configured for, or null. */
-function configuredSource() {
+/** The source directory `buildDir` was configured for, or null. */
+function configuredSource(buildDir) {
   const cache = path.join(buildDir, "CMakeCache.txt");
   if (!existsSync(cache)) return null;
   return /^CMAKE_HOME_DIRECTORY:INTERNAL=(.*)$/m.exec(readFileSync(cache, "utf8"))?.[1] ?? null;
@@ -100,7 +121,8 @@ function configuredSource() {
 
 function checkOut(commit, logFile, log) {
   rmSync(sourceDir, { recursive: true, force: true });
-  rmSync(buildDir, { recursive: true, force: true });
+  // Builds of the checkout removed are stale.
+  for (const build of Object.values(LLAMA_BUILDS)) rmSync(path.join(buildRoot, build.dir), { recursive: true, force: true });
   log(`llama.cpp: cloning ${commit.slice(0, 12)} from node-llama-cpp's bundle into ${path.relative(process.cwd(), sourceDir)}`);
   run("git", ["-c", "advice.detachedHead=false", "clone", "--quiet", bundle, sourceDir], { cwd: buildRoot, logFile });
   run("git", ["-c", "advice.detachedHead=false", "checkout", "--quiet", commit], { cwd: sourceDir, logFile });
@@ -113,39 +135,47 @@ function checkOut(commit, logFile, log) {
 }
 
 /**
- * The binaries of LLAMA_TARGETS, built now unless the ones there came from this commit, these flags
- * and this patch. Returns { commit, buildSeconds, builtNow, binaries: { target: path } }.
+ * The binaries of build `buildName` (LLAMA_BUILDS), built now unless the ones there came from this
+ * commit, these flags and this patch. Returns { commit, cmakeFlags, buildDir, buildSeconds, builtNow,
+ * binaries: { target: path } }.
  */
-export function ensureLlamaBuild({ jobs, log }) {
+export function ensureLlamaBuild({ jobs, log, buildName = "native" }) {
+  const build = LLAMA_BUILDS[buildName];
+  if (!build) throw new Error(`unknown llama.cpp build ${buildName} (use ${Object.keys(LLAMA_BUILDS).join(", ")})`);
+  const buildDir = path.join(buildRoot, build.dir);
+  // The native build's stamp keeps its first name, so builds made before there were two stay valid.
+  const stampFile = path.join(buildRoot, buildName === "native" ? "build-stamp.json" : `${build.dir}-stamp.json`);
   const commit = bundleCommit();
   const generator = spawnSync("ninja", ["--version"]).status === 0 ? ["-G", "Ninja"] : [];
-  const wanted = { commit, cmakeFlags: CMAKE_FLAGS, generator, targets: LLAMA_TARGETS, patch: LOG_FLUSH_PATCH.replacement };
-  const binaries = Object.fromEntries(LLAMA_TARGETS.map((target) => [target, llamaBinary(target)]));
+  const flags = cmakeFlags(buildName);
+  const wanted = { commit, cmakeFlags: flags, generator, targets: build.targets, patch: LOG_FLUSH_PATCH.replacement };
+  const binaries = Object.fromEntries(build.targets.map((target) => [target, path.join(buildDir, "bin", target)]));
+  const result = { commit, cmakeFlags: flags, buildDir, binaries };
   const stamp = existsSync(stampFile) ? JSON.parse(readFileSync(stampFile, "utf8")) : null;
   if (stamp && Object.values(binaries).every((file) => existsSync(file)) && JSON.stringify(stamp.wanted) === JSON.stringify(wanted)) {
-    log(`llama.cpp ${commit.slice(0, 12)}: ${LLAMA_TARGETS.join(", ")} in ${path.relative(process.cwd(), path.dirname(binaries[LLAMA_TARGETS[0]]))} (built in ${stamp.buildSeconds.toFixed(0)} s)`);
-    return { commit, buildSeconds: stamp.buildSeconds, builtNow: false, binaries };
+    log(`llama.cpp ${commit.slice(0, 12)}: ${build.targets.join(", ")} in ${path.relative(process.cwd(), path.join(buildDir, "bin"))} (built in ${stamp.buildSeconds.toFixed(0)} s)`);
+    return { ...result, buildSeconds: stamp.buildSeconds, builtNow: false };
   }
   mkdirSync(buildRoot, { recursive: true });
-  const logFile = path.join(buildRoot, "build.log");
+  const logFile = path.join(buildRoot, `${build.dir}.log`);
   writeFileSync(logFile, "");
   rmSync(stampFile, { force: true });
   if (checkoutReady(commit)) {
     log(`llama.cpp: reusing the checkout of ${commit.slice(0, 12)} (flags or targets changed)`);
     // CMake refuses a build directory configured for another path (a copied or moved .llama-build).
-    if (configuredSource() !== sourceDir) rmSync(buildDir, { recursive: true, force: true });
+    if (configuredSource(buildDir) !== sourceDir) rmSync(buildDir, { recursive: true, force: true });
   } else {
     checkOut(commit, logFile, log);
   }
-  log(`llama.cpp: building ${LLAMA_TARGETS.join(", ")} with ${jobs} jobs (log: ${path.relative(process.cwd(), logFile)}); minutes on 2 cores`);
+  log(`llama.cpp: building ${build.targets.join(", ")} (${buildName}) with ${jobs} jobs (log: ${path.relative(process.cwd(), logFile)}); minutes on 2 cores`);
   const t0 = performance.now();
-  run("cmake", ["-S", sourceDir, "-B", buildDir, ...generator, ...CMAKE_FLAGS], { cwd: buildRoot, logFile });
-  run("cmake", ["--build", buildDir, "--parallel", String(jobs), "--target", ...LLAMA_TARGETS], { cwd: buildRoot, logFile });
+  run("cmake", ["-S", sourceDir, "-B", buildDir, ...generator, ...flags], { cwd: buildRoot, logFile });
+  run("cmake", ["--build", buildDir, "--parallel", String(jobs), "--target", ...build.targets], { cwd: buildRoot, logFile });
   const buildSeconds = (performance.now() - t0) / 1000;
   for (const file of Object.values(binaries)) {
     if (!existsSync(file)) throw new Error(`the build finished but ${file} is missing; see ${logFile}`);
   }
   writeFileSync(stampFile, JSON.stringify({ wanted, buildSeconds, builtAt: new Date().toISOString() }, null, 2));
   log(`llama.cpp: built in ${buildSeconds.toFixed(0)} s`);
-  return { commit, buildSeconds, builtNow: true, binaries };
+  return { ...result, buildSeconds, builtNow: true };
 }

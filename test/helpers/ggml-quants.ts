@@ -7,7 +7,7 @@
  * min/max search per sub-block (not ggml's iterative make_qkx2_quants): any valid block is a valid
  * GGUF tensor, and the loader only dequantises.
  */
-import { float16BitsToFloat32, float32ToFloat16Bits, quantizeQ8_0 } from "../../bench/gguf.js";
+import { float16BitsToFloat32, float32ToFloat16Bits, quantizeQ4_0, quantizeQ8_0 } from "../../bench/gguf.js";
 
 export const QUANT_TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K"] as const;
 export type QuantType = (typeof QUANT_TYPES)[number];
@@ -124,28 +124,29 @@ export function dequantize(type: QuantType, bytes: Uint8Array, count: number): F
 /** Quantises `values` (a multiple of the block) into `type` blocks. */
 export function quantize(type: QuantType, values: Float32Array): Uint8Array {
   if (type === "Q8_0") return quantizeQ8_0(values);
+  if (type === "Q4_0") return quantizeQ4_0(values);
   const { values: per, bytes: size } = BLOCK[type];
   const out = new Uint8Array((values.length / per) * size);
   for (let b = 0; b < values.length / per; b++) {
     const x = values.subarray(b * per, (b + 1) * per);
     const y = out.subarray(b * size, (b + 1) * size);
     switch (type) {
-      case "Q4_0": case "Q5_0": {
-        // quantize_row_q4_0_ref / q5_0_ref: d = max / -8 (-16) with max the value of largest magnitude.
-        const levels = type === "Q4_0" ? 8 : 16;
+      case "Q5_0": {
+        // quantize_row_q5_0_ref: d = max / -16 with max the value of largest magnitude.
+        const levels = 16;
         let amax = 0, max = 0;
         for (const v of x) if (Math.abs(v) > amax) [amax, max] = [Math.abs(v), v];
         const d = f(max / -levels);
         const id = d ? f(1 / d) : 0;
         putHalf(y, 0, d);
         const q = Array.from(x, (v) => Math.min(2 * levels - 1, Math.trunc(f(f(v * id) + levels + 0.5))));
-        const qs = y.subarray(type === "Q4_0" ? 2 : 6);
+        const qs = y.subarray(6);
         let qh = 0;
         for (let j = 0; j < 16; j++) {
           qs[j] = (q[j]! & 0xf) | ((q[j + 16]! & 0xf) << 4);
           qh |= ((q[j]! >> 4) << j) | ((q[j + 16]! >> 4) << (j + 16));
         }
-        if (type === "Q5_0") y.set([qh & 0xff, (qh >>> 8) & 0xff, (qh >>> 16) & 0xff, qh >>> 24], 2);
+        y.set([qh & 0xff, (qh >>> 8) & 0xff, (qh >>> 16) & 0xff, qh >>> 24], 2);
         break;
       }
       case "Q4_1": case "Q5_1": {

@@ -90,7 +90,25 @@ struct Pass {
   bool first;
   bool last;
   float* partial;
+  // Steps s < fetch_before also prefetch the tile's units fetch_distance steps on (see matmul).
+  int64_t fetch_before;
+  int64_t fetch_distance;
 };
+
+// Every step's units are kPackedRows 4-byte values (float32, a bf16 pair or an int8 quad), so a cache
+// line holds two steps: every other step asks for the line fetch_distance steps on. GCC and Clang get
+// an asm statement, because GCC 12's dead-code elimination drops _mm_prefetch here (seen in the object
+// code: no prefetch instruction at -O2).
+inline void fetch_ahead(const Pass& pass, const void* units, int64_t s) {
+  if (s < pass.fetch_before && (s & 1) == 0) {
+    const char* line = static_cast<const char*>(units) + (s + pass.fetch_distance) * kPackedRows * 4;
+#if defined(__GNUC__)
+    asm volatile("prefetcht0 %0" : : "m"(*line));
+#else
+    _mm_prefetch(line, _MM_HINT_T0);
+#endif
+  }
+}
 
 // Accumulators are named one by one: held in an array, GCC 12 keeps them in memory.
 #define FALCON_EACH_SLOT(op) op(0, c0a, c0b, c0c, c0d) op(1, c1a, c1b, c1c, c1d) op(2, c2a, c2b, c2c, c2d)
@@ -135,6 +153,7 @@ FALCON_NOINLINE void micro_float(const float* packed, const typename Panel::Elem
   for (int64_t s = pass.begin; s < pass.end; ++s) {
     const auto* step = panel + s * kPanelWidth;
     const float* xs = packed + s * kPackedRows;
+    fetch_ahead(pass, packed, s);
     const __m256 x0 = _mm256_broadcast_ss(xs);
     if (Panels == 1) {
       const __m256 x1 = Rows > 1 ? _mm256_broadcast_ss(xs + 1) : x0, x2 = Rows > 2 ? _mm256_broadcast_ss(xs + 2) : x0;
@@ -176,6 +195,7 @@ FALCON_NOINLINE void micro_bf16(const uint32_t* packed, const uint16_t* panel, i
   const __m256i high_half = _mm256_set1_epi32(int(0xffff0000u));
   for (int64_t s = pass.begin; s < pass.end; ++s) {
     const uint16_t* step = panel + s * 2 * kPanelWidth;
+    fetch_ahead(pass, packed, s);
     const uint16_t* step1 = Panels > 1 ? step + panel_stride : step;
     const __m256i unit0 = _mm256_set1_epi32(int(packed[s * kPackedRows]));
     const __m256 x0_even = _mm256_castsi256_ps(_mm256_slli_epi32(unit0, 16)), x0_odd = _mm256_castsi256_ps(_mm256_and_si256(unit0, high_half));
@@ -223,6 +243,7 @@ FALCON_NOINLINE void micro_i8(const uint32_t* packed, const uint8_t* panel, cons
     const int64_t block_end = std::min(pass.end, (block + 1) * kQuantSteps);
     for (int64_t s = block * kQuantSteps; s < block_end; ++s) {
       const uint8_t* step = panel + s * 4 * kPanelWidth;
+      fetch_ahead(pass, packed, s);
       const __m256i w0 = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(step)), top_bits);
       const __m256i w1 = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(step + 32)), top_bits);
       const __m256i w2 = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(step + 64)), top_bits);
@@ -332,7 +353,7 @@ void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int
   };
   if constexpr (Tile::kTwoPanels) {
     if (x.rows == 1) {
-      const Pass pass{0, x.steps, true, true, partial};
+      const Pass pass{0, x.steps, true, true, partial, 0, 0};
       int64_t p = first_panel;
       for (; p + 1 < end_panel; p += 2) {
         const TileStore stores[2] = {store_for(p, 0), store_for(p + 1, 0)};
@@ -353,9 +374,16 @@ void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int
       const int64_t group_end = std::min(x.rows, group + kGroupRows);
       for (int64_t begin = 0; begin < x.steps; begin += pass_steps) {
         const int64_t end = std::min(x.steps, begin + pass_steps);
+        // While the group works on this pass, the first tile of each row block prefetches that block's
+        // units for the next pass: the activations of a long k (the FFN's down projection: 32 KiB a row)
+        // do not stay in cache from one panel to the next, and the hardware prefetcher does not follow
+        // a group's jump from block to block (one thread, 512 rows, k = 8192: float32 65 → 78 GFLOP/s).
+        const int64_t fetch_before = std::min(end, x.steps - (end - begin));
         for (int64_t m = group; m < group_end;) {
           const int tile_rows = next_tile_rows(std::min(group_end, (m / kPackedRows + 1) * kPackedRows) - m, Tile::kMaxRows);
-          const Pass pass{begin, end, begin == 0, end == x.steps, partial + (m - group) * kPanelWidth};
+          const bool fetches = m % kPackedRows == 0;
+          const Pass pass{begin, end, begin == 0, end == x.steps, partial + (m - group) * kPanelWidth,
+                          fetches ? fetch_before : 0, end - begin};
           const TileStore store = store_for(p, m);
           with_count<Tile::kMaxRows>(tile_rows, [&](auto rows) {
             Tile::template run<decltype(rows)::value, 1>(x, m, w.panel(p), panel_stride, pass, TileOut{&store, false});
