@@ -15,7 +15,7 @@ import { FalconInputError } from "../src/errors.js";
 import { createServer, type FalconServer, type RequestLogEntry } from "../src/server/server.js";
 import { waitFor } from "./helpers/fake-engine.js";
 import { makeTempDir } from "./helpers/gpt2-vocab.js";
-import { untilEngineIdle, expectOpenAIError, postJson, RawClient, rawPost, sseData } from "./helpers/server-http.js";
+import { chatBody, completionBody, expectOpenAIError, postJson, RawClient, rawPost, sseData, untilEngineIdle } from "./helpers/server-http.js";
 import { writeRandomTextCheckpoint } from "./helpers/text-model.js";
 
 const KEY = "sk-hostile-test-key";
@@ -24,10 +24,6 @@ const BODY_LIMIT = 16 * 1024;
 const REQUEST_TIMEOUT_MS = 600;
 const CONTEXT = 512;
 
-// The random model samples at temperature 1, where any token, the end token too, may come next:
-// ignore_eos (vLLM's) leaves max_tokens the only end, so "length" is the one finish reason to expect.
-const completion = (fields: Record<string, unknown> = {}) => ({ model: "falcon", prompt: "The eagle", max_tokens: 4, ignore_eos: true, ...fields });
-const chat = (fields: Record<string, unknown> = {}) => ({ model: "falcon", messages: [{ role: "user", content: "Hello" }], max_tokens: 4, ignore_eos: true, ...fields });
 
 let lm: FalconCausalLM;
 let server: FalconServer;
@@ -49,13 +45,13 @@ after(async () => {
 
 /** A normal request of each endpoint, streamed and not, succeeds: the server keeps serving. */
 async function assertServing(): Promise<void> {
-  const plain = await postJson(`${url}/v1/completions`, completion(), AUTH);
+  const plain = await postJson(`${url}/v1/completions`, completionBody(), AUTH);
   const text = await plain.text();
   assert.equal(plain.status, 200, text);
   const body = JSON.parse(text);
   assert.equal(body.choices[0].finish_reason, "length");
   assert.equal(body.usage.completion_tokens, 4);
-  const streamed = await postJson(`${url}/v1/chat/completions`, chat({ stream: true }), AUTH);
+  const streamed = await postJson(`${url}/v1/chat/completions`, chatBody({ stream: true }), AUTH);
   assert.equal(streamed.status, 200);
   const events = sseData(await streamed.text());
   assert.equal(events.at(-1), "[DONE]");
@@ -108,7 +104,7 @@ describe("server under hostile HTTP", () => {
     assert.match(await exchange(`${chunked}Content-Length: 2\r\n\r\n2\r\n{}\r\n0\r\n\r\n`), /^HTTP\/1\.1 400 /);
     // Two requests in one write (pipelining) get two answers, in order.
     const client = await RawClient.connect(port);
-    await client.write(rawPost("/v1/completions", JSON.stringify(completion({ max_tokens: 2 })), AUTH) + rawPost("/v1/completions", "{", AUTH));
+    await client.write(rawPost("/v1/completions", JSON.stringify(completionBody({ max_tokens: 2 })), AUTH) + rawPost("/v1/completions", "{", AUTH));
     assert.ok(await client.waitFor("not valid JSON"), client.received);
     assert.match(client.received, /^HTTP\/1\.1 200 [^]*"finish_reason":"length"[^]*HTTP\/1\.1 400 /);
     client.destroy();
@@ -143,7 +139,7 @@ describe("server under hostile HTTP", () => {
       ["suffix", { suffix: 5 }],
     ];
     for (const [param, fields] of cases) {
-      const body = completion(fields);
+      const body = completionBody(fields);
       const error = await expectOpenAIError(await postJson(`${url}/v1/completions`, body, AUTH), 400, { param, code: null });
       assert.ok(error.message.includes(param), `${JSON.stringify(fields)}: ${error.message}`);
       // The same attack on a stream gets the same answer, before any event.
@@ -178,7 +174,7 @@ describe("server under hostile HTTP", () => {
       ["tools", { tools: {} }], ["tools", { tools: "none" }],
     ];
     for (const [param, fields] of cases) {
-      const error = await expectOpenAIError(await postJson(`${url}/v1/chat/completions`, chat(fields), AUTH), 400, { param, code: null });
+      const error = await expectOpenAIError(await postJson(`${url}/v1/chat/completions`, chatBody(fields), AUTH), 400, { param, code: null });
       assert.ok(error.message.includes(param), `${JSON.stringify(fields)}: ${error.message}`);
     }
     await assertServing();
@@ -186,9 +182,9 @@ describe("server under hostile HTTP", () => {
 
   it("answers an unknown model and unknown routes with 404", async () => {
     const unknownModel = { param: "model", code: "model_not_found" };
-    await expectOpenAIError(await postJson(`${url}/v1/completions`, completion({ model: "gpt-4" }), AUTH), 404, unknownModel);
-    await expectOpenAIError(await postJson(`${url}/v1/chat/completions`, chat({ model: "" }), AUTH), 404, unknownModel);
-    await expectOpenAIError(await postJson(`${url}/v1/completions`, completion({ model: "Falcon", stream: true }), AUTH), 404, unknownModel);
+    await expectOpenAIError(await postJson(`${url}/v1/completions`, completionBody({ model: "gpt-4" }), AUTH), 404, unknownModel);
+    await expectOpenAIError(await postJson(`${url}/v1/chat/completions`, chatBody({ model: "" }), AUTH), 404, unknownModel);
+    await expectOpenAIError(await postJson(`${url}/v1/completions`, completionBody({ model: "Falcon", stream: true }), AUTH), 404, unknownModel);
     for (const [method, path] of [["GET", "/v1/engines"], ["POST", "/v1/embeddings"], ["GET", "/v1/completions"], ["DELETE", "/v1/models"], ["GET", "/"], ["GET", "/v1/models/../../etc/passwd"], ["POST", "/health"]] as const) {
       await expectOpenAIError(await fetch(`${url}${path}`, { method, headers: AUTH }), 404, { param: null, code: "not_found" });
     }
@@ -203,21 +199,21 @@ describe("server under hostile HTTP", () => {
     const tooLong = "hello ".repeat(CONTEXT + 10);
     const exceeded = "context_length_exceeded";
     for (const stream of [false, true]) {
-      await expectOpenAIError(await postJson(`${url}/v1/completions`, completion({ max_tokens: 1e9, stream }), AUTH), 400, { param: "max_tokens", code: exceeded });
-      await expectOpenAIError(await postJson(`${url}/v1/completions`, completion({ max_tokens: 2 ** 53 + 2 }), AUTH), 400, { param: "max_tokens", code: exceeded });
+      await expectOpenAIError(await postJson(`${url}/v1/completions`, completionBody({ max_tokens: 1e9, stream }), AUTH), 400, { param: "max_tokens", code: exceeded });
+      await expectOpenAIError(await postJson(`${url}/v1/completions`, completionBody({ max_tokens: 2 ** 53 + 2 }), AUTH), 400, { param: "max_tokens", code: exceeded });
       // A prompt that alone leaves no room for max_tokens.
-      await expectOpenAIError(await postJson(`${url}/v1/completions`, completion({ prompt: Array(CONTEXT - 2).fill(11), max_tokens: 3, stream }), AUTH), 400, { param: "max_tokens", code: exceeded });
-      await expectOpenAIError(await postJson(`${url}/v1/completions`, completion({ prompt: tooLong, stream }), AUTH), 400, { param: "prompt", code: exceeded });
-      await expectOpenAIError(await postJson(`${url}/v1/completions`, completion({ prompt: Array(CONTEXT + 1).fill(11), max_tokens: 0, stream }), AUTH), 400, { param: "prompt", code: exceeded });
-      await expectOpenAIError(await postJson(`${url}/v1/completions`, completion({ prompt: ["short", tooLong], stream }), AUTH), 400, { param: "prompt[1]", code: exceeded });
-      await expectOpenAIError(await postJson(`${url}/v1/chat/completions`, chat({ max_tokens: 1e12, stream }), AUTH), 400, { param: "max_tokens", code: exceeded });
-      await expectOpenAIError(await postJson(`${url}/v1/chat/completions`, chat({ max_tokens: undefined, max_completion_tokens: 600, stream }), AUTH), 400, { param: "max_completion_tokens", code: exceeded });
+      await expectOpenAIError(await postJson(`${url}/v1/completions`, completionBody({ prompt: Array(CONTEXT - 2).fill(11), max_tokens: 3, stream }), AUTH), 400, { param: "max_tokens", code: exceeded });
+      await expectOpenAIError(await postJson(`${url}/v1/completions`, completionBody({ prompt: tooLong, stream }), AUTH), 400, { param: "prompt", code: exceeded });
+      await expectOpenAIError(await postJson(`${url}/v1/completions`, completionBody({ prompt: Array(CONTEXT + 1).fill(11), max_tokens: 0, stream }), AUTH), 400, { param: "prompt", code: exceeded });
+      await expectOpenAIError(await postJson(`${url}/v1/completions`, completionBody({ prompt: ["short", tooLong], stream }), AUTH), 400, { param: "prompt[1]", code: exceeded });
+      await expectOpenAIError(await postJson(`${url}/v1/chat/completions`, chatBody({ max_tokens: 1e12, stream }), AUTH), 400, { param: "max_tokens", code: exceeded });
+      await expectOpenAIError(await postJson(`${url}/v1/chat/completions`, chatBody({ max_tokens: undefined, max_completion_tokens: 600, stream }), AUTH), 400, { param: "max_completion_tokens", code: exceeded });
       for (const limit of [{}, { max_completion_tokens: 5 }]) {
-        await expectOpenAIError(await postJson(`${url}/v1/chat/completions`, chat({ messages: [{ role: "user", content: tooLong }], max_tokens: undefined, ...limit, stream }), AUTH), 400, { param: "messages", code: exceeded });
+        await expectOpenAIError(await postJson(`${url}/v1/chat/completions`, chatBody({ messages: [{ role: "user", content: tooLong }], max_tokens: undefined, ...limit, stream }), AUTH), 400, { param: "messages", code: exceeded });
       }
     }
     // Exactly the context fits.
-    const full = await postJson(`${url}/v1/completions`, completion({ prompt: Array(CONTEXT - 3).fill(11), max_tokens: 3, temperature: 0 }), AUTH);
+    const full = await postJson(`${url}/v1/completions`, completionBody({ prompt: Array(CONTEXT - 3).fill(11), max_tokens: 3, temperature: 0 }), AUTH);
     assert.equal(full.status, 200, await full.clone().text());
     assert.equal((await full.json()).usage.total_tokens, CONTEXT);
     await assertServing();
@@ -225,10 +221,10 @@ describe("server under hostile HTTP", () => {
 
   it("refuses token ids outside the vocabulary and requests of more sequences than the server holds (400)", async () => {
     const vocabulary = lm.backbone.getConfig().vocabularySize;
-    await expectOpenAIError(await postJson(`${url}/v1/completions`, completion({ prompt: [1, vocabulary] }), AUTH), 400, { param: "prompt" });
-    await expectOpenAIError(await postJson(`${url}/v1/completions`, completion({ prompt: [[1], [2, vocabulary + 5]] }), AUTH), 400, { param: "prompt[1]" });
+    await expectOpenAIError(await postJson(`${url}/v1/completions`, completionBody({ prompt: [1, vocabulary] }), AUTH), 400, { param: "prompt" });
+    await expectOpenAIError(await postJson(`${url}/v1/completions`, completionBody({ prompt: [[1], [2, vocabulary + 5]] }), AUTH), 400, { param: "prompt[1]" });
     // 64 prompts × 16 choices can never be admitted: retrying (429) would never help.
-    const error = await expectOpenAIError(await postJson(`${url}/v1/completions`, completion({ prompt: Array(64).fill("x"), n: 16, max_tokens: 1 }), AUTH), 400, { param: "n" });
+    const error = await expectOpenAIError(await postJson(`${url}/v1/completions`, completionBody({ prompt: Array(64).fill("x"), n: 16, max_tokens: 1 }), AUTH), 400, { param: "n" });
     assert.match(error.message, /1024/);
     await assertServing();
   });
@@ -238,7 +234,7 @@ describe("server under hostile HTTP", () => {
     const onWarning = (warning: Error) => warnings.push(`${warning.name}: ${warning.message}`);
     process.on("warning", onWarning);
     try {
-      const response = await postJson(`${url}/v1/completions`, completion({ n: 16, max_tokens: 2 }), AUTH);
+      const response = await postJson(`${url}/v1/completions`, completionBody({ n: 16, max_tokens: 2 }), AUTH);
       assert.equal(response.status, 200);
       assert.equal((await response.json()).choices.length, 16);
       await new Promise((resolve) => setImmediate(resolve));
@@ -249,7 +245,7 @@ describe("server under hostile HTTP", () => {
   });
 
   it("answers an oversized body with 413, announced or chunked", async () => {
-    const big = JSON.stringify(completion({ prompt: "word ".repeat(BODY_LIMIT / 4) }));
+    const big = JSON.stringify(completionBody({ prompt: "word ".repeat(BODY_LIMIT / 4) }));
     assert.ok(big.length > BODY_LIMIT);
     for (const endpoint of ["/v1/completions", "/v1/chat/completions"]) {
       await expectOpenAIError(await postJson(`${url}${endpoint}`, big, AUTH), 413, { param: null, code: "request_too_large" });
@@ -263,13 +259,13 @@ describe("server under hostile HTTP", () => {
       await expectOpenAIError(await fetch(`${url}${endpoint}`, { method: "POST", headers: { ...AUTH, "content-type": "application/json" }, body: chunked, duplex: "half" } as RequestInit), 413, { code: "request_too_large" });
     }
     // A body just under the limit is read and parsed.
-    const fits = JSON.stringify(completion({ prompt: "a b ", stop: ["x".repeat(1000)] }));
+    const fits = JSON.stringify(completionBody({ prompt: "a b ", stop: ["x".repeat(1000)] }));
     assert.equal((await postJson(`${url}/v1/completions`, fits + " ".repeat(BODY_LIMIT - fits.length - 1), AUTH)).status, 200);
     await assertServing();
   });
 
   it("cuts slow clients (headers or body sent a byte at a time) within requestTimeoutMs, serving others meanwhile", async () => {
-    const request = rawPost("/v1/completions", JSON.stringify(completion()), AUTH);
+    const request = rawPost("/v1/completions", JSON.stringify(completionBody()), AUTH);
     const headerEnd = request.indexOf("\r\n\r\n") + 4;
     const slow = async (from: number): Promise<number> => {
       const client = await RawClient.connect(port);
@@ -306,7 +302,7 @@ describe("server under hostile HTTP", () => {
     try {
       const { url: quickUrl } = await quick.listen({ port: 0 });
       const started = performance.now();
-      const response = await postJson(`${quickUrl}/v1/completions`, completion({ max_tokens: 500, n: 2, stream: true }));
+      const response = await postJson(`${quickUrl}/v1/completions`, completionBody({ max_tokens: 500, n: 2, stream: true }));
       const events = sseData(await response.text());
       const elapsed = performance.now() - started;
       assert.ok(elapsed > 4 * timeoutMs, `the stream took ${elapsed} ms: too short to outlast the deadline's check`);
@@ -322,8 +318,8 @@ describe("server under hostile HTTP", () => {
     const streamRequest = (index: number) => rawPost(
       index % 2 === 0 ? "/v1/completions" : "/v1/chat/completions",
       JSON.stringify(index % 2 === 0
-        ? completion({ prompt: `Client ${index} says`, max_tokens: 400, stream: true, n: 1 + (index % 3) })
-        : chat({ messages: [{ role: "user", content: `Client ${index}` }], max_tokens: 400, stream: true })),
+        ? completionBody({ prompt: `Client ${index} says`, max_tokens: 400, stream: true, n: 1 + (index % 3) })
+        : chatBody({ messages: [{ role: "user", content: `Client ${index}` }], max_tokens: 400, stream: true })),
       AUTH,
     );
     let midStream = 0;
@@ -355,14 +351,14 @@ describe("server under hostile HTTP", () => {
     }
     await Promise.all(Array.from({ length: 10 }, async (_, i) => {
       const abort = new AbortController();
-      const pending = postJson(`${url}/v1/completions`, completion({ max_tokens: 500, prompt: `Non-streaming ${i}` }), AUTH, abort.signal);
+      const pending = postJson(`${url}/v1/completions`, completionBody({ max_tokens: 500, prompt: `Non-streaming ${i}` }), AUTH, abort.signal);
       setTimeout(() => abort.abort(), 5 + i * 3);
       await assert.rejects(pending, { name: "AbortError" });
     }));
     // fetch + AbortController after the first chunk.
     for (let i = 0; i < 10; i++) {
       const abort = new AbortController();
-      const response = await postJson(`${url}/v1/chat/completions`, chat({ max_tokens: 450, stream: true }), AUTH, abort.signal);
+      const response = await postJson(`${url}/v1/chat/completions`, chatBody({ max_tokens: 450, stream: true }), AUTH, abort.signal);
       const reader = response.body!.getReader();
       await reader.read();
       abort.abort();
@@ -382,7 +378,7 @@ describe("server under hostile HTTP", () => {
       // Echoed prompts of 500 × a 66-character token: 16 prompts × 16 choices open the stream with 8 MB at once.
       const longestToken = 38093;
       assert.equal(lm.tokenizer!.decode([longestToken]).length, 66);
-      const body = completion({ prompt: Array.from({ length: 16 }, () => Array(500).fill(longestToken)), n: 16, echo: true, max_tokens: 1, stream: true });
+      const body = completionBody({ prompt: Array.from({ length: 16 }, () => Array(500).fill(longestToken)), n: 16, echo: true, max_tokens: 1, stream: true });
       const client = await RawClient.connect(droppingPort);
       client.socket.pause();
       await client.write(rawPost("/v1/completions", JSON.stringify(body)));
@@ -394,7 +390,7 @@ describe("server under hostile HTTP", () => {
       assert.match(client.received, /^HTTP\/1\.1 200 /);
       assert.ok(!client.received.includes("[DONE]"));
       await untilEngineIdle(dropping.engine!);
-      assert.equal((await postJson(`${droppingUrl}/v1/completions`, completion())).status, 200);
+      assert.equal((await postJson(`${droppingUrl}/v1/completions`, completionBody())).status, 200);
     } finally {
       await dropping.close({ graceMs: 0 });
     }
@@ -409,7 +405,7 @@ describe("server under hostile HTTP", () => {
       { authorization: `Bearer ${"k".repeat(8000)}` }, { "x-api-key": KEY }, { authorization: `Bearer ${KEY}\u00e9` },
     ];
     for (const headers of attempts) {
-      for (const [method, path, body] of [["POST", "/v1/completions", completion()], ["POST", "/v1/chat/completions", chat({ stream: true })], ["GET", "/v1/models", undefined]] as const) {
+      for (const [method, path, body] of [["POST", "/v1/completions", completionBody()], ["POST", "/v1/chat/completions", chatBody({ stream: true })], ["GET", "/v1/models", undefined]] as const) {
         const init: RequestInit = { method, headers: { "content-type": "application/json", ...headers } };
         if (body) init.body = JSON.stringify(body);
         await expectOpenAIError(await fetch(`${url}${path}`, init), 401, keyError);
@@ -418,7 +414,7 @@ describe("server under hostile HTTP", () => {
     // The key guards the route a request reaches, however its target spells it: without the right key,
     // never an answer from the route.
     for (const target of ["/%761/completions", `http://127.0.0.1:${port}/v1/completions`, "/v1/completions?debug=1", "/v1/./completions", "/%76%31/models"]) {
-      const send = (headers: Record<string, string>) => exchange(rawPost(target, JSON.stringify(completion()), { Connection: "close", ...headers }));
+      const send = (headers: Record<string, string>) => exchange(rawPost(target, JSON.stringify(completionBody()), { Connection: "close", ...headers }));
       for (const headers of [{}, { Authorization: "Bearer wrong" }] as Record<string, string>[]) {
         assert.match(await send(headers), /^HTTP\/1\.1 (401|404) /, `${target} ${JSON.stringify(headers)}`);
       }
@@ -434,7 +430,7 @@ describe("server under hostile HTTP", () => {
     assert.equal(metrics.status, 200);
     assert.match(await metrics.text(), /falcon_requests_total\{endpoint="\/v1\/completions",status="401"\} \d+/);
     // The auth scheme is case-insensitive (RFC 9110 §11.1).
-    assert.equal((await postJson(`${url}/v1/completions`, completion(), { authorization: `bearer ${KEY}` })).status, 200);
+    assert.equal((await postJson(`${url}/v1/completions`, completionBody(), { authorization: `bearer ${KEY}` })).status, 200);
     const models = await fetch(`${url}/v1/models`, { headers: AUTH });
     assert.equal(models.status, 200);
     assert.equal((await models.json()).data[0].id, "falcon");
@@ -458,7 +454,7 @@ describe("server under hostile HTTP", () => {
     ];
     for (const [param, fields] of completionCases) {
       for (const stream of [false, true]) {
-        await expectOpenAIError(await postJson(`${url}/v1/completions`, completion({ ...fields, stream }), AUTH), 400, { param });
+        await expectOpenAIError(await postJson(`${url}/v1/completions`, completionBody({ ...fields, stream }), AUTH), 400, { param });
       }
     }
     const chatCases: [string, Record<string, unknown>][] = [
@@ -470,13 +466,13 @@ describe("server under hostile HTTP", () => {
     ];
     for (const [param, fields] of chatCases) {
       for (const stream of [false, true]) {
-        await expectOpenAIError(await postJson(`${url}/v1/chat/completions`, chat({ ...fields, stream }), AUTH), 400, { param });
+        await expectOpenAIError(await postJson(`${url}/v1/chat/completions`, chatBody({ ...fields, stream }), AUTH), 400, { param });
       }
     }
     // Their no-op values are accepted.
     const noOps = { presence_penalty: 0, frequency_penalty: 0, logit_bias: {} };
-    assert.equal((await postJson(`${url}/v1/completions`, completion({ ...noOps, best_of: 2, n: 2 }), AUTH)).status, 200);
-    assert.equal((await postJson(`${url}/v1/chat/completions`, chat({ ...noOps, tools: [], response_format: { type: "text" } }), AUTH)).status, 200);
+    assert.equal((await postJson(`${url}/v1/completions`, completionBody({ ...noOps, best_of: 2, n: 2 }), AUTH)).status, 200);
+    assert.equal((await postJson(`${url}/v1/chat/completions`, chatBody({ ...noOps, tools: [], response_format: { type: "text" } }), AUTH)).status, 200);
     await assertServing();
   });
 
@@ -487,7 +483,7 @@ describe("server under hostile HTTP", () => {
       { stop: Array(16).fill("x".repeat(1000)) }, { logprobs: 20, n: 16 }, { ignore_eos: true, stream_options: { include_usage: true } },
     ];
     for (const fields of extremes) {
-      const response = await postJson(`${url}/v1/completions`, completion({ ...fields, stream: true }), AUTH);
+      const response = await postJson(`${url}/v1/completions`, completionBody({ ...fields, stream: true }), AUTH);
       assert.equal(response.status, 200);
       const events = sseData(await response.text());
       assert.equal(events.at(-1), "[DONE]");
@@ -497,14 +493,14 @@ describe("server under hostile HTTP", () => {
 
   it("serves odd but valid text: lone surrogates, NULs, control characters, an empty stop list", async () => {
     for (const prompt of ["\ud800 lone", "nul\u0000nul", "\u001b[31mred\u001b[0m", "🦅".repeat(50), "\ufeffbom"]) {
-      const response = await postJson(`${url}/v1/completions`, completion({ prompt, stop: [] }), AUTH);
+      const response = await postJson(`${url}/v1/completions`, completionBody({ prompt, stop: [] }), AUTH);
       assert.equal(response.status, 200, await response.clone().text());
       assert.equal((await response.json()).choices.length, 1);
     }
-    const chatted = await postJson(`${url}/v1/chat/completions`, chat({ messages: [{ role: "system", content: "" }, { role: "user", content: [{ type: "text", text: "\ud83d" }] }] }), AUTH);
+    const chatted = await postJson(`${url}/v1/chat/completions`, chatBody({ messages: [{ role: "system", content: "" }, { role: "user", content: [{ type: "text", text: "\ud83d" }] }] }), AUTH);
     assert.equal(chatted.status, 200, await chatted.clone().text());
     // An empty text prompt has no token to start from.
-    await expectOpenAIError(await postJson(`${url}/v1/completions`, completion({ prompt: "" }), AUTH), 400, { param: "prompt" });
+    await expectOpenAIError(await postJson(`${url}/v1/completions`, completionBody({ prompt: "" }), AUTH), 400, { param: "prompt" });
     await assertServing();
   });
 
@@ -529,23 +525,23 @@ describe("server with a full queue", () => {
 
   it("answers 429 with Retry-After while one long request holds the only slot, then serves again", async () => {
     const holder = new AbortController();
-    const long = await postJson(`${busyUrl}/v1/completions`, completion({ max_tokens: 500, logprobs: 20, stream: true }), {}, holder.signal);
+    const long = await postJson(`${busyUrl}/v1/completions`, completionBody({ max_tokens: 500, logprobs: 20, stream: true }), {}, holder.signal);
     assert.equal(long.status, 200);
     const reader = long.body!.getReader();
     await reader.read();
-    for (const [endpoint, body] of [["/v1/completions", completion()], ["/v1/chat/completions", chat({ stream: true })]] as const) {
+    for (const [endpoint, body] of [["/v1/completions", completionBody()], ["/v1/chat/completions", chatBody({ stream: true })]] as const) {
       const response = await postJson(`${busyUrl}${endpoint}`, body);
       assert.equal(response.headers.get("retry-after"), "1");
       await expectOpenAIError(response, 429, { param: null, code: "queue_full" });
     }
     // More choices than the server ever holds is the request's fault, not a reason to retry.
-    await expectOpenAIError(await postJson(`${busyUrl}/v1/completions`, completion({ n: 2 })), 400, { param: "n" });
+    await expectOpenAIError(await postJson(`${busyUrl}/v1/completions`, completionBody({ n: 2 })), 400, { param: "n" });
     holder.abort();
     await untilEngineIdle(busy.engine!);
     // The slot is free again (the holder's admission is released with its connection).
     let status = 429;
     for (let attempt = 0; attempt < 100 && status === 429; attempt++) {
-      const response = await postJson(`${busyUrl}/v1/completions`, completion());
+      const response = await postJson(`${busyUrl}/v1/completions`, completionBody());
       status = response.status;
       await response.body?.cancel();
       if (status === 429) await new Promise((resolve) => setTimeout(resolve, 10));
@@ -560,9 +556,9 @@ describe("server with a full queue", () => {
       const aborts = Array.from({ length: 8 }, () => new AbortController());
       // Half stream (answered 200 at once), half JSON (answered when done: never, here).
       const pending = aborts.map((abort, i) =>
-        postJson(`${queuedUrl}/v1/completions`, completion({ prompt: `Queued ${i}`, max_tokens: 500, stream: i % 2 === 0 }), {}, abort.signal));
+        postJson(`${queuedUrl}/v1/completions`, completionBody({ prompt: `Queued ${i}`, max_tokens: 500, stream: i % 2 === 0 }), {}, abort.signal));
       await waitFor(() => queued.engine!.stats().waiting === 6, "six queued sequences");
-      await expectOpenAIError(await postJson(`${queuedUrl}/v1/completions`, completion()), 429, { code: "queue_full" });
+      await expectOpenAIError(await postJson(`${queuedUrl}/v1/completions`, completionBody()), 429, { code: "queue_full" });
       for (const abort of aborts) abort.abort();
       for (const request of pending) {
         // A stream was answered before the abort: its body is aborted with it.
@@ -571,7 +567,7 @@ describe("server with a full queue", () => {
       await untilEngineIdle(queued.engine!);
       // At most the two running requests' budgets: none of the six queued ones ran.
       assert.ok(queued.engine!.stats().generatedTokens < 2 * 500, JSON.stringify(queued.engine!.stats()));
-      const response = await postJson(`${queuedUrl}/v1/completions`, completion());
+      const response = await postJson(`${queuedUrl}/v1/completions`, completionBody());
       assert.equal(response.status, 200, await response.clone().text());
     } finally {
       await queued.close({ graceMs: 0 });
@@ -602,7 +598,7 @@ describe("server with a prompt that is slow to tokenize", () => {
     try {
       // One 300 000-letter run: no pre-token boundary for BPE to cut at, seconds of tokenization.
       const started = performance.now();
-      const response = await postJson(`${slowUrl}/v1/completions`, completion({ prompt: "a".repeat(300_000) }), AUTH);
+      const response = await postJson(`${slowUrl}/v1/completions`, completionBody({ prompt: "a".repeat(300_000) }), AUTH);
       const ms = performance.now() - started;
       await expectOpenAIError(response, 400, { param: "prompt", code: "context_length_exceeded" });
       assert.ok(longestGap < Math.max(250, ms / 4), `the event loop stood still for ${longestGap.toFixed(0)} ms of the prompt's ${ms.toFixed(0)} ms`);

@@ -19,14 +19,11 @@ import { FalconInputError } from "../src/errors.js";
 import { createServer } from "../src/server/server.js";
 import { waitFor } from "./helpers/fake-engine.js";
 import { makeTempDir } from "./helpers/gpt2-vocab.js";
-import { checkErrorBody, expectOpenAIError, postJson, RawClient, rawPost, sseData } from "./helpers/server-http.js";
+import { chatBody, checkErrorBody, completionBody, expectOpenAIError, postJson, RawClient, rawPost, sseData } from "./helpers/server-http.js";
 import { writeRandomTextCheckpoint } from "./helpers/text-model.js";
 
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "src", "cli.js");
 
-// The random model samples at temperature 1, where any token, the end token too, may come next:
-// ignore_eos (vLLM's) leaves max_tokens the only end, so "length" is the one finish reason to expect.
-const completion = (fields: Record<string, unknown> = {}) => ({ model: "falcon", prompt: "The eagle", max_tokens: 4, ignore_eos: true, ...fields });
 
 let dir: string;
 let lm: FalconCausalLM;
@@ -56,14 +53,14 @@ describe("close({ graceMs }) with requests in flight", () => {
     const graceMs = 2500;
 
     // Long requests: 500 tokens × 4 choices each, far past the grace period.
-    const longStreams = await Promise.all([0, 1].map((i) => postJson(`${url}/v1/completions`, completion({ prompt: `Long ${i}`, max_tokens: 500, n: 4, stream: true }))));
-    const longJson = postJson(`${url}/v1/chat/completions`, { model: "falcon", messages: [{ role: "user", content: "Long" }], max_tokens: 500, n: 4, ignore_eos: true });
+    const longStreams = await Promise.all([0, 1].map((i) => postJson(`${url}/v1/completions`, completionBody({ prompt: `Long ${i}`, max_tokens: 500, n: 4, stream: true }))));
+    const longJson = postJson(`${url}/v1/chat/completions`, chatBody({ messages: [{ role: "user", content: "Long" }], max_tokens: 500, n: 4 }));
     // A request that has sent its headers but not yet its body when the server starts closing.
     const late = await RawClient.connect(port);
-    const lateRequest = rawPost("/v1/completions", JSON.stringify(completion()));
+    const lateRequest = rawPost("/v1/completions", JSON.stringify(completionBody()));
     await late.write(lateRequest.slice(0, lateRequest.length - 4));
     // Short ones: 20 tokens, well within the grace period.
-    const shortStreams = await Promise.all([0, 1, 2].map((i) => postJson(`${url}/v1/completions`, completion({ prompt: `Short ${i}`, max_tokens: 20, stream: true }))));
+    const shortStreams = await Promise.all([0, 1, 2].map((i) => postJson(`${url}/v1/completions`, completionBody({ prompt: `Short ${i}`, max_tokens: 20, stream: true }))));
     for (const response of [...longStreams, ...shortStreams]) assert.equal(response.status, 200);
     const shortDone = shortStreams.map(async (response) => ({ text: await response.text(), at: performance.now() }));
     const longDone = longStreams.map((response) => response.text());
@@ -81,7 +78,7 @@ describe("close({ graceMs }) with requests in flight", () => {
     checkErrorBody(JSON.parse(late.received.slice(late.received.indexOf("\r\n\r\n") + 4)), 503, { param: null });
     const fresh = await RawClient.connect(port).catch((error: NodeJS.ErrnoException) => error);
     if (fresh instanceof RawClient) {
-      await fresh.write(rawPost("/v1/completions", JSON.stringify(completion())));
+      await fresh.write(rawPost("/v1/completions", JSON.stringify(completionBody())));
       assert.ok(await fresh.waitFor("\r\n\r\n{"), `a new connection got no answer: ${JSON.stringify(fresh.received)}`);
       assert.match(fresh.received, /^HTTP\/1\.1 503 /);
     } else {
@@ -120,7 +117,7 @@ describe("close({ graceMs }) with requests in flight", () => {
     for (const graceMs of [Infinity, 2 ** 32]) {
       const server = createServer(lm);
       const { url } = await server.listen({ port: 0 });
-      const response = await postJson(`${url}/v1/completions`, completion({ max_tokens: 100, stream: true }));
+      const response = await postJson(`${url}/v1/completions`, completionBody({ max_tokens: 100, stream: true }));
       assert.equal(response.status, 200);
       const closed = server.close({ graceMs });
       const events = sseData(await response.text());
@@ -139,7 +136,7 @@ describe("close({ graceMs }) with requests in flight", () => {
   it("resolves at once when nothing runs, and twice is once", async () => {
     const server = createServer(lm);
     const { url } = await server.listen({ port: 0 });
-    assert.equal((await postJson(`${url}/v1/completions`, completion())).status, 200);
+    assert.equal((await postJson(`${url}/v1/completions`, completionBody())).status, 200);
     const started = performance.now();
     await Promise.all([server.close({ graceMs: 10_000 }), server.close({ graceMs: 10_000 })]);
     assert.ok(performance.now() - started < 2000, `close() took ${performance.now() - started} ms`);
@@ -158,8 +155,8 @@ describe("readiness while the model loads", () => {
       const health = await fetch(`${url}/health`);
       assert.equal(health.status, 503);
       assert.deepEqual(await health.json(), { status: "loading" });
-      await expectOpenAIError(await postJson(`${url}/v1/completions`, completion()), 503, { param: null });
-      await expectOpenAIError(await postJson(`${url}/v1/completions`, completion({ stream: true })), 503);
+      await expectOpenAIError(await postJson(`${url}/v1/completions`, completionBody()), 503, { param: null });
+      await expectOpenAIError(await postJson(`${url}/v1/completions`, completionBody({ stream: true })), 503);
       await expectOpenAIError(await fetch(`${url}/v1/models`), 503);
       const metrics = await fetch(`${url}/metrics`);
       assert.equal(metrics.status, 200);
@@ -170,7 +167,7 @@ describe("readiness while the model loads", () => {
       const ready = await fetch(`${url}/health`);
       assert.equal(ready.status, 200);
       assert.deepEqual(await ready.json(), { status: "ok" });
-      const response = await postJson(`${url}/v1/completions`, completion());
+      const response = await postJson(`${url}/v1/completions`, completionBody());
       assert.equal(response.status, 200, await response.clone().text());
       assert.equal((await response.json()).usage.completion_tokens, 4);
     } finally {
@@ -186,7 +183,7 @@ describe("readiness while the model loads", () => {
       const health = await fetch(`${url}/health`);
       assert.equal(health.status, 503);
       assert.deepEqual(await health.json(), { status: "error", message: "no such checkpoint" });
-      const error = await expectOpenAIError(await postJson(`${url}/v1/completions`, completion()), 503);
+      const error = await expectOpenAIError(await postJson(`${url}/v1/completions`, completionBody()), 503);
       assert.match(error.message, /no such checkpoint/);
     } finally {
       await server.close({ graceMs: 0 });
@@ -254,7 +251,7 @@ describe("falcon-native serve and SIGTERM", () => {
         assert.ok(attempt < 500, "the model never became ready");
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
-      const response = await postJson(`${url}/v1/completions`, completion({ max_tokens: 300, n: 4, stream: true }));
+      const response = await postJson(`${url}/v1/completions`, completionBody({ max_tokens: 300, n: 4, stream: true }));
       assert.equal(response.status, 200);
       const reader = response.body!.getReader();
       let text = "";

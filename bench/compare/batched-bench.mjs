@@ -25,7 +25,7 @@ import { parseArgs } from "node:util";
 import { FalconBackbone, FalconCausalLM, setNumThreads } from "../../dist/src/index.js";
 import { measureStreams } from "../../dist/bench/engine.js";
 import { cachedFalconGguf, DTYPES, modelConfig, PAIRINGS, parseDtypes, SHAPES } from "./falcon-gguf.mjs";
-import { CMAKE_FLAGS, ensureLlamaBuild, llamaCppInfo } from "./llama-build.mjs";
+import { ensureLlamaBuild, llamaCppInfo } from "./llama-build.mjs";
 import { helpIfAsked, positiveInt } from "./script-args.mjs";
 
 const { values: args } = parseArgs({
@@ -207,7 +207,7 @@ const report = {
     release: llamaInfo.tag,
     commit: build.commit,
     buildSeconds: build.buildSeconds,
-    cmakeFlags: CMAKE_FLAGS,
+    cmakeFlags: build.cmakeFlags,
   },
   model: { shape: shapeName, ...SHAPES[shapeName], pairing: PAIRINGS[pairingKey].name, theirs: PAIRINGS[pairingKey].theirs, seed },
   settings: { npp, ntg, npl, ctx, batch, ubatch, flashAttention: args["flash-attn"], promptShared: false },

@@ -57,7 +57,7 @@ const COMMON_FLAGS = [
 ];
 
 /** The builds: their directory (under .llama-build/), instruction-set flags and targets. */
-export const LLAMA_BUILDS = {
+const LLAMA_BUILDS = {
   native: { dir: "build", isaFlags: ["-DGGML_NATIVE=ON"], targets: LLAMA_TARGETS },
   avx2: {
     dir: "build-avx2",
@@ -68,13 +68,10 @@ export const LLAMA_BUILDS = {
 };
 
 /** The CMake flags of a build. */
-export function cmakeFlags(buildName) {
+function cmakeFlags(buildName) {
   const [buildType, ...rest] = COMMON_FLAGS;
   return [buildType, ...LLAMA_BUILDS[buildName].isaFlags, ...rest];
 }
-
-/** The native build's flags (batched-bench.mjs and compare.mjs report them). */
-export const CMAKE_FLAGS = cmakeFlags("native");
 
 /** node-llama-cpp's record of the llama.cpp release its bundle holds. */
 export function llamaCppInfo() {

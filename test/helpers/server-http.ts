@@ -63,6 +63,17 @@ export function sseData(text: string): string[] {
   });
 }
 
+// The test servers' random model samples at temperature 1, where any token, the end token too, may come
+// next: ignore_eos (vLLM's) leaves max_tokens the only end, so "length" is the one finish reason to expect.
+
+/** A 4-token /v1/completions body for the model served as "falcon", with `fields` added or replaced. */
+export const completionBody = (fields: Record<string, unknown> = {}) =>
+  ({ model: "falcon", prompt: "The eagle", max_tokens: 4, ignore_eos: true, ...fields });
+
+/** A 4-token /v1/chat/completions body for the model served as "falcon", with `fields` added or replaced. */
+export const chatBody = (fields: Record<string, unknown> = {}) =>
+  ({ model: "falcon", messages: [{ role: "user", content: "Hello" }], max_tokens: 4, ignore_eos: true, ...fields });
+
 /** A POST of `body` (JSON-encoded unless a string) to `url`. */
 export function postJson(url: string, body: unknown, headers: Record<string, string> = {}, signal?: AbortSignal): Promise<Response> {
   return fetch(url, {

@@ -90,18 +90,17 @@ struct Pass {
   bool first;
   bool last;
   float* partial;
-  // Steps s < fetch_before also prefetch the tile's units fetch_distance steps on (see matmul).
+  // Steps s < fetch_before also prefetch the tile's units one pass length (end - begin) on (see matmul).
   int64_t fetch_before;
-  int64_t fetch_distance;
 };
 
 // Every step's units are kPackedRows 4-byte values (float32, a bf16 pair or an int8 quad), so a cache
-// line holds two steps: every other step asks for the line fetch_distance steps on. GCC and Clang get
+// line holds two steps: every other step asks for the line a pass length on. GCC and Clang get
 // an asm statement, because GCC 12's dead-code elimination drops _mm_prefetch here (seen in the object
 // code: no prefetch instruction at -O2).
 inline void fetch_ahead(const Pass& pass, const void* units, int64_t s) {
   if (s < pass.fetch_before && (s & 1) == 0) {
-    const char* line = static_cast<const char*>(units) + (s + pass.fetch_distance) * kPackedRows * 4;
+    const char* line = static_cast<const char*>(units) + (s + pass.end - pass.begin) * kPackedRows * 4;
 #if defined(__GNUC__)
     asm volatile("prefetcht0 %0" : : "m"(*line));
 #else
@@ -353,7 +352,7 @@ void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int
   };
   if constexpr (Tile::kTwoPanels) {
     if (x.rows == 1) {
-      const Pass pass{0, x.steps, true, true, partial, 0, 0};
+      const Pass pass{0, x.steps, true, true, partial, 0};
       int64_t p = first_panel;
       for (; p + 1 < end_panel; p += 2) {
         const TileStore stores[2] = {store_for(p, 0), store_for(p + 1, 0)};
@@ -381,9 +380,8 @@ void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int
         const int64_t fetch_before = std::min(end, x.steps - (end - begin));
         for (int64_t m = group; m < group_end;) {
           const int tile_rows = next_tile_rows(std::min(group_end, (m / kPackedRows + 1) * kPackedRows) - m, Tile::kMaxRows);
-          const bool fetches = m % kPackedRows == 0;
           const Pass pass{begin, end, begin == 0, end == x.steps, partial + (m - group) * kPanelWidth,
-                          fetches ? fetch_before : 0, end - begin};
+                          m % kPackedRows == 0 ? fetch_before : 0};
           const TileStore store = store_for(p, m);
           with_count<Tile::kMaxRows>(tile_rows, [&](auto rows) {
             Tile::template run<decltype(rows)::value, 1>(x, m, w.panel(p), panel_stride, pass, TileOut{&store, false});
