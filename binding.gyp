@@ -51,6 +51,7 @@
         "native/cuda/emu/cuda_emu.cpp",
         "native/cuda/emulated/attention.cpp",
         "native/cuda/emulated/cuda_backend.cpp",
+        "native/cuda/emulated/draw_tokens.cpp",
         "native/cuda/emulated/elementwise.cpp",
         "native/cuda/emulated/gemm.cpp",
         "native/cuda/emulated/kv_write.cpp",

@@ -26,13 +26,19 @@ export interface FirstTokenMeasure {
 }
 
 /**
+ * How the streams sample: greedy, or "random" (the whole softmax at temperature 1, seeded per stream:
+ * what an OpenAI request without sampling fields gets from the server).
+ */
+export type StreamsSampler = "greedy" | "random";
+
+/**
  * `streams` requests of a `promptLength`-token prompt each (different tokens per stream) and `generated`
  * new tokens, submitted together. The window starts when the last stream has its first token (from
  * then on every step decodes one token of every stream, as llama-batched-bench's T_TG) and ends with
  * the last token.
  */
 export async function measureStreams(
-  lm: FalconCausalLM, streams: number, generated: number, repetitions: number, promptLength = 8,
+  lm: FalconCausalLM, streams: number, generated: number, repetitions: number, promptLength = 8, sampler: StreamsSampler = "greedy",
 ): Promise<StreamsMeasure> {
   const vocabularySize = lm.backbone.getConfig().vocabularySize;
   const rates: number[] = [];
@@ -42,7 +48,7 @@ export async function measureStreams(
       const times: number[][] = Array.from({ length: streams }, () => []);
       await Promise.all(Array.from({ length: streams }, (_, s) =>
         engine.complete(Int32Array.from(benchTokens(promptLength, vocabularySize, 100 * r + s + 1)), {
-          maxNewTokens: generated, stopTokenIds: null, sampler: "greedy",
+          maxNewTokens: generated, stopTokenIds: null, sampler: sampler === "greedy" ? "greedy" : { type: "random", seed: 100 * r + s + 1 },
           onToken: () => times[s]!.push(performance.now()),
         })));
       const windowStart = Math.max(...times.map((t) => t[0]!));

@@ -4,10 +4,11 @@
  *
  *   npm run bench -- [--small] [--preset DIR] [--dtypes float32,bfloat16,float16,int8,int4] [--reps 5]
  *                    [--threads N] [--engine-dtypes bfloat16,int8] [--device auto|cpu|cuda|cuda:N]
- *                    [--prompts 128,512] [--streams 1,4,16,64] [--json]
+ *                    [--prompts 128,512] [--streams 1,4,16,64] [--engine-sampler greedy|random] [--json]
  *
  * For the dtypes in --engine-dtypes (that are also measured), the continuous-batching engine's rows
- * follow (bench/engine.ts): aggregate decode tokens/s at 1, 4, 16 and 64 (--streams) concurrent streams,
+ * follow (bench/engine.ts): aggregate decode tokens/s at 1, 4, 16 and 64 (--streams) concurrent streams
+ * sampling greedily or, with --engine-sampler random, from the whole softmax at temperature 1,
  * and time to first token of a 264-token prompt with its 256-token prefix cold and cached. The floors
  * are this CPU's; a model on a GPU (--device cuda) is timed without them (bench/cuda-check.sh measures the GPU's).
  */
@@ -58,7 +59,7 @@ async function main(): Promise<void> {
       small: { type: "boolean", default: false }, preset: { type: "string" }, dtypes: { type: "string" },
       reps: { type: "string", default: "5" }, threads: { type: "string" }, json: { type: "boolean", default: false },
       "engine-dtypes": { type: "string", default: "bfloat16,int8" }, device: { type: "string", default: "auto" },
-      prompts: { type: "string" }, streams: { type: "string" },
+      prompts: { type: "string" }, streams: { type: "string" }, "engine-sampler": { type: "string", default: "greedy" },
     },
   });
   if (!isFalconDevice(values.device)) throw new Error(`--device must be auto, cpu, cuda or cuda:N, got "${values.device}"`);
@@ -78,6 +79,8 @@ async function main(): Promise<void> {
   // Up to 64 streams of a 1.3B model decode for minutes per repetition: the engine rows take at most 3.
   const engineReps = Math.min(reps, 3);
   const engineStreams = values.streams ? lengths(values.streams, "--streams") : [1, 4, 16, 64];
+  const engineSampler = values["engine-sampler"]!;
+  if (engineSampler !== "greedy" && engineSampler !== "random") throw new Error(`--engine-sampler must be greedy or random, got "${engineSampler}"`);
   const log = (line: string) => { if (!values.json) console.log(line); };
 
   const runtime = runtimeInfo();
@@ -115,7 +118,7 @@ async function main(): Promise<void> {
     let firstToken: FirstTokenMeasure | undefined;
     if (engineDtypes.has(dtype)) {
       const lm = new FalconCausalLM(model);
-      for (const count of engineStreams) streams.push(await measureStreams(lm, count, batchedSteps, engineReps));
+      for (const count of engineStreams) streams.push(await measureStreams(lm, count, batchedSteps, engineReps, 8, engineSampler));
       firstToken = await measureFirstToken(lm, values.small ? 64 : 256, engineReps);
     }
     const readAfter = await probeReadGBps();
@@ -152,7 +155,7 @@ async function main(): Promise<void> {
     // and R tokens' arithmetic at the measured peak.
     for (const { streams: count, tokensPerSecond } of streams) {
       const floor = Math.min(count * decodeFloor, tokenComputeFloor);
-      add(`engine×${count}`, tokensPerSecond, floor, floor === tokenComputeFloor ? "compute" : "bandwidth");
+      add(`engine×${count}${engineSampler === "greedy" ? "" : ` ${engineSampler}`}`, tokensPerSecond, floor, floor === tokenComputeFloor ? "compute" : "bandwidth");
     }
     if (firstToken) {
       // A cold prompt multiplies every layer matrix once per token and the head once; a cached prefix

@@ -187,6 +187,8 @@ export interface NativeEngineStats extends EngineStats {
   wholeLogitsRows: number;
   /** Output rows it returned as their sampler's best candidates only, ranked on the device (never on the CPU). */
   rankedLogitsRows: number;
+  /** Output rows it returned as their token only, drawn on the device from the sampler's draw (never on the CPU). */
+  drawnTokenRows: number;
 }
 
 export interface NativeEngine {

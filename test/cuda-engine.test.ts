@@ -5,6 +5,8 @@
  * and KV pool sizing are the CPU engine's. Then device selection's typed errors, and "auto" without CUDA.
  */
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
 
@@ -12,6 +14,7 @@ import { FalconBackbone, FalconCausalLM, FalconConfigError, FalconError, FalconI
 import { callNative, native } from "../src/native.js";
 import { onRealGpu } from "./helpers/cuda-emulation.js";
 import { FIXTURES, readJson } from "./helpers/fixtures.js";
+import { writeGgufModel } from "./helpers/gguf-model.js";
 import { settledMemoryStats } from "./helpers/native-memory.js";
 import { HF_CASES } from "./helpers/fixture-suites.js";
 
@@ -139,10 +142,10 @@ describe("cuda engine: sampling from candidates ranked on the device", () => {
     engines.push(engine);
     return engine;
   };
-  /** The native step runner's count of output rows returned whole and as ranked candidates (NativeEngineStats). */
+  /** The native step runner's count of output rows returned whole, as ranked candidates and as drawn tokens (NativeEngineStats). */
   const logitsRows = (engine: Engine) => {
-    const { wholeLogitsRows, rankedLogitsRows } = engine.native.stats();
-    return { whole: wholeLogitsRows, ranked: rankedLogitsRows };
+    const { wholeLogitsRows, rankedLogitsRows, drawnTokenRows } = engine.native.stats();
+    return { whole: wholeLogitsRows, ranked: rankedLogitsRows, drawn: drawnTokenRows };
   };
   type Request = { prompt: number[]; options: CompleteOptions };
   /** Every request at once (batched together), each's tokens in order. */
@@ -172,23 +175,46 @@ describe("cuda engine: sampling from candidates ranked on the device", () => {
       const actual = await run(cudaEngine, requests);
       actual.forEach((tokens, r) => assert.deepEqual(tokens, expected[r], `request ${r}: ${JSON.stringify(requests[r]!.options.sampler)}`));
       const generated = requests.reduce((sum, { options }) => sum + options.maxNewTokens!, 0);
-      assert.deepEqual(logitsRows(cudaEngine), { whole: 0, ranked: generated });
-      // The CPU computes whole rows on the host and samples them: nothing to copy, nothing ranked.
-      assert.deepEqual(logitsRows(cpuEngine), { whole: generated, ranked: 0 });
+      assert.deepEqual(logitsRows(cudaEngine), { whole: 0, ranked: generated, drawn: 0 });
+      // The CPU computes whole rows on the host and samples them: nothing to copy, nothing ranked or drawn.
+      assert.deepEqual(logitsRows(cpuEngine), { whole: generated, ranked: 0, drawn: 0 });
     });
   }
 
-  it("temperature, random, uncapped or wide top-p, top-k above 64, logprobs and returned logits still take whole rows, with the CPU's tokens; a mixed batch ranks only the rows that can be", async () => {
+  // Samplers over the whole softmax: their tokens are drawn on the device from the step's logits and the
+  // sampler's own draw.
+  const drawnSamplers: CompleteOptions["sampler"][] = [
+    { type: "temperature", temperature: 0.9, seed: 3 },
+    { type: "random", seed: 4 },
+    { type: "random", temperature: 1.7, seed: 2 ** 40 + 1 },
+    { type: "temperature", temperature: 0.3, seed: 10 },
+  ];
+  for (const name of ["rw_alibi_mha_sequential", "f7b_rotary_mqa_parallel"]) {
+    it(`${name}: seeded temperature and random requests give the CPU engine's tokens, drawn on the device: only their tokens come back`, async () => {
+      using models = await bothDevices(name);
+      const V = models.cpu.backbone.getConfig().vocabularySize;
+      const requests = drawnSamplers.map((sampler, r) => ({ prompt: prompt(r + 3, V), options: { maxNewTokens: 5 + (r % 4), sampler } }));
+      const cpuEngine = engineOn(models.cpu);
+      const cudaEngine = engineOn(models.cuda);
+      const expected = await run(cpuEngine, requests);
+      const actual = await run(cudaEngine, requests);
+      actual.forEach((tokens, r) => assert.deepEqual(tokens, expected[r], `request ${r}: ${JSON.stringify(requests[r]!.options.sampler)}`));
+      const generated = requests.reduce((sum, { options }) => sum + options.maxNewTokens!, 0);
+      assert.deepEqual(logitsRows(cudaEngine), { whole: 0, ranked: 0, drawn: generated });
+      assert.deepEqual(logitsRows(cpuEngine), { whole: generated, ranked: 0, drawn: 0 });
+    });
+  }
+
+  it("uncapped or wide top-p, top-k above 64, logprobs and returned logits still take whole rows, with the CPU's tokens; a mixed batch ranks and draws only the rows that can be", async () => {
     using models = await bothDevices("f40b_newarch_gqa");
     const V = models.cpu.backbone.getConfig().vocabularySize;
     const whole: CompleteOptions[] = [
-      { sampler: { type: "temperature", temperature: 0.9, seed: 3 } },
-      { sampler: { type: "random", seed: 4 } },
       { sampler: { type: "topP", p: 0.8, seed: 5 } },
       { sampler: { type: "topP", p: 0.8, k: V, seed: 6 } },
       { sampler: { type: "topK", k: 100, seed: 8 } },
       { sampler: "greedy", logprobs: 2 },
       { sampler: { type: "topK", k: 5, seed: 9 }, returnLogits: true },
+      { sampler: { type: "temperature", temperature: 0.9, seed: 3 }, logprobs: 0 },
     ];
     const requests = whole.map((options, r) => ({ prompt: prompt(r, V), options: { ...options, maxNewTokens: 3 } }));
     const cpuEngine = engineOn(models.cpu);
@@ -196,13 +222,17 @@ describe("cuda engine: sampling from candidates ranked on the device", () => {
     const expected = await run(cpuEngine, requests);
     const actual = await run(cudaEngine, requests);
     actual.forEach((tokens, r) => assert.deepEqual(tokens, expected[r], `request ${r}: ${JSON.stringify(requests[r]!.options)}`));
-    assert.deepEqual(logitsRows(cudaEngine), { whole: 3 * whole.length, ranked: 0 });
-    // One batch of both kinds: each row comes back as its own request needs it.
-    const mixed: Request[] = [...requests, { prompt: prompt(20, V), options: { maxNewTokens: 3, sampler: { type: "topK", k: 5, seed: 9 } } }];
+    assert.deepEqual(logitsRows(cudaEngine), { whole: 3 * whole.length, ranked: 0, drawn: 0 });
+    // One batch of all three kinds: each row comes back as its own request needs it.
+    const mixed: Request[] = [
+      ...requests,
+      { prompt: prompt(20, V), options: { maxNewTokens: 3, sampler: { type: "topK", k: 5, seed: 9 } } },
+      { prompt: prompt(21, V), options: { maxNewTokens: 4, sampler: { type: "random", seed: 12 } } },
+    ];
     const mixedExpected = await run(cpuEngine, mixed);
     const mixedActual = await run(cudaEngine, mixed);
     assert.deepEqual(mixedActual, mixedExpected);
-    assert.deepEqual(logitsRows(cudaEngine), { whole: 2 * 3 * whole.length, ranked: 3 });
+    assert.deepEqual(logitsRows(cudaEngine), { whole: 2 * 3 * whole.length, ranked: 3, drawn: 4 });
   });
 });
 
@@ -224,6 +254,26 @@ describe("cuda weights", () => {
         error instanceof FalconError && /device memory/.test(error.message) && /"cpu"/.test(error.message));
     } finally {
       cuda.dispose();
+    }
+  });
+
+  it("rows staged through the page-locked buffers (4 MiB each) arrive whole: rows of every piece are the CPU's", async () => {
+    // A float32 file into a float32 model: the loader hands the sink blocks of up to 8 MiB, each staged
+    // as pieces of 4096 rows of 1 KiB through the two buffers in turn.
+    const source = new FalconBackbone({ ...config, vocabularySize: 18000, numLayers: 1, seed: 4 }, { device: "cpu" });
+    const file = path.join(mkdtempSync(path.join(os.tmpdir(), "falcon-staging-")), "wide.gguf");
+    await writeGgufModel(source, file, { matrixType: "F32" });
+    source.dispose();
+    const cpu = await FalconBackbone.fromPreset(file, { device: "cpu" });
+    const cuda = await FalconBackbone.fromPreset(file, { device: "cuda" });
+    try {
+      const inputs = { tokenIds: [[5, 4095, 4096, 8191, 8192, 12288, 16384, 17999]] };
+      const [expected, actual] = [await cpu.call(inputs), await cuda.call(inputs)];
+      assert.ok(relativeError([actual.data], [expected.data]) < 1e-4, `${relativeError([actual.data], [expected.data])}`);
+    } finally {
+      cpu.dispose();
+      cuda.dispose();
+      rmSync(path.dirname(file), { recursive: true, force: true });
     }
   });
 

@@ -301,7 +301,7 @@ describeOnEach(describe, "cuda ops: GEMM and GEMV against cpu::matmul", (cuda) =
   it("every launcher refuses sizes and types it cannot run, as typed input errors naming it", () => {
     const refusals = cuda.kernelRefusals();
     const launchers = [...new Set(refusals.map(({ call }) => call.split(" ")[0]!))].sort();
-    assert.deepEqual(launchers, ["embedding", "embedding_int8", "gather_rows", "gemm_f32", "gemm_wmma", "gemv", "gemv_int8", "paged_attention", "round_to", "top_k", "write_kv"]);
+    assert.deepEqual(launchers, ["draw_tokens", "embedding", "embedding_int8", "gather_rows", "gemm_f32", "gemm_wmma", "gemv", "gemv_int8", "paged_attention", "round_to", "top_k", "write_kv"]);
     for (const { call, code, message } of refusals) {
       assert.equal(code, "FALCON_INPUT", `${call}: ${code} ${message}`);
       assert.ok(message.startsWith(`${call.split(" ")[0]}: `), `${call}: the message "${message}" does not name the kernel`);
@@ -428,4 +428,79 @@ describeOnEach(describe, "cuda ops: sampling from device-ranked candidates", (cu
       }
     });
   }
+});
+
+describeOnEach(describe, "cuda ops: tokens drawn on the device", (cuda) => {
+  const temperatures = [1, 0.7, 0.05, 2];
+  /** Seeded draws in [0, 1), and the extremes: 0, ½ and the largest double below 1. */
+  const drawsOf = (seed: number, count: number) => {
+    const random = seededRandom(seed);
+    return [0, 0.5, 1 - 2 ** -53, ...Array.from({ length: count }, () => random())];
+  };
+  /** Every row with every temperature and draw, in one launch; the kernel's and the host sampler's tokens. */
+  const drawEach = (logits: Float32Array, vocab: number, rowAllowed: [row: number, allowed: number][], draws: number[]) => {
+    const cases = rowAllowed.flatMap(([row, allowed]) => temperatures.flatMap((temperature) => draws.map((draw) => ({ row, allowed, temperature, draw }))));
+    const { gpu, cpu } = cuda.drawTokens({
+      logits, vocab,
+      rows: Int32Array.from(cases, ({ row }) => row),
+      allowed: Int32Array.from(cases, ({ allowed }) => allowed),
+      temperatures: Float64Array.from(cases, ({ temperature }) => temperature),
+      draws: Float64Array.from(cases, ({ draw }) => draw),
+    });
+    return { cases, gpu: Array.from(gpu), cpu: Array.from(cpu) };
+  };
+
+  it("draws the host sampler's token for every draw and temperature, on rows with ties, NaN, ±Infinity and signed zeros", () => {
+    const vocab = 300;
+    const logits = rankingRows(vocab, 47);
+    const rows = Array.from({ length: logits.length / vocab }, (_, r): [number, number] => [r, r === 1 ? 77 : vocab]);
+    const { cases, gpu, cpu } = drawEach(logits, vocab, rows, drawsOf(5, 24));
+    assert.deepEqual(gpu, cpu);
+    cases.forEach(({ row, allowed, draw }, i) => {
+      const row0 = row * vocab;
+      // Expectations of their own: no number above -Infinity gives id 0 everything; +Infinity logits share
+      // all the mass; a flat row's running sums are the integers, so the draw lands at ⌊u · allowed⌋.
+      if (row === 3 || row === 4) assert.equal(gpu[i], 0, `row ${row}`);
+      if (row === 5) assert.equal(logits[row0 + gpu[i]!], Infinity, `row 5, draw ${draw}`);
+      if (row === 6) assert.equal(gpu[i], Math.floor(draw * allowed), `flat row, draw ${draw}`);
+      assert.ok(gpu[i]! >= 0 && gpu[i]! < allowed);
+    });
+  });
+
+  it("rows of several 1024-id chunks: draws land in every chunk and at the chunk edges", () => {
+    const vocab = 2600;
+    const random = seededRandom(8);
+    const logits = new Float32Array(2 * vocab);
+    for (let i = 0; i < vocab; i++) {
+      logits[i] = (random() * 2 - 1) * 2;
+      logits[vocab + i] = 1.5;
+    }
+    const rows: [number, number][] = [[0, vocab], [0, 1024], [0, 1025], [0, 2048], [0, 2049], [1, vocab], [1, 2049]];
+    const draws = drawsOf(9, 40);
+    // The flat row's chunk edges exactly: the draws that land on the last id of a chunk and the first of the next.
+    for (const edge of [1023, 1024, 2047, 2048]) draws.push(edge / vocab, (edge + 0.5) / vocab);
+    const { cases, gpu, cpu } = drawEach(logits, vocab, rows, draws);
+    assert.deepEqual(gpu, cpu);
+    cases.forEach(({ row, allowed, draw }, i) => {
+      if (row === 1) assert.equal(gpu[i], Math.floor(draw * allowed), `flat row over ${allowed} ids, draw ${draw}`);
+    });
+    const landed = new Set(cases.flatMap(({ row, allowed }, i) => (row === 0 && allowed === vocab ? [Math.floor(gpu[i]! / 1024)] : [])));
+    assert.deepEqual([...landed].sort(), [0, 1, 2], "the draws land in each chunk of the random row");
+  });
+
+  it("a peaked row whose tail weighs almost nothing next to its head: draws near 1 land where the host's do", () => {
+    const vocab = 1500;
+    const logits = Float32Array.from({ length: vocab }, (_, i) => (i === 700 ? 30 : i % 2 ? -30 : -Infinity));
+    const { gpu, cpu } = drawEach(logits, vocab, [[0, vocab]], [1 - 2 ** -53, 0.999999, 0.5, 0]);
+    assert.deepEqual(gpu, cpu);
+  });
+
+  it("refuses rows, vocabularies, temperatures and draws outside what the kernel takes", () => {
+    const base = { logits: new Float32Array(8), vocab: 4, rows: Int32Array.from([0]), allowed: Int32Array.from([4]), temperatures: Float64Array.from([1]), draws: Float64Array.from([0.5]) };
+    assert.deepEqual(Array.from(cuda.drawTokens(base).gpu), Array.from(cuda.drawTokens(base).cpu));
+    for (const bad of [{ rows: Int32Array.from([2]) }, { allowed: Int32Array.from([5]) }, { allowed: Int32Array.from([0]) }, { temperatures: Float64Array.from([0]) },
+      { temperatures: Float64Array.from([NaN]) }, { draws: Float64Array.from([1]) }, { draws: Float64Array.from([-0.1]) }]) {
+      assert.throws(() => cuda.drawTokens({ ...base, ...bad }), { code: "FALCON_INPUT" }, JSON.stringify(bad));
+    }
+  });
 });

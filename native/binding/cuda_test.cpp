@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <functional>
 #include <memory>
 #include <string>
@@ -511,6 +512,7 @@ Napi::Value KernelRefusals(const Napi::CallbackInfo& info) {
     const int8_t* bytes = device.upload(std::vector<int8_t>(256, 0));
     const int32_t* ints = device.upload(std::vector<int32_t>(64, 0));
     int32_t* ints_out = device.allocate<int32_t>(64);
+    const double* doubles = device.upload(std::vector<double>(64, 0.5));
     const gpu::GemmEpilogue none;
     const cudaStream_t stream = device.native();
     gpu::PagedKv int8_pool;
@@ -556,6 +558,8 @@ Napi::Value KernelRefusals(const Napi::CallbackInfo& info) {
         {"top_k max_k = 0", [&] { gpu::top_k(floats, 4, ints, ints, ints, 1, 0, ints_out, floats, stream); }},
         {"top_k vocab = 0", [&] { gpu::top_k(floats, 0, ints, ints, ints, 1, 1, ints_out, floats, stream); }},
         {"top_k count < 0", [&] { gpu::top_k(floats, 4, ints, ints, ints, -1, 1, ints_out, floats, stream); }},
+        {"draw_tokens vocab = 0", [&] { gpu::draw_tokens(floats, 0, ints, ints, doubles, doubles, 1, ints_out, stream); }},
+        {"draw_tokens count < 0", [&] { gpu::draw_tokens(floats, 4, ints, ints, doubles, doubles, -1, ints_out, stream); }},
     };
     Napi::Array result = Napi::Array::New(env, calls.size());
     for (size_t i = 0; i < calls.size(); ++i) {
@@ -628,6 +632,47 @@ Napi::Value TopK(const Napi::CallbackInfo& info) {
     result.Set("gpuValues", typed(env, gpu_values));
     result.Set("cpuIds", typed(env, cpu_ids));
     result.Set("cpuValues", typed(env, cpu_values));
+    return result;
+  });
+}
+
+// drawTokens({ logits: Float32Array [logitsRows · vocab], vocab, rows, allowed: Int32Array [drawn rows],
+//              temperatures, draws: Float64Array [drawn rows] })
+//   → { gpu, cpu: Int32Array [drawn rows] }: each drawn row's token from draw_tokens, and from the host
+//     sampler's sample_drawn with the same draw (a temperature sampler at the row's temperature).
+Napi::Value DrawTokens(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const Napi::Object spec = spec_object(info);
+  const int64_t vocab = integer(env, spec, "vocab", 1, 1 << 20);
+  const std::vector<float> logits = array<Napi::Float32Array>(env, spec, "logits", -1);
+  const std::vector<int32_t> rows = array<Napi::Int32Array>(env, spec, "rows", -1);
+  const std::vector<int32_t> allowed = array<Napi::Int32Array>(env, spec, "allowed", int64_t(rows.size()));
+  const std::vector<double> temperatures = array<Napi::Float64Array>(env, spec, "temperatures", int64_t(rows.size()));
+  const std::vector<double> draws = array<Napi::Float64Array>(env, spec, "draws", int64_t(rows.size()));
+  const int64_t logits_rows = int64_t(logits.size()) / vocab;
+  if (logits_rows * vocab != int64_t(logits.size()) || logits_rows == 0) throw input_error(env, "spec.logits must hold whole rows of vocab values");
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (rows[i] < 0 || rows[i] >= logits_rows) throw input_error(env, "spec.rows must lie in [0, rows of logits)");
+    if (allowed[i] < 1 || allowed[i] > std::min(vocab, gpu::kDrawMaxIds)) throw input_error(env, "spec.allowed must lie in [1, vocab]");
+    if (!(temperatures[i] > 0 && std::isfinite(temperatures[i]))) throw input_error(env, "spec.temperatures must be finite and above 0");
+    if (!(draws[i] >= 0 && draws[i] < 1)) throw input_error(env, "spec.draws must lie in [0, 1)");
+  }
+  return call_core(env, [&] {
+    std::vector<int32_t> cpu(rows.size());
+    for (size_t i = 0; i < rows.size(); ++i) {
+      SamplerParams params;
+      params.kind = SamplerKind::Temperature;
+      params.temperature = temperatures[i];
+      SequenceSampler sampler(params);
+      cpu[i] = sampler.sample_drawn(draws[i], logits.data() + int64_t(rows[i]) * vocab, allowed[i]);
+    }
+    Device device;
+    int32_t* tokens = device.allocate<int32_t>(std::max<size_t>(rows.size(), 1));
+    gpu::draw_tokens(device.upload(logits), vocab, device.upload(rows), device.upload(allowed), device.upload(temperatures),
+                     device.upload(draws), int64_t(rows.size()), tokens, device.native());
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("gpu", typed(env, device.download(tokens, rows.size())));
+    result.Set("cpu", typed(env, cpu));
     return result;
   });
 }
@@ -1258,6 +1303,7 @@ Napi::Object CudaEmulationForTest(Napi::Env env) {
   object.Set("kernelRefusals", Napi::Function::New(env, KernelRefusals));
   object.Set("topK", Napi::Function::New(env, TopK));
   object.Set("sampleRanked", Napi::Function::New(env, SampleRanked));
+  object.Set("drawTokens", Napi::Function::New(env, DrawTokens));
   object.Set("attention", Napi::Function::New(env, Attention));
   object.Set("writeKv", Napi::Function::New(env, WriteKv));
   object.Set("barrierExchange", Napi::Function::New(env, BarrierExchange));

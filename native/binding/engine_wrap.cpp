@@ -351,6 +351,7 @@ Napi::Value EngineWrap::Stats(const Napi::CallbackInfo& info) {
   result.Set("steps", double(stats.steps));
   result.Set("wholeLogitsRows", double(stats.whole_logits_rows));
   result.Set("rankedLogitsRows", double(stats.ranked_logits_rows));
+  result.Set("drawnTokenRows", double(stats.drawn_token_rows));
   return result;
 }
 

@@ -68,6 +68,7 @@ template <typename ArrayType> constexpr napi_typedarray_type typed_array_kind();
 template <> constexpr napi_typedarray_type typed_array_kind<Napi::Int32Array>() { return napi_int32_array; }
 template <> constexpr napi_typedarray_type typed_array_kind<Napi::Uint8Array>() { return napi_uint8_array; }
 template <> constexpr napi_typedarray_type typed_array_kind<Napi::Float32Array>() { return napi_float32_array; }
+template <> constexpr napi_typedarray_type typed_array_kind<Napi::Float64Array>() { return napi_float64_array; }
 
 // Reads an optional typed array argument of exactly ArrayType; false when it is null or absent.
 template <typename ArrayType>

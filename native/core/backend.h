@@ -52,20 +52,31 @@ ByteCount forward_memory_bytes(const ModelConfig& config, int64_t batch, int64_t
 constexpr int64_t kMaxRankedCandidates = 64;
 
 // What the caller of a step needs of one output row's logits: its `candidates` best ids and their
-// logits among [0, allowed), in rank_top_k's order, or with candidates 0 the whole row.
+// logits among [0, allowed), in rank_top_k's order, or with candidates 0 the whole row. A row with
+// `temperature` > 0 (and candidates 0) needs only its token: the draw `draw` of
+// SequenceSampler::sample_drawn over softmax(logits[0, allowed) / temperature), which a backend may
+// make on its device.
 struct LogitsWanted {
   int64_t candidates = 0;  // in [0, kMaxRankedCandidates]
   int64_t allowed = 0;     // in [1, vocabulary]
+  double temperature = 0;  // > 0: the token may be drawn on the device
+  double draw = 0;         // in [0, 1): the sampler's draw for this row
 };
 
-// Where a step's output rows go. Row r is either ranked (ranked[r] = 1: its candidates at
-// candidate_ids / candidate_values [r · kMaxRankedCandidates ..]) or whole (ranked[r] = 0: logits
-// [r · vocabulary ..]); a backend may return any row whole.
+// How a backend returned one output row (LogitsOutput::returned).
+enum class RowReturned : uint8_t {
+  Whole = 0,   // logits [r · vocabulary ..]
+  Ranked = 1,  // candidate_ids / candidate_values [r · kMaxRankedCandidates ..]
+  Drawn = 2,   // drawn_tokens[r]
+};
+
+// Where a step's output rows go, each as returned[r] says. A backend may return any row whole.
 struct LogitsOutput {
   float* logits = nullptr;            // [rows, vocabulary]
   int32_t* candidate_ids = nullptr;   // [rows, kMaxRankedCandidates]
   float* candidate_values = nullptr;  // [rows, kMaxRankedCandidates]
-  uint8_t* ranked = nullptr;          // [rows]
+  int32_t* drawn_tokens = nullptr;    // [rows]
+  RowReturned* returned = nullptr;    // [rows]
 };
 
 // Where the math runs, and what lives there: the model's weights in the layout its kernels read, KV
@@ -122,7 +133,7 @@ class Backend {
   virtual void project_logits_for_sampling(const Model& model, const float* hidden, int64_t rows, const LogitsWanted* wanted,
                                            const LogitsOutput& out) {
     project_logits(model, hidden, rows, out.logits);
-    std::fill(out.ranked, out.ranked + rows, uint8_t(0));
+    std::fill(out.returned, out.returned + rows, RowReturned::Whole);
   }
   // Token embedding rows as float32, [count, hidden].
   void embed(const Model& model, const int32_t* token_ids, int64_t count, float* out) {

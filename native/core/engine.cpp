@@ -31,7 +31,11 @@ Engine::Request::Request(EngineRequest p) : params(std::move(p)), sampler(params
   // Logprobs and returned logits read the whole row; so does a sampler needing more candidates than a backend ranks.
   const bool whole = params.top_logprobs >= 0 || params.return_logits;
   const int64_t candidates = whole ? 0 : sampler.candidates_needed(params.allowed_vocabulary);
-  wanted = LogitsWanted{candidates <= kMaxRankedCandidates ? candidates : 0, params.allowed_vocabulary};
+  wanted.candidates = candidates <= kMaxRankedCandidates ? candidates : 0;
+  wanted.allowed = params.allowed_vocabulary;
+  // A sampler over the whole softmax needs only its token, which a backend can draw (each step's draw
+  // is taken as the step is planned).
+  if (!whole) wanted.temperature = sampler.device_draw_temperature();
 }
 
 const char* finish_reason_name(FinishReason reason) {
@@ -57,7 +61,8 @@ Engine::Engine(std::unique_ptr<StepRunner> runner, const EngineConfig& config, E
   require(config.max_sequences <= 65536, ErrorKind::Input, "maxSequences must be at most 65536");
   // Logits come back for at most one row per running sequence: whole, or as its ranked candidates.
   const ByteCount row_bytes = ByteCount(uint64_t(vocab_size_)) * sizeof(float) +
-                              ByteCount(uint64_t(kMaxRankedCandidates)) * (sizeof(int32_t) + sizeof(float)) + sizeof(uint8_t);
+                              ByteCount(uint64_t(kMaxRankedCandidates)) * (sizeof(int32_t) + sizeof(float)) + sizeof(int32_t) +
+                              sizeof(RowReturned);
   require_memory(ByteCount(uint64_t(config.max_sequences)) * row_bytes, ErrorKind::Input,
                  "logits for " + std::to_string(config.max_sequences) + " sequences (maxSequences × vocabulary)");
   logits_.resize(size_t(config.max_sequences) * size_t(vocab_size_));
@@ -65,7 +70,8 @@ Engine::Engine(std::unique_ptr<StepRunner> runner, const EngineConfig& config, E
   wanted_.reserve(rows);
   candidate_ids_.resize(rows * size_t(kMaxRankedCandidates));
   candidate_values_.resize(rows * size_t(kMaxRankedCandidates));
-  ranked_.resize(rows);
+  drawn_tokens_.resize(rows);
+  returned_.resize(rows);
   {
     std::lock_guard<std::mutex> lock(mutex_);
     published_.blocks = blocks_.counts();
@@ -190,29 +196,50 @@ void Engine::finish(uint64_t id) {
   requests_.erase(found);
 }
 
-void Engine::emit_token(Request& request, size_t row, std::vector<EngineEvent>* events) {
-  const EngineRequest& params = request.params;
-  const float* logits = logits_.data() + row * size_t(vocab_size_);
-  const size_t first_candidate = row * size_t(kMaxRankedCandidates);
-  // A ranked row's whole logits were never returned: its request needs only the candidates.
-  const int32_t token = ranked_[row] ? request.sampler.sample_candidates(candidate_ids_.data() + first_candidate,
-                                                                          candidate_values_.data() + first_candidate,
-                                                                          request.wanted.candidates, params.allowed_vocabulary)
-                                     : request.sampler.sample(logits, params.allowed_vocabulary);
-  EngineEvent event;
+void Engine::sample_row(Request& request, size_t row) {
+  EngineEvent& event = row_events_[row];
+  event = EngineEvent{};
   event.request = request.sequence.id;
-  event.token = token;
-  if (params.top_logprobs >= 0) {
-    event.has_logprob = true;
-    event.logprob = token_logprobs(logits, params.allowed_vocabulary, token, params.top_logprobs, &event.top);
+  try {
+    const EngineRequest& params = request.params;
+    const float* logits = logits_.data() + row * size_t(vocab_size_);
+    const size_t first_candidate = row * size_t(kMaxRankedCandidates);
+    const LogitsWanted& wanted = wanted_[row];
+    // A ranked or drawn row's whole logits were never returned: its request needs only the candidates or the token.
+    switch (returned_[row]) {
+      case RowReturned::Drawn:
+        event.token = drawn_tokens_[row];
+        break;
+      case RowReturned::Ranked:
+        event.token = request.sampler.sample_candidates(candidate_ids_.data() + first_candidate, candidate_values_.data() + first_candidate,
+                                                        wanted.candidates, params.allowed_vocabulary);
+        break;
+      case RowReturned::Whole:
+        event.token = wanted.temperature > 0 ? request.sampler.sample_drawn(wanted.draw, logits, params.allowed_vocabulary)
+                                             : request.sampler.sample(logits, params.allowed_vocabulary);
+        break;
+    }
+    if (params.top_logprobs >= 0) {
+      event.has_logprob = true;
+      event.logprob = token_logprobs(logits, params.allowed_vocabulary, event.token, params.top_logprobs, &event.top);
+    }
+    if (params.return_logits) event.logits.assign(logits, logits + vocab_size_);
+  } catch (const std::exception& e) {
+    event = error_event(request.sequence.id, e);
   }
-  if (params.return_logits) event.logits.assign(logits, logits + vocab_size_);
-  request.sequence.tokens.push_back(token);
-  ++request.generated;
-  ++generated_tokens_;
-  const auto& stops = params.stop_token_ids;
-  if (std::find(stops.begin(), stops.end(), token) != stops.end()) event.finish = FinishReason::Stop;
-  else if (request.generated >= params.max_new_tokens) event.finish = FinishReason::Length;
+}
+
+void Engine::emit_sampled(Request& request, size_t row, std::vector<EngineEvent>* events) {
+  EngineEvent& event = row_events_[row];
+  if (event.finish != FinishReason::Error) {
+    const EngineRequest& params = request.params;
+    request.sequence.tokens.push_back(event.token);
+    ++request.generated;
+    ++generated_tokens_;
+    const auto& stops = params.stop_token_ids;
+    if (std::find(stops.begin(), stops.end(), event.token) != stops.end()) event.finish = FinishReason::Stop;
+    else if (request.generated >= params.max_new_tokens) event.finish = FinishReason::Length;
+  }
   events->push_back(std::move(event));
 }
 
@@ -241,7 +268,9 @@ void Engine::run_step(const StepPlan& plan, std::vector<EngineEvent>* events) {
     if (chunk.wants_logits) {
       batch_.output_rows.push_back(batch_.token_count() - 1);
       output_requests_.push_back(requests_.at(sequence.id).get());
-      wanted_.push_back(output_requests_.back()->wanted);
+      Request& request = *output_requests_.back();
+      wanted_.push_back(request.wanted);
+      if (request.wanted.temperature > 0) wanted_.back().draw = request.sampler.draw();
     }
   }
   if (config_.record_steps) {
@@ -252,10 +281,11 @@ void Engine::run_step(const StepPlan& plan, std::vector<EngineEvent>* events) {
     step_log_.push_back(std::move(record));
   }
 
+  ThreadPoolPin pin;  // per step, sampling included: setNumThreads takes effect at the next step, never under this one
   try {
-    ThreadPoolPin pin;  // per step: setNumThreads takes effect at the next step, never under this one
     runner_->run_for_sampling(batch_, wanted_.data(),
-                              LogitsOutput{logits_.data(), candidate_ids_.data(), candidate_values_.data(), ranked_.data()});
+                              LogitsOutput{logits_.data(), candidate_ids_.data(), candidate_values_.data(), drawn_tokens_.data(),
+                                           returned_.data()});
   } catch (const std::exception& e) {
     // Every sequence of the failed step fails: its cache slots may be half written.
     for (const ScheduledChunk& chunk : plan.chunks) {
@@ -265,16 +295,20 @@ void Engine::run_step(const StepPlan& plan, std::vector<EngineEvent>* events) {
     return;
   }
   scheduler_.complete(plan);
-  for (size_t row = 0; row < output_requests_.size(); ++row) ++(ranked_[row] ? ranked_logits_rows_ : whole_logits_rows_);
   for (size_t row = 0; row < output_requests_.size(); ++row) {
+    const RowReturned returned = returned_[row];
+    ++(returned == RowReturned::Drawn ? drawn_token_rows_ : returned == RowReturned::Ranked ? ranked_logits_rows_ : whole_logits_rows_);
+  }
+  // A whole row's sampler takes an exp per id (half a millisecond at a 50k vocabulary), so the rows,
+  // each touching only its own request, are sampled on the step's pool; their events follow in order.
+  const size_t rows = output_requests_.size();
+  if (row_events_.size() < rows) row_events_.resize(rows);
+  current_thread_pool()->parallel_for(int64_t(rows), 1, [this](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) sample_row(*output_requests_[size_t(row)], size_t(row));
+  });
+  for (size_t row = 0; row < rows; ++row) {
     Request& request = *output_requests_[row];
-    const size_t first = events->size();
-    try {
-      emit_token(request, row, events);
-    } catch (const std::exception& e) {
-      events->resize(first);
-      events->push_back(error_event(request.sequence.id, e));
-    }
+    emit_sampled(request, row, events);
     if (events->back().finish != FinishReason::None) finish(request.sequence.id);
   }
 }
@@ -297,6 +331,7 @@ void Engine::publish_stats() {
   published_.generated_tokens = generated_tokens_;
   published_.whole_logits_rows = whole_logits_rows_;
   published_.ranked_logits_rows = ranked_logits_rows_;
+  published_.drawn_token_rows = drawn_token_rows_;
   // A sample every tenth of a second at most: the window stays small however fast steps run.
   const auto now = std::chrono::steady_clock::now();
   if (rate_window_.empty() || now - rate_window_.back().first >= kRateSampleInterval) rate_window_.emplace_back(now, generated_tokens_);

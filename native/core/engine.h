@@ -76,9 +76,11 @@ struct EngineStats {
   double tokens_per_second = 0;  // over the last few seconds
   int64_t steps = 0;
   // Output rows the runner returned as whole logits rows (on CUDA: copied back from the device), and
-  // rows it returned as their best candidates only (ranked on the device; the CPU never does).
+  // rows it returned as their best candidates only, and rows it returned as their token only (ranked
+  // or drawn on the device; the CPU does neither).
   int64_t whole_logits_rows = 0;
   int64_t ranked_logits_rows = 0;
+  int64_t drawn_token_rows = 0;
 };
 
 struct StepRecordChunk {
@@ -135,8 +137,12 @@ class Engine {
   // Moves submitted and cancelled requests into the scheduler; appends Cancelled events.
   void take_inbox(std::vector<EngineEvent>* events);
   void run_step(const StepPlan& plan, std::vector<EngineEvent>* events);
-  // Samples output row `row` of the step just run (whole or ranked) and appends the token's event.
-  void emit_token(Request& request, size_t row, std::vector<EngineEvent>* events);
+  // Samples output row `row` of the step just run (whole, ranked or drawn) into row_events_[row]: the
+  // token's event, or the request's Error event. Touches that row's request and event only, so rows
+  // are sampled in parallel.
+  void sample_row(Request& request, size_t row);
+  // Records row_events_[row]'s token in its request (and its finish) and appends the event.
+  void emit_sampled(Request& request, size_t row, std::vector<EngineEvent>* events);
   void finish(uint64_t id);
   // Fails every request (an Error event each, after the events already in `events`) and empties the
   // pool and the queues.
@@ -155,15 +161,18 @@ class Engine {
   std::map<uint64_t, std::unique_ptr<Request>> requests_;
   StepBatch batch_;
   std::vector<Request*> output_requests_;  // the request of each of batch_'s output rows
+  std::vector<EngineEvent> row_events_;     // each output row's event, as sampled (grown, then reused)
   // The step's output rows, as the runner returned each (backend.h LogitsOutput), and what each wants.
   std::vector<LogitsWanted> wanted_;
   TrackedVector<float> logits_;
   TrackedVector<int32_t> candidate_ids_;
   TrackedVector<float> candidate_values_;
-  TrackedVector<uint8_t> ranked_;
+  TrackedVector<int32_t> drawn_tokens_;
+  TrackedVector<RowReturned> returned_;
   int64_t generated_tokens_ = 0;
   int64_t whole_logits_rows_ = 0;
   int64_t ranked_logits_rows_ = 0;
+  int64_t drawn_token_rows_ = 0;
 
   mutable std::mutex mutex_;
   std::condition_variable wake_;

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "error.h"
+#include "softmax_draw.h"
 
 // Contracting a * b + c into one fused multiply-add rounds once instead of twice and so changes the
 // last bit of exp and of the softmax weights; JavaScript never contracts.
@@ -27,83 +28,6 @@ constexpr double kPositiveInfinity = std::numeric_limits<double>::infinity();
 // Above this k, top-k selection sorts instead of inserting into a sorted prefix (INSERTION_TOP_K_LIMIT).
 constexpr int64_t kInsertionTopKLimit = 128;
 constexpr double kMaxSafeInteger = 9007199254740991.0;
-
-uint32_t high_word(double x) {
-  uint64_t bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  return uint32_t(bits >> 32);
-}
-
-double from_words(uint32_t high, uint32_t low) {
-  const uint64_t bits = (uint64_t(high) << 32) | low;
-  double x;
-  std::memcpy(&x, &bits, sizeof x);
-  return x;
-}
-
-// Math.exp as V8 computes it (src/base/ieee754.cc: FreeBSD msun's e_exp.c, from fdlibm). The C
-// library's exp differs from it in the last bit for about one argument in ten, which would shift
-// softmax weights and, now and then, the token a draw lands on.
-double js_exp(double x) {
-  static const double one = 1.0, half[2] = {0.5, -0.5}, o_threshold = 7.09782712893383973096e+02,
-                      u_threshold = -7.45133219101941108420e+02,
-                      ln2_high[2] = {6.93147180369123816490e-01, -6.93147180369123816490e-01},
-                      ln2_low[2] = {1.90821492927058770002e-10, -1.90821492927058770002e-10},
-                      inv_ln2 = 1.44269504088896338700e+00, P1 = 1.66666666666666019037e-01,
-                      P2 = -2.77777777770155933842e-03, P3 = 6.61375632143793436117e-05,
-                      P4 = -1.65339022054652515390e-06, P5 = 4.13813679705723846039e-08, E = 2.718281828459045,
-                      huge = 1.0e+300, two_m1000 = 9.33263618503218878990e-302, two_1023 = 8.988465674311579539e307;
-  double y, hi = 0.0, lo = 0.0, c, t, two_pk;
-  int32_t k = 0;
-  uint32_t hx = high_word(x);
-  const int xsb = int((hx >> 31) & 1);
-  hx &= 0x7FFFFFFF;
-
-  if (hx >= 0x40862E42) {  // |x| >= 709.78...
-    if (hx >= 0x7FF00000) {
-      uint64_t bits;
-      std::memcpy(&bits, &x, sizeof bits);
-      if (((hx & 0xFFFFF) | uint32_t(bits)) != 0) return x + x;  // NaN
-      return xsb == 0 ? x : 0.0;                                  // exp(+-inf) = {inf, 0}
-    }
-    if (x > o_threshold) return huge * huge;
-    if (x < u_threshold) return two_m1000 * two_m1000;
-  }
-
-  if (hx > 0x3FD62E42) {    // |x| > 0.5 ln2
-    if (hx < 0x3FF0A2B2) {  // and |x| < 1.5 ln2
-      if (x == 1.0) return E;
-      hi = x - ln2_high[xsb];
-      lo = ln2_low[xsb];
-      k = 1 - xsb - xsb;
-    } else {
-      k = int32_t(inv_ln2 * x + half[xsb]);
-      t = k;
-      hi = x - t * ln2_high[0];  // exact here
-      lo = t * ln2_low[0];
-    }
-    x = hi - lo;
-  } else if (hx < 0x3E300000) {  // |x| < 2**-28
-    if (huge + x > one) return one + x;
-  } else {
-    k = 0;
-  }
-
-  t = x * x;
-  if (k >= -1021) {
-    two_pk = from_words(0x3FF00000u + (uint32_t(k) << 20), 0);
-  } else {
-    two_pk = from_words(0x3FF00000u + (uint32_t(k + 1000) << 20), 0);
-  }
-  c = x - t * (P1 + t * (P2 + t * (P3 + t * (P4 + t * P5))));
-  if (k == 0) return one - ((x * c) / (c - 2.0) - x);
-  y = one - ((lo - (x * c) / (2.0 - c)) - hi);
-  if (k >= -1021) {
-    if (k == 1024) return y * 2.0 * two_1023;
-    return y * two_pk;
-  }
-  return y * two_pk * two_m1000;
-}
 
 // splitmix32 step: advances `state` and returns the mixed word.
 uint32_t splitmix32(uint32_t* state) {
@@ -217,7 +141,7 @@ double softmax_weights(const LogitOf& logit_of, int64_t count, double temperatur
   double sum = 0;
   for (int64_t i = 0; i < count; ++i) {
     const double value = logit_of(i);
-    const double weight = value > kNegativeInfinity ? js_exp((value - max) / temperature) : 0;
+    const double weight = softmax_draw::temperature_weight(value, max, temperature);
     weights[i] = weight;
     sum += weight;
   }
@@ -275,7 +199,8 @@ SequenceSampler::SequenceSampler(const SamplerParams& params, uint32_t stream) :
   if ((state_[0] | state_[1] | state_[2] | state_[3]) == 0) state_[0] = 1;
 }
 
-double SequenceSampler::next_uniform() {
+// src/samplers.ts SeededRandom.next(): a uniform double in [0, 1) with 53 random bits.
+double SequenceSampler::draw() {
   uint32_t* s = state_;
   auto next_uint32 = [s] {
     const uint32_t result = rotl(s[1] * 5u, 7) * 9u;
@@ -322,7 +247,11 @@ int32_t SequenceSampler::sample(const float* logits, int64_t allowed) {
     return argmax(logits, allowed);
   }
   // TypeScript draws before the sampler runs, even when temperature 0 makes it greedy.
-  const double u = next_uniform();
+  return sample_drawn(draw(), logits, allowed);
+}
+
+int32_t SequenceSampler::sample_drawn(double u, const float* logits, int64_t allowed) {
+  require(params_.kind != SamplerKind::Greedy, ErrorKind::State, "a greedy sampler takes no draw");
   check_row(logits, allowed);
   if (params_.temperature == 0) return argmax(logits, allowed);
   const int64_t ranked = candidates_needed(allowed);
@@ -334,6 +263,11 @@ int32_t SequenceSampler::sample(const float* logits, int64_t allowed) {
   int32_t* ids = candidates_.data();
   rank_top_k(logits, allowed, ranked, ids, &order_);
   return sample_ranked([logits, ids](int64_t i) { return logits[ids[i]]; }, ids, ranked, u);
+}
+
+double SequenceSampler::device_draw_temperature() const {
+  const bool whole_softmax = params_.kind == SamplerKind::Temperature || params_.kind == SamplerKind::Random;
+  return whole_softmax ? params_.temperature : 0.0;
 }
 
 int32_t SequenceSampler::sample_candidates(const int32_t* ids, const float* values, int64_t count, int64_t allowed) {
@@ -348,7 +282,7 @@ int32_t SequenceSampler::sample_candidates(const int32_t* ids, const float* valu
   // when argmax keeps id 0.
   const auto best = [ids, values] { return double(values[0]) > kNegativeInfinity ? ids[0] : 0; };
   if (params_.kind == SamplerKind::Greedy) return best();
-  const double u = next_uniform();  // drawn as sample() draws it
+  const double u = draw();  // drawn as sample() draws it
   if (params_.temperature == 0) return best();
   ensure_scratch(count);
   return sample_ranked([values](int64_t i) { return values[i]; }, ids, count, u);

@@ -29,8 +29,17 @@ class SequenceSampler {
  public:
   // `stream` is the batch row of the TypeScript sampler (an engine request is row 0).
   explicit SequenceSampler(const SamplerParams& params, uint32_t stream = 0);
-  // A token id in [0, allowed) from logits[0 .. allowed).
+  // A token id in [0, allowed) from logits[0 .. allowed): draw(), then sample_drawn (greedy draws nothing).
   int32_t sample(const float* logits, int64_t allowed);
+  // The stream's next uniform in [0, 1): the one draw each sampled token takes.
+  double draw();
+  // What sample(logits, allowed) gives when its draw was `u`. Throws Error(State) for a greedy sampler.
+  int32_t sample_drawn(double u, const float* logits, int64_t allowed);
+  // The temperature of a draw a backend can make on its device from the row's logits and the draw
+  // alone (softmax_draw.h's weights, then pick's inverse CDF over every id in id order): that of the
+  // samplers over the whole row by temperature (temperature and random, above temperature 0); 0 for
+  // the others.
+  double device_draw_temperature() const;
   // How many of a row's best candidates (rank_top_k's order over [0, allowed)) sample_candidates
   // needs: 1 for argmax (greedy, temperature 0), the k of top-k, the cap of a top-p capped below
   // `allowed`; 0 when the sampler needs the whole row (temperature, random, uncapped top-p).
@@ -45,8 +54,6 @@ class SequenceSampler {
   // being id ids[i] (i when ids is null) with logit logit_of(i); `u` is the draw.
   template <typename LogitOf>
   int32_t sample_ranked(const LogitOf& logit_of, const int32_t* ids, int64_t count, double u);
-  // src/samplers.ts SeededRandom.next(): a uniform double in [0, 1) with 53 random bits.
-  double next_uniform();
   // SamplerScratch.ensure: every buffer is replaced by one of `size` when it is smaller.
   void ensure_scratch(int64_t size);
 

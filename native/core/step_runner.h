@@ -24,7 +24,7 @@ class StepRunner {
   // This default returns every row whole through run().
   virtual void run_for_sampling(const StepBatch& batch, const LogitsWanted* wanted, const LogitsOutput& out) {
     run(batch, out.logits);
-    std::fill(out.ranked, out.ranked + batch.output_rows.size(), uint8_t(0));
+    std::fill(out.returned, out.returned + batch.output_rows.size(), RowReturned::Whole);
   }
 };
 

@@ -10,6 +10,7 @@
 // values with a mirror of each slot's valid flag and position, and each workspace's activations. Only
 // the step's small tables (token ids, positions, block tables) go up, and its output rows come back.
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -18,6 +19,7 @@
 
 #include "../core/backend.h"
 #include "../core/error.h"
+#include "../core/memory.h"
 #include "cuda_backend.h"
 #include "cuda_compat.h"
 #include "device_runtime.h"
@@ -141,11 +143,107 @@ Element element_of(DType dtype) {
 
 size_t element_bytes(Element type) { return type == Element::F32 ? 4 : type == Element::I8 ? 1 : 2; }
 
+// Host-to-device uploads through two page-locked buffers: a piece of the caller's memory is copied
+// into one while the device reads the other, so an upload returns once its bytes are staged, and the
+// bus reads page-locked memory (at its full rate, and while the host goes on reading the file)
+// instead of the driver staging pageable memory piece by piece with the host waiting. Where the host
+// refuses page-locked memory, uploads are plain copies that wait for the device. The context's mutex
+// is the caller's.
+class PinnedStaging {
+ public:
+  // Half the 8 MiB blocks the loader reads (weight_file.cpp), so that a block's second half is staged
+  // while its first is copied; and past the size where a copy reaches the bus's rate.
+  static constexpr size_t kBufferBytes = size_t(4) << 20;
+
+  explicit PinnedStaging(std::shared_ptr<DeviceContext> context) : context_(std::move(context)) {}
+  ~PinnedStaging() {
+    try {
+      release();
+    } catch (const Error&) {
+      // A device in an error state frees page-locked memory with its context.
+    }
+  }
+  PinnedStaging(const PinnedStaging&) = delete;
+  PinnedStaging& operator=(const PinnedStaging&) = delete;
+
+  void upload(void* device, const void* host, size_t bytes) {
+    if (bytes == 0) return;
+    if (!tried_) allocate();
+    DeviceRuntime& runtime = *context_->runtime;
+    if (slots_[0].host == nullptr) {
+      context_->upload(device, host, bytes);
+      runtime.synchronize(context_->stream);  // the caller's bytes are its own again when this returns
+      return;
+    }
+    for (size_t done = 0; done < bytes;) {
+      Slot& slot = slots_[next_];
+      next_ ^= 1;
+      const size_t piece = std::min(kBufferBytes, bytes - done);
+      if (slot.pending) runtime.synchronize(slot.drained);  // the device has read the slot's last piece
+      std::memcpy(slot.host, static_cast<const unsigned char*>(host) + done, piece);
+      runtime.copy(static_cast<unsigned char*>(device) + done, slot.host, piece, CopyKind::HostToDevice, context_->stream);
+      runtime.record(slot.drained, context_->stream);
+      slot.pending = true;
+      done += piece;
+    }
+  }
+
+  // Waits for the staged copies, then frees the buffers (the weights are all on the device).
+  void release() {
+    DeviceRuntime& runtime = *context_->runtime;
+    if (!tried_) return;
+    runtime.bind_thread();
+    runtime.synchronize(context_->stream);
+    free_slots();
+    tried_ = false;
+  }
+
+ private:
+  struct Slot {
+    void* host = nullptr;
+    DeviceEvent* drained = nullptr;  // recorded after the copy that reads `host`
+    bool pending = false;
+  };
+
+  // Host memory like any other the core holds, so it is counted (core/memory.h) while it lives.
+  void allocate() {
+    tried_ = true;
+    DeviceRuntime& runtime = *context_->runtime;
+    try {
+      for (Slot& slot : slots_) {
+        slot.host = runtime.allocate_host(kBufferBytes);
+        count_allocation(MemoryUse::Owned, kBufferBytes);
+        slot.drained = runtime.create_event();
+      }
+    } catch (const Error&) {
+      // Page-locked memory is limited (ulimit -l, containers): plain copies still work.
+      free_slots();
+    }
+  }
+
+  void free_slots() {
+    DeviceRuntime& runtime = *context_->runtime;
+    for (Slot& slot : slots_) {
+      if (slot.host != nullptr) {
+        runtime.free_host(slot.host);
+        count_release(MemoryUse::Owned, kBufferBytes);
+      }
+      if (slot.drained != nullptr) runtime.destroy_event(slot.drained);
+      slot = Slot{};
+    }
+  }
+
+  std::shared_ptr<DeviceContext> context_;
+  Slot slots_[2];
+  int next_ = 0;
+  bool tried_ = false;
+};
+
 // The model's matrices in device memory, allocated when the model is built and written as they load
-// (core/weights.h WeightSink): the host never holds them.
+// (core/weights.h WeightSink) through page-locked staging: the host never holds them.
 class DeviceWeightStore final : public WeightSink {
  public:
-  explicit DeviceWeightStore(std::shared_ptr<DeviceContext> context) : context_(std::move(context)) {}
+  explicit DeviceWeightStore(std::shared_ptr<DeviceContext> context) : context_(context), staging_(std::move(context)) {}
 
   void add_matrix(const std::string& name, DType dtype, int64_t rows, int64_t cols) override {
     DeviceMatrix matrix;
@@ -164,12 +262,16 @@ class DeviceWeightStore final : public WeightSink {
     const DeviceMatrix& matrix = find(name)->second;
     const size_t row_bytes = size_t(matrix.cols) * element_bytes(matrix.type);
     context_->runtime->bind_thread();
-    context_->upload(matrix.data.get<unsigned char>() + size_t(first) * row_bytes, rows, size_t(count) * row_bytes);
-    if (scales != nullptr) context_->upload(matrix.scales.get<float>() + first, scales, size_t(count) * sizeof(float));
-    context_->runtime->synchronize(context_->stream);  // the rows are the caller's again once this returns
+    // The rows are the caller's again once this returns: staged, or copied.
+    staging_.upload(matrix.data.get<unsigned char>() + size_t(first) * row_bytes, rows, size_t(count) * row_bytes);
+    if (scales != nullptr) staging_.upload(matrix.scales.get<float>() + first, scales, size_t(count) * sizeof(float));
   }
 
-  // Hands matrix `name` to the backend's weights (prepare_weights).
+  // Every matrix has all its rows on the device: the staging buffers go back to the host. The
+  // context's mutex is the caller's.
+  void finish_uploads() { staging_.release(); }
+
+  // Hands matrix `name` to the backend's weights (prepare_weights), after finish_uploads.
   DeviceMatrix take(const std::string& name) {
     const auto found = find(name);
     DeviceMatrix matrix = std::move(found->second);
@@ -186,6 +288,7 @@ class DeviceWeightStore final : public WeightSink {
 
   std::shared_ptr<DeviceContext> context_;
   std::map<std::string, DeviceMatrix> matrices_;
+  PinnedStaging staging_;
 };
 
 // The keys and values of one KV pool, and the device's copy of its slots' valid flags and positions
@@ -329,6 +432,7 @@ class CudaBackend final : public Backend {
     std::lock_guard<std::mutex> lock(context_->mutex);
     require(weights_ == nullptr, ErrorKind::State, "this model's weights are already on " + label_);
     context_->runtime->bind_thread();
+    store_->finish_uploads();
     auto weights = std::make_unique<DeviceWeights>();
     weights->token_embedding = store_->take("token_embedding");
     if (!config.tied_head) weights->lm_head = store_->take("lm_head");
@@ -365,8 +469,9 @@ class CudaBackend final : public Backend {
   }
 
   // The logits stay on the device: rows that want candidates are ranked there (top_k) and only their
-  // ids and values come back; only the rows that need the whole row (logprobs, returned logits,
-  // samplers over every id) are copied back whole.
+  // ids and values come back; rows whose sampler draws over the whole softmax are drawn there
+  // (draw_tokens) and only their tokens come back; only the rows that need the whole row (logprobs,
+  // returned logits, top-p over every id, more candidates than top_k ranks) are copied back whole.
   void project_logits_for_sampling(const Model& model, const float* hidden, int64_t rows, const LogitsWanted* wanted,
                                    const LogitsOutput& out) override {
     static_assert(kMaxRankedCandidates == kTopKMax, "the engine's candidate rows are the kernel's");
@@ -378,18 +483,45 @@ class CudaBackend final : public Backend {
     ranked_rows_.clear();
     ranked_counts_.clear();
     ranked_allowed_.clear();
+    drawn_rows_.clear();
+    drawn_allowed_.clear();
+    drawn_temperatures_.clear();
+    drawn_draws_.clear();
     for (int64_t r = 0; r < rows; ++r) {
       const LogitsWanted& want = wanted[r];
-      const bool ranked = want.candidates >= 1 && want.candidates <= kTopKMax && want.allowed >= want.candidates && want.allowed <= vocab;
-      out.ranked[r] = ranked ? 1 : 0;
-      if (ranked) {
+      const bool valid_allowed = want.allowed >= 1 && want.allowed <= vocab;
+      if (valid_allowed && want.candidates >= 1 && want.candidates <= kTopKMax && want.allowed >= want.candidates) {
+        out.returned[r] = RowReturned::Ranked;
         ranked_rows_.push_back(int32_t(r));
         ranked_counts_.push_back(int32_t(want.candidates));
         ranked_allowed_.push_back(int32_t(want.allowed));
+      } else if (valid_allowed && want.candidates == 0 && want.temperature > 0 && want.allowed <= kDrawMaxIds) {
+        out.returned[r] = RowReturned::Drawn;
+        drawn_rows_.push_back(int32_t(r));
+        drawn_allowed_.push_back(int32_t(want.allowed));
+        drawn_temperatures_.push_back(want.temperature);
+        drawn_draws_.push_back(want.draw);
       } else {
+        out.returned[r] = RowReturned::Whole;
         context_->runtime->copy(out.logits + r * vocab, logits_.get<float>() + r * vocab, size_t(vocab) * sizeof(float),
                                 CopyKind::DeviceToHost, context_->stream);
       }
+    }
+    const size_t drawn = drawn_rows_.size();
+    if (drawn > 0) {
+      // One table: the doubles (temperatures, draws), then the int32s (rows, allowed), then the tokens.
+      drawn_table_.reserve(context_, drawn * (2 * sizeof(double) + 3 * sizeof(int32_t)));
+      double* doubles = drawn_table_.get<double>();
+      int32_t* ints = reinterpret_cast<int32_t*>(doubles + 2 * drawn);
+      context_->upload(doubles, drawn_temperatures_.data(), drawn * sizeof(double));
+      context_->upload(doubles + drawn, drawn_draws_.data(), drawn * sizeof(double));
+      context_->upload(ints, drawn_rows_.data(), drawn * sizeof(int32_t));
+      context_->upload(ints + drawn, drawn_allowed_.data(), drawn * sizeof(int32_t));
+      draw_tokens(logits_.get<float>(), vocab, ints, ints + drawn, doubles, doubles + drawn, int64_t(drawn), ints + 2 * drawn,
+                  context_->native());
+      host_drawn_tokens_.resize(drawn);
+      context_->runtime->copy(host_drawn_tokens_.data(), ints + 2 * drawn, drawn * sizeof(int32_t), CopyKind::DeviceToHost,
+                              context_->stream);
     }
     const size_t count = ranked_rows_.size();
     if (count > 0) {
@@ -411,6 +543,7 @@ class CudaBackend final : public Backend {
                               context_->stream);
     }
     context_->runtime->synchronize(context_->stream);
+    for (size_t i = 0; i < drawn; ++i) out.drawn_tokens[drawn_rows_[i]] = host_drawn_tokens_[i];
     for (size_t i = 0; i < count; ++i) {
       const size_t from = i * size_t(kTopKMax), to = size_t(ranked_rows_[i]) * size_t(kTopKMax), n = size_t(ranked_counts_[i]);
       std::copy_n(host_ranked_ids_.data() + from, n, out.candidate_ids + to);
@@ -708,6 +841,10 @@ class CudaBackend final : public Backend {
   std::vector<int32_t> ranked_rows_, ranked_counts_, ranked_allowed_, host_ranked_ids_;
   std::vector<float> host_ranked_values_;
   DeviceBuffer ranked_table_, ranked_ids_, ranked_values_;
+  // Its drawn rows: their step rows, allowed vocabularies, temperatures and draws, and the tokens.
+  std::vector<int32_t> drawn_rows_, drawn_allowed_, host_drawn_tokens_;
+  std::vector<double> drawn_temperatures_, drawn_draws_;
+  DeviceBuffer drawn_table_;
 };
 
 }  // namespace

@@ -39,6 +39,10 @@ class DeviceRuntime {
   // Throws Error(State) with the fix when the device has not `bytes` free. free(nullptr) does nothing.
   virtual void* allocate(size_t bytes) = 0;
   virtual void free(void* pointer) = 0;
+  // Page-locked host memory (cudaMallocHost): the device copies from it asynchronously and at the
+  // bus's full rate. Throws Error(State) when the host refuses it. free_host(nullptr) does nothing.
+  virtual void* allocate_host(size_t bytes) = 0;
+  virtual void free_host(void* pointer) = 0;
   // Ordered on `stream`; host memory must stay valid until the stream reaches the copy.
   virtual void copy(void* destination, const void* source, size_t bytes, CopyKind kind, DeviceStream* stream) = 0;
   virtual void fill_zero(void* destination, size_t bytes, DeviceStream* stream) = 0;

@@ -61,6 +61,12 @@ class CudaRuntime final : public DeviceRuntime {
     return pointer;
   }
   void free(void* pointer) override { check(cudaFree(pointer), "cudaFree"); }
+  void* allocate_host(size_t bytes) override {
+    void* pointer = nullptr;
+    check(cudaMallocHost(&pointer, bytes), "cudaMallocHost");
+    return pointer;
+  }
+  void free_host(void* pointer) override { check(cudaFreeHost(pointer), "cudaFreeHost"); }
 
   void copy(void* destination, const void* source, size_t bytes, CopyKind kind, DeviceStream* stream) override {
     const cudaMemcpyKind native_kind = kind == CopyKind::HostToDevice   ? cudaMemcpyHostToDevice

@@ -35,6 +35,7 @@ class EmulatedRuntime final : public DeviceRuntime {
   // Frees what its user left allocated, and the streams, events and graphs it made.
   ~EmulatedRuntime() override {
     for (auto& [address, bytes] : allocations_) std::free(reinterpret_cast<void*>(address));
+    for (auto& [address, bytes] : host_allocations_) std::free(reinterpret_cast<void*>(address));
   }
 
   DeviceInfo info() const override {
@@ -74,6 +75,23 @@ class EmulatedRuntime final : public DeviceRuntime {
     require(found != allocations_.end(), ErrorKind::State, "cudaFree of a pointer that is not a live device allocation");
     used_ -= found->second;
     allocations_.erase(found);
+    std::free(pointer);
+  }
+
+  // Ordinary host memory, tracked so that freeing what it did not give out is caught.
+  void* allocate_host(size_t bytes) override {
+    void* pointer = std::malloc(bytes == 0 ? 1 : bytes);
+    if (pointer == nullptr) throw cuda_error(int(CudaErrorCode::MemoryAllocation), "cudaMallocHost", "the host has no memory for it");
+    std::lock_guard<std::mutex> lock(mutex_);
+    host_allocations_[reinterpret_cast<uintptr_t>(pointer)] = bytes;
+    return pointer;
+  }
+  void free_host(void* pointer) override {
+    if (pointer == nullptr) return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto found = host_allocations_.find(reinterpret_cast<uintptr_t>(pointer));
+    require(found != host_allocations_.end(), ErrorKind::State, "cudaFreeHost of a pointer that is not a live page-locked allocation");
+    host_allocations_.erase(found);
     std::free(pointer);
   }
 
@@ -160,6 +178,7 @@ class EmulatedRuntime final : public DeviceRuntime {
   uint64_t capacity_;
   uint64_t used_ = 0;
   std::map<uintptr_t, size_t> allocations_;
+  std::map<uintptr_t, size_t> host_allocations_;
   std::vector<std::unique_ptr<DeviceStream>> streams_;
   std::vector<std::unique_ptr<DeviceEvent>> events_;
   std::vector<std::unique_ptr<DeviceGraph>> graphs_;

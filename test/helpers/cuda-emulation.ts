@@ -108,6 +108,11 @@ export interface CudaEmulation {
     ranked: Int32Array;
     candidates: Int32Array;
   };
+  /** draw_tokens on logits rows[i] (of vocab values) over [0, allowed[i]) at temperatures[i] with draws[i], and the native sampler's sample_drawn on the same rows and draws. */
+  drawTokens(spec: { logits: Float32Array; vocab: number; rows: Int32Array; allowed: Int32Array; temperatures: Float64Array; draws: Float64Array }): {
+    gpu: Int32Array;
+    cpu: Int32Array;
+  };
   /** The pool's key and value bytes and its slots' flags and positions after write_kv and after cpu::write_cache. */
   writeKv(spec: CudaWriteKvSpec): {
     gpuKv: Uint8Array;
