@@ -121,8 +121,8 @@ if [ $BUILT = 1 ] && [ "$PART" != kernels ]; then
   # 5. The CUDA backend end to end: every fixture case and the engine on device "cuda" (the real GPU:
   #    FALCON_TEST_CUDA_ADDON makes the suites skip the emulation), then a small model's prompt,
   #    graph-replayed decode and logits under compute-sanitizer.
-  step 'fixture suites + engine on device: "cuda"' 150 \
-    node --test --test-concurrency=1 dist/test/cuda-fixtures.test.js dist/test/cuda-engine.test.js
+  step 'fixture suites (float, int8) + engine on device: "cuda"' 150 \
+    node --test --test-concurrency=1 dist/test/cuda-fixtures.test.js dist/test/cuda-int8.test.js dist/test/cuda-engine.test.js
   tiny_model_run() {
     rm -rf /tmp/cuda-check-tiny && node dist/src/cli.js run --save /tmp/cuda-check-tiny --device cuda >/dev/null &&
       node dist/src/cli.js generate --preset /tmp/cuda-check-tiny --device cuda --max-new-tokens 24 --verbose "The falcon"
