@@ -59,7 +59,7 @@ Engine::Engine(std::unique_ptr<StepRunner> runner, const EngineConfig& config, E
       scheduler_({config.max_batch_tokens, config.max_sequences, config.length_dependent_rotary}, blocks_) {
   require(config.max_batch_tokens <= (int64_t(1) << 20), ErrorKind::Input, "maxBatchTokens must be at most 2^20");
   require(config.max_sequences <= 65536, ErrorKind::Input, "maxSequences must be at most 65536");
-  // Logits come back for at most one row per running sequence: whole, or as its ranked candidates.
+  // Logits come back for at most one row per running sequence: whole, as its ranked candidates, or as its drawn token.
   const ByteCount row_bytes = ByteCount(uint64_t(vocab_size_)) * sizeof(float) +
                               ByteCount(uint64_t(kMaxRankedCandidates)) * (sizeof(int32_t) + sizeof(float)) + sizeof(int32_t) +
                               sizeof(RowReturned);
