@@ -158,8 +158,8 @@ describe("cuda runtime seam", () => {
 
 describe("cuda kernel timing (bench/cuda-kernels.mjs's entry point)", () => {
   it("times every op on tiny shapes and refuses unknown ops and sizes as input errors", () => {
-    const shapes = { m: 3, k: 32, n: 20, dtype: "bfloat16", sequences: 2, context: 20, heads: 4, kvHeads: 2, headDim: 16 };
-    for (const op of ["copy", "gemm_wmma", "gemm_f32", "gemv", "gemv_int8", "paged_attention", "flash_prefill"]) {
+    const shapes = { m: 3, k: 32, n: 20, dtype: "bfloat16", sequences: 2, context: 20, heads: 4, kvHeads: 2, headDim: 16, rows: 2, vocab: 1500 };
+    for (const op of ["copy", "gemm_wmma", "gemm_f32", "gemv", "gemv_int8", "paged_attention", "flash_prefill", "draw_tokens"]) {
       const seconds = cuda.timeKernel({ op, iterations: 2, bytes: 4096, ...shapes });
       assert.ok(Number.isFinite(seconds) && seconds > 0, `${op}: ${seconds}`);
     }
@@ -167,6 +167,7 @@ describe("cuda kernel timing (bench/cuda-kernels.mjs's entry point)", () => {
     assert.throws(() => cuda.timeKernel({ op: "gemv", iterations: 1, ...shapes, m: 9 }), { code: "FALCON_INPUT" });
     assert.throws(() => cuda.timeKernel({ op: "gemm_wmma", iterations: 1, ...shapes, dtype: "float32" }), { code: "FALCON_INPUT" });
     assert.throws(() => cuda.timeKernel({ op: "paged_attention", iterations: 1, ...shapes, kvHeads: 3 }), { code: "FALCON_INPUT" });
+    assert.throws(() => cuda.timeKernel({ op: "draw_tokens", iterations: 1, ...shapes, vocab: 2 ** 19 + 1 }), { code: "FALCON_INPUT" });
     assert.throws(() => cuda.timeKernel({ op: "copy", iterations: 0, bytes: 16 }), { code: "FALCON_INPUT" });
     assert.throws(() => cuda.timeKernel({ op: "copy", iterations: 1, bytes: 16, budgetSeconds: -1 }), { code: "FALCON_INPUT" });
     assert.ok(cuda.timeKernel({ op: "copy", iterations: 3, bytes: 16, budgetSeconds: 0.001 }) > 0);

@@ -1105,6 +1105,7 @@ Napi::Value GraphReplay(const Napi::CallbackInfo& info) {
 //   gemv_int8 { m, k, n }: y = x · wᵀ as kernels.h
 //   paged_attention { sequences, context, heads, kvHeads, headDim, dtype }: one decode row per sequence
 //   flash_prefill { sequences, context, heads, kvHeads, headDim, dtype }: every token of each sequence
+//   draw_tokens { rows, vocab }: one token per row at temperature 1, over every id
 Napi::Value TimeKernel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const Napi::Object spec = spec_object(info);
@@ -1246,8 +1247,24 @@ Napi::Value TimeKernel(const Napi::CallbackInfo& info) {
         float* out = device.allocate<float>(size_t(rows * heads * head_dim));
         launch = [=, &device] { gpu::flash_attention_prefill(q, heads * head_dim, heads, kv_heads, head_dim, nullptr, kv, tiles, out, device.native()); };
       }
+    } else if (op == "draw_tokens") {
+      const int64_t rows = dim("rows"), vocab = integer(env, spec, "vocab", 1, gpu::kDrawMaxIds);
+      const float* logits = random_floats(size_t(rows * vocab));
+      std::vector<int32_t> row_ids(static_cast<size_t>(rows));
+      std::vector<double> draws(static_cast<size_t>(rows));
+      for (int64_t r = 0; r < rows; ++r) {
+        row_ids[size_t(r)] = int32_t(r);
+        draws[size_t(r)] = (double(r) + 0.5) / double(rows);
+      }
+      const int32_t* device_rows = device.upload(row_ids);
+      const int32_t* allowed = device.upload(std::vector<int32_t>(row_ids.size(), int32_t(vocab)));
+      const double* temperatures = device.upload(std::vector<double>(row_ids.size(), 1.0));
+      const double* device_draws = device.upload(draws);
+      int32_t* tokens = device.allocate<int32_t>(row_ids.size());
+      launch = [=, &device] { gpu::draw_tokens(logits, vocab, device_rows, allowed, temperatures, device_draws, rows, tokens, device.native()); };
     } else {
-      throw Error(ErrorKind::Input, "timeKernel has no op " + op + " (copy, gemm_wmma, gemm_f32, gemv, gemv_int8, paged_attention, flash_prefill)");
+      throw Error(ErrorKind::Input,
+                  "timeKernel has no op " + op + " (copy, gemm_wmma, gemm_f32, gemv, gemv_int8, paged_attention, flash_prefill, draw_tokens)");
     }
     const auto warm_up_start = std::chrono::steady_clock::now();
     launch();
