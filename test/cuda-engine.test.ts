@@ -164,21 +164,28 @@ describe("cuda engine: sampling from candidates ranked on the device", () => {
     { type: "topK", k: 40, temperature: 0, seed: 5 },
     { type: "temperature", temperature: 0, seed: 6 },
   ];
+  /**
+   * The requests (made for the fixture's vocabulary) on the CPU and the CUDA engine of fixture `name`:
+   * the same tokens, every CUDA row returned as `kind`, every CPU row whole (the CPU computes whole rows
+   * on the host and samples them: nothing to copy, nothing ranked or drawn).
+   */
+  const assertCpuTokensReturnedAs = async (name: string, kind: "ranked" | "drawn", requestsFor: (V: number) => Request[]) => {
+    using models = await bothDevices(name);
+    const requests = requestsFor(models.cpu.backbone.getConfig().vocabularySize);
+    const cpuEngine = engineOn(models.cpu);
+    const cudaEngine = engineOn(models.cuda);
+    const expected = await run(cpuEngine, requests);
+    const actual = await run(cudaEngine, requests);
+    actual.forEach((tokens, r) => assert.deepEqual(tokens, expected[r], `request ${r}: ${JSON.stringify(requests[r]!.options.sampler)}`));
+    const generated = requests.reduce((sum, { options }) => sum + options.maxNewTokens!, 0);
+    assert.deepEqual(logitsRows(cudaEngine), { whole: 0, ranked: 0, drawn: 0, [kind]: generated });
+    assert.deepEqual(logitsRows(cpuEngine), { whole: generated, ranked: 0, drawn: 0 });
+  };
+
   for (const name of ["rw_alibi_mha_sequential", "f7b_rotary_mqa_parallel"]) {
-    it(`${name}: seeded top-k, capped top-p and greedy requests give the CPU engine's tokens, and no whole logits row comes back from the device`, async () => {
-      using models = await bothDevices(name);
-      const V = models.cpu.backbone.getConfig().vocabularySize;
-      const requests = rankedSamplers.map((sampler, r) => ({ prompt: prompt(r, V), options: { maxNewTokens: 4 + (r % 5), sampler } }));
-      const cpuEngine = engineOn(models.cpu);
-      const cudaEngine = engineOn(models.cuda);
-      const expected = await run(cpuEngine, requests);
-      const actual = await run(cudaEngine, requests);
-      actual.forEach((tokens, r) => assert.deepEqual(tokens, expected[r], `request ${r}: ${JSON.stringify(requests[r]!.options.sampler)}`));
-      const generated = requests.reduce((sum, { options }) => sum + options.maxNewTokens!, 0);
-      assert.deepEqual(logitsRows(cudaEngine), { whole: 0, ranked: generated, drawn: 0 });
-      // The CPU computes whole rows on the host and samples them: nothing to copy, nothing ranked or drawn.
-      assert.deepEqual(logitsRows(cpuEngine), { whole: generated, ranked: 0, drawn: 0 });
-    });
+    it(`${name}: seeded top-k, capped top-p and greedy requests give the CPU engine's tokens, and no whole logits row comes back from the device`, () =>
+      assertCpuTokensReturnedAs(name, "ranked", (V) =>
+        rankedSamplers.map((sampler, r) => ({ prompt: prompt(r, V), options: { maxNewTokens: 4 + (r % 5), sampler } }))));
   }
 
   // Samplers over the whole softmax: their tokens are drawn on the device from the step's logits and the
@@ -190,19 +197,9 @@ describe("cuda engine: sampling from candidates ranked on the device", () => {
     { type: "temperature", temperature: 0.3, seed: 10 },
   ];
   for (const name of ["rw_alibi_mha_sequential", "f7b_rotary_mqa_parallel"]) {
-    it(`${name}: seeded temperature and random requests give the CPU engine's tokens, drawn on the device: only their tokens come back`, async () => {
-      using models = await bothDevices(name);
-      const V = models.cpu.backbone.getConfig().vocabularySize;
-      const requests = drawnSamplers.map((sampler, r) => ({ prompt: prompt(r + 3, V), options: { maxNewTokens: 5 + (r % 4), sampler } }));
-      const cpuEngine = engineOn(models.cpu);
-      const cudaEngine = engineOn(models.cuda);
-      const expected = await run(cpuEngine, requests);
-      const actual = await run(cudaEngine, requests);
-      actual.forEach((tokens, r) => assert.deepEqual(tokens, expected[r], `request ${r}: ${JSON.stringify(requests[r]!.options.sampler)}`));
-      const generated = requests.reduce((sum, { options }) => sum + options.maxNewTokens!, 0);
-      assert.deepEqual(logitsRows(cudaEngine), { whole: 0, ranked: 0, drawn: generated });
-      assert.deepEqual(logitsRows(cpuEngine), { whole: generated, ranked: 0, drawn: 0 });
-    });
+    it(`${name}: seeded temperature and random requests give the CPU engine's tokens, drawn on the device: only their tokens come back`, () =>
+      assertCpuTokensReturnedAs(name, "drawn", (V) =>
+        drawnSamplers.map((sampler, r) => ({ prompt: prompt(r + 3, V), options: { maxNewTokens: 5 + (r % 4), sampler } }))));
   }
 
   it("uncapped or wide top-p, top-k above 64, logprobs and returned logits still take whole rows, with the CPU's tokens; a mixed batch ranks and draws only the rows that can be", async () => {

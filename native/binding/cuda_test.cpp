@@ -581,22 +581,48 @@ Napi::Value KernelRefusals(const Napi::CallbackInfo& info) {
   });
 }
 
+// The rows of vocab values `logits` holds; throws an input error unless it holds one or more whole rows.
+int64_t logits_rows(Napi::Env env, const std::vector<float>& logits, int64_t vocab) {
+  const int64_t rows = int64_t(logits.size()) / vocab;
+  if (rows * vocab != int64_t(logits.size()) || rows == 0) throw input_error(env, "spec.logits must hold whole rows of vocab values");
+  return rows;
+}
+
+// A kernel's table of logits rows: spec.logits (whole rows of spec.vocab values), and per row it takes,
+// spec.rows (which row) and spec.allowed (its ids [0, allowed), allowed in [1, min(vocab, most_allowed)]).
+struct LogitsRowTable {
+  int64_t vocab = 0;
+  std::vector<float> logits;
+  std::vector<int32_t> rows, allowed;
+};
+
+LogitsRowTable read_logits_row_table(Napi::Env env, const Napi::Object& spec, int64_t most_allowed) {
+  LogitsRowTable table;
+  table.vocab = integer(env, spec, "vocab", 1, 1 << 20);
+  table.logits = array<Napi::Float32Array>(env, spec, "logits", -1);
+  table.rows = array<Napi::Int32Array>(env, spec, "rows", -1);
+  table.allowed = array<Napi::Int32Array>(env, spec, "allowed", int64_t(table.rows.size()));
+  const int64_t rows_of_logits = logits_rows(env, table.logits, table.vocab);
+  for (size_t i = 0; i < table.rows.size(); ++i) {
+    if (table.rows[i] < 0 || table.rows[i] >= rows_of_logits) throw input_error(env, "spec.rows must lie in [0, rows of logits)");
+    if (table.allowed[i] < 1 || table.allowed[i] > std::min(table.vocab, most_allowed)) throw input_error(env, "spec.allowed must lie in [1, vocab]");
+  }
+  return table;
+}
+
 // topK({ logits: Float32Array [logitsRows · vocab], vocab, rows, counts, allowed: Int32Array [ranked rows] })
 //   → { gpuIds, gpuValues, cpuIds, cpuValues }: each ranked row's counts[i] candidates, rows one after
 //     another, from top_k and from the sampler's own ranking (core/sampler.h rank_top_k).
 Napi::Value TopK(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const Napi::Object spec = spec_object(info);
-  const int64_t vocab = integer(env, spec, "vocab", 1, 1 << 20);
-  const std::vector<float> logits = array<Napi::Float32Array>(env, spec, "logits", -1);
-  const std::vector<int32_t> rows = array<Napi::Int32Array>(env, spec, "rows", -1);
+  const LogitsRowTable table = read_logits_row_table(env, spec, int64_t(1) << 20);
+  const int64_t vocab = table.vocab;
+  const std::vector<float>& logits = table.logits;
+  const std::vector<int32_t>& rows = table.rows;
+  const std::vector<int32_t>& allowed = table.allowed;
   const std::vector<int32_t> counts = array<Napi::Int32Array>(env, spec, "counts", int64_t(rows.size()));
-  const std::vector<int32_t> allowed = array<Napi::Int32Array>(env, spec, "allowed", int64_t(rows.size()));
-  const int64_t logits_rows = int64_t(logits.size()) / vocab;
-  if (logits_rows * vocab != int64_t(logits.size()) || logits_rows == 0) throw input_error(env, "spec.logits must hold whole rows of vocab values");
   for (size_t i = 0; i < rows.size(); ++i) {
-    if (rows[i] < 0 || rows[i] >= logits_rows) throw input_error(env, "spec.rows must lie in [0, rows of logits)");
-    if (allowed[i] < 1 || allowed[i] > vocab) throw input_error(env, "spec.allowed must lie in [1, vocab]");
     if (counts[i] < 1 || counts[i] > std::min<int64_t>(allowed[i], gpu::kTopKMax)) {
       throw input_error(env, "spec.counts must lie in [1, min(allowed, kTopKMax)]");
     }
@@ -643,17 +669,14 @@ Napi::Value TopK(const Napi::CallbackInfo& info) {
 Napi::Value DrawTokens(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const Napi::Object spec = spec_object(info);
-  const int64_t vocab = integer(env, spec, "vocab", 1, 1 << 20);
-  const std::vector<float> logits = array<Napi::Float32Array>(env, spec, "logits", -1);
-  const std::vector<int32_t> rows = array<Napi::Int32Array>(env, spec, "rows", -1);
-  const std::vector<int32_t> allowed = array<Napi::Int32Array>(env, spec, "allowed", int64_t(rows.size()));
+  const LogitsRowTable table = read_logits_row_table(env, spec, gpu::kDrawMaxIds);
+  const int64_t vocab = table.vocab;
+  const std::vector<float>& logits = table.logits;
+  const std::vector<int32_t>& rows = table.rows;
+  const std::vector<int32_t>& allowed = table.allowed;
   const std::vector<double> temperatures = array<Napi::Float64Array>(env, spec, "temperatures", int64_t(rows.size()));
   const std::vector<double> draws = array<Napi::Float64Array>(env, spec, "draws", int64_t(rows.size()));
-  const int64_t logits_rows = int64_t(logits.size()) / vocab;
-  if (logits_rows * vocab != int64_t(logits.size()) || logits_rows == 0) throw input_error(env, "spec.logits must hold whole rows of vocab values");
   for (size_t i = 0; i < rows.size(); ++i) {
-    if (rows[i] < 0 || rows[i] >= logits_rows) throw input_error(env, "spec.rows must lie in [0, rows of logits)");
-    if (allowed[i] < 1 || allowed[i] > std::min(vocab, gpu::kDrawMaxIds)) throw input_error(env, "spec.allowed must lie in [1, vocab]");
     if (!(temperatures[i] > 0 && std::isfinite(temperatures[i]))) throw input_error(env, "spec.temperatures must be finite and above 0");
     if (!(draws[i] >= 0 && draws[i] < 1)) throw input_error(env, "spec.draws must lie in [0, 1)");
   }
@@ -689,8 +712,7 @@ Napi::Value SampleRanked(const Napi::CallbackInfo& info) {
   const int64_t allowed = integer(env, spec, "allowed", 1, vocab);
   const uint32_t stream = uint32_t(integer(env, spec, "stream", 0, 1 << 20));
   const std::vector<float> logits = array<Napi::Float32Array>(env, spec, "logits", -1);
-  const int64_t rows = int64_t(logits.size()) / vocab;
-  if (rows * vocab != int64_t(logits.size()) || rows == 0) throw input_error(env, "spec.logits must hold whole rows of vocab values");
+  const int64_t rows = logits_rows(env, logits, vocab);
   const SamplerParams params = read_sampler_params(env, spec.Get("sampler"));
   return call_core(env, [&] {
     SequenceSampler whole_sampler(params, stream), ranked_sampler(params, stream);
