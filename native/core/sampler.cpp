@@ -129,21 +129,10 @@ double softmax_weights(const LogitOf& logit_of, int64_t count, double temperatur
     weights[0] = 1;
     return 1;
   }
-  if (max == kPositiveInfinity) {
-    // The softmax's limit: the +Infinity logits share all the mass (exp(∞ − ∞) would be NaN).
-    double infinite = 0;
-    for (int64_t i = 0; i < count; ++i) {
-      weights[i] = double(logit_of(i)) == kPositiveInfinity ? 1.0 : 0.0;
-      infinite += weights[i];
-    }
-    return infinite;
-  }
   double sum = 0;
   for (int64_t i = 0; i < count; ++i) {
-    const double value = logit_of(i);
-    const double weight = softmax_draw::temperature_weight(value, max, temperature);
-    weights[i] = weight;
-    sum += weight;
+    weights[i] = softmax_draw::draw_weight(logit_of(i), max, temperature);
+    sum += weights[i];
   }
   return sum;
 }

@@ -100,11 +100,12 @@ FALCON_HOST_DEVICE inline double js_exp(double x) {
   return y * two_pk * two_m1000;
 }
 
-// A logit's unnormalised probability exp((logit − max) / temperature), `max` being the row's largest
-// logit, finite: NaN and -Infinity logits weigh 0. (A row whose max is ±Infinity has its own rule,
-// sampler.cpp softmax_weights.)
-FALCON_HOST_DEVICE inline double temperature_weight(double logit, double max, double temperature) {
+// A logit's unnormalised probability in a row whose largest logit is `max` (> -Infinity):
+// exp((logit − max) / temperature), NaN and -Infinity logits weighing 0; with a +Infinity max, the
+// softmax's limit, where the +Infinity logits share all the mass (exp(∞ − ∞) would be NaN).
+FALCON_HOST_DEVICE inline double draw_weight(double logit, double max, double temperature) {
   constexpr double lowest = -1.7976931348623157e308;  // above -Infinity: NaN fails both tests
+  if (max > 1.7976931348623157e308) return logit == max ? 1.0 : 0.0;
   return logit >= lowest ? js_exp((logit - max) / temperature) : 0.0;
 }
 

@@ -21,13 +21,6 @@ constexpr int kChunk = 1024;  // ids per chunk of weights
 static_assert(kDrawMaxIds % kChunk == 0, "whole chunks");
 constexpr int kMaxChunks = int(kDrawMaxIds / kChunk);
 
-// The weight pick() sums for a logit: the temperature softmax's (softmax_draw.h), or with a +Infinity
-// max the softmax's limit, where the +Infinity logits share all the mass (sampler.cpp softmax_weights).
-__device__ __forceinline__ double weight_of(float logit, double max, bool infinite_max, double temperature) {
-  if (infinite_max) return logit == max ? 1.0 : 0.0;
-  return falcon::softmax_draw::temperature_weight(logit, max, temperature);
-}
-
 __global__ void __launch_bounds__(kThreads)
     draw_tokens_kernel(const float* logits, int64_t vocab, const int32_t* rows, const int32_t* allowed, const double* temperatures,
                        const double* draws, int32_t* tokens_out) {
@@ -65,7 +58,6 @@ __global__ void __launch_bounds__(kThreads)
     if (threadIdx.x == 0) tokens_out[i] = 0;
     return;
   }
-  const bool infinite_max = max == __int_as_float(0x7f800000);
 
   const int64_t chunks = (n + kChunk - 1) / kChunk;
   // Chunk `c`'s weights into weights[(c % 2) · kChunk ..] by the threads from `first_thread` on; each
@@ -76,7 +68,7 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t end = begin + kChunk < n ? begin + kChunk : n;
     const int base = int(c % 2) * kChunk;
     for (int64_t id = begin + int(threadIdx.x) - first_thread; id < end; id += kThreads - first_thread) {
-      const double weight = weight_of(row[id], max, infinite_max, temperature);
+      const double weight = falcon::softmax_draw::draw_weight(row[id], max, temperature);
       weights[base + int(id - begin)] = weight;
       if (weight > 0) last_positive = int32_t(id);
     }
