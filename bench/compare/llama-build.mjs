@@ -67,6 +67,25 @@ const LLAMA_BUILDS = {
   },
 };
 
+/**
+ * The instruction-set extensions this CPU reports (x86 /proc/cpuinfo "flags", ARM "Features"). A
+ * -DGGML_NATIVE=ON build compiles for the CPU it was built on (-march=native), so a cached build from
+ * another machine (a shared checkout, a new VM) could stop on an illegal instruction here: the native
+ * build's stamp records these and is rebuilt when they change.
+ */
+function hostIsaFlags() {
+  let cpuinfo = "";
+  try {
+    cpuinfo = readFileSync("/proc/cpuinfo", "utf8");
+  } catch {
+    return [];
+  }
+  const line = cpuinfo.split("\n").find((l) => /^(flags|Features)\s*:/.test(l)) ?? "";
+  return [...new Set(line.replace(/^[^:]*:/, "").trim().split(/\s+/))]
+    .filter((flag) => /^(sse|ssse|avx|fma|f16c|bmi|amx|vnni|vpclmul|gfni|asimd|sve|sme|i8mm|bf16|fphp|dotprod)/.test(flag))
+    .sort();
+}
+
 /** The CMake flags of a build. */
 function cmakeFlags(buildName) {
   const [buildType, ...rest] = COMMON_FLAGS;
@@ -145,7 +164,8 @@ export function ensureLlamaBuild({ jobs, log, buildName = "native" }) {
   const commit = bundleCommit();
   const generator = spawnSync("ninja", ["--version"]).status === 0 ? ["-G", "Ninja"] : [];
   const flags = cmakeFlags(buildName);
-  const wanted = { commit, cmakeFlags: flags, generator, targets: build.targets, patch: LOG_FLUSH_PATCH.replacement };
+  const wanted = { commit, cmakeFlags: flags, generator, targets: build.targets, patch: LOG_FLUSH_PATCH.replacement,
+    ...(buildName === "native" ? { hostIsa: hostIsaFlags() } : {}) };
   const binaries = Object.fromEntries(build.targets.map((target) => [target, path.join(buildDir, "bin", target)]));
   const result = { commit, cmakeFlags: flags, buildDir, binaries };
   const stamp = existsSync(stampFile) ? JSON.parse(readFileSync(stampFile, "utf8")) : null;
@@ -160,7 +180,9 @@ export function ensureLlamaBuild({ jobs, log, buildName = "native" }) {
   if (checkoutReady(commit)) {
     log(`llama.cpp: reusing the checkout of ${commit.slice(0, 12)} (flags or targets changed)`);
     // CMake refuses a build directory configured for another path (a copied or moved .llama-build).
-    if (configuredSource(buildDir) !== sourceDir) rmSync(buildDir, { recursive: true, force: true });
+    // A build for another CPU keeps its objects (-march=native is the same text to the build tool).
+    const otherCpu = JSON.stringify(stamp?.wanted.hostIsa) !== JSON.stringify(wanted.hostIsa);
+    if (configuredSource(buildDir) !== sourceDir || otherCpu) rmSync(buildDir, { recursive: true, force: true });
   } else {
     checkOut(commit, logFile, log);
   }
