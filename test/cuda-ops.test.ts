@@ -214,7 +214,10 @@ const QUANT_BLOCK = 256;
  * How far the kernel's y may be from the CPU's, per output. Both sides sum the same products (the
  * CPU's bf16 path also multiplies x rounded to bfloat16; products of 16-bit values are exact in
  * float32) in different orders, each within γ_k·A of the exact sum (A = Σ|x·w|): 2γ_k·A apart.
- * float16 through wmma rounds x to float16 (the CPU keeps it float32): + Σ(2⁻¹¹|x| + 2⁻²⁵)|w|.
+ * float16 through wmma splits x (the CPU keeps it float32) into two float16 parts scaled by 2^e
+ * (split_f16), each within 2⁻²²|x| + 2⁻²⁵·2⁻ᵉ of it, and 2⁻ᵉ ≤ 2⁻¹⁴·M for the row's largest finite
+ * magnitude M: + Σ(2⁻²²|x| + 2⁻³⁹M)|w|; its sum runs over 2k products (each part times w), whose
+ * magnitudes add up to at most (1 + 2⁻¹⁰)·(A + that), so γ_2k on that side.
  * int8 through gemv: the CPU quantises x per block (|x − x̃| ≤ s_b(½ + 256u)), the kernel does not;
  * × the row scale. int8 through the tiled kernel is compared with float32 math over the dequantised
  * weights q·s instead (x float32 on both sides): each side sums within γ_k of its own terms, the
@@ -234,19 +237,29 @@ function matmulBound(c: MatmulCase, x: Float32Array, weights: Float32Array, scal
       blockScales[r * Math.ceil(k / QUANT_BLOCK) + b] = largest / 127;
     }
   }
+  const splitPairs = c.dtype === "float16" && c.kernel === "wmma";
   for (let r = 0; r < m; r++) {
+    let rowLargest = 0;
+    for (let i = 0; i < k; i++) {
+      const magnitude = Math.abs(x[r * k + i]!);
+      if (magnitude < Infinity) rowLargest = Math.max(rowLargest, magnitude);
+    }
     for (let o = 0; o < n; o++) {
       let a = 0, extra = 0;
       for (let i = 0; i < k; i++) {
         const xi = c.dtype === "bfloat16" ? roundBf16(x[r * k + i]!) : x[r * k + i]!;
         const wi = Math.abs(weights[o * k + i]!);
         a += Math.abs(xi) * wi;
-        if (c.dtype === "float16" && c.kernel === "wmma") extra += (2 ** -11 * Math.abs(xi) + 2 ** -25) * wi;
+        if (splitPairs) extra += (2 ** -22 * Math.abs(xi) + 2 ** -39 * rowLargest) * wi;
         if (c.dtype === "int8" && c.kernel === "gemv") extra += blockScales[r * Math.ceil(k / QUANT_BLOCK) + Math.floor(i / QUANT_BLOCK)]! * (0.5 + 256 * U32) * wi;
       }
       const rowScale = c.dtype === "int8" ? scales![o]! : 1;
       const v = rowScale * (a + extra) + Math.abs(bias[o]!);
-      const sum = c.dtype === "int8" && c.kernel === "tiled" ? rowScale * (2 * gamma(k + 1) + 2 * U32) * a : rowScale * (2 * gamma(k) * (a + extra) + extra);
+      const sum = c.dtype === "int8" && c.kernel === "tiled"
+        ? rowScale * (2 * gamma(k + 1) + 2 * U32) * a
+        : splitPairs
+          ? (gamma(k) + gamma(2 * k) * (1 + 2 ** -10)) * (a + extra) + extra
+          : rowScale * (2 * gamma(k) * (a + extra) + extra);
       let t = sum + 2 * U32 * v;
       if (gelu) t = GELU_SLOPE * t + 8 * U32 * v;
       if (accumulate) t += 2 * U32 * (Math.abs(y0[r * n + o]!) + v);
@@ -255,6 +268,46 @@ function matmulBound(c: MatmulCase, x: Float32Array, weights: Float32Array, scal
   }
   return bound;
 }
+
+describeOnEach(describe, "cuda ops: split_f16, float16 models' GEMM inputs as scaled float16 pairs", (cuda) => {
+  it("scales each row by a power of two into [2^14, 2^15), high is the host's float16 rounding, high + low within 2⁻²² of it", () => {
+    const random = seededRandom(31);
+    const k = 300;
+    const rows: Float32Array[] = [
+      randomArray(random, k, 1.5),
+      randomArray(random, k, 1e5), // past float16's largest finite value, 65504
+      randomArray(random, k, 1e-7), // float16 subnormals and below
+      randomArray(random, k, 3e38), // near float32's largest
+      randomArray(random, k, 1e-40), // float32 subnormals: the scale is clamped at 2^126
+      new Float32Array(k), // zeros: scale 1
+      Float32Array.from(randomArray(random, k, 2), (v, i) => (i === 3 ? Infinity : i === 4 ? -Infinity : i === 5 ? NaN : v)),
+    ];
+    rows[0]![7] = 32768; // a row whose largest is exactly 2^15
+    const x = new Float32Array(rows.length * k);
+    rows.forEach((row, r) => x.set(row, r * k));
+    const { high, low, rowUnscale, hostHigh } = cuda.splitF16({ x, rows: rows.length, k });
+    rows.forEach((row, r) => {
+      const unscale = rowUnscale[r]!;
+      const e = -Math.log2(unscale);
+      assert.ok(Number.isInteger(e) && e <= 126, `row ${r}: the unscale ${unscale} is not 2^-e with e ≤ 126`);
+      const largest = row.reduce((most, v) => (Math.abs(v) < Infinity ? Math.max(most, Math.abs(v)) : most), 0);
+      if (largest === 0) assert.equal(unscale, 1, `row ${r}: a row of zeros keeps scale 1`);
+      else if (e < 126) assert.ok(largest / unscale >= 2 ** 14 && largest / unscale < 2 ** 15, `row ${r}: the largest, scaled, is ${largest / unscale}`);
+      else assert.ok(largest / unscale < 2 ** 15, `row ${r}: clamped scale`);
+      for (let c = 0; c < k; c++) {
+        const i = r * k + c, value = row[c]!, scaled = value / unscale;
+        assert.ok(Object.is(high[i], hostHigh[i]), `row ${r} column ${c}: high ${high[i]} is not the host's rounding ${hostHigh[i]}`);
+        if (!Number.isFinite(value)) {
+          assert.ok(Object.is(high[i], value) && low[i] === 0, `row ${r} column ${c}: ${value} splits as ${high[i]} + ${low[i]}`);
+          continue;
+        }
+        assert.ok(Number.isFinite(high[i]!), `row ${r} column ${c}: ${value} overflowed`);
+        const error = Math.abs(scaled - (high[i]! + low[i]!));
+        assert.ok(error <= 2 ** -22 * Math.abs(scaled) + 2 ** -25, `row ${r} column ${c}: ${value} scaled is ${scaled}, split ${high[i]} + ${low[i]} (error ${error})`);
+      }
+    });
+  });
+});
 
 describeOnEach(describe, "cuda ops: GEMM and GEMV against cpu::matmul", (cuda) => {
   for (const c of MATMUL_CASES) {
@@ -273,6 +326,32 @@ describeOnEach(describe, "cuda ops: GEMM and GEMV against cpu::matmul", (cuda) =
       });
     }
   }
+
+  it("wmma float16 keeps inputs float16 cannot hold: above 65504, below its normal range, and ±Infinity", () => {
+    const random = seededRandom(77);
+    const m = 12, k = 80, n = 70;
+    // Row r's inputs at scale 10^(r − 6): from 1e-6 (float16 subnormals) to 1e5 (past float16's range).
+    const x = Float32Array.from({ length: m * k }, (_, i) => (random() * 2 - 1) * 10 ** (Math.floor(i / k) - 6));
+    x[3 * k + 5] = 4e4;  // one large input in a row of small ones
+    const w = randomArray(random, n * k, 0.5);
+    const bias = randomArray(random, n, 1);
+    const c: MatmulCase = { dtype: "float16", kernel: "wmma", m, k, n };
+    const result = cuda.matmul({ ...c, x, w, bias });
+    const bound = matmulBound(c, x, result.weights, undefined, bias, new Float32Array(m * n), false, false);
+    assertWithin(result.gpu, result.cpu, (i) => bound[i]!, "wmma float16 over input scales 1e-6 to 1e5");
+    // An infinite input makes each output of its row that infinity times the weight's sign, as in float32
+    // arithmetic (split_f16 keeps it in the high part, with a zero low part); the other rows do not change.
+    const withInfinity = x.slice();
+    withInfinity[2 * k + 7] = Infinity;
+    const { gpu, cpu } = cuda.matmul({ ...c, x: withInfinity, w, bias });
+    for (let i = 0; i < m * n; i++) {
+      if (Math.floor(i / n) === 2) {
+        assert.ok(!Number.isFinite(cpu[i]!) && gpu[i] === cpu[i], `output ${i}: ${gpu[i]}, the CPU's ${cpu[i]}`);
+      } else {
+        assert.equal(gpu[i], result.gpu[i], `output ${i}`);
+      }
+    }
+  });
 
   it("int8 weight-only GEMV is within γ_k of the exact weight-only product (no activation quantisation)", () => {
     const random = seededRandom(99);
@@ -301,7 +380,7 @@ describeOnEach(describe, "cuda ops: GEMM and GEMV against cpu::matmul", (cuda) =
   it("every launcher refuses sizes and types it cannot run, as typed input errors naming it", () => {
     const refusals = cuda.kernelRefusals();
     const launchers = [...new Set(refusals.map(({ call }) => call.split(" ")[0]!))].sort();
-    assert.deepEqual(launchers, ["draw_tokens", "embedding", "embedding_int8", "gather_rows", "gemm_f32", "gemm_wmma", "gemv", "gemv_int8", "paged_attention", "round_to", "top_k", "write_kv"]);
+    assert.deepEqual(launchers, ["draw_tokens", "embedding", "embedding_int8", "gather_rows", "gemm_f32", "gemm_wmma", "gemv", "gemv_int8", "paged_attention", "round_to", "split_f16", "top_k", "write_kv"]);
     for (const { call, code, message } of refusals) {
       assert.equal(code, "FALCON_INPUT", `${call}: ${code} ${message}`);
       assert.ok(message.startsWith(`${call.split(" ")[0]}: `), `${call}: the message "${message}" does not name the kernel`);

@@ -442,9 +442,18 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
         gpu::gemv_int8(device_x, m, k, device_q, device.upload(scales), n, epilogue, y, device.native());
       }
     } else if (kernel == "wmma") {
-      uint16_t* x_rounded = device.allocate<uint16_t>(x.size());
-      gpu::round_to(device_x, int64_t(x.size()), element_of(env, dtype), x_rounded, device.native());
-      gpu::gemm_wmma(x_rounded, element_of(env, dtype), m, k, device.upload(half_bits(w, dtype)), n, epilogue, y, device.native());
+      // The backend's linear: bfloat16 rounds x once, float16 splits it into a scaled pair.
+      uint16_t* high = device.allocate<uint16_t>(x.size());
+      gpu::WmmaInput input{high, nullptr, nullptr};
+      if (dtype == DType::BFloat16) {
+        gpu::round_to(device_x, int64_t(x.size()), gpu::Element::BF16, high, device.native());
+      } else {
+        uint16_t* low = device.allocate<uint16_t>(x.size());
+        float* row_unscale = device.allocate<float>(size_t(m));
+        gpu::split_f16(device_x, m, k, high, low, row_unscale, device.native());
+        input = gpu::WmmaInput{high, low, row_unscale};
+      }
+      gpu::gemm_wmma(input, element_of(env, dtype), m, k, device.upload(half_bits(w, dtype)), n, epilogue, y, device.native());
     } else {
       const void* weights = dtype == DType::Float32 ? static_cast<const void*>(device.upload(w))
                                                     : static_cast<const void*>(device.upload(half_bits(w, dtype)));
@@ -458,6 +467,37 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     result.Set("gpu", typed(env, device.download(y, y0.size())));
     result.Set("cpu", typed(env, cpu_out));
     result.Set("weights", typed(env, stored));
+    return result;
+  });
+}
+
+// splitF16({ x: Float32Array [rows·k], rows, k }) → { high, low, rowUnscale, hostHigh }: split_f16's
+// float16 parts (widened to float32, exactly) and row scales, and the host's float16 rounding
+// (falcon::f32_to_f16) of each x scaled by its row's 1 / rowUnscale, which high must equal.
+Napi::Value SplitF16(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const Napi::Object spec = spec_object(info);
+  const int64_t rows = integer(env, spec, "rows", 1, 1024), k = integer(env, spec, "k", 1, 65536);
+  const std::vector<float> x = array<Napi::Float32Array>(env, spec, "x", rows * k);
+  return call_core(env, [&] {
+    Device device;
+    uint16_t* high = device.allocate<uint16_t>(x.size());
+    uint16_t* low = device.allocate<uint16_t>(x.size());
+    float* row_unscale = device.allocate<float>(size_t(rows));
+    gpu::split_f16(device.upload(x), rows, k, high, low, row_unscale, device.native());
+    const std::vector<uint16_t> high_bits = device.download(high, x.size()), low_bits = device.download(low, x.size());
+    const std::vector<float> unscale = device.download(row_unscale, size_t(rows));
+    std::vector<float> high_values(x.size()), low_values(x.size()), host_high(x.size());
+    for (size_t i = 0; i < x.size(); ++i) {
+      high_values[i] = f16_to_f32(high_bits[i]);
+      low_values[i] = f16_to_f32(low_bits[i]);
+      host_high[i] = f16_to_f32(f32_to_f16(x[i] * (1.0f / unscale[i / size_t(k)])));
+    }
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("high", typed(env, high_values));
+    result.Set("low", typed(env, low_values));
+    result.Set("rowUnscale", typed(env, unscale));
+    result.Set("hostHigh", typed(env, host_high));
     return result;
   });
 }
@@ -510,6 +550,8 @@ Napi::Value KernelRefusals(const Napi::CallbackInfo& info) {
     Device device;
     float* floats = device.allocate<float>(256);
     const int8_t* bytes = device.upload(std::vector<int8_t>(256, 0));
+    const uint16_t* halves = device.upload(std::vector<uint16_t>(256, 0));
+    uint16_t* halves_out = device.allocate<uint16_t>(256);
     const int32_t* ints = device.upload(std::vector<int32_t>(64, 0));
     int32_t* ints_out = device.allocate<int32_t>(64);
     const double* doubles = device.upload(std::vector<double>(64, 0.5));
@@ -534,9 +576,17 @@ Napi::Value KernelRefusals(const Napi::CallbackInfo& info) {
          [&] { gpu::gemm_f32(floats, int64_t(65536) * 64, 4, floats, gpu::Element::F32, nullptr, 4, none, floats, stream); }},
         {"gemm_f32 int8 without scales", [&] { gpu::gemm_f32(floats, 1, 4, bytes, gpu::Element::I8, nullptr, 4, none, floats, stream); }},
         {"gemm_f32 float32 with scales", [&] { gpu::gemm_f32(floats, 1, 4, floats, gpu::Element::F32, floats, 4, none, floats, stream); }},
-        {"gemm_wmma float32", [&] { gpu::gemm_wmma(nullptr, gpu::Element::F32, 1, 16, nullptr, 1, none, floats, stream); }},
-        {"gemm_wmma int8", [&] { gpu::gemm_wmma(nullptr, gpu::Element::I8, 1, 16, nullptr, 1, none, floats, stream); }},
-        {"gemm_wmma k = 0", [&] { gpu::gemm_wmma(nullptr, gpu::Element::BF16, 1, 0, nullptr, 1, none, floats, stream); }},
+        {"gemm_wmma float32", [&] { gpu::gemm_wmma(gpu::WmmaInput{}, gpu::Element::F32, 1, 16, nullptr, 1, none, floats, stream); }},
+        {"gemm_wmma int8", [&] { gpu::gemm_wmma(gpu::WmmaInput{}, gpu::Element::I8, 1, 16, nullptr, 1, none, floats, stream); }},
+        {"gemm_wmma k = 0", [&] { gpu::gemm_wmma(gpu::WmmaInput{}, gpu::Element::BF16, 1, 0, nullptr, 1, none, floats, stream); }},
+        {"gemm_wmma float16 without the low half",
+         [&] { gpu::gemm_wmma(gpu::WmmaInput{halves, nullptr, floats}, gpu::Element::F16, 1, 16, halves, 1, none, floats, stream); }},
+        {"gemm_wmma float16 without row scales",
+         [&] { gpu::gemm_wmma(gpu::WmmaInput{halves, halves, nullptr}, gpu::Element::F16, 1, 16, halves, 1, none, floats, stream); }},
+        {"gemm_wmma bfloat16 with a low half",
+         [&] { gpu::gemm_wmma(gpu::WmmaInput{halves, halves, floats}, gpu::Element::BF16, 1, 16, halves, 1, none, floats, stream); }},
+        {"split_f16 k = 0", [&] { gpu::split_f16(floats, 1, 0, halves_out, halves_out, floats, stream); }},
+        {"split_f16 rows < 0", [&] { gpu::split_f16(floats, -1, 4, halves_out, halves_out, floats, stream); }},
         {"gemv m > kGemvMaxRows", [&] { gpu::gemv(floats, gpu::kGemvMaxRows + 1, 4, floats, gpu::Element::F32, 4, none, floats, stream); }},
         {"gemv int8", [&] { gpu::gemv(floats, 1, 4, bytes, gpu::Element::I8, 4, none, floats, stream); }},
         {"gemv n = 0", [&] { gpu::gemv(floats, 1, 4, floats, gpu::Element::F32, 0, none, floats, stream); }},
@@ -1122,7 +1172,8 @@ Napi::Value GraphReplay(const Napi::CallbackInfo& info) {
 // the emulated build runs it too, on tiny shapes, so the driver is tested without a GPU). Inputs hold
 // pseudo-random values (tensor cores run faster on zeros). Ops and their keys:
 //   copy { bytes }: one device-to-device copy (the HBM probe: 2 · bytes moved)
-//   gemm_wmma { m, k, n, dtype: bfloat16 | float16 }, gemm_f32 { m, k, n, dtype? (float32 when absent) },
+//   gemm_wmma { m, k, n, dtype: bfloat16 | float16 } (float16: split_f16 of float32 x, then the pair
+//     GEMM, as linear runs them), gemm_f32 { m, k, n, dtype? (float32 when absent) },
 //   gemv { m, k, n, dtype },
 //   gemv_int8 { m, k, n }: y = x · wᵀ as kernels.h
 //   paged_attention { sequences, context, heads, kvHeads, headDim, dtype }: one decode row per sequence
@@ -1180,10 +1231,21 @@ Napi::Value TimeKernel(const Napi::CallbackInfo& info) {
       if (op == "gemm_wmma") {
         const DType dtype = dtype_of(env, spec);
         if (dtype != DType::BFloat16 && dtype != DType::Float16) throw input_error(env, "gemm_wmma takes bfloat16 or float16");
-        const uint16_t* x = random_halves(size_t(m * k), dtype);
         const uint16_t* w = random_halves(size_t(n * k), dtype);
-        const gpu::Element type = element_of(env, dtype);
-        launch = [=, &device] { gpu::gemm_wmma(x, type, m, k, w, n, epilogue, y, device.native()); };
+        if (dtype == DType::BFloat16) {
+          const gpu::WmmaInput x{random_halves(size_t(m * k), dtype), nullptr, nullptr};
+          launch = [=, &device] { gpu::gemm_wmma(x, gpu::Element::BF16, m, k, w, n, epilogue, y, device.native()); };
+        } else {
+          // What linear runs for float16 weights: the split of float32 x, then the pair GEMM.
+          const float* x = random_floats(size_t(m * k));
+          uint16_t* high = device.allocate<uint16_t>(size_t(m * k));
+          uint16_t* low = device.allocate<uint16_t>(size_t(m * k));
+          float* row_unscale = device.allocate<float>(size_t(m));
+          launch = [=, &device] {
+            gpu::split_f16(x, m, k, high, low, row_unscale, device.native());
+            gpu::gemm_wmma(gpu::WmmaInput{high, low, row_unscale}, gpu::Element::F16, m, k, w, n, epilogue, y, device.native());
+          };
+        }
       } else if (op == "gemm_f32") {
         const DType dtype = spec.Get("dtype").IsUndefined() ? DType::Float32 : dtype_of(env, spec);
         const float* x = random_floats(size_t(m * k));
@@ -1339,6 +1401,7 @@ Napi::Object CudaEmulationForTest(Napi::Env env) {
   object.Set("biasGelu", Napi::Function::New(env, BiasGelu));
   object.Set("rotary", Napi::Function::New(env, Rotary));
   object.Set("matmul", Napi::Function::New(env, Matmul));
+  object.Set("splitF16", Napi::Function::New(env, SplitF16));
   object.Set("kernelRefusals", Napi::Function::New(env, KernelRefusals));
   object.Set("topK", Napi::Function::New(env, TopK));
   object.Set("sampleRanked", Napi::Function::New(env, SampleRanked));

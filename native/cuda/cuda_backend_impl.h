@@ -143,6 +143,16 @@ Element element_of(DType dtype) {
 
 size_t element_bytes(Element type) { return type == Element::F32 ? 4 : type == Element::I8 ? 1 : 2; }
 
+// Bytes of a tensor-core GEMM's input staged for m rows of `cols` inputs against `type` weights
+// (linear): bfloat16's rounded rows; float16's split rows (high, then low) and their row scales;
+// none for the other types, whose GEMMs read the float32 rows as they are.
+size_t gemm_input_bytes(Element type, int64_t m, int64_t cols) {
+  const size_t values = size_t(m * cols);
+  if (type == Element::BF16) return values * sizeof(uint16_t);
+  if (type == Element::F16) return 2 * values * sizeof(uint16_t) + size_t(m) * sizeof(float);
+  return 0;
+}
+
 // Host-to-device uploads through two page-locked buffers: a piece of the caller's memory is copied
 // into one while the device reads the other, so an upload returns once its bytes are staged, and the
 // bus reads page-locked memory (at its full rate, and while the host goes on reading the file)
@@ -385,9 +395,9 @@ struct CudaWorkspace final : BackendWorkspace {
   explicit CudaWorkspace(std::shared_ptr<DeviceContext> context) : decode_graph(std::move(context)) {}
 
   // Activations: the residual stream, the two norms' outputs, QKV, attention output, MLP hidden,
-  // 16-bit copies of a GEMM input (bfloat16 models' tensor-core GEMMs), rotary tables, attention
-  // partial sums, and the output rows before and after the final norm.
-  DeviceBuffer residual, attn_input, mlp_input, qkv, attention, ffn_hidden, rounded, rotary_cos, rotary_sin;
+  // a GEMM input staged in 16 bits (the tensor-core GEMMs of bfloat16 and float16 weights), rotary
+  // tables, attention partial sums, and the output rows before and after the final norm.
+  DeviceBuffer residual, attn_input, mlp_input, qkv, attention, ffn_hidden, gemm_input, rotary_cos, rotary_sin;
   DeviceBuffer attention_partials, output_rows, hidden;
   // The step's tables, on the device and as they were built on the host.
   DeviceBuffer token_ids, positions, row_block, row_slot, row_valid, row_sequence, row_last_slot, block_tables;
@@ -641,7 +651,7 @@ class CudaBackend final : public Backend {
         add_layer_norm(x, nullptr, rows, D, layer.mlp_norm_gamma.get<float>(), layer.mlp_norm_beta.get<float>(), config.layer_norm_epsilon,
                        mlp_input, stream);
       }
-      linear(attn_input, rows, layer.qkv, GemmEpilogue{layer.qkv_bias.get<float>(), false, false}, ws.rounded, qkv);
+      linear(attn_input, rows, layer.qkv, GemmEpilogue{layer.qkv_bias.get<float>(), false, false}, ws.gemm_input, qkv);
       if (rotary) apply_rotary(qkv, rows, qkv_cols, 0, heads + kv_heads, d, ws.rotary_cos.get<float>(), ws.rotary_sin.get<float>(), stream);
       const PagedKvWrite kv_out{pool.keys(0, l, 0), pool.values(0, l, 0), kv_type, head_stride, kKvTokens * d, kv.valid(), kv.positions()};
       write_kv(qkv, rows, qkv_cols, heads, kv_heads, d, ws.row_block.get<int32_t>(), ws.row_slot.get<int32_t>(), ws.row_valid.get<uint8_t>(),
@@ -654,7 +664,7 @@ class CudaBackend final : public Backend {
                         ws.attention_partials.get<float>(), attention, stream);
       }
       // The residual adds happen in the GEMMs' epilogues: x += attention projection, x += MLP output.
-      linear(attention, rows, layer.attn_out, GemmEpilogue{layer.attn_out_bias.get<float>(), false, true}, ws.rounded, x);
+      linear(attention, rows, layer.attn_out, GemmEpilogue{layer.attn_out_bias.get<float>(), false, true}, ws.gemm_input, x);
       const float* ffn_input = attn_input;
       if (config.block_layout == BlockLayout::Sequential) {
         add_layer_norm(x, nullptr, rows, D, layer.mlp_norm_gamma.get<float>(), layer.mlp_norm_beta.get<float>(), config.layer_norm_epsilon,
@@ -663,8 +673,8 @@ class CudaBackend final : public Backend {
       } else if (config.block_layout == BlockLayout::ParallelTwoNorms) {
         ffn_input = mlp_input;
       }
-      linear(ffn_input, rows, layer.ffn_up, GemmEpilogue{layer.ffn_up_bias.get<float>(), true, false}, ws.rounded, ffn_hidden);
-      linear(ffn_hidden, rows, layer.ffn_down, GemmEpilogue{layer.ffn_down_bias.get<float>(), false, true}, ws.rounded, x);
+      linear(ffn_input, rows, layer.ffn_up, GemmEpilogue{layer.ffn_up_bias.get<float>(), true, false}, ws.gemm_input, ffn_hidden);
+      linear(ffn_hidden, rows, layer.ffn_down, GemmEpilogue{layer.ffn_down_bias.get<float>(), false, true}, ws.gemm_input, x);
     }
     if (outputs == 0) return;
     gather_rows(x, D, ws.output_rows.get<int32_t>(), outputs, attn_input, stream);
@@ -678,10 +688,10 @@ class CudaBackend final : public Backend {
     const size_t hidden_bytes = size_t(rows * config.hidden_dim) * sizeof(float);
     logits_hidden_.reserve(context_, hidden_bytes);
     logits_.reserve(context_, size_t(rows * config.vocab_size) * sizeof(float));
-    logits_rounded_.reserve(context_, size_t(rows * config.hidden_dim) * sizeof(uint16_t));
+    const DeviceMatrix& head = config.tied_head ? w.token_embedding : w.lm_head;
+    logits_gemm_input_.reserve(context_, gemm_input_bytes(head.type, rows, head.cols));
     context_->upload(logits_hidden_.get(), hidden, hidden_bytes);
-    linear(logits_hidden_.get<float>(), rows, config.tied_head ? w.token_embedding : w.lm_head, GemmEpilogue{}, logits_rounded_,
-           logits_.get<float>());
+    linear(logits_hidden_.get<float>(), rows, head, GemmEpilogue{}, logits_gemm_input_, logits_.get<float>());
   }
 
   const DeviceWeights& prepared() const {
@@ -710,12 +720,14 @@ class CudaBackend final : public Backend {
     }
   }
 
-  // y[m][w.rows] (+)= epilogue(x · wᵀ) with the CPU's arithmetic for w's dtype: float32 sums of
-  // float32 products (float16 weights widened, float32 inputs), bfloat16 inputs and weights on the
-  // tensor cores, int8 weights with float32 inputs and a per-row scale. Few rows go to the GEMV,
-  // which reads each weight once.
-  // `rounded` holds at least m · w.cols 16-bit values (the caller reserves it: a captured graph cannot allocate).
-  void linear(const float* x, int64_t m, const DeviceMatrix& w, const GemmEpilogue& epilogue, const DeviceBuffer& rounded, float* y) {
+  // y[m][w.rows] (+)= epilogue(x · wᵀ) with the CPU's arithmetic for w's dtype where the fixtures
+  // need it: float32 sums of float32 products (float32 and int8 weights: float32 inputs, int8 with a
+  // per-row scale), bfloat16 inputs and weights on the tensor cores. Float16 weights multiply float32
+  // inputs on the CPU; here many rows take the tensor cores too, each input split into two float16
+  // parts (split_f16, within 2^-22 of it: near float32). Few rows go to the GEMV, which reads each
+  // weight once. `gemm_input` holds at least gemm_input_bytes(w.type, m, w.cols) (the caller reserves
+  // it: a captured graph cannot allocate).
+  void linear(const float* x, int64_t m, const DeviceMatrix& w, const GemmEpilogue& epilogue, const DeviceBuffer& gemm_input, float* y) {
     if (m <= kGemvMaxRows) {
       if (w.type == Element::I8) {
         gemv_int8(x, m, w.cols, w.data.get<int8_t>(), w.scales.get<float>(), w.rows, epilogue, y, context_->native());
@@ -724,10 +736,19 @@ class CudaBackend final : public Backend {
       }
       return;
     }
-    if (w.type == Element::BF16) {
-      require(rounded.bytes() >= size_t(m * w.cols) * sizeof(uint16_t), ErrorKind::State, "the 16-bit GEMM input buffer was not reserved");
-      round_to(x, m * w.cols, Element::BF16, rounded.get<uint16_t>(), context_->native());
-      gemm_wmma(rounded.get<uint16_t>(), Element::BF16, m, w.cols, w.data.get<uint16_t>(), w.rows, epilogue, y, context_->native());
+    if (w.type == Element::BF16 || w.type == Element::F16) {
+      require(gemm_input.bytes() >= gemm_input_bytes(w.type, m, w.cols), ErrorKind::State, "the 16-bit GEMM input buffer was not reserved");
+      uint16_t* high = gemm_input.get<uint16_t>();
+      WmmaInput input{high, nullptr, nullptr};
+      if (w.type == Element::BF16) {
+        round_to(x, m * w.cols, Element::BF16, high, context_->native());
+      } else {
+        uint16_t* low = high + m * w.cols;
+        float* row_unscale = reinterpret_cast<float*>(low + m * w.cols);
+        split_f16(x, m, w.cols, high, low, row_unscale, context_->native());
+        input = WmmaInput{high, low, row_unscale};
+      }
+      gemm_wmma(input, w.type, m, w.cols, w.data.get<uint16_t>(), w.rows, epilogue, y, context_->native());
       return;
     }
     gemm_f32(x, m, w.cols, w.data.get(), w.type, w.type == Element::I8 ? w.scales.get<float>() : nullptr, w.rows, epilogue, y,
@@ -810,7 +831,12 @@ class CudaBackend final : public Backend {
   void reserve_activations(const ModelConfig& config, int64_t rows, int64_t outputs, int64_t visible, CudaWorkspace& ws) {
     const size_t f = sizeof(float);
     const size_t D = size_t(config.hidden_dim), half = size_t(config.head_dim() / 2);
-    const size_t widest_input = size_t(std::max(config.hidden_dim, config.ffn_dim));
+    size_t gemm_input = 0;
+    for (const DeviceLayer& layer : prepared().layers) {
+      for (const DeviceMatrix* matrix : {&layer.qkv, &layer.attn_out, &layer.ffn_up, &layer.ffn_down}) {
+        gemm_input = std::max(gemm_input, gemm_input_bytes(matrix->type, rows, matrix->cols));
+      }
+    }
     const std::pair<DeviceBuffer*, size_t> sizes[] = {
         {&ws.residual, size_t(rows) * D * f},
         {&ws.attn_input, size_t(std::max(rows, outputs)) * D * f},
@@ -818,8 +844,8 @@ class CudaBackend final : public Backend {
         {&ws.qkv, size_t(rows * config.qkv_rows()) * f},
         {&ws.attention, size_t(rows) * D * f},
         {&ws.ffn_hidden, size_t(rows * config.ffn_dim) * f},
-        // A bfloat16 GEMM's input rounded to 16 bits; reserved here because a captured graph cannot allocate.
-        {&ws.rounded, size_t(rows) * widest_input * sizeof(uint16_t)},
+        // The widest 16-bit GEMM input of the layers; reserved here because a captured graph cannot allocate.
+        {&ws.gemm_input, gemm_input},
         {&ws.rotary_cos, size_t(rows) * half * f},
         {&ws.rotary_sin, size_t(rows) * half * f},
         {&ws.attention_partials, size_t(attention_workspace_floats(rows, config.num_heads, config.head_dim(), visible)) * f},
@@ -835,7 +861,7 @@ class CudaBackend final : public Backend {
   std::shared_ptr<DeviceWeightStore> store_;
   std::unique_ptr<DeviceWeights> weights_;
   // project_logits' and embed's device buffers (those calls have no workspace).
-  DeviceBuffer logits_hidden_, logits_, logits_rounded_, embed_ids_;
+  DeviceBuffer logits_hidden_, logits_, logits_gemm_input_, embed_ids_;
   // project_logits_for_sampling's ranked rows: their step rows, counts and allowed vocabularies (one
   // table on the device), and their candidates, on the device and back on the host.
   std::vector<int32_t> ranked_rows_, ranked_counts_, ranked_allowed_, host_ranked_ids_;

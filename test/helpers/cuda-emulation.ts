@@ -125,6 +125,8 @@ export interface CudaEmulation {
   barrierExchange(spec: { values: Int32Array; threads: number }): Int32Array;
   warpOps(spec: { values: Int32Array }): Int32Array;
   atomics(spec: { blocks: number; threads: number }): { count: number; sum: number };
+  /** split_f16's float16 parts (widened) and row scales, and the host's float16 rounding of each x scaled by its row's 1 / rowUnscale. */
+  splitF16(spec: { x: Float32Array; rows: number; k: number }): { high: Float32Array; low: Float32Array; rowUnscale: Float32Array; hostHigh: Float32Array };
   wmmaTile(spec: { a: Float32Array; b: Float32Array; c: Float32Array; dtype: "bfloat16" | "float16" }): { d: Float32Array; a: Float32Array; b: Float32Array };
   misuse(probe: string, index?: number): void;
   graphReplay(spec: { x: Float32Array; replays: number }): { afterCapture: Float32Array; afterReplays: Float32Array };

@@ -1,5 +1,5 @@
-// Embedding gathers (16-bit, float32 and int8 tables), row gathers, bias + GELU, and rounding to
-// 16-bit floats.
+// Embedding gathers (16-bit, float32 and int8 tables), row gathers, bias + GELU, rounding to 16-bit
+// floats, and the split of float16 models' GEMM inputs.
 #include "common.cuh"
 #include "kernels.h"
 
@@ -49,6 +49,44 @@ __global__ void round_kernel(const float* x, int64_t count, Element type, uint16
   if (i < count) out[i] = type == Element::BF16 ? float_to_bf16_bits(x[i]) : float_to_half_bits(x[i]);
 }
 
+constexpr int kWarps = kThreads / 32;
+
+// One block per row: the row's largest finite magnitude, then its scaled float16 pair (kernels.h).
+__global__ void __launch_bounds__(kThreads)
+    split_f16_kernel(const float* x, int64_t k, uint16_t* high, uint16_t* low, float* row_unscale) {
+  __shared__ SharedArray<float, kWarps> partials;
+  const int64_t row = blockIdx.x;
+  const float* in = x + row * k;
+  const float infinity = __int_as_float(0x7f800000);
+  float largest = 0.0f;
+  for (int64_t c = threadIdx.x; c < k; c += kThreads) {
+    const float magnitude = fabsf(in[c]);
+    if (magnitude < infinity) largest = fmaxf(largest, magnitude);  // false for ±Infinity and NaN
+  }
+  for (int offset = 16; offset > 0; offset >>= 1) largest = fmaxf(largest, __shfl_xor_sync(kFullMask, largest, offset));
+  const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32;
+  if (lane == 0) partials[warp] = largest;
+  __syncthreads();
+  for (int w = 0; w < kWarps; ++w) largest = fmaxf(largest, partials[w]);
+  // largest lies in [2^(b - 127), 2^(b - 126)) for its biased exponent b (a subnormal's is taken as 1),
+  // so largest · 2^(141 - b) lies in [2^14, 2^15); both 2^e and 2^-e stay normal float32 numbers.
+  int e = 0;
+  if (largest > 0.0f) {
+    const int biased = __float_as_int(largest) >> 23;
+    e = 141 - (biased > 1 ? biased : 1);
+    if (e > 126) e = 126;
+  }
+  const float scale = __int_as_float((127 + e) << 23);
+  if (threadIdx.x == 0) row_unscale[row] = __int_as_float((127 - e) << 23);
+  for (int64_t c = threadIdx.x; c < k; c += kThreads) {
+    const float scaled = in[c] * scale;
+    const uint16_t high_bits = float_to_half_bits(scaled);
+    const float rest = scaled - half_bits_to_float(high_bits);  // exact: high is scaled's nearest float16
+    high[row * k + c] = high_bits;
+    low[row * k + c] = fabsf(scaled) < infinity ? float_to_half_bits(rest) : uint16_t(0);
+  }
+}
+
 }  // namespace
 
 void embedding(const void* table, Element type, int64_t dim, const int32_t* ids, int64_t count, float* out, cudaStream_t stream) {
@@ -90,6 +128,13 @@ void round_to(const float* x, int64_t count, Element type, uint16_t* out, cudaSt
   if (count == 0) return;
   const auto kernel = &round_kernel;
   FALCON_LAUNCH("round_to", kernel, dim3(grid_blocks(count, kThreads, "round_to")), dim3(kThreads), stream, x, count, type, out);
+}
+
+void split_f16(const float* x, int64_t rows, int64_t k, uint16_t* high, uint16_t* low, float* row_unscale, cudaStream_t stream) {
+  require_sizes(rows >= 0 && k > 0, "split_f16", "rows must be non-negative and k positive");
+  if (rows == 0) return;
+  const auto kernel = &split_f16_kernel;
+  FALCON_LAUNCH("split_f16", kernel, dim3(grid_blocks(rows, 1, "split_f16")), dim3(kThreads), stream, x, k, high, low, row_unscale);
 }
 
 }  // namespace FALCON_CUDA_NS

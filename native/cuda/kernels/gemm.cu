@@ -78,18 +78,21 @@ __global__ void __launch_bounds__(kF32Threads)
 // wmma: 64×64 outputs per block of 4 warps, each warp 32×32 (2×2 fragments of 16×16), k in steps
 // of 16 staged through shared memory (rows padded to 24 elements: ldm must be a multiple of 8
 // and fragment pointers 32-byte aligned), outputs staged through shared memory for the epilogue.
+// Pair (float16 weights): x comes as split_f16's high and low rows, each fragment of w multiplies
+// both, and each row's sum is scaled back by its row_unscale.
 constexpr int kWmmaTile = 64;
 constexpr int kWmmaThreads = 128;
 constexpr int kStagePitch = 24;
 constexpr int kOutPitch = 68;
 
-template <typename T>
+template <typename T, bool Pair>
 __global__ void __launch_bounds__(kWmmaThreads)
-    gemm_wmma_kernel(const uint16_t* x, int64_t m, int64_t k, const uint16_t* w, int64_t n, GemmEpilogue epilogue, float* y) {
+    gemm_wmma_kernel(WmmaInput x, int64_t m, int64_t k, const uint16_t* w, int64_t n, GemmEpilogue epilogue, float* y) {
   using namespace nvcuda;
-  alignas(32) __shared__ SharedArray<uint16_t, kWmmaTile * kStagePitch> x_stage;  // [row][k]
-  alignas(32) __shared__ SharedArray<uint16_t, kWmmaTile * kStagePitch> w_stage;  // [output][k]
-  alignas(32) __shared__ SharedArray<float, kWmmaTile * kOutPitch> out_stage;     // [row][output]
+  alignas(32) __shared__ SharedArray<uint16_t, kWmmaTile * kStagePitch> x_stage;                // [row][k]
+  alignas(32) __shared__ SharedArray<uint16_t, Pair ? kWmmaTile * kStagePitch : 16> low_stage;  // [row][k]
+  alignas(32) __shared__ SharedArray<uint16_t, kWmmaTile * kStagePitch> w_stage;                // [output][k]
+  alignas(32) __shared__ SharedArray<float, kWmmaTile * kOutPitch> out_stage;                   // [row][output]
   const int warp = int(threadIdx.x) / 32;
   const int warp_row = (warp / 2) * 32, warp_col = (warp % 2) * 32;
   const int64_t row0 = int64_t(blockIdx.y) * kWmmaTile, col0 = int64_t(blockIdx.x) * kWmmaTile;
@@ -101,21 +104,31 @@ __global__ void __launch_bounds__(kWmmaThreads)
     for (int e = int(threadIdx.x); e < kWmmaTile * 16; e += kWmmaThreads) {
       const int r = e / 16, kk = e % 16;
       const int64_t kg = k0 + kk;
-      x_stage[r * kStagePitch + kk] = row0 + r < m && kg < k ? x[(row0 + r) * k + kg] : uint16_t(0);
+      const bool in_x = row0 + r < m && kg < k;
+      x_stage[r * kStagePitch + kk] = in_x ? x.high[(row0 + r) * k + kg] : uint16_t(0);
+      if (Pair) low_stage[r * kStagePitch + kk] = in_x ? x.low[(row0 + r) * k + kg] : uint16_t(0);
       w_stage[r * kStagePitch + kk] = col0 + r < n && kg < k ? w[(col0 + r) * k + kg] : uint16_t(0);
     }
     __syncthreads();
     wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a[2];
     wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b[2];
-    for (int i = 0; i < 2; ++i) {
-      wmma::load_matrix_sync(a[i], reinterpret_cast<const T*>(x_stage.data()) + (warp_row + 16 * i) * kStagePitch, kStagePitch);
-    }
     // b's tile is w[output][k] read as [k][output]: column-major with the same pitch.
     for (int j = 0; j < 2; ++j) {
       wmma::load_matrix_sync(b[j], reinterpret_cast<const T*>(w_stage.data()) + (warp_col + 16 * j) * kStagePitch, kStagePitch);
     }
     for (int i = 0; i < 2; ++i) {
+      wmma::load_matrix_sync(a[i], reinterpret_cast<const T*>(x_stage.data()) + (warp_row + 16 * i) * kStagePitch, kStagePitch);
+    }
+    for (int i = 0; i < 2; ++i) {
       for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+    }
+    if (Pair) {
+      for (int i = 0; i < 2; ++i) {
+        wmma::load_matrix_sync(a[i], reinterpret_cast<const T*>(low_stage.data()) + (warp_row + 16 * i) * kStagePitch, kStagePitch);
+      }
+      for (int i = 0; i < 2; ++i) {
+        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+      }
     }
     __syncthreads();
   }
@@ -129,7 +142,10 @@ __global__ void __launch_bounds__(kWmmaThreads)
   for (int e = int(threadIdx.x); e < kWmmaTile * kWmmaTile; e += kWmmaThreads) {
     const int r = e / kWmmaTile, c = e % kWmmaTile;
     const int64_t row = row0 + r, col = col0 + c;
-    if (row < m && col < n) y[row * n + col] = apply_epilogue(out_stage[r * kOutPitch + c], col, epilogue, &y[row * n + col]);
+    if (row < m && col < n) {
+      const float sum = Pair ? out_stage[r * kOutPitch + c] * x.row_unscale[row] : out_stage[r * kOutPitch + c];
+      y[row * n + col] = apply_epilogue(sum, col, epilogue, &y[row * n + col]);
+    }
   }
 }
 
@@ -208,18 +224,21 @@ void gemm_f32(const float* x, int64_t m, int64_t k, const void* w, Element type,
   }
 }
 
-void gemm_wmma(const uint16_t* x, Element type, int64_t m, int64_t k, const uint16_t* w, int64_t n,
+void gemm_wmma(const WmmaInput& x, Element type, int64_t m, int64_t k, const uint16_t* w, int64_t n,
                const GemmEpilogue& epilogue, float* y, cudaStream_t stream) {
   check_gemm("gemm_wmma", m, k, n);
   require_sizes(type == Element::BF16 || type == Element::F16, "gemm_wmma", "the tensor-core GEMM takes bfloat16 or float16");
+  const bool pair = x.low != nullptr && x.row_unscale != nullptr;
+  require_sizes(type == Element::F16 ? pair : x.low == nullptr && x.row_unscale == nullptr, "gemm_wmma",
+                "float16 weights take split_f16's high, low and row scales; bfloat16 weights the rounded input alone");
   require_sizes((m + kWmmaTile - 1) / kWmmaTile <= 65535, "gemm_wmma", "too many rows for one launch");
   if (m == 0) return;
   const dim3 grid(grid_blocks(n, kWmmaTile, "gemm_wmma"), unsigned((m + kWmmaTile - 1) / kWmmaTile));
   if (type == Element::BF16) {
-    const auto kernel = &gemm_wmma_kernel<__nv_bfloat16>;
+    const auto kernel = &gemm_wmma_kernel<__nv_bfloat16, false>;
     FALCON_LAUNCH("gemm_wmma_bf16", kernel, grid, dim3(kWmmaThreads), stream, x, m, k, w, n, epilogue, y);
   } else {
-    const auto kernel = &gemm_wmma_kernel<__half>;
+    const auto kernel = &gemm_wmma_kernel<__half, true>;
     FALCON_LAUNCH("gemm_wmma_f16", kernel, grid, dim3(kWmmaThreads), stream, x, m, k, w, n, epilogue, y);
   }
 }

@@ -47,6 +47,16 @@ void bias_gelu(float* x, int64_t rows, int64_t cols, const float* bias, cudaStre
 // out[i] = x[i] rounded to nearest even as `type` (BF16 or F16), as bits.
 void round_to(const float* x, int64_t count, Element type, uint16_t* out, cudaStream_t stream);
 
+// A float32 GEMM input as float16 weights take it on the tensor cores: per row r of x ([rows, k]),
+// the power of two 2^e that brings the row's largest finite magnitude into [2^14, 2^15) (e clamped
+// to [-113, 126]; e = 0 for a row of zeros), and the scaled row as a pair of float16 rows (bits):
+// high = x·2^e rounded to nearest even, low = the remainder rounded to nearest even (0 where x is
+// ±Infinity or NaN, which high carries). high + low holds x·2^e to within 2^-22·|x·2^e| + 2^-25:
+// 22 significant bits where one float16 keeps 11, and no overflow or flush to zero whatever the
+// row's scale. row_unscale[r] = 2^-e. The float32 inputs of a float16 model stay float32 on the CPU;
+// one float16 rounding would cost them half their bits and overflow above 65504.
+void split_f16(const float* x, int64_t rows, int64_t k, uint16_t* high, uint16_t* low, float* row_unscale, cudaStream_t stream);
+
 // Rotary tables [rows, head_dim / 2] of cos and sin: angle = positions[r] · position_scales[r] /
 // bases[r]^(2i / head_dim), in double, rounded once (the CPU's rotary_tables; the host folds each
 // sequence's scaling, linear or dynamic NTK, into its rows' base and position scale).
@@ -67,9 +77,18 @@ void apply_rotary(float* x, int64_t rows, int64_t row_stride, int64_t first_head
 void gemm_f32(const float* x, int64_t m, int64_t k, const void* w, Element type, const float* scales, int64_t n,
               const GemmEpilogue& epilogue, float* y, cudaStream_t stream);
 
-// The same with x and w of 16-bit `type` (BF16 or F16, as bits; x rounded by round_to) on the tensor
-// cores through nvcuda::wmma: products exact, float32 accumulation.
-void gemm_wmma(const uint16_t* x, Element type, int64_t m, int64_t k, const uint16_t* w, int64_t n,
+// A tensor-core GEMM's input, [m, k] 16-bit rows as bits: for bfloat16 weights, x rounded by round_to
+// (`high` alone); for float16 weights, x split by split_f16 (`high`, `low` and `row_unscale`).
+struct WmmaInput {
+  const uint16_t* high = nullptr;
+  const uint16_t* low = nullptr;
+  const float* row_unscale = nullptr;
+};
+
+// The same on the tensor cores through nvcuda::wmma, w of 16-bit `type` (BF16 or F16, as bits):
+// products exact, float32 accumulation. BF16: Σ_k high·w. F16: row_unscale[m] · Σ_k (high·w + low·w),
+// two products per step, before the epilogue.
+void gemm_wmma(const WmmaInput& x, Element type, int64_t m, int64_t k, const uint16_t* w, int64_t n,
                const GemmEpilogue& epilogue, float* y, cudaStream_t stream);
 
 // Few-row GEMM (decode): rows m ≤ kGemvMaxRows, every weight read once, one warp per output. x is
