@@ -11,6 +11,7 @@ import { fileURLToPath } from "node:url";
 import { after, describe, it } from "node:test";
 
 import { FalconBackbone, runtimeInfo, setIsa, type FalconBackboneConfig, type FalconDType } from "../src/index.js";
+import { callNativeSync, native, type NativeKvDType } from "../src/native.js";
 
 const { isa: defaultIsa, supportedIsas, features } = runtimeInfo();
 const hiddenFeatures = process.env.FALCON_CPU_WITHOUT;
@@ -54,6 +55,73 @@ describe("kernel families against the scalar reference", () => {
           // move an activation by one bf16 step (2^-8); float32, float16 and int8 (float32 compute) agree to rounding.
           const limit = dtype === "bfloat16" ? 1e-2 : 2e-5;
           assert.ok(worst / scale < limit, `relative error ${worst / scale}`);
+        });
+      });
+    }
+  }
+});
+
+/**
+ * Attention at real head dimensions (64, 128), where the kernels' wide paths run: every query group size
+ * (prompt groups of 4 consecutive tokens and a tail of 3; decode groups of the heads sharing a KV head:
+ * 1 in MHA, 2 in GQA, 4 in MQA), keys in runs of blocks with a partial last block, and each KV pool
+ * dtype. A prompt of 71 tokens, then decode steps fed the scalar run's greedy tokens.
+ */
+const ATTENTION_SHAPES: FalconBackboneConfig[] = [
+  { vocabularySize: 61, numLayers: 1, numAttentionHeads: 2, hiddenDim: 128, intermediateDim: 64, seed: 7 },
+  { vocabularySize: 61, numLayers: 1, numAttentionHeads: 4, numKeyValueHeads: 2, hiddenDim: 256, intermediateDim: 64,
+    positionEncoding: "rotary", blockLayout: "parallel_two_norms", seed: 8 },
+  { vocabularySize: 61, numLayers: 1, numAttentionHeads: 4, numKeyValueHeads: 1, hiddenDim: 512, intermediateDim: 64,
+    positionEncoding: "rotary", blockLayout: "parallel_one_norm", seed: 9 },
+];
+const ATTENTION_PROMPT = 71;
+const ATTENTION_DECODE_STEPS = 12;
+
+/** Every step's logit rows: the prompt in one step, then one token a step (`forced`, or greedy when absent). */
+async function attentionRun(isa: typeof defaultIsa, config: FalconBackboneConfig, kvDtype: NativeKvDType, forced?: number[]) {
+  setIsa(isa);
+  const model = new FalconBackbone({ ...config, dtype: "float32" });
+  try {
+    const blocks = Math.ceil((ATTENTION_PROMPT + ATTENTION_DECODE_STEPS) / 16);
+    const nativeModel = await model.nativeModel();
+    const runner = callNativeSync(() => native().stepRunnerForTest(nativeModel, blocks, kvDtype));
+    const table = Int32Array.from({ length: blocks }, (_, i) => i);
+    const tokens = forced?.slice(0, ATTENTION_PROMPT) ?? Array.from({ length: ATTENTION_PROMPT }, (_, i) => (i * 17 + 3) % config.vocabularySize);
+    const rows: Float32Array[] = [];
+    for (let start = 0, count = ATTENTION_PROMPT; start + count <= ATTENTION_PROMPT + ATTENTION_DECODE_STEPS; start += count, count = 1) {
+      const logits = callNativeSync(() => runner.run({
+        sequences: [{ blockTable: table, start, count, ropeLength: start + count }],
+        tokenIds: Int32Array.from(tokens.slice(start, start + count)),
+        positions: Int32Array.from({ length: count }, (_, t) => start + t),
+        valid: new Uint8Array(count).fill(1),
+        outputRows: Int32Array.from({ length: count }, (_, t) => t),
+      }));
+      const vocabulary = config.vocabularySize;
+      for (let t = 0; t < count; t++) rows.push(logits.slice(t * vocabulary, (t + 1) * vocabulary));
+      const last = rows[rows.length - 1]!;
+      tokens.push(forced?.[tokens.length] ?? last.reduce((best, x, i) => (x > last[best]! ? i : best), 0));
+    }
+    return { rows, tokens };
+  } finally {
+    model.dispose();
+  }
+}
+
+describe("attention kernels against the scalar reference at head dimensions 64 and 128", () => {
+  for (const isa of supportedIsas.filter((name) => name !== "scalar")) {
+    for (const kvDtype of ["float32", "bfloat16", "float16"] as NativeKvDType[]) {
+      ATTENTION_SHAPES.forEach((config, index) => {
+        it(`${isa}, ${kvDtype} KV, shape ${index} (head dim ${config.hiddenDim / config.numAttentionHeads})`, async () => {
+          const reference = await attentionRun("scalar", config, kvDtype);
+          const fast = await attentionRun(isa, config, kvDtype, reference.tokens);
+          assert.equal(fast.rows.length, ATTENTION_PROMPT + ATTENTION_DECODE_STEPS);
+          fast.rows.forEach((row, step) => {
+            const expected = reference.rows[step]!;
+            const scale = expected.reduce((most, x) => Math.max(most, Math.abs(x)), 1);
+            const worst = row.reduce((most, x, i) => Math.max(most, Math.abs(x - expected[i]!)), 0);
+            // The same float32 chains in the same order, but for fused multiply-adds: agreement to rounding.
+            assert.ok(worst / scale < 2e-5, `row ${step}: relative error ${worst / scale}`);
+          });
         });
       });
     }
