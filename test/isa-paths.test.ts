@@ -12,6 +12,7 @@ import { after, describe, it } from "node:test";
 
 import { FalconBackbone, runtimeInfo, setIsa, type FalconBackboneConfig, type FalconDType } from "../src/index.js";
 import { callNativeSync, native, type NativeKvDType } from "../src/native.js";
+import { decodeOneSequence } from "./helpers/step-decode.js";
 
 const { isa: defaultIsa, supportedIsas, features } = runtimeInfo();
 const hiddenFeatures = process.env.FALCON_CPU_WITHOUT;
@@ -77,7 +78,7 @@ const ATTENTION_SHAPES: FalconBackboneConfig[] = [
 const ATTENTION_PROMPT = 71;
 const ATTENTION_DECODE_STEPS = 12;
 
-/** Every step's logit rows: the prompt in one step, then one token a step (`forced`, or greedy when absent). */
+/** Every step's logit rows and the tokens fed (helpers/step-decode.ts): `forced`, or greedy when absent. */
 async function attentionRun(isa: typeof defaultIsa, config: FalconBackboneConfig, kvDtype: NativeKvDType, forced?: number[]) {
   setIsa(isa);
   const model = new FalconBackbone({ ...config, dtype: "float32" });
@@ -85,23 +86,10 @@ async function attentionRun(isa: typeof defaultIsa, config: FalconBackboneConfig
     const blocks = Math.ceil((ATTENTION_PROMPT + ATTENTION_DECODE_STEPS) / 16);
     const nativeModel = await model.nativeModel();
     const runner = callNativeSync(() => native().stepRunnerForTest(nativeModel, blocks, kvDtype));
-    const table = Int32Array.from({ length: blocks }, (_, i) => i);
-    const tokens = forced?.slice(0, ATTENTION_PROMPT) ?? Array.from({ length: ATTENTION_PROMPT }, (_, i) => (i * 17 + 3) % config.vocabularySize);
-    const rows: Float32Array[] = [];
-    for (let start = 0, count = ATTENTION_PROMPT; start + count <= ATTENTION_PROMPT + ATTENTION_DECODE_STEPS; start += count, count = 1) {
-      const logits = callNativeSync(() => runner.run({
-        sequences: [{ blockTable: table, start, count, ropeLength: start + count }],
-        tokenIds: Int32Array.from(tokens.slice(start, start + count)),
-        positions: Int32Array.from({ length: count }, (_, t) => start + t),
-        valid: new Uint8Array(count).fill(1),
-        outputRows: Int32Array.from({ length: count }, (_, t) => t),
-      }));
-      const vocabulary = config.vocabularySize;
-      for (let t = 0; t < count; t++) rows.push(logits.slice(t * vocabulary, (t + 1) * vocabulary));
-      const last = rows[rows.length - 1]!;
-      tokens.push(forced?.[tokens.length] ?? last.reduce((best, x, i) => (x > last[best]! ? i : best), 0));
-    }
-    return { rows, tokens };
+    const prompt = Array.from({ length: ATTENTION_PROMPT }, (_, i) => (i * 17 + 3) % config.vocabularySize);
+    return decodeOneSequence(runner, {
+      vocabulary: config.vocabularySize, prompt, decodeSteps: ATTENTION_DECODE_STEPS, blockTable: Int32Array.from({ length: blocks }, (_, i) => i), forced,
+    });
   } finally {
     model.dispose();
   }

@@ -11,6 +11,7 @@ import { after, before, describe, it } from "node:test";
 import { FalconCausalLM, FalconInputError, runtimeInfo, setIsa } from "../src/index.js";
 import { callNativeSync, native, type NativeKvDType, type NativeModel, type NativeStepRunnerForTest } from "../src/native.js";
 import { FIXTURES } from "./helpers/fixtures.js";
+import { decodeOneSequence } from "./helpers/step-decode.js";
 
 const { isa: defaultIsa, supportedIsas } = runtimeInfo();
 after(() => setIsa(defaultIsa));
@@ -56,34 +57,10 @@ after(() => {
   for (const { lm } of models.values()) lm.backbone.dispose();
 });
 
-const argmax = (row: Float32Array) => row.reduce((best, x, i) => (x > row[best]! ? i : best), 0);
-
-/**
- * The prompt in one step (logits of every prompt token), then DECODE_STEPS decode steps, each feeding
- * `forced[t]` when given, else the greedy choice of the step before. Returns every step's logit rows
- * and the tokens fed.
- */
+/** The prompt in one step, then DECODE_STEPS decode steps (helpers/step-decode.ts), over the pool's blocks in reverse order. */
 function decode(runner: NativeStepRunnerForTest, vocabulary: number, prompt: number[], forced?: number[]): { rows: Float32Array[]; tokens: number[] } {
-  const table = Int32Array.from({ length: POOL_BLOCKS }, (_, i) => POOL_BLOCKS - 1 - i);
-  const tokens = [...prompt];
-  const rows: Float32Array[] = [];
-  let start = 0;
-  let count = prompt.length;
-  while (tokens.length <= prompt.length + DECODE_STEPS) {
-    const logits = callNativeSync(() => runner.run({
-      sequences: [{ blockTable: table, start, count, ropeLength: start + count }],
-      tokenIds: Int32Array.from(tokens.slice(start, start + count)),
-      positions: Int32Array.from({ length: count }, (_, t) => start + t),
-      valid: new Uint8Array(count).fill(1),
-      outputRows: Int32Array.from({ length: count }, (_, t) => t),
-    }));
-    for (let t = 0; t < count; t++) rows.push(logits.subarray(t * vocabulary, (t + 1) * vocabulary));
-    start += count;
-    count = 1;
-    if (tokens.length === prompt.length + DECODE_STEPS) break;
-    tokens.push(forced?.[tokens.length] ?? argmax(rows[rows.length - 1]!));
-  }
-  return { rows, tokens };
+  const blockTable = Int32Array.from({ length: POOL_BLOCKS }, (_, i) => POOL_BLOCKS - 1 - i);
+  return decodeOneSequence(runner, { vocabulary, prompt, decodeSteps: DECODE_STEPS, blockTable, forced });
 }
 
 function promptFor(vocabulary: number): number[] {
