@@ -380,7 +380,7 @@ describeOnEach(describe, "cuda ops: GEMM and GEMV against cpu::matmul", (cuda) =
   it("every launcher refuses sizes and types it cannot run, as typed input errors naming it", () => {
     const refusals = cuda.kernelRefusals();
     const launchers = [...new Set(refusals.map(({ call }) => call.split(" ")[0]!))].sort();
-    assert.deepEqual(launchers, ["draw_tokens", "embedding", "embedding_int8", "gather_rows", "gemm_f32", "gemm_wmma", "gemv", "gemv_int8", "paged_attention", "round_to", "split_f16", "top_k", "write_kv"]);
+    assert.deepEqual(launchers, ["draw_tokens", "embedding", "embedding_int8", "gather_rows", "gemm_f32", "gemm_wmma", "gemv", "gemv_int8", "paged_attention", "round_to", "split_f16", "stage_wmma_input", "top_k", "write_kv"]);
     for (const { call, code, message } of refusals) {
       assert.equal(code, "FALCON_INPUT", `${call}: ${code} ${message}`);
       assert.ok(message.startsWith(`${call.split(" ")[0]}: `), `${call}: the message "${message}" does not name the kernel`);

@@ -442,18 +442,11 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
         gpu::gemv_int8(device_x, m, k, device_q, device.upload(scales), n, epilogue, y, device.native());
       }
     } else if (kernel == "wmma") {
-      // The backend's linear: bfloat16 rounds x once, float16 splits it into a scaled pair.
-      uint16_t* high = device.allocate<uint16_t>(x.size());
-      gpu::WmmaInput input{high, nullptr, nullptr};
-      if (dtype == DType::BFloat16) {
-        gpu::round_to(device_x, int64_t(x.size()), gpu::Element::BF16, high, device.native());
-      } else {
-        uint16_t* low = device.allocate<uint16_t>(x.size());
-        float* row_unscale = device.allocate<float>(size_t(m));
-        gpu::split_f16(device_x, m, k, high, low, row_unscale, device.native());
-        input = gpu::WmmaInput{high, low, row_unscale};
-      }
-      gpu::gemm_wmma(input, element_of(env, dtype), m, k, device.upload(half_bits(w, dtype)), n, epilogue, y, device.native());
+      // As the backend's linear: x rounded (bfloat16) or split (float16), then the GEMM.
+      const gpu::Element type = element_of(env, dtype);
+      void* staging = device.allocate<unsigned char>(gpu::wmma_input_bytes(type, m, k));
+      const gpu::WmmaInput input = gpu::stage_wmma_input(device_x, m, k, type, staging, device.native());
+      gpu::gemm_wmma(input, type, m, k, device.upload(half_bits(w, dtype)), n, epilogue, y, device.native());
     } else {
       const void* weights = dtype == DType::Float32 ? static_cast<const void*>(device.upload(w))
                                                     : static_cast<const void*>(device.upload(half_bits(w, dtype)));
@@ -585,6 +578,7 @@ Napi::Value KernelRefusals(const Napi::CallbackInfo& info) {
          [&] { gpu::gemm_wmma(gpu::WmmaInput{halves, halves, nullptr}, gpu::Element::F16, 1, 16, halves, 1, none, floats, stream); }},
         {"gemm_wmma bfloat16 with a low half",
          [&] { gpu::gemm_wmma(gpu::WmmaInput{halves, halves, floats}, gpu::Element::BF16, 1, 16, halves, 1, none, floats, stream); }},
+        {"stage_wmma_input float32", [&] { gpu::stage_wmma_input(floats, 1, 4, gpu::Element::F32, floats, stream); }},
         {"split_f16 k = 0", [&] { gpu::split_f16(floats, 1, 0, halves_out, halves_out, floats, stream); }},
         {"split_f16 rows < 0", [&] { gpu::split_f16(floats, -1, 4, halves_out, halves_out, floats, stream); }},
         {"gemv m > kGemvMaxRows", [&] { gpu::gemv(floats, gpu::kGemvMaxRows + 1, 4, floats, gpu::Element::F32, 4, none, floats, stream); }},
@@ -1232,18 +1226,16 @@ Napi::Value TimeKernel(const Napi::CallbackInfo& info) {
         const DType dtype = dtype_of(env, spec);
         if (dtype != DType::BFloat16 && dtype != DType::Float16) throw input_error(env, "gemm_wmma takes bfloat16 or float16");
         const uint16_t* w = random_halves(size_t(n * k), dtype);
+        const gpu::Element type = element_of(env, dtype);
         if (dtype == DType::BFloat16) {
           const gpu::WmmaInput x{random_halves(size_t(m * k), dtype), nullptr, nullptr};
-          launch = [=, &device] { gpu::gemm_wmma(x, gpu::Element::BF16, m, k, w, n, epilogue, y, device.native()); };
+          launch = [=, &device] { gpu::gemm_wmma(x, type, m, k, w, n, epilogue, y, device.native()); };
         } else {
           // What linear runs for float16 weights: the split of float32 x, then the pair GEMM.
           const float* x = random_floats(size_t(m * k));
-          uint16_t* high = device.allocate<uint16_t>(size_t(m * k));
-          uint16_t* low = device.allocate<uint16_t>(size_t(m * k));
-          float* row_unscale = device.allocate<float>(size_t(m));
+          void* staging = device.allocate<unsigned char>(gpu::wmma_input_bytes(type, m, k));
           launch = [=, &device] {
-            gpu::split_f16(x, m, k, high, low, row_unscale, device.native());
-            gpu::gemm_wmma(gpu::WmmaInput{high, low, row_unscale}, gpu::Element::F16, m, k, w, n, epilogue, y, device.native());
+            gpu::gemm_wmma(gpu::stage_wmma_input(x, m, k, type, staging, device.native()), type, m, k, w, n, epilogue, y, device.native());
           };
         }
       } else if (op == "gemm_f32") {

@@ -143,16 +143,6 @@ Element element_of(DType dtype) {
 
 size_t element_bytes(Element type) { return type == Element::F32 ? 4 : type == Element::I8 ? 1 : 2; }
 
-// Bytes of a tensor-core GEMM's input staged for m rows of `cols` inputs against `type` weights
-// (linear): bfloat16's rounded rows; float16's split rows (high, then low) and their row scales;
-// none for the other types, whose GEMMs read the float32 rows as they are.
-size_t gemm_input_bytes(Element type, int64_t m, int64_t cols) {
-  const size_t values = size_t(m * cols);
-  if (type == Element::BF16) return values * sizeof(uint16_t);
-  if (type == Element::F16) return 2 * values * sizeof(uint16_t) + size_t(m) * sizeof(float);
-  return 0;
-}
-
 // Host-to-device uploads through two page-locked buffers: a piece of the caller's memory is copied
 // into one while the device reads the other, so an upload returns once its bytes are staged, and the
 // bus reads page-locked memory (at its full rate, and while the host goes on reading the file)
@@ -689,7 +679,7 @@ class CudaBackend final : public Backend {
     logits_hidden_.reserve(context_, hidden_bytes);
     logits_.reserve(context_, size_t(rows * config.vocab_size) * sizeof(float));
     const DeviceMatrix& head = config.tied_head ? w.token_embedding : w.lm_head;
-    logits_gemm_input_.reserve(context_, gemm_input_bytes(head.type, rows, head.cols));
+    logits_gemm_input_.reserve(context_, wmma_input_bytes(head.type, rows, head.cols));
     context_->upload(logits_hidden_.get(), hidden, hidden_bytes);
     linear(logits_hidden_.get<float>(), rows, head, GemmEpilogue{}, logits_gemm_input_, logits_.get<float>());
   }
@@ -725,7 +715,7 @@ class CudaBackend final : public Backend {
   // per-row scale), bfloat16 inputs and weights on the tensor cores. Float16 weights multiply float32
   // inputs on the CPU; here many rows take the tensor cores too, each input split into two float16
   // parts (split_f16, within 2^-22 of it: near float32). Few rows go to the GEMV, which reads each
-  // weight once. `gemm_input` holds at least gemm_input_bytes(w.type, m, w.cols) (the caller reserves
+  // weight once. `gemm_input` holds at least wmma_input_bytes(w.type, m, w.cols) (the caller reserves
   // it: a captured graph cannot allocate).
   void linear(const float* x, int64_t m, const DeviceMatrix& w, const GemmEpilogue& epilogue, const DeviceBuffer& gemm_input, float* y) {
     if (m <= kGemvMaxRows) {
@@ -737,17 +727,8 @@ class CudaBackend final : public Backend {
       return;
     }
     if (w.type == Element::BF16 || w.type == Element::F16) {
-      require(gemm_input.bytes() >= gemm_input_bytes(w.type, m, w.cols), ErrorKind::State, "the 16-bit GEMM input buffer was not reserved");
-      uint16_t* high = gemm_input.get<uint16_t>();
-      WmmaInput input{high, nullptr, nullptr};
-      if (w.type == Element::BF16) {
-        round_to(x, m * w.cols, Element::BF16, high, context_->native());
-      } else {
-        uint16_t* low = high + m * w.cols;
-        float* row_unscale = reinterpret_cast<float*>(low + m * w.cols);
-        split_f16(x, m, w.cols, high, low, row_unscale, context_->native());
-        input = WmmaInput{high, low, row_unscale};
-      }
+      require(gemm_input.bytes() >= wmma_input_bytes(w.type, m, w.cols), ErrorKind::State, "the 16-bit GEMM input buffer was not reserved");
+      const WmmaInput input = stage_wmma_input(x, m, w.cols, w.type, gemm_input.get(), context_->native());
       gemm_wmma(input, w.type, m, w.cols, w.data.get<uint16_t>(), w.rows, epilogue, y, context_->native());
       return;
     }
@@ -834,7 +815,7 @@ class CudaBackend final : public Backend {
     size_t gemm_input = 0;
     for (const DeviceLayer& layer : prepared().layers) {
       for (const DeviceMatrix* matrix : {&layer.qkv, &layer.attn_out, &layer.ffn_up, &layer.ffn_down}) {
-        gemm_input = std::max(gemm_input, gemm_input_bytes(matrix->type, rows, matrix->cols));
+        gemm_input = std::max(gemm_input, wmma_input_bytes(matrix->type, rows, matrix->cols));
       }
     }
     const std::pair<DeviceBuffer*, size_t> sizes[] = {

@@ -611,23 +611,17 @@ template <typename Element>
 void key_scores_blocked(const float* q, int64_t q_stride, int64_t queries, const void* const* key_blocks, int64_t count,
                         int64_t d, float* scores, int64_t score_stride) {
   static_assert(kKeyBlock == 16, "two AVX2 vectors per key block");
-  for (int64_t g = 0; g < queries; g += kAttentionQueries) {
-    with_count<kAttentionQueries>(queries - g, [&](auto group) {
-      key_scores_blocked_group<Element, decltype(group)::value>(q + g * q_stride, q_stride, key_blocks, count, d,
-                                                                scores + g * score_stride, score_stride);
-    });
-  }
+  with_count<kAttentionQueries>(queries, [&](auto group) {
+    key_scores_blocked_group<Element, decltype(group)::value>(q, q_stride, key_blocks, count, d, scores, score_stride);
+  });
 }
 
 template <typename Element>
 void weighted_sum(const float* p, int64_t p_stride, int64_t queries, const void* const* value_blocks, int64_t count,
                   int64_t d, float* out, int64_t out_stride) {
-  for (int64_t g = 0; g < queries; g += kAttentionQueries) {
-    with_count<kAttentionQueries>(queries - g, [&](auto group) {
-      weighted_sum_group<Element, decltype(group)::value>(p + g * p_stride, p_stride, value_blocks, count, d,
-                                                          out + g * out_stride, out_stride);
-    });
-  }
+  with_count<kAttentionQueries>(queries, [&](auto group) {
+    weighted_sum_group<Element, decltype(group)::value>(p, p_stride, value_blocks, count, d, out, out_stride);
+  });
 }
 
 float exp_sum(float* x, int64_t n, float shift) {

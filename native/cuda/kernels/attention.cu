@@ -28,19 +28,6 @@ struct AttentionArgs {
   float* out;
 };
 
-__device__ float block_reduce(float value, bool take_max, SharedArray<float, kWarps>& partials) {
-  for (int offset = 16; offset > 0; offset >>= 1) {
-    const float other = __shfl_xor_sync(kFullMask, value, offset);
-    value = take_max ? fmaxf(value, other) : value + other;
-  }
-  if (threadIdx.x % 32 == 0) partials[int(threadIdx.x) / 32] = value;
-  __syncthreads();
-  float total = partials[0];
-  for (int w = 1; w < kWarps; ++w) total = take_max ? fmaxf(total, partials[w]) : total + partials[w];
-  __syncthreads();
-  return total;
-}
-
 // Block (split, head, row): keys [split · kAttentionSplitKeys, +kAttentionSplitKeys) of the row's visible ones.
 template <Element E>
 __global__ void __launch_bounds__(kThreads) split_attention_kernel(AttentionArgs a) {

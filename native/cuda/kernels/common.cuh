@@ -27,6 +27,23 @@ __device__ __forceinline__ T warp_sum(T value) {
   return value;
 }
 
+// The block's largest (take_max: fmaxf, so NaN loses to any number) or sum of `value`, over its threads
+// (Warps warps, all of them calling); every thread gets it. `partials` is the block's scratch, free
+// again when this returns.
+template <int Warps>
+__device__ float block_reduce(float value, bool take_max, SharedArray<float, Warps>& partials) {
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    const float other = __shfl_xor_sync(kFullMask, value, offset);
+    value = take_max ? fmaxf(value, other) : value + other;
+  }
+  if (threadIdx.x % 32 == 0) partials[int(threadIdx.x) / 32] = value;
+  __syncthreads();
+  float total = partials[0];
+  for (int w = 1; w < Warps; ++w) total = take_max ? fmaxf(total, partials[w]) : total + partials[w];
+  __syncthreads();
+  return total;
+}
+
 // Host-side size checks of the launchers.
 inline void require_sizes(bool condition, const char* kernel, const char* what) {
   if (!condition) throw Error(ErrorKind::Input, std::string(kernel) + ": " + what);

@@ -45,14 +45,7 @@ __global__ void __launch_bounds__(kThreads)
     const float value = row[id];
     if (value > max) max = value;
   }
-  for (int offset = 16; offset > 0; offset >>= 1) {
-    const float other = __shfl_xor_sync(kFullMask, max, offset);
-    if (other > max) max = other;
-  }
-  if (lane == 0) warp_max[warp] = max;
-  __syncthreads();
-  max = warp_max[0];
-  for (int w = 1; w < kWarps; ++w) max = warp_max[w] > max ? warp_max[w] : max;
+  max = block_reduce(max, true, warp_max);
   if (max == -__int_as_float(0x7f800000)) {
     // No logit above -Infinity: the sampler gives id 0 all the mass.
     if (threadIdx.x == 0) tokens_out[i] = 0;

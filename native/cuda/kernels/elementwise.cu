@@ -63,11 +63,7 @@ __global__ void __launch_bounds__(kThreads)
     const float magnitude = fabsf(in[c]);
     if (magnitude < infinity) largest = fmaxf(largest, magnitude);  // false for ±Infinity and NaN
   }
-  for (int offset = 16; offset > 0; offset >>= 1) largest = fmaxf(largest, __shfl_xor_sync(kFullMask, largest, offset));
-  const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32;
-  if (lane == 0) partials[warp] = largest;
-  __syncthreads();
-  for (int w = 0; w < kWarps; ++w) largest = fmaxf(largest, partials[w]);
+  largest = block_reduce(largest, true, partials);
   // largest lies in [2^(b - 127), 2^(b - 126)) for its biased exponent b (a subnormal's is taken as 1),
   // so largest · 2^(141 - b) lies in [2^14, 2^15); both 2^e and 2^-e stay normal float32 numbers.
   int e = 0;

@@ -224,6 +224,26 @@ void gemm_f32(const float* x, int64_t m, int64_t k, const void* w, Element type,
   }
 }
 
+size_t wmma_input_bytes(Element type, int64_t m, int64_t k) {
+  const size_t values = size_t(m * k);
+  if (type == Element::BF16) return values * sizeof(uint16_t);
+  if (type == Element::F16) return 2 * values * sizeof(uint16_t) + size_t(m) * sizeof(float);
+  return 0;
+}
+
+WmmaInput stage_wmma_input(const float* x, int64_t m, int64_t k, Element type, void* staging, cudaStream_t stream) {
+  require_sizes(type == Element::BF16 || type == Element::F16, "stage_wmma_input", "the tensor-core GEMM takes bfloat16 or float16");
+  uint16_t* high = static_cast<uint16_t*>(staging);
+  if (type == Element::BF16) {
+    round_to(x, m * k, Element::BF16, high, stream);
+    return WmmaInput{high, nullptr, nullptr};
+  }
+  uint16_t* low = high + m * k;
+  float* row_unscale = reinterpret_cast<float*>(low + m * k);  // 4-byte aligned: 4 · m · k bytes in
+  split_f16(x, m, k, high, low, row_unscale, stream);
+  return WmmaInput{high, low, row_unscale};
+}
+
 void gemm_wmma(const WmmaInput& x, Element type, int64_t m, int64_t k, const uint16_t* w, int64_t n,
                const GemmEpilogue& epilogue, float* y, cudaStream_t stream) {
   check_gemm("gemm_wmma", m, k, n);

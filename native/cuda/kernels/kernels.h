@@ -85,6 +85,15 @@ struct WmmaInput {
   const float* row_unscale = nullptr;
 };
 
+// The bytes of the staging area stage_wmma_input needs for m rows of k inputs against `type` weights:
+// bfloat16's rounded rows; float16's split rows (high, then low) and their row scales; 0 for the types
+// the tensor-core GEMM does not take.
+size_t wmma_input_bytes(Element type, int64_t m, int64_t k);
+
+// x [m, k] (float32) staged in `staging` (at least wmma_input_bytes(type, m, k)) as gemm_wmma takes it
+// against `type` weights: rounded by round_to (BF16) or split by split_f16 (F16).
+WmmaInput stage_wmma_input(const float* x, int64_t m, int64_t k, Element type, void* staging, cudaStream_t stream);
+
 // The same on the tensor cores through nvcuda::wmma, w of 16-bit `type` (BF16 or F16, as bits):
 // products exact, float32 accumulation. BF16: Σ_k high·w. F16: row_unscale[m] · Σ_k (high·w + low·w),
 // two products per step, before the epilogue.
