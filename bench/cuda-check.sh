@@ -17,9 +17,8 @@
 # racecheck over every kernel once on small shapes; time the kernels at falcon-rw-1b's shapes beside
 # an HBM copy probe and the wmma rate (bench/cuda-kernels.mjs); run every fixture case and the engine
 # on device "cuda", and a tiny model through the backend under memcheck and racecheck; time the
-# harness's pp512/pp2048/tg128 and engine streams on the GPU (bench/run.ts --device cuda), greedy and at
-# temperature 1; PyTorch's
-# cuBLAS bf16 rate and copy rate as outside references when python3 has torch. Prints one summary;
+# harness's pp512/pp2048/tg128 and engine streams on the GPU (bench/run.ts --device cuda), greedy, at
+# temperature 1 and top-p 0.9; PyTorch's cuBLAS bf16 rate and copy rate as outside references when python3 has torch. Prints one summary;
 # exits 1 on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -139,11 +138,15 @@ if [ $BUILT = 1 ] && [ "$PART" != kernels ]; then
   step "bench: pp512/pp2048/tg128, engine 1/16/64/256 (bf16, f16, int8)" 200 \
     node dist/bench/run.js --device cuda --dtypes bfloat16,float16,int8 --prompts 512,2048 --streams 1,16,64,256 \
       --engine-dtypes bfloat16 --reps 3
-  #    The engine again as the server's default request samples (the whole softmax at temperature 1): its
-  #    tokens drawn on the device (draw_tokens) instead of greedy's top-1 candidate.
+  #    The engine again as the server's default request samples (the whole softmax at temperature 1), and
+  #    as a request with top_p 0.9 samples: their tokens drawn on the device (draw_tokens) instead of
+  #    greedy's top-1 candidate.
   step "bench: engine 64/256 sampling at temperature 1 (bf16)" 90 \
     node dist/bench/run.js --device cuda --dtypes bfloat16 --prompts 512 --streams 64,256 --engine-dtypes bfloat16 \
       --engine-sampler random --reps 1
+  step "bench: engine 64/256 sampling top-p 0.9 (bf16)" 90 \
+    node dist/bench/run.js --device cuda --dtypes bfloat16 --prompts 512 --streams 64,256 --engine-dtypes bfloat16 \
+      --engine-sampler topP --reps 1
 fi
 # 7. Outside references for the floors: cuBLAS through PyTorch, when the machine has it.
 torch_reference() {

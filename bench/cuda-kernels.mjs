@@ -125,6 +125,8 @@ if (mode === "sanitize") {
   for (const count of emulated ? [2] : [1, 64, 256]) {
     row(`draw tokens ×${count}`, `vocabulary ${vocabulary}, temperature 1`, () => time({ op: "draw_tokens", rows: count, vocab: vocabulary }),
       (seconds) => `${((seconds / count) * 1e6).toFixed(1)} µs a row`);
+    row(`draw tokens ×${count}`, `vocabulary ${vocabulary}, top-p 0.9`, () => time({ op: "draw_tokens", rows: count, vocab: vocabulary, topP: 0.9 }),
+      (seconds) => `${((seconds / count) * 1e6).toFixed(1)} µs a row`);
   }
 }
 

@@ -7,7 +7,7 @@
  * R · FLOP per token / peak), so R streams decode at most R / that many tokens per second. A prompt
  * of P tokens takes at least P · FLOP per prompt token / peak (and one read of the weights).
  */
-import type { FalconCausalLM } from "../src/index.js";
+import type { CompleteOptions, FalconCausalLM } from "../src/index.js";
 import { benchTokens } from "./measure.js";
 import { summarize, type Summary } from "./stats.js";
 
@@ -26,10 +26,19 @@ export interface FirstTokenMeasure {
 }
 
 /**
- * How the streams sample: greedy, or "random" (the whole softmax at temperature 1, seeded per stream:
- * what an OpenAI request without sampling fields gets from the server).
+ * How the streams sample: greedy, "random" (the whole softmax at temperature 1, seeded per stream:
+ * what an OpenAI request without sampling fields gets from the server), or "topP" (the nucleus of mass
+ * 0.9 at temperature 1: what a request with top_p 0.9 gets).
  */
-export type StreamsSampler = "greedy" | "random";
+export type StreamsSampler = "greedy" | "random" | "topP";
+
+function samplerConfig(sampler: StreamsSampler, seed: number): CompleteOptions["sampler"] {
+  switch (sampler) {
+    case "greedy": return "greedy";
+    case "random": return { type: "random", seed };
+    case "topP": return { type: "topP", p: 0.9, seed };
+  }
+}
 
 /**
  * `streams` requests of a `promptLength`-token prompt each (different tokens per stream) and `generated`
@@ -48,7 +57,7 @@ export async function measureStreams(
       const times: number[][] = Array.from({ length: streams }, () => []);
       await Promise.all(Array.from({ length: streams }, (_, s) =>
         engine.complete(Int32Array.from(benchTokens(promptLength, vocabularySize, 100 * r + s + 1)), {
-          maxNewTokens: generated, stopTokenIds: null, sampler: sampler === "greedy" ? "greedy" : { type: "random", seed: 100 * r + s + 1 },
+          maxNewTokens: generated, stopTokenIds: null, sampler: samplerConfig(sampler, 100 * r + s + 1),
           onToken: () => times[s]!.push(performance.now()),
         })));
       const windowStart = Math.max(...times.map((t) => t[0]!));

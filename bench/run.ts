@@ -4,11 +4,12 @@
  *
  *   npm run bench -- [--small] [--preset DIR] [--dtypes float32,bfloat16,float16,int8,int4] [--reps 5]
  *                    [--threads N] [--engine-dtypes bfloat16,int8] [--device auto|cpu|cuda|cuda:N]
- *                    [--prompts 128,512] [--streams 1,4,16,64] [--engine-sampler greedy|random] [--json]
+ *                    [--prompts 128,512] [--streams 1,4,16,64] [--engine-sampler greedy|random|topP] [--json]
  *
  * For the dtypes in --engine-dtypes (that are also measured), the continuous-batching engine's rows
  * follow (bench/engine.ts): aggregate decode tokens/s at 1, 4, 16 and 64 (--streams) concurrent streams
- * sampling greedily or, with --engine-sampler random, from the whole softmax at temperature 1,
+ * sampling greedily or, with --engine-sampler random, from the whole softmax at temperature 1 (topP:
+ * from its nucleus of mass 0.9),
  * and time to first token of a 264-token prompt with its 256-token prefix cold and cached. The floors
  * are this CPU's; a model on a GPU (--device cuda) is timed without them (bench/cuda-check.sh measures the GPU's).
  */
@@ -80,7 +81,9 @@ async function main(): Promise<void> {
   const engineReps = Math.min(reps, 3);
   const engineStreams = values.streams ? lengths(values.streams, "--streams") : [1, 4, 16, 64];
   const engineSampler = values["engine-sampler"]!;
-  if (engineSampler !== "greedy" && engineSampler !== "random") throw new Error(`--engine-sampler must be greedy or random, got "${engineSampler}"`);
+  if (engineSampler !== "greedy" && engineSampler !== "random" && engineSampler !== "topP") {
+    throw new Error(`--engine-sampler must be greedy, random or topP, got "${engineSampler}"`);
+  }
   const log = (line: string) => { if (!values.json) console.log(line); };
 
   const runtime = runtimeInfo();

@@ -188,26 +188,32 @@ describe("cuda engine: sampling from candidates ranked on the device", () => {
         rankedSamplers.map((sampler, r) => ({ prompt: prompt(r, V), options: { maxNewTokens: 4 + (r % 5), sampler } }))));
   }
 
-  // Samplers over the whole softmax: their tokens are drawn on the device from the step's logits and the
-  // sampler's own draw.
-  const drawnSamplers: CompleteOptions["sampler"][] = [
+  // Samplers over the whole softmax or its nucleus (top-p without a cap below the vocabulary): their tokens
+  // are drawn on the device from the step's logits and the sampler's own draw.
+  const drawnSamplers = (V: number): CompleteOptions["sampler"][] => [
     { type: "temperature", temperature: 0.9, seed: 3 },
     { type: "random", seed: 4 },
     { type: "random", temperature: 1.7, seed: 2 ** 40 + 1 },
     { type: "temperature", temperature: 0.3, seed: 10 },
+    { type: "topP", p: 0.8, seed: 5 },
+    { type: "topP", p: 0.8, k: V, seed: 6 },
+    { type: "topP", p: 0.3, temperature: 1.4, seed: 2 ** 40 + 7 },
+    { type: "topP", p: 0.97, temperature: 0.6, seed: 8 },
   ];
   for (const name of ["rw_alibi_mha_sequential", "f7b_rotary_mqa_parallel"]) {
-    it(`${name}: seeded temperature and random requests give the CPU engine's tokens, drawn on the device: only their tokens come back`, () =>
+    it(`${name}: seeded temperature, random and uncapped top-p requests give the CPU engine's tokens, drawn on the device: only their tokens come back`, () =>
       assertCpuTokensReturnedAs(name, "drawn", (V) =>
-        drawnSamplers.map((sampler, r) => ({ prompt: prompt(r + 3, V), options: { maxNewTokens: 5 + (r % 4), sampler } }))));
+        drawnSamplers(V).map((sampler, r) => ({ prompt: prompt(r + 3, V), options: { maxNewTokens: 5 + (r % 4), sampler } }))));
   }
 
-  it("uncapped or wide top-p, top-k above 64, logprobs and returned logits still take whole rows, with the CPU's tokens; a mixed batch ranks and draws only the rows that can be", async () => {
+  it("top-p of mass 1 or cut within rounding of p, top-k above 64, logprobs and returned logits still take whole rows, with the CPU's tokens; a mixed batch ranks and draws only the rows that can be", async () => {
     using models = await bothDevices("f40b_newarch_gqa");
     const V = models.cpu.backbone.getConfig().vocabularySize;
     const whole: CompleteOptions[] = [
-      { sampler: { type: "topP", p: 0.8, seed: 5 } },
-      { sampler: { type: "topP", p: 0.8, k: V, seed: 6 } },
+      { sampler: { type: "topP", p: 1, seed: 5 } },
+      // At this temperature every weight is exp(−0) = 1: a flat row, whose lowest half of ids has mass p
+      // to within rounding. The kernel leaves the cut to the host's sums, and the row comes back whole.
+      { sampler: { type: "topP", p: Math.floor(V / 2) / V, temperature: 1e30, seed: 13 } },
       { sampler: { type: "topK", k: 100, seed: 8 } },
       { sampler: "greedy", logprobs: 2 },
       { sampler: { type: "topK", k: 5, seed: 9 }, returnLogits: true },

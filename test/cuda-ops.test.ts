@@ -583,3 +583,135 @@ describeOnEach(describe, "cuda ops: tokens drawn on the device", (cuda) => {
     }
   });
 });
+
+/**
+ * How near p the mass of a run of the most probable ids of logits[0, allowed) comes at `temperature`
+ * (probabilities exp((logit − max) / temperature) over their sum, ranked larger first with ties to the
+ * lower id, summed in that order): where it is within rounding of p, only the host's own order of
+ * summation decides the nucleus.
+ */
+function nucleusMarginFromP(row: Float32Array, allowed: number, temperature: number, p: number): number {
+  const values = Array.from(row.subarray(0, allowed));
+  const max = values.reduce((most, value) => (value > most ? value : most), -Infinity);
+  if (max === -Infinity) return Infinity;
+  const weights = values.map((value) => (!(value > -Infinity) ? 0 : max === Infinity ? (value === Infinity ? 1 : 0) : Math.exp((value - max) / temperature)));
+  const total = weights.reduce((sum, weight) => sum + weight, 0);
+  const ranked = weights.map((weight, id) => ({ id, probability: weight / total })).filter(({ probability }) => probability > 0);
+  ranked.sort((a, b) => b.probability - a.probability || a.id - b.id);
+  let mass = 0;
+  let nearest = Infinity;
+  for (const { probability } of ranked) {
+    mass += probability;
+    nearest = Math.min(nearest, Math.abs(mass - p));
+  }
+  return nearest;
+}
+
+describeOnEach(describe, "cuda ops: top-p tokens drawn on the device", (cuda) => {
+  type Case = { row: number; allowed: number; temperature: number; p: number; draw: number };
+  /** Every case in one launch: the kernel's tokens (-1: left to the host) and the host sampler's. */
+  const drawNuclei = (logits: Float32Array, vocab: number, cases: Case[]) => {
+    const { gpu, cpu } = cuda.drawTokens({
+      logits, vocab,
+      rows: Int32Array.from(cases, ({ row }) => row),
+      allowed: Int32Array.from(cases, ({ allowed }) => allowed),
+      temperatures: Float64Array.from(cases, ({ temperature }) => temperature),
+      topPs: Float64Array.from(cases, ({ p }) => p),
+      draws: Float64Array.from(cases, ({ draw }) => draw),
+    });
+    return { gpu: Array.from(gpu), cpu: Array.from(cpu) };
+  };
+  /**
+   * The kernel's token is the host's wherever it decides, and it leaves a row to the host only where a
+   * run of the most probable ids has a mass within rounding of p (1e-9 is ~10^4 times the kernel's
+   * margin for these vocabularies, and far below any other run's distance here).
+   */
+  const assertHostTokens = (logits: Float32Array, vocab: number, cases: Case[], gpu: number[], cpu: number[]) => {
+    cases.forEach(({ row, allowed, temperature, p, draw }, i) => {
+      const what = `row ${row} over ${allowed} ids, temperature ${temperature}, p ${p}, draw ${draw}`;
+      const margin = nucleusMarginFromP(logits.subarray(row * vocab, (row + 1) * vocab), allowed, temperature, p);
+      if (gpu[i] === -1) assert.ok(margin < 1e-9, `${what}: left to the host, yet every run's mass is ${margin} from p`);
+      else assert.equal(gpu[i], cpu[i], what);
+    });
+  };
+  const draws = [0, 0.5, 1 - 2 ** -53, ...Array.from({ length: 3 }, seededRandom(15))];
+
+  it("draws the host sampler's token on rows with ties, NaN, ±Infinity and signed zeros, for every mass, temperature and draw", () => {
+    const vocab = 300;
+    const logits = rankingRows(vocab, 47);
+    const cases = Array.from({ length: logits.length / vocab }, (_, row) => row).flatMap((row) =>
+      [1, 0.7, 0.05].flatMap((temperature) => [0.05, 0.5, 0.9, 0.993].flatMap((p) =>
+        draws.map((draw) => ({ row, allowed: row === 1 ? 77 : vocab, temperature, p, draw })))));
+    const { gpu, cpu } = drawNuclei(logits, vocab, cases);
+    assertHostTokens(logits, vocab, cases, gpu, cpu);
+    cases.forEach(({ row, allowed, p }, i) => {
+      if (gpu[i] === -1) return;
+      // Expectations of their own: no number above -Infinity gives id 0 everything; +Infinity logits
+      // share all the mass; a flat row's nucleus is its lowest ids.
+      if (row === 3 || row === 4) assert.equal(gpu[i], 0, `row ${row}`);
+      if (row === 5) assert.equal(logits[row * vocab + gpu[i]!], Infinity, `row 5, p ${p}`);
+      if (row === 6) assert.ok(gpu[i]! < Math.ceil(p * allowed), `flat row, p ${p}: ${gpu[i]}`);
+    });
+    // Random rows decide (their runs' masses are nowhere near these p); flat rows at p = ½ may not.
+    const decided = cases.filter(({ row }, i) => row === 0 && gpu[i] !== -1).length;
+    assert.equal(decided, cases.filter(({ row }) => row === 0).length);
+  });
+
+  it("rows of several 1024-id chunks and a peaked row: the host's tokens, and a nucleus of one id draws only it", () => {
+    const vocab = 2600;
+    const random = seededRandom(16);
+    const logits = new Float32Array(2 * vocab);
+    for (let i = 0; i < vocab; i++) {
+      logits[i] = (random() * 2 - 1) * 3;
+      logits[vocab + i] = i === 1700 ? 30 : i % 2 ? -30 : -Infinity;
+    }
+    const cases = [0, 1].flatMap((row) => [vocab, 1025, 2049].flatMap((allowed) => [0.1, 0.6, 0.95].flatMap((p) =>
+      draws.map((draw) => ({ row, allowed, temperature: 1, p, draw })))));
+    const { gpu, cpu } = drawNuclei(logits, vocab, cases);
+    assertHostTokens(logits, vocab, cases, gpu, cpu);
+    assert.ok(!gpu.includes(-1), "every cut decided");
+    cases.forEach(({ row, allowed }, i) => {
+      if (row === 1 && allowed > 1700) assert.equal(gpu[i], 1700, "the peaked row's nucleus is its one likely id");
+    });
+    const landed = new Set(cases.flatMap(({ row, allowed, p }, i) => (row === 0 && allowed === vocab && p === 0.95 ? [Math.floor(gpu[i]! / 1024)] : [])));
+    assert.ok(landed.size > 1, "draws land in more than one chunk of the random row");
+  });
+
+  it("a cut inside a run of tied ids takes the lowest of them, across the block's chunks of ids", () => {
+    const vocab = 1000;
+    const tied = Array.from({ length: 20 }, (_, t) => 13 + 49 * t);
+    const random = seededRandom(17);
+    const logits = Float32Array.from({ length: vocab }, () => -2 - random());
+    for (const id of tied) logits[id] = 3;
+    // One tied id's probability, as the samplers compute it; a mass of 6.5 of them keeps the first 7.
+    const weights = Array.from(logits, (value) => Math.exp(value - 3));
+    const q = 1 / weights.reduce((sum, weight) => sum + weight, 0);
+    const cases = [6.5, 12.25, 19.5].flatMap((share) => [...draws, 0.3, 0.97].map((draw) => ({ row: 0, allowed: vocab, temperature: 1, p: share * q, draw })));
+    const { gpu, cpu } = drawNuclei(logits, vocab, cases);
+    assertHostTokens(logits, vocab, cases, gpu, cpu);
+    assert.ok(!gpu.includes(-1), "every cut decided");
+    cases.forEach(({ p, draw }, i) => {
+      const kept = tied.slice(0, Math.ceil(p / q));
+      assert.ok(kept.includes(gpu[i]!), `p = ${p / q} ties, draw ${draw}: ${gpu[i]} is not among ${kept}`);
+    });
+    assert.ok(new Set(gpu).has(tied[6]!), "the last tied id kept is drawn");
+  });
+
+  it("a cut exactly at p is left to the host; just above or below it, the kernel decides", () => {
+    // Four equal probabilities of exactly ¼: the two best have mass exactly ½.
+    const logits = new Float32Array([1, 1, 1, 1]);
+    const cases = [0.5, 0.5 + 2 ** -20, 0.5 - 2 ** -20].flatMap((p) => [0, 0.4, 0.9].map((draw) => ({ row: 0, allowed: 4, temperature: 1, p, draw })));
+    const { gpu, cpu } = drawNuclei(logits, 4, cases);
+    assert.deepEqual(gpu.slice(0, 3), [-1, -1, -1]);
+    assert.deepEqual(cpu.slice(0, 3), [0, 0, 1], "the host's nucleus at p = ½: ids 0 and 1");
+    assert.deepEqual(gpu.slice(3), cpu.slice(3));
+    assert.deepEqual(gpu.slice(3), [0, 1, 2, 0, 0, 1], "three ids above ½, two below");
+  });
+
+  it("refuses top-p masses outside (0, 1)", () => {
+    const base = { logits: new Float32Array(8), vocab: 4, rows: Int32Array.from([0]), allowed: Int32Array.from([4]), temperatures: Float64Array.from([1]), draws: Float64Array.from([0.5]) };
+    for (const topPs of [[1], [-0.1], [NaN], [1.5]]) {
+      assert.throws(() => cuda.drawTokens({ ...base, topPs: Float64Array.from(topPs) }), { code: "FALCON_INPUT" }, JSON.stringify(topPs));
+    }
+  });
+});

@@ -602,8 +602,8 @@ Napi::Value KernelRefusals(const Napi::CallbackInfo& info) {
         {"top_k max_k = 0", [&] { gpu::top_k(floats, 4, ints, ints, ints, 1, 0, ints_out, floats, stream); }},
         {"top_k vocab = 0", [&] { gpu::top_k(floats, 0, ints, ints, ints, 1, 1, ints_out, floats, stream); }},
         {"top_k count < 0", [&] { gpu::top_k(floats, 4, ints, ints, ints, -1, 1, ints_out, floats, stream); }},
-        {"draw_tokens vocab = 0", [&] { gpu::draw_tokens(floats, 0, ints, ints, doubles, doubles, 1, ints_out, stream); }},
-        {"draw_tokens count < 0", [&] { gpu::draw_tokens(floats, 4, ints, ints, doubles, doubles, -1, ints_out, stream); }},
+        {"draw_tokens vocab = 0", [&] { gpu::draw_tokens(floats, 0, ints, ints, doubles, doubles, doubles, 1, ints_out, stream); }},
+        {"draw_tokens count < 0", [&] { gpu::draw_tokens(floats, 4, ints, ints, doubles, doubles, doubles, -1, ints_out, stream); }},
     };
     Napi::Array result = Napi::Array::New(env, calls.size());
     for (size_t i = 0; i < calls.size(); ++i) {
@@ -707,9 +707,11 @@ Napi::Value TopK(const Napi::CallbackInfo& info) {
 }
 
 // drawTokens({ logits: Float32Array [logitsRows · vocab], vocab, rows, allowed: Int32Array [drawn rows],
-//              temperatures, draws: Float64Array [drawn rows] })
-//   → { gpu, cpu: Int32Array [drawn rows] }: each drawn row's token from draw_tokens, and from the host
-//     sampler's sample_drawn with the same draw (a temperature sampler at the row's temperature).
+//              temperatures, topPs?, draws: Float64Array [drawn rows] })
+//   → { gpu, cpu: Int32Array [drawn rows] }: each drawn row's token from draw_tokens (-1: a nucleus
+//     the kernel leaves to the host), and from the host sampler's sample_drawn with the same draw: a
+//     temperature sampler at the row's temperature, or where topPs[i] > 0 an uncapped top-p sampler
+//     of that mass (topPs absent: all 0).
 Napi::Value DrawTokens(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const Napi::Object spec = spec_object(info);
@@ -719,16 +721,20 @@ Napi::Value DrawTokens(const Napi::CallbackInfo& info) {
   const std::vector<int32_t>& rows = table.rows;
   const std::vector<int32_t>& allowed = table.allowed;
   const std::vector<double> temperatures = array<Napi::Float64Array>(env, spec, "temperatures", int64_t(rows.size()));
+  std::vector<double> top_ps = array<Napi::Float64Array>(env, spec, "topPs", int64_t(rows.size()), true);
+  if (top_ps.empty()) top_ps.assign(rows.size(), 0.0);
   const std::vector<double> draws = array<Napi::Float64Array>(env, spec, "draws", int64_t(rows.size()));
   for (size_t i = 0; i < rows.size(); ++i) {
     if (!(temperatures[i] > 0 && std::isfinite(temperatures[i]))) throw input_error(env, "spec.temperatures must be finite and above 0");
+    if (!(top_ps[i] == 0 || (top_ps[i] > 0 && top_ps[i] < 1))) throw input_error(env, "spec.topPs must be 0 or lie in (0, 1)");
     if (!(draws[i] >= 0 && draws[i] < 1)) throw input_error(env, "spec.draws must lie in [0, 1)");
   }
   return call_core(env, [&] {
     std::vector<int32_t> cpu(rows.size());
     for (size_t i = 0; i < rows.size(); ++i) {
       SamplerParams params;
-      params.kind = SamplerKind::Temperature;
+      params.kind = top_ps[i] > 0 ? SamplerKind::TopP : SamplerKind::Temperature;
+      params.p = top_ps[i] > 0 ? top_ps[i] : 1.0;
       params.temperature = temperatures[i];
       SequenceSampler sampler(params);
       cpu[i] = sampler.sample_drawn(draws[i], logits.data() + int64_t(rows[i]) * vocab, allowed[i]);
@@ -736,7 +742,7 @@ Napi::Value DrawTokens(const Napi::CallbackInfo& info) {
     Device device;
     int32_t* tokens = device.allocate<int32_t>(std::max<size_t>(rows.size(), 1));
     gpu::draw_tokens(device.upload(logits), vocab, device.upload(rows), device.upload(allowed), device.upload(temperatures),
-                     device.upload(draws), int64_t(rows.size()), tokens, device.native());
+                     device.upload(top_ps), device.upload(draws), int64_t(rows.size()), tokens, device.native());
     Napi::Object result = Napi::Object::New(env);
     result.Set("gpu", typed(env, device.download(tokens, rows.size())));
     result.Set("cpu", typed(env, cpu));
@@ -1172,7 +1178,8 @@ Napi::Value GraphReplay(const Napi::CallbackInfo& info) {
 //   gemv_int8 { m, k, n }: y = x · wᵀ as kernels.h
 //   paged_attention { sequences, context, heads, kvHeads, headDim, dtype }: one decode row per sequence
 //   flash_prefill { sequences, context, heads, kvHeads, headDim, dtype }: every token of each sequence
-//   draw_tokens { rows, vocab }: one token per row at temperature 1, over every id
+//   draw_tokens { rows, vocab, topP? }: one token per row at temperature 1, over every id, or with topP
+//     in (0, 1) over the nucleus of that mass
 Napi::Value TimeKernel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const Napi::Object spec = spec_object(info);
@@ -1335,9 +1342,15 @@ Napi::Value TimeKernel(const Napi::CallbackInfo& info) {
       const int32_t* device_rows = device.upload(row_ids);
       const int32_t* allowed = device.upload(std::vector<int32_t>(row_ids.size(), int32_t(vocab)));
       const double* temperatures = device.upload(std::vector<double>(row_ids.size(), 1.0));
+      const Napi::Value top_p_value = spec.Get("topP");
+      const double top_p = top_p_value.IsUndefined() ? 0.0 : number(env, spec, "topP");
+      if (!(top_p == 0 || (top_p > 0 && top_p < 1))) throw input_error(env, "spec.topP must lie in (0, 1)");
+      const double* top_ps = device.upload(std::vector<double>(row_ids.size(), top_p));
       const double* device_draws = device.upload(draws);
       int32_t* tokens = device.allocate<int32_t>(row_ids.size());
-      launch = [=, &device] { gpu::draw_tokens(logits, vocab, device_rows, allowed, temperatures, device_draws, rows, tokens, device.native()); };
+      launch = [=, &device] {
+        gpu::draw_tokens(logits, vocab, device_rows, allowed, temperatures, top_ps, device_draws, rows, tokens, device.native());
+      };
     } else {
       throw Error(ErrorKind::Input,
                   "timeKernel has no op " + op + " (copy, gemm_wmma, gemm_f32, gemv, gemv_int8, paged_attention, flash_prefill, draw_tokens)");

@@ -54,12 +54,13 @@ constexpr int64_t kMaxRankedCandidates = 64;
 // What the caller of a step needs of one output row's logits: its `candidates` best ids and their
 // logits among [0, allowed), in rank_top_k's order, or with candidates 0 the whole row. A row with
 // `temperature` > 0 (and candidates 0) needs only its token: the draw `draw` of
-// SequenceSampler::sample_drawn over softmax(logits[0, allowed) / temperature), which a backend may
-// make on its device.
+// SequenceSampler::sample_drawn over softmax(logits[0, allowed) / temperature), or over its nucleus
+// of mass `top_p` (SequenceSampler::device_draw), which a backend may make on its device.
 struct LogitsWanted {
   int64_t candidates = 0;  // in [0, kMaxRankedCandidates]
   int64_t allowed = 0;     // in [1, vocabulary]
   double temperature = 0;  // > 0: the token may be drawn on the device
+  double top_p = 0;        // in (0, 1): top-p's nucleus; 0: the whole softmax
   double draw = 0;         // in [0, 1): the sampler's draw for this row
 };
 

@@ -35,7 +35,11 @@ Engine::Request::Request(EngineRequest p) : params(std::move(p)), sampler(params
   wanted.allowed = params.allowed_vocabulary;
   // A sampler over the whole softmax needs only its token, which a backend can draw (each step's draw
   // is taken as the step is planned).
-  if (!whole) wanted.temperature = sampler.device_draw_temperature();
+  if (!whole) {
+    const SequenceSampler::DeviceDraw draw = sampler.device_draw(params.allowed_vocabulary);
+    wanted.temperature = draw.temperature;
+    wanted.top_p = draw.top_p;
+  }
 }
 
 const char* finish_reason_name(FinishReason reason) {

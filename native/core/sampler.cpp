@@ -254,9 +254,13 @@ int32_t SequenceSampler::sample_drawn(double u, const float* logits, int64_t all
   return sample_ranked([logits, ids](int64_t i) { return logits[ids[i]]; }, ids, ranked, u);
 }
 
-double SequenceSampler::device_draw_temperature() const {
-  const bool whole_softmax = params_.kind == SamplerKind::Temperature || params_.kind == SamplerKind::Random;
-  return whole_softmax ? params_.temperature : 0.0;
+SequenceSampler::DeviceDraw SequenceSampler::device_draw(int64_t allowed) const {
+  if (params_.temperature == 0) return {};
+  if (params_.kind == SamplerKind::Temperature || params_.kind == SamplerKind::Random) return {params_.temperature, 0.0};
+  // A nucleus of mass 1 is cut by the rounding of its sums alone (whether they reach 1 before the
+  // smallest probabilities), which only the host's order of summation decides.
+  if (params_.kind == SamplerKind::TopP && candidates_needed(allowed) == 0 && params_.p < 1) return {params_.temperature, params_.p};
+  return {};
 }
 
 int32_t SequenceSampler::sample_candidates(const int32_t* ids, const float* values, int64_t count, int64_t allowed) {

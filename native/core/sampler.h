@@ -35,11 +35,15 @@ class SequenceSampler {
   double draw();
   // What sample(logits, allowed) gives when its draw was `u`. Throws Error(State) for a greedy sampler.
   int32_t sample_drawn(double u, const float* logits, int64_t allowed);
-  // The temperature of a draw a backend can make on its device from the row's logits and the draw
-  // alone (softmax_draw.h's weights, then pick's inverse CDF over every id in id order): that of the
-  // samplers over the whole row by temperature (temperature and random, above temperature 0); 0 for
-  // the others.
-  double device_draw_temperature() const;
+  // A draw a backend can make on its device from the row's logits over [0, allowed) and the draw
+  // alone (softmax_draw.h's weights, then pick's inverse CDF in id order): that of the samplers over
+  // the whole row (temperature and random above temperature 0, and top-p of a mass below 1 with no
+  // cap below `allowed`); temperature 0 for the others.
+  struct DeviceDraw {
+    double temperature = 0;
+    double top_p = 0;  // in (0, 1): the draw is from the nucleus of this mass; 0: from the whole softmax
+  };
+  DeviceDraw device_draw(int64_t allowed) const;
   // How many of a row's best candidates (rank_top_k's order over [0, allowed)) sample_candidates
   // needs: 1 for argmax (greedy, temperature 0), the k of top-k, the cap of a top-p capped below
   // `allowed`; 0 when the sampler needs the whole row (temperature, random, uncapped top-p).

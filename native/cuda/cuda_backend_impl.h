@@ -469,9 +469,10 @@ class CudaBackend final : public Backend {
   }
 
   // The logits stay on the device: rows that want candidates are ranked there (top_k) and only their
-  // ids and values come back; rows whose sampler draws over the whole softmax are drawn there
-  // (draw_tokens) and only their tokens come back; only the rows that need the whole row (logprobs,
-  // returned logits, top-p over every id, more candidates than top_k ranks) are copied back whole.
+  // ids and values come back; rows whose sampler draws over the whole softmax or its nucleus are drawn
+  // there (draw_tokens) and only their tokens come back; only the rows that need the whole row
+  // (logprobs, returned logits, more candidates than top_k ranks, a top-p row whose cut lies within
+  // rounding of p) are copied back whole.
   void project_logits_for_sampling(const Model& model, const float* hidden, int64_t rows, const LogitsWanted* wanted,
                                    const LogitsOutput& out) override {
     static_assert(kMaxRankedCandidates == kTopKMax, "the engine's candidate rows are the kernel's");
@@ -486,20 +487,23 @@ class CudaBackend final : public Backend {
     drawn_rows_.clear();
     drawn_allowed_.clear();
     drawn_temperatures_.clear();
+    drawn_top_ps_.clear();
     drawn_draws_.clear();
     for (int64_t r = 0; r < rows; ++r) {
       const LogitsWanted& want = wanted[r];
       const bool valid_allowed = want.allowed >= 1 && want.allowed <= vocab;
+      const bool valid_top_p = want.top_p == 0 || (want.top_p > 0 && want.top_p < 1);
       if (valid_allowed && want.candidates >= 1 && want.candidates <= kTopKMax && want.allowed >= want.candidates) {
         out.returned[r] = RowReturned::Ranked;
         ranked_rows_.push_back(int32_t(r));
         ranked_counts_.push_back(int32_t(want.candidates));
         ranked_allowed_.push_back(int32_t(want.allowed));
-      } else if (valid_allowed && want.candidates == 0 && want.temperature > 0 && want.allowed <= kDrawMaxIds) {
+      } else if (valid_allowed && valid_top_p && want.candidates == 0 && want.temperature > 0 && want.allowed <= kDrawMaxIds) {
         out.returned[r] = RowReturned::Drawn;
         drawn_rows_.push_back(int32_t(r));
         drawn_allowed_.push_back(int32_t(want.allowed));
         drawn_temperatures_.push_back(want.temperature);
+        drawn_top_ps_.push_back(want.top_p);
         drawn_draws_.push_back(want.draw);
       } else {
         out.returned[r] = RowReturned::Whole;
@@ -509,16 +513,17 @@ class CudaBackend final : public Backend {
     }
     const size_t drawn = drawn_rows_.size();
     if (drawn > 0) {
-      // One table: the doubles (temperatures, draws), then the int32s (rows, allowed), then the tokens.
-      drawn_table_.reserve(context_, drawn * (2 * sizeof(double) + 3 * sizeof(int32_t)));
+      // One table: the doubles (temperatures, top-p masses, draws), then the int32s (rows, allowed), then the tokens.
+      drawn_table_.reserve(context_, drawn * (3 * sizeof(double) + 3 * sizeof(int32_t)));
       double* doubles = drawn_table_.get<double>();
-      int32_t* ints = reinterpret_cast<int32_t*>(doubles + 2 * drawn);
+      int32_t* ints = reinterpret_cast<int32_t*>(doubles + 3 * drawn);
       context_->upload(doubles, drawn_temperatures_.data(), drawn * sizeof(double));
-      context_->upload(doubles + drawn, drawn_draws_.data(), drawn * sizeof(double));
+      context_->upload(doubles + drawn, drawn_top_ps_.data(), drawn * sizeof(double));
+      context_->upload(doubles + 2 * drawn, drawn_draws_.data(), drawn * sizeof(double));
       context_->upload(ints, drawn_rows_.data(), drawn * sizeof(int32_t));
       context_->upload(ints + drawn, drawn_allowed_.data(), drawn * sizeof(int32_t));
-      draw_tokens(logits_.get<float>(), vocab, ints, ints + drawn, doubles, doubles + drawn, int64_t(drawn), ints + 2 * drawn,
-                  context_->native());
+      draw_tokens(logits_.get<float>(), vocab, ints, ints + drawn, doubles, doubles + drawn, doubles + 2 * drawn, int64_t(drawn),
+                  ints + 2 * drawn, context_->native());
       host_drawn_tokens_.resize(drawn);
       context_->runtime->copy(host_drawn_tokens_.data(), ints + 2 * drawn, drawn * sizeof(int32_t), CopyKind::DeviceToHost,
                               context_->stream);
@@ -543,7 +548,20 @@ class CudaBackend final : public Backend {
                               context_->stream);
     }
     context_->runtime->synchronize(context_->stream);
-    for (size_t i = 0; i < drawn; ++i) out.drawn_tokens[drawn_rows_[i]] = host_drawn_tokens_[i];
+    bool undecided = false;
+    for (size_t i = 0; i < drawn; ++i) {
+      const size_t r = size_t(drawn_rows_[i]);
+      if (host_drawn_tokens_[i] >= 0) {
+        out.drawn_tokens[r] = host_drawn_tokens_[i];
+        continue;
+      }
+      // A nucleus cut within rounding of p: the host's sampler decides it from the whole row.
+      out.returned[r] = RowReturned::Whole;
+      context_->runtime->copy(out.logits + r * vocab, logits_.get<float>() + r * vocab, size_t(vocab) * sizeof(float),
+                              CopyKind::DeviceToHost, context_->stream);
+      undecided = true;
+    }
+    if (undecided) context_->runtime->synchronize(context_->stream);
     for (size_t i = 0; i < count; ++i) {
       const size_t from = i * size_t(kTopKMax), to = size_t(ranked_rows_[i]) * size_t(kTopKMax), n = size_t(ranked_counts_[i]);
       std::copy_n(host_ranked_ids_.data() + from, n, out.candidate_ids + to);
@@ -850,7 +868,7 @@ class CudaBackend final : public Backend {
   DeviceBuffer ranked_table_, ranked_ids_, ranked_values_;
   // Its drawn rows: their step rows, allowed vocabularies, temperatures and draws, and the tokens.
   std::vector<int32_t> drawn_rows_, drawn_allowed_, host_drawn_tokens_;
-  std::vector<double> drawn_temperatures_, drawn_draws_;
+  std::vector<double> drawn_temperatures_, drawn_top_ps_, drawn_draws_;
   DeviceBuffer drawn_table_;
 };
 

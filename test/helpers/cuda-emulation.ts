@@ -108,8 +108,11 @@ export interface CudaEmulation {
     ranked: Int32Array;
     candidates: Int32Array;
   };
-  /** draw_tokens on logits rows[i] (of vocab values) over [0, allowed[i]) at temperatures[i] with draws[i], and the native sampler's sample_drawn on the same rows and draws. */
-  drawTokens(spec: { logits: Float32Array; vocab: number; rows: Int32Array; allowed: Int32Array; temperatures: Float64Array; draws: Float64Array }): {
+  /**
+   * draw_tokens on logits rows[i] (of vocab values) over [0, allowed[i]) at temperatures[i] (with topPs[i] > 0, over the nucleus of
+   * that mass; -1 where the kernel leaves the cut to the host) with draws[i], and the native sampler's sample_drawn on the same rows and draws.
+   */
+  drawTokens(spec: { logits: Float32Array; vocab: number; rows: Int32Array; allowed: Int32Array; temperatures: Float64Array; topPs?: Float64Array; draws: Float64Array }): {
     gpu: Int32Array;
     cpu: Int32Array;
   };

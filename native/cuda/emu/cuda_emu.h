@@ -262,6 +262,7 @@ inline int __float_as_int(float x) {
   std::memcpy(&i, &x, sizeof i);
   return i;
 }
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
 template <typename T>
 T __ldg(const T* p) {
   return *p;

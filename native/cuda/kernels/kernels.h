@@ -123,12 +123,14 @@ void top_k(const float* logits, int64_t vocab, const int32_t* rows, const int32_
            int64_t max_k, int32_t* ids_out, float* values_out, cudaStream_t stream);
 
 // Per drawn row i < count: into tokens_out[i], the token SequenceSampler::sample_drawn(draws[i],
-// logits[rows[i]], allowed[i]) gives for a sampler over the whole row at temperatures[i] (temperature
-// and random), bit for bit. Rows inside logits, allowed in [1, min(vocab, kDrawMaxIds)], temperatures
-// above 0 and draws in [0, 1) are the caller's (the kernel clamps allowed).
+// logits[rows[i]], allowed[i]) gives, bit for bit, for a sampler at temperatures[i] over the whole
+// row: with top_ps[i] = 0, temperature and random; with top_ps[i] in (0, 1), top-p of that mass
+// without a cap. -1 where a top-p row's cut lies within rounding of p (the host's order of summation
+// decides it: sample that row on the host). Rows inside logits, allowed in [1, min(vocab,
+// kDrawMaxIds)], temperatures above 0 and draws in [0, 1) are the caller's (the kernel clamps allowed).
 constexpr int64_t kDrawMaxIds = int64_t(512) * 1024;
 void draw_tokens(const float* logits, int64_t vocab, const int32_t* rows, const int32_t* allowed, const double* temperatures,
-                 const double* draws, int64_t count, int32_t* tokens_out, cudaStream_t stream);
+                 const double* top_ps, const double* draws, int64_t count, int32_t* tokens_out, cudaStream_t stream);
 
 }  // namespace FALCON_CUDA_NS
 
