@@ -73,8 +73,9 @@ if (mode === "sanitize") {
       op, iterations: 1, m: 4, k: 64, n: 48, dtype: "bfloat16", sequences: 2, context: 40, heads: 4, kvHeads: 2, headDim: 64, rows: 3, vocab: 2500,
     }), () => "ran");
   }
-  // float16 runs split_f16 and the pair GEMM (cuda_test.cpp's TimeKernel).
+  // float16 runs split_f16 and the pair GEMM (cuda_test.cpp's TimeKernel); top-p runs draw_tokens' nucleus cut.
   row("gemm_wmma float16", "small", () => kernels.timeKernel({ op: "gemm_wmma", iterations: 1, m: 4, k: 64, n: 48, dtype: "float16" }), () => "ran");
+  row("draw_tokens top-p", "small", () => kernels.timeKernel({ op: "draw_tokens", iterations: 1, rows: 3, vocab: 2500, topP: 0.9 }), () => "ran");
   row("addLayerNorm", "3×200", () => (kernels.addLayerNorm({ residual: random(600), add: random(600), rows: 3, dim: 200, gamma: random(200), beta: random(200), epsilon: 1e-5 }), 0), () => "ran");
   row("biasGelu", "3×100", () => (kernels.biasGelu({ x: random(300), rows: 3, cols: 100, bias: random(100) }), 0), () => "ran");
   row("embedding", "5 ids", () => (kernels.embedding({ table: random(10 * 32), dim: 32, dtype: "bfloat16", ids: Int32Array.from([0, 3, 9, 2, 2]) }), 0), () => "ran");
