@@ -170,6 +170,7 @@ FALCON_NOINLINE void micro_float(const float* packed, const typename Panel::Elem
 #define FALCON_PANEL(j, a, b, c, d)                                                    \
   if (Slots > j) {                                                                     \
     const auto* weights = step + j * panel_stride;                                     \
+    fetch_stream_ahead<int(sizeof(*weights)) / 2>(weights);                            \
     a = _mm256_fmadd_ps(x0, Panel::load(weights), a);                                  \
     b = _mm256_fmadd_ps(x0, Panel::load(weights + 8), b);                              \
     c = _mm256_fmadd_ps(x0, Panel::load(weights + 16), c);                             \
@@ -196,6 +197,10 @@ FALCON_NOINLINE void micro_bf16(const uint32_t* packed, const uint16_t* panel, i
     const uint16_t* step = panel + s * 2 * kPanelWidth;
     fetch_ahead(pass, packed, s);
     const uint16_t* step1 = Panels > 1 ? step + panel_stride : step;
+    if (Panels > 1) {
+      fetch_stream_ahead<2>(step);
+      fetch_stream_ahead<2>(step1);
+    }
     const __m256i unit0 = _mm256_set1_epi32(int(packed[s * kPackedRows]));
     const __m256 x0_even = _mm256_castsi256_ps(_mm256_slli_epi32(unit0, 16)), x0_odd = _mm256_castsi256_ps(_mm256_and_si256(unit0, high_half));
     const __m256i unit1 = Rows > 1 ? _mm256_set1_epi32(int(packed[s * kPackedRows + 1])) : unit0;

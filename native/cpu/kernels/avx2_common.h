@@ -8,6 +8,24 @@
 namespace falcon::cpu {
 namespace {
 
+// Asks for Lines cache lines from kDecodeFetchBytes past `step`. A lone decode row streams its weight
+// panels from memory; with the hardware prefetcher alone two threads read about 45 GB/s where the read
+// probe reached 70. Asking for every line 4 KiB ahead of the step that reads it took float16 decode
+// from 15.6–18.3 to 19.0–20.4 tok/s on falcon-rw-1b's shape (2 threads; 1 and 8 KiB gained less). The
+// lines past a panel's end are the next panel's start, or memory no one reads: a prefetch never faults.
+constexpr int64_t kDecodeFetchBytes = 4096;
+template <int Lines>
+inline void fetch_stream_ahead(const void* step) {
+  const char* line = static_cast<const char*>(step) + kDecodeFetchBytes;
+  for (int i = 0; i < Lines; ++i) {
+#if defined(__GNUC__)
+    asm volatile("prefetcht0 %0" : : "m"(line[64 * i]));
+#else
+    _mm_prefetch(line + 64 * i, _MM_HINT_T0);
+#endif
+  }
+}
+
 // Lane i is valid when i < remaining.
 inline __m256i lanes_below(int64_t remaining) {
   const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);

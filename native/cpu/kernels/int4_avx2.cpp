@@ -44,6 +44,7 @@ FALCON_NOINLINE void micro_i4(const uint32_t* packed, const uint8_t* panel, int6
     const int64_t count = std::min(kGroupSteps, steps - g * kGroupSteps);  // 8 but in a short last group
     const uint32_t* units = packed + g * kGroupSteps * kPackedRows;
     const __m256i* nibbles = reinterpret_cast<const __m256i*>(group);
+    if (Rows == 1) fetch_stream_ahead<int((kInt4GroupBytes + 63) / 64)>(group);
     for (int first_quarter = 0; first_quarter < 4; first_quarter += Quarters) {
       __m256i sums[Quarters * Rows];  // [quarter][row]
 #pragma GCC unroll 8
