@@ -11,7 +11,7 @@ namespace {
 // Asks for Lines cache lines from kDecodeFetchBytes past `step`. A lone decode row streams its weight
 // panels from memory; with the hardware prefetcher alone two threads read about 45 GB/s where the read
 // probe reached 70. Asking for every line 4 KiB ahead of the step that reads it took float16 decode
-// from 15.6–18.3 to 19.0–20.4 tok/s on falcon-rw-1b's shape (2 threads; 1 and 8 KiB gained less). The
+// from 15.6–18.3 to 19.0–21.0 tok/s on falcon-rw-1b's shape (2 threads; 1 and 8 KiB gained less). The
 // lines past a panel's end are the next panel's start, or memory no one reads: a prefetch never faults.
 constexpr int64_t kDecodeFetchBytes = 4096;
 template <int Lines>
