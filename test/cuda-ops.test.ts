@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
-import { describeOnEach, reportRealKernels, gamma, GELU_SLOPE, U32, type CudaMatmulKernel, type CudaWeightDType } from "./helpers/cuda-emulation.js";
+import { describeOnEach, reportRealKernels, gamma, GELU_SLOPE, U32, type CudaKernelSet, type CudaMatmulKernel, type CudaWeightDType } from "./helpers/cuda-emulation.js";
 import { seededRandom } from "./helpers/seeded-random.js";
 import { resolveSamplerConfig, type SamplerSpec } from "../src/index.js";
 
@@ -509,6 +509,22 @@ describeOnEach(describe, "cuda ops: sampling from device-ranked candidates", (cu
   }
 });
 
+/** One row's draw: over logits row `row`'s first `allowed` ids at `temperature`, from its nucleus of mass p when p is given. */
+type DrawCase = { row: number; allowed: number; temperature: number; p?: number; draw: number };
+
+/** Every case in one launch of draw_tokens: the kernel's tokens (-1: a nucleus it leaves to the host) and the host sampler's. */
+function drawCases(cuda: CudaKernelSet["kernels"], logits: Float32Array, vocab: number, cases: DrawCase[]) {
+  const { gpu, cpu } = cuda.drawTokens({
+    logits, vocab,
+    rows: Int32Array.from(cases, ({ row }) => row),
+    allowed: Int32Array.from(cases, ({ allowed }) => allowed),
+    temperatures: Float64Array.from(cases, ({ temperature }) => temperature),
+    topPs: Float64Array.from(cases, ({ p }) => p ?? 0),
+    draws: Float64Array.from(cases, ({ draw }) => draw),
+  });
+  return { gpu: Array.from(gpu), cpu: Array.from(cpu) };
+}
+
 describeOnEach(describe, "cuda ops: tokens drawn on the device", (cuda) => {
   const temperatures = [1, 0.7, 0.05, 2];
   /** Seeded draws in [0, 1), and the extremes: 0, ½ and the largest double below 1. */
@@ -519,14 +535,7 @@ describeOnEach(describe, "cuda ops: tokens drawn on the device", (cuda) => {
   /** Every row with every temperature and draw, in one launch; the kernel's and the host sampler's tokens. */
   const drawEach = (logits: Float32Array, vocab: number, rowAllowed: [row: number, allowed: number][], draws: number[]) => {
     const cases = rowAllowed.flatMap(([row, allowed]) => temperatures.flatMap((temperature) => draws.map((draw) => ({ row, allowed, temperature, draw }))));
-    const { gpu, cpu } = cuda.drawTokens({
-      logits, vocab,
-      rows: Int32Array.from(cases, ({ row }) => row),
-      allowed: Int32Array.from(cases, ({ allowed }) => allowed),
-      temperatures: Float64Array.from(cases, ({ temperature }) => temperature),
-      draws: Float64Array.from(cases, ({ draw }) => draw),
-    });
-    return { cases, gpu: Array.from(gpu), cpu: Array.from(cpu) };
+    return { cases, ...drawCases(cuda, logits, vocab, cases) };
   };
 
   it("draws the host sampler's token for every draw and temperature, on rows with ties, NaN, ±Infinity and signed zeros", () => {
@@ -608,19 +617,8 @@ function nucleusMarginFromP(row: Float32Array, allowed: number, temperature: num
 }
 
 describeOnEach(describe, "cuda ops: top-p tokens drawn on the device", (cuda) => {
-  type Case = { row: number; allowed: number; temperature: number; p: number; draw: number };
-  /** Every case in one launch: the kernel's tokens (-1: left to the host) and the host sampler's. */
-  const drawNuclei = (logits: Float32Array, vocab: number, cases: Case[]) => {
-    const { gpu, cpu } = cuda.drawTokens({
-      logits, vocab,
-      rows: Int32Array.from(cases, ({ row }) => row),
-      allowed: Int32Array.from(cases, ({ allowed }) => allowed),
-      temperatures: Float64Array.from(cases, ({ temperature }) => temperature),
-      topPs: Float64Array.from(cases, ({ p }) => p),
-      draws: Float64Array.from(cases, ({ draw }) => draw),
-    });
-    return { gpu: Array.from(gpu), cpu: Array.from(cpu) };
-  };
+  type Case = Required<DrawCase>;
+  const drawNuclei = (logits: Float32Array, vocab: number, cases: Case[]) => drawCases(cuda, logits, vocab, cases);
   /**
    * The kernel's token is the host's wherever it decides, and it leaves a row to the host only where a
    * run of the most probable ids has a mass within rounding of p (1e-9 is ~10^4 times the kernel's
