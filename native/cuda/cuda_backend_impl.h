@@ -866,7 +866,7 @@ class CudaBackend final : public Backend {
   std::vector<int32_t> ranked_rows_, ranked_counts_, ranked_allowed_, host_ranked_ids_;
   std::vector<float> host_ranked_values_;
   DeviceBuffer ranked_table_, ranked_ids_, ranked_values_;
-  // Its drawn rows: their step rows, allowed vocabularies, temperatures and draws, and the tokens.
+  // Its drawn rows: their step rows, allowed vocabularies, temperatures, top-p masses and draws, and the tokens.
   std::vector<int32_t> drawn_rows_, drawn_allowed_, host_drawn_tokens_;
   std::vector<double> drawn_temperatures_, drawn_top_ps_, drawn_draws_;
   DeviceBuffer drawn_table_;
