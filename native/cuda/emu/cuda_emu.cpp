@@ -1,10 +1,20 @@
-// The block scheduler of the CUDA emulation (cuda_emu.h): ucontext fibers, one per thread of a block,
-// switched only at barriers and warp collectives.
+// The block scheduler of the CUDA emulation (cuda_emu.h): fibers, one per thread of a block, switched
+// only at barriers and warp collectives.
 #include "cuda_emu.h"
 
 #include <sys/mman.h>
-#include <ucontext.h>
 #include <unistd.h>
+
+// Switching fibers. ucontext's swapcontext also saves and restores the signal mask, a system call on
+// every switch, and those calls were most of the emulation's time. A fiber here is switched only
+// inside a call (syncthreads, warp_collective), so saving what the C ABI has a callee preserve is
+// enough: on x86-64 and AArch64 a few instructions do it (falcon_emu_switch_stack below); elsewhere
+// ucontext remains.
+#if defined(__ELF__) && (defined(__x86_64__) || defined(__aarch64__))
+#define FALCON_EMU_STACK_SWITCH 1
+#else
+#include <ucontext.h>
+#endif
 
 #include <algorithm>
 #include <exception>
@@ -21,16 +31,169 @@
 #include <sanitizer/common_interface_defs.h>
 #endif
 
+#ifdef FALCON_EMU_STACK_SWITCH
+// falcon_emu_switch_stack(save, load): pushes the callee-saved registers and the floating-point
+// control words, stores the stack pointer in *save, then pops the same frame from the stack at `load`
+// and returns there. falcon_emu_fiber_start is where a new fiber's first frame returns to: it calls
+// the entry function that frame holds and never returns (a fiber's entry ends by switching away).
+extern "C" void falcon_emu_switch_stack(void** save, void* load);
+extern "C" void falcon_emu_fiber_start();
+#if defined(__x86_64__)
+// Frame, from the saved stack pointer up: MXCSR and x87 control word (8 bytes), r15, r14, r13, r12,
+// rbx, rbp, return address. A new fiber's r12 holds its entry function.
+asm(R"(
+  .text
+  .p2align 4
+  .globl falcon_emu_switch_stack
+  .hidden falcon_emu_switch_stack
+  .type falcon_emu_switch_stack, @function
+falcon_emu_switch_stack:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size falcon_emu_switch_stack, .-falcon_emu_switch_stack
+
+  .p2align 4
+  .globl falcon_emu_fiber_start
+  .hidden falcon_emu_fiber_start
+  .type falcon_emu_fiber_start, @function
+falcon_emu_fiber_start:
+  .cfi_startproc
+  .cfi_undefined rip
+  call *%r12
+  ud2
+  .cfi_endproc
+  .size falcon_emu_fiber_start, .-falcon_emu_fiber_start
+)");
+#else
+// Frame, from the saved stack pointer up: x19-x28, x29 (frame pointer), x30 (return address), d8-d15,
+// FPCR, 8 bytes of padding (176 bytes). A new fiber's x19 holds its entry function.
+asm(R"(
+  .text
+  .p2align 4
+  .globl falcon_emu_switch_stack
+  .hidden falcon_emu_switch_stack
+  .type falcon_emu_switch_stack, %function
+falcon_emu_switch_stack:
+  sub sp, sp, #176
+  stp x19, x20, [sp, #0]
+  stp x21, x22, [sp, #16]
+  stp x23, x24, [sp, #32]
+  stp x25, x26, [sp, #48]
+  stp x27, x28, [sp, #64]
+  stp x29, x30, [sp, #80]
+  stp d8, d9, [sp, #96]
+  stp d10, d11, [sp, #112]
+  stp d12, d13, [sp, #128]
+  stp d14, d15, [sp, #144]
+  mrs x9, fpcr
+  str x9, [sp, #160]
+  mov x9, sp
+  str x9, [x0]
+  mov sp, x1
+  ldp x19, x20, [sp, #0]
+  ldp x21, x22, [sp, #16]
+  ldp x23, x24, [sp, #32]
+  ldp x25, x26, [sp, #48]
+  ldp x27, x28, [sp, #64]
+  ldp x29, x30, [sp, #80]
+  ldp d8, d9, [sp, #96]
+  ldp d10, d11, [sp, #112]
+  ldp d12, d13, [sp, #128]
+  ldp d14, d15, [sp, #144]
+  ldr x9, [sp, #160]
+  msr fpcr, x9
+  add sp, sp, #176
+  ret
+  .size falcon_emu_switch_stack, .-falcon_emu_switch_stack
+
+  .p2align 4
+  .globl falcon_emu_fiber_start
+  .hidden falcon_emu_fiber_start
+  .type falcon_emu_fiber_start, %function
+falcon_emu_fiber_start:
+  .cfi_startproc
+  .cfi_undefined x30
+  blr x19
+  brk #0
+  .cfi_endproc
+  .size falcon_emu_fiber_start, .-falcon_emu_fiber_start
+)");
+#endif  // __x86_64__ or __aarch64__
+#endif  // FALCON_EMU_STACK_SWITCH
+
 namespace falcon::cuda_emu {
 namespace {
 
 // Kernels keep little on their stacks; a kernel error unwinds on its fiber's stack too.
 constexpr size_t kFiberStackBytes = 256 * 1024;
 
+#ifdef FALCON_EMU_STACK_SWITCH
+struct FiberContext {
+  void* stack_pointer = nullptr;
+};
+
+// Lays out on [stack, stack + bytes) the frame falcon_emu_switch_stack pops, so that switching to
+// the fiber calls entry() on that stack with the ABI's stack alignment.
+void start_context(FiberContext& context, void* stack, size_t bytes, void (*entry)()) {
+  const uintptr_t top = (reinterpret_cast<uintptr_t>(stack) + bytes) & ~uintptr_t(15);
+#if defined(__x86_64__)
+  // The return into falcon_emu_fiber_start leaves the stack 16-byte aligned for its call; the 16
+  // bytes above the frame stay zero (the end of the frame chain).
+  auto* frame = reinterpret_cast<uint64_t*>(top - 80);
+  std::memset(frame, 0, 80);
+  frame[0] = 0x1F80u | uint64_t(0x037Fu) << 32;  // the default MXCSR and x87 control word
+  frame[4] = reinterpret_cast<uint64_t>(entry);   // r12
+  frame[7] = reinterpret_cast<uint64_t>(&falcon_emu_fiber_start);
+#else
+  auto* frame = reinterpret_cast<uint64_t*>(top - 176);
+  std::memset(frame, 0, 176);                     // FPCR 0: the default rounding and no traps
+  frame[0] = reinterpret_cast<uint64_t>(entry);   // x19
+  frame[11] = reinterpret_cast<uint64_t>(&falcon_emu_fiber_start);  // x30
+#endif
+  context.stack_pointer = frame;
+}
+
+void switch_context(FiberContext& from, FiberContext& to) { falcon_emu_switch_stack(&from.stack_pointer, to.stack_pointer); }
+
+#else
+struct FiberContext {
+  ucontext_t context;
+};
+
+void start_context(FiberContext& context, void* stack, size_t bytes, void (*entry)()) {
+  getcontext(&context.context);
+  context.context.uc_stack.ss_sp = stack;
+  context.context.uc_stack.ss_size = bytes;
+  context.context.uc_link = nullptr;
+  makecontext(&context.context, entry, 0);
+}
+
+void switch_context(FiberContext& from, FiberContext& to) { swapcontext(&from.context, &to.context); }
+#endif
+
 enum class FiberState { Runnable, AtBarrier, AtWarp, Exited };
 
 struct Fiber {
-  ucontext_t context;
+  FiberContext context;
   FiberState state = FiberState::Runnable;
   ThreadPlace place;
 };
@@ -44,28 +207,47 @@ struct WarpState {
   void* payloads[kWarpSize] = {};
 };
 
-// mmap'd stacks with a guard page below each, reused for every block of a launch.
+// mmap'd fiber stacks with a guard page below each. Each host thread keeps its own for every launch
+// it runs, growing them when a block has more threads: mapping and protecting them anew for each
+// launch cost a system call per thread.
 class Stacks {
  public:
-  Stacks(size_t count) : page_(size_t(sysconf(_SC_PAGESIZE))), stride_(kFiberStackBytes + page_), count_(count) {
-    base_ = mmap(nullptr, stride_ * count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (base_ == MAP_FAILED) throw Error(ErrorKind::State, "the CUDA emulation could not map its fiber stacks (out of memory)");
+  Stacks() = default;
+  Stacks(const Stacks&) = delete;
+  Stacks& operator=(const Stacks&) = delete;
+  ~Stacks() { unmap(); }
+
+  void reserve(size_t count) {
+    if (count <= count_) return;
+    unmap();
+    void* base = mmap(nullptr, stride_ * count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED) throw Error(ErrorKind::State, "the CUDA emulation could not map its fiber stacks (out of memory)");
+    base_ = base;
+    count_ = count;
     for (size_t i = 0; i < count; ++i) mprotect(static_cast<char*>(base_) + i * stride_, page_, PROT_NONE);
   }
-  ~Stacks() { munmap(base_, stride_ * count_); }
   void* stack(size_t i) const { return static_cast<char*>(base_) + i * stride_ + page_; }
 
  private:
-  size_t page_, stride_, count_;
-  void* base_;
+  void unmap() {
+    if (base_ != nullptr) munmap(base_, stride_ * count_);
+    base_ = nullptr;
+    count_ = 0;
+  }
+  size_t page_ = size_t(sysconf(_SC_PAGESIZE));
+  size_t stride_ = kFiberStackBytes + page_;
+  size_t count_ = 0;
+  void* base_ = nullptr;
 };
+
+thread_local Stacks host_thread_stacks;
 
 struct BlockRun {
   const char* kernel = nullptr;
   const std::function<void()>* body = nullptr;
   std::vector<Fiber> fibers;
   std::vector<WarpState> warps;
-  ucontext_t scheduler;
+  FiberContext scheduler;
   int current = -1;
   int exited = 0;
   int at_barrier = 0;
@@ -90,7 +272,7 @@ void yield_to_scheduler([[maybe_unused]] bool exiting) {
   void* fake_stack = nullptr;
   __sanitizer_start_switch_fiber(exiting ? nullptr : &fake_stack, run.scheduler_stack_bottom, run.scheduler_stack_size);
 #endif
-  swapcontext(&fiber.context, &run.scheduler);
+  switch_context(fiber.context, run.scheduler);
 #ifdef FALCON_EMU_ASAN
   __sanitizer_finish_switch_fiber(fake_stack, nullptr, nullptr);
 #endif
@@ -144,11 +326,7 @@ void run_block(BlockRun& run, const Stacks& stacks, dim3 block_idx, dim3 block_d
     fiber.place.block_dim = block_dim;
     fiber.place.grid_dim = grid_dim;
     fiber.place.lane = t % kWarpSize;
-    getcontext(&fiber.context);
-    fiber.context.uc_stack.ss_sp = stacks.stack(size_t(t));
-    fiber.context.uc_stack.ss_size = kFiberStackBytes;
-    fiber.context.uc_link = nullptr;
-    makecontext(&fiber.context, fiber_main, 0);
+    start_context(fiber.context, stacks.stack(size_t(t)), kFiberStackBytes, fiber_main);
   }
   for (;;) {
     bool progressed = false;
@@ -160,7 +338,7 @@ void run_block(BlockRun& run, const Stacks& stacks, dim3 block_idx, dim3 block_d
       void* fake_stack = nullptr;
       __sanitizer_start_switch_fiber(&fake_stack, stacks.stack(size_t(t)), kFiberStackBytes);
 #endif
-      swapcontext(&run.scheduler, &run.fibers[size_t(t)].context);
+      switch_context(run.scheduler, run.fibers[size_t(t)].context);
 #ifdef FALCON_EMU_ASAN
       __sanitizer_finish_switch_fiber(fake_stack, nullptr, nullptr);
 #endif
@@ -261,7 +439,8 @@ void run_grid(const char* name, dim3 grid, dim3 block, const std::function<void(
   require(grid.x >= 1 && grid.y >= 1 && grid.y <= 65535 && grid.z >= 1 && grid.z <= 65535, ErrorKind::State,
           [&] { return std::string("emulated kernel ") + name + ": invalid grid shape " + coordinates(grid); });
   require(running == nullptr, ErrorKind::State, "an emulated kernel cannot launch another (dynamic parallelism is not emulated)");
-  Stacks stacks(threads);
+  Stacks& stacks = host_thread_stacks;
+  stacks.reserve(threads);
   BlockRun run;
   run.kernel = name;
   run.body = &body;
