@@ -28,6 +28,7 @@
 #endif
 #endif
 #ifdef FALCON_EMU_ASAN
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 
@@ -154,6 +155,12 @@ struct FiberContext {
 // Lays out on [stack, stack + bytes) the frame falcon_emu_switch_stack pops, so that switching to
 // the fiber calls entry() on that stack with the ABI's stack alignment.
 void start_context(FiberContext& context, void* stack, size_t bytes, void (*entry)()) {
+#ifdef FALCON_EMU_ASAN
+  // A stack starts clean, as a new thread's does: an earlier fiber on it may have been abandoned
+  // mid-kernel, or may have left frames (its entry's, its last switch's) with poisoned redzones.
+  // (AddressSanitizer's swapcontext interceptor did this for ucontext fibers.)
+  ASAN_UNPOISON_MEMORY_REGION(stack, bytes);
+#endif
   const uintptr_t top = (reinterpret_cast<uintptr_t>(stack) + bytes) & ~uintptr_t(15);
 #if defined(__x86_64__)
   // The return into falcon_emu_fiber_start leaves the stack 16-byte aligned for its call; the 16
@@ -230,6 +237,11 @@ class Stacks {
 
  private:
   void unmap() {
+#ifdef FALCON_EMU_ASAN
+    // Frames left on the stacks keep their redzones poisoned; whatever maps this memory next must
+    // not inherit that.
+    if (base_ != nullptr) ASAN_UNPOISON_MEMORY_REGION(base_, stride_ * count_);
+#endif
     if (base_ != nullptr) munmap(base_, stride_ * count_);
     base_ = nullptr;
     count_ = 0;
