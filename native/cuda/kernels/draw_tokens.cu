@@ -146,10 +146,11 @@ __device__ int32_t pick_in_id_order(const WeightOf& weight_of, int64_t n, double
   return last_positive < 0 ? 0 : last_positive;
 }
 
-// Where the nucleus of mass p ends: every probability above `threshold`, and those equal to it up to
-// id `last_tied`. `decided` is false when the cut lies within rounding of p.
+// Where the nucleus of mass p ends: every probability above `threshold`, and the first `taken_ties`
+// of those equal to it, up to id `last_tied`. `decided` is false when the cut lies within rounding of p.
 struct NucleusCut {
   double threshold;
+  int32_t taken_ties;
   int64_t last_tied;
   bool decided;
 };
@@ -253,16 +254,14 @@ __device__ NucleusCut cut_nucleus(const ProbabilityOf& probability_of, int64_t n
       taken = int64_t(needed);
       decided = a + double(taken - 1) * threshold <= p - margin && a + double(taken) * threshold >= p + margin;
     }
-    s.cut[0] = NucleusCut{threshold, taken == ties ? n : -1, decided};
-    s.counts[1] = int32_t(taken);
+    s.cut[0] = NucleusCut{threshold, int32_t(taken), taken == ties ? n : -1, decided};
   }
   __syncthreads();
   NucleusCut cut = s.cut[0];
-  const int32_t taken = s.counts[1];
   if (cut.decided && cut.last_tied < 0) {
     // The taken-th tied id in id order: chunks of kThreads ids, ranked by ballots.
     const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32;
-    int32_t remaining = taken;
+    int32_t remaining = cut.taken_ties;
     for (int64_t begin = 0; begin < n && remaining > 0; begin += kThreads) {
       const int64_t id = begin + threadIdx.x;
       const bool is_tied = id < n && probability_of(id) == threshold;
