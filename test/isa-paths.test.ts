@@ -10,13 +10,16 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, describe, it } from "node:test";
 
-import { FalconBackbone, runtimeInfo, setIsa, type FalconBackboneConfig, type FalconDType } from "../src/index.js";
+import { FalconBackbone, runtimeInfo, setIsa, setNumThreads, type FalconBackboneConfig, type FalconDType } from "../src/index.js";
 import { callNativeSync, native, type NativeKvDType } from "../src/native.js";
 import { decodeOneSequence } from "./helpers/step-decode.js";
 
-const { isa: defaultIsa, supportedIsas, features } = runtimeInfo();
+const { isa: defaultIsa, supportedIsas, features, threads: defaultThreads } = runtimeInfo();
 const hiddenFeatures = process.env.FALCON_CPU_WITHOUT;
-after(() => setIsa(defaultIsa));
+after(() => {
+  setIsa(defaultIsa);
+  setNumThreads(defaultThreads);
+});
 
 /**
  * Odd sizes so every k tail, output tail and row-group remainder of the tiles is exercised; the wide
@@ -29,14 +32,33 @@ const ODD_SHAPES: FalconBackboneConfig[] = [
   { vocabularySize: 53, numLayers: 1, numAttentionHeads: 2, hiddenDim: 24, intermediateDim: 2102, seed: 6 },
 ];
 
-async function logitsWith(isa: typeof defaultIsa, config: FalconBackboneConfig, dtype: FalconDType): Promise<Float32Array> {
+/**
+ * 5 sequences of 19 tokens (prompt attention scores keys in blocks of 16, a whole block and a tail, and
+ * queries in groups of 4 and a tail), or with `loneRow` a single token: every matmul then has one input
+ * row, the decode kernels' case (a lone row runs against two panels at once where the family does).
+ */
+async function logitsWith(isa: typeof defaultIsa, config: FalconBackboneConfig, dtype: FalconDType, loneRow = false): Promise<Float32Array> {
   setIsa(isa);
   const model = new FalconBackbone({ ...config, dtype });
-  // 19 tokens: prompt attention scores keys in blocks of 16 (a whole block and a tail) and queries in groups of 4 (and a tail).
-  const tokens = Array.from({ length: 5 }, (_, row) => Array.from({ length: 19 }, (_, t) => (row * 13 + t * 7) % config.vocabularySize));
+  const tokens = loneRow
+    ? [[11 % config.vocabularySize]]
+    : Array.from({ length: 5 }, (_, row) => Array.from({ length: 19 }, (_, t) => (row * 13 + t * 7) % config.vocabularySize));
   const logits = await model.tokenEmbedding.reverse(await model.call({ tokenIds: tokens }));
   model.dispose();
   return logits.data;
+}
+
+function assertCloseToReference(fast: Float32Array, reference: Float32Array, dtype: FalconDType): void {
+  let worst = 0;
+  let scale = 1;
+  for (let i = 0; i < reference.length; i++) {
+    worst = Math.max(worst, Math.abs(fast[i] - reference[i]));
+    scale = Math.max(scale, Math.abs(reference[i]));
+  }
+  // bf16 models round activations to bf16 before every matmul, so a different summation order can
+  // move an activation by one bf16 step (2^-8); float32, float16 and int8 (float32 compute) agree to rounding.
+  const limit = dtype === "bfloat16" ? 1e-2 : 2e-5;
+  assert.ok(worst / scale < limit, `relative error ${worst / scale}`);
 }
 
 describe("kernel families against the scalar reference", () => {
@@ -44,18 +66,19 @@ describe("kernel families against the scalar reference", () => {
     for (const dtype of ["float32", "bfloat16", "float16", "int8"] as FalconDType[]) {
       ODD_SHAPES.forEach((config, index) => {
         it(`${isa} ${dtype} shape ${index}`, async () => {
-          const reference = await logitsWith("scalar", config, dtype);
-          const fast = await logitsWith(isa, config, dtype);
-          let worst = 0;
-          let scale = 1;
-          for (let i = 0; i < reference.length; i++) {
-            worst = Math.max(worst, Math.abs(fast[i] - reference[i]));
-            scale = Math.max(scale, Math.abs(reference[i]));
+          assertCloseToReference(await logitsWith(isa, config, dtype), await logitsWith("scalar", config, dtype), dtype);
+        });
+        // One thread takes every panel of a matrix, so pairs of panels end on a partial one (40 and 108
+        // outputs) or leave a last lone panel (67, 97 and 53); two threads split them into other runs.
+        it(`${isa} ${dtype} shape ${index}, a lone row on 1 and ${defaultThreads} threads`, async () => {
+          for (const threads of [1, defaultThreads]) {
+            setNumThreads(threads);
+            try {
+              assertCloseToReference(await logitsWith(isa, config, dtype, true), await logitsWith("scalar", config, dtype, true), dtype);
+            } finally {
+              setNumThreads(defaultThreads);
+            }
           }
-          // bf16 models round activations to bf16 before every matmul, so a different summation order can
-          // move an activation by one bf16 step (2^-8); float32, float16 and int8 (float32 compute) agree to rounding.
-          const limit = dtype === "bfloat16" ? 1e-2 : 2e-5;
-          assert.ok(worst / scale < limit, `relative error ${worst / scale}`);
         });
       });
     }

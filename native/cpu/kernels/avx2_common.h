@@ -3,28 +3,11 @@
 // a file, inside its FALCON_X86 guard, after the file's AVX2 target pragma: these functions take the
 // target of the file that includes them. The standard headers it uses (<immintrin.h>, <algorithm>) are
 // the includer's, before that pragma, as avx2.cpp explains.
+#include "fetch_ahead.h"
 #include "kernels.h"
 
 namespace falcon::cpu {
 namespace {
-
-// Asks for Lines cache lines from kDecodeFetchBytes past `step`. A lone decode row streams its weight
-// panels from memory; with the hardware prefetcher alone two threads read about 45 GB/s where the read
-// probe reached 70. Asking for every line 4 KiB ahead of the step that reads it took float16 decode
-// from 15.6–18.3 to 19.0–21.0 tok/s on falcon-rw-1b's shape (2 threads; 1 and 8 KiB gained less). The
-// lines past a panel's end are the next panel's start, or memory no one reads: a prefetch never faults.
-constexpr int64_t kDecodeFetchBytes = 4096;
-template <int Lines>
-inline void fetch_stream_ahead(const void* step) {
-  const char* line = static_cast<const char*>(step) + kDecodeFetchBytes;
-  for (int i = 0; i < Lines; ++i) {
-#if defined(__GNUC__)
-    asm volatile("prefetcht0 %0" : : "m"(line[64 * i]));
-#else
-    _mm_prefetch(line + 64 * i, _MM_HINT_T0);
-#endif
-  }
-}
 
 // Lane i is valid when i < remaining.
 inline __m256i lanes_below(int64_t remaining) {
