@@ -68,8 +68,8 @@ describe("kernel families against the scalar reference", () => {
         it(`${isa} ${dtype} shape ${index}`, async () => {
           assertCloseToReference(await logitsWith(isa, config, dtype), await logitsWith("scalar", config, dtype), dtype);
         });
-        // One thread takes every panel of a matrix, so pairs of panels end on a partial one (40 and 108
-        // outputs) or leave a last lone panel (67, 97 and 53); two threads split them into other runs.
+        // One thread takes every panel of a matrix in pairs: pairs end on a partial panel (40, 53, 97, 120
+        // and 2102 outputs) or leave a last lone panel (24, 67, 70 and 136); two threads split them into other runs.
         it(`${isa} ${dtype} shape ${index}, a lone row on 1 and ${defaultThreads} threads`, async () => {
           for (const threads of [1, defaultThreads]) {
             setNumThreads(threads);

@@ -128,6 +128,13 @@ struct TileStore {
   }
 };
 
+// The store of panel p's outputs into rows of y from `y` on (int8 weights scale them per output).
+inline TileStore panel_store(const WeightMatrix& w, int64_t p, const Epilogue& epilogue, float* y, int64_t y_stride) {
+  const int64_t n0 = p * kPanelWidth;
+  return TileStore{y, y_stride, n0, int(std::min<int64_t>(kPanelWidth, w.rows - n0)), epilogue,
+                   w.dtype == DType::Int8 ? w.scales.data() : nullptr};
+}
+
 // Accumulators are named one by one: held in an array, GCC 12 keeps them in memory.
 #define FALCON_ACCUMULATORS                                                                  \
   __m512 c0a = _mm512_setzero_ps(), c0b = c0a, c1a = c0a, c1b = c0a, c2a = c0a, c2b = c0a;   \
@@ -213,14 +220,14 @@ FALCON_NOINLINE void micro_bf16_two_panels(const uint32_t* packed, const uint16_
   __m512 first_low = _mm512_setzero_ps(), first_high = first_low, second_low = first_low, second_high = first_low;
   for (int64_t s = 0; s < steps; ++s) {
     const __m512bh x = (__m512bh)_mm512_set1_epi32(int(packed[s * kPackedRows]));
-    const uint16_t* step = first + s * 2 * kPanelWidth;
-    fetch_stream_ahead<2>(step);
-    fetch_stream_ahead<2>(second + s * 2 * kPanelWidth);
-    dot_bf16(first_low, x, (__m512bh)_mm512_loadu_si512(step));
-    dot_bf16(first_high, x, (__m512bh)_mm512_loadu_si512(step + kPanelWidth));
-    step = second + s * 2 * kPanelWidth;
-    dot_bf16(second_low, x, (__m512bh)_mm512_loadu_si512(step));
-    dot_bf16(second_high, x, (__m512bh)_mm512_loadu_si512(step + kPanelWidth));
+    const uint16_t* first_step = first + s * 2 * kPanelWidth;
+    const uint16_t* second_step = second + s * 2 * kPanelWidth;
+    fetch_stream_ahead<2>(first_step);
+    fetch_stream_ahead<2>(second_step);
+    dot_bf16(first_low, x, (__m512bh)_mm512_loadu_si512(first_step));
+    dot_bf16(first_high, x, (__m512bh)_mm512_loadu_si512(first_step + kPanelWidth));
+    dot_bf16(second_low, x, (__m512bh)_mm512_loadu_si512(second_step));
+    dot_bf16(second_high, x, (__m512bh)_mm512_loadu_si512(second_step + kPanelWidth));
   }
   store_first(first_low, first_high, 0);
   store_second(second_low, second_high, 0);
@@ -280,14 +287,10 @@ FALCON_NOINLINE void micro_i8(const uint32_t* packed, const uint8_t* panel, int6
 template <typename Micro>
 void for_each_tile(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
                    const Epilogue& epilogue, float* y, int64_t y_stride, Micro micro) {
-  const float* scales = w.dtype == DType::Int8 ? w.scales.data() : nullptr;
   for (int64_t p = first_panel; p < end_panel; ++p) {
-    const int64_t n0 = p * kPanelWidth;
-    const int outputs = int(std::min<int64_t>(kPanelWidth, w.rows - n0));
     for (int64_t block = 0; block * kPackedRows < x.rows; ++block) {
       const int block_rows = int(std::min<int64_t>(kPackedRows, x.rows - block * kPackedRows));
-      const TileStore store{y + block * kPackedRows * y_stride, y_stride, n0, outputs, epilogue, scales};
-      micro(block, block_rows, w.panel(p), store);
+      micro(block, block_rows, w.panel(p), panel_store(w, p, epilogue, y + block * kPackedRows * y_stride, y_stride));
     }
   }
 }
@@ -337,14 +340,12 @@ void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int
             float* y, int64_t y_stride) {
   if constexpr (Tile::kTwoPanels) {
     if (x.rows == 1) {
-      auto store_for = [&](int64_t p) {
-        const int64_t n0 = p * kPanelWidth;
-        return TileStore{y, y_stride, n0, int(std::min<int64_t>(kPanelWidth, w.rows - n0)), epilogue,
-                         w.dtype == DType::Int8 ? w.scales.data() : nullptr};
-      };
       int64_t p = first_panel;
-      for (; p + 1 < end_panel; p += 2) Tile::run_two_panels(x, w.panel(p), w.panel(p + 1), store_for(p), store_for(p + 1));
-      if (p < end_panel) Tile::template run<1>(x, 0, w.panel(p), store_for(p));
+      for (; p + 1 < end_panel; p += 2) {
+        Tile::run_two_panels(x, w.panel(p), w.panel(p + 1), panel_store(w, p, epilogue, y, y_stride),
+                             panel_store(w, p + 1, epilogue, y, y_stride));
+      }
+      if (p < end_panel) Tile::template run<1>(x, 0, w.panel(p), panel_store(w, p, epilogue, y, y_stride));
       return;
     }
   }

@@ -9,8 +9,8 @@ namespace {
 // panels from memory; with the hardware prefetcher alone two threads read about 45 GB/s where the read
 // probe reached 70. Asking for every line 4 KiB ahead of the step that reads it took AVX2 float16
 // decode from 15.6–18.3 to 19.0–21.0 tok/s on falcon-rw-1b's shape (2 threads; 1 and 8 KiB gained
-// less), AVX-512's from 13.9 to 17.4–18.6. The lines past a panel's end are the next panel's start, or
-// memory no one reads: a prefetch never faults.
+// less; AVX-512's figures are beside its two-panel kernels). The lines past a panel's end are the next
+// panel's start, or memory no one reads: a prefetch never faults.
 constexpr int64_t kDecodeFetchBytes = 4096;
 template <int Lines>
 inline void fetch_stream_ahead(const void* step) {
