@@ -1,8 +1,9 @@
 /**
  * Every kernel family this CPU supports against the scalar reference, and the fixture suites (int8's and int4's too) run
  * through each non-default family in a child process (FALCON_ISA selects it at startup). On CPUs with
- * AVX-512 BF16 / VNNI, this file runs again in a child with them hidden (FALCON_CPU_WITHOUT), which
- * is how AVX-512 CPUs without them run bfloat16 and int8.
+ * AVX-512 BF16 / VNNI or AVX-VNNI, this file runs again in a child with them hidden (FALCON_CPU_WITHOUT),
+ * which is how CPUs without them run bfloat16, int8 and int4: AVX-512 ones on the AVX2 kernels, AVX2 ones
+ * on vpmaddubsw instead of vpdpbusd.
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -160,15 +161,17 @@ describe("fixture suites through every other kernel family", { skip: hiddenFeatu
   }
 });
 
-describe("AVX-512 without BF16 and VNNI", () => {
+const HIDDEN_EXTENSIONS = ["avx512_bf16", "avx512_vnni", "avx_vnni"];
+
+describe("without AVX-512 BF16 and VNNI and AVX-VNNI", () => {
   if (hiddenFeatures === undefined) {
-    it("runs these comparisons and the fixture suites with both hidden", { skip: !supportedIsas.includes("avx512") }, () =>
+    const present = HIDDEN_EXTENSIONS.filter((name) => features[name]);
+    it(`runs these comparisons and the fixture suites with ${present.join(", ") || "them"} hidden`, { skip: present.length === 0 }, () =>
       childTestsPass(["isa-paths.test.js", "keras-fixtures.test.js", "hf-fixtures.test.js", "int8.test.js", "int4.test.js"],
-        { FALCON_CPU_WITHOUT: "avx512_bf16,avx512_vnni", FALCON_ISA: "avx512" }));
+        { FALCON_CPU_WITHOUT: HIDDEN_EXTENSIONS.join(","), FALCON_ISA: defaultIsa }));
   } else {
     it("reports the hidden extensions as absent", () => {
-      assert.equal(features.avx512_bf16, false);
-      assert.equal(features.avx512_vnni, false);
+      for (const name of HIDDEN_EXTENSIONS) assert.equal(features[name], false, name);
     });
   }
 });

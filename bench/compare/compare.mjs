@@ -6,12 +6,13 @@
  *
  *   node bench/compare/compare.mjs [--dtype f32,bf16[,f16,q8_0,q4_0]] [--reps 5] [--threads 2]
  *        [--pairing bloom,falcon] [--measures pp128,pp512,tg128] [--seed 0] [--small] [--json]
- *        [--sides native,prebuilt] [--isa native|avx2] [--jobs N] [--flash-attn auto|on|off] [--no-check]
+ *        [--sides native,prebuilt] [--isa native|avx2|avx2-vnni] [--jobs N] [--flash-attn auto|on|off] [--no-check]
  *        [--out results.json]
  *
- * --isa avx2 runs our AVX2 kernels beside llama.cpp built for AVX2 without AVX-512 (llama-build.mjs's
- * "avx2" build): an AVX2-only machine's code on this one. The prebuilt binary picks its own kernels, so
- * that run has the native side only.
+ * --isa avx2 runs our AVX2 kernels (AVX-VNNI hidden) beside llama.cpp built for AVX2 without AVX-512
+ * and AVX-VNNI (llama-build.mjs's "avx2" build): an AVX2-only machine's code on this one. --isa
+ * avx2-vnni is the same with AVX-VNNI on both sides (a CPU that has it). The prebuilt binary picks its
+ * own kernels, so those runs have the native side only.
  *
  * Needs the root build (`npx tsc -p .` and the addon in build/Release) and `npm ci` in bench/compare.
  * The native llama.cpp is built once by llama-build.mjs into bench/compare/.llama-build/ (minutes).
@@ -71,11 +72,16 @@ if (flashAttention === undefined) throw new Error("--flash-attn must be auto, on
 const dtypes = parseDtypes(args.dtype);
 
 const isa = args.isa;
-if (isa !== "native" && isa !== "avx2") throw new Error(`unknown --isa ${isa} (use native, avx2)`);
-const sides = new Set((args.sides ?? (isa === "avx2" ? "native" : "native,prebuilt")).split(",").map((side) => side.trim()).filter(Boolean));
+if (!["native", "avx2", "avx2-vnni"].includes(isa)) throw new Error(`unknown --isa ${isa} (use native, avx2, avx2-vnni)`);
+const oursAvx2 = isa !== "native";
+// llama.cpp's "avx2" build leaves AVX-VNNI off, so ours hides it too; read when our addon first asks
+// for the CPU's features, which is after this.
+if (isa === "avx2") process.env.FALCON_CPU_WITHOUT = [process.env.FALCON_CPU_WITHOUT, "avx_vnni"].filter(Boolean).join(",");
+if (isa === "avx2-vnni" && !runtimeInfo().features.avx_vnni) throw new Error("--isa avx2-vnni needs a CPU with AVX-VNNI");
+const sides = new Set((args.sides ?? (oursAvx2 ? "native" : "native,prebuilt")).split(",").map((side) => side.trim()).filter(Boolean));
 for (const side of sides) if (side !== "native" && side !== "prebuilt") throw new Error(`unknown --sides ${side} (use native, prebuilt)`);
 if (sides.size === 0) throw new Error("--sides needs native, prebuilt or both");
-if (isa === "avx2" && sides.has("prebuilt")) throw new Error("--isa avx2 runs the native side only: the prebuilt binary picks its own kernels");
+if (oursAvx2 && sides.has("prebuilt")) throw new Error(`--isa ${isa} runs the native side only: the prebuilt binary picks its own kernels`);
 const jobs = positiveInt(args.jobs, "jobs");
 
 const shapeName = args.small ? "small" : "falcon-rw-1b";
@@ -305,7 +311,7 @@ const fmt = (v) => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed
 const fmtSummary = (s) => (s ? `${fmt(s.median)} (${fmt(s.min)}–${fmt(s.max)})` : "—");
 
 setNumThreads(threads);
-if (isa === "avx2") setIsa("avx2");
+if (oursAvx2) setIsa("avx2");
 const runtime = runtimeInfo();
 const llamaRelease = llama?.llamaCppRelease ?? null;
 const machine = {

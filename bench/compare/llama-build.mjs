@@ -7,9 +7,11 @@
  * UI). Nothing is downloaded. Two builds share the checkout:
  * - "native" (build/): for this CPU only (-DGGML_NATIVE=ON), every target at once so one build
  *   serves every script;
- * - "avx2" (build-avx2/): llama-bench only, with AVX2, FMA, F16C and BMI2 and no AVX-512, whatever
- *   this CPU has: compare.mjs --isa avx2 runs it beside our AVX2 kernels, an AVX2-only machine's
- *   code on an AVX-512 one.
+ * - "avx2" (build-avx2/): llama-bench only, with AVX2, FMA, F16C and BMI2 and no AVX-512 or AVX-VNNI,
+ *   whatever this CPU has: compare.mjs --isa avx2 runs it beside our AVX2 kernels, an AVX2-only
+ *   machine's code on an AVX-512 one;
+ * - "avx2-vnni" (build-avx2-vnni/): the same with AVX-VNNI on, for compare.mjs --isa avx2-vnni (the
+ *   AVX2 CPUs that have it: Intel's since Alder Lake, including the E-core Xeons without AVX-512).
  *
  * A build is kept (its stamp file) until the bundle's commit, the CMake flags, the targets or the
  * patch change. A checkout already at the bundle's commit with the patch applied is reused and only
@@ -63,6 +65,12 @@ const LLAMA_BUILDS = {
     dir: "build-avx2",
     isaFlags: ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON", "-DGGML_BMI2=ON",
       "-DGGML_AVX_VNNI=OFF", "-DGGML_AVX512=OFF"],
+    targets: ["llama-bench"],
+  },
+  "avx2-vnni": {
+    dir: "build-avx2-vnni",
+    isaFlags: ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON", "-DGGML_BMI2=ON",
+      "-DGGML_AVX_VNNI=ON", "-DGGML_AVX512=OFF"],
     targets: ["llama-bench"],
   },
 };

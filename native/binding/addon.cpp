@@ -97,7 +97,7 @@ Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   const std::pair<const char*, bool> flags[] = {
       {"avx2", f.avx2}, {"fma", f.fma}, {"f16c", f.f16c}, {"avx512f", f.avx512f}, {"avx512bw", f.avx512bw},
       {"avx512vl", f.avx512vl}, {"avx512dq", f.avx512dq}, {"avx512_bf16", f.avx512_bf16},
-      {"avx512_vnni", f.avx512_vnni}, {"osSavesYmm", f.os_saves_ymm}, {"osSavesZmm", f.os_saves_zmm}};
+      {"avx512_vnni", f.avx512_vnni}, {"avx_vnni", f.avx_vnni}, {"osSavesYmm", f.os_saves_ymm}, {"osSavesZmm", f.os_saves_zmm}};
   for (const auto& [name, value] : flags) features.Set(name, Napi::Boolean::New(env, value));
   result.Set("features", features);
   return result;

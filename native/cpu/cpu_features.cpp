@@ -65,14 +65,18 @@ CpuFeatures detect() {
     f.avx512vl = ebx & (1u << 31);
     f.avx512_vnni = ecx & (1u << 11);
   }
-  if (cpuid(7, 1, &eax, &ebx, &ecx, &edx)) f.avx512_bf16 = eax & (1u << 5);
+  if (cpuid(7, 1, &eax, &ebx, &ecx, &edx)) {
+    f.avx_vnni = eax & (1u << 4);
+    f.avx512_bf16 = eax & (1u << 5);
+  }
 #endif
-  // FALCON_CPU_WITHOUT=avx512_bf16,avx512_vnni hides those extensions, so that the paths taken on
-  // AVX-512 CPUs that lack them are tested on CPUs that have them.
+  // FALCON_CPU_WITHOUT=avx512_bf16,avx512_vnni,avx_vnni hides those extensions, so that the paths taken
+  // on CPUs that lack them are tested on CPUs that have them.
   if (const char* hidden = std::getenv("FALCON_CPU_WITHOUT")) {
     const std::string list = std::string(",") + hidden + ",";
     if (list.find(",avx512_bf16,") != std::string::npos) f.avx512_bf16 = false;
     if (list.find(",avx512_vnni,") != std::string::npos) f.avx512_vnni = false;
+    if (list.find(",avx_vnni,") != std::string::npos) f.avx_vnni = false;
   }
   return f;
 }

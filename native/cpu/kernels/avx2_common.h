@@ -9,6 +9,16 @@
 namespace falcon::cpu {
 namespace {
 
+// One AVX-VNNI vpdpbusd: each int32 lane of `sums` += the four products of its unsigned bytes of
+// `unsigned_bytes` and signed bytes of `signed_bytes`, exactly. asm with the VEX encoding spelled out
+// ({vex}: the same mnemonic on ymm otherwise assembles as AVX-512 VNNI's EVEX form), for two reasons:
+// the including file's target stays plain AVX2, so the compiler never emits the instruction on its own where
+// the CPU may lack it; and, as avx512_common.h's dot_bytes, each accumulator of the chain is updated
+// in its register. Call it only where cpu_features().avx_vnni.
+inline void dot_bytes_vex(__m256i& sums, __m256i unsigned_bytes, __m256i signed_bytes) {
+  asm("%{vex%} vpdpbusd %2, %1, %0" : "+x"(sums) : "x"(unsigned_bytes), "x"(signed_bytes));
+}
+
 // Lane i is valid when i < remaining.
 inline __m256i lanes_below(int64_t remaining) {
   const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);

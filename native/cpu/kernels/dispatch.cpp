@@ -19,11 +19,14 @@ const KernelTable& kernels() {
 
 namespace {
 MatmulKernel int4_matmul(Isa isa) {
+#if FALCON_X86
+  // As for int8, AVX2 CPUs with AVX-VNNI take its byte dot products, and AVX-512 CPUs without VNNI run the AVX2 kernel.
+  const MatmulKernel avx2 = cpu_features().avx_vnni ? matmul_i4_avx_vnni : matmul_i4_avx2;
+#endif
   switch (isa) {
 #if FALCON_X86
-    // As for int8, AVX-512 CPUs without VNNI run the AVX2 kernel.
-    case Isa::Avx512: return cpu_features().avx512_vnni ? matmul_i4_avx512 : matmul_i4_avx2;
-    case Isa::Avx2: return matmul_i4_avx2;
+    case Isa::Avx512: return cpu_features().avx512_vnni ? matmul_i4_avx512 : avx2;
+    case Isa::Avx2: return avx2;
 #else
     case Isa::Avx512:
     case Isa::Avx2:

@@ -47,7 +47,7 @@ struct PackedRows {
   // int8 only, [row][block] for blocks of kQuantSteps steps (quant_blocks per row):
   int64_t quant_blocks = 0;
   const float* block_scales = nullptr;  // x ≈ q · scale
-  const int32_t* block_sums = nullptr;  // Σ of the block's q (the VNNI kernel, whose weights are stored + 128, subtracts 128 · this)
+  const int32_t* block_sums = nullptr;  // Σ of the block's q (the VNNI kernels, whose weights are stored + 128, subtract 128 · this)
   // int4 only, [row][group] for groups of kInt4Group inputs (8 steps; int4_groups per row, the last
   // holding the steps that are left): Σ of the group's q. int4 weights are nibbles stored + 8
   // (weights.h), so the kernels multiply those and subtract 8 · this.
@@ -160,6 +160,9 @@ void matmul_i4_scalar(const PackedRows& x, const WeightMatrix& w, int64_t first_
 #if FALCON_X86
 void matmul_i4_avx2(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
                     const Epilogue& epilogue, float* y, int64_t y_stride);
+// Needs AVX-VNNI.
+void matmul_i4_avx_vnni(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
+                        const Epilogue& epilogue, float* y, int64_t y_stride);
 // Needs AVX-512 VNNI.
 void matmul_i4_avx512(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
                       const Epilogue& epilogue, float* y, int64_t y_stride);
