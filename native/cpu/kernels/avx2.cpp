@@ -229,6 +229,27 @@ FALCON_NOINLINE void micro_bf16(const uint32_t* packed, const uint16_t* panel, i
 #undef FALCON_FINISH
 #undef FALCON_EACH_SLOT
 
+// The int8 kernels' step after each quantisation block: one slot's 32 integer sums, scaled by the
+// block's scale, into its row of the float32 tile (32 floats a slot). The first block's are written,
+// not added: the tile's memory is not zeroed.
+inline void scale_block_sums(float* slot_tile, const __m256i (&sums)[4], float block_scale, bool first_block) {
+  const __m256 scale = _mm256_set1_ps(block_scale);
+  for (int i = 0; i < 4; ++i) {
+    const __m256 value = _mm256_cvtepi32_ps(sums[i]);
+    float* t = slot_tile + 8 * i;
+    _mm256_store_ps(t, first_block ? _mm256_mul_ps(value, scale) : _mm256_fmadd_ps(value, scale, _mm256_load_ps(t)));
+  }
+}
+
+// After a tile's last pass, its slots' float32 sums go out through the epilogue.
+inline void store_int8_tile(const float* tile, int slots, const TileOut& out) {
+  for (int j = 0; j < slots; ++j) {
+    const __m256 sums[4] = {_mm256_load_ps(tile + j * kPanelWidth), _mm256_load_ps(tile + j * kPanelWidth + 8),
+                            _mm256_load_ps(tile + j * kPanelWidth + 16), _mm256_load_ps(tile + j * kPanelWidth + 24)};
+    out(j, sums);
+  }
+}
+
 // int8: the integer dot product of each step's quad, as |x| · (w with x's sign) so that vpmaddubsw's
 // unsigned × signed byte products (at most 2 · 127 · 127 per pair) never saturate; the stored bytes
 // w + 128 (dtype.h) become w by flipping their top bit. After each quantisation block the integer sums
@@ -263,30 +284,10 @@ FALCON_NOINLINE void micro_i8(const uint32_t* packed, const uint8_t* panel, cons
       }
 #undef FALCON_DOT
     }
-    // The first block's scaled sums are written, not added: the tile's memory is not zeroed.
-    const bool start = block == 0;
-#define FALCON_SCALE(r, i, c)                                                                              \
-  {                                                                                                        \
-    float* t = tile + r * kPanelWidth + 8 * i;                                                             \
-    const __m256 sums = _mm256_cvtepi32_ps(c);                                                             \
-    _mm256_store_ps(t, start ? _mm256_mul_ps(sums, scale) : _mm256_fmadd_ps(sums, scale, _mm256_load_ps(t))); \
+    scale_block_sums(tile, {c00, c01, c02, c03}, block_scales[block], block == 0);
+    if (Rows > 1) scale_block_sums(tile + kPanelWidth, {c10, c11, c12, c13}, block_scales[quant_blocks + block], block == 0);
   }
-    {
-      const __m256 scale = _mm256_set1_ps(block_scales[block]);
-      FALCON_SCALE(0, 0, c00) FALCON_SCALE(0, 1, c01) FALCON_SCALE(0, 2, c02) FALCON_SCALE(0, 3, c03)
-    }
-    if (Rows > 1) {
-      const __m256 scale = _mm256_set1_ps(block_scales[quant_blocks + block]);
-      FALCON_SCALE(1, 0, c10) FALCON_SCALE(1, 1, c11) FALCON_SCALE(1, 2, c12) FALCON_SCALE(1, 3, c13)
-    }
-#undef FALCON_SCALE
-  }
-  if (!pass.last) return;
-  for (int r = 0; r < Rows; ++r) {
-    const __m256 sums[4] = {_mm256_load_ps(tile + r * kPanelWidth), _mm256_load_ps(tile + r * kPanelWidth + 8),
-                            _mm256_load_ps(tile + r * kPanelWidth + 16), _mm256_load_ps(tile + r * kPanelWidth + 24)};
-    out(r, sums);
-  }
+  if (pass.last) store_int8_tile(tile, Rows, out);
 }
 
 // int8 on CPUs with AVX-VNNI: the stored bytes w + 128 are vpdpbusd's unsigned operand as they are,
@@ -335,27 +336,12 @@ FALCON_NOINLINE void micro_i8_vnni(const uint32_t* packed, const uint8_t* panel,
       FALCON_DOT(0, c00, c10, c20) FALCON_DOT(1, c01, c11, c21) FALCON_DOT(2, c02, c12, c22) FALCON_DOT(3, c03, c13, c23)
 #undef FALCON_DOT
     }
-    // The first block's scaled sums are written, not added: the tile's memory is not zeroed.
-    const bool start = block == 0;
-#define FALCON_SCALE(j, c0, c1, c2, c3)                                                                      \
-  if (Slots > j) {                                                                                           \
-    const __m256 scale = _mm256_set1_ps(block_scales[kSlotRow[j] * quant_blocks + block]);                   \
-    const __m256i sums[4] = {c0, c1, c2, c3};                                                                \
-    for (int i = 0; i < 4; ++i) {                                                                            \
-      float* t = tile + j * kPanelWidth + 8 * i;                                                             \
-      const __m256 value = _mm256_cvtepi32_ps(sums[i]);                                                      \
-      _mm256_store_ps(t, start ? _mm256_mul_ps(value, scale) : _mm256_fmadd_ps(value, scale, _mm256_load_ps(t))); \
-    }                                                                                                        \
-  }
+#define FALCON_SCALE(j, c0, c1, c2, c3) \
+  if (Slots > j) scale_block_sums(tile + j * kPanelWidth, {c0, c1, c2, c3}, block_scales[kSlotRow[j] * quant_blocks + block], block == 0);
     FALCON_SCALE(0, c00, c01, c02, c03) FALCON_SCALE(1, c10, c11, c12, c13) FALCON_SCALE(2, c20, c21, c22, c23)
 #undef FALCON_SCALE
   }
-  if (!pass.last) return;
-  for (int j = 0; j < Slots; ++j) {
-    const __m256 sums[4] = {_mm256_load_ps(tile + j * kPanelWidth), _mm256_load_ps(tile + j * kPanelWidth + 8),
-                            _mm256_load_ps(tile + j * kPanelWidth + 16), _mm256_load_ps(tile + j * kPanelWidth + 24)};
-    out(j, sums);
-  }
+  if (pass.last) store_int8_tile(tile, Slots, out);
 }
 
 // The units of rows [m, m + rows) of x: a tile never crosses a block of kPackedRows rows.
