@@ -1,7 +1,7 @@
 // AVX2 + FMA + F16C kernels. The float32 / float16 matmul micro-kernel holds 3 input rows × 32
 // outputs (one panel) in 12 of the 16 ymm registers, bfloat16 and int8 2 rows (their inputs take
-// more registers); bfloat16 pairs are widened to float32 by shifting, since AVX2 has no bf16 dot
-// product. Many rows run over k in passes whose slice of the panel stays in L1 (matmul below); a
+// more registers; int8 3 on CPUs with AVX-VNNI, whose byte dot product needs none); bfloat16 pairs
+// are widened to float32 by shifting, since AVX2 has no bf16 dot product. Many rows run over k in passes whose slice of the panel stays in L1 (matmul below); a
 // lone decode row runs against two panels at once.
 #include "../cpu_features.h"
 
