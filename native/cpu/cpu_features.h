@@ -26,7 +26,7 @@ struct CpuFeatures {
   bool avx512dq = false;
   bool avx512_bf16 = false;
   bool avx512_vnni = false;
-  bool avx_vnni = false;  // the VEX-encoded byte dot products on ymm (Intel from Alder Lake, AMD from Zen 4)
+  bool avx_vnni = false;  // the VEX-encoded byte dot products on ymm (Intel from Alder Lake, AMD from Zen 5)
   bool os_saves_ymm = false;  // XCR0: the OS preserves AVX state
   bool os_saves_zmm = false;  // XCR0: the OS preserves AVX-512 state
 };
