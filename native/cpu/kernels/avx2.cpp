@@ -95,17 +95,10 @@ struct Pass {
 };
 
 // Every step's units are kPackedRows 4-byte values (float32, a bf16 pair or an int8 quad), so a cache
-// line holds two steps: every other step asks for the line a pass length on. GCC and Clang get
-// an asm statement, because GCC 12's dead-code elimination drops _mm_prefetch here (seen in the object
-// code: no prefetch instruction at -O2).
+// line holds two steps: every other step asks for the line a pass length on.
 inline void fetch_ahead(const Pass& pass, const void* units, int64_t s) {
   if (s < pass.fetch_before && (s & 1) == 0) {
-    const char* line = static_cast<const char*>(units) + (s + pass.end - pass.begin) * kPackedRows * 4;
-#if defined(__GNUC__)
-    asm volatile("prefetcht0 %0" : : "m"(*line));
-#else
-    _mm_prefetch(line, _MM_HINT_T0);
-#endif
+    fetch_line(static_cast<const char*>(units) + (s + pass.end - pass.begin) * kPackedRows * 4);
   }
 }
 
@@ -464,41 +457,34 @@ void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int
   }
 }
 
-double peak_ops(int64_t iterations, PeakOp op) {
-  if (op == PeakOp::Int8Dot && cpu_features().avx_vnni) {
-    // The AVX-VNNI int8 kernel's vpdpbusd on 8 independent chains.
-    const __m256i bytes = _mm256_set1_epi8(1);
-    __m256i c0 = _mm256_set1_epi32(0), c1 = _mm256_set1_epi32(1), c2 = _mm256_set1_epi32(2), c3 = _mm256_set1_epi32(3);
-    __m256i c4 = _mm256_set1_epi32(4), c5 = _mm256_set1_epi32(5), c6 = _mm256_set1_epi32(6), c7 = _mm256_set1_epi32(7);
-    for (int64_t i = 0; i < iterations; ++i) {
-      dot_bytes_vex(c0, bytes, bytes); dot_bytes_vex(c1, bytes, bytes); dot_bytes_vex(c2, bytes, bytes); dot_bytes_vex(c3, bytes, bytes);
-      dot_bytes_vex(c4, bytes, bytes); dot_bytes_vex(c5, bytes, bytes); dot_bytes_vex(c6, bytes, bytes); dot_bytes_vex(c7, bytes, bytes);
-    }
-    const __m256i total = _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(c0, c1), _mm256_add_epi32(c2, c3)),
-                                           _mm256_add_epi32(_mm256_add_epi32(c4, c5), _mm256_add_epi32(c6, c7)));
-    volatile int sink = _mm256_extract_epi32(total, 0);
-    (void)sink;
-    // 8 chains × 32 byte multiply-adds × 2 operations.
-    return double(iterations) * 8 * 32 * 2;
+// `iterations` rounds of `dot` (32 byte multiply-adds into one int32 vector) on 8 independent chains;
+// returns the operations done.
+template <typename Dot>
+double int8_dot_chains(int64_t iterations, Dot dot) {
+  // Distinct starting values: identical chains would be merged into one by the compiler.
+  __m256i c0 = _mm256_set1_epi32(0), c1 = _mm256_set1_epi32(1), c2 = _mm256_set1_epi32(2), c3 = _mm256_set1_epi32(3);
+  __m256i c4 = _mm256_set1_epi32(4), c5 = _mm256_set1_epi32(5), c6 = _mm256_set1_epi32(6), c7 = _mm256_set1_epi32(7);
+  for (int64_t i = 0; i < iterations; ++i) {
+    dot(c0); dot(c1); dot(c2); dot(c3); dot(c4); dot(c5); dot(c6); dot(c7);
   }
+  const __m256i total = _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(c0, c1), _mm256_add_epi32(c2, c3)),
+                                         _mm256_add_epi32(_mm256_add_epi32(c4, c5), _mm256_add_epi32(c6, c7)));
+  volatile int sink = _mm256_extract_epi32(total, 0);
+  (void)sink;
+  // 8 chains × 32 byte multiply-adds × 2 operations.
+  return double(iterations) * 8 * 32 * 2;
+}
+
+double peak_ops(int64_t iterations, PeakOp op) {
   if (op == PeakOp::Int8Dot) {
-    // The int8 kernel's inner sequence (sign, vpmaddubsw, vpmaddwd, add) on 8 independent chains.
+    // The int8 kernel's inner sequence on 8 independent chains: vpdpbusd with AVX-VNNI, else sign,
+    // vpmaddubsw, vpmaddwd and add.
     const __m256i ones = _mm256_set1_epi16(1), magnitude = _mm256_set1_epi8(3), w = _mm256_set1_epi8(-2);
-#define FALCON_START(i) _mm256_set1_epi32(i)
-    __m256i c0 = FALCON_START(0), c1 = FALCON_START(1), c2 = FALCON_START(2), c3 = FALCON_START(3);
-    __m256i c4 = FALCON_START(4), c5 = FALCON_START(5), c6 = FALCON_START(6), c7 = FALCON_START(7);
-#undef FALCON_START
-    for (int64_t i = 0; i < iterations; ++i) {
-#define FALCON_DOT(c) c = _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(w, c)), ones))
-      FALCON_DOT(c0); FALCON_DOT(c1); FALCON_DOT(c2); FALCON_DOT(c3); FALCON_DOT(c4); FALCON_DOT(c5); FALCON_DOT(c6); FALCON_DOT(c7);
-#undef FALCON_DOT
-    }
-    const __m256i total = _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(c0, c1), _mm256_add_epi32(c2, c3)),
-                                           _mm256_add_epi32(_mm256_add_epi32(c4, c5), _mm256_add_epi32(c6, c7)));
-    volatile int sink = _mm256_extract_epi32(total, 0);
-    (void)sink;
-    // 8 chains × 32 byte multiply-adds × 2 operations.
-    return double(iterations) * 8 * 32 * 2;
+    return cpu_features().avx_vnni
+        ? int8_dot_chains(iterations, [&](__m256i& c) { dot_bytes_vex(c, magnitude, w); })
+        : int8_dot_chains(iterations, [&](__m256i& c) {
+            c = _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(w, c)), ones));
+          });
   }
   // float32 FMAs: also the ceiling of bf16 weights, which AVX2 widens to float32.
   // Distinct starting values: identical chains would be merged into one by the compiler.
