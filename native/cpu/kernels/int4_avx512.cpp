@@ -23,6 +23,7 @@
 
 #include "kernels.h"
 #include "avx512_common.h"
+#include "fetch_ahead.h"
 
 namespace falcon::cpu {
 namespace {
@@ -34,7 +35,9 @@ constexpr int64_t kGroupSteps = kInt4Group / 4;
 // Up to 4 rows (decode), the high nibbles are only masked, not shifted (16 q each), into accumulators
 // of their own, shifted back once per group (exact: every product is a multiple of 16): one operation
 // less per vector, and two dependency chains per accumulator pair where one row has few to overlap.
-// 8 rows need the registers for one pair of accumulators a row.
+// 8 rows need the registers for one pair of accumulators a row. A lone row streams its panel from
+// memory and asks for each group's lines 4 KiB ahead, as the AVX2 kernel does: in alternating rounds of
+// one process (8192×2048 and 2048×8192, 2 threads, weights 24× the L3), 0–5 % more bandwidth, in every round.
 template <int Rows>
 FALCON_NOINLINE void micro_i4(const uint32_t* packed, const uint8_t* panel, int64_t steps, int64_t groups,
                               const float* block_scales, int64_t quant_blocks, const int32_t* group_sums, float* tile) {
@@ -46,6 +49,7 @@ FALCON_NOINLINE void micro_i4(const uint32_t* packed, const uint8_t* panel, int6
     const uint8_t* group = panel + size_t(g) * kInt4GroupBytes;
     const int64_t count = std::min(kGroupSteps, steps - g * kGroupSteps);  // 8 but in a short last group
     const uint32_t* units = packed + g * kGroupSteps * kPackedRows;
+    if (Rows == 1) fetch_stream_ahead<int((kInt4GroupBytes + 63) / 64)>(group);
     __m512i sums[(kSplit ? 4 : 2) * Rows];
 #pragma GCC unroll 8
     for (int r = 0; r < Rows; ++r) {
@@ -61,15 +65,17 @@ FALCON_NOINLINE void micro_i4(const uint32_t* packed, const uint8_t* panel, int6
       if (t < count) {
 #pragma GCC unroll 8
         for (int r = 0; r < Rows; ++r) {
-          dot_bytes(sums[2 * r], low0, units[t * kPackedRows + r]);
-          dot_bytes(sums[2 * r + 1], low1, units[t * kPackedRows + r]);
+          const __m512i quads = broadcast_quad(units[t * kPackedRows + r]);
+          dot_bytes(sums[2 * r], low0, quads);
+          dot_bytes(sums[2 * r + 1], low1, quads);
         }
       }
       if (t + 4 < count) {
 #pragma GCC unroll 8
         for (int r = 0; r < Rows; ++r) {
-          dot_bytes(sums[kHigh + 2 * r], high0, units[(t + 4) * kPackedRows + r]);
-          dot_bytes(sums[kHigh + 2 * r + 1], high1, units[(t + 4) * kPackedRows + r]);
+          const __m512i quads = broadcast_quad(units[(t + 4) * kPackedRows + r]);
+          dot_bytes(sums[kHigh + 2 * r], high0, quads);
+          dot_bytes(sums[kHigh + 2 * r + 1], high1, quads);
         }
       }
     }
