@@ -284,8 +284,8 @@ FALCON_NOINLINE void micro_i8(const uint32_t* packed, const uint8_t* panel, int6
 // A lone int8 row (decode) against two panels at once, as the float kernels: four accumulator chains
 // instead of two, and both streams ask for their lines 4 KiB ahead. The block sums are scaled as in
 // micro_i8, in the same order, so the results are the same. Against micro_i8<1> in alternating rounds
-// of one process (8192×2048 and 2048×8192, 2 threads, weights 24× the L3): 34–63 → 40–65 GB/s, faster
-// in 5 rounds of 6.
+// of one process (24 matrices of 8192×2048 or 2048×8192, far more than the L3; 2 threads): 34–63 →
+// 40–65 GB/s, faster in 5 rounds of 6.
 FALCON_NOINLINE void micro_i8_two_panels(const uint32_t* packed, const uint8_t* first, const uint8_t* second, int64_t steps,
                                          const float* block_scales, const int32_t* block_sums, int64_t quant_blocks,
                                          const TileStore& store_first, const TileStore& store_second) {

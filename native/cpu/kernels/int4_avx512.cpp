@@ -37,7 +37,8 @@ constexpr int64_t kGroupSteps = kInt4Group / 4;
 // less per vector, and two dependency chains per accumulator pair where one row has few to overlap.
 // 8 rows need the registers for one pair of accumulators a row. A lone row streams its panel from
 // memory and asks for each group's lines 4 KiB ahead, as the AVX2 kernel does: in alternating rounds of
-// one process (8192×2048 and 2048×8192, 2 threads, weights 24× the L3), 0–5 % more bandwidth, in every round.
+// one process (24 matrices of 8192×2048 or 2048×8192, far more than the L3; 2 threads), 0–5 % more
+// bandwidth, in every round.
 template <int Rows>
 FALCON_NOINLINE void micro_i4(const uint32_t* packed, const uint8_t* panel, int64_t steps, int64_t groups,
                               const float* block_scales, int64_t quant_blocks, const int32_t* group_sums, float* tile) {
