@@ -19,6 +19,8 @@ inline void dot_bytes(__m512i& accumulator, __m512i unsigned_bytes, __m512i sign
 // a step's dot products: with vpdpbusd's own broadcast from memory ({1to16}) in each, the 8-row int8
 // prefill tile ran at 1204–1214 GOP/s (6144×2048) and 1270–1283 (2048×8192); with this, at 1333–1348
 // and 1443–1448 (Zen 5, 512 rows, 2 threads, the two builds alternated; the probe's peak is 1767).
+// Where a few rows stream their weights from memory (batched decode), the memory form read 4–8 % more
+// at 2 and 8 rows and the same at 4 (two rounds in one process), a smaller effect than this one.
 inline __m512i broadcast_quad(uint32_t quad) { return _mm512_set1_epi32(int(quad)); }
 
 }  // namespace
