@@ -29,10 +29,6 @@ const DEFAULT_CASES = 2800;
 const SHARES: Record<FamilyName, number> = {
   "safetensors": 22, "safetensors-index": 10, "hf-config": 20, "keras-config": 12, "keras-h5": 14, "tokenizer": 20, "cli": 1.5,
 };
-const LIMITS: FuzzLimits = {
-  timeoutMs: 5000, extraTimeoutMs: { "keras-h5": HDF5_REQUEST_TIMEOUT_MS }, rssLimitBytes: 1.5 * 2 ** 30, heapLimitMiB: 1024, dataLimitBytes: 4 * 2 ** 30,
-};
-
 function positiveIntegerEnv(name: string): number | undefined {
   const text = process.env[name];
   if (text === undefined || text === "") return undefined;
@@ -41,6 +37,16 @@ function positiveIntegerEnv(name: string): number | undefined {
   return value;
 }
 
+/**
+ * scripts/test-sanitize.sh sets FALCON_TEST_TIME_SCALE: under ASan and UBSan a CLI case takes about 3 s on an
+ * idle machine (1 s without), and two run at once, so the plain 5 s limit failed a case that finishes. A hang
+ * still outlasts any scaled limit.
+ */
+const TIME_SCALE = Math.max(1, positiveIntegerEnv("FALCON_TEST_TIME_SCALE") ?? 1);
+const LIMITS: FuzzLimits = {
+  timeoutMs: 5000 * TIME_SCALE, extraTimeoutMs: { "keras-h5": HDF5_REQUEST_TIMEOUT_MS }, rssLimitBytes: 1.5 * 2 ** 30,
+  heapLimitMiB: 1024, dataLimitBytes: 4 * 2 ** 30,
+};
 const seed = process.env["FUZZ_SEED"] === "random" ? randomInt(2 ** 47) : positiveIntegerEnv("FUZZ_SEED") ?? DEFAULT_SEED;
 const totalCases = positiveIntegerEnv("FUZZ_CASES") ?? DEFAULT_CASES;
 const families = process.env["FUZZ_FAMILIES"]?.split(",").filter(Boolean);
