@@ -319,7 +319,7 @@ FALCON_NOINLINE void micro_i8_two_panels(const uint32_t* packed, const uint8_t* 
 
 // Row groups outer, then panels, then the group's row blocks: a panel (at most a few hundred KB) stays
 // in cache while every row block of the group passes over it; for a single row it is streamed from
-// memory exactly once. A group's packed activations (4 bytes a row per step of k) are at most
+// memory exactly once. A group's packed activations (one 32-bit unit a row per step) are at most
 // kRowGroupBytes, so they stay in the L3 from one panel to the next: with all 512 rows of a prompt in
 // one group, float32 ran the FFN's down projection (k = 8192, 16 MiB of activations) at 286–301 GOP/s
 // where it reached 347–352 in groups of 4 MiB (Zen 5, 2 threads; 8 MiB: 331–337), and 2048 rows of
@@ -330,7 +330,7 @@ constexpr int64_t kRowGroupBytes = int64_t(4) << 20;
 template <typename Micro>
 void for_each_tile(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
                    const Epilogue& epilogue, float* y, int64_t y_stride, Micro micro) {
-  const int64_t block_bytes = x.steps * kPackedRows * 4;
+  const int64_t block_bytes = x.steps * kPackedRows * int64_t(sizeof(*x.units));
   const int64_t group_blocks = std::max<int64_t>(1, kRowGroupBytes / block_bytes);
   const int64_t blocks = (x.rows + kPackedRows - 1) / kPackedRows;
   for (int64_t first_block = 0; first_block < blocks; first_block += group_blocks) {
