@@ -36,8 +36,10 @@ describe("server: 64 concurrent streaming clients", () => {
   before(async () => {
     writeRandomTextCheckpoint(path.join(dir, "model"), 3);
     lm = await FalconCausalLM.fromPreset(path.join(dir, "model"));
-    // 60 blocks of 16 tokens (2 KiB each for this model): far less than 32 running sequences of up to ~110 tokens need.
-    server = createServer(lm, { modelName: MODEL, engine: { kvCacheBytes: 60 * 2048, maxBatchTokens: 128, maxSequences: 32 } });
+    // 30 blocks of 16 tokens (2 KiB each for this model): room for about four of the longest (~110 tokens) at once.
+    // With 60 blocks, a run whose clients arrived slowly once finished without a single preemption; with 30, idle
+    // and with both cores busy elsewhere, runs preempt 18-21 times.
+    server = createServer(lm, { modelName: MODEL, engine: { kvCacheBytes: 30 * 2048, maxBatchTokens: 128, maxSequences: 32 } });
     const { url } = await server.listen({ port: 0 });
     client = new OpenAI({ baseURL: `${url}/v1`, apiKey: "unused", maxRetries: 0 });
   });
