@@ -11,7 +11,7 @@
 import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
 
-import { FalconBackbone, parameterCount, runtimeInfo, setIsa, weightBytes } from "../src/index.js";
+import { FalconBackbone, parameterCount, runtimeInfo, setIsa, setNumThreads, weightBytes } from "../src/index.js";
 import { resolveBackboneConfig, toNativeConfig } from "../src/config.js";
 import { native, type NativeModel } from "../src/native.js";
 import { BLOCK, dequantize, q4_0Matrix, quantize } from "./helpers/ggml-quants.js";
@@ -31,7 +31,7 @@ import { seededRandom } from "./helpers/seeded-random.js";
  */
 const INT4_ERROR = 0.6;
 
-const { isa: defaultIsa, supportedIsas } = runtimeInfo();
+const { isa: defaultIsa, supportedIsas, threads: defaultThreads } = runtimeInfo();
 after(() => setIsa(defaultIsa));
 
 describe("int4 quantisation: ggml Q4_0", () => {
@@ -131,9 +131,13 @@ describe("int4 kernel families against the scalar reference, on identical inputs
   const random = seededRandom(4);
   const values = (count: number, magnitude: number) => Float32Array.from({ length: count }, () => Math.fround((2 * random() - 1) * magnitude));
   // Widths with a short last group (and a short last step), several activation blocks, a partial panel;
-  // row counts covering every tile height and a second row block.
+  // row counts covering every tile height and a second row block. A lone row takes panels in pairs:
+  // on one thread, 18 panels are pairs ending on a partial panel and 17 leave a lone last one; more
+  // threads split them into runs of other lengths.
   const shapes = [
     { outputs: 40, cols: 70, rows: 1 },
+    { outputs: 550, cols: 602, rows: 1 },
+    { outputs: 530, cols: 70, rows: 1 },
     { outputs: 67, cols: 24, rows: 3 },
     { outputs: 33, cols: 602, rows: 8 },
     { outputs: 96, cols: 2102, rows: 19 },
@@ -151,8 +155,15 @@ describe("int4 kernel families against the scalar reference, on identical inputs
           return native().matmulForTest("int4", weights, outputs, cols, x, rows, withBias ? bias : null, gelu, accumulate ? y.slice() : null);
         };
         // Each group's exact integer sum is scaled and added in the same float32 operations: equal bit for bit.
-        assert.deepEqual(run(isa, false, false, false), run("scalar", false, false, false));
-        assert.deepEqual(run(isa, true, false, true), run("scalar", true, false, true));
+        for (const threads of rows === 1 ? [1, defaultThreads] : [defaultThreads]) {
+          setNumThreads(threads);
+          try {
+            assert.deepEqual(run(isa, false, false, false), run("scalar", false, false, false), `${threads} threads`);
+            assert.deepEqual(run(isa, true, false, true), run("scalar", true, false, true), `${threads} threads`);
+          } finally {
+            setNumThreads(defaultThreads);
+          }
+        }
         // GELU: the vector erf is within 1.5e-7 of std::erf.
         const fast = run(isa, true, true, false);
         const reference = run("scalar", true, true, false);

@@ -95,12 +95,19 @@ struct Pass {
 };
 
 // Every step's units are kPackedRows 4-byte values (float32, a bf16 pair or an int8 quad), so a cache
-// line holds two steps: every other step asks for the line a pass length on.
-inline void fetch_ahead(const Pass& pass, const void* units, int64_t s) {
-  if (s < pass.fetch_before && (s & 1) == 0) {
-    fetch_line(static_cast<const char*>(units) + (s + pass.end - pass.begin) * kPackedRows * 4);
+// line holds two steps: every other step asks for the line a pass length on. Built before a tile's
+// loop, so the loop keeps the bound and distance in registers: read through `pass` they were loaded
+// from memory on every step (GCC does not hoist them past the prefetch).
+struct UnitFetch {
+  const char* ahead;  // the units of step 0, a pass length on
+  int64_t before;
+
+  UnitFetch(const Pass& pass, const void* units)
+      : ahead(static_cast<const char*>(units) + (pass.end - pass.begin) * kPackedRows * 4), before(pass.fetch_before) {}
+  void operator()(int64_t s) const {
+    if (s < before && (s & 1) == 0) fetch_line(ahead + s * kPackedRows * 4);
   }
-}
+};
 
 // Accumulators are named one by one: held in an array, GCC 12 keeps them in memory.
 #define FALCON_EACH_SLOT(op) op(0, c0a, c0b, c0c, c0d) op(1, c1a, c1b, c1c, c1d) op(2, c2a, c2b, c2c, c2d)
@@ -142,10 +149,11 @@ FALCON_NOINLINE void micro_float(const float* packed, const typename Panel::Elem
   constexpr int Slots = Rows * Panels;
   static_assert(Slots <= 3 && (Rows == 1 || Panels == 1), "a tile is rows of one panel or one row of panels");
   FALCON_EACH_SLOT(FALCON_RESUME)
-  for (int64_t s = pass.begin; s < pass.end; ++s) {
+  const UnitFetch fetch_units(pass, packed);
+  for (int64_t s = pass.begin, end = pass.end; s < end; ++s) {
     const auto* step = panel + s * kPanelWidth;
     const float* xs = packed + s * kPackedRows;
-    fetch_ahead(pass, packed, s);
+    fetch_units(s);
     const __m256 x0 = _mm256_broadcast_ss(xs);
     if (Panels == 1) {
       const __m256 x1 = Rows > 1 ? _mm256_broadcast_ss(xs + 1) : x0, x2 = Rows > 2 ? _mm256_broadcast_ss(xs + 2) : x0;
@@ -186,9 +194,10 @@ FALCON_NOINLINE void micro_bf16(const uint32_t* packed, const uint16_t* panel, i
   static_assert(Slots <= 2 && (Rows == 1 || Panels == 1), "a tile is rows of one panel or one row of panels");
   FALCON_EACH_SLOT(FALCON_RESUME)
   const __m256i high_half = _mm256_set1_epi32(int(0xffff0000u));
-  for (int64_t s = pass.begin; s < pass.end; ++s) {
+  const UnitFetch fetch_units(pass, packed);
+  for (int64_t s = pass.begin, end = pass.end; s < end; ++s) {
     const uint16_t* step = panel + s * 2 * kPanelWidth;
-    fetch_ahead(pass, packed, s);
+    fetch_units(s);
     const uint16_t* step1 = Panels > 1 ? step + panel_stride : step;
     if (Panels > 1) {
       fetch_stream_ahead<2>(step);
@@ -246,41 +255,54 @@ inline void store_int8_tile(const float* tile, int slots, const TileOut& out) {
 // int8: the integer dot product of each step's quad, as |x| · (w with x's sign) so that vpmaddubsw's
 // unsigned × signed byte products (at most 2 · 127 · 127 per pair) never saturate; the stored bytes
 // w + 128 (dtype.h) become w by flipping their top bit. After each quantisation block the integer sums
-// are scaled into the float32 sums kept in `partial` (passes start and end on block boundaries).
+// are scaled into the float32 sums kept in `partial` (passes start and end on block boundaries). A tile
+// is up to two rows of one panel or, for a lone decode row, one row of two panels (panel_stride bytes
+// apart), each line asked for ahead as the float kernels do.
 template <int Rows, int Panels>
-FALCON_NOINLINE void micro_i8(const uint32_t* packed, const uint8_t* panel, const float* block_scales,
+FALCON_NOINLINE void micro_i8(const uint32_t* packed, const uint8_t* panel, int64_t panel_stride, const float* block_scales,
                               int64_t quant_blocks, const Pass& pass, const TileOut& out) {
-  static_assert(Rows <= 2 && Panels == 1, "int8 tiles are up to two rows of one panel");
+  constexpr int Slots = Rows * Panels;
+  static_assert(Slots <= 2 && (Rows == 1 || Panels == 1), "int8 tiles are up to two rows of one panel, or a row of two panels");
   float* tile = pass.partial;
   const __m256i ones = _mm256_set1_epi16(1);
   const __m256i top_bits = _mm256_set1_epi8(char(0x80));
   const int64_t first_block = pass.begin / kQuantSteps;
   const int64_t end_block = (pass.end + kQuantSteps - 1) / kQuantSteps;
+  const UnitFetch fetch_units(pass, packed);
   for (int64_t block = first_block; block < end_block; ++block) {
     __m256i c00 = _mm256_setzero_si256(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
     const int64_t block_end = std::min(pass.end, (block + 1) * kQuantSteps);
     for (int64_t s = block * kQuantSteps; s < block_end; ++s) {
       const uint8_t* step = panel + s * 4 * kPanelWidth;
-      fetch_ahead(pass, packed, s);
-      const __m256i w0 = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(step)), top_bits);
-      const __m256i w1 = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(step + 32)), top_bits);
-      const __m256i w2 = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(step + 64)), top_bits);
-      const __m256i w3 = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(step + 96)), top_bits);
+      const uint8_t* step1 = step + panel_stride;
+      fetch_units(s);
+      if (Panels > 1) {
+        fetch_stream_ahead<2>(step);
+        fetch_stream_ahead<2>(step1);
+      }
+#define FALCON_WEIGHTS(from, i) _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(from) + i), top_bits)
 #define FALCON_DOT(x, magnitude, w, c) c = _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(w, x)), ones))
+      const __m256i w0 = FALCON_WEIGHTS(step, 0), w1 = FALCON_WEIGHTS(step, 1), w2 = FALCON_WEIGHTS(step, 2), w3 = FALCON_WEIGHTS(step, 3);
       const __m256i x0 = _mm256_set1_epi32(int(packed[s * kPackedRows]));
       const __m256i m0 = _mm256_abs_epi8(x0);
       FALCON_DOT(x0, m0, w0, c00); FALCON_DOT(x0, m0, w1, c01); FALCON_DOT(x0, m0, w2, c02); FALCON_DOT(x0, m0, w3, c03);
+      if (Panels > 1) {
+        FALCON_DOT(x0, m0, FALCON_WEIGHTS(step1, 0), c10); FALCON_DOT(x0, m0, FALCON_WEIGHTS(step1, 1), c11);
+        FALCON_DOT(x0, m0, FALCON_WEIGHTS(step1, 2), c12); FALCON_DOT(x0, m0, FALCON_WEIGHTS(step1, 3), c13);
+      }
       if (Rows > 1) {
         const __m256i x1 = _mm256_set1_epi32(int(packed[s * kPackedRows + 1]));
         const __m256i m1 = _mm256_abs_epi8(x1);
         FALCON_DOT(x1, m1, w0, c10); FALCON_DOT(x1, m1, w1, c11); FALCON_DOT(x1, m1, w2, c12); FALCON_DOT(x1, m1, w3, c13);
       }
 #undef FALCON_DOT
+#undef FALCON_WEIGHTS
     }
     scale_block_sums(tile, {c00, c01, c02, c03}, block_scales[block], block == 0);
-    if (Rows > 1) scale_block_sums(tile + kPanelWidth, {c10, c11, c12, c13}, block_scales[quant_blocks + block], block == 0);
+    // Slot 1 is the second row, or the lone row (scale block_scales[block]) against the second panel.
+    if (Slots > 1) scale_block_sums(tile + kPanelWidth, {c10, c11, c12, c13}, block_scales[(Rows - 1) * quant_blocks + block], block == 0);
   }
-  if (pass.last) store_int8_tile(tile, Rows, out);
+  if (pass.last) store_int8_tile(tile, Slots, out);
 }
 
 // int8 on CPUs with AVX-VNNI: the stored bytes w + 128 are vpdpbusd's unsigned operand as they are,
@@ -300,6 +322,7 @@ FALCON_NOINLINE void micro_i8_vnni(const uint32_t* packed, const uint8_t* panel,
   float* tile = pass.partial;
   const int64_t first_block = pass.begin / kQuantSteps;
   const int64_t end_block = (pass.end + kQuantSteps - 1) / kQuantSteps;
+  const UnitFetch fetch_units(pass, packed);
   for (int64_t block = first_block; block < end_block; ++block) {
 #define FALCON_START(j) _mm256_set1_epi32(Slots > j ? -128 * block_sums[kSlotRow[j] * quant_blocks + block] : 0)
     __m256i c00 = FALCON_START(0), c01 = c00, c02 = c00, c03 = c00;
@@ -310,7 +333,7 @@ FALCON_NOINLINE void micro_i8_vnni(const uint32_t* packed, const uint8_t* panel,
     for (int64_t s = block * kQuantSteps; s < block_end; ++s) {
       const uint8_t* step = panel + s * 4 * kPanelWidth;
       const uint8_t* step1 = Panels > 1 ? step + panel_stride : step;
-      fetch_ahead(pass, packed, s);
+      fetch_units(s);
       if (Panels > 1) {
         fetch_stream_ahead<2>(step);
         fetch_stream_ahead<2>(step1);
@@ -345,13 +368,12 @@ inline const uint32_t* tile_units(const PackedRows& x, int64_t m) {
 // One tile of each weight dtype: run<Rows, Panels>(x, m, panel, panel_stride, pass, out) multiplies
 // rows [m, m + Rows) of x by Panels panels (panel_stride elements apart) over one pass along k.
 // kMaxRows is its tallest tile, passes along k start on multiples of kPassAlign steps (int8's sums
-// are scaled per quantisation block), and kTwoPanels says whether a lone row runs against two panels.
+// are scaled per quantisation block). Every tile runs a lone row against two panels at once.
 template <typename Panel>
 struct FloatTile {
   using Element = typename Panel::Element;
   static constexpr int kMaxRows = Panel::kMaxRows;
   static constexpr int64_t kPassAlign = 1;
-  static constexpr bool kTwoPanels = true;
   template <int Rows, int Panels>
   static void run(const PackedRows& x, int64_t m, const void* panel, int64_t panel_stride, const Pass& pass, const TileOut& out) {
     micro_float<Panel, Rows, Panels>(reinterpret_cast<const float*>(tile_units(x, m)), static_cast<const Element*>(panel),
@@ -361,7 +383,6 @@ struct FloatTile {
 struct Bf16Tile {
   static constexpr int kMaxRows = 2;
   static constexpr int64_t kPassAlign = 1;
-  static constexpr bool kTwoPanels = true;
   template <int Rows, int Panels>
   static void run(const PackedRows& x, int64_t m, const void* panel, int64_t panel_stride, const Pass& pass, const TileOut& out) {
     micro_bf16<Rows, Panels>(tile_units(x, m), static_cast<const uint16_t*>(panel), panel_stride, pass, out);
@@ -370,10 +391,9 @@ struct Bf16Tile {
 struct Int8Tile {
   static constexpr int kMaxRows = 2;
   static constexpr int64_t kPassAlign = kQuantSteps;
-  static constexpr bool kTwoPanels = false;
   template <int Rows, int Panels>
-  static void run(const PackedRows& x, int64_t m, const void* panel, int64_t, const Pass& pass, const TileOut& out) {
-    micro_i8<Rows, Panels>(tile_units(x, m), static_cast<const uint8_t*>(panel), x.block_scales + m * x.quant_blocks,
+  static void run(const PackedRows& x, int64_t m, const void* panel, int64_t panel_stride, const Pass& pass, const TileOut& out) {
+    micro_i8<Rows, Panels>(tile_units(x, m), static_cast<const uint8_t*>(panel), panel_stride, x.block_scales + m * x.quant_blocks,
                            x.quant_blocks, pass, out);
   }
 };
@@ -381,7 +401,6 @@ struct Int8Tile {
 struct Int8VnniTile {
   static constexpr int kMaxRows = 3;
   static constexpr int64_t kPassAlign = kQuantSteps;
-  static constexpr bool kTwoPanels = true;
   template <int Rows, int Panels>
   static void run(const PackedRows& x, int64_t m, const void* panel, int64_t panel_stride, const Pass& pass, const TileOut& out) {
     micro_i8_vnni<Rows, Panels>(tile_units(x, m), static_cast<const uint8_t*>(panel), panel_stride,
@@ -414,20 +433,18 @@ void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int
     const int64_t n0 = p * kPanelWidth;
     return TileStore{y + m * y_stride, y_stride, n0, int(std::min<int64_t>(kPanelWidth, w.rows - n0)), epilogue, scales};
   };
-  if constexpr (Tile::kTwoPanels) {
-    if (x.rows == 1) {
-      const Pass pass{0, x.steps, true, true, partial, 0};
-      int64_t p = first_panel;
-      for (; p + 1 < end_panel; p += 2) {
-        const TileStore stores[2] = {store_for(p, 0), store_for(p + 1, 0)};
-        Tile::template run<1, 2>(x, 0, w.panel(p), panel_stride, pass, TileOut{stores, true});
-      }
-      if (p < end_panel) {
-        const TileStore store = store_for(p, 0);
-        Tile::template run<1, 1>(x, 0, w.panel(p), panel_stride, pass, TileOut{&store, false});
-      }
-      return;
+  if (x.rows == 1) {
+    const Pass pass{0, x.steps, true, true, partial, 0};
+    int64_t p = first_panel;
+    for (; p + 1 < end_panel; p += 2) {
+      const TileStore stores[2] = {store_for(p, 0), store_for(p + 1, 0)};
+      Tile::template run<1, 2>(x, 0, w.panel(p), panel_stride, pass, TileOut{stores, true});
     }
+    if (p < end_panel) {
+      const TileStore store = store_for(p, 0);
+      Tile::template run<1, 1>(x, 0, w.panel(p), panel_stride, pass, TileOut{&store, false});
+    }
+    return;
   }
   const int64_t step_bytes = kPanelWidth * w.k_group() * int64_t(dtype_size(w.dtype));
   const int64_t pass_steps = x.rows > Tile::kMaxRows
