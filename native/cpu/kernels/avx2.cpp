@@ -92,6 +92,9 @@ struct Pass {
   float* partial;
   // Steps s < fetch_before also prefetch the tile's units one pass length (end - begin) on (see matmul).
   int64_t fetch_before;
+  // Each step asks for its panel lines kDecodeFetchBytes ahead: the first tile of a pass over few rows
+  // (batched decode), which reads the panel from memory.
+  bool stream_weights;
 };
 
 // Every step's units are kPackedRows 4-byte values (float32, a bf16 pair or an int8 quad), so a cache
@@ -150,10 +153,12 @@ FALCON_NOINLINE void micro_float(const float* packed, const typename Panel::Elem
   static_assert(Slots <= 3 && (Rows == 1 || Panels == 1), "a tile is rows of one panel or one row of panels");
   FALCON_EACH_SLOT(FALCON_RESUME)
   const UnitFetch fetch_units(pass, packed);
+  const bool stream_weights = pass.stream_weights;
   for (int64_t s = pass.begin, end = pass.end; s < end; ++s) {
     const auto* step = panel + s * kPanelWidth;
     const float* xs = packed + s * kPackedRows;
     fetch_units(s);
+    if (stream_weights) fetch_stream_ahead<int(sizeof(*step)) / 2>(step);
     const __m256 x0 = _mm256_broadcast_ss(xs);
     if (Panels == 1) {
       const __m256 x1 = Rows > 1 ? _mm256_broadcast_ss(xs + 1) : x0, x2 = Rows > 2 ? _mm256_broadcast_ss(xs + 2) : x0;
@@ -195,9 +200,11 @@ FALCON_NOINLINE void micro_bf16(const uint32_t* packed, const uint16_t* panel, i
   FALCON_EACH_SLOT(FALCON_RESUME)
   const __m256i high_half = _mm256_set1_epi32(int(0xffff0000u));
   const UnitFetch fetch_units(pass, packed);
+  const bool stream_weights = pass.stream_weights;
   for (int64_t s = pass.begin, end = pass.end; s < end; ++s) {
     const uint16_t* step = panel + s * 2 * kPanelWidth;
     fetch_units(s);
+    if (stream_weights) fetch_stream_ahead<2>(step);
     const uint16_t* step1 = Panels > 1 ? step + panel_stride : step;
     if (Panels > 1) {
       fetch_stream_ahead<2>(step);
@@ -269,6 +276,7 @@ FALCON_NOINLINE void micro_i8(const uint32_t* packed, const uint8_t* panel, int6
   const int64_t first_block = pass.begin / kQuantSteps;
   const int64_t end_block = (pass.end + kQuantSteps - 1) / kQuantSteps;
   const UnitFetch fetch_units(pass, packed);
+  const bool stream_weights = pass.stream_weights;
   for (int64_t block = first_block; block < end_block; ++block) {
     __m256i c00 = _mm256_setzero_si256(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
     const int64_t block_end = std::min(pass.end, (block + 1) * kQuantSteps);
@@ -279,6 +287,8 @@ FALCON_NOINLINE void micro_i8(const uint32_t* packed, const uint8_t* panel, int6
       if (Panels > 1) {
         fetch_stream_ahead<2>(step);
         fetch_stream_ahead<2>(step1);
+      } else if (stream_weights) {
+        fetch_stream_ahead<2>(step);
       }
 #define FALCON_WEIGHTS(from, i) _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(from) + i), top_bits)
 #define FALCON_DOT(x, magnitude, w, c) c = _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(w, x)), ones))
@@ -323,6 +333,7 @@ FALCON_NOINLINE void micro_i8_vnni(const uint32_t* packed, const uint8_t* panel,
   const int64_t first_block = pass.begin / kQuantSteps;
   const int64_t end_block = (pass.end + kQuantSteps - 1) / kQuantSteps;
   const UnitFetch fetch_units(pass, packed);
+  const bool stream_weights = pass.stream_weights;
   for (int64_t block = first_block; block < end_block; ++block) {
 #define FALCON_START(j) _mm256_set1_epi32(Slots > j ? -128 * block_sums[kSlotRow[j] * quant_blocks + block] : 0)
     __m256i c00 = FALCON_START(0), c01 = c00, c02 = c00, c03 = c00;
@@ -337,6 +348,8 @@ FALCON_NOINLINE void micro_i8_vnni(const uint32_t* packed, const uint8_t* panel,
       if (Panels > 1) {
         fetch_stream_ahead<2>(step);
         fetch_stream_ahead<2>(step1);
+      } else if (stream_weights) {
+        fetch_stream_ahead<2>(step);
       }
       const __m256i x0 = _mm256_set1_epi32(int(packed[s * kPackedRows]));
       const __m256i x1 = Rows > 1 ? _mm256_set1_epi32(int(packed[s * kPackedRows + 1])) : x0;
@@ -413,6 +426,8 @@ struct Int8VnniTile {
 // bounded a whole-k tile on float32 weights (a panel step of 128 bytes per 8 multiply-adds).
 constexpr int64_t kGroupRows = 64;
 constexpr int64_t kPassBytes = 16384;
+// Up to this many rows, the first tile of each pass asks for its panel's lines ahead (Pass::stream_weights).
+constexpr int64_t kStreamRows = 16;
 
 // The rows of the next tile of a block with `remaining` rows left: 3-row tiles split 8 as 3 + 3 + 2
 // and never leave a lone row while a 2 + 2 split exists.
@@ -434,7 +449,7 @@ void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int
     return TileStore{y + m * y_stride, y_stride, n0, int(std::min<int64_t>(kPanelWidth, w.rows - n0)), epilogue, scales};
   };
   if (x.rows == 1) {
-    const Pass pass{0, x.steps, true, true, partial, 0};
+    const Pass pass{0, x.steps, true, true, partial, 0, false};
     int64_t p = first_panel;
     for (; p + 1 < end_panel; p += 2) {
       const TileStore stores[2] = {store_for(p, 0), store_for(p + 1, 0)};
@@ -447,6 +462,8 @@ void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int
     return;
   }
   const int64_t step_bytes = kPanelWidth * w.k_group() * int64_t(dtype_size(w.dtype));
+  // Few rows (batched decode) read each panel from memory once, in the pass's first tile, as a lone row does.
+  const bool stream_weights = x.rows <= kStreamRows;
   const int64_t pass_steps = x.rows > Tile::kMaxRows
       ? std::max<int64_t>(1, kPassBytes / step_bytes / Tile::kPassAlign) * Tile::kPassAlign : x.steps;
   for (int64_t p = first_panel; p < end_panel; ++p) {
@@ -462,7 +479,7 @@ void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int
         for (int64_t m = group; m < group_end;) {
           const int tile_rows = next_tile_rows(std::min(group_end, (m / kPackedRows + 1) * kPackedRows) - m, Tile::kMaxRows);
           const Pass pass{begin, end, begin == 0, end == x.steps, partial + (m - group) * kPanelWidth,
-                          m % kPackedRows == 0 ? fetch_before : 0};
+                          m % kPackedRows == 0 ? fetch_before : 0, stream_weights && m == group};
           const TileStore store = store_for(p, m);
           with_count<Tile::kMaxRows>(tile_rows, [&](auto rows) {
             Tile::template run<decltype(rows)::value, 1>(x, m, w.panel(p), panel_stride, pass, TileOut{&store, false});
