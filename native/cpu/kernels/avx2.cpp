@@ -259,6 +259,14 @@ inline void store_int8_tile(const float* tile, int slots, const TileOut& out) {
   }
 }
 
+// An int8 step of a panel is 128 bytes, two lines: a lone row's two panels, and the first tile of a pass
+// over few rows (Pass::stream_weights), ask for theirs ahead, as the float kernels do.
+template <int Panels>
+inline void fetch_int8_steps(const uint8_t* step, const uint8_t* step1, bool stream_weights) {
+  if (Panels > 1 || stream_weights) fetch_stream_ahead<2>(step);
+  if (Panels > 1) fetch_stream_ahead<2>(step1);
+}
+
 // int8: the integer dot product of each step's quad, as |x| · (w with x's sign) so that vpmaddubsw's
 // unsigned × signed byte products (at most 2 · 127 · 127 per pair) never saturate; the stored bytes
 // w + 128 (dtype.h) become w by flipping their top bit. After each quantisation block the integer sums
@@ -282,14 +290,9 @@ FALCON_NOINLINE void micro_i8(const uint32_t* packed, const uint8_t* panel, int6
     const int64_t block_end = std::min(pass.end, (block + 1) * kQuantSteps);
     for (int64_t s = block * kQuantSteps; s < block_end; ++s) {
       const uint8_t* step = panel + s * 4 * kPanelWidth;
-      const uint8_t* step1 = step + panel_stride;
+      const uint8_t* step1 = Panels > 1 ? step + panel_stride : step;
       fetch_units(s);
-      if (Panels > 1) {
-        fetch_stream_ahead<2>(step);
-        fetch_stream_ahead<2>(step1);
-      } else if (stream_weights) {
-        fetch_stream_ahead<2>(step);
-      }
+      fetch_int8_steps<Panels>(step, step1, stream_weights);
 #define FALCON_WEIGHTS(from, i) _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(from) + i), top_bits)
 #define FALCON_DOT(x, magnitude, w, c) c = _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(w, x)), ones))
       const __m256i w0 = FALCON_WEIGHTS(step, 0), w1 = FALCON_WEIGHTS(step, 1), w2 = FALCON_WEIGHTS(step, 2), w3 = FALCON_WEIGHTS(step, 3);
@@ -345,12 +348,7 @@ FALCON_NOINLINE void micro_i8_vnni(const uint32_t* packed, const uint8_t* panel,
       const uint8_t* step = panel + s * 4 * kPanelWidth;
       const uint8_t* step1 = Panels > 1 ? step + panel_stride : step;
       fetch_units(s);
-      if (Panels > 1) {
-        fetch_stream_ahead<2>(step);
-        fetch_stream_ahead<2>(step1);
-      } else if (stream_weights) {
-        fetch_stream_ahead<2>(step);
-      }
+      fetch_int8_steps<Panels>(step, step1, stream_weights);
       const __m256i x0 = _mm256_set1_epi32(int(packed[s * kPackedRows]));
       const __m256i x1 = Rows > 1 ? _mm256_set1_epi32(int(packed[s * kPackedRows + 1])) : x0;
       const __m256i x2 = Rows > 2 ? _mm256_set1_epi32(int(packed[s * kPackedRows + 2])) : x0;
