@@ -29,6 +29,7 @@ const DEFAULT_CASES = 2800;
 const SHARES: Record<FamilyName, number> = {
   "safetensors": 22, "safetensors-index": 10, "hf-config": 20, "keras-config": 12, "keras-h5": 14, "tokenizer": 20, "cli": 1.5,
 };
+
 function positiveIntegerEnv(name: string): number | undefined {
   const text = process.env[name];
   if (text === undefined || text === "") return undefined;

@@ -112,6 +112,16 @@ struct UnitFetch {
   }
 };
 
+// The lines of a step of a tile's panels (Lines of them a panel), asked for kDecodeFetchBytes ahead: by a
+// lone row's two panels (step1 the second's), and by the first tile of a pass over few rows
+// (Pass::stream_weights); the other tiles read the panel from cache.
+template <int Lines, int Panels>
+inline void fetch_panel_steps(const void* step, const void* step1, bool stream_weights) {
+  static_assert(Panels <= 2, "a lone row runs against two panels at most");
+  if (Panels > 1 || stream_weights) fetch_stream_ahead<Lines>(step);
+  if (Panels > 1) fetch_stream_ahead<Lines>(step1);
+}
+
 // Accumulators are named one by one: held in an array, GCC 12 keeps them in memory.
 #define FALCON_EACH_SLOT(op) op(0, c0a, c0b, c0c, c0d) op(1, c1a, c1b, c1c, c1d) op(2, c2a, c2b, c2c, c2d)
 #define FALCON_RESUME(j, a, b, c, d)                                                                \
@@ -158,7 +168,7 @@ FALCON_NOINLINE void micro_float(const float* packed, const typename Panel::Elem
     const auto* step = panel + s * kPanelWidth;
     const float* xs = packed + s * kPackedRows;
     fetch_units(s);
-    if (stream_weights) fetch_stream_ahead<int(sizeof(*step)) / 2>(step);
+    fetch_panel_steps<int(sizeof(*step)) / 2, Panels>(step, Panels > 1 ? step + panel_stride : step, stream_weights);
     const __m256 x0 = _mm256_broadcast_ss(xs);
     if (Panels == 1) {
       const __m256 x1 = Rows > 1 ? _mm256_broadcast_ss(xs + 1) : x0, x2 = Rows > 2 ? _mm256_broadcast_ss(xs + 2) : x0;
@@ -176,7 +186,6 @@ FALCON_NOINLINE void micro_float(const float* packed, const typename Panel::Elem
 #define FALCON_PANEL(j, a, b, c, d)                                                    \
   if (Slots > j) {                                                                     \
     const auto* weights = step + j * panel_stride;                                     \
-    fetch_stream_ahead<int(sizeof(*weights)) / 2>(weights);                            \
     a = _mm256_fmadd_ps(x0, Panel::load(weights), a);                                  \
     b = _mm256_fmadd_ps(x0, Panel::load(weights + 8), b);                              \
     c = _mm256_fmadd_ps(x0, Panel::load(weights + 16), c);                             \
@@ -203,13 +212,9 @@ FALCON_NOINLINE void micro_bf16(const uint32_t* packed, const uint16_t* panel, i
   const bool stream_weights = pass.stream_weights;
   for (int64_t s = pass.begin, end = pass.end; s < end; ++s) {
     const uint16_t* step = panel + s * 2 * kPanelWidth;
-    fetch_units(s);
-    if (stream_weights) fetch_stream_ahead<2>(step);
     const uint16_t* step1 = Panels > 1 ? step + panel_stride : step;
-    if (Panels > 1) {
-      fetch_stream_ahead<2>(step);
-      fetch_stream_ahead<2>(step1);
-    }
+    fetch_units(s);
+    fetch_panel_steps<2, Panels>(step, step1, stream_weights);
     const __m256i unit0 = _mm256_set1_epi32(int(packed[s * kPackedRows]));
     const __m256 x0_even = _mm256_castsi256_ps(_mm256_slli_epi32(unit0, 16)), x0_odd = _mm256_castsi256_ps(_mm256_and_si256(unit0, high_half));
     const __m256i unit1 = Rows > 1 ? _mm256_set1_epi32(int(packed[s * kPackedRows + 1])) : unit0;
@@ -259,14 +264,6 @@ inline void store_int8_tile(const float* tile, int slots, const TileOut& out) {
   }
 }
 
-// An int8 step of a panel is 128 bytes, two lines: a lone row's two panels, and the first tile of a pass
-// over few rows (Pass::stream_weights), ask for theirs ahead, as the float kernels do.
-template <int Panels>
-inline void fetch_int8_steps(const uint8_t* step, const uint8_t* step1, bool stream_weights) {
-  if (Panels > 1 || stream_weights) fetch_stream_ahead<2>(step);
-  if (Panels > 1) fetch_stream_ahead<2>(step1);
-}
-
 // int8: the integer dot product of each step's quad, as |x| · (w with x's sign) so that vpmaddubsw's
 // unsigned × signed byte products (at most 2 · 127 · 127 per pair) never saturate; the stored bytes
 // w + 128 (dtype.h) become w by flipping their top bit. After each quantisation block the integer sums
@@ -292,7 +289,7 @@ FALCON_NOINLINE void micro_i8(const uint32_t* packed, const uint8_t* panel, int6
       const uint8_t* step = panel + s * 4 * kPanelWidth;
       const uint8_t* step1 = Panels > 1 ? step + panel_stride : step;
       fetch_units(s);
-      fetch_int8_steps<Panels>(step, step1, stream_weights);
+      fetch_panel_steps<2, Panels>(step, step1, stream_weights);
 #define FALCON_WEIGHTS(from, i) _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(from) + i), top_bits)
 #define FALCON_DOT(x, magnitude, w, c) c = _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(w, x)), ones))
       const __m256i w0 = FALCON_WEIGHTS(step, 0), w1 = FALCON_WEIGHTS(step, 1), w2 = FALCON_WEIGHTS(step, 2), w3 = FALCON_WEIGHTS(step, 3);
@@ -348,7 +345,7 @@ FALCON_NOINLINE void micro_i8_vnni(const uint32_t* packed, const uint8_t* panel,
       const uint8_t* step = panel + s * 4 * kPanelWidth;
       const uint8_t* step1 = Panels > 1 ? step + panel_stride : step;
       fetch_units(s);
-      fetch_int8_steps<Panels>(step, step1, stream_weights);
+      fetch_panel_steps<2, Panels>(step, step1, stream_weights);
       const __m256i x0 = _mm256_set1_epi32(int(packed[s * kPackedRows]));
       const __m256i x1 = Rows > 1 ? _mm256_set1_epi32(int(packed[s * kPackedRows + 1])) : x0;
       const __m256i x2 = Rows > 2 ? _mm256_set1_epi32(int(packed[s * kPackedRows + 2])) : x0;
@@ -448,15 +445,13 @@ void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int
   };
   if (x.rows == 1) {
     const Pass pass{0, x.steps, true, true, partial, 0, false};
-    int64_t p = first_panel;
-    for (; p + 1 < end_panel; p += 2) {
+    for_panel_pairs(first_panel, end_panel, [&](int64_t p) {
       const TileStore stores[2] = {store_for(p, 0), store_for(p + 1, 0)};
       Tile::template run<1, 2>(x, 0, w.panel(p), panel_stride, pass, TileOut{stores, true});
-    }
-    if (p < end_panel) {
+    }, [&](int64_t p) {
       const TileStore store = store_for(p, 0);
       Tile::template run<1, 1>(x, 0, w.panel(p), panel_stride, pass, TileOut{&store, false});
-    }
+    });
     return;
   }
   const int64_t step_bytes = kPanelWidth * w.k_group() * int64_t(dtype_size(w.dtype));

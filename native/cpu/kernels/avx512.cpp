@@ -394,12 +394,10 @@ void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int
             float* y, int64_t y_stride) {
   if constexpr (Tile::kTwoPanels) {
     if (x.rows == 1) {
-      int64_t p = first_panel;
-      for (; p + 1 < end_panel; p += 2) {
+      for_panel_pairs(first_panel, end_panel, [&](int64_t p) {
         Tile::run_two_panels(x, w.panel(p), w.panel(p + 1), panel_store(w, p, epilogue, y, y_stride),
                              panel_store(w, p + 1, epilogue, y, y_stride));
-      }
-      if (p < end_panel) Tile::template run<1>(x, 0, w.panel(p), panel_store(w, p, epilogue, y, y_stride));
+      }, [&](int64_t p) { Tile::template run<1>(x, 0, w.panel(p), panel_store(w, p, epilogue, y, y_stride)); });
       return;
     }
   }

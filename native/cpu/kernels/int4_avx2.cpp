@@ -114,8 +114,10 @@ FALCON_NOINLINE void micro_i4(const uint32_t* packed, const uint8_t* panel, size
 
 }  // namespace
 
-void int4_store_tile_avx2(const float* tile, int rows, int64_t n0, int outputs, const Epilogue& epilogue, float* y,
+void int4_store_tile_avx2(const float* tile, int rows, const WeightMatrix& w, int64_t p, const Epilogue& epilogue, float* y,
                           int64_t y_stride) {
+  const int64_t n0 = p * kPanelWidth;
+  const int outputs = int(std::min<int64_t>(kPanelWidth, w.rows - n0));
   for (int r = 0; r < rows; ++r) {
     alignas(32) float values[kPanelWidth];
     for (int i = 0; i < 4; ++i) {
@@ -141,24 +143,20 @@ void matmul_i4(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, 
   constexpr int kTileRows = 2;
   alignas(32) float tile[kPackedRows * kPanelWidth];  // a row block's
   const size_t panel_bytes = w.panel_bytes();
-  const auto outputs_of = [&](int64_t p) { return int(std::min<int64_t>(kPanelWidth, w.rows - p * kPanelWidth)); };
   if (x.rows == 1) {
-    int64_t p = first_panel;
-    for (; p + 1 < end_panel; p += 2) {
+    for_panel_pairs(first_panel, end_panel, [&](int64_t p) {
       micro_i4<1, 2, Vnni>(x.units, static_cast<const uint8_t*>(w.panel(p)), panel_bytes, x.steps, x.int4_groups, x.block_scales,
                            x.quant_blocks, x.group_sums, tile);
-      int4_store_tile_avx2(tile, 1, p * kPanelWidth, outputs_of(p), epilogue, y, y_stride);
-      int4_store_tile_avx2(tile + kPanelWidth, 1, (p + 1) * kPanelWidth, outputs_of(p + 1), epilogue, y, y_stride);
-    }
-    if (p < end_panel) {
+      int4_store_tile_avx2(tile, 1, w, p, epilogue, y, y_stride);
+      int4_store_tile_avx2(tile + kPanelWidth, 1, w, p + 1, epilogue, y, y_stride);
+    }, [&](int64_t p) {
       micro_i4<1, 1, Vnni>(x.units, static_cast<const uint8_t*>(w.panel(p)), panel_bytes, x.steps, x.int4_groups, x.block_scales,
                            x.quant_blocks, x.group_sums, tile);
-      int4_store_tile_avx2(tile, 1, p * kPanelWidth, outputs_of(p), epilogue, y, y_stride);
-    }
+      int4_store_tile_avx2(tile, 1, w, p, epilogue, y, y_stride);
+    });
     return;
   }
   for (int64_t p = first_panel; p < end_panel; ++p) {
-    const int64_t n0 = p * kPanelWidth;
     const uint8_t* panel = static_cast<const uint8_t*>(w.panel(p));
     for (int64_t block = 0; block * kPackedRows < x.rows; ++block) {
       const int block_rows = int(std::min<int64_t>(kPackedRows, x.rows - block * kPackedRows));
@@ -170,7 +168,7 @@ void matmul_i4(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, 
                                                    x.group_sums + first_row * x.int4_groups, tile + r0 * kPanelWidth);
         });
       }
-      int4_store_tile_avx2(tile, block_rows, n0, outputs_of(p), epilogue, y + block * kPackedRows * y_stride, y_stride);
+      int4_store_tile_avx2(tile, block_rows, w, p, epilogue, y + block * kPackedRows * y_stride, y_stride);
     }
   }
 }

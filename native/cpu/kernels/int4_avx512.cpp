@@ -129,20 +129,17 @@ void matmul_i4_avx512(const PackedRows& x, const WeightMatrix& w, int64_t first_
                       const Epilogue& epilogue, float* y, int64_t y_stride) {
   alignas(64) float tile[kPackedRows * kPanelWidth];
   const size_t panel_bytes = w.panel_bytes();
-  const auto outputs_of = [&](int64_t p) { return int(std::min<int64_t>(kPanelWidth, w.rows - p * kPanelWidth)); };
   if (x.rows == 1) {
-    int64_t p = first_panel;
-    for (; p + 1 < end_panel; p += 2) {
+    for_panel_pairs(first_panel, end_panel, [&](int64_t p) {
       micro_i4<1, 2>(x.units, static_cast<const uint8_t*>(w.panel(p)), panel_bytes, x.steps, x.int4_groups, x.block_scales,
                      x.quant_blocks, x.group_sums, tile);
-      int4_store_tile_avx2(tile, 1, p * kPanelWidth, outputs_of(p), epilogue, y, y_stride);
-      int4_store_tile_avx2(tile + kPanelWidth, 1, (p + 1) * kPanelWidth, outputs_of(p + 1), epilogue, y, y_stride);
-    }
-    if (p < end_panel) {
+      int4_store_tile_avx2(tile, 1, w, p, epilogue, y, y_stride);
+      int4_store_tile_avx2(tile + kPanelWidth, 1, w, p + 1, epilogue, y, y_stride);
+    }, [&](int64_t p) {
       micro_i4<1, 1>(x.units, static_cast<const uint8_t*>(w.panel(p)), panel_bytes, x.steps, x.int4_groups, x.block_scales,
                      x.quant_blocks, x.group_sums, tile);
-      int4_store_tile_avx2(tile, 1, p * kPanelWidth, outputs_of(p), epilogue, y, y_stride);
-    }
+      int4_store_tile_avx2(tile, 1, w, p, epilogue, y, y_stride);
+    });
     return;
   }
   for (int64_t p = first_panel; p < end_panel; ++p) {
@@ -154,7 +151,7 @@ void matmul_i4_avx512(const PackedRows& x, const WeightMatrix& w, int64_t first_
                                            x.block_scales + block * kPackedRows * x.quant_blocks, x.quant_blocks,
                                            x.group_sums + block * kPackedRows * x.int4_groups, tile);
       });
-      int4_store_tile_avx2(tile, block_rows, p * kPanelWidth, outputs_of(p), epilogue, y + block * kPackedRows * y_stride, y_stride);
+      int4_store_tile_avx2(tile, block_rows, w, p, epilogue, y + block * kPackedRows * y_stride, y_stride);
     }
   }
 }

@@ -143,6 +143,15 @@ inline void with_count(int64_t count, Body&& body) {
   }
 }
 
+// A lone row (decode) runs against panels two at a time, so two streams of weights are read from memory
+// at once: pair(p) takes panels p and p + 1 of [first_panel, end_panel), single(p) a last one left over.
+template <typename Pair, typename Single>
+inline void for_panel_pairs(int64_t first_panel, int64_t end_panel, Pair&& pair, Single&& single) {
+  int64_t p = first_panel;
+  for (; p + 1 < end_panel; p += 2) pair(p);
+  if (p < end_panel) single(p);
+}
+
 const KernelTable& scalar_kernels();
 #if FALCON_X86
 const KernelTable& avx2_kernels();
@@ -167,8 +176,8 @@ void matmul_i4_avx_vnni(const PackedRows& x, const WeightMatrix& w, int64_t firs
 void matmul_i4_avx512(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
                       const Epilogue& epilogue, float* y, int64_t y_stride);
 // Writes `rows` rows of a float32 tile [rows][kPanelWidth] to y (row r at y + r · y_stride) through the
-// epilogue, outputs n0 .. n0 + outputs − 1 only. AVX2: the int4 kernels of both families share it.
-void int4_store_tile_avx2(const float* tile, int rows, int64_t n0, int outputs, const Epilogue& epilogue, float* y,
+// epilogue, the outputs of w's panel p that exist only. AVX2: the int4 kernels of both families share it.
+void int4_store_tile_avx2(const float* tile, int rows, const WeightMatrix& w, int64_t p, const Epilogue& epilogue, float* y,
                           int64_t y_stride);
 #endif
 
