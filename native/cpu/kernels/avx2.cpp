@@ -90,23 +90,45 @@ struct Pass {
   bool first;
   bool last;
   float* partial;
-  // Steps s < fetch_before also prefetch the tile's units one pass length (end - begin) on (see matmul).
+  // Steps s < fetch_before also prefetch the units of the tile's block start (TileUnits) one pass length
+  // (end - begin) on (see matmul).
   int64_t fetch_before;
   // Each step asks for its panel lines kDecodeFetchBytes ahead: the first tile of a pass over few rows
   // (batched decode), which reads the panel from memory.
   bool stream_weights;
 };
 
+// Where a tile's rows find their units: row r's unit of step s is rows[r][s * kPackedRows]. A tile may
+// run from one block of kPackedRows rows into the next (3-row tiles over 8-row blocks: 3 + 3 + 2 left a
+// 2-row tile, 12 % slower per multiply-add, on a quarter of every block); block_start is the units of
+// the block whose first row is in the tile, if one is, which the tile asks for ahead (UnitFetch).
+struct TileUnits {
+  const uint32_t* rows[3];
+  const uint32_t* block_start;
+};
+
+inline TileUnits tile_units(const PackedRows& x, int64_t m, int rows) {
+  TileUnits units{{nullptr, nullptr, nullptr}, nullptr};
+  for (int r = 0; r < rows; ++r) {
+    const int64_t row = m + r;
+    units.rows[r] = x.units + (row / kPackedRows) * x.steps * kPackedRows + row % kPackedRows;
+    if (row % kPackedRows == 0) units.block_start = units.rows[r];
+  }
+  return units;
+}
+
 // Every step's units are kPackedRows 4-byte values (float32, a bf16 pair or an int8 quad), so a cache
-// line holds two steps: every other step asks for the line a pass length on. Built before a tile's
-// loop, so the loop keeps the bound and distance in registers: read through `pass` they were loaded
-// from memory on every step (GCC does not hoist them past the prefetch).
+// line holds two steps of a block: every other step asks for the block's line a pass length on. Built
+// before a tile's loop, so the loop keeps the bound and distance in registers: read through `pass` they
+// were loaded from memory on every step (GCC does not hoist them past the prefetch).
 struct UnitFetch {
-  const char* ahead;  // the units of step 0, a pass length on
+  const char* ahead;  // the block's units of step 0, a pass length on
   int64_t before;
 
-  UnitFetch(const Pass& pass, const void* units)
-      : ahead(static_cast<const char*>(units) + (pass.end - pass.begin) * kPackedRows * 4), before(pass.fetch_before) {}
+  UnitFetch(const Pass& pass, const TileUnits& units)
+      : ahead(units.block_start == nullptr ? nullptr
+                                           : reinterpret_cast<const char*>(units.block_start) + (pass.end - pass.begin) * kPackedRows * 4),
+        before(units.block_start == nullptr ? 0 : pass.fetch_before) {}
   void operator()(int64_t s) const {
     if (s < before && (s & 1) == 0) fetch_line(ahead + s * kPackedRows * 4);
   }
@@ -157,21 +179,24 @@ struct F16Panel {
 // multiplied by every row's broadcast input (12 multiply-adds per 4 loads and 3 broadcasts, in all
 // 16 registers).
 template <typename Panel, int Rows, int Panels>
-FALCON_NOINLINE void micro_float(const float* packed, const typename Panel::Element* panel, int64_t panel_stride,
+FALCON_NOINLINE void micro_float(const TileUnits& units, const typename Panel::Element* panel, int64_t panel_stride,
                                  const Pass& pass, const TileOut& out) {
   constexpr int Slots = Rows * Panels;
   static_assert(Slots <= 3 && (Rows == 1 || Panels == 1), "a tile is rows of one panel or one row of panels");
   FALCON_EACH_SLOT(FALCON_RESUME)
-  const UnitFetch fetch_units(pass, packed);
+  const UnitFetch fetch_units(pass, units);
   const bool stream_weights = pass.stream_weights;
+  const float* row0 = reinterpret_cast<const float*>(units.rows[0]);
+  const float* row1 = reinterpret_cast<const float*>(units.rows[1]);
+  const float* row2 = reinterpret_cast<const float*>(units.rows[2]);
   for (int64_t s = pass.begin, end = pass.end; s < end; ++s) {
     const auto* step = panel + s * kPanelWidth;
-    const float* xs = packed + s * kPackedRows;
     fetch_units(s);
     fetch_panel_steps<int(sizeof(*step)) / 2, Panels>(step, Panels > 1 ? step + panel_stride : step, stream_weights);
-    const __m256 x0 = _mm256_broadcast_ss(xs);
+    const __m256 x0 = _mm256_broadcast_ss(row0 + s * kPackedRows);
     if (Panels == 1) {
-      const __m256 x1 = Rows > 1 ? _mm256_broadcast_ss(xs + 1) : x0, x2 = Rows > 2 ? _mm256_broadcast_ss(xs + 2) : x0;
+      const __m256 x1 = Rows > 1 ? _mm256_broadcast_ss(row1 + s * kPackedRows) : x0;
+      const __m256 x2 = Rows > 2 ? _mm256_broadcast_ss(row2 + s * kPackedRows) : x0;
 #define FALCON_COLUMN(i, r0, r1, r2)              \
   {                                               \
     const __m256 w = Panel::load(step + 8 * i);   \
@@ -202,22 +227,24 @@ FALCON_NOINLINE void micro_float(const float* packed, const typename Panel::Elem
 // AVX2 has no bf16 dot product), and each output's chain takes the even product, then the odd one.
 // Two slots: the rows' broadcast pairs take 4 registers beside the 8 sums and the widened weights.
 template <int Rows, int Panels>
-FALCON_NOINLINE void micro_bf16(const uint32_t* packed, const uint16_t* panel, int64_t panel_stride, const Pass& pass,
+FALCON_NOINLINE void micro_bf16(const TileUnits& units, const uint16_t* panel, int64_t panel_stride, const Pass& pass,
                                 const TileOut& out) {
   constexpr int Slots = Rows * Panels;
   static_assert(Slots <= 2 && (Rows == 1 || Panels == 1), "a tile is rows of one panel or one row of panels");
   FALCON_EACH_SLOT(FALCON_RESUME)
   const __m256i high_half = _mm256_set1_epi32(int(0xffff0000u));
-  const UnitFetch fetch_units(pass, packed);
+  const UnitFetch fetch_units(pass, units);
   const bool stream_weights = pass.stream_weights;
+  const uint32_t* row0 = units.rows[0];
+  const uint32_t* row1 = units.rows[1];
   for (int64_t s = pass.begin, end = pass.end; s < end; ++s) {
     const uint16_t* step = panel + s * 2 * kPanelWidth;
     const uint16_t* step1 = Panels > 1 ? step + panel_stride : step;
     fetch_units(s);
     fetch_panel_steps<2, Panels>(step, step1, stream_weights);
-    const __m256i unit0 = _mm256_set1_epi32(int(packed[s * kPackedRows]));
+    const __m256i unit0 = _mm256_set1_epi32(int(row0[s * kPackedRows]));
     const __m256 x0_even = _mm256_castsi256_ps(_mm256_slli_epi32(unit0, 16)), x0_odd = _mm256_castsi256_ps(_mm256_and_si256(unit0, high_half));
-    const __m256i unit1 = Rows > 1 ? _mm256_set1_epi32(int(packed[s * kPackedRows + 1])) : unit0;
+    const __m256i unit1 = Rows > 1 ? _mm256_set1_epi32(int(row1[s * kPackedRows])) : unit0;
     const __m256 x1_even = _mm256_castsi256_ps(_mm256_slli_epi32(unit1, 16)), x1_odd = _mm256_castsi256_ps(_mm256_and_si256(unit1, high_half));
 #define FALCON_GROUP(g, c0, c1)                                                                              \
   {                                                                                                          \
@@ -271,7 +298,7 @@ inline void store_int8_tile(const float* tile, int slots, const TileOut& out) {
 // is up to two rows of one panel or, for a lone decode row, one row of two panels (panel_stride bytes
 // apart), each line asked for ahead as the float kernels do.
 template <int Rows, int Panels>
-FALCON_NOINLINE void micro_i8(const uint32_t* packed, const uint8_t* panel, int64_t panel_stride, const float* block_scales,
+FALCON_NOINLINE void micro_i8(const TileUnits& units, const uint8_t* panel, int64_t panel_stride, const float* block_scales,
                               int64_t quant_blocks, const Pass& pass, const TileOut& out) {
   constexpr int Slots = Rows * Panels;
   static_assert(Slots <= 2 && (Rows == 1 || Panels == 1), "int8 tiles are up to two rows of one panel, or a row of two panels");
@@ -280,8 +307,10 @@ FALCON_NOINLINE void micro_i8(const uint32_t* packed, const uint8_t* panel, int6
   const __m256i top_bits = _mm256_set1_epi8(char(0x80));
   const int64_t first_block = pass.begin / kQuantSteps;
   const int64_t end_block = (pass.end + kQuantSteps - 1) / kQuantSteps;
-  const UnitFetch fetch_units(pass, packed);
+  const UnitFetch fetch_units(pass, units);
   const bool stream_weights = pass.stream_weights;
+  const uint32_t* row0 = units.rows[0];
+  const uint32_t* row1 = units.rows[1];
   for (int64_t block = first_block; block < end_block; ++block) {
     __m256i c00 = _mm256_setzero_si256(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
     const int64_t block_end = std::min(pass.end, (block + 1) * kQuantSteps);
@@ -293,7 +322,7 @@ FALCON_NOINLINE void micro_i8(const uint32_t* packed, const uint8_t* panel, int6
 #define FALCON_WEIGHTS(from, i) _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(from) + i), top_bits)
 #define FALCON_DOT(x, magnitude, w, c) c = _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(w, x)), ones))
       const __m256i w0 = FALCON_WEIGHTS(step, 0), w1 = FALCON_WEIGHTS(step, 1), w2 = FALCON_WEIGHTS(step, 2), w3 = FALCON_WEIGHTS(step, 3);
-      const __m256i x0 = _mm256_set1_epi32(int(packed[s * kPackedRows]));
+      const __m256i x0 = _mm256_set1_epi32(int(row0[s * kPackedRows]));
       const __m256i m0 = _mm256_abs_epi8(x0);
       FALCON_DOT(x0, m0, w0, c00); FALCON_DOT(x0, m0, w1, c01); FALCON_DOT(x0, m0, w2, c02); FALCON_DOT(x0, m0, w3, c03);
       if (Panels > 1) {
@@ -301,7 +330,7 @@ FALCON_NOINLINE void micro_i8(const uint32_t* packed, const uint8_t* panel, int6
         FALCON_DOT(x0, m0, FALCON_WEIGHTS(step1, 2), c12); FALCON_DOT(x0, m0, FALCON_WEIGHTS(step1, 3), c13);
       }
       if (Rows > 1) {
-        const __m256i x1 = _mm256_set1_epi32(int(packed[s * kPackedRows + 1]));
+        const __m256i x1 = _mm256_set1_epi32(int(row1[s * kPackedRows]));
         const __m256i m1 = _mm256_abs_epi8(x1);
         FALCON_DOT(x1, m1, w0, c10); FALCON_DOT(x1, m1, w1, c11); FALCON_DOT(x1, m1, w2, c12); FALCON_DOT(x1, m1, w3, c13);
       }
@@ -322,7 +351,7 @@ FALCON_NOINLINE void micro_i8(const uint32_t* packed, const uint8_t* panel, int6
 // row of two panels, each line asked for ahead as the float kernels do. Scaled per quantisation block
 // into `partial` as micro_i8.
 template <int Rows, int Panels>
-FALCON_NOINLINE void micro_i8_vnni(const uint32_t* packed, const uint8_t* panel, int64_t panel_stride,
+FALCON_NOINLINE void micro_i8_vnni(const TileUnits& units, const uint8_t* panel, int64_t panel_stride,
                                    const float* block_scales, const int32_t* block_sums, int64_t quant_blocks,
                                    const Pass& pass, const TileOut& out) {
   constexpr int Slots = Rows * Panels;
@@ -332,8 +361,11 @@ FALCON_NOINLINE void micro_i8_vnni(const uint32_t* packed, const uint8_t* panel,
   float* tile = pass.partial;
   const int64_t first_block = pass.begin / kQuantSteps;
   const int64_t end_block = (pass.end + kQuantSteps - 1) / kQuantSteps;
-  const UnitFetch fetch_units(pass, packed);
+  const UnitFetch fetch_units(pass, units);
   const bool stream_weights = pass.stream_weights;
+  const uint32_t* row0 = units.rows[0];
+  const uint32_t* row1 = units.rows[1];
+  const uint32_t* row2 = units.rows[2];
   for (int64_t block = first_block; block < end_block; ++block) {
 #define FALCON_START(j) _mm256_set1_epi32(Slots > j ? -128 * block_sums[kSlotRow[j] * quant_blocks + block] : 0)
     __m256i c00 = FALCON_START(0), c01 = c00, c02 = c00, c03 = c00;
@@ -346,9 +378,9 @@ FALCON_NOINLINE void micro_i8_vnni(const uint32_t* packed, const uint8_t* panel,
       const uint8_t* step1 = Panels > 1 ? step + panel_stride : step;
       fetch_units(s);
       fetch_panel_steps<2, Panels>(step, step1, stream_weights);
-      const __m256i x0 = _mm256_set1_epi32(int(packed[s * kPackedRows]));
-      const __m256i x1 = Rows > 1 ? _mm256_set1_epi32(int(packed[s * kPackedRows + 1])) : x0;
-      const __m256i x2 = Rows > 2 ? _mm256_set1_epi32(int(packed[s * kPackedRows + 2])) : x0;
+      const __m256i x0 = _mm256_set1_epi32(int(row0[s * kPackedRows]));
+      const __m256i x1 = Rows > 1 ? _mm256_set1_epi32(int(row1[s * kPackedRows])) : x0;
+      const __m256i x2 = Rows > 2 ? _mm256_set1_epi32(int(row2[s * kPackedRows])) : x0;
 #define FALCON_DOT(i, c0, c1, c2)                                                                    \
   {                                                                                                  \
     const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(step + 32 * i));           \
@@ -368,13 +400,8 @@ FALCON_NOINLINE void micro_i8_vnni(const uint32_t* packed, const uint8_t* panel,
   if (pass.last) store_int8_tile(tile, Slots, out);
 }
 
-// The units of rows [m, m + rows) of x: a tile never crosses a block of kPackedRows rows.
-inline const uint32_t* tile_units(const PackedRows& x, int64_t m) {
-  return x.units + (m / kPackedRows) * x.steps * kPackedRows + m % kPackedRows;
-}
-
-// One tile of each weight dtype: run<Rows, Panels>(x, m, panel, panel_stride, pass, out) multiplies
-// rows [m, m + Rows) of x by Panels panels (panel_stride elements apart) over one pass along k.
+// One tile of each weight dtype: run<Rows, Panels>(x, m, units, panel, panel_stride, pass, out) multiplies
+// rows [m, m + Rows) of x (their units: tile_units) by Panels panels (panel_stride elements apart) over one pass along k.
 // kMaxRows is its tallest tile, passes along k start on multiples of kPassAlign steps (int8's sums
 // are scaled per quantisation block). Every tile runs a lone row against two panels at once.
 template <typename Panel>
@@ -383,25 +410,27 @@ struct FloatTile {
   static constexpr int kMaxRows = Panel::kMaxRows;
   static constexpr int64_t kPassAlign = 1;
   template <int Rows, int Panels>
-  static void run(const PackedRows& x, int64_t m, const void* panel, int64_t panel_stride, const Pass& pass, const TileOut& out) {
-    micro_float<Panel, Rows, Panels>(reinterpret_cast<const float*>(tile_units(x, m)), static_cast<const Element*>(panel),
-                                     panel_stride, pass, out);
+  static void run(const PackedRows&, int64_t, const TileUnits& units, const void* panel, int64_t panel_stride, const Pass& pass,
+                  const TileOut& out) {
+    micro_float<Panel, Rows, Panels>(units, static_cast<const Element*>(panel), panel_stride, pass, out);
   }
 };
 struct Bf16Tile {
   static constexpr int kMaxRows = 2;
   static constexpr int64_t kPassAlign = 1;
   template <int Rows, int Panels>
-  static void run(const PackedRows& x, int64_t m, const void* panel, int64_t panel_stride, const Pass& pass, const TileOut& out) {
-    micro_bf16<Rows, Panels>(tile_units(x, m), static_cast<const uint16_t*>(panel), panel_stride, pass, out);
+  static void run(const PackedRows&, int64_t, const TileUnits& units, const void* panel, int64_t panel_stride, const Pass& pass,
+                  const TileOut& out) {
+    micro_bf16<Rows, Panels>(units, static_cast<const uint16_t*>(panel), panel_stride, pass, out);
   }
 };
 struct Int8Tile {
   static constexpr int kMaxRows = 2;
   static constexpr int64_t kPassAlign = kQuantSteps;
   template <int Rows, int Panels>
-  static void run(const PackedRows& x, int64_t m, const void* panel, int64_t panel_stride, const Pass& pass, const TileOut& out) {
-    micro_i8<Rows, Panels>(tile_units(x, m), static_cast<const uint8_t*>(panel), panel_stride, x.block_scales + m * x.quant_blocks,
+  static void run(const PackedRows& x, int64_t m, const TileUnits& units, const void* panel, int64_t panel_stride, const Pass& pass,
+                  const TileOut& out) {
+    micro_i8<Rows, Panels>(units, static_cast<const uint8_t*>(panel), panel_stride, x.block_scales + m * x.quant_blocks,
                            x.quant_blocks, pass, out);
   }
 };
@@ -410,22 +439,24 @@ struct Int8VnniTile {
   static constexpr int kMaxRows = 3;
   static constexpr int64_t kPassAlign = kQuantSteps;
   template <int Rows, int Panels>
-  static void run(const PackedRows& x, int64_t m, const void* panel, int64_t panel_stride, const Pass& pass, const TileOut& out) {
-    micro_i8_vnni<Rows, Panels>(tile_units(x, m), static_cast<const uint8_t*>(panel), panel_stride,
+  static void run(const PackedRows& x, int64_t m, const TileUnits& units, const void* panel, int64_t panel_stride, const Pass& pass,
+                  const TileOut& out) {
+    micro_i8_vnni<Rows, Panels>(units, static_cast<const uint8_t*>(panel), panel_stride,
                                 x.block_scales + m * x.quant_blocks, x.block_sums + m * x.quant_blocks, x.quant_blocks, pass, out);
   }
 };
 
-// Rows whose tiles take turns on each pass's slice of a panel, and the bytes of that slice: the
-// slice (half of a 32 KiB L1) is read from L2 once per group instead of once per tile, which is what
-// bounded a whole-k tile on float32 weights (a panel step of 128 bytes per 8 multiply-adds).
+// Rows whose tiles take turns on each pass's slice of a panel (at most; a group is whole tiles of the
+// tallest kind: 63 rows of 3-row tiles), and the bytes of that slice: the slice (half of a 32 KiB L1)
+// is read from L2 once per group instead of once per tile, which is what bounded a whole-k tile on
+// float32 weights (a panel step of 128 bytes per 8 multiply-adds).
 constexpr int64_t kGroupRows = 64;
 constexpr int64_t kPassBytes = 16384;
 // Up to this many rows, the first tile of each pass asks for its panel's lines ahead (Pass::stream_weights).
 constexpr int64_t kStreamRows = 16;
 
-// The rows of the next tile of a block with `remaining` rows left: 3-row tiles split 8 as 3 + 3 + 2
-// and never leave a lone row while a 2 + 2 split exists.
+// The rows of the next tile of a group with `remaining` rows left: the tallest tiles, never leaving a
+// lone row while a 2 + 2 split exists.
 inline int next_tile_rows(int64_t remaining, int max_rows) {
   if (max_rows == 3 && remaining > 3 && remaining % 3 == 1) return 2;
   return int(std::min<int64_t>(remaining, max_rows));
@@ -445,12 +476,13 @@ void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int
   };
   if (x.rows == 1) {
     const Pass pass{0, x.steps, true, true, partial, 0, false};
+    const TileUnits units = tile_units(x, 0, 1);
     for_panel_pairs(first_panel, end_panel, [&](int64_t p) {
       const TileStore stores[2] = {store_for(p, 0), store_for(p + 1, 0)};
-      Tile::template run<1, 2>(x, 0, w.panel(p), panel_stride, pass, TileOut{stores, true});
+      Tile::template run<1, 2>(x, 0, units, w.panel(p), panel_stride, pass, TileOut{stores, true});
     }, [&](int64_t p) {
       const TileStore store = store_for(p, 0);
-      Tile::template run<1, 1>(x, 0, w.panel(p), panel_stride, pass, TileOut{&store, false});
+      Tile::template run<1, 1>(x, 0, units, w.panel(p), panel_stride, pass, TileOut{&store, false});
     });
     return;
   }
@@ -459,23 +491,25 @@ void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int
   const bool stream_weights = x.rows <= kStreamRows;
   const int64_t pass_steps = x.rows > Tile::kMaxRows
       ? std::max<int64_t>(1, kPassBytes / step_bytes / Tile::kPassAlign) * Tile::kPassAlign : x.steps;
+  const int64_t group_rows = kGroupRows / Tile::kMaxRows * Tile::kMaxRows;
   for (int64_t p = first_panel; p < end_panel; ++p) {
-    for (int64_t group = 0; group < x.rows; group += kGroupRows) {
-      const int64_t group_end = std::min(x.rows, group + kGroupRows);
+    for (int64_t group = 0; group < x.rows; group += group_rows) {
+      const int64_t group_end = std::min(x.rows, group + group_rows);
       for (int64_t begin = 0; begin < x.steps; begin += pass_steps) {
         const int64_t end = std::min(x.steps, begin + pass_steps);
-        // While the group works on this pass, the first tile of each row block prefetches that block's
-        // units for the next pass: the activations of a long k (the FFN's down projection: 32 KiB a row)
+        // While the group works on this pass, the tile with each row block's first row prefetches that
+        // block's units for the next pass: the activations of a long k (the FFN's down projection: 32 KiB a row)
         // do not stay in cache from one panel to the next, and the hardware prefetcher does not follow
         // a group's jump from block to block (one thread, 512 rows, k = 8192: float32 65 → 78 GFLOP/s).
         const int64_t fetch_before = std::min(end, x.steps - (end - begin));
         for (int64_t m = group; m < group_end;) {
-          const int tile_rows = next_tile_rows(std::min(group_end, (m / kPackedRows + 1) * kPackedRows) - m, Tile::kMaxRows);
-          const Pass pass{begin, end, begin == 0, end == x.steps, partial + (m - group) * kPanelWidth,
-                          m % kPackedRows == 0 ? fetch_before : 0, stream_weights && m == group};
+          const int tile_rows = next_tile_rows(group_end - m, Tile::kMaxRows);
+          const TileUnits units = tile_units(x, m, tile_rows);
+          const Pass pass{begin, end, begin == 0, end == x.steps, partial + (m - group) * kPanelWidth, fetch_before,
+                          stream_weights && m == group};
           const TileStore store = store_for(p, m);
           with_count<Tile::kMaxRows>(tile_rows, [&](auto rows) {
-            Tile::template run<decltype(rows)::value, 1>(x, m, w.panel(p), panel_stride, pass, TileOut{&store, false});
+            Tile::template run<decltype(rows)::value, 1>(x, m, units, w.panel(p), panel_stride, pass, TileOut{&store, false});
           });
           m += tile_rows;
         }
