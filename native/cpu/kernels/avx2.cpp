@@ -400,8 +400,8 @@ FALCON_NOINLINE void micro_i8_vnni(const TileUnits& units, const uint8_t* panel,
   if (pass.last) store_int8_tile(tile, Slots, out);
 }
 
-// One tile of each weight dtype: run<Rows, Panels>(x, m, units, panel, panel_stride, pass, out) multiplies
-// rows [m, m + Rows) of x (their units: tile_units) by Panels panels (panel_stride elements apart) over one pass along k.
+// One tile of each weight dtype: run<Rows, Panels>(x, m, panel, panel_stride, pass, out) multiplies
+// rows [m, m + Rows) of x by Panels panels (panel_stride elements apart) over one pass along k.
 // kMaxRows is its tallest tile, passes along k start on multiples of kPassAlign steps (int8's sums
 // are scaled per quantisation block). Every tile runs a lone row against two panels at once.
 template <typename Panel>
@@ -410,8 +410,8 @@ struct FloatTile {
   static constexpr int kMaxRows = Panel::kMaxRows;
   static constexpr int64_t kPassAlign = 1;
   template <int Rows, int Panels>
-  static void run(const PackedRows&, int64_t, const TileUnits& units, const void* panel, int64_t panel_stride, const Pass& pass,
-                  const TileOut& out) {
+  static void run(const PackedRows& x, int64_t m, const void* panel, int64_t panel_stride, const Pass& pass, const TileOut& out) {
+    const TileUnits units = tile_units(x, m, Rows);
     micro_float<Panel, Rows, Panels>(units, static_cast<const Element*>(panel), panel_stride, pass, out);
   }
 };
@@ -419,8 +419,8 @@ struct Bf16Tile {
   static constexpr int kMaxRows = 2;
   static constexpr int64_t kPassAlign = 1;
   template <int Rows, int Panels>
-  static void run(const PackedRows&, int64_t, const TileUnits& units, const void* panel, int64_t panel_stride, const Pass& pass,
-                  const TileOut& out) {
+  static void run(const PackedRows& x, int64_t m, const void* panel, int64_t panel_stride, const Pass& pass, const TileOut& out) {
+    const TileUnits units = tile_units(x, m, Rows);
     micro_bf16<Rows, Panels>(units, static_cast<const uint16_t*>(panel), panel_stride, pass, out);
   }
 };
@@ -428,8 +428,8 @@ struct Int8Tile {
   static constexpr int kMaxRows = 2;
   static constexpr int64_t kPassAlign = kQuantSteps;
   template <int Rows, int Panels>
-  static void run(const PackedRows& x, int64_t m, const TileUnits& units, const void* panel, int64_t panel_stride, const Pass& pass,
-                  const TileOut& out) {
+  static void run(const PackedRows& x, int64_t m, const void* panel, int64_t panel_stride, const Pass& pass, const TileOut& out) {
+    const TileUnits units = tile_units(x, m, Rows);
     micro_i8<Rows, Panels>(units, static_cast<const uint8_t*>(panel), panel_stride, x.block_scales + m * x.quant_blocks,
                            x.quant_blocks, pass, out);
   }
@@ -439,8 +439,8 @@ struct Int8VnniTile {
   static constexpr int kMaxRows = 3;
   static constexpr int64_t kPassAlign = kQuantSteps;
   template <int Rows, int Panels>
-  static void run(const PackedRows& x, int64_t m, const TileUnits& units, const void* panel, int64_t panel_stride, const Pass& pass,
-                  const TileOut& out) {
+  static void run(const PackedRows& x, int64_t m, const void* panel, int64_t panel_stride, const Pass& pass, const TileOut& out) {
+    const TileUnits units = tile_units(x, m, Rows);
     micro_i8_vnni<Rows, Panels>(units, static_cast<const uint8_t*>(panel), panel_stride,
                                 x.block_scales + m * x.quant_blocks, x.block_sums + m * x.quant_blocks, x.quant_blocks, pass, out);
   }
@@ -476,13 +476,12 @@ void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int
   };
   if (x.rows == 1) {
     const Pass pass{0, x.steps, true, true, partial, 0, false};
-    const TileUnits units = tile_units(x, 0, 1);
     for_panel_pairs(first_panel, end_panel, [&](int64_t p) {
       const TileStore stores[2] = {store_for(p, 0), store_for(p + 1, 0)};
-      Tile::template run<1, 2>(x, 0, units, w.panel(p), panel_stride, pass, TileOut{stores, true});
+      Tile::template run<1, 2>(x, 0, w.panel(p), panel_stride, pass, TileOut{stores, true});
     }, [&](int64_t p) {
       const TileStore store = store_for(p, 0);
-      Tile::template run<1, 1>(x, 0, units, w.panel(p), panel_stride, pass, TileOut{&store, false});
+      Tile::template run<1, 1>(x, 0, w.panel(p), panel_stride, pass, TileOut{&store, false});
     });
     return;
   }
@@ -504,12 +503,11 @@ void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int
         const int64_t fetch_before = std::min(end, x.steps - (end - begin));
         for (int64_t m = group; m < group_end;) {
           const int tile_rows = next_tile_rows(group_end - m, Tile::kMaxRows);
-          const TileUnits units = tile_units(x, m, tile_rows);
           const Pass pass{begin, end, begin == 0, end == x.steps, partial + (m - group) * kPanelWidth, fetch_before,
                           stream_weights && m == group};
           const TileStore store = store_for(p, m);
           with_count<Tile::kMaxRows>(tile_rows, [&](auto rows) {
-            Tile::template run<decltype(rows)::value, 1>(x, m, units, w.panel(p), panel_stride, pass, TileOut{&store, false});
+            Tile::template run<decltype(rows)::value, 1>(x, m, w.panel(p), panel_stride, pass, TileOut{&store, false});
           });
           m += tile_rows;
         }
