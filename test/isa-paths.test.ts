@@ -87,6 +87,39 @@ describe("kernel families against the scalar reference", () => {
 });
 
 /**
+ * A prompt batch taller than the AVX2 bfloat16 prefill's sweep of rows (1008: native/cpu/kernels/avx2.cpp,
+ * matmul_bf16): 58 sequences of 19 tokens, 1102 rows, the 54th running from the first sweep into the second.
+ * Each sequence's hidden states must be the bits it gets alone (19 rows, one sweep): every row's sums are one
+ * chain of multiply-adds in k order, however its matmul tiles and sweeps the rows. The shape with the 2102-wide
+ * MLP, whose down projection runs k in many passes (a sweep's sums resume between them). Every dtype, every family.
+ */
+const SWEEP_SEQUENCES = 58;
+const SWEEP_TOKENS = 19;
+
+describe("a prompt batch over 1008 rows", () => {
+  const config = ODD_SHAPES[2]!;
+  const sequence = (i: number) => Array.from({ length: SWEEP_TOKENS }, (_, t) => (i * 13 + t * 7) % config.vocabularySize);
+  for (const isa of supportedIsas.filter((name) => name !== "scalar")) {
+    for (const dtype of ["float32", "bfloat16", "float16", "int8"] as FalconDType[]) {
+      it(`${isa} ${dtype}: sequences 0, 53 (across row 1008) and 57 get the bits they get alone`, async () => {
+        setIsa(isa);
+        const model = new FalconBackbone({ ...config, dtype });
+        try {
+          const batch = (await model.call({ tokenIds: Array.from({ length: SWEEP_SEQUENCES }, (_, i) => sequence(i)) })).data;
+          const width = SWEEP_TOKENS * config.hiddenDim;
+          for (const i of [0, 53, SWEEP_SEQUENCES - 1]) {
+            const alone = (await model.call({ tokenIds: [sequence(i)] })).data;
+            assert.deepStrictEqual(batch.subarray(i * width, (i + 1) * width), alone, `sequence ${i}`);
+          }
+        } finally {
+          model.dispose();
+        }
+      });
+    }
+  }
+});
+
+/**
  * Attention at real head dimensions (64, 128), where the kernels' wide paths run: every query group size
  * (prompt groups of 4 consecutive tokens and a tail of 3; decode groups of the heads sharing a KV head:
  * 1 in MHA, 2 in GQA, 4 in MQA), keys in runs of blocks with a partial last block, and each KV pool

@@ -1,8 +1,9 @@
 // AVX2 + FMA + F16C kernels. The float32 / float16 matmul micro-kernel holds 3 input rows × 32
-// outputs (one panel) in 12 of the 16 ymm registers, bfloat16 and int8 2 rows (their inputs take
-// more registers; int8 3 on CPUs with AVX-VNNI, whose byte dot product needs none); bfloat16 pairs
-// are widened to float32 by shifting, since AVX2 has no bf16 dot product. Many rows run over k in passes whose slice of the panel stays in L1 (matmul below); a
-// lone decode row runs against two panels at once.
+// outputs (one panel) in 12 of the 16 ymm registers, int8 2 rows (its inputs take more registers; 3 on
+// CPUs with AVX-VNNI, whose byte dot product needs none). AVX2 has no bf16 dot product: bfloat16 pairs
+// are widened to float32 by shifting, in a 2-row tile for decode and, for many rows, a pass of the panel
+// and of the inputs at a time, which the float32 tile then runs (matmul_bf16). Many rows run over k in
+// passes whose slice of the panel stays in L1 (matmul below); a lone decode row runs against two panels at once.
 #include "../cpu_features.h"
 
 #if FALCON_X86
@@ -452,6 +453,13 @@ struct Int8VnniTile {
 // float32 weights (a panel step of 128 bytes per 8 multiply-adds).
 constexpr int64_t kGroupRows = 64;
 constexpr int64_t kPassBytes = 16384;
+// The store of the tile whose first row is m, against panel p.
+inline TileStore tile_store(const WeightMatrix& w, int64_t p, int64_t m, const Epilogue& epilogue, const float* scales, float* y,
+                            int64_t y_stride) {
+  const int64_t n0 = p * kPanelWidth;
+  return TileStore{y + m * y_stride, y_stride, n0, int(std::min<int64_t>(kPanelWidth, w.rows - n0)), epilogue, scales};
+}
+
 // Up to this many rows, the first tile of each pass asks for its panel's lines ahead (Pass::stream_weights).
 constexpr int64_t kStreamRows = 16;
 
@@ -470,10 +478,7 @@ void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int
   const float* scales = w.dtype == DType::Int8 ? w.scales.data() : nullptr;
   const int64_t panel_stride = w.stored_cols() * kPanelWidth;  // elements
   alignas(32) float partial[kGroupRows * kPanelWidth];
-  auto store_for = [&](int64_t p, int64_t m) {
-    const int64_t n0 = p * kPanelWidth;
-    return TileStore{y + m * y_stride, y_stride, n0, int(std::min<int64_t>(kPanelWidth, w.rows - n0)), epilogue, scales};
-  };
+  auto store_for = [&](int64_t p, int64_t m) { return tile_store(w, p, m, epilogue, scales, y, y_stride); };
   if (x.rows == 1) {
     const Pass pass{0, x.steps, true, true, partial, 0, false};
     for_panel_pairs(first_panel, end_panel, [&](int64_t p) {
@@ -510,6 +515,102 @@ void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int
             Tile::template run<decltype(rows)::value, 1>(x, m, w.panel(p), panel_stride, pass, TileOut{&store, false});
           });
           m += tile_rows;
+        }
+      }
+    }
+  }
+}
+
+// bfloat16 over many rows runs on the float32 tile (matmul_bf16 below), over weights and inputs widened
+// to float32 a pass at a time. Weights: steps [begin, end) of a panel, as the float32 panel steps
+// 2 · (s − begin) (w[2s] of each output) and the one after (w[2s + 1]), split by shifting as micro_bf16 does.
+void widen_bf16_panel(const uint16_t* panel, int64_t begin, int64_t end, float* out) {
+  const __m256i high_half = _mm256_set1_epi32(int(0xffff0000u));
+  for (int64_t s = begin; s < end; ++s) {
+    float* even = out + 2 * (s - begin) * kPanelWidth;
+    for (int group = 0; group < 4; ++group) {
+      const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(panel + s * 2 * kPanelWidth + 16 * group));
+      _mm256_storeu_ps(even + 8 * group, _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16)));
+      _mm256_storeu_ps(even + kPanelWidth + 8 * group, _mm256_castsi256_ps(_mm256_and_si256(pairs, high_half)));
+    }
+  }
+}
+
+// Inputs: the units of rows [group, group_end) over steps [begin, end), likewise as the float32 units of
+// steps 2 · (s − begin) and the one after (a block's 8 pairs are one vector). Returns them as packed rows
+// whose row 0 is the first row of `group`'s block.
+PackedRows widen_bf16_units(const PackedRows& x, int64_t group, int64_t group_end, int64_t begin, int64_t end, float* out) {
+  const __m256i high_half = _mm256_set1_epi32(int(0xffff0000u));
+  const int64_t first_block = group / kPackedRows, steps = end - begin;
+  for (int64_t block = first_block; block <= (group_end - 1) / kPackedRows; ++block) {
+    const uint32_t* units = x.units + (block * x.steps + begin) * kPackedRows;
+    float* widened = out + (block - first_block) * 2 * steps * kPackedRows;
+    // The block's units of the next pass, asked for now: a long k's rows do not stay in cache from one
+    // pass to the next, and the hardware prefetcher does not follow the jumps from block to block.
+    const int64_t fetch_steps = std::min(steps, x.steps - end);
+    for (int64_t s = 0; s < steps; ++s) {
+      if (s < fetch_steps && (s & 1) == 0) fetch_line(reinterpret_cast<const char*>(units + (s + steps) * kPackedRows));
+      const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(units + s * kPackedRows));
+      _mm256_storeu_ps(widened + 2 * s * kPackedRows, _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16)));
+      _mm256_storeu_ps(widened + (2 * s + 1) * kPackedRows, _mm256_castsi256_ps(_mm256_and_si256(pairs, high_half)));
+    }
+  }
+  PackedRows widened;
+  widened.units = reinterpret_cast<const uint32_t*>(out);
+  widened.rows = group_end - first_block * kPackedRows;
+  widened.steps = 2 * steps;
+  return widened;
+}
+
+// bfloat16 weights: a lone row and few rows (decode) run micro_bf16 on the stored pairs. Many rows run
+// the float32 tile over widened weights and inputs: micro_bf16 spends a broadcast and two shifts per row
+// and step on the inputs and two on each weight vector, and its two rows' 8 chains take two
+// multiply-adds a step, which leaves no slack for FMA latency; the float32 tile's 3 rows run 12 chains
+// of one, and each pass of a panel is widened once for all rows (its weights) and once a group (their
+// inputs) instead of in every tile. Passes are outermost within a panel so the widened slice of the
+// panel stays in L1 for every group, the rows' running sums kept in scratch between passes. Every
+// output's chain is micro_bf16's, x[2s] · w[2s] then x[2s + 1] · w[2s + 1] on the same float32 values,
+// so it gets the same bits either way.
+void matmul_bf16(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel, const Epilogue& epilogue,
+                 float* y, int64_t y_stride) {
+  if (x.rows <= kStreamRows) {
+    matmul<Bf16Tile>(x, w, first_panel, end_panel, epilogue, y, y_stride);
+    return;
+  }
+  constexpr int kMaxRows = F32Panel::kMaxRows;
+  const int64_t group_rows = kGroupRows / kMaxRows * kMaxRows;
+  // The float32 tile's passes: kPassBytes of its panel, half as many bf16 steps.
+  const int64_t pass_steps = kPassBytes / (kPanelWidth * int64_t(sizeof(float))) / 2;
+  const int64_t panel_floats = 2 * pass_steps * kPanelWidth;
+  // A group starting mid-block spans one block more than its rows fill.
+  const int64_t input_floats = ((group_rows + kPackedRows - 1) / kPackedRows + 1) * 2 * pass_steps * kPackedRows;
+  // Rows go in sweeps of 16 groups, so the running sums' scratch stays 126 KiB however long the prompt;
+  // each sweep reads the weights once.
+  const int64_t sweep_rows = 16 * group_rows;
+  float* wide_panel = kernel_scratch(size_t(panel_floats + input_floats + sweep_rows * kPanelWidth));
+  float* wide_inputs = wide_panel + panel_floats;
+  float* partial = wide_inputs + input_floats;
+  for (int64_t sweep = 0; sweep < x.rows; sweep += sweep_rows) {
+    const int64_t sweep_end = std::min(x.rows, sweep + sweep_rows);
+    for (int64_t p = first_panel; p < end_panel; ++p) {
+      for (int64_t begin = 0; begin < x.steps; begin += pass_steps) {
+        const int64_t end = std::min(x.steps, begin + pass_steps);
+        widen_bf16_panel(static_cast<const uint16_t*>(w.panel(p)), begin, end, wide_panel);
+        for (int64_t group = sweep; group < sweep_end; group += group_rows) {
+          const int64_t group_end = std::min(sweep_end, group + group_rows);
+          const int64_t first_row = group / kPackedRows * kPackedRows;
+          const PackedRows inputs = widen_bf16_units(x, group, group_end, begin, end, wide_inputs);
+          for (int64_t m = group; m < group_end;) {
+            const int tile_rows = next_tile_rows(group_end - m, kMaxRows);
+            // Steps of the pass as the float32 tile counts them; no unit is asked for ahead (just written).
+            const Pass pass{0, inputs.steps, begin == 0, end == x.steps, partial + (m - sweep) * kPanelWidth, 0, false};
+            const TileStore store = tile_store(w, p, m, epilogue, nullptr, y, y_stride);
+            with_count<kMaxRows>(tile_rows, [&](auto rows) {
+              constexpr int Rows = decltype(rows)::value;
+              micro_float<F32Panel, Rows, 1>(tile_units(inputs, m - first_row, Rows), wide_panel, 0, pass, TileOut{&store, false});
+            });
+            m += tile_rows;
+          }
         }
       }
     }
@@ -794,7 +895,7 @@ float stream_sum(const float* data, int64_t n) {
 }  // namespace
 
 const KernelTable& avx2_kernels() {
-  static const KernelTable table{Isa::Avx2, matmul<FloatTile<F32Panel>>, matmul<Bf16Tile>, matmul<FloatTile<F16Panel>>,
+  static const KernelTable table{Isa::Avx2, matmul<FloatTile<F32Panel>>, matmul_bf16, matmul<FloatTile<F16Panel>>,
                                  cpu_features().avx_vnni ? matmul<Int8VnniTile> : matmul<Int8Tile>, quantise_row,
                                  scalar_kernels().layer_norm_row,
                                  {key_scores_blocked<float>, weighted_sum<float>},

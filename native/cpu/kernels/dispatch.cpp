@@ -1,5 +1,7 @@
 #include "kernels.h"
 
+#include "../../core/memory.h"
+
 namespace falcon::cpu {
 
 const KernelTable& kernels() {
@@ -15,6 +17,14 @@ const KernelTable& kernels() {
     case Isa::Scalar: break;
   }
   return scalar_kernels();
+}
+
+float* kernel_scratch(size_t count) {
+  constexpr size_t kAlignFloats = kScratchAlignment / sizeof(float);
+  thread_local TrackedVector<float> scratch = thread_scratch<float>();
+  if (scratch.size() < count + kAlignFloats) scratch.resize(count + kAlignFloats);
+  const uintptr_t start = reinterpret_cast<uintptr_t>(scratch.data());
+  return scratch.data() + ((kScratchAlignment - start % kScratchAlignment) % kScratchAlignment) / sizeof(float);
 }
 
 namespace {

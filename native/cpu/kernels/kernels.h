@@ -152,6 +152,12 @@ inline void for_panel_pairs(int64_t first_panel, int64_t end_panel, Pair&& pair,
   if (p < end_panel) single(p);
 }
 
+// This thread's float scratch of at least `count` floats, kept for its later calls (memory.h's thread
+// scratch): for a kernel whose buffer is too large for a worker's stack. Valid until its next call;
+// starts on a cache line (kScratchAlignment bytes), so aligned vector loads work at multiples of 8 floats.
+constexpr size_t kScratchAlignment = 64;
+float* kernel_scratch(size_t count);
+
 const KernelTable& scalar_kernels();
 #if FALCON_X86
 const KernelTable& avx2_kernels();
