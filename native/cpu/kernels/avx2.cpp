@@ -563,9 +563,9 @@ PackedRows widen_bf16_units(const PackedRows& x, int64_t group, int64_t group_en
 }
 
 // bfloat16 weights: a lone row and few rows (decode) run micro_bf16 on the stored pairs. Many rows run
-// the float32 tile over widened weights and inputs: micro_bf16 spends a broadcast and two shifts per row
-// and step on the inputs and two on each weight vector, and its two rows' 8 chains take two
-// multiply-adds a step, which leaves no slack for FMA latency; the float32 tile's 3 rows run 12 chains
+// the float32 tile over widened weights and inputs: micro_bf16 spends a broadcast, a shift and a mask per
+// row and step on the inputs and a shift and a mask on each weight vector, and its two rows' 8 chains take
+// two multiply-adds a step, which leaves no slack for FMA latency; the float32 tile's 3 rows run 12 chains
 // of one, and each pass of a panel is widened once for all rows (its weights) and once a group (their
 // inputs) instead of in every tile. Passes are outermost within a panel so the widened slice of the
 // panel stays in L1 for every group, the rows' running sums kept in scratch between passes. Every
