@@ -224,6 +224,12 @@ FALCON_NOINLINE void micro_float(const TileUnits& units, const typename Panel::E
   FALCON_EACH_SLOT(FALCON_FINISH)
 }
 
+// 8 bf16 pairs (32-bit units, x[2s] in the low half and x[2s + 1] in the high one) as two float32 vectors,
+// exactly, since a bf16 is the top half of a float32: the even elements shifted up, the odd ones masked
+// (high_half: 0xffff0000 in every lane, held by the caller).
+inline __m256 bf16_evens(__m256i pairs) { return _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16)); }
+inline __m256 bf16_odds(__m256i pairs, __m256i high_half) { return _mm256_castsi256_ps(_mm256_and_si256(pairs, high_half)); }
+
 // bf16 pairs: the even and odd k of each output are split into two float32 vectors (by shifting:
 // AVX2 has no bf16 dot product), and each output's chain takes the even product, then the odd one.
 // Two slots: the rows' broadcast pairs take 4 registers beside the 8 sums and the widened weights.
@@ -244,19 +250,17 @@ FALCON_NOINLINE void micro_bf16(const TileUnits& units, const uint16_t* panel, i
     fetch_units(s);
     fetch_panel_steps<2, Panels>(step, step1, stream_weights);
     const __m256i unit0 = _mm256_set1_epi32(int(row0[s * kPackedRows]));
-    const __m256 x0_even = _mm256_castsi256_ps(_mm256_slli_epi32(unit0, 16)), x0_odd = _mm256_castsi256_ps(_mm256_and_si256(unit0, high_half));
+    const __m256 x0_even = bf16_evens(unit0), x0_odd = bf16_odds(unit0, high_half);
     const __m256i unit1 = Rows > 1 ? _mm256_set1_epi32(int(row1[s * kPackedRows])) : unit0;
-    const __m256 x1_even = _mm256_castsi256_ps(_mm256_slli_epi32(unit1, 16)), x1_odd = _mm256_castsi256_ps(_mm256_and_si256(unit1, high_half));
+    const __m256 x1_even = bf16_evens(unit1), x1_odd = bf16_odds(unit1, high_half);
 #define FALCON_GROUP(g, c0, c1)                                                                              \
   {                                                                                                          \
     const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(step + 16 * g));               \
-    const __m256 even = _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));                                   \
-    const __m256 odd = _mm256_castsi256_ps(_mm256_and_si256(pairs, high_half));                              \
+    const __m256 even = bf16_evens(pairs), odd = bf16_odds(pairs, high_half);                                 \
     c0 = _mm256_fmadd_ps(x0_odd, odd, _mm256_fmadd_ps(x0_even, even, c0));                                   \
     if (Panels > 1) {                                                                                        \
       const __m256i pairs1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(step1 + 16 * g));           \
-      const __m256 even1 = _mm256_castsi256_ps(_mm256_slli_epi32(pairs1, 16));                               \
-      const __m256 odd1 = _mm256_castsi256_ps(_mm256_and_si256(pairs1, high_half));                          \
+      const __m256 even1 = bf16_evens(pairs1), odd1 = bf16_odds(pairs1, high_half);                          \
       c1 = _mm256_fmadd_ps(x0_odd, odd1, _mm256_fmadd_ps(x0_even, even1, c1));                               \
     } else if (Rows > 1) {                                                                                   \
       c1 = _mm256_fmadd_ps(x1_odd, odd, _mm256_fmadd_ps(x1_even, even, c1));                                 \
@@ -470,6 +474,17 @@ inline int next_tile_rows(int64_t remaining, int max_rows) {
   return int(std::min<int64_t>(remaining, max_rows));
 }
 
+// Calls tile(m, rows) for the tiles of rows [group, group_end) in order, the tallest of up to MaxRows rows
+// each (next_tile_rows), with `rows` a std::integral_constant for the micro-kernels' templates.
+template <int MaxRows, typename Tile>
+void for_each_tile(int64_t group, int64_t group_end, Tile&& tile) {
+  for (int64_t m = group; m < group_end;) {
+    const int rows = next_tile_rows(group_end - m, MaxRows);
+    with_count<MaxRows>(rows, [&](auto count) { tile(m, count); });
+    m += rows;
+  }
+}
+
 // Panels outer; for many rows, groups of kGroupRows rows, each over k in passes of kPassBytes of a
 // panel, every tile of the group per pass. A lone row (decode) streams two panels at once, over all of k.
 template <typename Tile>
@@ -506,16 +521,12 @@ void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int
         // do not stay in cache from one panel to the next, and the hardware prefetcher does not follow
         // a group's jump from block to block (one thread, 512 rows, k = 8192: float32 65 → 78 GFLOP/s).
         const int64_t fetch_before = std::min(end, x.steps - (end - begin));
-        for (int64_t m = group; m < group_end;) {
-          const int tile_rows = next_tile_rows(group_end - m, Tile::kMaxRows);
+        for_each_tile<Tile::kMaxRows>(group, group_end, [&](int64_t m, auto rows) {
           const Pass pass{begin, end, begin == 0, end == x.steps, partial + (m - group) * kPanelWidth, fetch_before,
                           stream_weights && m == group};
           const TileStore store = store_for(p, m);
-          with_count<Tile::kMaxRows>(tile_rows, [&](auto rows) {
-            Tile::template run<decltype(rows)::value, 1>(x, m, w.panel(p), panel_stride, pass, TileOut{&store, false});
-          });
-          m += tile_rows;
-        }
+          Tile::template run<decltype(rows)::value, 1>(x, m, w.panel(p), panel_stride, pass, TileOut{&store, false});
+        });
       }
     }
   }
@@ -523,15 +534,15 @@ void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int
 
 // bfloat16 over many rows runs on the float32 tile (matmul_bf16 below), over weights and inputs widened
 // to float32 a pass at a time. Weights: steps [begin, end) of a panel, as the float32 panel steps
-// 2 · (s − begin) (w[2s] of each output) and the one after (w[2s + 1]), split by shifting as micro_bf16 does.
+// 2 · (s − begin) (w[2s] of each output) and the one after (w[2s + 1]), split as micro_bf16 splits them.
 void widen_bf16_panel(const uint16_t* panel, int64_t begin, int64_t end, float* out) {
   const __m256i high_half = _mm256_set1_epi32(int(0xffff0000u));
   for (int64_t s = begin; s < end; ++s) {
     float* even = out + 2 * (s - begin) * kPanelWidth;
     for (int group = 0; group < 4; ++group) {
       const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(panel + s * 2 * kPanelWidth + 16 * group));
-      _mm256_storeu_ps(even + 8 * group, _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16)));
-      _mm256_storeu_ps(even + kPanelWidth + 8 * group, _mm256_castsi256_ps(_mm256_and_si256(pairs, high_half)));
+      _mm256_storeu_ps(even + 8 * group, bf16_evens(pairs));
+      _mm256_storeu_ps(even + kPanelWidth + 8 * group, bf16_odds(pairs, high_half));
     }
   }
 }
@@ -551,8 +562,8 @@ PackedRows widen_bf16_units(const PackedRows& x, int64_t group, int64_t group_en
     for (int64_t s = 0; s < steps; ++s) {
       if (s < fetch_steps && (s & 1) == 0) fetch_line(reinterpret_cast<const char*>(units + (s + steps) * kPackedRows));
       const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(units + s * kPackedRows));
-      _mm256_storeu_ps(widened + 2 * s * kPackedRows, _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16)));
-      _mm256_storeu_ps(widened + (2 * s + 1) * kPackedRows, _mm256_castsi256_ps(_mm256_and_si256(pairs, high_half)));
+      _mm256_storeu_ps(widened + 2 * s * kPackedRows, bf16_evens(pairs));
+      _mm256_storeu_ps(widened + (2 * s + 1) * kPackedRows, bf16_odds(pairs, high_half));
     }
   }
   PackedRows widened;
@@ -600,17 +611,13 @@ void matmul_bf16(const PackedRows& x, const WeightMatrix& w, int64_t first_panel
           const int64_t group_end = std::min(sweep_end, group + group_rows);
           const int64_t first_row = group / kPackedRows * kPackedRows;
           const PackedRows inputs = widen_bf16_units(x, group, group_end, begin, end, wide_inputs);
-          for (int64_t m = group; m < group_end;) {
-            const int tile_rows = next_tile_rows(group_end - m, kMaxRows);
+          for_each_tile<kMaxRows>(group, group_end, [&](int64_t m, auto rows) {
+            constexpr int Rows = decltype(rows)::value;
             // Steps of the pass as the float32 tile counts them; no unit is asked for ahead (just written).
             const Pass pass{0, inputs.steps, begin == 0, end == x.steps, partial + (m - sweep) * kPanelWidth, 0, false};
             const TileStore store = tile_store(w, p, m, epilogue, nullptr, y, y_stride);
-            with_count<kMaxRows>(tile_rows, [&](auto rows) {
-              constexpr int Rows = decltype(rows)::value;
-              micro_float<F32Panel, Rows, 1>(tile_units(inputs, m - first_row, Rows), wide_panel, 0, pass, TileOut{&store, false});
-            });
-            m += tile_rows;
-          }
+            micro_float<F32Panel, Rows, 1>(tile_units(inputs, m - first_row, Rows), wide_panel, 0, pass, TileOut{&store, false});
+          });
         }
       }
     }
