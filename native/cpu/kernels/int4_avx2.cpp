@@ -119,6 +119,19 @@ void int4_store_tile_avx2(const float* tile, int rows, const WeightMatrix& w, in
   const int64_t n0 = p * kPanelWidth;
   const int outputs = int(std::min<int64_t>(kPanelWidth, w.rows - n0));
   for (int r = 0; r < rows; ++r) {
+    float* out = y + r * y_stride + n0;
+    // A whole panel (all but a matrix's last when its rows are not a multiple of 32) is stored as vectors,
+    // as avx2.cpp's TileStore stores one.
+    if (outputs == int(kPanelWidth)) {
+      for (int i = 0; i < 4; ++i) {
+        __m256 v = _mm256_loadu_ps(tile + r * kPanelWidth + 8 * i);
+        if (epilogue.bias != nullptr) v = _mm256_add_ps(v, _mm256_loadu_ps(epilogue.bias + n0 + 8 * i));
+        if (epilogue.gelu) v = gelu256(v);
+        if (epilogue.accumulate) v = _mm256_add_ps(_mm256_loadu_ps(out + 8 * i), v);
+        _mm256_storeu_ps(out + 8 * i, v);
+      }
+      continue;
+    }
     alignas(32) float values[kPanelWidth];
     for (int i = 0; i < 4; ++i) {
       __m256 v = _mm256_loadu_ps(tile + r * kPanelWidth + 8 * i);
@@ -126,7 +139,6 @@ void int4_store_tile_avx2(const float* tile, int rows, const WeightMatrix& w, in
       if (epilogue.gelu) v = gelu256(v);
       _mm256_store_ps(values + 8 * i, v);
     }
-    float* out = y + r * y_stride + n0;
     for (int j = 0; j < outputs; ++j) out[j] = epilogue.accumulate ? out[j] + values[j] : values[j];
   }
 }
@@ -145,6 +157,8 @@ void matmul_i4(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, 
   const size_t panel_bytes = w.panel_bytes();
   if (x.rows == 1) {
     for_panel_pairs(first_panel, end_panel, [&](int64_t p) {
+      // The pair's biases, read by its stores a micro-kernel later, would miss (fetch_lines).
+      if (epilogue.bias != nullptr) fetch_lines(epilogue.bias + p * kPanelWidth, 2 * kPanelWidth * int64_t(sizeof(float)));
       micro_i4<1, 2, Vnni>(x.units, static_cast<const uint8_t*>(w.panel(p)), panel_bytes, x.steps, x.int4_groups, x.block_scales,
                            x.quant_blocks, x.group_sums, tile);
       int4_store_tile_avx2(tile, 1, w, p, epilogue, y, y_stride);

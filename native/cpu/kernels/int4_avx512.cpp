@@ -131,6 +131,8 @@ void matmul_i4_avx512(const PackedRows& x, const WeightMatrix& w, int64_t first_
   const size_t panel_bytes = w.panel_bytes();
   if (x.rows == 1) {
     for_panel_pairs(first_panel, end_panel, [&](int64_t p) {
+      // The pair's biases, read by its stores a micro-kernel later, would miss (fetch_lines).
+      if (epilogue.bias != nullptr) fetch_lines(epilogue.bias + p * kPanelWidth, 2 * kPanelWidth * int64_t(sizeof(float)));
       micro_i4<1, 2>(x.units, static_cast<const uint8_t*>(w.panel(p)), panel_bytes, x.steps, x.int4_groups, x.block_scales,
                      x.quant_blocks, x.group_sums, tile);
       int4_store_tile_avx2(tile, 1, w, p, epilogue, y, y_stride);
