@@ -35,40 +35,6 @@
 namespace falcon::cpu {
 namespace {
 
-// Writes one row of a tile through the epilogue (kernels.h), only the outputs that exist.
-struct TileStore {
-  float* y;
-  int64_t y_stride;
-  int64_t n0;
-  int outputs;
-  const Epilogue& epilogue;
-  const float* scales;
-
-  void operator()(const __m256* c, int row) const {
-    float* out = y + row * y_stride + n0;
-    if (outputs == int(kPanelWidth)) {
-      for (int i = 0; i < 4; ++i) {
-        __m256 v = c[i];
-        if (scales != nullptr) v = _mm256_mul_ps(v, _mm256_loadu_ps(scales + n0 + 8 * i));
-        if (epilogue.bias != nullptr) v = _mm256_add_ps(v, _mm256_loadu_ps(epilogue.bias + n0 + 8 * i));
-        if (epilogue.gelu) v = gelu256(v);
-        if (epilogue.accumulate) v = _mm256_add_ps(_mm256_loadu_ps(out + 8 * i), v);
-        _mm256_storeu_ps(out + 8 * i, v);
-      }
-      return;
-    }
-    alignas(32) float values[32];
-    for (int i = 0; i < 4; ++i) {
-      __m256 v = c[i];
-      if (scales != nullptr) v = _mm256_mul_ps(v, load_f32(scales + n0 + 8 * i, outputs - 8 * i));
-      if (epilogue.bias != nullptr) v = _mm256_add_ps(v, load_f32(epilogue.bias + n0 + 8 * i, outputs - 8 * i));
-      if (epilogue.gelu) v = gelu256(v);
-      _mm256_store_ps(values + 8 * i, v);
-    }
-    for (int j = 0; j < outputs; ++j) out[j] = epilogue.accumulate ? out[j] + values[j] : values[j];
-  }
-};
-
 // A tile is up to 3 slots of 32 sums (4 registers each, 12 of the 16): slot j is row j of the tile
 // against one panel, or, for a lone decode row, that row against panel j (two panels at once give
 // the row 8 independent chains of multiply-adds instead of 4, which hides their latency).
@@ -457,12 +423,6 @@ struct Int8VnniTile {
 // float32 weights (a panel step of 128 bytes per 8 multiply-adds).
 constexpr int64_t kGroupRows = 64;
 constexpr int64_t kPassBytes = 16384;
-// The store of the tile whose first row is m, against panel p.
-inline TileStore tile_store(const WeightMatrix& w, int64_t p, int64_t m, const Epilogue& epilogue, const float* scales, float* y,
-                            int64_t y_stride) {
-  const int64_t n0 = p * kPanelWidth;
-  return TileStore{y + m * y_stride, y_stride, n0, int(std::min<int64_t>(kPanelWidth, w.rows - n0)), epilogue, scales};
-}
 
 // Up to this many rows, the first tile of each pass asks for its panel's lines ahead (Pass::stream_weights).
 constexpr int64_t kStreamRows = 16;
@@ -535,14 +495,18 @@ void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int
 // bfloat16 over many rows runs on the float32 tile (matmul_bf16 below), over weights and inputs widened
 // to float32 a pass at a time. Weights: steps [begin, end) of a panel, as the float32 panel steps
 // 2 · (s − begin) (w[2s] of each output) and the one after (w[2s + 1]), split as micro_bf16 splits them.
+// The 8 bf16 pairs at `pairs` as float32: the evens to even[0, 8), the odds to odd[0, 8).
+inline void widen_bf16_pairs(const void* pairs, float* even, float* odd) {
+  const __m256i loaded = _mm256_loadu_si256(static_cast<const __m256i*>(pairs));
+  _mm256_storeu_ps(even, bf16_evens(loaded));
+  _mm256_storeu_ps(odd, bf16_odds(loaded, _mm256_set1_epi32(int(0xffff0000u))));
+}
+
 void widen_bf16_panel(const uint16_t* panel, int64_t begin, int64_t end, float* out) {
-  const __m256i high_half = _mm256_set1_epi32(int(0xffff0000u));
   for (int64_t s = begin; s < end; ++s) {
     float* even = out + 2 * (s - begin) * kPanelWidth;
     for (int group = 0; group < 4; ++group) {
-      const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(panel + s * 2 * kPanelWidth + 16 * group));
-      _mm256_storeu_ps(even + 8 * group, bf16_evens(pairs));
-      _mm256_storeu_ps(even + kPanelWidth + 8 * group, bf16_odds(pairs, high_half));
+      widen_bf16_pairs(panel + s * 2 * kPanelWidth + 16 * group, even + 8 * group, even + kPanelWidth + 8 * group);
     }
   }
 }
@@ -551,7 +515,6 @@ void widen_bf16_panel(const uint16_t* panel, int64_t begin, int64_t end, float* 
 // steps 2 · (s − begin) and the one after (a block's 8 pairs are one vector). Returns them as packed rows
 // whose row 0 is the first row of `group`'s block.
 PackedRows widen_bf16_units(const PackedRows& x, int64_t group, int64_t group_end, int64_t begin, int64_t end, float* out) {
-  const __m256i high_half = _mm256_set1_epi32(int(0xffff0000u));
   const int64_t first_block = group / kPackedRows, steps = end - begin;
   for (int64_t block = first_block; block <= (group_end - 1) / kPackedRows; ++block) {
     const uint32_t* units = x.units + (block * x.steps + begin) * kPackedRows;
@@ -561,9 +524,7 @@ PackedRows widen_bf16_units(const PackedRows& x, int64_t group, int64_t group_en
     const int64_t fetch_steps = std::min(steps, x.steps - end);
     for (int64_t s = 0; s < steps; ++s) {
       if (s < fetch_steps && (s & 1) == 0) fetch_line(reinterpret_cast<const char*>(units + (s + steps) * kPackedRows));
-      const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(units + s * kPackedRows));
-      _mm256_storeu_ps(widened + 2 * s * kPackedRows, bf16_evens(pairs));
-      _mm256_storeu_ps(widened + (2 * s + 1) * kPackedRows, bf16_odds(pairs, high_half));
+      widen_bf16_pairs(units + s * kPackedRows, widened + 2 * s * kPackedRows, widened + (2 * s + 1) * kPackedRows);
     }
   }
   PackedRows widened;
@@ -905,11 +866,16 @@ float stream_sum(const float* data, int64_t n) {
 // row of 2048 on Zen 5 (this: 0.8–1.3 µs), two rows a layer in every decoded token, on the caller while the
 // other threads wait.
 void layer_norm_row(const float* in, int64_t dim, const float* gamma, const float* beta, float epsilon, float* out) {
+  // The low and high 4 lanes of a float (or 32-bit mask) vector, widened to double (or 64-bit lanes).
+  const auto low_as_double = [](__m256 v) { return _mm256_cvtps_pd(_mm256_castps256_ps128(v)); };
+  const auto high_as_double = [](__m256 v) { return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)); };
+  const auto low_mask = [](__m256i m) { return _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(m))); };
+  const auto high_mask = [](__m256i m) { return _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm256_extracti128_si256(m, 1))); };
   __m256d sum_low = _mm256_setzero_pd(), sum_high = _mm256_setzero_pd();
   for (int64_t i = 0; i < dim; i += 8) {
     const __m256 v = load_f32(in + i, dim - i);
-    sum_low = _mm256_add_pd(sum_low, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
-    sum_high = _mm256_add_pd(sum_high, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+    sum_low = _mm256_add_pd(sum_low, low_as_double(v));
+    sum_high = _mm256_add_pd(sum_high, high_as_double(v));
   }
   alignas(32) double lanes[4];
   _mm256_store_pd(lanes, _mm256_add_pd(sum_low, sum_high));
@@ -918,12 +884,10 @@ void layer_norm_row(const float* in, int64_t dim, const float* gamma, const floa
   __m256d squares_low = _mm256_setzero_pd(), squares_high = _mm256_setzero_pd();
   for (int64_t i = 0; i < dim; i += 8) {
     // Lanes past dim would add mean²: they are masked to zero after centring.
-    const __m256 keep = _mm256_castsi256_ps(lanes_below(dim - i));
+    const __m256i keep = lanes_below(dim - i);
     const __m256 v = load_f32(in + i, dim - i);
-    const __m256d centred_low = _mm256_and_pd(_mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), mean_wide),
-                                              _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm_castps_si128(_mm256_castps256_ps128(keep)))));
-    const __m256d centred_high = _mm256_and_pd(_mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), mean_wide),
-                                               _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm_castps_si128(_mm256_extractf128_ps(keep, 1)))));
+    const __m256d centred_low = _mm256_and_pd(_mm256_sub_pd(low_as_double(v), mean_wide), low_mask(keep));
+    const __m256d centred_high = _mm256_and_pd(_mm256_sub_pd(high_as_double(v), mean_wide), high_mask(keep));
     squares_low = _mm256_fmadd_pd(centred_low, centred_low, squares_low);
     squares_high = _mm256_fmadd_pd(centred_high, centred_high, squares_high);
   }
@@ -932,9 +896,8 @@ void layer_norm_row(const float* in, int64_t dim, const float* gamma, const floa
   const __m256 mean = _mm256_set1_ps(float(mean_d));
   const __m256 inverse_std = _mm256_set1_ps(float(1.0 / std::sqrt(squares / double(dim) + double(epsilon))));
   for (int64_t i = 0; i < dim; i += 8) {
-    const __m256i keep = lanes_below(dim - i);
     const __m256 normalised = _mm256_mul_ps(_mm256_sub_ps(load_f32(in + i, dim - i), mean), inverse_std);
-    _mm256_maskstore_ps(out + i, keep, _mm256_fmadd_ps(normalised, load_f32(gamma + i, dim - i), load_f32(beta + i, dim - i)));
+    _mm256_maskstore_ps(out + i, lanes_below(dim - i), _mm256_fmadd_ps(normalised, load_f32(gamma + i, dim - i), load_f32(beta + i, dim - i)));
   }
 }
 

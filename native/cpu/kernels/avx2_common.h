@@ -1,5 +1,5 @@
 #pragma once
-// Vector helpers shared by the AVX2 kernel files (avx2.cpp, int4_avx2.cpp). Include it only from such
+// Vector helpers and the tile store shared by the AVX2 kernel files (avx2.cpp, int4_avx2.cpp). Include it only from such
 // a file, inside its FALCON_X86 guard, after the file's AVX2 target pragma: these functions take the
 // target of the file that includes them. The standard headers it uses (<immintrin.h>, <algorithm>) are
 // the includer's, before that pragma, as avx2.cpp explains.
@@ -62,6 +62,47 @@ inline __m256 gelu256(__m256 v) {
   const __m256 erf_abs = _mm256_fnmadd_ps(poly, exp256(_mm256_mul_ps(_mm256_xor_ps(a, sign_bit), a)), one);
   const __m256 erf = _mm256_or_ps(erf_abs, _mm256_and_ps(z, sign_bit));
   return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v), _mm256_add_ps(one, erf));
+}
+
+// Writes one row of a tile through the epilogue (kernels.h), only the outputs that exist.
+struct TileStore {
+  float* y;
+  int64_t y_stride;
+  int64_t n0;
+  int outputs;
+  const Epilogue& epilogue;
+  const float* scales;
+
+  void operator()(const __m256* c, int row) const {
+    float* out = y + row * y_stride + n0;
+    if (outputs == int(kPanelWidth)) {
+      for (int i = 0; i < 4; ++i) {
+        __m256 v = c[i];
+        if (scales != nullptr) v = _mm256_mul_ps(v, _mm256_loadu_ps(scales + n0 + 8 * i));
+        if (epilogue.bias != nullptr) v = _mm256_add_ps(v, _mm256_loadu_ps(epilogue.bias + n0 + 8 * i));
+        if (epilogue.gelu) v = gelu256(v);
+        if (epilogue.accumulate) v = _mm256_add_ps(_mm256_loadu_ps(out + 8 * i), v);
+        _mm256_storeu_ps(out + 8 * i, v);
+      }
+      return;
+    }
+    alignas(32) float values[32];
+    for (int i = 0; i < 4; ++i) {
+      __m256 v = c[i];
+      if (scales != nullptr) v = _mm256_mul_ps(v, load_f32(scales + n0 + 8 * i, outputs - 8 * i));
+      if (epilogue.bias != nullptr) v = _mm256_add_ps(v, load_f32(epilogue.bias + n0 + 8 * i, outputs - 8 * i));
+      if (epilogue.gelu) v = gelu256(v);
+      _mm256_store_ps(values + 8 * i, v);
+    }
+    for (int j = 0; j < outputs; ++j) out[j] = epilogue.accumulate ? out[j] + values[j] : values[j];
+  }
+};
+
+// The store of the tile whose first row is m, against panel p.
+inline TileStore tile_store(const WeightMatrix& w, int64_t p, int64_t m, const Epilogue& epilogue, const float* scales, float* y,
+                            int64_t y_stride) {
+  const int64_t n0 = p * kPanelWidth;
+  return TileStore{y + m * y_stride, y_stride, n0, int(std::min<int64_t>(kPanelWidth, w.rows - n0)), epilogue, scales};
 }
 
 }  // namespace

@@ -116,30 +116,11 @@ FALCON_NOINLINE void micro_i4(const uint32_t* packed, const uint8_t* panel, size
 
 void int4_store_tile_avx2(const float* tile, int rows, const WeightMatrix& w, int64_t p, const Epilogue& epilogue, float* y,
                           int64_t y_stride) {
-  const int64_t n0 = p * kPanelWidth;
-  const int outputs = int(std::min<int64_t>(kPanelWidth, w.rows - n0));
+  const TileStore store = tile_store(w, p, 0, epilogue, nullptr, y, y_stride);
   for (int r = 0; r < rows; ++r) {
-    float* out = y + r * y_stride + n0;
-    // A whole panel (all but a matrix's last when its rows are not a multiple of 32) is stored as vectors,
-    // as avx2.cpp's TileStore stores one.
-    if (outputs == int(kPanelWidth)) {
-      for (int i = 0; i < 4; ++i) {
-        __m256 v = _mm256_loadu_ps(tile + r * kPanelWidth + 8 * i);
-        if (epilogue.bias != nullptr) v = _mm256_add_ps(v, _mm256_loadu_ps(epilogue.bias + n0 + 8 * i));
-        if (epilogue.gelu) v = gelu256(v);
-        if (epilogue.accumulate) v = _mm256_add_ps(_mm256_loadu_ps(out + 8 * i), v);
-        _mm256_storeu_ps(out + 8 * i, v);
-      }
-      continue;
-    }
-    alignas(32) float values[kPanelWidth];
-    for (int i = 0; i < 4; ++i) {
-      __m256 v = _mm256_loadu_ps(tile + r * kPanelWidth + 8 * i);
-      if (epilogue.bias != nullptr) v = _mm256_add_ps(v, load_f32(epilogue.bias + n0 + 8 * i, outputs - 8 * i));
-      if (epilogue.gelu) v = gelu256(v);
-      _mm256_store_ps(values + 8 * i, v);
-    }
-    for (int j = 0; j < outputs; ++j) out[j] = epilogue.accumulate ? out[j] + values[j] : values[j];
+    const float* sums = tile + r * kPanelWidth;
+    const __m256 row[4] = {_mm256_loadu_ps(sums), _mm256_loadu_ps(sums + 8), _mm256_loadu_ps(sums + 16), _mm256_loadu_ps(sums + 24)};
+    store(row, r);
   }
 }
 

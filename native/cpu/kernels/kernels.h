@@ -182,7 +182,8 @@ void matmul_i4_avx_vnni(const PackedRows& x, const WeightMatrix& w, int64_t firs
 void matmul_i4_avx512(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel,
                       const Epilogue& epilogue, float* y, int64_t y_stride);
 // Writes `rows` rows of a float32 tile [rows][kPanelWidth] to y (row r at y + r · y_stride) through the
-// epilogue, the outputs of w's panel p that exist only. AVX2: the int4 kernels of both families share it.
+// epilogue, the outputs of w's panel p that exist only, as the AVX2 tiles store theirs (avx2_common.h's
+// TileStore). AVX2: the int4 kernels of both families share it.
 void int4_store_tile_avx2(const float* tile, int rows, const WeightMatrix& w, int64_t p, const Epilogue& epilogue, float* y,
                           int64_t y_stride);
 #endif
