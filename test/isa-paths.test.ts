@@ -152,6 +152,37 @@ async function attentionRun(isa: typeof defaultIsa, config: FalconBackboneConfig
   }
 }
 
+/**
+ * setIsa may run while an async forward pass does. Families pack bfloat16 inputs differently (the AVX2 kernels
+ * take more than 16 rows as float32, the others as pairs), so a matmul must run on the family its inputs were
+ * packed for: one that read float32 units as pairs would read twice k of every weight panel, past its end.
+ */
+describe("switching the kernel family during a forward pass", () => {
+  it("leaves every matmul on the family that packed its inputs", { skip: supportedIsas.length < 2 }, async () => {
+    const config: FalconBackboneConfig = { vocabularySize: 61, numLayers: 4, numAttentionHeads: 4, hiddenDim: 48, intermediateDim: 200, seed: 8 };
+    const reference = await logitsWith("scalar", config, "bfloat16");
+    const model = new FalconBackbone({ ...config, dtype: "bfloat16" });
+    const tokens = Array.from({ length: 5 }, (_, row) => Array.from({ length: 19 }, (_, t) => (row * 13 + t * 7) % config.vocabularySize));
+    let switches = 0;
+    try {
+      for (let round = 0; round < 20; round++) {
+        let finished = false;
+        const logits = model.call({ tokenIds: tokens }).then((hidden) => model.tokenEmbedding.reverse(hidden)).finally(() => { finished = true; });
+        while (!finished) {
+          setIsa(supportedIsas[switches++ % supportedIsas.length]);
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+        assertCloseToReference((await logits).data, reference, "bfloat16");
+      }
+    } finally {
+      model.dispose();
+      setIsa(defaultIsa);
+    }
+    // Far more switches than forward passes: most passes saw the family change under them.
+    assert.ok(switches > 100, `only ${switches} switches in 20 forward passes`);
+  });
+});
+
 describe("attention kernels against the scalar reference at head dimensions 64 and 128", () => {
   for (const isa of supportedIsas.filter((name) => name !== "scalar")) {
     for (const kvDtype of ["float32", "bfloat16", "float16"] as NativeKvDType[]) {

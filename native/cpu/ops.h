@@ -28,6 +28,9 @@ class PackedActivations {
   PackedRows rows() const;
   int64_t cols() const { return cols_; }
   int64_t k_group() const { return k_group_; }
+  // The kernel family the rows were packed for (the active one then): the one their matmul runs on, since
+  // families pack bfloat16 inputs differently and setIsa may switch the active one between the two calls.
+  const KernelTable& kernels() const { return *kernels_; }
   // For a per-thread instance: drops buffers grown past kKeptScratchBytes.
   void release_if_large();
 
@@ -38,6 +41,8 @@ class PackedActivations {
   TrackedVector<int32_t> block_sums_;
   TrackedVector<int32_t> group_sums_;  // int4 weights only
   int64_t rows_ = 0, cols_ = 0, k_group_ = 1, steps_ = 0, quant_blocks_ = 0, int4_groups_ = 0;
+  bool float_units_ = false;
+  const KernelTable* kernels_ = &cpu::kernels();
 };
 
 // Packs x[rows, cols] for matmuls with weights of `weight_dtype`. With `norm`, each row is layer-normed

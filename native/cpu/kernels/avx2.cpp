@@ -2,7 +2,7 @@
 // outputs (one panel) in 12 of the 16 ymm registers, int8 2 rows (its inputs take more registers; 3 on
 // CPUs with AVX-VNNI, whose byte dot product needs none). AVX2 has no bf16 dot product: bfloat16 pairs
 // are widened to float32 by shifting, in a 2-row tile for decode and, for many rows, a pass of the panel
-// and of the inputs at a time, which the float32 tile then runs (matmul_bf16). Many rows run over k in
+// at a time, which the float32 tile then runs over inputs packed as float32 (matmul_bf16). Many rows run over k in
 // passes whose slice of the panel stays in L1 (matmul below); a lone decode row runs against two panels at once.
 #include "../cpu_features.h"
 
@@ -492,9 +492,9 @@ void matmul(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int
   }
 }
 
-// bfloat16 over many rows runs on the float32 tile (matmul_bf16 below), over weights and inputs widened
-// to float32 a pass at a time. Weights: steps [begin, end) of a panel, as the float32 panel steps
-// 2 · (s − begin) (w[2s] of each output) and the one after (w[2s + 1]), split as micro_bf16 splits them.
+// bfloat16 over many rows runs on the float32 tile (matmul_bf16 below), over weights widened to float32
+// a pass at a time: steps [begin, end) of a panel, as the float32 panel steps 2 · (s − begin) (w[2s] of
+// each output) and the one after (w[2s + 1]), split as micro_bf16 splits them.
 // The 8 bf16 pairs at `pairs` as float32: the evens to even[0, 8), the odds to odd[0, 8).
 inline void widen_bf16_pairs(const void* pairs, float* even, float* odd) {
   const __m256i loaded = _mm256_loadu_si256(static_cast<const __m256i*>(pairs));
@@ -511,41 +511,19 @@ void widen_bf16_panel(const uint16_t* panel, int64_t begin, int64_t end, float* 
   }
 }
 
-// Inputs: the units of rows [group, group_end) over steps [begin, end), likewise as the float32 units of
-// steps 2 · (s − begin) and the one after (a block's 8 pairs are one vector). Returns them as packed rows
-// whose row 0 is the first row of `group`'s block.
-PackedRows widen_bf16_units(const PackedRows& x, int64_t group, int64_t group_end, int64_t begin, int64_t end, float* out) {
-  const int64_t first_block = group / kPackedRows, steps = end - begin;
-  for (int64_t block = first_block; block <= (group_end - 1) / kPackedRows; ++block) {
-    const uint32_t* units = x.units + (block * x.steps + begin) * kPackedRows;
-    float* widened = out + (block - first_block) * 2 * steps * kPackedRows;
-    // The block's units of the next pass, asked for now: a long k's rows do not stay in cache from one
-    // pass to the next, and the hardware prefetcher does not follow the jumps from block to block.
-    const int64_t fetch_steps = std::min(steps, x.steps - end);
-    for (int64_t s = 0; s < steps; ++s) {
-      if (s < fetch_steps && (s & 1) == 0) fetch_line(reinterpret_cast<const char*>(units + (s + steps) * kPackedRows));
-      widen_bf16_pairs(units + s * kPackedRows, widened + 2 * s * kPackedRows, widened + (2 * s + 1) * kPackedRows);
-    }
-  }
-  PackedRows widened;
-  widened.units = reinterpret_cast<const uint32_t*>(out);
-  widened.rows = group_end - first_block * kPackedRows;
-  widened.steps = 2 * steps;
-  return widened;
-}
-
 // bfloat16 weights: a lone row and few rows (decode) run micro_bf16 on the stored pairs. Many rows run
-// the float32 tile over widened weights and inputs: micro_bf16 spends a broadcast, a shift and a mask per
-// row and step on the inputs and a shift and a mask on each weight vector, and its two rows' 8 chains take
-// two multiply-adds a step, which leaves no slack for FMA latency; the float32 tile's 3 rows run 12 chains
-// of one, and each pass of a panel is widened once for all rows (its weights) and once a group (their
-// inputs) instead of in every tile. Passes are outermost within a panel so the widened slice of the
-// panel stays in L1 for every group, the rows' running sums kept in scratch between passes. Every
-// output's chain is micro_bf16's, x[2s] · w[2s] then x[2s + 1] · w[2s + 1] on the same float32 values,
-// so it gets the same bits either way.
+// the float32 tile over widened weights and their inputs packed as float32 (PackedRows::float_units, bf16
+// values: pack_activations packs so above kStreamRows rows): micro_bf16 spends a broadcast, a shift and a
+// mask per row and step on the inputs and a shift and a mask on each weight vector, and its two rows' 8
+// chains take two multiply-adds a step, which leaves no slack for FMA latency; the float32 tile's 3 rows
+// run 12 chains of one, and each pass of a panel is widened once for all rows. (Inputs widened here
+// instead, a group and a pass at a time, cost 12 % of a bf16 pp512: once for every panel.) Passes are
+// outermost within a panel so the widened slice of the panel stays in L1 for every group, the rows'
+// running sums kept in scratch between passes. Every output's chain is micro_bf16's, x[2s] · w[2s] then
+// x[2s + 1] · w[2s + 1] on the same float32 values, so it gets the same bits either way.
 void matmul_bf16(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel, const Epilogue& epilogue,
                  float* y, int64_t y_stride) {
-  if (x.rows <= kStreamRows) {
+  if (!x.float_units) {
     matmul<Bf16Tile>(x, w, first_panel, end_panel, epilogue, y, y_stride);
     return;
   }
@@ -554,30 +532,31 @@ void matmul_bf16(const PackedRows& x, const WeightMatrix& w, int64_t first_panel
   // The float32 tile's passes: kPassBytes of its panel, half as many bf16 steps.
   const int64_t pass_steps = kPassBytes / (kPanelWidth * int64_t(sizeof(float))) / 2;
   const int64_t panel_floats = 2 * pass_steps * kPanelWidth;
-  // A group starting mid-block spans one block more than its rows fill.
-  const int64_t input_floats = ((group_rows + kPackedRows - 1) / kPackedRows + 1) * 2 * pass_steps * kPackedRows;
+  const int64_t weight_steps = x.steps / 2;
   // Rows go in sweeps of 16 groups, so the running sums' scratch stays 126 KiB however long the prompt;
   // each sweep reads the weights once.
   const int64_t sweep_rows = 16 * group_rows;
-  float* wide_panel = kernel_scratch(size_t(panel_floats + input_floats + sweep_rows * kPanelWidth));
-  float* wide_inputs = wide_panel + panel_floats;
-  float* partial = wide_inputs + input_floats;
+  float* wide_panel = kernel_scratch(size_t(panel_floats + sweep_rows * kPanelWidth));
+  float* partial = wide_panel + panel_floats;
   for (int64_t sweep = 0; sweep < x.rows; sweep += sweep_rows) {
     const int64_t sweep_end = std::min(x.rows, sweep + sweep_rows);
     for (int64_t p = first_panel; p < end_panel; ++p) {
-      for (int64_t begin = 0; begin < x.steps; begin += pass_steps) {
-        const int64_t end = std::min(x.steps, begin + pass_steps);
+      for (int64_t begin = 0; begin < weight_steps; begin += pass_steps) {
+        const int64_t end = std::min(weight_steps, begin + pass_steps);
         widen_bf16_panel(static_cast<const uint16_t*>(w.panel(p)), begin, end, wide_panel);
+        // The inputs from the pass's first step on, so that their steps count from 0 as the widened panel's.
+        PackedRows inputs = x;
+        inputs.units += 2 * begin * kPackedRows;
+        const int64_t input_steps = 2 * (end - begin);
+        // Each block's units of the next pass are asked for while this one runs, as matmul does.
+        const int64_t fetch_before = std::min(input_steps, x.steps - 2 * end);
         for (int64_t group = sweep; group < sweep_end; group += group_rows) {
           const int64_t group_end = std::min(sweep_end, group + group_rows);
-          const int64_t first_row = group / kPackedRows * kPackedRows;
-          const PackedRows inputs = widen_bf16_units(x, group, group_end, begin, end, wide_inputs);
           for_each_tile<kMaxRows>(group, group_end, [&](int64_t m, auto rows) {
             constexpr int Rows = decltype(rows)::value;
-            // Steps of the pass as the float32 tile counts them; no unit is asked for ahead (just written).
-            const Pass pass{0, inputs.steps, begin == 0, end == x.steps, partial + (m - sweep) * kPanelWidth, 0, false};
+            const Pass pass{0, input_steps, begin == 0, end == weight_steps, partial + (m - sweep) * kPanelWidth, fetch_before, false};
             const TileStore store = tile_store(w, p, m, epilogue, nullptr, y, y_stride);
-            micro_float<F32Panel, Rows, 1>(tile_units(inputs, m - first_row, Rows), wide_panel, 0, pass, TileOut{&store, false});
+            micro_float<F32Panel, Rows, 1>(tile_units(inputs, m, Rows), wide_panel, 0, pass, TileOut{&store, false});
           });
         }
       }
@@ -905,7 +884,7 @@ void layer_norm_row(const float* in, int64_t dim, const float* gamma, const floa
 
 const KernelTable& avx2_kernels() {
   static const KernelTable table{Isa::Avx2, matmul<FloatTile<F32Panel>>, matmul_bf16, matmul<FloatTile<F16Panel>>,
-                                 cpu_features().avx_vnni ? matmul<Int8VnniTile> : matmul<Int8Tile>, quantise_row,
+                                 cpu_features().avx_vnni ? matmul<Int8VnniTile> : matmul<Int8Tile>, kStreamRows, quantise_row,
                                  layer_norm_row,
                                  {key_scores_blocked<float>, weighted_sum<float>},
                                  {key_scores_blocked<Bf16>, weighted_sum<Bf16>},

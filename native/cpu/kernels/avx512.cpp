@@ -715,11 +715,12 @@ float stream_sum(const float* data, int64_t n) {
 const KernelTable& avx512_kernels() {
   static const KernelTable table = [] {
     // CPUs with AVX-512 but without its BF16 or VNNI extensions run those dtypes on the AVX2 kernels,
-    // which take the same packed inputs.
+    // and then pack bf16 inputs for them.
     const CpuFeatures& features = cpu_features();
     const KernelTable& avx2 = avx2_kernels();
     return KernelTable{Isa::Avx512, matmul<FloatTile<F32Panel>>, features.avx512_bf16 ? matmul<Bf16Tile> : avx2.matmul_bf16,
-                       matmul<FloatTile<F16Panel>>, features.avx512_vnni ? matmul<Int8Tile> : avx2.matmul_i8, quantise_row, layer_norm_row,
+                       matmul<FloatTile<F16Panel>>, features.avx512_vnni ? matmul<Int8Tile> : avx2.matmul_i8,
+                       features.avx512_bf16 ? INT64_MAX : avx2.bf16_pairs_max_rows, quantise_row, layer_norm_row,
                        {key_scores_blocked<float>, weighted_sum<float>}, {key_scores_blocked<Bf16>, weighted_sum<Bf16>},
                        {key_scores_blocked<F16>, weighted_sum<F16>}, mask_scores, exp_sum, peak_ops, stream_sum};
   }();

@@ -23,7 +23,10 @@ namespace falcon::cpu {
 // (slots of rows past the last one are left undefined; kernels never read them)
 // A unit is the step's inputs of one row in the form the weights' kernel multiplies:
 //   float32 / float16 weights: one float32 x[m][s]
-//   bfloat16 weights: the pair (x[m][2s], x[m][2s+1]) rounded to bf16 (bf16 models multiply in bf16)
+//   bfloat16 weights: the pair (x[m][2s], x[m][2s+1]) rounded to bf16 (bf16 models multiply in bf16); or,
+//     for more rows than the table's bf16_pairs_max_rows, one input rounded to bf16 and held as float32,
+//     steps counting single inputs, as for float32 (PackedRows::float_units): kernels that multiply bf16 in
+//     float32 (AVX2) then read the inputs as they are instead of widening them for every panel
 //   int8 and int4 weights: the quad x[m][4s .. 4s+3] quantised to int8, little end first. Each row is quantised
 //     in blocks of kQuantSteps steps, symmetrically (the block's largest magnitude maps to ±127), so
 //     one outlier costs precision only in its own block; a matmul sums the exact integer products
@@ -44,6 +47,8 @@ struct PackedRows {
   const uint32_t* units = nullptr;
   int64_t rows = 0;
   int64_t steps = 0;
+  // bfloat16 weights only: the units are float32 inputs (rounded to bf16), two steps for each of the weights'.
+  bool float_units = false;
   // int8 only, [row][block] for blocks of kQuantSteps steps (quant_blocks per row):
   int64_t quant_blocks = 0;
   const float* block_scales = nullptr;  // x ≈ q · scale
@@ -103,6 +108,8 @@ struct KernelTable {
   MatmulKernel matmul_bf16;
   MatmulKernel matmul_f16;
   MatmulKernel matmul_i8;
+  // bfloat16 weights: up to this many rows, inputs are packed as bf16 pairs; more as float32 units.
+  int64_t bf16_pairs_max_rows;
   // Quantises one row of `cols` inputs for int8 weights, block by block (see the int8 unit above):
   // scale = max |x| / 127, q = x · (127 / max |x|) rounded to nearest even; writes the units of every
   // step to units[s · kPackedRows], and each block's scale and Σ q.

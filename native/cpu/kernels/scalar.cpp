@@ -170,7 +170,7 @@ float stream_sum(const float* data, int64_t n) {
 }  // namespace
 
 const KernelTable& scalar_kernels() {
-  static const KernelTable table{Isa::Scalar, matmul, matmul, matmul, matmul, quantise_row, layer_norm_row,
+  static const KernelTable table{Isa::Scalar, matmul, matmul, matmul, matmul, INT64_MAX, quantise_row, layer_norm_row,
                                  {key_scores_blocked<float>, weighted_sum<float>},
                                  {key_scores_blocked<Bf16>, weighted_sum<Bf16>},
                                  {key_scores_blocked<F16>, weighted_sum<F16>},

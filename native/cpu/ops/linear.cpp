@@ -15,6 +15,7 @@ PackedRows PackedActivations::rows() const {
   view.units = units_.data();
   view.rows = rows_;
   view.steps = steps_;
+  view.float_units = float_units_;
   view.quant_blocks = quant_blocks_;
   view.block_scales = block_scales_.data();
   view.block_sums = block_sums_.data();
@@ -32,14 +33,19 @@ void PackedActivations::release_if_large() {
 
 void pack_activations(const float* x, int64_t rows, int64_t cols, DType weight_dtype, const LayerNormParams* norm,
                       PackedActivations& out) {
+  const KernelTable& table = kernels();
+  out.kernels_ = &table;
   const int64_t group = k_group(weight_dtype);
-  const int64_t steps = (cols + group - 1) / group;
+  // bf16 inputs as float32 units: a step each, two for each of the weights' steps (pad included).
+  const bool float_units = weight_dtype == DType::BFloat16 && rows > table.bf16_pairs_max_rows;
+  const int64_t steps = (cols + group - 1) / group * (float_units ? group : 1);
   const int64_t blocks = (rows + kPackedRows - 1) / kPackedRows;
   const int64_t quant_blocks = group == 4 ? (steps + kQuantSteps - 1) / kQuantSteps : 0;
   out.rows_ = rows;
   out.cols_ = cols;
   out.k_group_ = group;
   out.steps_ = steps;
+  out.float_units_ = float_units;
   out.quant_blocks_ = quant_blocks;
   const int64_t int4_groups = weight_dtype == DType::Int4 ? (cols + kInt4Group - 1) / kInt4Group : 0;
   constexpr int64_t kInt4GroupSteps = kInt4Group / 4;
@@ -51,7 +57,6 @@ void pack_activations(const float* x, int64_t rows, int64_t cols, DType weight_d
     out.block_scales_.resize(size_t(rows * quant_blocks));
     out.block_sums_.resize(size_t(rows * quant_blocks));
   }
-  const KernelTable& table = kernels();
   uint32_t* units = out.units_.data();
   float* block_scales = out.block_scales_.data();
   int32_t* block_sums = out.block_sums_.data();
@@ -77,6 +82,8 @@ void pack_activations(const float* x, int64_t rows, int64_t cols, DType weight_d
           }
           group_sums[m * int4_groups + g] = sum;
         }
+      } else if (float_units) {
+        for (int64_t s = 0; s < steps; ++s) row_units[s * kPackedRows] = s < cols ? uint32_t(f32_to_bf16(row[s])) << 16 : 0u;
       } else if (group == 2) {
         for (int64_t s = 0; s < steps; ++s) {
           const uint32_t high = 2 * s + 1 < cols ? f32_to_bf16(row[2 * s + 1]) : 0u;
@@ -94,7 +101,7 @@ void matmul(const PackedActivations& x, const WeightMatrix& w, const Epilogue& e
   if (x.cols() != w.cols || x.k_group() != w.k_group()) {
     throw Error(ErrorKind::State, "activations packed for another weight layout");
   }
-  const MatmulKernel kernel = matmul_kernel(kernels(), w.dtype);
+  const MatmulKernel kernel = matmul_kernel(x.kernels(), w.dtype);
   const PackedRows rows = x.rows();
   current_thread_pool()->parallel_for(w.panels(), 1, [&](int64_t begin, int64_t end) {
     kernel(rows, w, begin, end, epilogue, y, w.rows);
