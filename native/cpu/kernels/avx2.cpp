@@ -512,12 +512,13 @@ void widen_bf16_panel(const uint16_t* panel, int64_t begin, int64_t end, float* 
 }
 
 // bfloat16 weights: a lone row and few rows (decode) run micro_bf16 on the stored pairs. Many rows run
-// the float32 tile over widened weights and their inputs packed as float32 (PackedRows::float_units, bf16
-// values: pack_activations packs so above kStreamRows rows): micro_bf16 spends a broadcast, a shift and a
-// mask per row and step on the inputs and a shift and a mask on each weight vector, and its two rows' 8
-// chains take two multiply-adds a step, which leaves no slack for FMA latency; the float32 tile's 3 rows
-// run 12 chains of one, and each pass of a panel is widened once for all rows. (Inputs widened here
-// instead, a group and a pass at a time, cost 12 % of a bf16 pp512: once for every panel.) Passes are
+// the float32 tile over widened weights and over inputs that pack_activations rounded to bf16 and packed as
+// float32 (PackedRows::float_units: above kStreamRows rows, the table's bf16_pairs_max_rows): micro_bf16
+// spends a broadcast, a shift and a mask per row and step on the inputs and a shift and a mask on each
+// weight vector, and its two rows' 8 chains take two multiply-adds a step, which leaves no slack for FMA
+// latency; the float32 tile's 3 rows run 12 chains of one, and each pass of a panel is widened once for all
+// rows. (Widening the inputs here instead, a group and a pass at a time, took about 11 % of a bf16 pp512's
+// time: it was done once for every panel.) Passes are
 // outermost within a panel so the widened slice of the panel stays in L1 for every group, the rows'
 // running sums kept in scratch between passes. Every output's chain is micro_bf16's, x[2s] · w[2s] then
 // x[2s + 1] · w[2s + 1] on the same float32 values, so it gets the same bits either way.
