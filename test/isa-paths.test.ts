@@ -34,16 +34,21 @@ const ODD_SHAPES: FalconBackboneConfig[] = [
 ];
 
 /**
- * 5 sequences of 19 tokens (prompt attention scores keys in blocks of 16, a whole block and a tail, and
- * queries in groups of 4 and a tail), or with `loneRow` a single token: every matmul then has one input
- * row, the decode kernels' case (a lone row runs against two panels at once where the family does).
+ * 5 sequences of 19 tokens: prompt attention scores keys in blocks of 16, a whole block and a tail, and
+ * queries in groups of 4 and a tail.
+ */
+function promptTokens(config: FalconBackboneConfig): number[][] {
+  return Array.from({ length: 5 }, (_, row) => Array.from({ length: 19 }, (_, t) => (row * 13 + t * 7) % config.vocabularySize));
+}
+
+/**
+ * The logits of promptTokens, or with `loneRow` of a single token: every matmul then has one input row, the
+ * decode kernels' case (a lone row runs against two panels at once where the family does).
  */
 async function logitsWith(isa: typeof defaultIsa, config: FalconBackboneConfig, dtype: FalconDType, loneRow = false): Promise<Float32Array> {
   setIsa(isa);
   const model = new FalconBackbone({ ...config, dtype });
-  const tokens = loneRow
-    ? [[11 % config.vocabularySize]]
-    : Array.from({ length: 5 }, (_, row) => Array.from({ length: 19 }, (_, t) => (row * 13 + t * 7) % config.vocabularySize));
+  const tokens = loneRow ? [[11 % config.vocabularySize]] : promptTokens(config);
   const logits = await model.tokenEmbedding.reverse(await model.call({ tokenIds: tokens }));
   model.dispose();
   return logits.data;
@@ -162,7 +167,7 @@ describe("switching the kernel family during a forward pass", () => {
     const config: FalconBackboneConfig = { vocabularySize: 61, numLayers: 4, numAttentionHeads: 4, hiddenDim: 48, intermediateDim: 200, seed: 8 };
     const reference = await logitsWith("scalar", config, "bfloat16");
     const model = new FalconBackbone({ ...config, dtype: "bfloat16" });
-    const tokens = Array.from({ length: 5 }, (_, row) => Array.from({ length: 19 }, (_, t) => (row * 13 + t * 7) % config.vocabularySize));
+    const tokens = promptTokens(config);
     let switches = 0;
     try {
       for (let round = 0; round < 20; round++) {

@@ -518,10 +518,10 @@ void widen_bf16_panel(const uint16_t* panel, int64_t begin, int64_t end, float* 
 // weight vector, and its two rows' 8 chains take two multiply-adds a step, which leaves no slack for FMA
 // latency; the float32 tile's 3 rows run 12 chains of one, and each pass of a panel is widened once for all
 // rows. (Widening the inputs here instead, a group and a pass at a time, took about 11 % of a bf16 pp512's
-// time: it was done once for every panel.) Passes are
-// outermost within a panel so the widened slice of the panel stays in L1 for every group, the rows'
-// running sums kept in scratch between passes. Every output's chain is micro_bf16's, x[2s] · w[2s] then
-// x[2s + 1] · w[2s + 1] on the same float32 values, so it gets the same bits either way.
+// time: it was done once for every panel.) Passes are outermost within a panel so the widened slice of the
+// panel stays in L1 for every group, the rows' running sums kept in scratch between passes. Every output's
+// chain is micro_bf16's, x[2s] · w[2s] then x[2s + 1] · w[2s + 1] on the same float32 values, so it gets
+// the same bits either way.
 void matmul_bf16(const PackedRows& x, const WeightMatrix& w, int64_t first_panel, int64_t end_panel, const Epilogue& epilogue,
                  float* y, int64_t y_stride) {
   if (!x.float_units) {
